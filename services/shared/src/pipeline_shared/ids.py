@@ -1,0 +1,55 @@
+"""Ids derived from a pipeline id.
+
+Every durable effect is keyed by the pipeline id so that a retried or replayed
+step repeats the same effect instead of making a new one: the Databricks
+idempotency token, the email's Message-ID and the callback promise's id all
+come from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: The pipeline workflow's children, in the order the workflow creates them.
+#: Resonate numbers a workflow's children ``{root}:1``, ``{root}:2``, ... by
+#: call order, so these positions are part of the contract between the worker
+#: (which creates them) and the gateway (which reads them to report state and
+#: to settle the callback). The worker's tests assert the order.
+CALLBACK_PROMISE_SEQ = 1
+TRIGGER_STEP_SEQ = 2
+
+
+def callback_promise_id(pipeline_id: str) -> str:
+    """The promise the notebook's callback settles."""
+    return f"{pipeline_id}:{CALLBACK_PROMISE_SEQ}"
+
+
+def trigger_step_id(pipeline_id: str) -> str:
+    """The step whose value records the Databricks run."""
+    return f"{pipeline_id}:{TRIGGER_STEP_SEQ}"
+
+
+def pipeline_id_of(promise_id: str) -> str:
+    """The pipeline a child promise belongs to: its Resonate origin."""
+    return promise_id.split(":", 1)[0]
+
+
+def idempotency_token(namespace: str, pipeline_id: str) -> str:
+    """The ``run_now`` idempotency token for a pipeline.
+
+    Databricks keeps tokens per workspace and caps them at 64 characters. The
+    namespace keeps two deployments that share a workspace, and reuse pipeline
+    ids, from colliding.
+    """
+    digest = hashlib.sha256(f"{namespace}/{pipeline_id}".encode()).hexdigest()
+    return f"pipeline-{digest[:48]}"
+
+
+def email_message_id(pipeline_id: str, state: str, domain: str) -> str:
+    """The Message-ID of the email announcing a pipeline's final state.
+
+    Derived, not random, so a resend after a crash is recognisably the same
+    message to the receiving server, which may deduplicate on it.
+    """
+    digest = hashlib.sha256(f"{pipeline_id}/{state}".encode()).hexdigest()[:32]
+    return f"<pipeline.{digest}@{domain}>"

@@ -1,0 +1,149 @@
+"""Payloads that cross a service or durability boundary.
+
+Every model here is stored in a Resonate promise or sent over HTTP between
+services, so changing a field is a protocol change: the gateway, the worker
+and the notifier must agree on it, and pipelines already in flight still hold
+the old shape. Add optional fields; do not rename or remove.
+
+The gateway's HTTP request and response models live with the gateway; only
+what the services exchange lives here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+#: A pipeline id: the business key every durable id is derived from. The
+#: alphabet keeps it safe in URLs, Resonate ids (no ``:``) and SMTP headers.
+PIPELINE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+PipelineId = Annotated[str, StringConstraints(pattern=PIPELINE_ID_PATTERN)]
+
+
+class PipelineState(StrEnum):
+    """Where a pipeline stands. The last four are final."""
+
+    STARTING = "starting"
+    WAITING = "waiting"
+    NOTIFYING = "notifying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {PipelineState.SUCCEEDED, PipelineState.FAILED, PipelineState.CANCELLED, PipelineState.TIMED_OUT}
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineSpec(_Model):
+    """The workflow's one argument: what the user asked for, fully resolved.
+
+    The gateway resolves defaults before the workflow starts, so the stored
+    spec alone says what the pipeline does and two starts of the same id can
+    be compared field by field.
+    """
+
+    id: PipelineId
+    email: EmailStr
+    parameters: dict[str, str]
+    timeout_seconds: int = Field(ge=1)
+
+
+class RunError(_Model):
+    """A failure a person can act on: what kind, and what it said."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    message: Annotated[str, StringConstraints(max_length=20_000)]
+
+
+class DatabricksRun(_Model):
+    """The Databricks run a pipeline started."""
+
+    run_id: int
+    run_page_url: str | None = None
+
+
+class TriggerOutcome(_Model):
+    """What ``jobs.run_now`` gave: a run, or the permanent reason there is none."""
+
+    run: DatabricksRun | None = None
+    error: RunError | None = None
+
+
+class Settlement(_Model):
+    """The value the callback promise settles with.
+
+    Three parties may settle it: the notebook's signed callback, the watchdog
+    that saw the run end without one, and a user cancelling. The first one to
+    reach the Resonate server wins; the others observe it.
+    """
+
+    status: Literal["success", "failure", "cancelled"]
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    source: Literal["callback", "watchdog", "user"]
+    #: Epoch milliseconds at which the settling party accepted it; the start of
+    #: the callback-to-email latency.
+    received_at: int
+
+    def same_outcome(self, other: Settlement) -> bool:
+        """Whether two settlements say the same thing, whoever sent them."""
+        return (self.status, self.result, self.error) == (other.status, other.result, other.error)
+
+
+class Notification(_Model):
+    """What the notifier needs to tell the user how their pipeline ended."""
+
+    pipeline_id: PipelineId
+    email: EmailStr
+    state: PipelineState
+    parameters: dict[str, str]
+    run: DatabricksRun | None = None
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    #: How long the pipeline waited for Databricks before timing out.
+    waited_seconds: int | None = None
+    #: When the outcome became known (epoch ms), for the latency metric.
+    settled_at: int | None = None
+
+
+class NotificationReceipt(_Model):
+    """What became of the email. ``delivered=False`` carries the permanent cause."""
+
+    delivered: bool
+    message_id: str
+    error: str | None = None
+    smtp_code: int | None = None
+
+
+class PipelineOutcome(_Model):
+    """The workflow's return value: the final state and everything behind it."""
+
+    state: PipelineState
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    run: DatabricksRun | None = None
+    notification: NotificationReceipt | None = None
+
+
+class WatchRequest(_Model):
+    """One check of the missed-callback watchdog."""
+
+    pipeline_id: PipelineId
+    promise_id: str
+    run_id: int
+    interval_seconds: float = Field(gt=0)
+    check: int = Field(ge=1, default=1)

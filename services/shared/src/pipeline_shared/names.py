@@ -1,0 +1,24 @@
+"""Resonate group and function names: the only way services address each other.
+
+A group is named after the service that listens on it (compose service name =
+Resonate group). Functions are dispatched across services by these registered
+names, never by importing another service's code.
+"""
+
+from typing import Final
+
+#: The gateway's group. It starts workflows and settles promises; no durable
+#: function is registered on it.
+API_GROUP: Final = "api"
+#: The worker's group: the pipeline workflow and its Databricks steps.
+WORKER_GROUP: Final = "worker"
+#: The notifier's group: the email step.
+NOTIFIER_GROUP: Final = "notifier"
+
+#: The pipeline workflow, registered by the worker. Its root promise id is the
+#: pipeline id.
+RUN_PIPELINE: Final = "run_pipeline"
+#: One link of the missed-callback watchdog chain, registered by the worker.
+WATCH_DATABRICKS_RUN: Final = "watch_databricks_run"
+#: The email step, registered by the notifier.
+SEND_PIPELINE_EMAIL: Final = "send_pipeline_email"
