@@ -86,22 +86,31 @@ class TriggerOutcome(_Model):
 class Settlement(_Model):
     """The value the callback promise settles with.
 
-    Three parties may settle it: the notebook's signed callback, the watchdog
-    that saw the run end without one, and a user cancelling. The first one to
-    reach the Resonate server wins; the others observe it.
+    Several parties may settle it: the notebook's signed callback, the
+    watchdog that saw the run end without one, a user cancelling, and the
+    worker itself when Databricks refused to start the run. The first to reach
+    the Resonate server wins; the others observe it.
     """
 
     status: Literal["success", "failure", "cancelled"]
     result: dict[str, Any] | None = None
     error: RunError | None = None
-    source: Literal["callback", "watchdog", "user"]
+    source: Literal["callback", "watchdog", "user", "worker"]
     #: Epoch milliseconds at which the settling party accepted it; the start of
     #: the callback-to-email latency.
     received_at: int
 
-    def same_outcome(self, other: Settlement) -> bool:
-        """Whether two settlements say the same thing, whoever sent them."""
-        return (self.status, self.result, self.error) == (other.status, other.result, other.error)
+    def agrees_with(self, other: Settlement) -> bool:
+        """Whether ``other`` repeats this outcome rather than contradicting it.
+
+        Two failures agree even when worded differently: the notebook reports
+        the exception while the watchdog reports Databricks' state message for
+        the same failed run, and the first cause stands. Two successes agree
+        only with the same result.
+        """
+        if self.status != other.status:
+            return False
+        return self.status != "success" or self.result == other.result
 
 
 class Notification(_Model):
@@ -124,7 +133,8 @@ class NotificationReceipt(_Model):
     """What became of the email. ``delivered=False`` carries the permanent cause."""
 
     delivered: bool
-    message_id: str
+    #: None when no email was composed (the notifier was never reached).
+    message_id: str | None = None
     error: str | None = None
     smtp_code: int | None = None
 

@@ -1,0 +1,70 @@
+"""Ops endpoints for services whose only HTTP surface is operational.
+
+The worker and the notifier receive their work over Resonate, so they serve
+just ``/healthz`` (the process is up), ``/readyz`` (it can do its job: the
+readiness callback says why not) and ``/metrics`` (Prometheus). The gateway
+mounts the same metrics app in its own FastAPI application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+#: Returns None when ready, else a human-readable reason.
+Readiness = Callable[[], Awaitable[str | None]]
+
+
+def ops_app(service: str, readiness: Readiness) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "service": service})
+
+    async def readyz(_: Request) -> JSONResponse:
+        reason = await readiness()
+        if reason is None:
+            return JSONResponse({"status": "ready", "service": service})
+        return JSONResponse(
+            {"status": "not_ready", "service": service, "code": "not_ready", "message": reason},
+            status_code=503,
+        )
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount("/metrics", app=make_asgi_app()),
+        ]
+    )
+
+
+async def serve_ops(service: str, readiness: Readiness, port: int, stop: asyncio.Event) -> None:
+    """Serve the ops endpoints on ``port`` until ``stop`` is set."""
+    config = uvicorn.Config(
+        ops_app(service, readiness), host="0.0.0.0", port=port, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    # The service owns signal handling (see stop_on_signals); uvicorn
+    # would otherwise take SIGTERM for itself and re-raise it when done.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful stop; needs a running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,75 @@
+"""Configuration every service reads the same way.
+
+Each service has one ``Settings`` class built on :class:`ServiceSettings`:
+environment variables with UPPER_CASE names, read once at start. A missing or
+invalid variable stops the service with a message naming it, rather than
+failing later in a request. Secrets have no usable default in code; the
+development value compose supplies is refused outside development.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, Self
+
+from pydantic import ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The signing secret compose uses when none is given, so `docker compose up`
+#: works on a laptop with no .env. Recognised here so that it can be refused
+#: anywhere it would matter.
+DEVELOPMENT_SIGNING_SECRET = "dev-only-insecure-callback-secret-change-me"
+
+#: Below this a secret is guessable enough to forge callbacks offline.
+MIN_SECRET_LENGTH = 32
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    #: ``development`` allows the development secret; anything else refuses it.
+    ENVIRONMENT: Literal["development", "test", "production"] = "development"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: The Resonate server every service coordinates through.
+    RESONATE_URL: str
+    #: Bearer token for the Resonate server, when it requires one.
+    RESONATE_TOKEN: str | None = None
+    #: Port of the ops endpoints (/healthz, /readyz, /metrics) in services
+    #: that serve nothing else over HTTP.
+    OPS_PORT: int = 9000
+
+
+class SigningSettings(ServiceSettings):
+    """Settings of a service that derives callback signing keys."""
+
+    #: Server-side secret from which each callback promise's key is derived.
+    CALLBACK_SIGNING_SECRET: str
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret_outside_development(self) -> Self:
+        if self.ENVIRONMENT == "development":
+            return self
+        if self.CALLBACK_SIGNING_SECRET == DEVELOPMENT_SIGNING_SECRET:
+            raise ValueError(
+                "CALLBACK_SIGNING_SECRET is the development default; "
+                f"set a random secret for ENVIRONMENT={self.ENVIRONMENT}"
+            )
+        if len(self.CALLBACK_SIGNING_SECRET) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"CALLBACK_SIGNING_SECRET must be at least {MIN_SECRET_LENGTH} characters "
+                f"for ENVIRONMENT={self.ENVIRONMENT}"
+            )
+        return self
+
+
+def load_settings[S: BaseSettings](cls: type[S]) -> S:
+    """Read ``cls`` from the environment, or exit naming every bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = [f"{cls.__module__}.{cls.__name__}: invalid configuration"]
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            lines.append(f"  {name}: {error['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,74 @@
+"""Run the worker: ``python -m pipeline_worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline_shared import names
+from pipeline_shared.logs import configure_logging
+from pipeline_shared.ops import serve_ops, stop_on_signals
+from pipeline_shared.resonate_client import connect
+from pipeline_shared.settings import load_settings
+
+from .databricks import DatabricksConfig, DatabricksJobs
+from .settings import WorkerSettings
+from .steps import WorkerDeps
+from .workflows import run_pipeline, watch_databricks_run
+
+logger = logging.getLogger("pipeline_worker")
+
+
+async def main() -> None:
+    settings = load_settings(WorkerSettings)
+    configure_logging("worker", settings.LOG_LEVEL)
+    stop = stop_on_signals()
+
+    databricks = DatabricksJobs(
+        DatabricksConfig(
+            host=settings.DATABRICKS_HOST,
+            token=settings.DATABRICKS_TOKEN,
+            job_id=settings.DATABRICKS_JOB_ID,
+            http_timeout_seconds=settings.DATABRICKS_HTTP_TIMEOUT_SECONDS,
+            retry_timeout_seconds=settings.DATABRICKS_RETRY_TIMEOUT_SECONDS,
+            max_concurrent_calls=settings.DATABRICKS_MAX_CONCURRENT_CALLS,
+        )
+    )
+    link = connect(
+        settings.RESONATE_URL,
+        names.WORKER_GROUP,
+        token=settings.RESONATE_TOKEN,
+        max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
+    )
+    resonate = link.resonate
+    resonate.with_dependency(
+        WorkerDeps(
+            databricks=databricks,
+            promises=resonate.promises,
+            signing_secret=settings.CALLBACK_SIGNING_SECRET,
+            callback_url=settings.GATEWAY_CALLBACK_URL,
+            idempotency_namespace=settings.DATABRICKS_IDEMPOTENCY_NAMESPACE,
+            watchdog_interval_seconds=settings.WATCHDOG_INTERVAL_SECONDS,
+        )
+    )
+    resonate.register(run_pipeline, name=names.RUN_PIPELINE)
+    resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
+    resonate.start()
+    logger.info(
+        "worker started",
+        extra={"fields": {"group": names.WORKER_GROUP, "databricks_host": settings.DATABRICKS_HOST}},
+    )
+
+    async def readiness() -> str | None:
+        return await link.readiness(needs_push=True)
+
+    try:
+        await serve_ops("worker", readiness, settings.OPS_PORT, stop)
+    finally:
+        logger.info("worker stopping")
+        await resonate.stop()
+        databricks.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,15 @@
+"""The worker's Prometheus metrics."""
+
+from prometheus_client import Counter
+
+PIPELINES_FINISHED = Counter(
+    "pipelines_finished_total",
+    "Pipelines that reached a final state, by state (succeeded, failed, cancelled, timed_out).",
+    ["state"],
+)
+RUNS_TRIGGERED = Counter("databricks_runs_triggered_total", "Successful run-now calls (replays included).")
+WATCHDOG_SETTLEMENTS = Counter(
+    "watchdog_settlements_total",
+    "Callback promises settled by the watchdog because no callback came, by status.",
+    ["status"],
+)

@@ -1,0 +1,348 @@
+"""The pipeline workflow on Resonate's in-process server.
+
+A real Resonate client, codec and workflow engine, with the notifier replaced
+by a function registered under its name and Databricks by an in-memory double
+that honours idempotency tokens the way the Jobs API does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from resonate.testing import local_resonate
+from resonate.types import Value
+
+from pipeline_shared import ids, names
+from pipeline_shared.callbacks import settle_callback, stored_settlement
+from pipeline_shared.models import (
+    DatabricksRun,
+    Notification,
+    NotificationReceipt,
+    PipelineOutcome,
+    PipelineSpec,
+    PipelineState,
+    RunError,
+    Settlement,
+)
+from pipeline_worker.databricks import PermanentDatabricksError, RunSnapshot, TransientDatabricksError
+from pipeline_worker.steps import WorkerDeps, now_ms
+from pipeline_worker.workflows import run_pipeline, watch_databricks_run
+
+SECRET = "unit-test-secret-unit-test-secret-000"
+
+
+class FakeJobs:
+    """Databricks as the worker sees it: one run per idempotency token."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1000)
+        self.runs_by_token: dict[str, DatabricksRun] = {}
+        self.run_now_calls: list[dict[str, str]] = []
+        self.cancelled: list[int] = []
+        self.fail_next: list[Exception] = []
+        self.states: dict[int, RunSnapshot] = {}
+        self.outputs: dict[int, dict[str, Any]] = {}
+        self.started = asyncio.Event()
+
+    async def run_now(self, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
+        self.run_now_calls.append(job_parameters)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        if idempotency_token not in self.runs_by_token:
+            run_id = next(self._ids)
+            self.runs_by_token[idempotency_token] = DatabricksRun(
+                run_id=run_id, run_page_url=f"http://databricks.test/#job/1/run/{run_id}"
+            )
+            self.states[run_id] = RunSnapshot("RUNNING", None, "")
+        self.started.set()
+        return self.runs_by_token[idempotency_token]
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        return self.states[run_id]
+
+    async def notebook_result(self, run_id: int) -> dict[str, Any] | None:
+        return self.outputs.get(run_id)
+
+    async def cancel(self, run_id: int) -> None:
+        self.cancelled.append(run_id)
+        self.states[run_id] = RunSnapshot("TERMINATED", "CANCELED", "cancelled by the worker")
+
+
+class Harness:
+    def __init__(self, watchdog_interval: float = 3600.0) -> None:
+        self.jobs = FakeJobs()
+        self.notifications: list[Notification] = []
+        self.notifier_failure: Exception | None = None
+        self.resonate = local_resonate()
+        self.resonate.with_dependency(
+            WorkerDeps(
+                databricks=self.jobs,  # type: ignore[arg-type]
+                promises=self.resonate.promises,
+                signing_secret=SECRET,
+                callback_url="http://api.test/callbacks/databricks",
+                idempotency_namespace="unit",
+                watchdog_interval_seconds=watchdog_interval,
+            )
+        )
+        self.resonate.register(run_pipeline, name=names.RUN_PIPELINE)
+        self.resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
+
+        async def send_pipeline_email(ctx: Any, notification: Notification) -> NotificationReceipt:
+            if self.notifier_failure is not None:
+                raise self.notifier_failure
+            self.notifications.append(notification)
+            return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}@test>")
+
+        self.resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL)
+
+    def start(self, **overrides: Any) -> tuple[PipelineSpec, Any]:
+        spec = PipelineSpec(
+            **{
+                "id": f"p-{uuid.uuid4().hex[:12]}",
+                "email": "user@example.com",
+                "parameters": {"source": "sample"},
+                "timeout_seconds": 600,
+                **overrides,
+            }
+        )
+        return spec, self.resonate.run(spec.id, run_pipeline, spec)
+
+    async def wait_for_run(self, spec: PipelineSpec) -> DatabricksRun:
+        async with asyncio.timeout(5):
+            while True:
+                record = await self.promises_get(ids.trigger_step_id(spec.id))
+                if record is not None and record.state == "resolved":
+                    return DatabricksRun.model_validate(record.value.data["run"])
+                await asyncio.sleep(0.01)
+
+    async def promises_get(self, promise_id: str) -> Any:
+        try:
+            return await self.resonate.promises.get(promise_id)
+        except Exception:
+            return None
+
+    async def settle(self, spec: PipelineSpec, **fields: Any) -> None:
+        settlement = Settlement(**{"source": "callback", "received_at": now_ms(), **fields})
+        result = await settle_callback(self.resonate.promises, ids.callback_promise_id(spec.id), settlement)
+        assert result.accepted(settlement)
+
+
+@pytest.fixture
+async def harness():
+    h = Harness()
+    yield h
+    await h.resonate.stop()
+
+
+async def outcome_of(handle: Any) -> PipelineOutcome:
+    return PipelineOutcome.model_validate(await asyncio.wait_for(handle.result(), 10))
+
+
+async def test_success_resumes_on_callback_and_emails_the_result(harness: Harness) -> None:
+    spec, handle = harness.start()
+    run = await harness.wait_for_run(spec)
+    await harness.settle(spec, status="success", result={"rows": 3})
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED
+    assert outcome.result == {"rows": 3}
+    assert outcome.run == run
+    assert outcome.notification is not None and outcome.notification.delivered
+    [sent] = harness.notifications
+    assert (sent.state, sent.result, sent.run, sent.email) == (PipelineState.SUCCEEDED, {"rows": 3}, run, spec.email)
+    assert harness.jobs.cancelled == []
+
+
+async def test_children_sit_where_the_gateway_looks_for_them(harness: Harness) -> None:
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    callback = await harness.resonate.promises.get(ids.callback_promise_id(spec.id))
+    assert callback.state == "pending" and callback.tags.get("resonate:external") == "true"
+    assert callback.timeout_at - callback.created_at == pytest.approx(spec.timeout_seconds * 1000, abs=1000)
+    await harness.settle(spec, status="success", result={})
+    await outcome_of(handle)
+
+
+async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Harness) -> None:
+    from pipeline_shared.signing import derive_callback_key
+
+    spec, handle = harness.start(parameters={"source": "s3://bucket/x.csv", "mode": "fast"})
+    await harness.wait_for_run(spec)
+    [params] = harness.jobs.run_now_calls
+    promise_id = ids.callback_promise_id(spec.id)
+    assert params == {
+        "pipeline_id": spec.id,
+        "callback_promise_id": promise_id,
+        "callback_url": "http://api.test/callbacks/databricks",
+        "callback_signing_key": derive_callback_key(SECRET, promise_id),
+        "parameters": '{"mode": "fast", "source": "s3://bucket/x.csv"}',
+    }
+    assert list(harness.jobs.runs_by_token) == [ids.idempotency_token("unit", spec.id)]
+    await harness.settle(spec, status="success", result={})
+    await outcome_of(handle)
+
+
+async def test_notebook_failure_fails_the_pipeline_with_its_cause(harness: Harness) -> None:
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    error = RunError(type="FileNotFoundError", message="no such file: /data/in.csv")
+    await harness.settle(spec, status="failure", error=error)
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error == error
+    assert harness.notifications[0].error == error
+
+
+async def test_transient_trigger_errors_are_retried_with_the_same_token(harness: Harness) -> None:
+    harness.jobs.fail_next = [TransientDatabricksError("503"), TransientDatabricksError("timeout")]
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    await harness.settle(spec, status="success", result={})
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED
+    assert len(harness.jobs.run_now_calls) == 3
+    assert len(harness.jobs.runs_by_token) == 1
+
+
+async def test_permanent_trigger_error_fails_without_waiting(harness: Harness) -> None:
+    refused = RunError(type="DatabricksNotFound", message="could not start job: Job 7 does not exist.")
+    harness.jobs.fail_next = [PermanentDatabricksError(refused)]
+    spec, handle = harness.start()
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error == refused and outcome.run is None
+    assert len(harness.jobs.run_now_calls) == 1
+    stored = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+    assert stored.stored is not None and stored.stored.source == "worker"
+
+
+async def test_user_cancel_stops_the_run(harness: Harness) -> None:
+    spec, handle = harness.start()
+    run = await harness.wait_for_run(spec)
+    await harness.settle(
+        spec, status="cancelled", source="user", error=RunError(type="Cancelled", message="cancelled by request")
+    )
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.CANCELLED
+    assert harness.jobs.cancelled == [run.run_id]
+    assert harness.notifications[0].state is PipelineState.CANCELLED
+
+
+async def test_cancel_before_trigger_starts_no_run(harness: Harness) -> None:
+    spec = PipelineSpec(id=f"p-{uuid.uuid4().hex[:12]}", email="u@example.com", parameters={}, timeout_seconds=60)
+    # The gateway's cancel may create and settle the callback promise before
+    # any worker picked the pipeline up.
+    await harness.resonate.promises.create(
+        ids.callback_promise_id(spec.id),
+        timeout_at=now_ms() + 60_000,
+        param=Value(),
+        tags={
+            "resonate:scope": "global",
+            "resonate:branch": ids.callback_promise_id(spec.id),
+            "resonate:parent": spec.id,
+            "resonate:origin": spec.id,
+            "resonate:external": "true",
+        },
+    )
+    await harness.settle(spec, status="cancelled", source="user", error=RunError(type="Cancelled", message="x"))
+    handle = harness.resonate.run(spec.id, run_pipeline, spec)
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.CANCELLED and outcome.run is None
+    assert harness.jobs.run_now_calls == [] and harness.jobs.cancelled == []
+
+
+async def test_timeout_cancels_the_run_and_says_how_long_it_waited(harness: Harness) -> None:
+    spec, handle = harness.start(timeout_seconds=1)
+    run = await harness.wait_for_run(spec)
+    await asyncio.sleep(1.2)
+    # Resonate's in-process model times a bare promise out when it is next
+    # touched (the real server's tick does it unprompted).
+    await harness.promises_get(ids.callback_promise_id(spec.id))
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.TIMED_OUT
+    assert harness.jobs.cancelled == [run.run_id]
+    assert harness.notifications[0].waited_seconds == 1
+
+
+async def test_notifier_giving_up_is_recorded_not_fatal(harness: Harness) -> None:
+    from resonate.error import ApplicationError
+
+    harness.notifier_failure = ApplicationError("SMTP unreachable after 8 attempts")
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    await harness.settle(spec, status="success", result={"rows": 1})
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED
+    assert outcome.notification is not None and not outcome.notification.delivered
+    assert "SMTP unreachable" in (outcome.notification.error or "")
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "output", "state", "error_type"),
+    [
+        (RunSnapshot("TERMINATED", "SUCCESS", ""), {"rows": 5}, PipelineState.SUCCEEDED, None),
+        (RunSnapshot("TERMINATED", "FAILED", "ValueError: bad row 3"), None, PipelineState.FAILED, "FAILED"),
+        (RunSnapshot("TERMINATED", "CANCELED", "Run cancelled by a user"), None, PipelineState.CANCELLED, "CANCELED"),
+        (RunSnapshot("INTERNAL_ERROR", None, "Cluster lost"), None, PipelineState.FAILED, "INTERNAL_ERROR"),
+        (RunSnapshot("SKIPPED", None, "Skipped: max concurrent runs"), None, PipelineState.FAILED, "SKIPPED"),
+    ],
+)
+async def test_watchdog_settles_a_run_that_ended_without_calling_back(
+    snapshot: RunSnapshot, output: dict[str, Any] | None, state: PipelineState, error_type: str | None
+) -> None:
+    harness = Harness(watchdog_interval=0.05)
+    try:
+        spec, handle = harness.start()
+        run = await harness.wait_for_run(spec)
+        harness.jobs.states[run.run_id] = snapshot
+        if output is not None:
+            harness.jobs.outputs[run.run_id] = output
+
+        outcome = await outcome_of(handle)
+
+        assert outcome.state is state
+        if output is not None:
+            assert outcome.result == output
+        else:
+            assert outcome.error is not None and outcome.error.type == error_type
+            assert outcome.error.message == snapshot.state_message
+        settled = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+        assert settled.stored is not None and settled.stored.source == "watchdog"
+    finally:
+        await harness.resonate.stop()
+
+
+async def test_watchdog_never_overrides_a_callback() -> None:
+    harness = Harness(watchdog_interval=0.05)
+    try:
+        spec, handle = harness.start()
+        run = await harness.wait_for_run(spec)
+        await harness.settle(spec, status="success", result={"from": "callback"})
+        harness.jobs.states[run.run_id] = RunSnapshot("TERMINATED", "FAILED", "late failure")
+
+        outcome = await outcome_of(handle)
+        await asyncio.sleep(0.3)  # let watchdog links that were already scheduled run
+
+        assert outcome.result == {"from": "callback"}
+        settled = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+        assert settled.stored is not None and settled.stored.source == "callback"
+    finally:
+        await harness.resonate.stop()
