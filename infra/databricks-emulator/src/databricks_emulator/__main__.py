@@ -1,0 +1,36 @@
+"""``python -m databricks_emulator``: serve on DATABRICKS_EMULATOR_HOST:DATABRICKS_EMULATOR_PORT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from databricks_emulator.app import create_app
+from databricks_emulator.settings import Settings
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"databricks-emulator: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_level="warning",
+        # Hundreds of pipelines poll at once: keep their connections open between polls.
+        timeout_keep_alive=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

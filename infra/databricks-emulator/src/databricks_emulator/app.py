@@ -1,0 +1,361 @@
+"""The HTTP face of the emulator: the Jobs API subset databricks-sdk uses, and a control API.
+
+Jobs API (under ``/api/2.2`` and ``/api/2.1``, bearer token required):
+``jobs/run-now``, ``jobs/runs/get``, ``jobs/runs/cancel``,
+``jobs/runs/get-output``, ``jobs/get``, ``jobs/list``. Answers, errors and
+status codes follow the real API; see the package README for what is and is
+not modelled.
+
+Unauthenticated: ``/.well-known/databricks-config`` (the SDK probes it when a
+client is built, and stalls for minutes without an answer), ``/healthz``, the
+run page at ``/`` and the emulator-only control API under ``/emulator``
+(fault plans, counters, runs, and the sink that swallows dropped callbacks).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from databricks_emulator.errors import ApiError, invalid_parameter, malformed_request
+from databricks_emulator.faults import FaultPlan
+from databricks_emulator.jobspec import JOB_NAME, USER_NAME, job_settings
+from databricks_emulator.settings import Settings
+from databricks_emulator.workspace import Workspace, tail
+
+#: Task-parameter fields of run-now that a job with job parameters refuses.
+LEGACY_TASK_PARAMETERS = (
+    "notebook_params",
+    "python_params",
+    "jar_params",
+    "spark_submit_params",
+    "python_named_params",
+    "sql_params",
+    "dbt_commands",
+    "pipeline_params",
+)
+#: The Jobs API versions served; they differ only in paging, which one task never needs.
+API_VERSIONS = ("2.2", "2.1")
+
+
+def _workspace(request: Request) -> Workspace:
+    return request.app.state.workspace
+
+
+WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
+
+
+def _authenticate(request: Request) -> None:
+    """Bearer token check, answering as the real API does: 401 without one, 403 for a wrong one."""
+    token = request.app.state.workspace.settings.TOKEN
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401, 401, "Credential was not sent or was of an unsupported type for this API."
+        )
+    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise ApiError(
+            403,
+            403,
+            "Invalid access token.",
+            headers={"X-Databricks-Reason-Phrase": "Invalid access token."},
+        )
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise malformed_request(f"Invalid JSON given in the body of the request: {exc}") from None
+    if not isinstance(body, dict):
+        raise malformed_request("Invalid JSON given in the body of the request - expected a map")
+    return body
+
+
+def _int_field(value: object, name: str) -> int:
+    """An int64 field, given as a JSON number or a string of digits (as protobuf JSON allows)."""
+    if isinstance(value, bool) or value is None:
+        raise invalid_parameter(
+            f"Missing required field: {name}" if value is None else f"{name} must be an integer"
+        )
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise invalid_parameter(f"Invalid value for {name}: {value!r} is not an integer.")
+
+
+def _query_int(request: Request, name: str) -> int:
+    return _int_field(request.query_params.get(name), name)
+
+
+jobs = APIRouter(dependencies=[Depends(_authenticate)])
+
+
+@jobs.post("/jobs/run-now")
+async def run_now(request: Request, workspace: WorkspaceDep) -> dict[str, int]:
+    body = await _json_body(request)
+    job_id = _int_field(body.get("job_id"), "job_id")
+    workspace.check_job(job_id)
+    legacy = [name for name in LEGACY_TASK_PARAMETERS if body.get(name)]
+    if legacy:
+        raise invalid_parameter(
+            f"{', '.join(legacy)} cannot be used with job {job_id}: it defines job parameters; "
+            "pass them as job_parameters."
+        )
+    parameters = body.get("job_parameters") or {}
+    if not isinstance(parameters, dict):
+        raise malformed_request("job_parameters must be a map from parameter name to string value")
+    bad = [name for name, value in parameters.items() if not isinstance(value, str)]
+    if bad:
+        raise invalid_parameter(
+            f"job_parameters values must be strings; not: {', '.join(sorted(bad))}"
+        )
+    token = body.get("idempotency_token")
+    if token is not None and not isinstance(token, str):
+        raise invalid_parameter("idempotency_token must be a string")
+    run = workspace.run_now(job_id, parameters, token or None)
+    return {"run_id": run.run_id, "number_in_job": run.run_id}
+
+
+@jobs.get("/jobs/runs/get")
+async def get_run(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
+    run_id = _query_int(request, "run_id")
+    run = workspace.any_run(run_id)
+    return run.job_run_json() if run.run_id == run_id else run.task_run_json()
+
+
+@jobs.post("/jobs/runs/cancel")
+async def cancel_run(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
+    body = await _json_body(request)
+    workspace.cancel(_int_field(body.get("run_id"), "run_id"))
+    return {}
+
+
+@jobs.get("/jobs/runs/get-output")
+async def get_run_output(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
+    run_id = _query_int(request, "run_id")
+    run = workspace.any_run(run_id)
+    if run.run_id == run_id:
+        # The real API serves output per task run only, whatever the job's task count.
+        raise invalid_parameter(
+            "Retrieving the output of runs with multiple tasks is not supported. "
+            "Please retrieve the output of each individual task run instead."
+        )
+    return run.output_json()
+
+
+def _job_json(workspace: Workspace) -> dict[str, Any]:
+    settings = workspace.settings
+    return {
+        "job_id": settings.JOB_ID,
+        "creator_user_name": USER_NAME,
+        "run_as_user_name": USER_NAME,
+        "created_time": workspace.created_time,
+        "settings": job_settings(
+            timeout_seconds=settings.RUN_TIMEOUT_SECONDS,
+            max_concurrent_runs=settings.MAX_CONCURRENT_RUNS,
+        ),
+    }
+
+
+@jobs.get("/jobs/get")
+async def get_job(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.check_job(_query_int(request, "job_id"))
+    return _job_json(workspace)
+
+
+@jobs.get("/jobs/list")
+async def list_jobs(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
+    name = request.query_params.get("name")
+    if name is not None and name != JOB_NAME:
+        return {"has_more": False}
+    return {"jobs": [_job_json(workspace)], "has_more": False}
+
+
+control = APIRouter(prefix="/emulator")
+
+
+@control.get("/faults")
+async def get_faults(workspace: WorkspaceDep) -> dict[str, Any]:
+    registry = workspace.faults
+    return {
+        "default": registry.default.model_dump(),
+        "pipelines": {pid: plan.model_dump() for pid, plan in registry.plans.items()},
+    }
+
+
+@control.put("/faults")
+async def set_default_plan(plan: FaultPlan, workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.faults.set_default(plan)
+    return plan.model_dump()
+
+
+@control.delete("/faults")
+async def clear_plans(workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.faults.clear_all()
+    return {}
+
+
+@control.put("/faults/pipelines/{pipeline_id}")
+async def set_pipeline_plan(
+    pipeline_id: str, plan: FaultPlan, workspace: WorkspaceDep
+) -> dict[str, Any]:
+    workspace.faults.set_plan(pipeline_id, plan)
+    return plan.model_dump()
+
+
+@control.delete("/faults/pipelines/{pipeline_id}")
+async def clear_pipeline_plan(pipeline_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.faults.clear_plan(pipeline_id)
+    return {}
+
+
+@control.get("/pipelines/{pipeline_id}")
+async def pipeline_counters(pipeline_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
+    counters = workspace.faults.counters.get(pipeline_id)
+    if counters is None:
+        return {
+            "pipeline_id": pipeline_id,
+            "run_now_calls": 0,
+            "run_now_rejected": 0,
+            "runs": 0,
+            "run_ids": [],
+            "dropped_callbacks": 0,
+        }
+    return {
+        "pipeline_id": pipeline_id,
+        "run_now_calls": counters.run_now_calls,
+        "run_now_rejected": counters.run_now_rejected,
+        "runs": len(counters.run_ids),
+        "run_ids": list(counters.run_ids),
+        "dropped_callbacks": counters.dropped_callbacks,
+    }
+
+
+@control.get("/runs")
+async def list_runs(workspace: WorkspaceDep, pipeline_id: str | None = None) -> dict[str, Any]:
+    runs = [
+        r for r in workspace.runs.values() if pipeline_id is None or r.pipeline_id == pipeline_id
+    ]
+    return {"runs": [run.summary_json() for run in runs]}
+
+
+@control.get("/runs/{run_id}")
+async def run_details(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
+    run = workspace.any_run(run_id)
+    return {**run.summary_json(), "stdout": tail(run.stdout_path), "stderr": tail(run.stderr_path)}
+
+
+@control.post("/callback-sink/{run_id}")
+async def swallow_callback(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
+    """Where a ``drop_callback`` run's callback goes: accepted, counted, never delivered."""
+    run = workspace.any_run(run_id)
+    workspace.faults.counters_for(run.pipeline_id).dropped_callbacks += 1
+    return {"dropped": True}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The emulator app; settings come from the environment unless given."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with tempfile.TemporaryDirectory(prefix="databricks-emulator-") as run_root:
+            app.state.workspace = Workspace(settings, Path(run_root))
+            try:
+                yield
+            finally:
+                await app.state.workspace.shutdown()
+
+    app = FastAPI(
+        title="Databricks Jobs API emulator",
+        lifespan=lifespan,
+        docs_url="/emulator/docs",
+        openapi_url="/emulator/openapi.json",
+        redoc_url=None,
+    )
+    for version in API_VERSIONS:
+        app.include_router(jobs, prefix=f"/api/{version}")
+    app.include_router(control)
+
+    @app.middleware("http")
+    async def org_id_header(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        response.headers["x-databricks-org-id"] = settings.WORKSPACE_ID
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405):
+            message = f"No API found for '{request.method} {request.url.path}'"
+            return JSONResponse(
+                {"error_code": "ENDPOINT_NOT_FOUND", "message": message}, status_code=404
+            )
+        return JSONResponse(
+            {"error_code": str(exc.status_code), "message": str(exc.detail)},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONResponse(
+            {"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=400
+        )
+
+    @app.get("/.well-known/databricks-config")
+    async def discovery() -> dict[str, Any]:
+        # What a workspace host answers; with a token configured the SDK uses none of the OIDC part.
+        return {
+            "oidc_endpoint": f"{settings.PUBLIC_URL}/oidc",
+            "workspace_id": settings.WORKSPACE_ID,
+        }
+
+    @app.get("/healthz")
+    async def healthz(workspace: WorkspaceDep) -> dict[str, Any]:
+        active = sum(1 for run in workspace.runs.values() if not run.is_terminal)
+        return {
+            "status": "ok",
+            "job_id": settings.JOB_ID,
+            "runs": len(workspace.runs),
+            "active_runs": active,
+        }
+
+    @app.get("/", response_class=HTMLResponse)
+    async def run_page(workspace: WorkspaceDep) -> str:
+        """Where run_page_url lands: every run, newest first (the URL's fragment names one)."""
+        rows = "".join(
+            f"<tr id='run-{run.run_id}'><td>{run.run_id}</td>"
+            f"<td>{html.escape(run.pipeline_id)}</td>"
+            f"<td>{run.life_cycle.value}</td><td>{(run.result_state or '')}</td>"
+            f"<td>{html.escape(run.state_message)}</td></tr>"
+            for run in sorted(workspace.runs.values(), key=lambda r: r.start_time, reverse=True)
+        )
+        return (
+            "<!doctype html><title>Databricks emulator: runs</title>"
+            f"<h1>{html.escape(JOB_NAME)} (job {settings.JOB_ID})</h1>"
+            "<table><tr><th>run</th><th>pipeline</th><th>state</th><th>result</th><th>message</th></tr>"
+            f"{rows}</table>"
+        )
+
+    return app

@@ -1,0 +1,67 @@
+"""The emulator's configuration, read once from ``DATABRICKS_EMULATOR_*`` env vars.
+
+The token has a development default on purpose: the emulator is a local
+stand-in with nothing behind it worth protecting, and every client in the
+stack (worker, tests, compose) can use it without setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The bearer token the emulator accepts unless told otherwise.
+DEV_TOKEN = "dapi-emulator-dev-token"
+
+
+class Settings(BaseSettings):
+    """Everything the emulator can be told through its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DATABRICKS_EMULATOR_", frozen=True)
+
+    #: The personal access token clients must send as ``Authorization: Bearer``.
+    TOKEN: str = Field(default=DEV_TOKEN, min_length=1)
+    #: The id of the one job the workspace holds (what ``DATABRICKS_JOB_ID`` names).
+    JOB_ID: int = Field(default=1001, ge=1)
+    #: The notebook a run executes: a Databricks source-format ``.py`` file.
+    NOTEBOOK_PATH: Path = Path("notebooks/pipeline.py")
+    #: The job's ``timeout_seconds``: a run still going after this long ends TIMEDOUT.
+    RUN_TIMEOUT_SECONDS: float = Field(default=3600, gt=0)
+    #: Where the emulator is reached from outside; run_page_url starts with it.
+    PUBLIC_URL: str = "http://localhost:8080"
+    #: The interface and port to listen on.
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8080, ge=1, le=65535)
+    #: The workspace id reported in discovery, run page URLs and ``x-databricks-org-id``.
+    WORKSPACE_ID: str = "1234567890123456"
+    #: The job's ``max_concurrent_runs``; runs beyond it wait QUEUED (the job queues).
+    MAX_CONCURRENT_RUNS: int = Field(default=1000, ge=1)
+    #: How long a run stays QUEUED, PENDING (compute start) and TERMINATING before
+    #: moving on. Real runs spend seconds to minutes here; tests set zeros.
+    QUEUED_SECONDS: float = Field(default=0.2, ge=0)
+    PENDING_SECONDS: float = Field(default=1.0, ge=0)
+    TERMINATING_SECONDS: float = Field(default=0.3, ge=0)
+    #: SIGKILL follows SIGTERM this much later when a run's process group is ended.
+    KILL_GRACE_SECONDS: float = Field(default=2.0, ge=0)
+
+    @field_validator("PUBLIC_URL")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("NOTEBOOK_PATH")
+    @classmethod
+    def _notebook_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(
+                f"DATABRICKS_EMULATOR_NOTEBOOK_PATH: no notebook at {value.resolve()}; "
+                "point it at notebooks/pipeline.py"
+            )
+        return value.resolve()
+
+    @property
+    def internal_url(self) -> str:
+        """How the emulator's own run processes reach it (they share its host)."""
+        return f"http://127.0.0.1:{self.PORT}"
