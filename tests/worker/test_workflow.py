@@ -1,136 +1,21 @@
-"""The pipeline workflow on Resonate's in-process server.
-
-A real Resonate client, codec and workflow engine, with the notifier replaced
-by a function registered under its name and Databricks by an in-memory double
-that honours idempotency tokens the way the Jobs API does.
-"""
+"""The pipeline workflow on Resonate's in-process server (see tests.support.pipeline_harness)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import uuid
-from collections import defaultdict
 from typing import Any
 
 import pytest
-from resonate.testing import local_resonate
 from resonate.types import Value
 
-from pipeline_shared import ids, names
-from pipeline_shared.callbacks import settle_callback, stored_settlement
-from pipeline_shared.models import (
-    DatabricksRun,
-    Notification,
-    NotificationReceipt,
-    PipelineOutcome,
-    PipelineSpec,
-    PipelineState,
-    RunError,
-    Settlement,
-)
+from pipeline_shared import ids
+from pipeline_shared.callbacks import stored_settlement
+from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError
 from pipeline_worker.databricks import PermanentDatabricksError, RunSnapshot, TransientDatabricksError
-from pipeline_worker.steps import WorkerDeps, now_ms
-from pipeline_worker.workflows import run_pipeline, watch_databricks_run
-
-SECRET = "unit-test-secret-unit-test-secret-000"
-
-
-class FakeJobs:
-    """Databricks as the worker sees it: one run per idempotency token."""
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1000)
-        self.runs_by_token: dict[str, DatabricksRun] = {}
-        self.run_now_calls: list[dict[str, str]] = []
-        self.cancelled: list[int] = []
-        self.fail_next: list[Exception] = []
-        self.states: dict[int, RunSnapshot] = {}
-        self.outputs: dict[int, dict[str, Any]] = {}
-        self.started = asyncio.Event()
-
-    async def run_now(self, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
-        self.run_now_calls.append(job_parameters)
-        if self.fail_next:
-            raise self.fail_next.pop(0)
-        if idempotency_token not in self.runs_by_token:
-            run_id = next(self._ids)
-            self.runs_by_token[idempotency_token] = DatabricksRun(
-                run_id=run_id, run_page_url=f"http://databricks.test/#job/1/run/{run_id}"
-            )
-            self.states[run_id] = RunSnapshot("RUNNING", None, "")
-        self.started.set()
-        return self.runs_by_token[idempotency_token]
-
-    async def snapshot(self, run_id: int) -> RunSnapshot:
-        return self.states[run_id]
-
-    async def notebook_result(self, run_id: int) -> dict[str, Any] | None:
-        return self.outputs.get(run_id)
-
-    async def cancel(self, run_id: int) -> None:
-        self.cancelled.append(run_id)
-        self.states[run_id] = RunSnapshot("TERMINATED", "CANCELED", "cancelled by the worker")
-
-
-class Harness:
-    def __init__(self, watchdog_interval: float = 3600.0) -> None:
-        self.jobs = FakeJobs()
-        self.notifications: list[Notification] = []
-        self.notifier_failure: Exception | None = None
-        self.resonate = local_resonate()
-        self.resonate.with_dependency(
-            WorkerDeps(
-                databricks=self.jobs,  # type: ignore[arg-type]
-                promises=self.resonate.promises,
-                signing_secret=SECRET,
-                callback_url="http://api.test/callbacks/databricks",
-                idempotency_namespace="unit",
-                watchdog_interval_seconds=watchdog_interval,
-            )
-        )
-        self.resonate.register(run_pipeline, name=names.RUN_PIPELINE)
-        self.resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
-
-        async def send_pipeline_email(ctx: Any, notification: Notification) -> NotificationReceipt:
-            if self.notifier_failure is not None:
-                raise self.notifier_failure
-            self.notifications.append(notification)
-            return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}@test>")
-
-        self.resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL)
-
-    def start(self, **overrides: Any) -> tuple[PipelineSpec, Any]:
-        spec = PipelineSpec(
-            **{
-                "id": f"p-{uuid.uuid4().hex[:12]}",
-                "email": "user@example.com",
-                "parameters": {"source": "sample"},
-                "timeout_seconds": 600,
-                **overrides,
-            }
-        )
-        return spec, self.resonate.run(spec.id, run_pipeline, spec)
-
-    async def wait_for_run(self, spec: PipelineSpec) -> DatabricksRun:
-        async with asyncio.timeout(5):
-            while True:
-                record = await self.promises_get(ids.trigger_step_id(spec.id))
-                if record is not None and record.state == "resolved":
-                    return DatabricksRun.model_validate(record.value.data["run"])
-                await asyncio.sleep(0.01)
-
-    async def promises_get(self, promise_id: str) -> Any:
-        try:
-            return await self.resonate.promises.get(promise_id)
-        except Exception:
-            return None
-
-    async def settle(self, spec: PipelineSpec, **fields: Any) -> None:
-        settlement = Settlement(**{"source": "callback", "received_at": now_ms(), **fields})
-        result = await settle_callback(self.resonate.promises, ids.callback_promise_id(spec.id), settlement)
-        assert result.accepted(settlement)
-
+from pipeline_worker.steps import now_ms
+from pipeline_worker.workflows import run_pipeline
+from tests.support.pipeline_harness import SECRET, Harness
 
 @pytest.fixture
 async def harness():

@@ -1,0 +1,220 @@
+"""The gateway's FastAPI application: routes, error mapping and lifespan.
+
+The lifespan builds the Resonate client; routes reach it only through the
+dependencies in :mod:`.deps`. Every error a client sees is JSON with a stable
+``code`` and a human ``message``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline_shared import names
+from pipeline_shared.errors import (
+    CallbackConflict,
+    CallbackUnauthorized,
+    CoordinatorUnavailable,
+    InvalidCallback,
+    PipelineAlreadyFinished,
+    PipelineConflict,
+    PipelineError,
+    PipelineNotFound,
+    UnknownCallbackPromise,
+)
+from pipeline_shared.logs import pipeline_context
+from pipeline_shared.models import PIPELINE_ID_PATTERN
+from pipeline_shared.resonate_client import ResonateLink, connect
+
+from . import metrics
+from .callbacks import authenticate_callback
+from .deps import LinkDep, PipelinesDep, SettingsDep
+from .pipelines import Pipelines
+from .schemas import CallbackReceipt, CallbackRequest, ErrorBody, PipelineRequest, PipelineStatus
+from .settings import GatewaySettings
+
+logger = logging.getLogger("pipeline_api")
+
+_STATUS_BY_ERROR: dict[type[PipelineError], int] = {
+    PipelineNotFound: 404,
+    PipelineConflict: 409,
+    PipelineAlreadyFinished: 409,
+    InvalidCallback: 422,
+    CallbackUnauthorized: 401,
+    UnknownCallbackPromise: 404,
+    CallbackConflict: 409,
+    CoordinatorUnavailable: 503,
+}
+
+PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, details=details)
+    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body exceeds {limit} bytes"})
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body exceeds {limit} bytes"})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    settings: GatewaySettings,
+    connect_resonate: Callable[[GatewaySettings], ResonateLink] | None = None,
+) -> FastAPI:
+    """Build the gateway. ``connect_resonate`` is the test seam for the Resonate client."""
+
+    def default_connect(s: GatewaySettings) -> ResonateLink:
+        # Send-only: the gateway starts, reads and settles; it runs no work.
+        return connect(s.RESONATE_URL, names.API_GROUP, token=s.RESONATE_TOKEN, listen=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        link = (connect_resonate or default_connect)(settings)
+        link.resonate.start()
+        app.state.link = link
+        app.state.pipelines = Pipelines(link.resonate.promises, settings)
+        try:
+            yield
+        finally:
+            await link.resonate.stop()
+
+    app = FastAPI(
+        title="Databricks pipelines gateway",
+        description="Start Databricks pipelines, follow them, cancel them; receives the notebook's signed callback.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(PipelineError)
+    async def _domain_error(request: Request, exc: PipelineError) -> JSONResponse:
+        status = _STATUS_BY_ERROR.get(type(exc), 500)
+        if request.url.path == "/callbacks/databricks":
+            metrics.CALLBACK_REJECTIONS.labels(reason=exc.code).inc()
+        if status >= 500:
+            logger.error("request failed: %s", exc.message)
+        return _error(status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            if request.url.path == "/callbacks/databricks":
+                metrics.CALLBACK_REJECTIONS.labels(reason=exc.detail["code"]).inc()
+            return _error(exc.status_code, exc.detail["code"], exc.detail["message"])
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error")
+        return _error(500, "internal_error", "the gateway failed unexpectedly; the request may be retried")
+
+    @app.post(
+        "/pipelines",
+        status_code=202,
+        response_model=PipelineStatus,
+        responses={200: {"model": PipelineStatus, "description": "Already started with this request."}}
+        | _responses(409, 422, 503),
+        summary="Start a pipeline",
+    )
+    async def start_pipeline(request: PipelineRequest, pipelines: PipelinesDep, response: Response) -> PipelineStatus:
+        status, created = await pipelines.start(request)
+        with pipeline_context(status.id):
+            logger.info("pipeline started" if created else "pipeline start repeated")
+        response.status_code = 202 if created else 200
+        response.headers["Location"] = f"/pipelines/{status.id}"
+        return status
+
+    @app.get(
+        "/pipelines/{pipeline_id}",
+        response_model=PipelineStatus,
+        responses=_responses(404, 422, 503),
+        summary="Where a pipeline stands",
+    )
+    async def get_pipeline(pipeline_id: PipelineIdPath, pipelines: PipelinesDep) -> PipelineStatus:
+        return await pipelines.status(pipeline_id)
+
+    @app.post(
+        "/pipelines/{pipeline_id}/cancel",
+        status_code=202,
+        response_model=PipelineStatus,
+        responses=_responses(404, 409, 422, 503),
+        summary="Cancel a pipeline and its Databricks run",
+    )
+    async def cancel_pipeline(pipeline_id: PipelineIdPath, pipelines: PipelinesDep) -> PipelineStatus:
+        status = await pipelines.cancel(pipeline_id)
+        with pipeline_context(pipeline_id):
+            logger.info("pipeline cancelled")
+        return status
+
+    @app.post(
+        "/callbacks/databricks",
+        response_model=CallbackReceipt,
+        responses=_responses(401, 404, 409, 413, 422, 503),
+        summary="The notebook's signed callback",
+        description="Signed with Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) "
+        "using the key the pipeline's run received. At most 5 minutes of clock skew. Repeating the "
+        "recorded outcome is harmless (200); contradicting it is a 409.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": CallbackRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def databricks_callback(request: Request, pipelines: PipelinesDep, settings: SettingsDep) -> CallbackReceipt:
+        body = await _read_body(request, settings.CALLBACK_MAX_BODY_BYTES)
+        callback = authenticate_callback(body, request.headers, settings.CALLBACK_SIGNING_SECRET)
+        pipeline_id, settled = await pipelines.settle_from_callback(callback)
+        outcome = "accepted" if settled else "duplicate"
+        metrics.CALLBACKS.labels(outcome=outcome).inc()
+        with pipeline_context(pipeline_id):
+            logger.info("callback %s", outcome, extra={"fields": {"status": callback.status}})
+        return CallbackReceipt(promise_id=callback.promise_id, pipeline_id=pipeline_id, outcome=outcome)
+
+    @app.get("/healthz", summary="The gateway process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=_responses(503), summary="The gateway can reach the Resonate server")
+    async def readyz(link: LinkDep) -> JSONResponse:
+        reason = await link.readiness(needs_push=False)
+        if reason is not None:
+            return _error(503, "not_ready", reason)
+        return JSONResponse({"status": "ready"})
+
+    return app

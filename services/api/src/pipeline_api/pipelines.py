@@ -1,0 +1,316 @@
+"""The gateway's steps: start, read, cancel, settle. It never calls Databricks.
+
+Everything here reads and writes Resonate's durable state and nothing else,
+so what the gateway says about a pipeline is the same after any restart of
+any service. A pipeline is:
+
+- its root promise (id = pipeline id), whose param holds the workflow's
+  :class:`PipelineSpec` and whose value, once settled, the final
+  :class:`PipelineOutcome`;
+- the callback promise ``{id}:1``, settled by the notebook, the watchdog, a
+  cancel or the worker;
+- the trigger step ``{id}:2``, whose value records the Databricks run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from resonate.connections.sse import resolve_target
+from resonate.error import ResonateError, ServerError
+from resonate.promises import Promises
+from resonate.types import PromiseRecord, TaskData, Value
+
+from pipeline_shared import ids, names
+from pipeline_shared.callbacks import SettleResult, settle_callback, stored_settlement
+from pipeline_shared.errors import (
+    CallbackConflict,
+    CoordinatorUnavailable,
+    PipelineAlreadyFinished,
+    PipelineConflict,
+    PipelineNotFound,
+    UnknownCallbackPromise,
+)
+from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError, Settlement, TriggerOutcome
+
+from . import metrics
+from .schemas import CallbackRequest, DatabricksRunView, NotificationView, PipelineRequest, PipelineStatus
+from .settings import GatewaySettings
+
+#: Version of the registered workflow the gateway starts.
+WORKFLOW_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class Pipelines:
+    def __init__(self, promises: Promises, settings: GatewaySettings) -> None:
+        self._promises = promises
+        self._settings = settings
+
+    # ── start ────────────────────────────────────────────────────────────
+
+    async def start(self, request: PipelineRequest) -> tuple[PipelineStatus, bool]:
+        """Start the pipeline, or find the identical one already started.
+
+        Returns the status and whether this call created it. Safe under any
+        number of concurrent identical requests: Resonate creates a promise id
+        once and hands every later create the stored record, which is then
+        compared with this request.
+        """
+        spec = PipelineSpec(
+            id=request.id or uuid.uuid4().hex,
+            email=request.email,
+            parameters=request.parameters,
+            timeout_seconds=request.timeout_seconds or self._settings.PIPELINE_DEFAULT_TIMEOUT_SECONDS,
+        )
+        record = await self._get(spec.id)
+        created = record is None
+        if record is None:
+            record = await self._create_root(spec)
+        stored = _spec_of(record)
+        if stored != spec:
+            raise PipelineConflict(
+                f"pipeline {spec.id!r} was already started with a different request "
+                f"(differs in: {', '.join(_differences(stored, spec))}); use another id"
+            )
+        if created:
+            metrics.PIPELINES_STARTED.inc()
+        return await self._status_of(record, stored), created
+
+    async def _create_root(self, spec: PipelineSpec) -> PromiseRecord:
+        # Written out rather than through ``Resonate.rpc``: rpc also subscribes
+        # this process to the pipeline's completion (a listener per pipeline,
+        # re-registered every minute), which a gateway holding thousands of
+        # waiting pipelines must not pay for. The tags are the ones the SDK
+        # puts on a root it dispatches to another group.
+        deadline = now_ms() + 1000 * (spec.timeout_seconds + self._settings.PIPELINE_FINISH_GRACE_SECONDS)
+        return await self._call(
+            self._promises.create(
+                spec.id,
+                timeout_at=deadline,
+                param=Value(
+                    data=TaskData(
+                        func=names.RUN_PIPELINE,
+                        args=(spec.model_dump(mode="json"),),
+                        kwargs={},
+                        version=WORKFLOW_VERSION,
+                    )
+                ),
+                tags={
+                    "resonate:origin": spec.id,
+                    "resonate:branch": spec.id,
+                    "resonate:parent": spec.id,
+                    "resonate:scope": "global",
+                    "resonate:target": resolve_target(names.WORKER_GROUP),
+                },
+            )
+        )
+
+    # ── read ─────────────────────────────────────────────────────────────
+
+    async def status(self, pipeline_id: str) -> PipelineStatus:
+        record = await self._get(pipeline_id)
+        if record is None:
+            raise PipelineNotFound(pipeline_id)
+        return await self._status_of(record, _spec_of(record))
+
+    async def _status_of(self, root: PromiseRecord, spec: PipelineSpec) -> PipelineStatus:
+        base: dict[str, Any] = {
+            "id": spec.id,
+            "email": spec.email,
+            "parameters": spec.parameters,
+            "timeout_seconds": spec.timeout_seconds,
+            "created_at": _iso(root.created_at),
+        }
+        if root.state == "resolved":
+            outcome = PipelineOutcome.model_validate(root.value.data)
+            receipt = outcome.notification
+            return PipelineStatus(
+                **base,
+                state=outcome.state,
+                databricks=_run_view(outcome.run),
+                result=outcome.result,
+                error=outcome.error,
+                notification=NotificationView(**receipt.model_dump()) if receipt else None,
+                updated_at=_iso(root.settled_at or root.created_at),
+            )
+        if root.state != "pending":
+            return PipelineStatus(
+                **base,
+                state=PipelineState.FAILED,
+                databricks=None,
+                error=RunError(
+                    type="WorkflowEnded",
+                    message=f"the pipeline's workflow ended {root.state.replace('_', ' ')} before finishing",
+                ),
+                updated_at=_iso(root.settled_at or root.created_at),
+            )
+
+        callback, trigger = await asyncio.gather(
+            self._get(ids.callback_promise_id(spec.id)), self._get(ids.trigger_step_id(spec.id))
+        )
+        touched = [r for r in (root, callback, trigger) if r is not None]
+        updated = max(r.settled_at or r.created_at for r in touched)
+        run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
+
+        state, result, error = PipelineState.STARTING, None, None
+        if callback is not None and callback.state != "pending":
+            # The outcome is known; the workflow is cancelling or emailing.
+            state = PipelineState.NOTIFYING
+            settled = stored_settlement(callback).stored
+            if settled is not None:
+                result, error = settled.result, settled.error
+        elif run is not None:
+            state = PipelineState.WAITING if run.run is not None else PipelineState.NOTIFYING
+            error = run.error
+        return PipelineStatus(
+            **base,
+            state=state,
+            databricks=_run_view(run.run if run else None),
+            result=result,
+            error=error,
+            updated_at=_iso(updated),
+        )
+
+    # ── cancel ───────────────────────────────────────────────────────────
+
+    async def cancel(self, pipeline_id: str) -> PipelineStatus:
+        """Settle the pipeline as cancelled; the worker then cancels the run and emails."""
+        root = await self._get(pipeline_id)
+        if root is None:
+            raise PipelineNotFound(pipeline_id)
+        spec = _spec_of(root)
+        if root.state != "pending":
+            state = (await self._status_of(root, spec)).state
+            raise PipelineAlreadyFinished(f"pipeline {pipeline_id!r} already finished: {state.value}")
+
+        promise_id = ids.callback_promise_id(pipeline_id)
+        cancel = Settlement(
+            status="cancelled",
+            error=RunError(type="Cancelled", message="cancelled at the user's request"),
+            source="user",
+            received_at=now_ms(),
+        )
+        try:
+            outcome = await self._settle(promise_id, cancel)
+        except UnknownCallbackPromise:
+            # No worker has picked the pipeline up yet. Create the callback
+            # promise exactly as the workflow will, already cancelled; the
+            # workflow then finds it settled and starts no run.
+            await self._create_callback_promise(root, spec)
+            outcome = await self._settle(promise_id, cancel)
+        if not outcome.accepted(cancel):
+            known = outcome.stored.status if outcome.stored else outcome.state.replace("_", " ")
+            raise PipelineAlreadyFinished(
+                f"pipeline {pipeline_id!r} is already finishing: its outcome is known ({known})"
+            )
+        metrics.CANCELS.inc()
+        return await self.status(pipeline_id)
+
+    async def _create_callback_promise(self, root: PromiseRecord, spec: PipelineSpec) -> None:
+        promise_id = ids.callback_promise_id(spec.id)
+        await self._call(
+            self._promises.create(
+                promise_id,
+                timeout_at=min(now_ms() + spec.timeout_seconds * 1000, root.timeout_at),
+                param=Value(),
+                tags={
+                    "resonate:scope": "global",
+                    "resonate:branch": promise_id,
+                    "resonate:parent": spec.id,
+                    "resonate:origin": spec.id,
+                    "resonate:external": "true",
+                },
+            )
+        )
+
+    # ── callback ─────────────────────────────────────────────────────────
+
+    async def settle_from_callback(self, callback: CallbackRequest) -> tuple[str, bool]:
+        """Settle the pipeline with the notebook's report; the signature is already checked.
+
+        Returns the pipeline id and whether this callback settled it (False:
+        it repeated the recorded outcome).
+        """
+        pipeline_id = ids.pipeline_id_of(callback.promise_id)
+        if callback.promise_id != ids.callback_promise_id(pipeline_id):
+            raise UnknownCallbackPromise(callback.promise_id)
+        settlement = Settlement(
+            status=callback.status,
+            result=callback.result,
+            error=callback.error,
+            source="callback",
+            received_at=now_ms(),
+        )
+        outcome = await self._settle(callback.promise_id, settlement)
+        if outcome.stored is None:
+            raise CallbackConflict(
+                f"pipeline {pipeline_id!r} stopped waiting for this callback: its callback promise is "
+                f"{outcome.state.replace('_', ' ')}"
+            )
+        if not outcome.accepted(settlement):
+            raise CallbackConflict(
+                f"pipeline {pipeline_id!r} already has a different outcome: {outcome.stored.status} "
+                f"(from the {outcome.stored.source})"
+            )
+        return pipeline_id, outcome.stored == settlement
+
+    async def _settle(self, promise_id: str, settlement: Settlement) -> SettleResult:
+        try:
+            return await self._call(settle_callback(self._promises, promise_id, settlement))
+        except ServerError as exc:
+            if exc.code == 404:
+                raise UnknownCallbackPromise(promise_id) from exc
+            raise CoordinatorUnavailable(f"the Resonate server refused the settlement: {exc}") from exc
+
+    # ── plumbing ─────────────────────────────────────────────────────────
+
+    async def _get(self, promise_id: str) -> PromiseRecord | None:
+        try:
+            return await self._call(self._promises.get(promise_id))
+        except ServerError as exc:
+            if exc.code == 404:
+                return None
+            raise CoordinatorUnavailable(f"the Resonate server refused a read: {exc}") from exc
+
+    @staticmethod
+    async def _call[T](operation: Any) -> T:
+        """Await a Resonate request, bounded: the SDK retries an unreachable server forever."""
+        try:
+            return await asyncio.wait_for(operation, timeout=10)
+        except ServerError:
+            raise
+        except (ResonateError, TimeoutError) as exc:
+            raise CoordinatorUnavailable(f"the Resonate server is unreachable: {exc}") from exc
+
+
+def _spec_of(root: PromiseRecord) -> PipelineSpec:
+    data = root.param.data
+    try:
+        if not isinstance(data, dict) or data.get("func") != names.RUN_PIPELINE:
+            raise ValueError(f"not a pipeline: {data!r:.200}")
+        return PipelineSpec.model_validate(data["args"][0])
+    except (ValueError, KeyError, IndexError, TypeError, ValidationError) as exc:
+        # An id taken by something other than a pipeline (or a corrupted
+        # record): never start a second thing under it.
+        raise PipelineConflict(f"id {root.id!r} belongs to something that is not a pipeline") from exc
+
+
+def _differences(stored: PipelineSpec, requested: PipelineSpec) -> list[str]:
+    return [name for name in PipelineSpec.model_fields if getattr(stored, name) != getattr(requested, name)]
+
+
+def _run_view(run: Any) -> DatabricksRunView | None:
+    return DatabricksRunView(run_id=run.run_id, run_page_url=run.run_page_url) if run is not None else None

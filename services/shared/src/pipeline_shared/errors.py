@@ -1,0 +1,77 @@
+"""The domain errors users can meet, each with a stable code.
+
+::
+
+    PipelineError                 code                     HTTP
+    ├── PipelineNotFound          pipeline_not_found       404
+    ├── PipelineConflict          pipeline_conflict        409
+    ├── PipelineAlreadyFinished   pipeline_finished        409
+    ├── InvalidCallback           invalid_callback         422
+    ├── CallbackUnauthorized      invalid_signature        401
+    ├── UnknownCallbackPromise    unknown_promise          404
+    ├── CallbackConflict          settlement_conflict      409
+    └── CoordinatorUnavailable    resonate_unavailable     503
+
+Routes map them to HTTP; nothing below the routes knows about HTTP. The
+message says what was wrong and, where it helps, what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PipelineError(Exception):
+    code: str = "pipeline_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Field-level problems, for errors about a request body.
+        self.details = details
+
+
+class PipelineNotFound(PipelineError):
+    code = "pipeline_not_found"
+
+    def __init__(self, pipeline_id: str) -> None:
+        super().__init__(f"no pipeline with id {pipeline_id!r}")
+
+
+class PipelineConflict(PipelineError):
+    """The id is taken by a pipeline started with a different request."""
+
+    code = "pipeline_conflict"
+
+
+class PipelineAlreadyFinished(PipelineError):
+    code = "pipeline_finished"
+
+
+class InvalidCallback(PipelineError):
+    """The callback body is not what the notebook sends."""
+
+    code = "invalid_callback"
+
+
+class CallbackUnauthorized(PipelineError):
+    code = "invalid_signature"
+
+
+class UnknownCallbackPromise(PipelineError):
+    code = "unknown_promise"
+
+    def __init__(self, promise_id: str) -> None:
+        super().__init__(f"no pipeline is waiting on callback promise {promise_id!r}")
+
+
+class CallbackConflict(PipelineError):
+    """The promise already holds a different outcome."""
+
+    code = "settlement_conflict"
+
+
+class CoordinatorUnavailable(PipelineError):
+    """The Resonate server could not be reached; nothing was changed."""
+
+    code = "resonate_unavailable"

@@ -1,0 +1,388 @@
+"""The gateway's routes over ASGI, with the real workflow running in process.
+
+Requests go through FastAPI exactly as over the network; Resonate is its
+in-process server, Databricks and the notifier are the doubles of
+tests.support.pipeline_harness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline_api.app import create_app
+from pipeline_api.settings import GatewaySettings
+from pipeline_shared import ids
+from pipeline_shared.resonate_client import ResonateLink
+from pipeline_shared.signing import derive_callback_key, sign_callback
+from tests.support.pipeline_harness import SECRET, Harness
+
+SETTINGS = GatewaySettings(
+    RESONATE_URL="http://unused.invalid",
+    CALLBACK_SIGNING_SECRET=SECRET,
+    PIPELINE_DEFAULT_TIMEOUT_SECONDS=600,
+)
+
+
+class Gateway:
+    def __init__(self, client: httpx.AsyncClient, harness: Harness) -> None:
+        self.client = client
+        self.harness = harness
+
+    async def start(self, **body: Any) -> httpx.Response:
+        payload = {"id": f"p-{uuid.uuid4().hex[:12]}", "email": "user@example.com", "parameters": {}} | body
+        return await self.client.post("/pipelines", json=payload)
+
+    async def wait_for_state(self, pipeline_id: str, *states: str) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while True:
+                doc = (await self.client.get(f"/pipelines/{pipeline_id}")).json()
+                if doc["state"] in states:
+                    return doc
+                await asyncio.sleep(0.02)
+
+    async def callback(
+        self,
+        pipeline_id: str,
+        body: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        at: datetime | None = None,
+        raw: bytes | None = None,
+    ) -> httpx.Response:
+        promise_id = ids.callback_promise_id(pipeline_id)
+        document = {"promise_id": promise_id, "status": "success", "result": {"rows": 3}} | (body or {})
+        content = raw if raw is not None else json.dumps(document).encode()
+        headers = sign_callback(key or derive_callback_key(SECRET, promise_id), content, at=at)
+        return await self.client.post(
+            "/callbacks/databricks", content=content, headers=headers | {"content-type": "application/json"}
+        )
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    harness = Harness(autostart=False)
+    app = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield Gateway(client, harness)
+
+
+async def test_start_answers_202_with_the_status_document_and_location(gateway: Gateway) -> None:
+    response = await gateway.start(id="nightly-1", parameters={"source": "s3://b/k.csv"}, timeout_seconds=90)
+
+    assert response.status_code == 202
+    assert response.headers["location"] == "/pipelines/nightly-1"
+    doc = response.json()
+    assert doc["id"] == "nightly-1" and doc["state"] in {"starting", "waiting"}
+    assert (doc["email"], doc["parameters"], doc["timeout_seconds"]) == (
+        "user@example.com",
+        {"source": "s3://b/k.csv"},
+        90,
+    )
+    waiting = await gateway.wait_for_state("nightly-1", "waiting")
+    run = next(iter(gateway.harness.jobs.runs_by_token.values()))
+    assert waiting["databricks"] == {"run_id": run.run_id, "run_page_url": run.run_page_url}
+    assert waiting["created_at"] <= waiting["updated_at"]
+
+
+async def test_a_generated_id_when_none_is_given(gateway: Gateway) -> None:
+    response = await gateway.client.post("/pipelines", json={"email": "a@example.com"})
+    assert response.status_code == 202
+    assert response.headers["location"] == f"/pipelines/{response.json()['id']}"
+    assert response.json()["timeout_seconds"] == SETTINGS.PIPELINE_DEFAULT_TIMEOUT_SECONDS
+
+
+async def test_signed_callback_settles_the_pipeline(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+
+    response = await gateway.callback(pipeline_id, {"result": {"rows": 3, "columns": 2}})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "promise_id": ids.callback_promise_id(pipeline_id),
+        "pipeline_id": pipeline_id,
+        "outcome": "accepted",
+    }
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+    assert done["result"] == {"rows": 3, "columns": 2}
+    assert done["notification"]["delivered"] is True
+    assert [n.pipeline_id for n in gateway.harness.notifications] == [pipeline_id]
+
+
+async def test_failure_callback_fails_the_pipeline_with_the_cause(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    error = {"type": "ZeroDivisionError", "message": "division by zero"}
+
+    response = await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": error})
+
+    assert response.status_code == 200
+    done = await gateway.wait_for_state(pipeline_id, "failed")
+    assert done["error"] == error
+
+
+async def test_same_request_again_is_the_same_pipeline(gateway: Gateway) -> None:
+    first = await gateway.start(id="same-1", parameters={"a": "1"})
+    again = await gateway.start(id="same-1", parameters={"a": "1"})
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == "same-1"
+    await gateway.wait_for_state("same-1", "waiting")
+    assert len(gateway.harness.jobs.runs_by_token) == 1
+
+
+async def test_concurrent_identical_starts_give_one_pipeline_and_one_run(gateway: Gateway) -> None:
+    responses = await asyncio.gather(*(gateway.start(id="burst-1") for _ in range(50)))
+
+    assert {r.status_code for r in responses} <= {200, 202}
+    assert {r.json()["id"] for r in responses} == {"burst-1"}
+    await gateway.wait_for_state("burst-1", "waiting")
+    await asyncio.sleep(0.2)
+    assert len(gateway.harness.jobs.runs_by_token) == 1
+
+
+async def test_same_id_with_a_different_request_is_a_conflict(gateway: Gateway) -> None:
+    await gateway.start(id="taken-1", parameters={"a": "1"})
+
+    response = await gateway.start(id="taken-1", parameters={"a": "2"})
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "pipeline_conflict" and "parameters" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"id": "bad id!", "email": "a@example.com"}, "body.id"),
+        ({"id": "x" * 65, "email": "a@example.com"}, "body.id"),
+        ({"id": "a:b", "email": "a@example.com"}, "body.id"),
+        ({"email": "not-an-email"}, "body.email"),
+        ({}, "body.email"),
+        ({"email": "a@example.com", "parameters": {"n": 1}}, "body.parameters.n"),
+        ({"email": "a@example.com", "parameters": {"bad key": "v"}}, "body.parameters"),
+        ({"email": "a@example.com", "parameters": {"callback_url": "http://evil"}}, "body.parameters"),
+        ({"email": "a@example.com", "parameters": {"big": "x" * 9000}}, "body.parameters"),
+        ({"email": "a@example.com", "timeout_seconds": 0}, "body.timeout_seconds"),
+        ({"email": "a@example.com", "timeout_seconds": "soon"}, "body.timeout_seconds"),
+        ({"email": "a@example.com", "colour": "blue"}, "body.colour"),
+    ],
+)
+async def test_invalid_start_requests_are_422_naming_the_field(
+    gateway: Gateway, body: dict[str, Any], where: str
+) -> None:
+    response = await gateway.client.post("/pipelines", json=body)
+
+    assert response.status_code == 422
+    doc = response.json()
+    assert doc["code"] == "invalid_request"
+    assert doc["message"].startswith(where), doc["message"]
+
+
+async def test_non_json_start_is_422(gateway: Gateway) -> None:
+    response = await gateway.client.post("/pipelines", content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request"
+
+
+async def test_unknown_pipeline_is_404(gateway: Gateway) -> None:
+    response = await gateway.client.get("/pipelines/nobody-here")
+    assert response.status_code == 404
+    assert response.json() == {"code": "pipeline_not_found", "message": "no pipeline with id 'nobody-here'"}
+
+
+async def test_unknown_route_is_json_404(gateway: Gateway) -> None:
+    response = await gateway.client.get("/nope")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+async def test_repeated_callback_changes_nothing(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    first = await gateway.callback(pipeline_id)
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+
+    again = await gateway.callback(pipeline_id)
+
+    assert (first.json()["outcome"], again.status_code, again.json()["outcome"]) == ("accepted", 200, "duplicate")
+    assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json() == done
+    assert len(gateway.harness.notifications) == 1
+
+
+async def test_contradicting_callback_is_409(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    await gateway.callback(pipeline_id)
+
+    response = await gateway.callback(
+        pipeline_id, {"status": "failure", "result": None, "error": {"type": "E", "message": "m"}}
+    )
+
+    assert response.status_code == 409 and response.json()["code"] == "settlement_conflict"
+
+
+async def test_callback_before_the_workflow_suspends_still_works(gateway: Gateway) -> None:
+    # The notebook calls back while run_now is still returning.
+    async def notebook_calls_back(parameters: dict[str, str]) -> None:
+        response = await gateway.callback(parameters["pipeline_id"], {"result": {"early": True}})
+        assert response.status_code == 200
+
+    gateway.harness.jobs.on_run_now = notebook_calls_back
+    pipeline_id = (await gateway.start()).json()["id"]
+
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+    assert done["result"] == {"early": True}
+
+
+class TestRejectedCallbacksChangeNothing:
+    @pytest.fixture
+    async def waiting(self, gateway: Gateway) -> tuple[Gateway, str, dict[str, Any]]:
+        pipeline_id = (await gateway.start()).json()["id"]
+        return gateway, pipeline_id, await gateway.wait_for_state(pipeline_id, "waiting")
+
+    async def assert_unchanged(self, gateway: Gateway, pipeline_id: str, before: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json() == before
+        assert gateway.harness.notifications == []
+
+    async def test_tampered_body_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        promise_id = ids.callback_promise_id(pipeline_id)
+        signed = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 1}}).encode()
+        headers = sign_callback(derive_callback_key(SECRET, promise_id), signed)
+        tampered = signed.replace(b'"rows": 1', b'"rows": 9')
+
+        response = await gateway.client.post("/callbacks/databricks", content=tampered, headers=headers)
+
+        assert response.status_code == 401 and response.json()["code"] == "invalid_signature"
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_missing_signature_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        body = {"promise_id": ids.callback_promise_id(pipeline_id), "status": "success", "result": {}}
+
+        response = await gateway.client.post("/callbacks/databricks", json=body)
+
+        assert response.status_code == 401 and "Missing required headers" in response.json()["message"]
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_expired_signature_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+
+        response = await gateway.callback(pipeline_id, at=datetime.now(UTC) - timedelta(minutes=6))
+
+        assert response.status_code == 401 and "too old" in response.json()["message"]
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_signature_from_the_future_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        response = await gateway.callback(pipeline_id, at=datetime.now(UTC) + timedelta(minutes=6))
+        assert response.status_code == 401
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_another_pipelines_key_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        other_key = derive_callback_key(SECRET, ids.callback_promise_id("some-other-pipeline"))
+
+        response = await gateway.callback(pipeline_id, key=other_key)
+
+        assert response.status_code == 401
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_oversized_body_is_413(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        response = await gateway.callback(pipeline_id, {"result": {"blob": "x" * (1024 * 1024)}})
+        assert response.status_code == 413 and response.json()["code"] == "body_too_large"
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_non_json_body_is_422(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        signed = await gateway.callback(pipeline_id, raw=b"not json at all")
+        binary = await gateway.client.post("/callbacks/databricks", content=b"\xff\xfe\x00garbage")
+        for response in (signed, binary):
+            assert response.status_code == 422 and response.json()["code"] == "invalid_callback"
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_signed_but_malformed_is_422(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        response = await gateway.callback(pipeline_id, {"status": "failure", "result": None})
+        assert response.status_code == 422
+        assert "error" in response.json()["message"]
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_unknown_promise_is_404(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        response = await gateway.callback("never-started")
+        assert response.status_code == 404 and response.json()["code"] == "unknown_promise"
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+    async def test_a_promise_that_is_not_a_callback_is_404(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+        gateway, pipeline_id, before = waiting
+        trigger_id = ids.trigger_step_id(pipeline_id)
+        body = json.dumps({"promise_id": trigger_id, "status": "success", "result": {}}).encode()
+        headers = sign_callback(derive_callback_key(SECRET, trigger_id), body)
+        response = await gateway.client.post("/callbacks/databricks", content=body, headers=headers)
+        assert response.status_code == 404
+        await self.assert_unchanged(gateway, pipeline_id, before)
+
+
+async def test_cancel_cancels_the_run_and_notifies(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    waiting = await gateway.wait_for_state(pipeline_id, "waiting")
+
+    response = await gateway.client.post(f"/pipelines/{pipeline_id}/cancel")
+
+    assert response.status_code == 202
+    assert response.json()["state"] in {"notifying", "cancelled"}
+    done = await gateway.wait_for_state(pipeline_id, "cancelled")
+    assert done["error"]["type"] == "Cancelled"
+    assert gateway.harness.jobs.cancelled == [waiting["databricks"]["run_id"]]
+    assert gateway.harness.notifications[0].state == "cancelled"
+
+    again = await gateway.client.post(f"/pipelines/{pipeline_id}/cancel")
+    assert again.status_code == 409 and again.json()["code"] == "pipeline_finished"
+
+
+async def test_cancel_after_the_outcome_is_known_is_409(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    await gateway.callback(pipeline_id)
+    await gateway.wait_for_state(pipeline_id, "succeeded")
+
+    response = await gateway.client.post(f"/pipelines/{pipeline_id}/cancel")
+
+    assert response.status_code == 409
+
+
+async def test_cancel_unknown_pipeline_is_404(gateway: Gateway) -> None:
+    response = await gateway.client.post("/pipelines/ghost/cancel")
+    assert response.status_code == 404
+
+
+async def test_callback_after_timeout_is_409(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start(timeout_seconds=1)).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    await asyncio.sleep(1.2)
+
+    response = await gateway.callback(pipeline_id)
+
+    assert response.status_code == 409
+    assert "timedout" in response.json()["message"].replace(" ", "")
+    done = await gateway.wait_for_state(pipeline_id, "timed_out")
+    assert gateway.harness.jobs.cancelled == [done["databricks"]["run_id"]]
+
+
+async def test_readiness_and_metrics(gateway: Gateway) -> None:
+    assert (await gateway.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await gateway.client.get("/readyz")).status_code == 200
+    metrics = (await gateway.client.get("/metrics/")).text
+    assert "pipelines_started_total" in metrics and "callback_rejections_total" in metrics
