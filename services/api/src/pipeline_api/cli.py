@@ -1,0 +1,145 @@
+"""Start a pipeline from a terminal and follow it to the end: the ``pipelines`` command.
+
+The successor of the original example's ``trigger.py``. It is a plain client
+of the gateway's HTTP API, so it works against any deployment::
+
+    pipelines start --email you@example.com --param source=https://host/data.csv
+    pipelines status nightly-2026-11-26
+    pipelines cancel nightly-2026-11-26
+
+``start`` and ``follow`` print each state change until the pipeline finishes
+and exit 0 only when it succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+#: Where the gateway listens when run with `docker compose up`.
+DEFAULT_GATEWAY = "http://127.0.0.1:8000"
+
+FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
+
+
+class GatewayError(Exception):
+    pass
+
+
+class Gateway:
+    def __init__(self, base_url: str, timeout: float = 15.0) -> None:
+        self._client = httpx.Client(base_url=base_url, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise GatewayError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
+        body = _json(response)
+        if response.is_error:
+            raise GatewayError(f"{response.status_code} {body.get('code', '')}: {body.get('message', response.text)}")
+        return body
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"message": response.text}
+    return body if isinstance(body, dict) else {"message": str(body)}
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    parts = [f"{doc['id']}: {doc['state']}"]
+    if doc.get("databricks"):
+        parts.append(f"run {doc['databricks']['run_id']} {doc['databricks'].get('run_page_url') or ''}".rstrip())
+    if doc.get("error"):
+        parts.append(f"{doc['error']['type']}: {doc['error']['message']}")
+    if doc["state"] == "succeeded" and doc.get("result") is not None:
+        parts.append("result " + json.dumps(doc["result"], sort_keys=True)[:500])
+    if doc.get("notification") and doc["state"] in FINAL_STATES:
+        note = doc["notification"]
+        parts.append("email sent" if note["delivered"] else f"email NOT sent: {note.get('error')}")
+    return " | ".join(parts)
+
+
+def follow(gateway: Gateway, pipeline_id: str, interval: float, first: dict[str, Any] | None = None) -> int:
+    seen: tuple[Any, ...] | None = None
+    doc = first or gateway.request("GET", f"/pipelines/{pipeline_id}")
+    while True:
+        key = (doc["state"], doc.get("databricks"), doc.get("error"))
+        if key != seen:
+            print(f"{time.strftime('%H:%M:%S')}  {_describe(doc)}", flush=True)
+            seen = key
+        if doc["state"] in FINAL_STATES:
+            return 0 if doc["state"] == "succeeded" else 1
+        time.sleep(interval)
+        doc = gateway.request("GET", f"/pipelines/{pipeline_id}")
+
+
+def _parameters(pairs: list[str]) -> dict[str, str]:
+    parameters = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--param takes NAME=VALUE, got {pair!r}")
+        parameters[name] = value
+    return parameters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipelines", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--gateway", default=os.environ.get("PIPELINES_GATEWAY", DEFAULT_GATEWAY), help="gateway base URL"
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between status reads while following")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="start a pipeline and follow it")
+    start.add_argument("--email", required=True)
+    start.add_argument("--id", help="your pipeline id (default: generated)")
+    start.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    start.add_argument("--timeout", type=int, help="seconds to wait for Databricks")
+    start.add_argument("--no-follow", action="store_true", help="print the pipeline and return at once")
+    for name, help_text in (
+        ("status", "print where a pipeline stands"),
+        ("follow", "follow a pipeline until it finishes"),
+        ("cancel", "cancel a pipeline and its Databricks run"),
+    ):
+        commands.add_parser(name, help=help_text).add_argument("id")
+    args = parser.parse_args(argv)
+    gateway = Gateway(args.gateway)
+
+    try:
+        if args.command == "start":
+            body: dict[str, Any] = {"email": args.email, "parameters": _parameters(args.param)}
+            if args.id:
+                body["id"] = args.id
+            if args.timeout:
+                body["timeout_seconds"] = args.timeout
+            doc = gateway.request("POST", "/pipelines", json=body)
+            if args.no_follow:
+                print(_describe(doc))
+                return 0
+            return follow(gateway, doc["id"], args.interval, doc)
+        if args.command == "status":
+            print(_describe(gateway.request("GET", f"/pipelines/{args.id}")))
+            return 0
+        if args.command == "follow":
+            return follow(gateway, args.id, args.interval)
+        print(_describe(gateway.request("POST", f"/pipelines/{args.id}/cancel")))
+        return 0
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
