@@ -1,0 +1,140 @@
+"""Fixtures: one emulator process for the session, clients for it, and a callback receiver.
+
+The emulator runs as a real subprocess (``python -m databricks_emulator``) on a
+free loopback port, and every Jobs API call goes through databricks-sdk's own
+``WorkspaceClient``: the wire the worker will use. Runs are kept apart by
+unique pipeline ids, so tests share the emulator without sharing state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
+
+from tests.databricks_emulator.receiver import CallbackReceiver
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO_ROOT / "notebooks" / "pipeline.py"
+#: The job id the session's emulator serves; deliberately not the default.
+JOB_ID = 4242
+#: The SDK retries transient errors for this long; a test that needs longer is broken.
+SDK_RETRY_TIMEOUT_SECONDS = 20
+#: How long the emulator may take to answer /healthz after it is started.
+STARTUP_DEADLINE_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Emulator:
+    """A running emulator process and what a client needs to reach it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, token: str, log: Path) -> None:
+        self.process = process
+        self.url = url
+        self.token = token
+        self.job_id = JOB_ID
+        self.log = log
+
+    def client(self, token: str | None = None) -> WorkspaceClient:
+        config = Config(
+            host=self.url,
+            token=token or self.token,
+            retry_timeout_seconds=SDK_RETRY_TIMEOUT_SECONDS,
+        )
+        return WorkspaceClient(config=config)
+
+
+def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
+    port = free_port()
+    token = f"dapi-test-{uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        "DATABRICKS_EMULATOR_PORT": str(port),
+        "DATABRICKS_EMULATOR_TOKEN": token,
+        "DATABRICKS_EMULATOR_JOB_ID": str(JOB_ID),
+        "DATABRICKS_EMULATOR_NOTEBOOK_PATH": str(NOTEBOOK),
+        "DATABRICKS_EMULATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "DATABRICKS_EMULATOR_RUN_TIMEOUT_SECONDS": "120",
+        "DATABRICKS_EMULATOR_QUEUED_SECONDS": "0.05",
+        "DATABRICKS_EMULATOR_PENDING_SECONDS": "0.1",
+        "DATABRICKS_EMULATOR_TERMINATING_SECONDS": "0.05",
+        "DATABRICKS_EMULATOR_KILL_GRACE_SECONDS": "1",
+        **env_overrides,
+    }
+    log = tmp / f"emulator-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "databricks_emulator"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"emulator exited with {process.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Emulator(process, url, token, log)
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"emulator did not answer /healthz in time: {log.read_text()}")
+        time.sleep(0.05)
+
+
+def stop_emulator(emulator: Emulator) -> None:
+    emulator.process.terminate()
+    try:
+        emulator.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        emulator.process.kill()
+        emulator.process.wait()
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    running = start_emulator(tmp_path_factory.mktemp("emulator"))
+    yield running
+    stop_emulator(running)
+
+
+@pytest.fixture(scope="session")
+def workspace(emulator: Emulator) -> WorkspaceClient:
+    return emulator.client()
+
+
+@pytest.fixture
+def control(emulator: Emulator) -> Iterator[httpx.Client]:
+    """The emulator's control API (and raw HTTP for wire-level assertions)."""
+    with httpx.Client(base_url=emulator.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    with CallbackReceiver() as running:
+        yield running
+
+
+@pytest.fixture
+def pipeline_id() -> str:
+    return f"t-{uuid.uuid4().hex[:16]}"
