@@ -1,0 +1,108 @@
+"""The bundle in infra/databricks, checked without a workspace.
+
+No workspace is reachable here, so ``databricks bundle validate`` cannot run.
+Instead every job definition (the base one and each target's override) is
+loaded with ``databricks-bundles``, Databricks' own generated models of bundle
+resources, which refuse unknown fields, wrong types and unknown enum values.
+The rest of the file is checked against the bundle's documented top-level and
+target keys, and the job against the contract the worker and the emulator
+share.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from databricks.bundles.jobs import Job
+from databricks_emulator.jobspec import JOB_PARAMETERS, TASK_KEY
+from pipeline_shared import names
+
+from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
+
+BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
+#: The top-level mappings of databricks.yml, from the bundle configuration reference.
+TOP_LEVEL_KEYS = {
+    "artifacts", "bundle", "experimental", "include", "permissions", "presets", "python",
+    "resources", "run_as", "scripts", "sync", "targets", "variables", "workspace",
+}  # fmt: skip
+#: What a target may set, from the same reference.
+TARGET_KEYS = {
+    "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions",
+    "presets", "resources", "run_as", "sync", "variables", "workspace",
+}  # fmt: skip
+#: The inputs the notebook reads and the worker passes, by the shared library's names.
+CONTRACT_PARAMETERS = [
+    names.JOB_PARAM_PIPELINE_ID,
+    names.JOB_PARAM_CALLBACK_PROMISE_ID,
+    names.JOB_PARAM_CALLBACK_URL,
+    names.JOB_PARAM_CALLBACK_SIGNING_KEY,
+    names.JOB_PARAM_USER_PARAMETERS,
+]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> dict:
+    return yaml.safe_load(BUNDLE.read_text())
+
+
+def test_bundle_uses_only_known_mappings(bundle):
+    assert set(bundle) <= TOP_LEVEL_KEYS, set(bundle) - TOP_LEVEL_KEYS
+    assert bundle["bundle"]["name"]
+    assert bundle["targets"], "a bundle needs at least one target"
+    assert sum(1 for target in bundle["targets"].values() if target.get("default")) == 1
+    for name, target in bundle["targets"].items():
+        assert set(target) <= TARGET_KEYS, (name, set(target) - TARGET_KEYS)
+        assert target.get("mode") in ("development", "production"), name
+
+
+def test_every_job_definition_is_valid_for_databricks(bundle):
+    definitions = [bundle["resources"]["jobs"]["pipeline"]] + [
+        job
+        for target in bundle["targets"].values()
+        for job in target.get("resources", {}).get("jobs", {}).values()
+    ]
+    for definition in definitions:
+        Job.from_dict(definition)  # raises on any field or value Databricks does not define
+
+
+def test_job_is_the_one_the_worker_and_the_emulator_expect(bundle):
+    job = Job.from_dict(bundle["resources"]["jobs"]["pipeline"])
+    variables = {name: spec["default"] for name, spec in bundle["variables"].items()}
+
+    assert [p.name for p in job.parameters] == CONTRACT_PARAMETERS == list(JOB_PARAMETERS)
+    assert {p.name: p.default for p in job.parameters} == JOB_PARAMETERS
+    assert int(_resolve(job.max_concurrent_runs, variables)) >= 500
+    assert int(_resolve(job.timeout_seconds, variables)) > 0
+    assert job.queue.enabled is True
+    [task] = job.tasks
+    assert task.task_key == TASK_KEY and task.max_retries == 0
+    notebook = (BUNDLE.parent / task.notebook_task.notebook_path).resolve()
+    assert notebook == NOTEBOOK.resolve() and notebook.is_file()
+    synced = [(BUNDLE.parent / path).resolve() for path in bundle["sync"]["paths"]]
+    assert any(notebook.is_relative_to(path) for path in synced), "the notebook must be synced"
+
+
+def test_every_variable_used_is_declared(bundle):
+    used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)\}", BUNDLE.read_text()))
+    assert used <= set(bundle["variables"]), used - set(bundle["variables"])
+    for name, spec in bundle["variables"].items():
+        assert spec.get("description"), f"variable {name} needs a description"
+
+
+def _resolve(value: object, variables: dict) -> object:
+    match = re.fullmatch(r"\$\{var\.(\w+)\}", str(value))
+    return variables[match.group(1)] if match else value
+
+
+def test_readme_names_the_worker_settings():
+    readme = (BUNDLE.parent / "README.md").read_text()
+    for setting in (
+        "DATABRICKS_HOST",
+        "DATABRICKS_TOKEN",
+        "DATABRICKS_JOB_ID",
+        "GATEWAY_CALLBACK_URL",
+    ):
+        assert setting in readme
+    assert "databricks bundle deploy" in readme
