@@ -1,0 +1,296 @@
+"""The compose stack that integration and fault tests run against.
+
+One stack per test session: building and starting seven containers costs far
+more than any test, so every test shares it and keeps apart from the others
+through unique ids. The stack is torn down with its volumes when the session
+ends, and torn down before it starts too, so a run never inherits state from
+an aborted one.
+
+The compose files are the ones ``docker compose`` itself would use here:
+``compose.yaml`` plus whatever ``COMPOSE_FILE`` names (CI names the offline
+override), so the tests run the stack a developer runs. The project name is
+separate from the development stack's, so a test run never adopts or wipes a
+stack someone started by hand; both publish the same host ports, though, so
+one must be down for the other to start.
+
+Docker missing is a failure, never a skip: these tests are the only proof that
+the stack starts at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from testcontainers.compose import DockerCompose
+
+#: The repository root, where compose.yaml lives and compose paths start.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Always used; COMPOSE_FILE may add overrides after it.
+BASE_COMPOSE_FILE = "compose.yaml"
+#: Keeps the test stack's containers and volumes apart from a developer's.
+PROJECT_NAME = "resonate-databricks-test"
+#: Longest a service may take to turn healthy again after a start or restart.
+HEALTHY_TIMEOUT_SECONDS = 90.0
+#: Longest the whole stack may take to turn healthy once its containers exist.
+#: Without a bound, a service that keeps restarting would hang the session.
+STARTUP_TIMEOUT_SECONDS = 180
+#: Longest `up --build` may take in all, image builds included (cold: minutes).
+BUILD_AND_START_TIMEOUT_SECONDS = 1200
+#: How often container state is polled while waiting for it to change.
+POLL_INTERVAL_SECONDS = 0.5
+#: Lines of each service's log shown when the stack fails to start.
+LOG_TAIL_LINES = 40
+#: ANSI control sequences (ESC [ ... letter).
+TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Last lines of `docker compose up` output shown then, where it says what failed.
+VERDICT_LINES = 8
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A container port and the service it belongs to."""
+
+    service: str
+    port: int
+
+
+#: The ports tests reach, by what the test calls them.
+API = PublishedPort("api", 8000)
+RESONATE = PublishedPort("resonate", 8001)
+DATABRICKS = PublishedPort("databricks", 8080)
+MAILSINK_HTTP = PublishedPort("mailsink", 8025)
+MAILSINK_SMTP = PublishedPort("mailsink", 1025)
+WORKER_OPS = PublishedPort("worker", 9000)
+NOTIFIER_OPS = PublishedPort("notifier", 9000)
+
+
+def compose_files(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """compose.yaml, then the files COMPOSE_FILE names, relative to the repo root."""
+    separator = environ.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+    named = [part for part in environ.get("COMPOSE_FILE", "").split(separator) if part]
+    files: list[str] = []
+    for name in [BASE_COMPOSE_FILE, *named]:
+        path = (REPO_ROOT / name).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"COMPOSE_FILE names {name!r}, but {path} does not exist")
+        if str(path) not in files:
+            files.append(str(path))
+    return files
+
+
+def _docker_problem() -> str | None:
+    """Why Docker cannot run the stack here, or None when it can."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not on PATH"
+    checks = [
+        (["docker", "info", "--format", "{{.ServerVersion}}"], "the Docker daemon does not answer"),
+        (["docker", "compose", "version", "--short"], "the docker compose plugin is missing"),
+    ]
+    for command, problem in checks:
+        try:
+            subprocess.run(command, check=True, capture_output=True, timeout=30)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            return f"{problem} ({' '.join(command)}: {detail.decode(errors='replace').strip()})"
+    return None
+
+
+class Stack:
+    """The running stack: where its services answer, and control over them."""
+
+    def __init__(self, compose: DockerCompose) -> None:
+        self._compose = compose
+        self._addresses: dict[PublishedPort, tuple[str, int]] = {}
+
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``docker compose ARGS`` on this stack's files and project."""
+        command = [*self._compose.docker_compose_command(), *args]
+        return subprocess.run(
+            command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=timeout
+        )
+
+    def services(self) -> list[str]:
+        """The services compose starts with these files (profiles applied)."""
+        return self.compose("config", "--services").stdout.split()
+
+    def address(self, published: PublishedPort) -> tuple[str, int]:
+        """Host and port where ``published`` answers on this machine.
+
+        Read from the compose configuration rather than from the container, so
+        it is known while the service is killed too.
+        """
+        if not self._addresses:
+            config = json.loads(self.compose("config", "--format", "json").stdout)
+            for service, definition in config["services"].items():
+                for port in definition.get("ports", []):
+                    if port.get("published"):
+                        where = (port.get("host_ip") or "127.0.0.1", int(port["published"]))
+                        self._addresses[PublishedPort(service, int(port["target"]))] = where
+        try:
+            return self._addresses[published]
+        except KeyError:
+            raise LookupError(
+                f"{published.service} does not publish port {published.port}"
+            ) from None
+
+    def url(self, published: PublishedPort) -> str:
+        host, port = self.address(published)
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url(API)
+
+    @property
+    def resonate_url(self) -> str:
+        return self.url(RESONATE)
+
+    @property
+    def databricks_url(self) -> str:
+        return self.url(DATABRICKS)
+
+    @property
+    def mailsink_url(self) -> str:
+        return self.url(MAILSINK_HTTP)
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        return self.address(MAILSINK_SMTP)
+
+    @property
+    def worker_ops_url(self) -> str:
+        return self.url(WORKER_OPS)
+
+    @property
+    def notifier_ops_url(self) -> str:
+        return self.url(NOTIFIER_OPS)
+
+    def published_ports(self) -> list[tuple[str, int, str]]:
+        """(service, container port, host address) of every port the stack publishes."""
+        return [
+            (container.Service or "", publisher.TargetPort or 0, publisher.URL or "")
+            for container in self._compose.get_containers()
+            for publisher in container.Publishers
+            if publisher.PublishedPort
+        ]
+
+    def state(self, service: str) -> tuple[str, str]:
+        """(state, health) of the service's container, e.g. ("running", "healthy")."""
+        container = self._compose.get_container(service, include_all=True)
+        return container.State or "", container.Health or ""
+
+    def kill(self, service: str, signal: str = "SIGKILL") -> None:
+        """Kill the service's container; it stays down until :meth:`start`."""
+        self.compose("kill", "--signal", signal, service)
+
+    def stop(self, service: str) -> None:
+        """Stop the service gracefully (SIGTERM, then SIGKILL after the grace period)."""
+        self.compose("stop", service)
+
+    def start(self, service: str, *, wait: bool = True) -> None:
+        """Start a stopped or killed service, by default waiting until it is healthy."""
+        self.compose("start", service)
+        if wait:
+            self.wait_healthy(service)
+
+    def restart(self, service: str, *, wait: bool = True) -> None:
+        self.compose("restart", service)
+        if wait:
+            self.wait_healthy(service)
+
+    def logs(self, *services: str, tail: int | None = None) -> str:
+        args = ["logs", "--no-color"]
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        # compose writes a terminal control sequence before each line even
+        # with --no-color; it would only clutter a failure message.
+        return TERMINAL_CONTROL.sub("", self.compose(*args, *services).stdout)
+
+    def wait_healthy(self, service: str, timeout: float = HEALTHY_TIMEOUT_SECONDS) -> None:
+        """Block until the service's container reports healthy, or fail saying why not."""
+        deadline = time.monotonic() + timeout
+        state, health = self.state(service)
+        while health != "healthy":
+            if state in {"exited", "dead"}:
+                raise AssertionError(
+                    f"{service} {state} instead of turning healthy:\n"
+                    f"{self.logs(service, tail=LOG_TAIL_LINES)}"
+                )
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{service} not healthy after {timeout:.0f}s "
+                    f"(state={state}, health={health}):\n"
+                    f"{self.logs(service, tail=LOG_TAIL_LINES)}"
+                )
+            time.sleep(POLL_INTERVAL_SECONDS)
+            state, health = self.state(service)
+
+
+def _start_failure(stack: Stack, exc: subprocess.SubprocessError) -> str:
+    """What to tell the developer when the stack did not come up."""
+    try:
+        status = stack.compose("ps", "--all").stdout
+        logs = stack.logs(tail=LOG_TAIL_LINES)
+    except subprocess.SubprocessError as inner:
+        status, logs = f"(docker compose ps failed: {inner})", ""
+    command = " ".join(map(str, getattr(exc, "cmd", [])))
+    stderr = getattr(exc, "stderr", None) or ""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    hint = ""
+    if "port is already allocated" in stderr or "address already in use" in stderr:
+        hint = "(a development stack is probably running: `docker compose down` it first)\n"
+    # `up` narrates every container's progress; the verdict is at the end.
+    stderr = "\n".join(stderr.splitlines()[-VERDICT_LINES:])
+    return (
+        f"the compose stack did not start: {command}\n{stderr}\n{hint}"
+        f"--- docker compose ps --all\n{status}\n"
+        f"--- last {LOG_TAIL_LINES} log lines a service\n{logs}"
+    )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The compose stack, built and healthy, shared by the whole session."""
+    problem = _docker_problem()
+    if problem is not None:
+        pytest.fail(
+            f"Docker is unavailable: {problem}. Integration tests need a running Docker "
+            "Engine with the compose v2 plugin; on a machine without an image registry, "
+            "run infra/offline/setup.sh and set "
+            "COMPOSE_FILE=compose.yaml:infra/offline/compose.yaml.",
+            pytrace=False,
+        )
+    with pytest.MonkeyPatch.context() as env:
+        # Every compose command, testcontainers' and ours, then uses this project.
+        env.setenv("COMPOSE_PROJECT_NAME", PROJECT_NAME)
+        compose = DockerCompose(context=REPO_ROOT, compose_file_name=compose_files())
+        running = Stack(compose)
+        running.compose("down", "--volumes", "--remove-orphans")
+        try:
+            # Not compose.start(): it waits with no bound.
+            running.compose(
+                "up",
+                "--build",
+                "--wait",
+                "--wait-timeout",
+                str(STARTUP_TIMEOUT_SECONDS),
+                timeout=BUILD_AND_START_TIMEOUT_SECONDS,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            message = _start_failure(running, exc)
+            compose.stop(down=True)
+            pytest.fail(message, pytrace=False)
+        try:
+            yield running
+        finally:
+            compose.stop(down=True)
