@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 
 import aiosmtplib
@@ -10,7 +9,7 @@ import httpx
 import pytest
 from mailsink import Credentials, MailSink, SmtpOptions
 
-from tests.mailsink.testkit import make_message, unique_address
+from tests.mailsink.testkit import TlsMaterial, make_message, unique_address
 
 CREDENTIALS = Credentials("notifier", "s3cret-for-tests")
 
@@ -74,16 +73,16 @@ async def test_wrong_password_is_refused_with_535_and_counted(auth_sink: MailSin
     ids=["starttls", "implicit"],
 )
 async def test_tls_is_negotiated_and_recorded(
-    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext, implicit_tls: bool, client_mode: dict
+    tls: TlsMaterial, implicit_tls: bool, client_mode: dict
 ) -> None:
     rcpt = unique_address()
-    options = SmtpOptions(tls_context=server_tls, implicit_tls=implicit_tls)
+    options = SmtpOptions(tls_context=tls.server, implicit_tls=implicit_tls)
     async with MailSink(options=options) as sink:
         await aiosmtplib.send(
             make_message(to=rcpt),
             hostname=sink.smtp_host,
             port=sink.smtp_port,
-            tls_context=client_tls,
+            tls_context=tls.client,
             **client_mode,
         )
         (message,) = await stored(sink, rcpt)

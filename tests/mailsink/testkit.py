@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 import uuid
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 import httpx
+import trustme
 
 
 def unique_address(label: str = "user") -> str:
@@ -53,3 +57,25 @@ async def until_waiting(http: httpx.AsyncClient, expected: int, *, within: float
                 f"{waiting} long poll(s) parked after {within} s, wanted {expected}"
             )
         await asyncio.sleep(0.01)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsMaterial:
+    """A private CA with a server certificate for 127.0.0.1 and localhost."""
+
+    ca: trustme.CA
+    #: Server side: presents the certificate.
+    server: ssl.SSLContext
+    #: Client side: trusts the CA.
+    client: ssl.SSLContext
+
+
+@functools.cache
+def tls_material() -> TlsMaterial:
+    """One CA per test process: issuing certificates costs a little CPU."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return TlsMaterial(ca, server, client)

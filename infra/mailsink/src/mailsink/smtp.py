@@ -19,7 +19,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
 from mailsink.faults import FaultPlan, PermanentFault, Reply, Stage, TransientFault
 from mailsink.store import Delivery, MailStore
@@ -171,7 +178,12 @@ class SinkHandler:
         return f"250 2.0.0 OK stored as message {stored.id}"
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session failed", exc_info=error)
+        if isinstance(error, TLSSetupException):
+            # The client gave up on the handshake (it distrusts our
+            # certificate, say): its problem, and aiosmtpd closes the session.
+            log.info("TLS handshake failed: %s", error.__cause__ or error)
+        else:
+            log.error("SMTP session failed", exc_info=error)
         return LOCAL_ERROR_REPLY
 
 

@@ -1,0 +1,388 @@
+"""The email that tells a user how their pipeline ended.
+
+One function, :func:`compose_email`, turns a :class:`Notification` into a
+multipart/alternative message (plain text and HTML) ready for SMTP. It sends
+nothing and reads no clock unless asked to, so it is safe to call from a step
+that may run more than once: the Message-ID comes from the pipeline id and the
+final state, so every composition of the same outcome is the same message to
+the receiving server.
+
+Much of what goes into the email comes from users (the pipeline id, its
+parameters) or from a notebook (the result, the error text), so everything is
+bounded in size, stripped of control characters where it must fit on one
+line, kept out of headers except the validated pipeline id, and escaped in
+the HTML part.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from typing import Any
+from urllib.parse import urlsplit
+
+from pipeline_shared.ids import email_message_id
+from pipeline_shared.models import PIPELINE_ID_PATTERN, Notification, PipelineState
+
+#: The header carrying the pipeline id, so mail tools (and the test sink) can
+#: find one pipeline's email without parsing the body.
+PIPELINE_ID_HEADER = "X-Pipeline-Id"
+#: The header carrying the final state, for filters and tests.
+PIPELINE_STATE_HEADER = "X-Pipeline-State"
+
+#: Result entries shown at most; a notebook may return thousands of keys.
+MAX_RESULT_ENTRIES = 30
+#: How deep nested result objects are followed before they are shown as JSON.
+MAX_RESULT_DEPTH = 4
+#: Items of a list shown before "(+N more)".
+MAX_LIST_ITEMS = 10
+#: Parameters shown at most.
+MAX_PARAMETERS = 30
+#: Characters of one shown value or key; longer ones are cut with an ellipsis.
+MAX_VALUE_CHARS = 200
+#: Characters of Databricks' error message shown; stack traces run long.
+MAX_ERROR_CHARS = 4000
+#: Characters of the pipeline id in the subject, should an unvalidated one
+#: ever arrive.
+MAX_SUBJECT_ID_CHARS = 64
+
+_PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
+#: A hostname-like Message-ID right-hand side: letters, digits, dots, hyphens.
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+_HEADLINES = {
+    PipelineState.SUCCEEDED: "succeeded",
+    PipelineState.FAILED: "failed",
+    PipelineState.TIMED_OUT: "timed out",
+    PipelineState.CANCELLED: "was cancelled",
+}
+
+
+class NotFinalStateError(ValueError):
+    """Only a pipeline that has ended gets an email."""
+
+
+# -- Making untrusted text presentable ------------------------------------------------
+
+
+def _visible(text: str, *, keep_newlines: bool) -> str:
+    """``text`` without control and format characters.
+
+    Format characters (Unicode category Cf) include the bidirectional
+    overrides that can make a value display as something it is not.
+    """
+    out = []
+    for char in text:
+        if keep_newlines and char in "\n\t":
+            out.append(char)
+        elif unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """A value as one bounded line: a parameter cannot fake extra lines."""
+    text = value if isinstance(value, str) else str(value)
+    return _cut(" ".join(_visible(text, keep_newlines=False).split()), limit)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.6g}"
+    return _one_line(value)
+
+
+def _flatten(value: Any, prefix: str, depth: int) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict) and value and depth < MAX_RESULT_DEPTH:
+        for key, item in value.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            yield from _flatten(item, name, depth + 1)
+    elif isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        shown = ", ".join(_scalar(v) for v in value[:MAX_LIST_ITEMS])
+        more = len(value) - MAX_LIST_ITEMS
+        yield prefix, _one_line(f"[{shown}]" + (f" (+{more} more)" if more > 0 else ""))
+    elif isinstance(value, dict | list):
+        yield prefix, _one_line(json.dumps(value, ensure_ascii=False, default=str))
+    else:
+        yield prefix, _scalar(value)
+
+
+def _result_rows(result: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+    """Up to :data:`MAX_RESULT_ENTRIES` readable rows, and how many were left out."""
+    rows: list[tuple[str, str]] = []
+    left_out = 0
+    for key, value in _flatten(result, "", 0):
+        if len(rows) < MAX_RESULT_ENTRIES:
+            rows.append((_one_line(key, 80), value))
+        else:
+            left_out += 1
+    return rows, left_out
+
+
+def _duration(seconds: int) -> str:
+    """``9000`` → ``2 h 30 min``: the two largest units that are not zero."""
+    if seconds < 60:
+        return f"{seconds} s"
+    parts = []
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''}")
+    return " ".join(parts[:2])
+
+
+def _safe_url(url: str | None) -> str | None:
+    """The run page URL if it is an http(s) URL on one line, else None."""
+    if not url or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
+        return None
+    return url if urlsplit(url).scheme in {"http", "https"} else None
+
+
+# -- The content, as blocks that render to text and to HTML -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Para:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Heading:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    rows: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pre:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    label: str
+    url: str
+
+
+_Block = _Para | _Heading | _Facts | _Pre | _Link
+
+
+def _run_blocks(notification: Notification) -> list[_Block]:
+    run = notification.run
+    if run is None:
+        return [_Para("No Databricks run was started.")]
+    url = _safe_url(run.run_page_url)
+    if url is None:
+        return [_Para(f"Databricks run {run.run_id} (Databricks gave no link to it).")]
+    return [_Link(f"Databricks run {run.run_id}", url)]
+
+
+def _error_blocks(notification: Notification) -> list[_Block]:
+    error = notification.error
+    if error is None:
+        return [_Para("Databricks did not say why.")]
+    message = _visible(error.message, keep_newlines=True).strip()
+    blocks: list[_Block] = [_Heading("What went wrong"), _Para(_one_line(error.type))]
+    if message:
+        if len(message) > MAX_ERROR_CHARS:
+            cut = len(message) - MAX_ERROR_CHARS
+            message = f"{message[:MAX_ERROR_CHARS]}\n… ({cut:,} more characters not shown)"
+        blocks.append(_Pre(message))
+    return blocks
+
+
+def _result_blocks(notification: Notification) -> list[_Block]:
+    if notification.result is None:
+        return [_Para("The notebook reported no result.")]
+    if not notification.result:
+        return [_Para("The notebook reported an empty result.")]
+    rows, left_out = _result_rows(notification.result)
+    blocks: list[_Block] = [_Heading("Result"), _Facts(rows)]
+    if left_out:
+        blocks.append(_Para(f"… and {left_out:,} more values not shown."))
+    return blocks
+
+
+def _parameter_blocks(notification: Notification) -> list[_Block]:
+    items = sorted(notification.parameters.items())
+    if not items:
+        return []
+    rows = [(_one_line(k, 80), _one_line(v)) for k, v in items[:MAX_PARAMETERS]]
+    blocks: list[_Block] = [_Heading("Parameters"), _Facts(rows)]
+    if len(items) > MAX_PARAMETERS:
+        blocks.append(_Para(f"… and {len(items) - MAX_PARAMETERS:,} more parameters."))
+    return blocks
+
+
+def _content(notification: Notification, pipeline: str) -> list[_Block]:
+    n = notification
+    started = n.run is not None
+    blocks: list[_Block]
+    match n.state:
+        case PipelineState.SUCCEEDED:
+            headline = f"Pipeline {pipeline} finished successfully."
+            blocks = [_Para(headline), *_run_blocks(n), *_result_blocks(n)]
+        case PipelineState.FAILED if not started:
+            headline = f"Pipeline {pipeline} failed: its Databricks job could not start."
+            blocks = [_Para(headline), *_error_blocks(n)]
+        case PipelineState.FAILED:
+            headline = f"Pipeline {pipeline} failed."
+            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n)]
+        case PipelineState.TIMED_OUT:
+            waited = n.waited_seconds
+            how_long = (
+                f"after waiting {_duration(waited)}" if waited is not None else "at its time limit"
+            )
+            headline = (
+                f"Pipeline {pipeline} timed out: it stopped waiting for Databricks {how_long}."
+            )
+            blocks = [_Para(headline), *_run_blocks(n)]
+        case PipelineState.CANCELLED if not started:
+            blocks = [_Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
+        case _:
+            blocks = [_Para(f"Pipeline {pipeline} was cancelled."), *_run_blocks(n)]
+    return [*blocks, *_parameter_blocks(n)]
+
+
+def _render_text(blocks: list[_Block], footer: str) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        match block:
+            case _Heading(text):
+                lines += ["", text]
+            case _Para(text):
+                lines += [text, ""]
+            case _Link(label, url):
+                lines += [f"{label}: {url}", ""]
+            case _Facts(rows):
+                lines += [f"  {key}: {value}" for key, value in rows] + [""]
+            case _Pre(text):
+                lines += ["  " + line for line in text.splitlines()] + [""]
+    lines += ["-- ", footer]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+
+
+_CELL = 'style="padding:2px 12px 2px 0;vertical-align:top"'
+
+
+def _render_html(blocks: list[_Block], title: str, footer: str) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title></head>",
+        '<body style="font-family:sans-serif;line-height:1.4">',
+    ]
+    for block in blocks:
+        match block:
+            case _Heading(text):
+                parts.append(f'<h3 style="margin-bottom:4px">{e(text)}</h3>')
+            case _Para(text):
+                parts.append(f"<p>{e(text)}</p>")
+            case _Link(label, url):
+                parts.append(f'<p><a href="{e(url, quote=True)}">{e(label)}</a></p>')
+            case _Facts(rows):
+                cells = "".join(
+                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}>{e(value)}</td></tr>"
+                    for key, value in rows
+                )
+                parts.append(f"<table>{cells}</table>")
+            case _Pre(text):
+                parts.append(
+                    '<pre style="white-space:pre-wrap;background:#f6f6f6;padding:8px">'
+                    f"{e(text)}</pre>"
+                )
+    parts += [f'<p style="color:#666;font-size:small">{e(footer)}</p>', "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+# -- The message ---------------------------------------------------------------------
+
+
+def _header_pipeline_id(pipeline_id: str) -> str:
+    """The pipeline id as it may appear in a header.
+
+    The model already restricts ids to a header-safe alphabet; this holds
+    even for a Notification built without validation.
+    """
+    if _PIPELINE_ID.fullmatch(pipeline_id):
+        return pipeline_id
+    return _one_line(pipeline_id, MAX_SUBJECT_ID_CHARS)
+
+
+def _sender_address(sender: str) -> Address:
+    name, addr = parseaddr(sender)
+    if "@" not in addr or "\n" in sender or "\r" in sender:
+        raise ValueError(f"sender must be one email address, got {sender!r}")
+    return Address(display_name=name, addr_spec=addr)
+
+
+def compose_email(
+    notification: Notification,
+    *,
+    sender: str,
+    message_id_domain: str,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The email announcing ``notification``'s final state.
+
+    ``sender`` is the From address (``"Pipelines <pipelines@example.com>"`` or
+    a bare address); ``message_id_domain`` is the right-hand side of the
+    Message-ID; ``now`` is the Date (the current time when omitted).
+
+    Raises :class:`NotFinalStateError` for a pipeline that has not ended and
+    ``ValueError`` for a sender or domain that cannot go in a header.
+    """
+    if not notification.state.is_final:
+        raise NotFinalStateError(
+            f"pipeline {notification.pipeline_id} is {notification.state.value}; "
+            "only final states are emailed"
+        )
+    if not _DOMAIN.fullmatch(message_id_domain):
+        raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
+    pipeline = _header_pipeline_id(notification.pipeline_id)
+    state = notification.state
+    subject = f"Pipeline {pipeline} {_HEADLINES[state]}"
+    footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
+    blocks = _content(notification, pipeline)
+
+    message = EmailMessage(policy=SMTP)
+    message["Subject"] = subject
+    message["From"] = _sender_address(sender)
+    message["To"] = Address(addr_spec=notification.email)
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = email_message_id(
+        notification.pipeline_id, state.value, message_id_domain
+    )
+    message[PIPELINE_ID_HEADER] = pipeline
+    message[PIPELINE_STATE_HEADER] = state.value
+    # RFC 3834: a machine wrote this; auto-responders should not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(_render_text(blocks, footer))
+    message.add_alternative(_render_html(blocks, subject, footer), subtype="html")
+    return message
