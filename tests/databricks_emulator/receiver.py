@@ -22,6 +22,12 @@ class Received:
     body: bytes
 
 
+class _Server(ThreadingHTTPServer):
+    #: Hundreds of notebooks may call back at once; the default backlog of 5 would refuse them.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class CallbackReceiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -53,7 +59,7 @@ class CallbackReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         # A short poll interval: shutdown waits for it, and every test shuts one down.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

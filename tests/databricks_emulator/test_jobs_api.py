@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -201,6 +202,7 @@ def test_cancel_kills_the_notebook_process(workspace, emulator, control, receive
     assert run.state.user_cancelled_or_timedout is True
     assert run.status.termination_details.code == TerminationCodeCode.USER_CANCELED
     assert process_gone(pid)
+    assert run_details(control, run_id)["returncode"] == -signal.SIGTERM
     assert receiver.requests == []
 
     workspace.jobs.cancel_run(run_id)  # a no-op on a terminated run
@@ -235,6 +237,7 @@ def test_run_over_its_timeout_is_timed_out_and_killed(workspace, emulator, contr
     assert run.state.user_cancelled_or_timedout is True
     assert "timed out" in run.state.state_message
     assert process_gone(pid)
+    assert run_details(control, run_id)["returncode"] == -signal.SIGTERM
 
 
 @pytest.mark.parametrize("status", [429, 503])

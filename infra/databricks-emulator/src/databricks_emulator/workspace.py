@@ -170,7 +170,7 @@ class Workspace:
                     process = await self._start(run)
                     run.returncode = await process.wait()
             except TimeoutError:
-                await self._stop(process)
+                run.returncode = await self._stop(process)
                 message = (
                     f"Run timed out after {run.timeout_seconds:g} seconds (its timeout_seconds)."
                 )
@@ -181,7 +181,7 @@ class Workspace:
             if not run.cancel_requested:  # the emulator is shutting down
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._stop(process)
+            run.returncode = await self._stop(process)
             message = "Run cancelled by a runs/cancel request."
             run.end_early(ResultState.CANCELED, "USER_CANCELED", message)
         finally:
@@ -234,10 +234,10 @@ class Workspace:
         run.enter(LifeCycle.RUNNING, "In run")
         return process
 
-    async def _stop(self, process: asyncio.subprocess.Process | None) -> None:
+    async def _stop(self, process: asyncio.subprocess.Process | None) -> int | None:
         """End a notebook's process group: SIGTERM, then SIGKILL once the grace period is over."""
         if process is None:
-            return
+            return None
         _signal_group(process.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(self.settings.KILL_GRACE_SECONDS):
@@ -245,7 +245,7 @@ class Workspace:
         except TimeoutError:
             pass
         _signal_group(process.pid, signal.SIGKILL)
-        await process.wait()
+        return await process.wait()
 
     def _record_outcome(self, run: Run) -> None:
         outcome_path = run.run_dir / "outcome.json"
