@@ -65,15 +65,15 @@ class StandIn:
     wire_log: Path
     process: subprocess.Popen[bytes]
     output: Path
+    #: Loopback only: no proxy or netrc lookups from the environment.
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False, timeout=10))
 
     def post(self, kind: str, data: dict[str, Any], *, auth: str | None = None) -> httpx.Response:
         """Send one request envelope, as an SDK would."""
         head: dict[str, Any] = {"corrId": uuid.uuid4().hex, "version": "2026-04-01"}
         if auth is not None:
             head["auth"] = auth
-        return httpx.post(
-            f"{self.url}/", json={"kind": kind, "head": head, "data": data}, timeout=10
-        )
+        return self.http.post(f"{self.url}/", json={"kind": kind, "head": head, "data": data})
 
     def log(self) -> str:
         return self.output.read_text(errors="replace")
@@ -112,8 +112,9 @@ def processes() -> Iterator[Processes]:
 
 
 @pytest.fixture
-def start_standin(processes: Processes, tmp_path: Path) -> Any:
+def start_standin(processes: Processes, tmp_path: Path) -> Iterator[Any]:
     """Start a stand-in with extra environment; returns a :class:`StandIn` once ready."""
+    clients: list[httpx.Client] = []
 
     def start(**env: str) -> StandIn:
         port = free_port()
@@ -132,20 +133,25 @@ def start_standin(processes: Processes, tmp_path: Path) -> Any:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        url = f"http://127.0.0.1:{port}"
+        standin = StandIn(
+            url=f"http://127.0.0.1:{port}", wire_log=wire_log, process=process, output=output
+        )
+        clients.append(standin.http)
 
         def ready() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"stand-in exited with {process.returncode}:\n{output.read_text()}")
             try:
-                return httpx.get(f"{url}/ready", timeout=1).status_code == 200
+                return standin.http.get(f"{standin.url}/ready", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
 
         wait_until(ready, "the stand-in's /ready")
-        return StandIn(url=url, wire_log=wire_log, process=process, output=output)
+        return standin
 
-    return start
+    yield start
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture
