@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
+from collections.abc import AsyncIterator
+from functools import partial
 
 import aiosmtplib
 import httpx
+import pytest
 from mailsink import Limits, MailSink
+from mailsink.api import create_app
+from mailsink.server import probe_smtp
 
 from tests.mailsink.testkit import make_message, unique_address, until_waiting
 
@@ -174,3 +180,41 @@ async def test_healthz_proves_smtp_answers(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "smtp": "250 OK"}
+
+
+@pytest.fixture
+async def not_smtp() -> AsyncIterator[int]:
+    """A listener that answers like a server with no SMTP service (RFC 5321: 554)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"554 No SMTP service here\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("listener", ["nothing listening", "not an SMTP server"])
+async def test_healthz_fails_when_smtp_does_not_answer(
+    sink: MailSink, not_smtp: int, listener: str
+) -> None:
+    port = closed_port() if listener == "nothing listening" else not_smtp
+    app = create_app(sink.store, sink.faults, sink.stats, partial(probe_smtp, "127.0.0.1", port))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sink") as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert ("554" in body["smtp"]) == (listener == "not an SMTP server"), body
