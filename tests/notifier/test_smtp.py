@@ -246,6 +246,13 @@ async def auth_sink() -> AsyncIterator[MailSink]:
         yield running
 
 
+async def test_empty_credentials_mean_no_login(sink: MailSink) -> None:
+    message = message_for()
+    receipt = await deliver(message, config_for(sink, username="", password=""))
+    assert receipt.delivered is True
+    assert stored(sink, message)[0].authenticated_as is None
+
+
 async def test_credentials_are_used(auth_sink: MailSink) -> None:
     message = message_for()
     config = config_for(auth_sink, username=CREDENTIALS.username, password=CREDENTIALS.password)
@@ -313,6 +320,7 @@ async def test_an_untrusted_certificate_is_a_configuration_error(
         ({"port": 0}, "port"),
         ({"security": "ssl"}, "security"),
         ({"username": "only-user"}, "both"),
+        ({"username": "user", "password": ""}, "both"),
         ({"timeout_seconds": 0}, "timeout"),
     ],
 )

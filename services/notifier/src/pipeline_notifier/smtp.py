@@ -117,6 +117,7 @@ class SmtpConfig:
     #: connection and fail if the server cannot; ``tls``: TLS from the first
     #: byte (SMTPS, usually port 465).
     security: Security = "starttls"
+    #: Log in with these when both are set (empty counts as unset).
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     #: Seconds any one network operation (a command, reading a reply) may take.
@@ -135,7 +136,8 @@ class SmtpConfig:
             raise ValueError(f"security must be none, starttls or tls, got {self.security!r}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1-65535, got {self.port}")
-        if (self.username is None) != (self.password is None):
+        # Empty counts as unset: compose passes an unset variable as "".
+        if bool(self.username) != bool(self.password):
             raise ValueError("give both username and password, or neither")
         if self.timeout_seconds <= 0:
             raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds}")
@@ -231,8 +233,8 @@ async def _send_once(message: EmailMessage, config: SmtpConfig) -> None:
         # under "none" and silently go plain under "starttls".
         start_tls=config.security == "starttls",
         cert_bundle=config.ca_file,
-        username=config.username,
-        password=config.password,
+        username=config.username or None,
+        password=config.password or None,
         local_hostname=config.local_hostname,
         timeout=config.timeout_seconds,
     )
