@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
 from databricks.sdk.errors import (
     BadRequest,
     DatabricksError,
@@ -171,11 +172,13 @@ class DatabricksJobs:
         with self._client_lock:
             if self._client is None:
                 self._client = WorkspaceClient(
-                    host=self._config.host,
-                    token=self._config.token,
-                    auth_type="pat",
-                    http_timeout_seconds=self._config.http_timeout_seconds,
-                    retry_timeout_seconds=self._config.retry_timeout_seconds,
+                    config=Config(
+                        host=self._config.host,
+                        token=self._config.token,
+                        auth_type="pat",
+                        http_timeout_seconds=self._config.http_timeout_seconds,
+                        retry_timeout_seconds=self._config.retry_timeout_seconds,
+                    )
                 )
             return self._client
 

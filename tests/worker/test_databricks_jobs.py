@@ -1,0 +1,164 @@
+"""The worker's Databricks client against the emulator, through databricks-sdk.
+
+Checks the decisions ``pipeline_worker.databricks`` owns: what is transient,
+what is permanent, what is terminal, and where the notebook's result is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline_shared import ids
+from pipeline_worker.databricks import (
+    DatabricksConfig,
+    DatabricksJobs,
+    PermanentDatabricksError,
+    TransientDatabricksError,
+)
+from tests.databricks_emulator.conftest import JOB_ID, Emulator, free_port, start_emulator, stop_emulator
+from tests.databricks_emulator.helpers import Pipeline
+from tests.databricks_emulator.receiver import CallbackReceiver
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    running = start_emulator(tmp_path_factory.mktemp("worker-emulator"))
+    yield running
+    stop_emulator(running)
+
+
+def jobs_for(url: str, token: str, job_id: int = JOB_ID, retry_timeout: int = 10) -> DatabricksJobs:
+    return DatabricksJobs(
+        DatabricksConfig(
+            host=url,
+            token=token,
+            job_id=job_id,
+            http_timeout_seconds=5,
+            retry_timeout_seconds=retry_timeout,
+            max_concurrent_calls=4,
+        )
+    )
+
+
+@pytest.fixture
+async def jobs(emulator: Emulator) -> AsyncIterator[DatabricksJobs]:
+    client = jobs_for(emulator.url, emulator.token)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    with CallbackReceiver() as running:
+        yield running
+
+
+def new_pipeline(receiver: CallbackReceiver, **parameters: str) -> Pipeline:
+    return Pipeline(f"w-{uuid.uuid4().hex[:12]}", receiver.url, **parameters)
+
+
+async def wait_terminal(jobs: DatabricksJobs, run_id: int, timeout: float = 30):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not (snapshot := await jobs.snapshot(run_id)).terminal:
+            await asyncio.sleep(0.05)
+    return snapshot
+
+
+async def test_run_now_is_idempotent_and_reports_the_run_page(jobs: DatabricksJobs, receiver: CallbackReceiver) -> None:
+    pipeline = new_pipeline(receiver)
+    token = ids.idempotency_token("test", pipeline.pipeline_id)
+
+    first, second = await asyncio.gather(
+        jobs.run_now(pipeline.job_parameters, token), jobs.run_now(pipeline.job_parameters, token)
+    )
+
+    assert first == second
+    assert first.run_page_url and str(first.run_id) in first.run_page_url
+    snapshot = await wait_terminal(jobs, first.run_id)
+    assert (snapshot.terminal, snapshot.succeeded) == (True, True)
+    [callback] = receiver.wait_for(1)
+    assert json.loads(callback.body)["promise_id"] == pipeline.promise_id
+
+
+async def test_notebook_result_is_the_exit_value(
+    jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
+) -> None:
+    pipeline = new_pipeline(receiver)
+    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "drop_callback"})
+    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+
+    await wait_terminal(jobs, run.run_id)
+    result = await jobs.notebook_result(run.run_id)
+
+    assert result is not None and result["row_count"] > 0 and result["columns"]
+    assert receiver.requests == []
+
+
+async def test_failed_run_is_terminal_with_the_error_message(
+    jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
+) -> None:
+    pipeline = new_pipeline(receiver)
+    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "fail"})
+    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+
+    snapshot = await wait_terminal(jobs, run.run_id)
+
+    assert (snapshot.succeeded, snapshot.result_state) == (False, "FAILED")
+    assert "FileNotFoundError" in snapshot.state_message
+
+
+async def test_cancel_stops_a_hanging_run(jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator) -> None:
+    pipeline = new_pipeline(receiver)
+    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "hang"})
+    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+
+    await jobs.cancel(run.run_id)
+    snapshot = await wait_terminal(jobs, run.run_id)
+
+    assert snapshot.result_state == "CANCELED"
+    await jobs.cancel(run.run_id)  # a finished run is left as it is
+
+
+async def test_throttling_is_ridden_through_with_one_run(
+    jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
+) -> None:
+    pipeline = new_pipeline(receiver)
+    httpx.put(
+        f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}",
+        json={"run_now_errors": 2, "run_now_error_status": 503, "retry_after_seconds": 0},
+    )
+
+    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+
+    counters = httpx.get(f"{emulator.url}/emulator/pipelines/{pipeline.pipeline_id}").json()
+    assert counters["run_ids"] == [run.run_id] and counters["run_now_rejected"] == 2
+
+
+async def test_unknown_job_and_bad_token_are_permanent(emulator: Emulator, receiver: CallbackReceiver) -> None:
+    pipeline = new_pipeline(receiver)
+    for client, needle in (
+        (jobs_for(emulator.url, emulator.token, job_id=999_999), "does not exist"),
+        (jobs_for(emulator.url, "dapi-wrong"), "Invalid access token"),
+    ):
+        try:
+            with pytest.raises(PermanentDatabricksError) as caught:
+                await client.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+            assert needle in caught.value.error.message
+        finally:
+            client.close()
+
+
+async def test_unreachable_databricks_is_transient() -> None:
+    client = jobs_for(f"http://127.0.0.1:{free_port()}", "dapi-x", retry_timeout=1)
+    try:
+        with pytest.raises(TransientDatabricksError):
+            await client.snapshot(1)
+    finally:
+        client.close()
