@@ -1,0 +1,66 @@
+"""Run the notifier: ``python -m pipeline_notifier``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pipeline_shared import names
+from pipeline_shared.logs import configure_logging
+from pipeline_shared.ops import serve_ops, stop_on_signals
+from pipeline_shared.resonate_client import connect
+from pipeline_shared.settings import load_settings
+
+from .notify import EMAIL_RETRY, NotifierDeps, send_pipeline_email
+from .settings import NotifierSettings
+from .smtp import RetryPolicy, SmtpConfig
+
+logger = logging.getLogger("pipeline_notifier")
+
+
+async def main() -> None:
+    settings = load_settings(NotifierSettings)
+    configure_logging("notifier", settings.LOG_LEVEL)
+    stop = stop_on_signals()
+
+    link = connect(
+        settings.RESONATE_URL,
+        names.NOTIFIER_GROUP,
+        token=settings.RESONATE_TOKEN,
+        max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
+    )
+    resonate = link.resonate
+    resonate.with_dependency(
+        NotifierDeps(
+            smtp=SmtpConfig(
+                host=settings.SMTP_HOST,
+                port=settings.SMTP_PORT,
+                security=settings.SMTP_SECURITY,
+                username=settings.SMTP_USERNAME,
+                password=settings.SMTP_PASSWORD,
+                timeout_seconds=settings.SMTP_TIMEOUT_SECONDS,
+                retry=RetryPolicy(max_attempts=settings.SMTP_MAX_ATTEMPTS),
+            ),
+            sender=settings.MAIL_FROM,
+            message_id_domain=settings.message_id_domain,
+        )
+    )
+    resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=EMAIL_RETRY)
+    resonate.start()
+    logger.info(
+        "notifier started",
+        extra={"fields": {"group": names.NOTIFIER_GROUP, "smtp": f"{settings.SMTP_HOST}:{settings.SMTP_PORT}"}},
+    )
+
+    async def readiness() -> str | None:
+        return await link.readiness(needs_push=True)
+
+    try:
+        await serve_ops("notifier", readiness, settings.OPS_PORT, stop)
+    finally:
+        logger.info("notifier stopping")
+        await resonate.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,73 @@
+"""The notifier's durable function: email one pipeline's outcome.
+
+``send_pipeline_email`` is a leaf: it performs no durable operation, so when
+it raises, Resonate retries the whole function under :data:`EMAIL_RETRY`.
+Within one attempt, :func:`.smtp.deliver` already retries 4xx replies and
+connection trouble briefly; what outlives that (a mail server down for
+minutes, a misconfigured login) is retried here, with a longer backoff and a
+bound, after which the worker records the email as not sent.
+
+A retried send repeats the same Message-ID (derived from the pipeline id), so
+a receiving server that already accepted the message sees a duplicate, not a
+second email.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from resonate.context import Context
+from resonate.retry import Exponential
+
+from pipeline_shared.logs import pipeline_context
+from pipeline_shared.models import Notification, NotificationReceipt
+
+from . import metrics
+from .email import compose_email
+from .smtp import SmtpConfig, SmtpConfigurationError, SmtpTransientError, deliver
+
+logger = logging.getLogger(__name__)
+
+#: After smtp.deliver's own quick retries: 5 s doubling to 5 min, 8 more
+#: attempts (about 20 minutes in all) before the failure is recorded.
+EMAIL_RETRY = Exponential(delay=5, factor=2, max_delay=300, max_retries=8)
+
+
+@dataclass(frozen=True)
+class NotifierDeps:
+    smtp: SmtpConfig
+    sender: str
+    message_id_domain: str
+
+
+async def send_pipeline_email(ctx: Context, notification: Notification) -> NotificationReceipt:
+    deps = ctx.get_dependency(NotifierDeps)
+    with pipeline_context(notification.pipeline_id):
+        message = compose_email(notification, sender=deps.sender, message_id_domain=deps.message_id_domain)
+        try:
+            receipt = await deliver(message, deps.smtp)
+        except SmtpTransientError as exc:
+            metrics.EMAILS_FAILED.labels(reason="transient").inc()
+            logger.warning("email not sent yet, will retry: %s", exc)
+            raise
+        except SmtpConfigurationError as exc:
+            metrics.EMAILS_FAILED.labels(reason="configuration").inc()
+            logger.error("email not sent: the SMTP settings are wrong: %s", exc)
+            raise
+        if not receipt.delivered:
+            metrics.EMAILS_FAILED.labels(reason="permanent").inc()
+            logger.error(
+                "email refused permanently",
+                extra={"fields": {"smtp_code": receipt.smtp_code, "error": receipt.error}},
+            )
+            return receipt
+        metrics.EMAILS_SENT.labels(state=notification.state.value).inc()
+        if notification.settled_at is not None:
+            metrics.CALLBACK_TO_EMAIL_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
+        logger.info(
+            "email sent",
+            extra={"fields": {"message_id": receipt.message_id, "state": notification.state.value}},
+        )
+        return receipt
