@@ -255,6 +255,15 @@ def build_app(standin: StandIn) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             standin.registry.close_all()
+            count, total, worst = standin.tick_stats
+            logger.info(
+                "stopped after %d ticks (mean %.3f ms, max %.3f ms); messages delivered %d, dropped %d",
+                count,
+                total / count / 1e6 if count else 0.0,
+                worst / 1e6,
+                standin.registry.stats.delivered,
+                standin.registry.stats.dropped,
+            )
             standin.wire_log = None
             if sink is not None:
                 sink.close()
