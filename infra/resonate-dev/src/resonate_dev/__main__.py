@@ -64,16 +64,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    settings = Settings()
-    overrides = {}
-    if args.bind is not None:
-        overrides["bind"] = args.bind
-    if args.port is not None:
-        overrides["port"] = args.port
-    if overrides:
-        server = settings.server.model_validate({**settings.server.model_dump(), **overrides})
-        settings = settings.model_copy(update={"server": server})
-    return settings
+    """The environment's settings with the flags on top (merged field by field)."""
+    flags = {"bind": args.bind, "port": args.port}
+    server = {name: value for name, value in flags.items() if value is not None}
+    return Settings(server=server) if server else Settings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             name = "RESONATE_" + "__".join(str(part).upper() for part in error["loc"])
-            print(f"resonate-dev: invalid setting {name}: {error['msg']}", file=sys.stderr)
+            flag = {"RESONATE_SERVER__BIND": " (--host)", "RESONATE_SERVER__PORT": " (--port)"}
+            print(
+                f"resonate-dev: invalid setting {name}{flag.get(name, '')}: {error['msg']}",
+                file=sys.stderr,
+            )
         return 2
     logging.basicConfig(
-        level=settings.level.upper(),
+        level=settings.logging_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for name in ignored_storage_settings():
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         build_app(standin),
         host=settings.server.bind,
         port=settings.server.port,
-        log_level=settings.level.lower(),
+        log_level=settings.logging_level.lower(),
         access_log=False,
         lifespan="on",
     )

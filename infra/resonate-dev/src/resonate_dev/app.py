@@ -257,7 +257,8 @@ def build_app(standin: StandIn) -> Starlette:
             standin.registry.close_all()
             count, total, worst = standin.tick_stats
             logger.info(
-                "stopped after %d ticks (mean %.3f ms, max %.3f ms); messages delivered %d, dropped %d",
+                "stopped after %d ticks (mean %.3f ms, max %.3f ms); "
+                "messages delivered %d, dropped %d",
                 count,
                 total / count / 1e6 if count else 0.0,
                 worst / 1e6,

@@ -13,8 +13,9 @@ trap. Its own few settings live under ``RESONATE_DEV__``.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resonate_dev.delivery import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_CONNECTIONS
@@ -73,13 +74,24 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    level: str = "info"
+    #: Log level, in the server's words: debug, info, warn or error.
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings | None = None
     tasks: TasksSettings = Field(default_factory=TasksSettings)
     timeouts: TimeoutsSettings = Field(default_factory=TimeoutsSettings)
     transports: TransportsSettings = Field(default_factory=TransportsSettings)
     dev: DevSettings = Field(default_factory=DevSettings)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def logging_level(self) -> str:
+        """The level's name for :mod:`logging` (which says WARNING for warn)."""
+        return "WARNING" if self.level == "warn" else self.level.upper()
 
     @property
     def server_url(self) -> str:
