@@ -52,6 +52,17 @@ async def await_approval(ctx: Context, timeout_seconds: float) -> dict[str, Any]
     return {"outcome": "settled", "value": value, "resumedBy": PID}
 
 
+async def nap(ctx: Context, seconds: float) -> dict[str, Any]:
+    """A durable sleep: the workflow suspends on a timer the server resolves."""
+    await ctx.sleep(timedelta(seconds=seconds))
+    return {"rested": seconds, "wokenBy": PID}
+
+
+async def fire_and_forget(ctx: Context, group: str) -> str:
+    """Start ``where_am_i`` in ``group`` detached, and return its promise id at once."""
+    return await ctx.options(target=group).detached("where_am_i", 7)
+
+
 async def where_am_i(ctx: Context, n: int) -> dict[str, Any]:
     return {"servedBy": PID, "n": n}
 
@@ -102,7 +113,17 @@ async def main() -> None:
     resonate = Resonate(
         url=args.url, group=args.group, pid=args.pid, ttl=timedelta(seconds=args.ttl)
     )
-    for fn in (greet, orchestrate, call_typescript, await_approval, where_am_i, start_once):
+    functions = (
+        greet,
+        orchestrate,
+        call_typescript,
+        await_approval,
+        nap,
+        fire_and_forget,
+        where_am_i,
+        start_once,
+    )
+    for fn in functions:
         resonate.register(fn)
 
     stopping = asyncio.Event()

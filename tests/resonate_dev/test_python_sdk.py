@@ -172,3 +172,27 @@ def test_sdk_runs_with_a_token_when_auth_is_on(start_standin, sdk, wire_check) -
     assert refused["error"] == "ServerError"
     assert "Unauthorized" in refused["message"]
     wire_check(standin)
+
+
+def test_durable_sleep_and_a_detached_child(standin, sdk, wire_check) -> None:
+    group = unique("sleepers")
+    sdk.py_worker(standin.url, group, unique("sleeper"))
+
+    started = time.monotonic()
+    napped = sdk.call(standin.url, "rpc", unique("nap"), "nap", group, "[1]")
+    assert napped["ok"], napped
+    assert napped["value"]["rested"] == 1
+    assert time.monotonic() - started >= 1
+
+    spawned = sdk.call(
+        standin.url, "rpc", unique("spawner"), "fire_and_forget", group, f'["{group}"]'
+    )
+    assert spawned["ok"], spawned
+    child = spawned["value"]
+
+    def child_state() -> str | None:
+        data = standin.post("promise.get", {"id": child}).json()["data"]
+        return data["promise"]["state"] if isinstance(data, dict) else None
+
+    wait_until(lambda: child_state() == "resolved", "the detached child to finish")
+    wire_check(standin)
