@@ -126,9 +126,17 @@ def in_process(workflows: int) -> None:
             )
             state.apply(T0, flat("promise.settle", id=id, state="resolved", value={}))
             requests.append((time.perf_counter() - t) * 1000 / 2)
+        t = time.perf_counter()
+        state.tick(FAR - 1)  # every awaited promise but one times out in this one tick
+        burst = (time.perf_counter() - t) * 1000
+        resumed = sum(1 for task in state.tasks.values() if task.state == "pending")
         print(f"{name}: setup {setup * 1e6 / (3 * workflows):.1f} us/request")
         print("  " + describe("idle tick", ticks))
         print("  " + describe("create+settle (per request)", requests))
+        print(
+            f"  one tick timing out {workflows - 1} awaited promises: {burst:.1f} ms "
+            f"({resumed} workflows resumed)"
+        )
 
 
 # ---------------------------------------------------------------------------

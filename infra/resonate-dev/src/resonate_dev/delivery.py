@@ -28,9 +28,16 @@ from typing import Literal
 
 logger = logging.getLogger(__name__)
 
-#: The real server's defaults for ``transports.http_poll``.
+#: The real server's default for ``transports.http_poll.max_connections``.
 DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_BUFFER_SIZE = 100
+
+#: Messages a connection may hold unsent before more are dropped. The real
+#: server's default is 100, but there every stream drains on its own thread
+#: while messages are routed; here routing and streaming share one event loop,
+#: so a tick that resumes 150 tasks of one group would drop 50 of them before
+#: any stream could run -- drops the real server would not make. With this
+#: default only a stalled stream fills its buffer, as on the server.
+DEFAULT_BUFFER_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
