@@ -190,6 +190,7 @@ class Sdk:
 
     processes: Processes
     tmp_path: Path
+    ts_project: TsProject
 
     def _stderr(self, name: str) -> IO[bytes]:
         """Where a child's stderr goes: a file in the test's tmp dir, kept for failures."""
@@ -237,7 +238,7 @@ class Sdk:
         with self._stderr(pid) as err:
             process = self.processes.popen(
                 [node(), "--import", "./polyfill.mjs", "worker.mjs", url, group, pid],
-                cwd=TS_DIR,
+                cwd=self.ts_project.require(),
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
@@ -261,7 +262,7 @@ class Sdk:
                     id,
                     str(sleep_ms),
                 ],
-                cwd=TS_DIR,
+                cwd=self.ts_project.require(),
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
@@ -269,8 +270,8 @@ class Sdk:
 
 
 @pytest.fixture
-def sdk(processes: Processes, tmp_path: Path) -> Sdk:
-    return Sdk(processes=processes, tmp_path=tmp_path)
+def sdk(processes: Processes, tmp_path: Path, ts_project: TsProject) -> Sdk:
+    return Sdk(processes=processes, tmp_path=tmp_path, ts_project=ts_project)
 
 
 def node() -> str:
@@ -282,37 +283,59 @@ def node() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def ts_project() -> Path:
-    """The Node project with @resonatehq/sdk installed (``npm ci`` when node_modules is absent)."""
-    node()
-    if not (TS_DIR / "node_modules" / "@resonatehq" / "sdk").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(
-                "npm is not installed: it is needed to install @resonatehq/sdk "
-                "for the TypeScript tests"
-            )
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=TS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
+@dataclass
+class TsProject:
+    """The Node project with @resonatehq/sdk, or why it could not be made ready.
+
+    The problem is raised by :meth:`require` inside each test that needs
+    Node, so a missing ``node`` or ``npm`` shows as a failed test saying what
+    is missing, not as a fixture error.
+    """
+
+    path: Path
+    problem: str | None = None
+
+    def require(self) -> Path:
+        node()
+        if self.problem is not None:
+            pytest.fail(self.problem)
+        return self.path
+
+
+def _install_ts_project() -> str | None:
+    if (TS_DIR / "node_modules" / "@resonatehq" / "sdk").is_dir():
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        return (
+            "npm is not installed: it is needed to install @resonatehq/sdk for the TypeScript tests"
         )
-        if result.returncode != 0:
-            pytest.fail(f"npm ci failed in {TS_DIR}:\n{result.stdout}\n{result.stderr}")
-    return TS_DIR
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=TS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        return f"npm ci failed in {TS_DIR}:\n{result.stdout}\n{result.stderr}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def ts_project() -> TsProject:
+    """The Node project, installed with ``npm ci`` when node_modules is absent."""
+    return TsProject(path=TS_DIR, problem=_install_ts_project())
 
 
 @pytest.fixture
-def wire_check(ts_project: Path) -> Any:
+def wire_check(ts_project: TsProject) -> Any:
     """Asserts every frame in a stand-in's wire log passes the TypeScript SDK's validators."""
 
     def check(standin: StandIn) -> dict[str, int]:
         result = subprocess.run(
             [node(), "validate_wire.mjs", str(standin.wire_log)],
-            cwd=ts_project,
+            cwd=ts_project.require(),
             capture_output=True,
             text=True,
             timeout=60,

@@ -11,9 +11,7 @@ from __future__ import annotations
 from tests.resonate_dev.conftest import unique
 
 
-def test_typescript_durable_workflow_with_a_step_and_a_sleep(
-    standin, sdk, ts_project, wire_check
-) -> None:
+def test_typescript_durable_workflow_with_a_step_and_a_sleep(standin, sdk, wire_check) -> None:
     workflow = unique("ts-flow")
 
     outcome = sdk.ts_run_workflow(standin.url, unique("ts-group"), unique("ts-pid"), workflow, 600)
@@ -34,7 +32,7 @@ def test_typescript_durable_workflow_with_a_step_and_a_sleep(
     assert checked["message"] >= 1
 
 
-def test_python_workflow_rpcs_to_a_typescript_worker(standin, sdk, ts_project, wire_check) -> None:
+def test_python_workflow_rpcs_to_a_typescript_worker(standin, sdk, wire_check) -> None:
     ts_group, ts_pid = unique("ts-workers"), unique("ts-worker")
     sdk.ts_worker(standin.url, ts_group, ts_pid)
     py_group = unique("py-orchestrators")
