@@ -1,0 +1,100 @@
+"""What integration tests do to the stack: call the gateway, steer the emulator, read the mail sink.
+
+Each helper talks to a published port on 127.0.0.1 only, and waits with a
+deadline rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from pipeline_shared import ids
+from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
+from pipeline_shared.signing import derive_callback_key, sign_callback
+
+FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
+
+#: compose.yaml's development secret: the tests sign as the notebook would.
+SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
+
+
+def new_id(label: str = "it") -> str:
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+class Gateway:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def start(self, pipeline_id: str, **body: Any) -> httpx.Response:
+        payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}} | body
+        return self.http.post("/pipelines", json=payload)
+
+    def status(self, pipeline_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/pipelines/{pipeline_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for(self, pipeline_id: str, *states: str, timeout: float = 60) -> dict[str, Any]:
+        """The status document once it is in one of ``states``; fails early on another final state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.status(pipeline_id)
+            if doc["state"] in states:
+                return doc
+            if doc["state"] in FINAL_STATES:
+                raise AssertionError(f"{pipeline_id} ended {doc['state']}, expected {states}: {doc}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pipeline_id} still {doc['state']} after {timeout}s: {doc}")
+            time.sleep(0.1)
+
+    def signed_callback(
+        self, pipeline_id: str, document: dict[str, Any], *, at: datetime | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """A callback body and headers signed as the pipeline's notebook would sign them."""
+        promise_id = ids.callback_promise_id(pipeline_id)
+        body = json.dumps({"promise_id": promise_id} | document).encode()
+        headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body, at=at)
+        return body, headers | {"content-type": "application/json"}
+
+    def post_callback(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return self.http.post("/callbacks/databricks", content=body, headers=headers)
+
+
+class Emulator:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def plan(self, pipeline_id: str, **plan: Any) -> None:
+        """Fault and timing plan for this pipeline's runs (see the emulator's README)."""
+        response = self.http.put(f"/emulator/faults/pipelines/{pipeline_id}", json=plan)
+        assert response.status_code == 200, response.text
+
+    def counters(self, pipeline_id: str) -> dict[str, Any]:
+        return self.http.get(f"/emulator/pipelines/{pipeline_id}").json()
+
+    def runs(self, pipeline_id: str) -> list[dict[str, Any]]:
+        return self.http.get("/emulator/runs", params={"pipeline_id": pipeline_id}).json()["runs"]
+
+
+class MailSink:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=150)
+
+    def wait_for(self, pipeline_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The one email about ``pipeline_id``, once it has arrived."""
+        response = self.http.get(
+            "/messages/wait", params={"pipeline_id": pipeline_id, "count": 1, "timeout": timeout}
+        )
+        assert response.status_code == 200, f"no email for {pipeline_id} within {timeout}s: {response.text}"
+        [message] = response.json()["messages"]
+        return message
+
+    def messages(self, pipeline_id: str) -> list[dict[str, Any]]:
+        return self.http.get("/messages", params={"pipeline_id": pipeline_id}).json()["messages"]
