@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator
 import pytest
 from mailsink import MailSink
 from mailsink.store import MessageFilter
-from resonate.retry import Constant
-from resonate.testing import local_resonate
-
 from pipeline_notifier.notify import NotifierDeps, send_pipeline_email
 from pipeline_notifier.smtp import RetryPolicy, SmtpConfig
 from pipeline_shared import ids, names
 from pipeline_shared.models import DatabricksRun, Notification, NotificationReceipt, PipelineState
+from resonate.retry import Constant
+from resonate.testing import local_resonate
 
 
 @pytest.fixture
@@ -35,7 +34,9 @@ async def notifier(sink: MailSink) -> AsyncIterator:
     )
     # The production policy waits minutes between attempts; the behaviour
     # under test is that a failed attempt is retried at all.
-    resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=Constant(delay=0, max_retries=5))
+    resonate.register(
+        send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=Constant(delay=0, max_retries=5)
+    )
     resonate.start()
     yield resonate
     await resonate.stop()

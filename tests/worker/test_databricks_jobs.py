@@ -10,11 +10,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-
 from pipeline_shared import ids
 from pipeline_worker.databricks import (
     DatabricksConfig,
@@ -22,7 +20,14 @@ from pipeline_worker.databricks import (
     PermanentDatabricksError,
     TransientDatabricksError,
 )
-from tests.databricks_emulator.conftest import JOB_ID, Emulator, free_port, start_emulator, stop_emulator
+
+from tests.databricks_emulator.conftest import (
+    JOB_ID,
+    Emulator,
+    free_port,
+    start_emulator,
+    stop_emulator,
+)
 from tests.databricks_emulator.helpers import Pipeline
 from tests.databricks_emulator.receiver import CallbackReceiver
 

@@ -7,15 +7,20 @@ import uuid
 from typing import Any
 
 import pytest
-from resonate.types import Value
-
 from pipeline_shared import ids
 from pipeline_shared.callbacks import stored_settlement
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError
-from pipeline_worker.databricks import PermanentDatabricksError, RunSnapshot, TransientDatabricksError
+from pipeline_worker.databricks import (
+    PermanentDatabricksError,
+    RunSnapshot,
+    TransientDatabricksError,
+)
 from pipeline_worker.steps import now_ms
 from pipeline_worker.workflows import run_pipeline
+from resonate.types import Value
+
 from tests.support.pipeline_harness import SECRET, Harness
+
 
 @pytest.fixture
 async def harness():
@@ -148,6 +153,31 @@ async def test_cancel_before_trigger_starts_no_run(harness: Harness) -> None:
 
     assert outcome.state is PipelineState.CANCELLED and outcome.run is None
     assert harness.jobs.run_now_calls == [] and harness.jobs.cancelled == []
+
+
+async def test_a_callback_already_there_still_records_the_run(harness: Harness) -> None:
+    # What a replay sees when the worker died after run_now, before recording
+    # its result, and the notebook called back meanwhile.
+    spec = PipelineSpec(id=f"p-{uuid.uuid4().hex[:12]}", email="u@example.com", parameters={}, timeout_seconds=60)
+    await harness.resonate.promises.create(
+        ids.callback_promise_id(spec.id),
+        timeout_at=now_ms() + 60_000,
+        param=Value(),
+        tags={
+            "resonate:scope": "global",
+            "resonate:branch": ids.callback_promise_id(spec.id),
+            "resonate:parent": spec.id,
+            "resonate:origin": spec.id,
+            "resonate:external": "true",
+        },
+    )
+    await harness.settle(spec, status="success", result={"rows": 2})
+    handle = harness.resonate.run(spec.id, run_pipeline, spec)
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED and outcome.run is not None
+    assert len(harness.jobs.runs_by_token) == 1 and harness.jobs.cancelled == []
 
 
 async def test_timeout_cancels_the_run_and_says_how_long_it_waited(harness: Harness) -> None:

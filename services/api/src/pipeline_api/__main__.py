@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uvicorn
-
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from pydantic import ValidationError
-
 from pipeline_shared.errors import CallbackUnauthorized, InvalidCallback
 from pipeline_shared.signing import CallbackSignatureError, derive_callback_key, verify_callback
+from pydantic import ValidationError
 
 from .schemas import CallbackRequest
 
@@ -40,4 +39,5 @@ def authenticate_callback(body: bytes, headers: Mapping[str, str], secret: str) 
             {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
         ]
         first = details[0]
-        raise InvalidCallback(f"invalid callback: {'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}", details) from exc
+        where = ".".join(first["loc"][1:]) or "body"
+        raise InvalidCallback(f"invalid callback: {where}: {first['msg']}", details) from exc

@@ -20,12 +20,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-from resonate.connections.sse import resolve_target
-from resonate.error import ResonateError, ServerError
-from resonate.promises import Promises
-from resonate.types import PromiseRecord, TaskData, Value
-
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import SettleResult, settle_callback, stored_settlement
 from pipeline_shared.errors import (
@@ -36,14 +30,29 @@ from pipeline_shared.errors import (
     PipelineNotFound,
     UnknownCallbackPromise,
 )
-from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError, Settlement, TriggerOutcome
+from pipeline_shared.invocations import dispatch
+from pipeline_shared.models import (
+    PipelineOutcome,
+    PipelineSpec,
+    PipelineState,
+    RunError,
+    Settlement,
+    TriggerOutcome,
+)
+from pydantic import ValidationError
+from resonate.error import ResonateError, ServerError
+from resonate.promises import Promises
+from resonate.types import PromiseRecord, Value
 
 from . import metrics
-from .schemas import CallbackRequest, DatabricksRunView, NotificationView, PipelineRequest, PipelineStatus
+from .schemas import (
+    CallbackRequest,
+    DatabricksRunView,
+    NotificationView,
+    PipelineRequest,
+    PipelineStatus,
+)
 from .settings import GatewaySettings
-
-#: Version of the registered workflow the gateway starts.
-WORKFLOW_VERSION = 1
 
 
 def now_ms() -> int:
@@ -90,31 +99,18 @@ class Pipelines:
         return await self._status_of(record, stored), created
 
     async def _create_root(self, spec: PipelineSpec) -> PromiseRecord:
-        # Written out rather than through ``Resonate.rpc``: rpc also subscribes
-        # this process to the pipeline's completion (a listener per pipeline,
-        # re-registered every minute), which a gateway holding thousands of
-        # waiting pipelines must not pay for. The tags are the ones the SDK
-        # puts on a root it dispatches to another group.
+        # Not ``Resonate.rpc``, which would also subscribe the gateway to every
+        # pipeline's completion (see pipeline_shared.invocations).
         deadline = now_ms() + 1000 * (spec.timeout_seconds + self._settings.PIPELINE_FINISH_GRACE_SECONDS)
         return await self._call(
-            self._promises.create(
+            dispatch(
+                self._promises,
                 spec.id,
+                names.RUN_PIPELINE,
+                spec.model_dump(mode="json"),
+                group=names.WORKER_GROUP,
+                origin=spec.id,
                 timeout_at=deadline,
-                param=Value(
-                    data=TaskData(
-                        func=names.RUN_PIPELINE,
-                        args=(spec.model_dump(mode="json"),),
-                        kwargs={},
-                        version=WORKFLOW_VERSION,
-                    )
-                ),
-                tags={
-                    "resonate:origin": spec.id,
-                    "resonate:branch": spec.id,
-                    "resonate:parent": spec.id,
-                    "resonate:scope": "global",
-                    "resonate:target": resolve_target(names.WORKER_GROUP),
-                },
             )
         )
 

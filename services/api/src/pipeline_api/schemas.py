@@ -6,10 +6,17 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator, model_validator
-
 from pipeline_shared import names
 from pipeline_shared.models import PipelineId, PipelineState, RunError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from .settings import MAX_TIMEOUT_SECONDS
 

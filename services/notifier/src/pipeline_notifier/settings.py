@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from pipeline_shared.settings import ServiceSettings
+from pydantic import Field
 
 
 class NotifierSettings(ServiceSettings):

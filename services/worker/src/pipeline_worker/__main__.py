@@ -14,7 +14,8 @@ from pipeline_shared.settings import load_settings
 from .databricks import DatabricksConfig, DatabricksJobs
 from .settings import WorkerSettings
 from .steps import WorkerDeps
-from .workflows import run_pipeline, watch_databricks_run
+from .watchdog import WATCH_RETRY, watch_databricks_run
+from .workflows import run_pipeline
 
 logger = logging.getLogger("pipeline_worker")
 
@@ -52,7 +53,7 @@ async def main() -> None:
         )
     )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
-    resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
+    resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
     resonate.start()
     logger.info(
         "worker started",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from pipeline_shared.settings import SigningSettings
+from pydantic import Field
 
 
 class WorkerSettings(SigningSettings):

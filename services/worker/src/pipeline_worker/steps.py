@@ -14,21 +14,18 @@ import logging
 import time
 from dataclasses import dataclass
 
-from resonate.context import Context
-from resonate.promises import Promises
-
 from pipeline_shared import ids, names
-from pipeline_shared.callbacks import SettleResult, settle_callback
+from pipeline_shared.callbacks import settle_callback, stored_settlement
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import (
     PipelineOutcome,
     PipelineSpec,
-    RunError,
     Settlement,
     TriggerOutcome,
-    WatchRequest,
 )
 from pipeline_shared.signing import derive_callback_key
+from resonate.context import Context
+from resonate.promises import Promises
 
 from . import metrics
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
@@ -55,16 +52,20 @@ def now_ms() -> int:
 async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: str) -> TriggerOutcome:
     """Start the notebook job for ``spec``; the same pipeline never gets a second run.
 
-    A cancel (or a timeout) may settle the callback promise before this step
-    runs, for example while every worker was down; then no run is started.
-    Transient Databricks errors raise, and Resonate retries the step with the
-    same idempotency token.
+    A cancel or a timeout may settle the callback promise before this step
+    runs (say, while every worker was down); then nobody wants a run and none
+    is started. A callback may also be there already, when this step is
+    replayed after a crash that followed ``run_now``: then ``run_now`` runs
+    again with the same idempotency token, which returns the existing run, so
+    the pipeline still knows its run. Transient Databricks errors raise, and
+    Resonate retries the step with the same token.
     """
     deps = ctx.get_dependency(WorkerDeps)
     with pipeline_context(spec.id):
-        record = await deps.promises.get(promise_id)
-        if record.state != "pending":
-            logger.info("callback promise already %s; not starting a run", record.state)
+        known = stored_settlement(await deps.promises.get(promise_id))
+        unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")
+        if unwanted:
+            logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
             return TriggerOutcome()
         parameters = {
             names.JOB_PARAM_PIPELINE_ID: spec.id,
@@ -119,45 +120,6 @@ async def cancel_databricks_run(ctx: Context, pipeline_id: str, run_id: int) -> 
             return exc.error.message
         logger.info("Databricks run cancelled", extra={"fields": {"run_id": run_id}})
         return None
-
-
-async def check_databricks_run(ctx: Context, watch: WatchRequest) -> bool:
-    """One watchdog check. True when the callback promise is settled (by anyone).
-
-    When Databricks says the run is over and no callback came, settle the
-    promise from the run itself: the notebook's exit value on success,
-    Databricks' state message otherwise. If the callback wins the race, its
-    settlement stands. Errors reaching Databricks only postpone the check.
-    """
-    deps = ctx.get_dependency(WorkerDeps)
-    with pipeline_context(watch.pipeline_id):
-        if (await deps.promises.get(watch.promise_id)).state != "pending":
-            return True
-        try:
-            run = await deps.databricks.snapshot(watch.run_id)
-            if not run.terminal:
-                return False
-            result = await deps.databricks.notebook_result(watch.run_id) if run.succeeded else None
-        except (TransientDatabricksError, PermanentDatabricksError) as exc:
-            logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
-            return False
-        if run.succeeded:
-            settlement = Settlement(status="success", result=result or {}, source="watchdog", received_at=now_ms())
-        else:
-            cause = RunError(
-                type=run.result_state or run.life_cycle_state,
-                message=run.state_message or f"the run ended {run.life_cycle_state} without a message",
-            )
-            status = "cancelled" if run.result_state == "CANCELED" else "failure"
-            settlement = Settlement(status=status, error=cause, source="watchdog", received_at=now_ms())
-        outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
-        if outcome.stored is not None and outcome.stored.source == "watchdog":
-            metrics.WATCHDOG_SETTLEMENTS.labels(status=settlement.status).inc()
-            logger.warning(
-                "run ended without a callback; settled by the watchdog",
-                extra={"fields": {"run_id": watch.run_id, "run_state": run.describe()}},
-            )
-        return True
 
 
 async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcome) -> None:

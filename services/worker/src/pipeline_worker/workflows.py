@@ -16,13 +16,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from resonate.context import Context
-from resonate.error import ApplicationError
-from resonate.retry import Exponential
-
 from pipeline_shared import names
 from pipeline_shared.models import (
-    DatabricksRun,
     Notification,
     NotificationReceipt,
     PipelineOutcome,
@@ -32,8 +27,11 @@ from pipeline_shared.models import (
     Settlement,
     WatchRequest,
 )
+from resonate.context import Context
+from resonate.error import ApplicationError
+from resonate.retry import Exponential
 
-from . import steps
+from . import steps, watchdog
 
 #: Databricks outages must not fail a pipeline whose job is fine: retry the
 #: trigger for as long as the pipeline itself may wait, backing off to a minute.
@@ -65,15 +63,13 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         settlement = await ctx.run(steps.settle_callback_promise, promise_id, refused)
     else:
         if run is not None:
-            await ctx.detached(
-                names.WATCH_DATABRICKS_RUN,
-                WatchRequest(
-                    pipeline_id=spec.id,
-                    promise_id=promise_id,
-                    run_id=run.run_id,
-                    interval_seconds=ctx.get_dependency(steps.WorkerDeps).watchdog_interval_seconds,
-                ),
+            watch = WatchRequest(
+                pipeline_id=spec.id,
+                promise_id=promise_id,
+                run_id=run.run_id,
+                interval_seconds=ctx.get_dependency(steps.WorkerDeps).watchdog_interval_seconds,
             )
+            await ctx.run(watchdog.schedule_watchdog_check, watch)
         settlement = await _await_settlement(ctx, callback, promise_id)
 
     if settlement is None:
@@ -107,7 +103,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
     return outcome
 
 
-async def _await_settlement(ctx: Context, callback, promise_id: str) -> Settlement | None:  # noqa: ANN001
+async def _await_settlement(ctx: Context, callback, promise_id: str) -> Settlement | None:
     """The callback's settlement, or None when the promise timed out."""
     try:
         return Settlement.model_validate(await callback)
@@ -130,17 +126,3 @@ async def _notify(ctx: Context, notification: Notification) -> NotificationRecei
         # stands, and the failed notification is recorded with it.
         return NotificationReceipt(delivered=False, error=f"notification failed: {exc}")
     return NotificationReceipt.model_validate(value)
-
-
-async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
-    """One link of the missed-callback watchdog.
-
-    Sleeps durably, checks the run once, and hands over to a fresh link rather
-    than looping, so that no execution's history grows with the wait: a
-    pipeline may wait for days and each resume replays only a few steps.
-    """
-    await ctx.sleep(timedelta(seconds=watch.interval_seconds))
-    if await ctx.run(steps.check_databricks_run, watch):
-        return "callback promise settled"
-    await ctx.detached(names.WATCH_DATABRICKS_RUN, watch.model_copy(update={"check": watch.check + 1}))
-    return "run still going; next check scheduled"
