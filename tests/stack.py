@@ -9,9 +9,8 @@ an aborted one.
 The compose files are the ones ``docker compose`` itself would use here:
 ``compose.yaml`` plus whatever ``COMPOSE_FILE`` names (CI names the offline
 override), so the tests run the stack a developer runs. The project name is
-separate from the development stack's, so a test run never adopts or wipes a
-stack someone started by hand; both publish the same host ports, though, so
-one must be down for the other to start.
+separate from the development stack's, and so are its host ports, so a test
+run never adopts, wipes or collides with a stack someone started by hand.
 
 Docker missing is a failure, never a skip: these tests are the only proof that
 the stack starts at all.
@@ -60,6 +59,15 @@ VERDICT_LINES = 8
 TEST_SETTINGS = {
     # The watchdog settles runs that never call back; a minute is too long to wait.
     "WATCHDOG_INTERVAL_SECONDS": "2",
+    # Host ports of their own, so a stack a developer runs on the default
+    # ports can stay up while the tests run.
+    "API_HOST_PORT": "18000",
+    "RESONATE_HOST_PORT": "18001",
+    "DATABRICKS_HOST_PORT": "18080",
+    "SMTP_HOST_PORT": "11025",
+    "MAILSINK_HOST_PORT": "18025",
+    "WORKER_OPS_HOST_PORT": "19101",
+    "NOTIFIER_OPS_HOST_PORT": "19102",
 }
 
 

@@ -28,6 +28,7 @@ async def main() -> None:
         names.NOTIFIER_GROUP,
         token=settings.RESONATE_TOKEN,
         max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
+        lease_seconds=settings.TASK_LEASE_SECONDS,
     )
     resonate = link.resonate
     resonate.with_dependency(

@@ -18,10 +18,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pipeline_shared.logs import pipeline_context
-from pipeline_shared.models import Notification, NotificationReceipt
 from resonate.context import Context
 from resonate.retry import Exponential
+
+from pipeline_shared.logs import pipeline_context
+from pipeline_shared.models import Notification, NotificationReceipt
 
 from . import metrics
 from .email import compose_email

@@ -38,6 +38,7 @@ from email.message import EmailMessage
 from typing import Literal
 
 import aiosmtplib
+
 from pipeline_shared.models import NotificationReceipt
 
 log = logging.getLogger(__name__)

@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 #: Returns None when ready, else a human-readable reason.
 Readiness = Callable[[], Awaitable[str | None]]
 
 
-def ops_app(service: str, readiness: Readiness) -> Starlette:
+def ops_app(service: str, readiness: Readiness, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "service": service})
 
@@ -42,14 +42,21 @@ def ops_app(service: str, readiness: Readiness) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/metrics", app=make_asgi_app()),
+            *extra_routes,
         ]
     )
 
 
-async def serve_ops(service: str, readiness: Readiness, port: int, stop: asyncio.Event) -> None:
+async def serve_ops(
+    service: str,
+    readiness: Readiness,
+    port: int,
+    stop: asyncio.Event,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> None:
     """Serve the ops endpoints on ``port`` until ``stop`` is set."""
     config = uvicorn.Config(
-        ops_app(service, readiness), host="0.0.0.0", port=port, log_config=None, lifespan="off"
+        ops_app(service, readiness, extra_routes), host="0.0.0.0", port=port, log_config=None, lifespan="off"
     )
     server = uvicorn.Server(config)
     # The service owns signal handling (see stop_on_signals); uvicorn

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from resonate.connections import HttpConnection, SSEConnection
@@ -94,6 +95,7 @@ def connect(
     token: str | None = None,
     listen: bool = True,
     max_concurrent_tasks: int | None = None,
+    lease_seconds: float | None = None,
 ) -> ResonateLink:
     """Build a Resonate client in ``group``, not yet started.
 
@@ -115,6 +117,7 @@ def connect(
         pid=pid,
         token=token,
         max_concurrent_tasks=max_concurrent_tasks,
+        ttl=timedelta(seconds=lease_seconds) if lease_seconds is not None else None,
         autostart=False,
     )
     return ResonateLink(resonate, source)

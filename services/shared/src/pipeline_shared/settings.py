@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Literal, Self
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The signing secret compose uses when none is given, so `docker compose up`
@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     #: Port of the ops endpoints (/healthz, /readyz, /metrics) in services
     #: that serve nothing else over HTTP.
     OPS_PORT: int = 9000
+    #: How long a task this process holds stays its own without a heartbeat.
+    #: After a crash, its work moves to another process this much later.
+    TASK_LEASE_SECONDS: float = Field(default=60.0, ge=2)
 
 
 class SigningSettings(ServiceSettings):

@@ -14,6 +14,7 @@ from pipeline_shared.settings import load_settings
 from .databricks import DatabricksConfig, DatabricksJobs
 from .settings import WorkerSettings
 from .steps import WorkerDeps
+from .testhooks import TestHooks
 from .watchdog import WATCH_RETRY, watch_databricks_run
 from .workflows import run_pipeline
 
@@ -40,8 +41,10 @@ async def main() -> None:
         names.WORKER_GROUP,
         token=settings.RESONATE_TOKEN,
         max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
+        lease_seconds=settings.TASK_LEASE_SECONDS,
     )
     resonate = link.resonate
+    hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS)
     resonate.with_dependency(
         WorkerDeps(
             databricks=databricks,
@@ -50,6 +53,7 @@ async def main() -> None:
             callback_url=settings.GATEWAY_CALLBACK_URL,
             idempotency_namespace=settings.DATABRICKS_IDEMPOTENCY_NAMESPACE,
             watchdog_interval_seconds=settings.WATCHDOG_INTERVAL_SECONDS,
+            hooks=hooks,
         )
     )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
@@ -64,7 +68,7 @@ async def main() -> None:
         return await link.readiness(needs_push=True)
 
     try:
-        await serve_ops("worker", readiness, settings.OPS_PORT, stop)
+        await serve_ops("worker", readiness, settings.OPS_PORT, stop, hooks.routes())
     finally:
         logger.info("worker stopping")
         await resonate.stop()

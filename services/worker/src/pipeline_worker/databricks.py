@@ -35,6 +35,7 @@ from databricks.sdk.errors import (
     Unauthenticated,
 )
 from databricks.sdk.service.jobs import Run, RunLifeCycleState
+
 from pipeline_shared.models import DatabricksRun, RunError
 
 #: Errors that retrying cannot fix: the request itself, the credentials or

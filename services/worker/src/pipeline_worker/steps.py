@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from resonate.context import Context
+from resonate.promises import Promises
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback, stored_settlement
@@ -24,11 +27,10 @@ from pipeline_shared.models import (
     TriggerOutcome,
 )
 from pipeline_shared.signing import derive_callback_key
-from resonate.context import Context
-from resonate.promises import Promises
 
 from . import metrics
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
+from .testhooks import TestHooks
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class WorkerDeps:
     callback_url: str
     idempotency_namespace: str
     watchdog_interval_seconds: float
+    #: Pause points for fault tests; inert unless enabled (see testhooks).
+    hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
 
 
 def now_ms() -> int:
@@ -75,6 +79,7 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
             names.JOB_PARAM_USER_PARAMETERS: json.dumps(spec.parameters, sort_keys=True),
         }
         token = ids.idempotency_token(deps.idempotency_namespace, spec.id)
+        await deps.hooks.checkpoint("before_run_now", spec.id)
         try:
             run = await deps.databricks.run_now(parameters, token)
         except PermanentDatabricksError as exc:
@@ -83,6 +88,7 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
         except TransientDatabricksError as exc:
             logger.warning("Databricks unavailable, the step will be retried: %s", exc)
             raise
+        await deps.hooks.checkpoint("after_run_now", spec.id)
         metrics.RUNS_TRIGGERED.inc()
         logger.info(
             "Databricks run started",
@@ -124,6 +130,7 @@ async def cancel_databricks_run(ctx: Context, pipeline_id: str, run_id: int) -> 
 
 async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcome) -> None:
     """Count and log the final outcome, once per pipeline (barring a crash here)."""
+    await ctx.get_dependency(WorkerDeps).hooks.checkpoint("after_email", pipeline_id)
     with pipeline_context(pipeline_id):
         metrics.PIPELINES_FINISHED.labels(state=outcome.state.value).inc()
         logger.info(

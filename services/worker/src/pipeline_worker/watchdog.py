@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 
+from resonate.context import Context
+from resonate.retry import Exponential
+
 from pipeline_shared import names
 from pipeline_shared.callbacks import SettleResult, settle_callback
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import RunError, Settlement, WatchRequest
-from resonate.context import Context
-from resonate.retry import Exponential
 
 from . import metrics
 from .databricks import PermanentDatabricksError, TransientDatabricksError

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from resonate.context import Context
+from resonate.error import ApplicationError
+from resonate.retry import Exponential
+
 from pipeline_shared import names
 from pipeline_shared.models import (
     Notification,
@@ -27,9 +31,6 @@ from pipeline_shared.models import (
     Settlement,
     WatchRequest,
 )
-from resonate.context import Context
-from resonate.error import ApplicationError
-from resonate.retry import Exponential
 
 from . import steps, watchdog
 

@@ -1,0 +1,76 @@
+"""Pause points for fault tests: where a test can kill -9 the worker, reliably.
+
+A crash between two effects is what durable execution must survive, and a
+test can only show it if the worker is reliably *between* them when it dies.
+With ``WORKER_TEST_HOOKS=1`` (tests only; never in production) the worker's
+ops server gains:
+
+- ``PUT /test-hooks/{point}`` with ``{"pipelines": [...]}``: arm ``point`` for
+  those pipelines. A pipeline that reaches an armed point stops there for
+  good, inside the step, holding its lease, exactly as a process frozen at
+  that line would.
+- ``GET /test-hooks``: which pipelines are stopped at which point, so the test
+  kills the container only once all of them are there.
+
+Arming lives in this process's memory. The worker that replaces a killed one
+starts unarmed and runs through every point, which is the recovery under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+logger = logging.getLogger(__name__)
+
+#: Where a pipeline can be stopped: just before ``run_now``; after ``run_now``
+#: answered, before the trigger step's result is recorded; after the email was
+#: sent, before the workflow records its outcome.
+POINTS = ("before_run_now", "after_run_now", "after_email")
+
+
+class TestHooks:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._armed: dict[str, set[str]] = defaultdict(set)
+        self._stopped: dict[str, set[str]] = defaultdict(set)
+
+    async def checkpoint(self, point: str, pipeline_id: str) -> None:
+        """Return at once, unless ``point`` is armed for ``pipeline_id``: then never."""
+        if not self.enabled or pipeline_id not in self._armed[point]:
+            return
+        self._stopped[point].add(pipeline_id)
+        logger.warning("test hook: pipeline stopped at %s", point, extra={"fields": {"pipeline_id": pipeline_id}})
+        await asyncio.Event().wait()
+
+    def routes(self) -> list[Route]:
+        if not self.enabled:
+            return []
+
+        async def arm(request: Request) -> JSONResponse:
+            point = request.path_params["point"]
+            if point not in POINTS:
+                return JSONResponse(
+                    {"code": "unknown_point", "message": f"no hook {point!r}; points are {', '.join(POINTS)}"},
+                    status_code=404,
+                )
+            try:
+                body = await request.json()
+                pipelines = [str(p) for p in body["pipelines"]]
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse(
+                    {"code": "invalid_request", "message": 'body must be {"pipelines": ["<pipeline id>", ...]}'},
+                    status_code=422,
+                )
+            self._armed[point].update(pipelines)
+            return JSONResponse({"point": point, "armed": sorted(self._armed[point])})
+
+        async def state(_: Request) -> JSONResponse:
+            return JSONResponse({point: sorted(self._stopped[point]) for point in POINTS})
+
+        return [Route("/test-hooks/{point}", arm, methods=["PUT"]), Route("/test-hooks", state)]
