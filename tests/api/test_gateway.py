@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+
 from pipeline_api.app import create_app
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-
 from tests.support.pipeline_harness import SECRET, Harness
 
 SETTINGS = GatewaySettings(

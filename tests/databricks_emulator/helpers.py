@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Run, RunLifeCycleState
+
 from pipeline_shared.ids import callback_promise_id
 from pipeline_shared.signing import derive_callback_key
 

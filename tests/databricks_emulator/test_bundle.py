@@ -16,9 +16,9 @@ import re
 import pytest
 import yaml
 from databricks.bundles.jobs import Job
+
 from databricks_emulator.jobspec import JOB_PARAMETERS, TASK_KEY
 from pipeline_shared import names
-
 from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"

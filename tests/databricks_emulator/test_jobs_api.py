@@ -26,8 +26,8 @@ from databricks.sdk.service.jobs import (
     TerminationCodeCode,
     TerminationTypeType,
 )
-from pipeline_shared.signing import verify_callback
 
+from pipeline_shared.signing import verify_callback
 from tests.databricks_emulator.helpers import (
     Pipeline,
     counters,

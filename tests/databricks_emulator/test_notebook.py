@@ -12,6 +12,9 @@ import secrets
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from databricks_emulator.harness import (
     Dbutils,
     InputWidgetNotDefined,
@@ -19,10 +22,7 @@ from databricks_emulator.harness import (
     cell_titled,
     parse_notebook,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pipeline_shared.signing import derive_callback_key, sign_callback, verify_callback
-
 from tests.databricks_emulator.conftest import NOTEBOOK, free_port
 from tests.databricks_emulator.receiver import CallbackReceiver
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+
 from pipeline_shared import ids
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from mailsink import MailSink
 
+from mailsink import MailSink
 from tests.mailsink.testkit import TlsMaterial, tls_material
 
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import aiosmtplib
 import httpx
 import pytest
-from mailsink import Credentials, MailSink, SmtpOptions
 
+from mailsink import Credentials, MailSink, SmtpOptions
 from tests.mailsink.testkit import TlsMaterial, make_message, unique_address
 
 CREDENTIALS = Credentials("notifier", "s3cret-for-tests")

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import aiosmtplib
 import httpx
 import pytest
-from mailsink import MailSink, SmtpOptions
 
+from mailsink import MailSink, SmtpOptions
 from tests.mailsink.testkit import make_message, unique_address
 
 #: Small, so the oversized message a test sends stays cheap.

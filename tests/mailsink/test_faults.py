@@ -8,8 +8,8 @@ import time
 import aiosmtplib
 import httpx
 import pytest
-from mailsink import MailSink
 
+from mailsink import MailSink
 from tests.mailsink.testkit import make_message, unique_address
 
 

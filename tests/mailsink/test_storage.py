@@ -11,10 +11,10 @@ from functools import partial
 import aiosmtplib
 import httpx
 import pytest
+
 from mailsink import Limits, MailSink
 from mailsink.api import create_app
 from mailsink.server import probe_smtp
-
 from tests.mailsink.testkit import make_message, unique_address, until_waiting
 
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mailsink import MailSink
 
+from mailsink import MailSink
 from tests.mailsink.testkit import TlsMaterial, tls_material
 
 

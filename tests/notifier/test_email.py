@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+
 from pipeline_notifier.email import (
     MAX_ERROR_CHARS,
     MAX_RESULT_ENTRIES,

@@ -7,14 +7,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from resonate.retry import Constant
+from resonate.testing import local_resonate
+
 from mailsink import MailSink
 from mailsink.store import MessageFilter
 from pipeline_notifier.notify import NotifierDeps, send_pipeline_email
 from pipeline_notifier.smtp import RetryPolicy, SmtpConfig
 from pipeline_shared import ids, names
 from pipeline_shared.models import DatabricksRun, Notification, NotificationReceipt, PipelineState
-from resonate.retry import Constant
-from resonate.testing import local_resonate
 
 
 @pytest.fixture

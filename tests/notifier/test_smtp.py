@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailsink import Credentials, MailSink, MessageFilter, SmtpOptions, Stage
 from pipeline_notifier.email import compose_email
 from pipeline_notifier.smtp import (
@@ -22,7 +23,6 @@ from pipeline_notifier.smtp import (
     deliver,
 )
 from pipeline_shared.models import DatabricksRun, Notification, PipelineState
-
 from tests.mailsink.testkit import TlsMaterial
 
 #: Retries fast enough for a test, and as many as a test needs.

@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import httpx
 from resonate.connections.local import ServerState
+
 from resonate_dev.model import StandInState
 
 T0 = 1_800_000_000_000

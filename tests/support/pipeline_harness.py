@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from resonate.testing import local_resonate
+
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback
 from pipeline_shared.models import (
@@ -26,7 +28,6 @@ from pipeline_worker.databricks import RunSnapshot
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
-from resonate.testing import local_resonate
 
 SECRET = "unit-test-secret-unit-test-secret-000"
 

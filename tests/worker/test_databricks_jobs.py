@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+
 from pipeline_shared import ids
 from pipeline_worker.databricks import (
     DatabricksConfig,
@@ -20,7 +21,6 @@ from pipeline_worker.databricks import (
     PermanentDatabricksError,
     TransientDatabricksError,
 )
-
 from tests.databricks_emulator.conftest import (
     JOB_ID,
     Emulator,

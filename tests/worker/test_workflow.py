@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
+from resonate.types import Value
+
 from pipeline_shared import ids
 from pipeline_shared.callbacks import stored_settlement
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError
@@ -17,8 +19,6 @@ from pipeline_worker.databricks import (
 )
 from pipeline_worker.steps import now_ms
 from pipeline_worker.workflows import run_pipeline
-from resonate.types import Value
-
 from tests.support.pipeline_harness import SECRET, Harness
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
 

@@ -16,6 +16,9 @@ from fastapi import FastAPI, HTTPException, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from pipeline_shared import names
 from pipeline_shared.errors import (
     CallbackConflict,
@@ -31,8 +34,6 @@ from pipeline_shared.errors import (
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink, connect
-from prometheus_client import make_asgi_app
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import metrics
 from .callbacks import authenticate_callback

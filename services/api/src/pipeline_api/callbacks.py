@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from pydantic import ValidationError
+
 from pipeline_shared.errors import CallbackUnauthorized, InvalidCallback
 from pipeline_shared.signing import CallbackSignatureError, derive_callback_key, verify_callback
-from pydantic import ValidationError
 
 from .schemas import CallbackRequest
 

@@ -20,6 +20,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+from resonate.error import ResonateError, ServerError
+from resonate.promises import Promises
+from resonate.types import PromiseRecord, Value
+
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import SettleResult, settle_callback, stored_settlement
 from pipeline_shared.errors import (
@@ -39,10 +44,6 @@ from pipeline_shared.models import (
     Settlement,
     TriggerOutcome,
 )
-from pydantic import ValidationError
-from resonate.error import ResonateError, ServerError
-from resonate.promises import Promises
-from resonate.types import PromiseRecord, Value
 
 from . import metrics
 from .schemas import (

@@ -6,8 +6,6 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pipeline_shared import names
-from pipeline_shared.models import PipelineId, PipelineState, RunError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -17,6 +15,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from pipeline_shared import names
+from pipeline_shared.models import PipelineId, PipelineState, RunError
 
 from .settings import MAX_TIMEOUT_SECONDS
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline_shared.settings import SigningSettings
 from pydantic import Field
+
+from pipeline_shared.settings import SigningSettings
 
 #: The longest a pipeline may wait for Databricks. Longer waits are possible
 #: for Resonate; the bound keeps a typo from parking a pipeline for a century.
