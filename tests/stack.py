@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Always used; COMPOSE_FILE may add overrides after it.
 BASE_COMPOSE_FILE = "compose.yaml"
 #: Keeps the test stack's containers and volumes apart from a developer's.
-PROJECT_NAME = "resonate-databricks-test"
+PROJECT_NAME = os.environ.get("TEST_STACK_PROJECT", "resonate-databricks-test")
 #: Longest a service may take to turn healthy again after a start or restart.
 HEALTHY_TIMEOUT_SECONDS = 90.0
 #: Longest the whole stack may take to turn healthy once its containers exist.
@@ -54,20 +54,33 @@ TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 VERDICT_LINES = 8
 
 
+#: Added to every default host port (8000 -> 18000, ...): the test stack's own
+#: ports, so a stack a developer runs on the defaults can stay up meanwhile.
+#: Set TEST_STACK_PORT_OFFSET (and TEST_STACK_PROJECT) to run two test
+#: sessions side by side.
+PORT_OFFSET = int(os.environ.get("TEST_STACK_PORT_OFFSET", "10000"))
+
+#: compose.yaml's default host ports, by the variable that moves each.
+DEFAULT_HOST_PORTS = {
+    "API_HOST_PORT": 8000,
+    "RESONATE_HOST_PORT": 8001,
+    "DATABRICKS_HOST_PORT": 8080,
+    "SMTP_HOST_PORT": 1025,
+    "MAILSINK_HOST_PORT": 8025,
+    "WORKER_OPS_HOST_PORT": 9101,
+    "NOTIFIER_OPS_HOST_PORT": 9102,
+}
+
 #: Settings compose.yaml reads from the environment, tuned so that tests of
 #: slow paths finish in seconds. Everything else runs with compose's defaults.
 TEST_SETTINGS = {
     # The watchdog settles runs that never call back; a minute is too long to wait.
     "WATCHDOG_INTERVAL_SECONDS": "2",
-    # Host ports of their own, so a stack a developer runs on the default
-    # ports can stay up while the tests run.
-    "API_HOST_PORT": "18000",
-    "RESONATE_HOST_PORT": "18001",
-    "DATABRICKS_HOST_PORT": "18080",
-    "SMTP_HOST_PORT": "11025",
-    "MAILSINK_HOST_PORT": "18025",
-    "WORKER_OPS_HOST_PORT": "19101",
-    "NOTIFIER_OPS_HOST_PORT": "19102",
+    # A killed worker's or notifier's work moves to a live one this soon.
+    "TASK_LEASE_SECONDS": "6",
+    # Fault tests stop pipelines at exact points (pipeline_worker.testhooks).
+    "WORKER_TEST_HOOKS": "1",
+    **{name: str(port + PORT_OFFSET) for name, port in DEFAULT_HOST_PORTS.items()},
 }
 
 
