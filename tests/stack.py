@@ -80,6 +80,8 @@ TEST_SETTINGS = {
     "TASK_LEASE_SECONDS": "6",
     # Fault tests stop pipelines at exact points (pipeline_worker.testhooks).
     "WORKER_TEST_HOOKS": "1",
+    # A Databricks answer slower than this is retried; fault tests make one slow.
+    "DATABRICKS_HTTP_TIMEOUT_SECONDS": "5",
     **{name: str(port + PORT_OFFSET) for name, port in DEFAULT_HOST_PORTS.items()},
 }
 

@@ -14,6 +14,8 @@ import threading
 import time
 
 import pytest
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
 from databricks.sdk.errors import (
     InvalidParameterValue,
     PermissionDenied,
@@ -259,6 +261,27 @@ def test_sdk_rides_through_throttling_without_a_second_run(
     assert seen["run_now_calls"] == 3 and seen["run_now_rejected"] == 2
     assert seen["runs"] == 1 and seen["run_ids"] == [waiter.run_id]
     assert wait_terminated(workspace, waiter.run_id).state.result_state == RunResultState.SUCCESS
+
+
+def test_a_client_timing_out_on_a_slow_answer_finds_the_same_run(
+    emulator, control, receiver, pipeline_id
+):
+    # The first answer comes after the client gave up; the run exists already,
+    # so the SDK's retry with the same token must get it back, not a new one.
+    set_plan(control, pipeline_id, slow_run_now_responses=1, slow_response_seconds=3)
+    pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
+    impatient = WorkspaceClient(
+        config=Config(
+            host=emulator.url, token=emulator.token, http_timeout_seconds=1, retry_timeout_seconds=20
+        )
+    )
+
+    waiter = impatient.jobs.run_now(
+        emulator.job_id, job_parameters=pipeline.job_parameters, idempotency_token=f"tok-{pipeline_id}"
+    )
+
+    seen = counters(control, pipeline_id)
+    assert seen["run_now_calls"] == 2 and seen["runs"] == 1 and seen["run_ids"] == [waiter.run_id]
 
 
 def test_throttle_answers_on_the_wire(control, emulator, pipeline_id):

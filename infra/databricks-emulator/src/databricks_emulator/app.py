@@ -14,6 +14,7 @@ run page at ``/`` and the emulator-only control API under ``/emulator``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import html
 import json
@@ -127,6 +128,9 @@ async def run_now(request: Request, workspace: WorkspaceDep) -> dict[str, int]:
     if token is not None and not isinstance(token, str):
         raise invalid_parameter("idempotency_token must be a string")
     run = workspace.run_now(job_id, parameters, token or None)
+    delay = workspace.faults.take_slow_response(run.pipeline_id)
+    if delay:
+        await asyncio.sleep(delay)
     return {"run_id": run.run_id, "number_in_job": run.run_id}
 
 

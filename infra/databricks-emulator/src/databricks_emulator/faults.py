@@ -37,6 +37,11 @@ class FaultPlan(BaseModel):
     run_now_error_status: Literal[429, 503] = 429
     #: The ``Retry-After`` those refusals carry (databricks-sdk sleeps that long, plus up to 1 s).
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    #: How many accepted run-now calls answer only after ``slow_response_seconds``.
+    #: The run exists at once; only the answer is late, as when the API is slow
+    #: and the client gives up and retries: the retry must find the same run.
+    slow_run_now_responses: int = Field(default=0, ge=0, le=1000)
+    slow_response_seconds: float = Field(default=0, ge=0, le=600)
 
 
 @dataclass
@@ -49,6 +54,8 @@ class PipelineCounters:
     dropped_callbacks: int = 0
     #: Refusals still to come under the current plan; None until the first call.
     errors_left: int | None = None
+    #: Slow answers still to come under the current plan; None until the first accepted call.
+    slow_left: int | None = None
 
 
 class FaultRegistry:
@@ -69,21 +76,23 @@ class FaultRegistry:
         self.default = plan
         for pipeline_id, counters in self.counters.items():
             if pipeline_id not in self.plans:
-                counters.errors_left = None
+                counters.errors_left = counters.slow_left = None
 
     def set_plan(self, pipeline_id: str, plan: FaultPlan) -> None:
         self.plans[pipeline_id] = plan
-        self.counters_for(pipeline_id).errors_left = None
+        counters = self.counters_for(pipeline_id)
+        counters.errors_left = counters.slow_left = None
 
     def clear_plan(self, pipeline_id: str) -> None:
         self.plans.pop(pipeline_id, None)
-        self.counters_for(pipeline_id).errors_left = None
+        counters = self.counters_for(pipeline_id)
+        counters.errors_left = counters.slow_left = None
 
     def clear_all(self) -> None:
         self.plans.clear()
         self.set_default(FaultPlan())
         for counters in self.counters.values():
-            counters.errors_left = None
+            counters.errors_left = counters.slow_left = None
 
     def take_run_now_error(self, pipeline_id: str) -> FaultPlan | None:
         """The plan whose refusal this run-now call gets, or None when it is accepted."""
@@ -96,3 +105,14 @@ class FaultRegistry:
         counters.errors_left -= 1
         counters.run_now_rejected += 1
         return plan
+
+    def take_slow_response(self, pipeline_id: str) -> float:
+        """Seconds to hold back this accepted run-now call's answer (0: answer now)."""
+        plan = self.plan_for(pipeline_id)
+        counters = self.counters_for(pipeline_id)
+        if counters.slow_left is None:
+            counters.slow_left = plan.slow_run_now_responses
+        if counters.slow_left <= 0:
+            return 0.0
+        counters.slow_left -= 1
+        return plan.slow_response_seconds
