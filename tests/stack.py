@@ -219,6 +219,10 @@ class Stack:
         container = self._compose.get_container(service, include_all=True)
         return container.State or "", container.Health or ""
 
+    def container_name(self, service: str) -> str:
+        """The name of the service's (first) container, e.g. for ``docker kill``."""
+        return self._compose.get_container(service, include_all=True).Name or f"{PROJECT_NAME}-{service}-1"
+
     def kill(self, service: str, signal: str = "SIGKILL") -> None:
         """Kill the service's container; it stays down until :meth:`start`."""
         self.compose("kill", "--signal", signal, service)

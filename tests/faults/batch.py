@@ -1,0 +1,98 @@
+"""Batches of concurrent pipelines, and the exactly-once checks every fault test ends with.
+
+Every fault test runs at least :data:`BATCH_SIZE` pipelines at once through
+the real stack and finishes by asserting, per pipeline: it reached a final
+state, Databricks (the emulator) saw exactly one run, and the mail sink
+received exactly one email (one Message-ID).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from tests.integration.clients import FINAL_STATES, Emulator, Gateway, MailSink, new_id
+
+BATCH_SIZE = 20
+
+#: Poll interval while waiting for a batch.
+POLL_SECONDS = 0.25
+
+
+class Batch:
+    def __init__(self, gateway: Gateway, emulator: Emulator, mail: MailSink, label: str, size: int = BATCH_SIZE):
+        self.gateway = gateway
+        self.emulator = emulator
+        self.mail = mail
+        self.ids = [new_id(label) for _ in range(size)]
+
+    def plan(self, **plan: Any) -> Batch:
+        for pipeline_id in self.ids:
+            self.emulator.plan(pipeline_id, **plan)
+        return self
+
+    def start(self, **body: Any) -> Batch:
+        """Start every pipeline at once; each must be accepted."""
+        with ThreadPoolExecutor(max_workers=len(self.ids)) as pool:
+            responses = list(pool.map(lambda pid: self.gateway.start(pid, **body), self.ids))
+        assert [r.status_code for r in responses] == [202] * len(self.ids), [r.text for r in responses]
+        return self
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(zip(self.ids, pool.map(self.gateway.status, self.ids), strict=True))
+
+    def wait_for(self, *states: str, timeout: float = 120) -> dict[str, dict[str, Any]]:
+        """Every pipeline's status once all are in one of ``states``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            docs = self.statuses()
+            if all(doc["state"] in states for doc in docs.values()):
+                return docs
+            stray = {pid: doc["state"] for pid, doc in docs.items() if doc["state"] in FINAL_STATES - set(states)}
+            assert not stray, f"pipelines ended in unexpected states (wanted {states}): {stray}"
+            if time.monotonic() > deadline:
+                waiting = {pid: doc["state"] for pid, doc in docs.items() if doc["state"] not in states}
+                raise AssertionError(f"after {timeout}s, not yet {states}: {waiting}")
+            time.sleep(POLL_SECONDS)
+
+    def wait_until(self, predicate: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"after {timeout}s, still not: {what}"
+            time.sleep(POLL_SECONDS)
+
+    def assert_exactly_once(self, *, runs: int = 1, emails: int = 1) -> dict[str, dict[str, Any]]:
+        """Per pipeline: final, ``runs`` Databricks runs, ``emails`` distinct emails (one delivery each)."""
+        docs = self.statuses()
+        not_final = {pid: doc["state"] for pid, doc in docs.items() if doc["state"] not in FINAL_STATES}
+        assert not not_final, f"pipelines lost or stuck: {not_final}"
+        run_counts = {pid: self.emulator.counters(pid)["runs"] for pid in self.ids}
+        assert run_counts == dict.fromkeys(self.ids, runs), f"Databricks runs per pipeline: {run_counts}"
+        if emails:
+            # The email may land a moment after the status turns final.
+            for pid in self.ids:
+                self.mail.wait_for(pid, timeout=30)
+        messages = {pid: self.mail.messages(pid) for pid in self.ids}
+        counts = {pid: len(found) for pid, found in messages.items()}
+        assert counts == dict.fromkeys(self.ids, emails), f"emails (distinct Message-IDs) per pipeline: {counts}"
+        deliveries = {pid: [m["deliveries"] for m in found] for pid, found in messages.items()}
+        assert all(d == [1] * emails for d in deliveries.values()), f"SMTP deliveries per email: {deliveries}"
+        return docs
+
+
+class WorkerHooks:
+    """The worker's test-only pause points (pipeline_worker.testhooks), over its ops port."""
+
+    def __init__(self, ops_url: str) -> None:
+        self.http = httpx.Client(base_url=ops_url, timeout=10)
+
+    def arm(self, point: str, pipeline_ids: list[str]) -> None:
+        response = self.http.put(f"/test-hooks/{point}", json={"pipelines": pipeline_ids})
+        assert response.status_code == 200, response.text
+
+    def stopped(self, point: str) -> set[str]:
+        return set(self.http.get("/test-hooks").json()[point])

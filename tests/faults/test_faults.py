@@ -1,0 +1,286 @@
+"""Faults under load: every pipeline finishes, with one Databricks run and one email.
+
+Each test runs a batch of concurrent pipelines through the compose stack while
+it breaks something for real: ``docker kill -s KILL`` on a container, an
+outage of the notifier or the gateway, Databricks throttling and slow
+answers, a mail server refusing mail, notebooks that hang or never call back.
+Each ends with :meth:`Batch.assert_exactly_once`.
+
+Where a kill must land between two particular effects, the worker's test-only
+pause points (``pipeline_worker.testhooks``) hold every pipeline of the batch
+at that line first; the container is killed once all are there. The replacement
+process is not armed and runs through, which is the recovery under test.
+Fault tests run after every other test (tests/conftest.py) and leave the stack
+as they found it: every container they stop is started again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.faults.batch import BATCH_SIZE, Batch, WorkerHooks
+from tests.integration.clients import Emulator, Gateway, MailSink
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+@pytest.fixture(scope="module")
+def gateway(stack) -> Gateway:  # type: ignore[no-untyped-def]
+    return Gateway(stack.api_url)
+
+
+@pytest.fixture(scope="module")
+def emulator(stack) -> Emulator:  # type: ignore[no-untyped-def]
+    return Emulator(stack.databricks_url)
+
+
+@pytest.fixture(scope="module")
+def mail(stack) -> MailSink:  # type: ignore[no-untyped-def]
+    return MailSink(stack.mailsink_url)
+
+
+@pytest.fixture
+def batch(gateway: Gateway, emulator: Emulator, mail: MailSink, request: pytest.FixtureRequest) -> Batch:
+    return Batch(gateway, emulator, mail, request.node.name.removeprefix("test_")[:20].replace("_", "-"))
+
+
+@pytest.fixture
+def hooks(stack) -> WorkerHooks:  # type: ignore[no-untyped-def]
+    return WorkerHooks(stack.worker_ops_url)
+
+
+@pytest.fixture
+def mail_faults(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """The mail sink's fault API; every fault is cleared afterwards."""
+    with httpx.Client(base_url=stack.mailsink_url, timeout=10) as client:
+        yield client
+        client.delete("/faults")
+
+
+@pytest.fixture(autouse=True)
+def stack_restored(stack) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Whatever a test broke, every service is up and healthy before the next one."""
+    yield
+    for service in ("api", "worker", "notifier", "databricks", "mailsink"):
+        if stack.state(service)[0] != "running":
+            stack.start(service)
+        stack.wait_healthy(service)
+
+
+# ── the worker killed at each point ─────────────────────────────────────────
+
+
+def test_worker_killed_before_run_now(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+    hooks.arm("before_run_now", batch.ids)
+    batch.start()
+    batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(batch.ids), "all stopped before run_now")
+    assert {pid: batch.emulator.counters(pid)["run_now_calls"] for pid in batch.ids} == dict.fromkeys(batch.ids, 0)
+
+    stack.kill("worker")
+    stack.start("worker")
+
+    batch.wait_for("succeeded")
+    batch.assert_exactly_once()
+
+
+def test_worker_killed_after_run_now_before_its_result_is_recorded(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+    hooks.arm("after_run_now", batch.ids)
+    batch.start()
+    batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(batch.ids), "all stopped after run_now")
+    assert all(batch.gateway.status(pid)["databricks"] is None for pid in batch.ids)  # not recorded
+
+    stack.kill("worker")
+    stack.start("worker")
+
+    docs = batch.wait_for("succeeded")
+    batch.assert_exactly_once()
+    # The replayed step asked again, with the same idempotency token, and got the same run back.
+    for pid in batch.ids:
+        counters = batch.emulator.counters(pid)
+        assert counters["run_now_calls"] == 2, counters
+        assert docs[pid]["databricks"]["run_id"] == counters["run_ids"][0]
+
+
+def test_worker_killed_while_pipelines_are_suspended(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+    # The notebooks start after 8 s and call back while no worker is alive.
+    batch.plan(start_delay_seconds=8).start()
+    batch.wait_for("waiting")
+
+    stack.kill("worker")
+    batch.wait_for("notifying", timeout=90)  # callbacks accepted, outcomes known, nobody to act on them
+    assert all(batch.mail.messages(pid) == [] for pid in batch.ids)
+    stack.start("worker")
+
+    batch.wait_for("succeeded")
+    batch.assert_exactly_once()
+
+
+def test_worker_killed_after_the_email_before_the_outcome_is_recorded(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+    hooks.arm("after_email", batch.ids)
+    batch.start()
+    batch.wait_until(lambda: hooks.stopped("after_email") >= set(batch.ids), "all stopped after the email")
+    assert all(len(batch.mail.messages(pid)) == 1 for pid in batch.ids)
+    assert {doc["state"] for doc in batch.statuses().values()} == {"notifying"}
+
+    stack.kill("worker")
+    stack.start("worker")
+
+    batch.wait_for("succeeded")
+    batch.assert_exactly_once()  # the replay reads the sent email's receipt; nothing is sent twice
+
+
+def test_two_workers_one_killed_the_survivor_finishes(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+    replica = f"worker-replica-{uuid.uuid4().hex[:6]}"
+    stack.compose("run", "--detach", "--no-deps", "--name", replica, "worker")
+    try:
+        _wait_container_healthy(replica)
+        # Pipelines the first worker picks up stop there; the replica's run through.
+        hooks.arm("before_run_now", batch.ids)
+        batch.start()
+        batch.wait_until(lambda: hooks.stopped("before_run_now"), "the first worker holding some pipelines")
+        held = hooks.stopped("before_run_now") & set(batch.ids)
+
+        # By container, not by service: `compose kill worker` would kill the replica too.
+        subprocess.run(["docker", "kill", "--signal", "KILL", stack.container_name("worker")], check=True)
+        batch.wait_for("succeeded", timeout=120)  # with only the replica alive
+
+        batch.assert_exactly_once()
+        assert held, "the killed worker held none of the batch; the test proved nothing"
+    finally:
+        subprocess.run(["docker", "rm", "--force", replica], capture_output=True, check=False)
+        stack.start("worker")
+
+
+# ── the other services down ─────────────────────────────────────────────────
+
+
+def test_notifier_down_when_callbacks_arrive(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+    stack.kill("notifier")
+    batch.start()
+    batch.wait_for("notifying", timeout=90)
+    time.sleep(2)
+    assert all(batch.mail.messages(pid) == [] for pid in batch.ids)
+
+    stack.start("notifier")
+
+    batch.wait_for("succeeded")
+    batch.assert_exactly_once()
+
+
+def test_gateway_restarted_mid_flight(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+    batch.plan(start_delay_seconds=4).start()
+    before = batch.wait_for("waiting")
+
+    stack.kill("api")  # the notebooks call back into the outage and retry
+    time.sleep(6)
+    stack.start("api")
+
+    assert {pid: doc["databricks"] for pid, doc in batch.statuses().items()} == {
+        pid: doc["databricks"] for pid, doc in before.items()
+    }
+    batch.wait_for("succeeded", timeout=120)
+    batch.assert_exactly_once()
+
+
+# ── Databricks misbehaving ──────────────────────────────────────────────────
+
+
+def test_databricks_throttling_and_slow_answers(batch: Batch) -> None:
+    thirds = len(batch.ids) // 3
+    for i, pid in enumerate(batch.ids):
+        if i < thirds:
+            batch.emulator.plan(pid, run_now_errors=3, run_now_error_status=429, retry_after_seconds=1)
+        elif i < 2 * thirds:
+            batch.emulator.plan(pid, run_now_errors=3, run_now_error_status=503, retry_after_seconds=1)
+        else:
+            # Answered after the worker's 5 s HTTP timeout: the run exists, the answer is lost.
+            batch.emulator.plan(pid, slow_run_now_responses=1, slow_response_seconds=8)
+    batch.start()
+
+    batch.wait_for("succeeded", timeout=120)
+
+    batch.assert_exactly_once()
+    for i, pid in enumerate(batch.ids):
+        counters = batch.emulator.counters(pid)
+        expected = (4, 3) if i < 2 * thirds else (2, 0)
+        assert (counters["run_now_calls"], counters["run_now_rejected"]) == expected, (pid, counters)
+
+
+def test_notebook_hanging_times_out_and_the_run_is_cancelled(batch: Batch) -> None:
+    batch.plan(notebook="hang").start(timeout_seconds=6)
+
+    batch.wait_for("timed_out", timeout=90)
+
+    batch.assert_exactly_once()
+    batch.wait_until(
+        lambda: all(batch.emulator.runs(pid)[0]["result_state"] == "CANCELED" for pid in batch.ids),
+        "every hanging run cancelled",
+    )
+    assert all("timed out" in batch.mail.messages(pid)[0]["subject"] for pid in batch.ids)
+
+
+def test_notebook_exiting_without_calling_back_is_settled_by_the_watchdog(batch: Batch) -> None:
+    batch.plan(notebook="drop_callback").start()
+
+    docs = batch.wait_for("succeeded", timeout=90)
+
+    batch.assert_exactly_once()
+    assert all(batch.emulator.counters(pid)["dropped_callbacks"] == 1 for pid in batch.ids)
+    assert all(doc["result"]["row_count"] > 0 for doc in docs.values())  # read back with get-output
+
+
+# ── the mail server misbehaving ─────────────────────────────────────────────
+
+
+def test_mail_server_refusing_for_a_while_delivers_later_once(batch: Batch, mail_faults: httpx.Client) -> None:
+    before = mail_faults.get("/stats").json()["rejected_transient"]
+    response = mail_faults.post("/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 8})
+    assert response.status_code == 200, response.text
+
+    batch.start()
+
+    batch.wait_for("succeeded", timeout=150)
+    docs = batch.assert_exactly_once()
+    assert mail_faults.get("/stats").json()["rejected_transient"] > before  # the refusals really happened
+    assert all(doc["notification"]["delivered"] for doc in docs.values())
+
+
+def test_mail_server_rejecting_permanently_is_recorded_without_retries(
+    batch: Batch, mail_faults: httpx.Client
+) -> None:
+    for pid in batch.ids:
+        response = mail_faults.post("/faults/permanent", json={"recipient": f"{pid}@example.com", "code": 550})
+        assert response.status_code == 200, response.text
+    before = mail_faults.get("/stats").json()["rejected_permanent"]
+
+    batch.start()
+
+    docs = batch.wait_for("succeeded", timeout=90)
+    batch.assert_exactly_once(emails=0)
+    for doc in docs.values():
+        assert doc["notification"]["delivered"] is False
+        assert doc["notification"]["smtp_code"] == 550 and "550" in doc["notification"]["error"]
+    time.sleep(2)
+    # One attempt per pipeline: a permanent refusal is never retried.
+    assert mail_faults.get("/stats").json()["rejected_permanent"] - before == BATCH_SIZE
+
+
+def _wait_container_healthy(name: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Health.Status}}", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if health == "healthy":
+            return
+        assert time.monotonic() < deadline, f"{name} not healthy after {timeout}s ({health})"
+        time.sleep(0.5)
