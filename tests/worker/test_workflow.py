@@ -7,10 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from resonate.types import Value
 
 from pipeline_shared import ids
-from pipeline_shared.callbacks import stored_settlement
+from pipeline_shared.callbacks import create_callback_promise, stored_settlement
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError
 from pipeline_worker.databricks import (
     PermanentDatabricksError,
@@ -134,18 +133,7 @@ async def test_cancel_before_trigger_starts_no_run(harness: Harness) -> None:
     spec = PipelineSpec(id=f"p-{uuid.uuid4().hex[:12]}", email="u@example.com", parameters={}, timeout_seconds=60)
     # The gateway's cancel may create and settle the callback promise before
     # any worker picked the pipeline up.
-    await harness.resonate.promises.create(
-        ids.callback_promise_id(spec.id),
-        timeout_at=now_ms() + 60_000,
-        param=Value(),
-        tags={
-            "resonate:scope": "global",
-            "resonate:branch": ids.callback_promise_id(spec.id),
-            "resonate:parent": spec.id,
-            "resonate:origin": spec.id,
-            "resonate:external": "true",
-        },
-    )
+    await create_callback_promise(harness.resonate.promises, spec.id, now_ms() + 60_000)
     await harness.settle(spec, status="cancelled", source="user", error=RunError(type="Cancelled", message="x"))
     handle = harness.resonate.run(spec.id, run_pipeline, spec)
 
@@ -159,18 +147,7 @@ async def test_a_callback_already_there_still_records_the_run(harness: Harness) 
     # What a replay sees when the worker died after run_now, before recording
     # its result, and the notebook called back meanwhile.
     spec = PipelineSpec(id=f"p-{uuid.uuid4().hex[:12]}", email="u@example.com", parameters={}, timeout_seconds=60)
-    await harness.resonate.promises.create(
-        ids.callback_promise_id(spec.id),
-        timeout_at=now_ms() + 60_000,
-        param=Value(),
-        tags={
-            "resonate:scope": "global",
-            "resonate:branch": ids.callback_promise_id(spec.id),
-            "resonate:parent": spec.id,
-            "resonate:origin": spec.id,
-            "resonate:external": "true",
-        },
-    )
+    await create_callback_promise(harness.resonate.promises, spec.id, now_ms() + 60_000)
     await harness.settle(spec, status="success", result={"rows": 2})
     handle = harness.resonate.run(spec.id, run_pipeline, spec)
 

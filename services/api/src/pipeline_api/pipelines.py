@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 from resonate.error import ResonateError, ServerError
 from resonate.promises import Promises
-from resonate.types import PromiseRecord, Value
+from resonate.types import PromiseRecord
 
 from pipeline_shared import ids, names
-from pipeline_shared.callbacks import SettleResult, settle_callback, stored_settlement
+from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback, stored_settlement
 from pipeline_shared.errors import (
     CallbackConflict,
     CoordinatorUnavailable,
@@ -206,7 +206,8 @@ class Pipelines:
             # No worker has picked the pipeline up yet. Create the callback
             # promise exactly as the workflow will, already cancelled; the
             # workflow then finds it settled and starts no run.
-            await self._create_callback_promise(root, spec)
+            deadline = min(now_ms() + spec.timeout_seconds * 1000, root.timeout_at)
+            await self._call(create_callback_promise(self._promises, pipeline_id, deadline))
             outcome = await self._settle(promise_id, cancel)
         if not outcome.accepted(cancel):
             known = outcome.stored.status if outcome.stored else outcome.state.replace("_", " ")
@@ -215,23 +216,6 @@ class Pipelines:
             )
         metrics.CANCELS.inc()
         return await self.status(pipeline_id)
-
-    async def _create_callback_promise(self, root: PromiseRecord, spec: PipelineSpec) -> None:
-        promise_id = ids.callback_promise_id(spec.id)
-        await self._call(
-            self._promises.create(
-                promise_id,
-                timeout_at=min(now_ms() + spec.timeout_seconds * 1000, root.timeout_at),
-                param=Value(),
-                tags={
-                    "resonate:scope": "global",
-                    "resonate:branch": promise_id,
-                    "resonate:parent": spec.id,
-                    "resonate:origin": spec.id,
-                    "resonate:external": "true",
-                },
-            )
-        )
 
     # ── callback ─────────────────────────────────────────────────────────
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
 
+from . import ids
 from .models import Settlement
 
 
@@ -37,6 +38,28 @@ def stored_settlement(record: PromiseRecord) -> SettleResult:
     if record.state == "resolved" and isinstance(record.value.data, dict):
         return SettleResult(Settlement.model_validate(record.value.data), record.state)
     return SettleResult(None, record.state)
+
+
+async def create_callback_promise(promises: Promises, pipeline_id: str, timeout_at: int) -> PromiseRecord:
+    """Create a pipeline's callback promise exactly as its workflow does.
+
+    The workflow's ``ctx.promise()`` creates it with these tags; whoever
+    creates it first (a cancel arriving before any worker picked the pipeline
+    up) makes the workflow find it, already settled, instead of a new one.
+    """
+    promise_id = ids.callback_promise_id(pipeline_id)
+    return await promises.create(
+        promise_id,
+        timeout_at=timeout_at,
+        param=Value(),
+        tags={
+            "resonate:scope": "global",
+            "resonate:branch": promise_id,
+            "resonate:parent": pipeline_id,
+            "resonate:origin": pipeline_id,
+            "resonate:external": "true",
+        },
+    )
 
 
 async def settle_callback(promises: Promises, promise_id: str, settlement: Settlement) -> SettleResult:
