@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stack import stack  # noqa: F401  (the session-wide compose stack fixture)
+from tests.integration.clients import Emulator, Gateway, MailSink
+from tests.stack import Stack, stack  # noqa: F401  (the session-wide compose stack fixture)
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack) -> Gateway:  # noqa: F811
+    """The stack's gateway, as a client calls it."""
+    return Gateway(stack.api_url)
+
+
+@pytest.fixture(scope="session")
+def emulator(stack: Stack) -> Emulator:  # noqa: F811
+    """The stack's Databricks emulator: its control API and counters."""
+    return Emulator(stack.databricks_url)
+
+
+@pytest.fixture(scope="session")
+def mail(stack: Stack) -> MailSink:  # noqa: F811
+    """The stack's mail sink, as the recipient sees it."""
+    return MailSink(stack.mailsink_url)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -30,21 +30,6 @@ from tests.integration.clients import Emulator, Gateway, MailSink
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-@pytest.fixture(scope="module")
-def gateway(stack) -> Gateway:  # type: ignore[no-untyped-def]
-    return Gateway(stack.api_url)
-
-
-@pytest.fixture(scope="module")
-def emulator(stack) -> Emulator:  # type: ignore[no-untyped-def]
-    return Emulator(stack.databricks_url)
-
-
-@pytest.fixture(scope="module")
-def mail(stack) -> MailSink:  # type: ignore[no-untyped-def]
-    return MailSink(stack.mailsink_url)
-
-
 @pytest.fixture
 def batch(gateway: Gateway, emulator: Emulator, mail: MailSink, request: pytest.FixtureRequest) -> Batch:
     return Batch(gateway, emulator, mail, request.node.name.removeprefix("test_")[:20].replace("_", "-"))

@@ -21,21 +21,6 @@ from tests.integration.clients import Emulator, Gateway, MailSink, new_id
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def gateway(stack) -> Gateway:  # type: ignore[no-untyped-def]
-    return Gateway(stack.api_url)
-
-
-@pytest.fixture(scope="module")
-def emulator(stack) -> Emulator:  # type: ignore[no-untyped-def]
-    return Emulator(stack.databricks_url)
-
-
-@pytest.fixture(scope="module")
-def mail(stack) -> MailSink:  # type: ignore[no-untyped-def]
-    return MailSink(stack.mailsink_url)
-
-
 def test_happy_path_runs_the_notebook_and_emails_the_result(
     gateway: Gateway, emulator: Emulator, mail: MailSink
 ) -> None:
