@@ -7,7 +7,7 @@ import logging
 
 from pipeline_shared import names
 from pipeline_shared.logs import configure_logging
-from pipeline_shared.ops import serve_ops, stop_on_signals
+from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
 
@@ -21,7 +21,6 @@ logger = logging.getLogger("pipeline_notifier")
 async def main() -> None:
     settings = load_settings(NotifierSettings)
     configure_logging("notifier", settings.LOG_LEVEL)
-    stop = stop_on_signals()
 
     link = connect(
         settings.RESONATE_URL,
@@ -47,20 +46,8 @@ async def main() -> None:
         )
     )
     resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=EMAIL_RETRY)
-    resonate.start()
-    logger.info(
-        "notifier started",
-        extra={"fields": {"group": names.NOTIFIER_GROUP, "smtp": f"{settings.SMTP_HOST}:{settings.SMTP_PORT}"}},
-    )
-
-    async def readiness() -> str | None:
-        return await link.readiness(needs_push=True)
-
-    try:
-        await serve_ops("notifier", readiness, settings.OPS_PORT, stop)
-    finally:
-        logger.info("notifier stopping")
-        await resonate.stop()
+    logger.info("SMTP at %s:%s (%s)", settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_SECURITY)
+    await run_resonate_worker("notifier", link, settings.OPS_PORT)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ The worker and the notifier receive their work over Resonate, so they serve
 just ``/healthz`` (the process is up), ``/readyz`` (it can do its job: the
 readiness callback says why not) and ``/metrics`` (Prometheus). The gateway
 mounts the same metrics app in its own FastAPI application.
+:func:`run_resonate_worker` is the life of such a process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,6 +21,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
+
+from .resonate_client import ResonateLink
+
+logger = logging.getLogger(__name__)
 
 #: Returns None when ready, else a human-readable reason.
 Readiness = Callable[[], Awaitable[str | None]]
@@ -75,3 +81,25 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def run_resonate_worker(
+    service: str, link: ResonateLink, ops_port: int, extra_routes: Sequence[BaseRoute] = ()
+) -> None:
+    """Take work from Resonate and serve the ops endpoints until SIGTERM or SIGINT.
+
+    Register every function and dependency on ``link.resonate`` first: work
+    may arrive the moment it starts. Ready means the event stream is open.
+    """
+    stop = stop_on_signals()
+    link.resonate.start()
+    logger.info("%s started", service)
+
+    async def readiness() -> str | None:
+        return await link.readiness(needs_push=True)
+
+    try:
+        await serve_ops(service, readiness, ops_port, stop, extra_routes)
+    finally:
+        logger.info("%s stopping", service)
+        await link.resonate.stop()

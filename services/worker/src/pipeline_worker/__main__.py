@@ -7,7 +7,7 @@ import logging
 
 from pipeline_shared import names
 from pipeline_shared.logs import configure_logging
-from pipeline_shared.ops import serve_ops, stop_on_signals
+from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
 
@@ -24,7 +24,6 @@ logger = logging.getLogger("pipeline_worker")
 async def main() -> None:
     settings = load_settings(WorkerSettings)
     configure_logging("worker", settings.LOG_LEVEL)
-    stop = stop_on_signals()
 
     databricks = DatabricksJobs(
         DatabricksConfig(
@@ -58,20 +57,10 @@ async def main() -> None:
     )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
-    resonate.start()
-    logger.info(
-        "worker started",
-        extra={"fields": {"group": names.WORKER_GROUP, "databricks_host": settings.DATABRICKS_HOST}},
-    )
-
-    async def readiness() -> str | None:
-        return await link.readiness(needs_push=True)
-
+    logger.info("Databricks at %s, job %s", settings.DATABRICKS_HOST, settings.DATABRICKS_JOB_ID)
     try:
-        await serve_ops("worker", readiness, settings.OPS_PORT, stop, hooks.routes())
+        await run_resonate_worker("worker", link, settings.OPS_PORT, hooks.routes())
     finally:
-        logger.info("worker stopping")
-        await resonate.stop()
         databricks.close()
 
 

@@ -1,0 +1,67 @@
+"""Readiness as the services report it: over a real event stream to the Resonate stand-in.
+
+``MonitoredSSEConnection`` hooks a private method of the pinned resonate-sdk;
+these tests are what notices if an SDK upgrade moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from typing import Any
+
+import httpx
+
+from pipeline_shared.ops import ops_app
+from pipeline_shared.resonate_client import ResonateLink, connect
+from tests.resonate_dev.conftest import processes, standin, start_standin  # noqa: F401  (fixtures)
+
+
+async def until(predicate: Any, what: str, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def readyz(link: ResonateLink) -> httpx.Response:
+    async def readiness() -> str | None:
+        return await link.readiness(needs_push=True)
+
+    transport = httpx.ASGITransport(app=ops_app("test", readiness))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+        return await client.get("/readyz")
+
+
+async def test_a_worker_is_ready_only_while_its_event_stream_is_open(standin) -> None:  # type: ignore[no-untyped-def]
+    link = connect(standin.url, f"group-{uuid.uuid4().hex[:6]}", lease_seconds=5)
+    assert not link.listening
+    link.resonate.start()
+    try:
+        await until(lambda: link.listening, "the event stream open")
+        assert await link.readiness(needs_push=True) is None
+        assert (await readyz(link)).json() == {"status": "ready", "service": "test"}
+
+        standin.process.send_signal(signal.SIGKILL)
+        await until(lambda: not link.listening, "the event stream seen closed")
+
+        response = await readyz(link)
+        assert response.status_code == 503
+        assert response.json()["message"] == "event stream to the Resonate server is not connected"
+    finally:
+        await link.resonate.stop()
+
+
+async def test_a_send_only_client_is_ready_while_the_server_answers(standin) -> None:  # type: ignore[no-untyped-def]
+    link = connect(standin.url, "api", listen=False)
+    link.resonate.start()
+    try:
+        assert await link.readiness(needs_push=False) is None
+
+        standin.process.send_signal(signal.SIGKILL)
+        standin.process.wait(timeout=10)
+
+        reason = await link.reachable(timeout=1)
+        assert reason is not None and "did not answer" in reason
+    finally:
+        await link.resonate.stop()
