@@ -33,7 +33,7 @@ async def readyz(link: ResonateLink) -> httpx.Response:
         return await client.get("/readyz")
 
 
-async def test_a_worker_is_ready_only_while_its_event_stream_is_open(standin) -> None:  # type: ignore[no-untyped-def]
+async def test_a_worker_is_ready_only_while_its_event_stream_is_open(standin) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     link = connect(standin.url, f"group-{uuid.uuid4().hex[:6]}", lease_seconds=5)
     assert not link.listening
     link.resonate.start()
@@ -52,7 +52,7 @@ async def test_a_worker_is_ready_only_while_its_event_stream_is_open(standin) ->
         await link.resonate.stop()
 
 
-async def test_a_send_only_client_is_ready_while_the_server_answers(standin) -> None:  # type: ignore[no-untyped-def]
+async def test_a_send_only_client_is_ready_while_the_server_answers(standin) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     link = connect(standin.url, "api", listen=False)
     link.resonate.start()
     try:
