@@ -386,3 +386,18 @@ async def test_readiness_and_metrics(gateway: Gateway) -> None:
     assert (await gateway.client.get("/readyz")).status_code == 200
     metrics = (await gateway.client.get("/metrics/")).text
     assert "pipelines_started_total" in metrics and "callback_rejections_total" in metrics
+
+
+async def test_the_original_examples_run_endpoint_reads_but_never_starts(gateway: Gateway) -> None:
+    assert (await gateway.client.get("/run", params={"id": "never-started"})).status_code == 404
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+
+    working = await gateway.client.get("/run", params={"id": pipeline_id})
+    await gateway.callback(pipeline_id)
+    await gateway.wait_for_state(pipeline_id, "succeeded")
+    done = await gateway.client.get("/run", params={"id": pipeline_id})
+
+    assert working.json() == {"id": pipeline_id, "state": "waiting", "message": "working on it"}
+    assert done.json() == {"id": pipeline_id, "state": "succeeded", "message": "I am done"}
+    assert (await gateway.client.get("/run", params={"id": "bad id"})).status_code == 422

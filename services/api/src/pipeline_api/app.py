@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,7 +39,7 @@ from . import metrics
 from .callbacks import authenticate_callback
 from .deps import LinkDep, PipelinesDep, SettingsDep
 from .pipelines import Pipelines
-from .schemas import CallbackReceipt, CallbackRequest, ErrorBody, PipelineRequest, PipelineStatus
+from .schemas import CallbackReceipt, CallbackRequest, ErrorBody, LegacyRunStatus, PipelineRequest, PipelineStatus
 from .settings import GatewaySettings
 
 logger = logging.getLogger("pipeline_api")
@@ -56,6 +56,7 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
 }
 
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
+PipelineIdQuery = Annotated[str, Query(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
 
 
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -205,6 +206,20 @@ def create_app(
         with pipeline_context(pipeline_id):
             logger.info("callback %s", outcome, extra={"fields": {"status": callback.status}})
         return CallbackReceipt(promise_id=callback.promise_id, pipeline_id=pipeline_id, outcome=outcome)
+
+    @app.get(
+        "/run",
+        response_model=LegacyRunStatus,
+        responses=_responses(404, 422, 503),
+        summary="Where a pipeline stands, in the original example's words",
+        description="Kept for clients of the original example's `trigger.py`. Read-only: unlike the example, "
+        "it never starts anything (a GET must be safe to repeat and to prefetch); start pipelines with "
+        "`POST /pipelines`.",
+    )
+    async def legacy_run(pipelines: PipelinesDep, id: PipelineIdQuery) -> LegacyRunStatus:
+        status = await pipelines.status(id)
+        done = status.state.is_final
+        return LegacyRunStatus(id=id, state=status.state, message="I am done" if done else "working on it")
 
     @app.get("/healthz", summary="The gateway process is up")
     async def healthz() -> dict[str, str]:

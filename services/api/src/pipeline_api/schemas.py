@@ -134,3 +134,11 @@ class ErrorBody(BaseModel):
     code: str = Field(description="Stable, machine-readable.")
     message: str = Field(description="What was wrong, for a person.")
     details: list[dict[str, Any]] | None = None
+
+
+class LegacyRunStatus(BaseModel):
+    """``GET /run``: the original example's answer, with the state beside it."""
+
+    id: str
+    state: PipelineState
+    message: Literal["I am done", "working on it"]

@@ -62,6 +62,7 @@ def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Per-request access lines would drown the pipeline lines; errors still show.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Per-request access lines, and the SDK's line per promise operation, would
+    # drown the pipeline lines; their warnings and errors still show.
+    for chatty in ("uvicorn.access", "aiohttp.access", "resonate"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
