@@ -141,7 +141,18 @@ def test_deep_and_long_values_are_bounded() -> None:
     text, _ = bodies(compose(notification(PipelineState.SUCCEEDED, result=result)))
     assert '"leaf": 1' in text  # below the depth limit, shown as JSON
     assert "y" * 199 + "…" in text and "y" * 201 not in text
-    assert '  rows: [{"a": 1}, {"b": 2}]' in text
+    assert "  rows[0]: a 1" in text and "  rows[1]: b 2" in text
+
+
+def test_a_table_of_records_reads_one_line_per_record() -> None:
+    columns = [
+        {"name": "city", "type": "text", "distinct": 6},
+        {"name": "population", "type": "numeric", "mean": 348536.3333},
+    ]
+    text, html = bodies(compose(notification(PipelineState.SUCCEEDED, result={"columns": columns})))
+    assert "  columns[city]: type text, distinct 6" in text
+    assert "  columns[population]: type numeric, mean 348,536.33" in text
+    assert "columns[population]" in html
 
 
 @pytest.mark.parametrize(

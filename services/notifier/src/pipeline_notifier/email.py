@@ -122,10 +122,23 @@ def _flatten(value: Any, prefix: str, depth: int) -> Iterator[tuple[str, str]]:
         shown = ", ".join(_scalar(v) for v in value[:MAX_LIST_ITEMS])
         more = len(value) - MAX_LIST_ITEMS
         yield prefix, _one_line(f"[{shown}]" + (f" (+{more} more)" if more > 0 else ""))
+    elif isinstance(value, list) and value and all(_is_flat_record(v) for v in value):
+        # A table, such as per-column statistics: one line per record, named
+        # by its "name" field when it has one.
+        for index, record in enumerate(value[:MAX_LIST_ITEMS]):
+            label = record.get("name", index)
+            fields = ", ".join(f"{key} {_scalar(item)}" for key, item in record.items() if key != "name")
+            yield f"{prefix}[{_one_line(label, 40)}]", _one_line(fields)
+        if len(value) > MAX_LIST_ITEMS:
+            yield prefix, f"(+{len(value) - MAX_LIST_ITEMS} more)"
     elif isinstance(value, dict | list):
         yield prefix, _one_line(json.dumps(value, ensure_ascii=False, default=str))
     else:
         yield prefix, _scalar(value)
+
+
+def _is_flat_record(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and not any(isinstance(v, dict | list) for v in value.values())
 
 
 def _result_rows(result: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
