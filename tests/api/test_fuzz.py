@@ -34,6 +34,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import hypothesis
@@ -42,12 +43,13 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import strategies as st
 from resonate.connections.local import LocalConnection, ServerState
+from resonate.types import Value
 from schemathesis import GenerationMode
 from schemathesis import checks as schema_checks
 from schemathesis.python import asgi as schemathesis_asgi
 
 from pipeline_api.app import create_app
-from pipeline_shared import ids
+from pipeline_shared import ids, names
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.api.test_gateway import SETTINGS, Gateway
@@ -140,9 +142,6 @@ class Observation:
             if self.before.get(promise_id) != self.after.get(promise_id)
         ]
 
-    def json(self) -> Any:
-        return json.loads(self.body)
-
 
 def _describe(record: bytes | None) -> str:
     """A promise record as a person reads it: state, and the value it holds (base64 JSON on the wire)."""
@@ -184,7 +183,8 @@ class StateWitness:
         self.app = app
         self.server = server
         self.observations: list[Observation] = []
-        self._active: set[int] = set()
+        #: Requests between their first and their last snapshot.
+        self._active: list[Observation] = []
 
     def snapshot(self) -> Snapshot:
         # Encoded, so that later changes to a live record cannot leak into an old snapshot.
@@ -211,13 +211,10 @@ class StateWitness:
             await self.app(scope, receive, send)
             return
         observation = Observation(scope["method"], scope["path"], await self.quiet())
-        key = id(observation)
         if self._active:
-            observation.overlapped = True
-            for other in self.observations:
-                if id(other) in self._active:
-                    other.overlapped = True
-        self._active.add(key)
+            for overlapping in (*self._active, observation):
+                overlapping.overlapped = True
+        self._active.append(observation)
         self.observations.append(observation)
 
         async def watch(message: dict[str, Any]) -> None:
@@ -238,7 +235,7 @@ class StateWitness:
                 # witness, so that tests see the 500 as a response.
             observation.after = await self.quiet()
         finally:
-            self._active.discard(key)
+            self._active.remove(observation)
         now = int(time.time() * 1000)
         observation.clock_moved = any(
             _due(record, now) for record in map(json.loads, observation.before.values()) if record["state"] == "pending"
@@ -260,6 +257,27 @@ def witnessed_gateway() -> tuple[Harness, StateWitness]:
     harness = Harness(autostart=False)
     app = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     return harness, StateWitness(app, _server_of(harness))
+
+
+async def test_the_witness_fails_a_refusal_that_changes_state_and_passes_one_that_does_not() -> None:
+    """The witness is what makes every other test here able to fail; it must see a change."""
+    harness = Harness()
+    server = _server_of(harness)
+
+    async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/sneaky":
+            await harness.resonate.promises.create(f"sneaky-{uuid.uuid4().hex}", 2**62, Value(), {})
+        await send({"type": "http.response.start", "status": 409, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    witness = StateWitness(refuse, server)  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=witness), base_url="http://w") as client:
+            assert (await client.post("/honest")).status_code == 409
+            with pytest.raises(SideEffectOfRejectedRequest, match=r"sneaky-\w+: \(absent\) -> pending"):
+                await client.post("/sneaky")
+    finally:
+        await harness.resonate.stop()
 
 
 def assert_error_document(status: int, body: bytes, what: str) -> None:
@@ -520,7 +538,8 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
         response = await gateway.callback(pipeline_id, second)
 
         assert response.status_code == 409 and response.json()["code"] == "settlement_conflict"
-        assert gateway.witness.last.conclusive  # and so it changed nothing, or the request itself failed
+        # Conclusive, so the witness checked it: had it changed a promise, the request would have failed.
+        assert gateway.witness.last.conclusive
         done = await gateway.finished(pipeline_id)
         assert done["state"] == ("succeeded" if first is SUCCESS else "failed")
         assert done["result"] == first["result"] and done["error"] == first.get("error")
@@ -739,7 +758,7 @@ class TestBodies:
         assert accepted.status_code == 202 and accepted.json()["parameters"] == fits
         await gateway.wait_for_state(accepted.json()["id"], "waiting")
         [call] = [c for c in gateway.harness.jobs.run_now_calls if c["pipeline_id"] == accepted.json()["id"]]
-        assert fits.items() <= json.loads(next(v for v in call.values() if v.startswith('{"p0000"'))).items()
+        assert json.loads(call[names.JOB_PARAM_USER_PARAMETERS]) == fits
         assert refused.status_code == 422 and "the limit is 8000" in refused.json()["message"]
 
 
@@ -750,8 +769,6 @@ class TestIds:
     async def test_ids_outside_the_alphabet_are_422_on_every_route(
         self, gateway: WitnessedGateway, pipeline_id: str
     ) -> None:
-        from urllib.parse import quote
-
         start = await gateway.start(id=pipeline_id)
         path = quote(pipeline_id, safe="")
         read = await gateway.client.get(f"/pipelines/{path}")
@@ -779,14 +796,13 @@ class TestIds:
         status = await gateway.wait_for_state(pipeline_id, "waiting")
         assert status["parameters"] == values
         [call] = [c for c in gateway.harness.jobs.run_now_calls if c["pipeline_id"] == pipeline_id]
-        assert values.items() <= json.loads(next(v for v in call.values() if '"emoji"' in v)).items()
+        assert json.loads(call[names.JOB_PARAM_USER_PARAMETERS]) == values
 
     @pytest.mark.parametrize("path_id", ["a:1", "a:watch1", "a::", ":1"])
     async def test_ids_with_resonates_separator_are_422_on_the_read_and_cancel_routes(
         self, gateway: WitnessedGateway, path_id: str
     ) -> None:
-        pipeline_id = await gateway.waiting(id="a")
-        del pipeline_id
+        await gateway.waiting(id="a")
         for response in (
             await gateway.client.get(f"/pipelines/{path_id}"),
             await gateway.client.post(f"/pipelines/{path_id}/cancel"),
