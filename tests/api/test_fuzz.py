@@ -193,13 +193,23 @@ class StateWitness:
     def _activity(self) -> tuple[Snapshot, dict[str, str]]:
         return self.snapshot(), {tid: task.state for tid, task in self.server.tasks.items()}
 
+    def _working(self, task_id: str, state: str) -> bool:
+        """Whether a task is running, or about to: acquired, or pending and not held back by a delay."""
+        if state == "acquired":
+            return True
+        if state != "pending":
+            return False
+        promise = self.server.promises.get(task_id)
+        delay = promise.tags.get("resonate:delay") if promise is not None else None
+        return delay is None or int(delay) <= int(time.time() * 1000)
+
     async def quiet(self) -> Snapshot:
         deadline = time.monotonic() + QUIET_TIMEOUT_SECONDS
         previous, unchanged = self._activity(), 0
         while unchanged < QUIET_POLLS:
             await asyncio.sleep(QUIET_POLL_SECONDS)
             current = self._activity()
-            busy = any(state == "acquired" for state in current[1].values())
+            busy = any(self._working(task_id, state) for task_id, state in current[1].items())
             unchanged = unchanged + 1 if current == previous and not busy else 0
             previous = current
             if time.monotonic() > deadline:
