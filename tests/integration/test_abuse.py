@@ -42,6 +42,11 @@ CALLBACK_LIMIT = 1024 * 1024
 #: sends right after the outcome, so a duplicate would arrive well within it.
 SECOND_EMAIL_WAIT_SECONDS = 1
 
+#: For requests that may leave their connection unusable (a 500, or a body
+#: refused while still being sent): the server closes such a connection, and
+#: no later request of the module's shared client must inherit it.
+ONE_SHOT = {"connection": "close"}
+
 SUCCESS = {"status": "success", "result": {"rows": 3}}
 FAILURE = {"status": "failure", "result": None, "error": {"type": "ValueError", "message": "bad row 7"}}
 
@@ -200,7 +205,7 @@ class TestTheWire:
         body = json.dumps({"promise_id": promise_id} | SUCCESS).encode()
         headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body)
 
-        response = gateway.post_callback(body, headers | {"content-type": "application/json"})
+        response = gateway.post_callback(body, headers | {"content-type": "application/json"} | ONE_SHOT)
 
         assert (response.status_code, response.json()["code"]) == (404, "unknown_promise"), response.text
 
@@ -211,7 +216,7 @@ class TestTheWire:
             for _ in range(2 * CALLBACK_LIMIT // 65_536):
                 yield b"x" * 65_536
 
-        response = gateway.http.post("/callbacks/databricks", content=chunks())
+        response = gateway.http.post("/callbacks/databricks", content=chunks(), headers=ONE_SHOT)
 
         assert response.request.headers.get("transfer-encoding") == "chunked"
         assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
@@ -239,7 +244,7 @@ class TestTheWire:
         nested = b"[" * 100_000 + b"]" * 100_000
         body = b'{"promise_id": "x:1", "status": "success", "result": {"deep": ' + nested + b"}}"
 
-        response = gateway.post_callback(body, {"content-type": "application/json"})
+        response = gateway.post_callback(body, {"content-type": "application/json"} | ONE_SHOT)
 
         assert (response.status_code, response.json()["code"]) == (422, "invalid_callback"), response.text
 
