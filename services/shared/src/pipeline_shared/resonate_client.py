@@ -9,6 +9,10 @@ Every service talks to Resonate over HTTP (requests) and Server-Sent Events
   observes it.
 - A reconnect ladder that suits containers. The SDK backs off to a minute
   between attempts; after a server restart we want workers back in seconds.
+- An event stream that outlives five minutes. The SDK opens it with
+  aiohttp's default session, whose total timeout (300 s) ends the stream with
+  a ``TimeoutError`` that its reconnect loop does not catch: the listener
+  task dies and the process never receives work again.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+import aiohttp
 from resonate.connections import HttpConnection, SSEConnection
 from resonate.error import ResonateError, ServerError
 from resonate.resonate import Resonate
 from resonate.retry import ExponentialBackoff
 
-if TYPE_CHECKING:
-    import aiohttp
-
 #: Reconnect quickly after a server restart, but never hammer a server that
 #: stays down: 0.2 s doubling to 5 s.
 RECONNECT_BACKOFF = ExponentialBackoff(initial=0.2, factor=2.0, max_delay=5.0)
+
+#: The event stream is one request that lasts as long as the process: no
+#: total or read timeout (an idle stream is silent), only a bound on connecting.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
 
 #: The id the readiness probe reads. It never exists; a 404 proves the server
 #: answered, which is all readiness needs.
@@ -40,12 +45,20 @@ class MonitoredSSEConnection(SSEConnection):
 
     It hooks the SDK's stream reader (a private method of the pinned
     resonate-sdk 0.8.1; the ops tests fail if that ever changes), which runs
-    exactly while a stream is established.
+    exactly while a stream is established, and its session factory, to give
+    the stream no total timeout.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.connected = asyncio.Event()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        # The SDK would build a session with aiohttp's 300 s total timeout
+        # (see the module docstring); build it first, without one.
+        if self._session is None and not self._stopped:
+            self._session = aiohttp.ClientSession(timeout=STREAM_TIMEOUT)
+        return super()._ensure_session()
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> None:
         self.connected.set()
