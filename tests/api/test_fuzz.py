@@ -736,7 +736,9 @@ class TestBodies:
         pipeline_id = await gateway.waiting()
         nested = b"[" * NESTING_DEPTH + b"]" * NESTING_DEPTH
         if where == "start":
-            body = b'{"email": "a@example.com", "parameters": ' + nested + b"}"
+            # Under the 64 KiB bound on start bodies, so the parser meets the nesting.
+            shallow = b"[" * 20_000 + b"]" * 20_000
+            body = b'{"email": "a@example.com", "parameters": ' + shallow + b"}"
             response = await gateway.client.post(
                 "/pipelines", content=body, headers={"content-type": "application/json"}
             )
@@ -757,13 +759,18 @@ class TestBodies:
     async def test_parameters_up_to_the_size_limit_are_accepted_and_beyond_are_422(
         self, gateway: WitnessedGateway
     ) -> None:
-        # 8,000 bytes of JSON (schemas.MAX_PARAMETERS_BYTES): as many one-character values as fit, then far more.
+        # 8,000 bytes of JSON (schemas.MAX_PARAMETERS_BYTES): as many one-character values as fit, then more;
+        # and a body past the gateway's 64 KiB bound on start requests, refused unread.
         fits = {f"p{i:04d}": "v" for i in range(570)}
         assert len(json.dumps(fits)) <= 8_000
-        too_many = {f"p{i:05d}": "v" for i in range(20_000)}
+        too_many = {f"p{i:05d}": "v" for i in range(2_000)}
+        assert 8_000 < len(json.dumps(too_many)) < 64 * 1024
+        far_too_many = {f"p{i:05d}": "v" for i in range(20_000)}
 
         accepted = await gateway.start(parameters=fits)
         refused = await gateway.start(parameters=too_many)
+        unread = await gateway.start(parameters=far_too_many)
+        assert (unread.status_code, unread.json()["code"]) == (413, "body_too_large")
 
         assert accepted.status_code == 202 and accepted.json()["parameters"] == fits
         await gateway.wait_for_state(accepted.json()["id"], "waiting")

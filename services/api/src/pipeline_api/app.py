@@ -15,9 +15,11 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline_shared import names
 from pipeline_shared.errors import (
@@ -55,31 +57,66 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     CoordinatorUnavailable: 503,
 }
 
+CALLBACK_PATH = "/callbacks/databricks"
+
+#: Every other request body is a few kilobytes (a start request's parameters
+#: are capped at 8,000 bytes); anything far larger is refused unread.
+REQUEST_MAX_BODY_BYTES = 64 * 1024
+
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
 PipelineIdQuery = Annotated[str, Query(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
 
 
-def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorBody(code=code, message=message, details=details)
-    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
+    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status, headers=headers)
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body exceeds {limit} bytes"})
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, detail={"code": "body_too_large", "message": f"the body exceeds {limit} bytes"})
-        chunks.append(chunk)
-    return b"".join(chunks)
+class BodyLimit:
+    """Refuse request bodies over a per-path size with 413, without reading them whole.
+
+    A declared Content-Length over the limit is refused before any body is
+    read; a chunked body is counted as it arrives and refused once it passes
+    the limit. Every route gets a bound, so no request can make the gateway
+    buffer an arbitrary amount of memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        too_large = {"code": "body_too_large", "message": f"the body exceeds {limit} bytes"}
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await JSONResponse(too_large, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, detail=too_large)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(
@@ -111,11 +148,15 @@ def create_app(
     )
     app.state.settings = settings
     app.mount("/metrics", make_asgi_app())
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: settings.CALLBACK_MAX_BODY_BYTES if path == CALLBACK_PATH else REQUEST_MAX_BODY_BYTES,
+    )
 
     @app.exception_handler(PipelineError)
     async def _domain_error(request: Request, exc: PipelineError) -> JSONResponse:
         status = _STATUS_BY_ERROR.get(type(exc), 500)
-        if request.url.path == "/callbacks/databricks":
+        if request.url.path == CALLBACK_PATH:
             metrics.CALLBACK_REJECTIONS.labels(reason=exc.code).inc()
         if status >= 500:
             logger.error("request failed: %s", exc.message)
@@ -133,11 +174,20 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.detail, dict):
-            if request.url.path == "/callbacks/databricks":
+            if request.url.path == CALLBACK_PATH:
                 metrics.CALLBACK_REJECTIONS.labels(reason=exc.detail["code"]).inc()
             return _error(exc.status_code, exc.detail["code"], exc.detail["message"])
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode at all (not UTF-8,
+            # say); to a client that is invalid input like any other.
+            return _error(422, "invalid_request", f"body: {exc.detail} (send UTF-8 JSON)")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        # Keep the exception's headers: a 405 must say what is Allowed.
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return _error(422, "invalid_request", "body: the JSON is nested too deeply")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -183,22 +233,24 @@ def create_app(
         return status
 
     @app.post(
-        "/callbacks/databricks",
+        CALLBACK_PATH,
         response_model=CallbackReceipt,
         responses=_responses(401, 404, 409, 413, 422, 503),
         summary="The notebook's signed callback",
         description="Signed with Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) "
         "using the key the pipeline's run received. At most 5 minutes of clock skew. Repeating the "
         "recorded outcome is harmless (200); contradicting it is a 409.",
+        # The body is read raw (the signature covers its exact bytes), so
+        # FastAPI cannot document it; the schema is added below.
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": CallbackRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallbackRequest"}}},
             }
         },
     )
     async def databricks_callback(request: Request, pipelines: PipelinesDep, settings: SettingsDep) -> CallbackReceipt:
-        body = await _read_body(request, settings.CALLBACK_MAX_BODY_BYTES)
+        body = await request.body()  # bounded by BodyLimit
         callback = authenticate_callback(body, request.headers, settings.CALLBACK_SIGNING_SECRET)
         pipeline_id, settled = await pipelines.settle_from_callback(callback)
         outcome = "accepted" if settled else "duplicate"
@@ -232,4 +284,17 @@ def create_app(
             return _error(503, "not_ready", reason)
         return JSONResponse({"status": "ready"})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            callback = CallbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(callback.pop("$defs", {}))
+            schemas["CallbackRequest"] = callback
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

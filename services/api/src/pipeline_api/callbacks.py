@@ -18,11 +18,37 @@ from pipeline_shared.signing import CallbackSignatureError, derive_callback_key,
 from .schemas import CallbackRequest
 
 
-def authenticate_callback(body: bytes, headers: Mapping[str, str], secret: str) -> CallbackRequest:
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} does not fit a double-precision number")
+    return value
+
+
+def _parse(body: bytes) -> object:
+    """Strict JSON: no NaN or Infinity, no number that overflows, only encodable text.
+
+    What could not be stored exactly must be refused here; the alternative is
+    a result that silently changes on its way into Resonate.
+    """
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidCallback(f"the callback body is not valid Unicode text: {exc.reason}") from exc
+    except RecursionError as exc:
+        raise InvalidCallback("the callback body is nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCallback(f"the callback body is not JSON: {exc}") from exc
+    return document
+
+
+def authenticate_callback(body: bytes, headers: Mapping[str, str], secret: str) -> CallbackRequest:
+    document = _parse(body)
     promise_id = document.get("promise_id") if isinstance(document, dict) else None
     if not isinstance(promise_id, str) or not promise_id:
         raise InvalidCallback("the callback body must be a JSON object with a non-empty string promise_id")

@@ -15,6 +15,7 @@ any service. A pipeline is:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from pipeline_shared.errors import (
 )
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
+    PIPELINE_ID_PATTERN,
     PipelineOutcome,
     PipelineSpec,
     PipelineState,
@@ -54,6 +56,9 @@ from .schemas import (
     PipelineStatus,
 )
 from .settings import GatewaySettings
+
+#: What a pipeline id looks like (the start request enforces it).
+PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 
 
 def now_ms() -> int:
@@ -226,7 +231,9 @@ class Pipelines:
         it repeated the recorded outcome).
         """
         pipeline_id = ids.pipeline_id_of(callback.promise_id)
-        if callback.promise_id != ids.callback_promise_id(pipeline_id):
+        # Only a pipeline's callback promise can be settled here; checking the
+        # shape first also keeps arbitrary bytes out of requests to Resonate.
+        if not PIPELINE_ID.fullmatch(pipeline_id) or callback.promise_id != ids.callback_promise_id(pipeline_id):
             raise UnknownCallbackPromise(callback.promise_id)
         settlement = Settlement(
             status=callback.status,
@@ -246,7 +253,7 @@ class Pipelines:
                 f"pipeline {pipeline_id!r} already has a different outcome: {outcome.stored.status} "
                 f"(from the {outcome.stored.source})"
             )
-        return pipeline_id, outcome.stored == settlement
+        return pipeline_id, outcome.stored.attempt == settlement.attempt
 
     async def _settle(self, promise_id: str, settlement: Settlement) -> SettleResult:
         try:

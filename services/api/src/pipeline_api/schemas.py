@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -23,7 +24,8 @@ from .settings import MAX_TIMEOUT_SECONDS
 
 #: A parameter name must survive as a JSON key and a log field; the notebook
 #: reads them from one JSON widget, so Databricks' own naming rules do not apply.
-ParameterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
+ParameterName = Annotated[str, StringConstraints(pattern=PARAMETER_NAME_PATTERN)]
 
 #: Databricks caps a run's parameters at 10,000 bytes of JSON; the user's share
 #: leaves room for the inputs the worker adds.
@@ -56,14 +58,30 @@ class PipelineRequest(_Document):
     )
     email: EmailStr = Field(description="Who is told how the pipeline ended.")
     parameters: dict[ParameterName, str] = Field(
-        default_factory=dict, description="Your notebook's inputs, as strings; e.g. {\"source\": \"https://...\"}."
+        default_factory=dict,
+        description="Your notebook's inputs, as strings; e.g. {\"source\": \"https://...\"}. At most "
+        f"{MAX_PARAMETERS_BYTES} bytes as JSON.",
+        # Say in the document what the validator below enforces: names other
+        # than the pattern's, and the pipeline's own, are refused.
+        json_schema_extra={
+            "propertyNames": {"pattern": PARAMETER_NAME_PATTERN, "not": {"enum": sorted(RESERVED_PARAMETERS)}},
+        },
     )
-    timeout_seconds: int | None = Field(
+    timeout_seconds: StrictInt | None = Field(
         default=None,
         ge=1,
         le=MAX_TIMEOUT_SECONDS,
-        description="How long to wait for Databricks before giving up and cancelling the run.",
+        description="How long to wait for Databricks before giving up and cancelling the run, in whole seconds.",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _not_only_dots(cls, value: str | None) -> str | None:
+        # "." and ".." are path segments a URL resolves away: /pipelines/.. is
+        # not this pipeline's address.
+        if value is not None and set(value) == {"."}:
+            raise ValueError("an id made only of dots cannot be addressed in a URL")
+        return value
 
     @field_validator("parameters")
     @classmethod
@@ -71,7 +89,10 @@ class PipelineRequest(_Document):
         reserved = sorted(RESERVED_PARAMETERS.intersection(value))
         if reserved:
             raise ValueError(f"parameter names reserved for the pipeline itself: {', '.join(reserved)}")
-        size = len(json.dumps(value).encode())
+        try:
+            size = len(json.dumps(value, ensure_ascii=False).encode())
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"parameters must be valid Unicode text: {exc.reason} at {exc.start}") from exc
         if size > MAX_PARAMETERS_BYTES:
             raise ValueError(f"parameters take {size} bytes as JSON; the limit is {MAX_PARAMETERS_BYTES}")
         return value

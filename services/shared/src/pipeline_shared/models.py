@@ -11,6 +11,7 @@ what the services exchange lives here.
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,9 @@ class Settlement(_Model):
     #: Epoch milliseconds at which the settling party accepted it; the start of
     #: the callback-to-email latency.
     received_at: int
+    #: Unique per settling attempt, so that of two identical attempts in the
+    #: same millisecond only the one that was stored claims to have settled.
+    attempt: str = Field(default_factory=lambda: uuid.uuid4().hex)
 
     def agrees_with(self, other: Settlement) -> bool:
         """Whether ``other`` repeats this outcome rather than contradicting it.

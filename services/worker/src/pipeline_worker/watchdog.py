@@ -100,7 +100,7 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
             status = "cancelled" if run.result_state == "CANCELED" else "failure"
             settlement = Settlement(status=status, error=cause, source="watchdog", received_at=now_ms())
         outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
-        if outcome.stored == settlement:
+        if outcome.stored is not None and outcome.stored.attempt == settlement.attempt:
             metrics.WATCHDOG_SETTLEMENTS.labels(status=settlement.status).inc()
             logger.warning(
                 "run ended without a callback; settled by the watchdog",
