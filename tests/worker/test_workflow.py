@@ -168,6 +168,7 @@ async def test_timeout_cancels_the_run_and_says_how_long_it_waited(harness: Harn
     outcome = await outcome_of(handle)
 
     assert outcome.state is PipelineState.TIMED_OUT
+    assert outcome.error is not None and outcome.error.type == "TimedOut" and "within 1 s" in outcome.error.message
     assert harness.jobs.cancelled == [run.run_id]
     assert harness.notifications[0].waited_seconds == 1
 

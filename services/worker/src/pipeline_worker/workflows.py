@@ -74,7 +74,11 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         settlement = await _await_settlement(ctx, callback, promise_id)
 
     if settlement is None:
-        state, result, error = PipelineState.TIMED_OUT, None, None
+        state, result = PipelineState.TIMED_OUT, None
+        error = RunError(
+            type="TimedOut",
+            message=f"no outcome from Databricks within {spec.timeout_seconds} s; the run was stopped",
+        )
     else:
         state, result, error = _STATE_BY_STATUS[settlement.status], settlement.result, settlement.error
 
@@ -85,7 +89,11 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
             steps.cancel_databricks_run, spec.id, run.run_id
         )
         if refusal is not None and state is PipelineState.TIMED_OUT:
-            error = RunError(type="CancelFailed", message=f"the run could not be cancelled: {refusal}")
+            error = RunError(
+                type="TimedOut",
+                message=f"no outcome from Databricks within {spec.timeout_seconds} s, and the run could not "
+                f"be cancelled: {refusal}",
+            )
 
     notification = Notification(
         pipeline_id=spec.id,
