@@ -82,7 +82,9 @@ class Pipelines:
         Returns the status and whether this call created it. Safe under any
         number of concurrent identical requests: Resonate creates a promise id
         once and hands every later create the stored record, which is then
-        compared with this request.
+        compared with this request. ("Created" is judged by the read before
+        the create, so identical requests racing each other may both be told
+        202; there is still one pipeline and one run.)
         """
         spec = PipelineSpec(
             id=request.id or uuid.uuid4().hex,
