@@ -78,7 +78,7 @@ TEST_SETTINGS = {
     "WATCHDOG_INTERVAL_SECONDS": "2",
     # A killed worker's or notifier's work moves to a live one this soon.
     "TASK_LEASE_SECONDS": "6",
-    # Fault tests stop pipelines at exact points (pipeline_worker.testhooks).
+    # Fault tests stop pipelines at exact points (pipeline_shared.testhooks).
     "WORKER_TEST_HOOKS": "1",
     # A Databricks answer slower than this is retried; fault tests make one slow.
     "DATABRICKS_HTTP_TIMEOUT_SECONDS": "5",

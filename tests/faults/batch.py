@@ -85,7 +85,7 @@ class Batch:
 
 
 class WorkerHooks:
-    """The worker's test-only pause points (pipeline_worker.testhooks), over its ops port."""
+    """The worker's test-only pause points (pipeline_shared.testhooks), over its ops port."""
 
     def __init__(self, ops_url: str) -> None:
         self.http = httpx.Client(base_url=ops_url, timeout=10)

@@ -7,7 +7,7 @@ answers, a mail server refusing mail, notebooks that hang or never call back.
 Each ends with :meth:`Batch.assert_exactly_once`.
 
 Where a kill must land between two particular effects, the worker's test-only
-pause points (``pipeline_worker.testhooks``) hold every pipeline of the batch
+pause points (``pipeline_shared.testhooks``) hold every pipeline of the batch
 at that line first; the container is killed once all are there. The replacement
 process is not armed and runs through, which is the recovery under test.
 Fault tests run after every other test (tests/conftest.py) and leave the stack

@@ -40,6 +40,15 @@ class ServiceSettings(BaseSettings):
     #: How long a task this process holds stays its own without a heartbeat.
     #: After a crash, its work moves to another process this much later.
     TASK_LEASE_SECONDS: float = Field(default=60.0, ge=2)
+    #: Fault tests only: pause points a test can kill the process at (see
+    #: pipeline_shared.testhooks). Refused outside development.
+    WORKER_TEST_HOOKS: bool = False
+
+    @model_validator(mode="after")
+    def _no_test_hooks_outside_development(self) -> Self:
+        if self.WORKER_TEST_HOOKS and self.ENVIRONMENT != "development":
+            raise ValueError(f"WORKER_TEST_HOOKS is for tests; it cannot be on in ENVIRONMENT={self.ENVIRONMENT}")
+        return self
 
 
 class SigningSettings(ServiceSettings):

@@ -10,11 +10,11 @@ from pipeline_shared.logs import configure_logging
 from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
+from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
 
 from .databricks import DatabricksConfig, DatabricksJobs
 from .settings import WorkerSettings
 from .steps import WorkerDeps
-from .testhooks import TestHooks
 from .watchdog import WATCH_RETRY, watch_databricks_run
 from .workflows import run_pipeline
 
@@ -43,7 +43,7 @@ async def main() -> None:
         lease_seconds=settings.TASK_LEASE_SECONDS,
     )
     resonate = link.resonate
-    hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS)
+    hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=WORKER_POINTS)
     resonate.with_dependency(
         WorkerDeps(
             databricks=databricks,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from pipeline_shared.settings import SigningSettings
 
@@ -31,12 +29,3 @@ class WorkerSettings(SigningSettings):
     WATCHDOG_INTERVAL_SECONDS: float = Field(default=60.0, gt=0)
     #: Workflow executions held at once by this process (Resonate leases).
     MAX_CONCURRENT_TASKS: int = Field(default=256, gt=0)
-    #: Fault tests only: pause points a test can kill the worker at (see
-    #: pipeline_worker.testhooks). Refused outside development.
-    WORKER_TEST_HOOKS: bool = False
-
-    @model_validator(mode="after")
-    def _no_test_hooks_in_production(self) -> Self:
-        if self.WORKER_TEST_HOOKS and self.ENVIRONMENT != "development":
-            raise ValueError(f"WORKER_TEST_HOOKS is for tests; it cannot be on in ENVIRONMENT={self.ENVIRONMENT}")
-        return self

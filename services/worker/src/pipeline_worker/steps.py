@@ -27,10 +27,10 @@ from pipeline_shared.models import (
     TriggerOutcome,
 )
 from pipeline_shared.signing import derive_callback_key
+from pipeline_shared.testhooks import TestHooks
 
 from . import metrics
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
-from .testhooks import TestHooks
 
 logger = logging.getLogger(__name__)
 

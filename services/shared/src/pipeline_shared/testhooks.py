@@ -1,9 +1,9 @@
-"""Pause points for fault tests: where a test can kill -9 the worker, reliably.
+"""Pause points for fault tests: where a test can kill -9 a service, reliably.
 
 A crash between two effects is what durable execution must survive, and a
-test can only show it if the worker is reliably *between* them when it dies.
-With ``WORKER_TEST_HOOKS=1`` (tests only; never in production) the worker's
-ops server gains:
+test can only show it if the process is reliably *between* them when it dies.
+With ``WORKER_TEST_HOOKS=1`` (tests only; refused outside development) the
+worker's and the notifier's ops servers gain:
 
 - ``PUT /test-hooks/{point}`` with ``{"pipelines": [...]}``: arm ``point`` for
   those pipelines. A pipeline that reaches an armed point stops there for
@@ -12,7 +12,7 @@ ops server gains:
 - ``GET /test-hooks``: which pipelines are stopped at which point, so the test
   kills the container only once all of them are there.
 
-Arming lives in this process's memory. The worker that replaces a killed one
+Arming lives in this process's memory. The process that replaces a killed one
 starts unarmed and runs through every point, which is the recovery under test.
 """
 
@@ -28,15 +28,19 @@ from starlette.routing import Route
 
 logger = logging.getLogger(__name__)
 
-#: Where a pipeline can be stopped: just before ``run_now``; after ``run_now``
-#: answered, before the trigger step's result is recorded; after the email was
-#: sent, before the workflow records its outcome.
-POINTS = ("before_run_now", "after_run_now", "after_email")
+#: The worker's points: just before ``run_now``; after ``run_now`` answered,
+#: before the trigger step's result is recorded; after the email was sent,
+#: before the workflow records its outcome.
+WORKER_POINTS = ("before_run_now", "after_run_now", "after_email")
+#: The notifier's point: the mail server accepted the email, and the email
+#: step's result is not recorded yet.
+NOTIFIER_POINTS = ("after_smtp",)
 
 
 class TestHooks:
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, points: tuple[str, ...] = ()) -> None:
         self.enabled = enabled
+        self.points = points
         self._armed: dict[str, set[str]] = defaultdict(set)
         self._stopped: dict[str, set[str]] = defaultdict(set)
 
@@ -54,9 +58,9 @@ class TestHooks:
 
         async def arm(request: Request) -> JSONResponse:
             point = request.path_params["point"]
-            if point not in POINTS:
+            if point not in self.points:
                 return JSONResponse(
-                    {"code": "unknown_point", "message": f"no hook {point!r}; points are {', '.join(POINTS)}"},
+                    {"code": "unknown_point", "message": f"no hook {point!r}; points are {', '.join(self.points)}"},
                     status_code=404,
                 )
             try:
@@ -71,6 +75,6 @@ class TestHooks:
             return JSONResponse({"point": point, "armed": sorted(self._armed[point])})
 
         async def state(_: Request) -> JSONResponse:
-            return JSONResponse({point: sorted(self._stopped[point]) for point in POINTS})
+            return JSONResponse({point: sorted(self._stopped[point]) for point in self.points})
 
         return [Route("/test-hooks/{point}", arm, methods=["PUT"]), Route("/test-hooks", state)]
