@@ -44,10 +44,13 @@ class NotifierDeps:
 
 async def send_pipeline_email(ctx: Context, notification: Notification) -> NotificationReceipt:
     deps = ctx.get_dependency(NotifierDeps)
+    if notification.settled_at is not None:
+        metrics.EMAIL_PICKUP_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
     with pipeline_context(notification.pipeline_id):
         message = compose_email(notification, sender=deps.sender, message_id_domain=deps.message_id_domain)
         try:
-            receipt = await deliver(message, deps.smtp)
+            with metrics.SMTP_DELIVERY_SECONDS.time():
+                receipt = await deliver(message, deps.smtp)
         except SmtpTransientError as exc:
             metrics.EMAILS_FAILED.labels(reason="transient").inc()
             logger.warning("email not sent yet, will retry: %s", exc)

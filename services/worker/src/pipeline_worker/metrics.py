@@ -8,6 +8,11 @@ PIPELINES_FINISHED = Counter(
     ["state"],
 )
 RUNS_TRIGGERED = Counter("databricks_runs_triggered_total", "Successful run-now calls (replays included).")
+WATCHDOG_CHECKS = Counter(
+    "watchdog_checks_total",
+    "Missed-callback watchdog checks run (one per waiting pipeline per interval; retries included). What waiting "
+    "costs grows with this rate.",
+)
 WATCHDOG_SETTLEMENTS = Counter(
     "watchdog_settlements_total",
     "Callback promises settled by the watchdog because no callback came, by status.",

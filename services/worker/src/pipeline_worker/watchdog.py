@@ -77,6 +77,7 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
     waits, nothing accumulates.
     """
     deps = ctx.get_dependency(WorkerDeps)
+    metrics.WATCHDOG_CHECKS.inc()
     with pipeline_context(watch.pipeline_id):
         if (await deps.promises.get(watch.promise_id)).state != "pending":
             return "callback promise settled"
