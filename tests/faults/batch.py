@@ -65,8 +65,12 @@ class Batch:
             assert time.monotonic() < deadline, f"after {timeout}s, still not: {what}"
             time.sleep(POLL_SECONDS)
 
-    def assert_exactly_once(self, *, runs: int = 1, emails: int = 1) -> dict[str, dict[str, Any]]:
-        """Per pipeline: final, ``runs`` Databricks runs, ``emails`` distinct emails (one delivery each)."""
+    def assert_exactly_once(self, *, runs: int = 1, emails: int = 1, deliveries: int = 1) -> dict[str, dict[str, Any]]:
+        """Per pipeline: final, ``runs`` Databricks runs, ``emails`` distinct emails, each delivered ``deliveries`` times.
+
+        Emails are counted as the recipient's server counts them, by
+        Message-ID; ``deliveries`` is how many SMTP transactions carried it.
+        """
         docs = self.statuses()
         not_final = {pid: doc["state"] for pid, doc in docs.items() if doc["state"] not in FINAL_STATES}
         assert not not_final, f"pipelines lost or stuck: {not_final}"
@@ -79,13 +83,13 @@ class Batch:
         messages = {pid: self.mail.messages(pid) for pid in self.ids}
         counts = {pid: len(found) for pid, found in messages.items()}
         assert counts == dict.fromkeys(self.ids, emails), f"emails (distinct Message-IDs) per pipeline: {counts}"
-        deliveries = {pid: [m["deliveries"] for m in found] for pid, found in messages.items()}
-        assert all(d == [1] * emails for d in deliveries.values()), f"SMTP deliveries per email: {deliveries}"
+        seen = {pid: [m["deliveries"] for m in found] for pid, found in messages.items()}
+        assert all(d == [deliveries] * emails for d in seen.values()), f"SMTP deliveries per email: {seen}"
         return docs
 
 
-class WorkerHooks:
-    """The worker's test-only pause points (pipeline_shared.testhooks), over its ops port."""
+class PausePoints:
+    """A service's test-only pause points (pipeline_shared.testhooks), over its ops port."""
 
     def __init__(self, ops_url: str) -> None:
         self.http = httpx.Client(base_url=ops_url, timeout=10)

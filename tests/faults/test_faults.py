@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.faults.batch import BATCH_SIZE, Batch, WorkerHooks
+from tests.faults.batch import BATCH_SIZE, Batch, PausePoints
 from tests.integration.clients import Emulator, Gateway, MailSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -36,8 +36,13 @@ def batch(gateway: Gateway, emulator: Emulator, mail: MailSink, request: pytest.
 
 
 @pytest.fixture
-def hooks(stack) -> WorkerHooks:  # type: ignore[no-untyped-def]
-    return WorkerHooks(stack.worker_ops_url)
+def hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
+    return PausePoints(stack.worker_ops_url)
+
+
+@pytest.fixture
+def notifier_hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
+    return PausePoints(stack.notifier_ops_url)
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ def stack_restored(stack) -> Iterator[None]:  # type: ignore[no-untyped-def]
 # ── the worker killed at each point ─────────────────────────────────────────
 
 
-def test_worker_killed_before_run_now(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+def test_worker_killed_before_run_now(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
     hooks.arm("before_run_now", batch.ids)
     batch.start()
     batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(batch.ids), "all stopped before run_now")
@@ -74,7 +79,7 @@ def test_worker_killed_before_run_now(stack, batch: Batch, hooks: WorkerHooks) -
     batch.assert_exactly_once()
 
 
-def test_worker_killed_after_run_now_before_its_result_is_recorded(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+def test_worker_killed_after_run_now_before_its_result_is_recorded(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
     hooks.arm("after_run_now", batch.ids)
     batch.start()
     batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(batch.ids), "all stopped after run_now")
@@ -106,7 +111,7 @@ def test_worker_killed_while_pipelines_are_suspended(stack, batch: Batch) -> Non
     batch.assert_exactly_once()
 
 
-def test_worker_killed_after_the_email_before_the_outcome_is_recorded(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+def test_worker_killed_after_the_email_before_the_outcome_is_recorded(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
     hooks.arm("after_email", batch.ids)
     batch.start()
     batch.wait_until(lambda: hooks.stopped("after_email") >= set(batch.ids), "all stopped after the email")
@@ -120,7 +125,7 @@ def test_worker_killed_after_the_email_before_the_outcome_is_recorded(stack, bat
     batch.assert_exactly_once()  # the replay reads the sent email's receipt; nothing is sent twice
 
 
-def test_two_workers_one_killed_the_survivor_finishes(stack, batch: Batch, hooks: WorkerHooks) -> None:  # type: ignore[no-untyped-def]
+def test_two_workers_one_killed_the_survivor_finishes(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
     replica = f"worker-replica-{uuid.uuid4().hex[:6]}"
     stack.compose("run", "--detach", "--no-deps", "--name", replica, "worker")
     try:
@@ -156,6 +161,27 @@ def test_notifier_down_when_callbacks_arrive(stack, batch: Batch) -> None:  # ty
 
     batch.wait_for("succeeded")
     batch.assert_exactly_once()
+
+
+def test_notifier_killed_after_the_mail_server_accepted_the_email(
+    stack, batch: Batch, notifier_hooks: PausePoints
+) -> None:  # type: ignore[no-untyped-def]
+    # The one place a second SMTP delivery can happen: the mail server has the
+    # email, the step's result is not recorded, the process dies. The retry
+    # sends it again with the same Message-ID, which is how the recipient's
+    # server recognises it as the same email.
+    notifier_hooks.arm("after_smtp", batch.ids)
+    batch.start()
+    batch.wait_until(lambda: notifier_hooks.stopped("after_smtp") >= set(batch.ids), "all stopped after SMTP")
+
+    stack.kill("notifier")
+    stack.start("notifier")
+
+    batch.wait_for("succeeded")
+    docs = batch.assert_exactly_once(deliveries=2)
+    assert all(
+        doc["notification"]["message_id"] == batch.mail.messages(pid)[0]["message_id"] for pid, doc in docs.items()
+    )
 
 
 def test_gateway_restarted_mid_flight(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
@@ -236,9 +262,7 @@ def test_mail_server_refusing_for_a_while_delivers_later_once(batch: Batch, mail
     assert all(doc["notification"]["delivered"] for doc in docs.values())
 
 
-def test_mail_server_rejecting_permanently_is_recorded_without_retries(
-    batch: Batch, mail_faults: httpx.Client
-) -> None:
+def test_mail_server_rejecting_permanently_is_recorded_without_retries(batch: Batch, mail_faults: httpx.Client) -> None:
     for pid in batch.ids:
         response = mail_faults.post("/faults/permanent", json={"recipient": f"{pid}@example.com", "code": 550})
         assert response.status_code == 200, response.text

@@ -10,6 +10,7 @@ from pipeline_shared.logs import configure_logging
 from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
+from pipeline_shared.testhooks import NOTIFIER_POINTS, TestHooks
 
 from .notify import EMAIL_RETRY, NotifierDeps, send_pipeline_email
 from .settings import NotifierSettings
@@ -30,6 +31,7 @@ async def main() -> None:
         lease_seconds=settings.TASK_LEASE_SECONDS,
     )
     resonate = link.resonate
+    hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=NOTIFIER_POINTS)
     resonate.with_dependency(
         NotifierDeps(
             smtp=SmtpConfig(
@@ -43,11 +45,12 @@ async def main() -> None:
             ),
             sender=settings.MAIL_FROM,
             message_id_domain=settings.message_id_domain,
+            hooks=hooks,
         )
     )
     resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=EMAIL_RETRY)
     logger.info("SMTP at %s:%s (%s)", settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_SECURITY)
-    await run_resonate_worker("notifier", link, settings.OPS_PORT)
+    await run_resonate_worker("notifier", link, settings.OPS_PORT, hooks.routes())
 
 
 if __name__ == "__main__":

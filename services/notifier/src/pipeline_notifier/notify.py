@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resonate.context import Context
 from resonate.retry import Exponential
 
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import Notification, NotificationReceipt
+from pipeline_shared.testhooks import TestHooks
 
 from . import metrics
 from .email import compose_email
@@ -40,6 +41,8 @@ class NotifierDeps:
     smtp: SmtpConfig
     sender: str
     message_id_domain: str
+    #: Pause points for fault tests; inert unless enabled (see pipeline_shared.testhooks).
+    hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
 
 
 async def send_pipeline_email(ctx: Context, notification: Notification) -> NotificationReceipt:
@@ -73,4 +76,5 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
             "email sent",
             extra={"fields": {"message_id": receipt.message_id, "state": notification.state.value}},
         )
+        await deps.hooks.checkpoint("after_smtp", notification.pipeline_id)
         return receipt
