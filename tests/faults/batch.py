@@ -66,7 +66,7 @@ class Batch:
             time.sleep(POLL_SECONDS)
 
     def assert_exactly_once(self, *, runs: int = 1, emails: int = 1, deliveries: int = 1) -> dict[str, dict[str, Any]]:
-        """Per pipeline: final, ``runs`` Databricks runs, ``emails`` distinct emails, each delivered ``deliveries`` times.
+        """Per pipeline: final, ``runs`` runs, ``emails`` distinct emails, each delivered ``deliveries`` times.
 
         Emails are counted as the recipient's server counts them, by
         Message-ID; ``deliveries`` is how many SMTP transactions carried it.
