@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from pipeline_shared import names
 from pipeline_shared.logs import configure_logging
@@ -41,6 +42,9 @@ async def main() -> None:
                 username=settings.SMTP_USERNAME,
                 password=settings.SMTP_PASSWORD,
                 timeout_seconds=settings.SMTP_TIMEOUT_SECONDS,
+                # Looked up once: left unset, aiosmtplib resolves the FQDN for
+                # every email, a thread hop and a hosts/DNS lookup each time.
+                local_hostname=socket.getfqdn(),
                 retry=RetryPolicy(max_attempts=settings.SMTP_MAX_ATTEMPTS),
             ),
             sender=settings.MAIL_FROM,
