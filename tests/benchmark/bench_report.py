@@ -1,0 +1,487 @@
+"""Turning the phases' raw figures into what is published: results.json, summary.md, plot.png.
+
+Every repeated figure is reported as its median over the runs and its range
+(min to max): with two or three runs, a standard deviation would suggest a
+precision the data does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a server or in CI
+import matplotlib.pyplot as plt
+
+from .bench_load import spread
+
+#: Where `--publish` copies the latest figures; README shows them from there.
+PUBLISHED_DIR = Path(__file__).parent / "results"
+RESULT_FILES = ("results.json", "summary.md", "plot.png")
+
+#: The issue's targets for this 2-core machine.
+TARGET_CALLBACK_P95_MS = 1000
+TARGET_CALLBACK_P50_MS = 150
+TARGET_POLLING_RATIO = 30
+TARGET_THROUGHPUT_RATIO = 0.5
+TARGET_WAITING = 10_000
+TARGET_WORKER_GROWTH_MIB = 50
+
+HOP_LABELS = {
+    "gateway": "gateway (request in, signature, accept)",
+    "resonate_settle": "Resonate (settle the callback promise)",
+    "worker_resume": "worker resume (dispatch, acquire, replay, ask for the email)",
+    "notifier_pickup": "notifier pickup (Resonate hands over the email)",
+    "notifier_and_smtp": "notifier + SMTP (compose, send, sink stores it)",
+}
+
+
+def _pick(runs: Sequence[dict[str, Any]], *path: str) -> list[Any]:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        values.append(value)
+    return values
+
+
+def _ratios(top: Sequence[float | None], bottom: Sequence[float | None]) -> list[float | None]:
+    return [t / b if t is not None and b else None for t, b in zip(top, bottom, strict=False)]
+
+
+def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
+    """The published figures, from the phases' per-run data."""
+    figures: dict[str, Any] = {}
+    latency_runs = raw.get("callback_to_email", [])
+    if latency_runs:
+        figures["callback_to_email_ms"] = {
+            q: spread(_pick(latency_runs, "callback_to_email", f"{q}_ms")) for q in ("p50", "p95", "p99")
+        }
+        figures["callback_to_email_ms"]["pipelines_per_run"] = latency_runs[0]["pipelines"]
+        figures["callback_to_email_ms"]["rate_per_second"] = latency_runs[0]["rate_per_second"]
+        figures["cpu_ms_per_pipeline"] = {
+            service: spread(_pick(latency_runs, "cpu_ms_per_pipeline", service))
+            for service in latency_runs[0]["cpu_ms_per_pipeline"]
+        }
+        figures["hops_mean_ms"] = {hop: spread(_pick(latency_runs, "hops", "mean_ms", hop)) for hop in HOP_LABELS}
+        figures["hops_p95_ms"] = {
+            hop: spread(_pick(latency_runs, "hops", "p95_ms", hop))
+            for hop in ("gateway", "resonate_settle", "worker_resume")
+        }
+        figures["smtp_transaction_mean_ms"] = spread(_pick(latency_runs, "hops", "smtp_transaction_mean_ms"))
+    start_runs = raw.get("start_to_email", [])
+    if start_runs:
+        figures["start_to_email_ms"] = {
+            q: spread(_pick(start_runs, "start_to_email", f"{q}_ms")) for q in ("p50", "p95", "p99")
+        }
+        figures["start_to_email_ms"]["emulated_run_p50"] = spread(_pick(start_runs, "emulated_run", "p50_ms"))
+        figures["start_to_email_ms"]["pipelines_per_run"] = start_runs[0]["pipelines"]
+    polling_runs = raw.get("polling_baseline", [])
+    if polling_runs:
+        poll_p50 = _pick(polling_runs, "run_end_to_email", "p50_ms")
+        poll_p95 = _pick(polling_runs, "run_end_to_email", "p95_ms")
+        figures["polling_ms"] = {
+            "p50": spread(poll_p50),
+            "p95": spread(poll_p95),
+            "watchdog_interval_seconds": polling_runs[0]["watchdog_interval_seconds"],
+            "pipelines_per_run": polling_runs[0]["pipelines"],
+            "settled_by": polling_runs[-1]["settled_by"],
+        }
+        if latency_runs:
+            figures["polling_ms"]["ratio_p50"] = spread(
+                _ratios(poll_p50, _pick(latency_runs, "callback_to_email", "p50_ms"))
+            )
+            figures["polling_ms"]["ratio_p95"] = spread(
+                _ratios(poll_p95, _pick(latency_runs, "callback_to_email", "p95_ms"))
+            )
+    throughput_runs = raw.get("callback_throughput", [])
+    if throughput_runs:
+        figures["throughput_rps"] = {
+            "callback": spread(_pick(throughput_runs, "callback", "requests_per_second")),
+            "trivial": spread(_pick(throughput_runs, "trivial", "requests_per_second")),
+            "ratio": spread(_pick(throughput_runs, "ratio")),
+            "api_cpu_busy_callback": spread(_pick(throughput_runs, "callback", "api_cpu_cores_busy")),
+            "api_cpu_busy_trivial": spread(_pick(throughput_runs, "trivial", "api_cpu_cores_busy")),
+            "resonate_cpu_busy_callback": spread(_pick(throughput_runs, "callback", "resonate_cpu_cores_busy")),
+            "api_us_per_callback": spread(_pick(throughput_runs, "callback", "api_cpu_us_per_request")),
+            "api_us_per_trivial": spread(_pick(throughput_runs, "trivial", "api_cpu_us_per_request")),
+            "resonate_us_per_callback": spread(_pick(throughput_runs, "callback", "resonate_cpu_us_per_request")),
+            "gateway_cost_ratio": spread(_pick(throughput_runs, "gateway_cost_ratio")),
+            "concurrency": throughput_runs[0]["concurrency"],
+        }
+    ramp_runs = raw.get("start_ramp", [])
+    if ramp_runs:
+        figures["start_throughput_per_second"] = spread(_pick(ramp_runs, "max_rate_with_p95_under_1s"))
+        figures["start_p95_ms_at_that_rate"] = spread(_pick(ramp_runs, "p95_ms_at_max_rate"))
+    capacity = raw.get("waiting_capacity")
+    if capacity:
+        figures["waiting"] = {
+            key: capacity[key]
+            for key in (
+                "target",
+                "reached_suspended",
+                "rss_mib_per_1000_waiting",
+                "rss_growth_mib",
+                "all_completed",
+                "emailed",
+                "succeeded",
+                "drain_seconds",
+                "completed_per_second",
+                "callbacks_per_second",
+                "extra_cpu_cores_while_waiting",
+            )
+        }
+    cost = raw.get("watchdog_cost")
+    if cost:
+        figures["watchdog_check"] = {
+            key: cost[key]
+            for key in (
+                "watchdog_interval_seconds",
+                "checks",
+                "cpu_ms_per_check_total",
+                "cpu_ms_per_check",
+                "cores_for_10000_waiting_at_60s",
+            )
+        }
+    return figures
+
+
+def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue: the figure that decides it, and whether it was met."""
+    found: list[dict[str, Any]] = []
+
+    def check(name: str, value: Any, bound: float, at_most: bool, wanted: str) -> None:
+        met = value is not None and (value <= bound if at_most else value >= bound)
+        found.append({"target": name, "wanted": wanted, "measured": value, "met": met})
+
+    cb = figures.get("callback_to_email_ms")
+    if cb:
+        p95, p50 = cb["p95"]["median"], cb["p50"]["median"]
+        check("callback to email p95", p95, TARGET_CALLBACK_P95_MS, True, f"<= {TARGET_CALLBACK_P95_MS} ms")
+        check("callback to email p50", p50, TARGET_CALLBACK_P50_MS, True, f"<= {TARGET_CALLBACK_P50_MS} ms")
+    polling = figures.get("polling_ms", {})
+    if "ratio_p50" in polling:
+        ratio = polling["ratio_p50"]["median"]
+        check("polling / callback latency (p50)", ratio, TARGET_POLLING_RATIO, False, f">= {TARGET_POLLING_RATIO}")
+    throughput = figures.get("throughput_rps")
+    if throughput:
+        ratio = throughput["ratio"]["median"]
+        wanted = f">= {TARGET_THROUGHPUT_RATIO:.0%}"
+        check("callback / trivial throughput", ratio, TARGET_THROUGHPUT_RATIO, False, wanted)
+    waiting = figures.get("waiting")
+    if waiting:
+        reached = waiting["reached_suspended"]
+        check("simultaneously suspended", reached, TARGET_WAITING, False, f">= {TARGET_WAITING}")
+        growth = waiting["rss_growth_mib"].get("worker")
+        wanted = f"<= {TARGET_WORKER_GROWTH_MIB} MiB"
+        check("worker memory growth for them", growth, TARGET_WORKER_GROWTH_MIB, True, wanted)
+        found.append(
+            {
+                "target": "all of them complete",
+                "wanted": "all",
+                "measured": f"{waiting['emailed']} of {reached}",
+                "met": bool(waiting["all_completed"]),
+            }
+        )
+    return found
+
+
+# -- Markdown --------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _spread(figure: dict[str, Any] | None, digits: int = 0, unit: str = "") -> str:
+    """``median unit (min to max, n runs)``, or just the value for one run."""
+    if not figure or figure.get("median") is None:
+        return "n/a"
+    runs = len([v for v in figure["runs"] if v is not None])
+    median = f"{_fmt(figure['median'], digits)}{unit}"
+    if runs == 1:
+        return median
+    return f"{median} ({_fmt(figure['min'], digits)} to {_fmt(figure['max'], digits)}, n={runs})"
+
+
+def _by_service(values: dict[str, Any], services: Sequence[str], digits: int, unit: str = "") -> str:
+    return ", ".join(f"{s} {_fmt(values.get(s), digits)}{unit}" for s in services)
+
+
+def _header(result: dict[str, Any]) -> list[str]:
+    meta = result["benchmark"]
+    machine = meta["machine"]
+    changes = " with uncommitted changes" if machine.get("uncommitted_changes") else ""
+    return [
+        f"# Benchmark results ({meta['profile']})",
+        "",
+        f"`{meta['command']}` on {meta['started_at']}: {meta['elapsed_seconds']:.0f} s in all, "
+        f"of which {meta['stack_start_seconds']:.0f} s starting the stack.",
+        "",
+        f"Machine: {machine.get('cores')} cores ({machine.get('cpu_model')}), {machine.get('memory_gib')} GiB, "
+        f"{machine.get('platform')}; Docker {machine.get('docker')}, compose {machine.get('compose')}, "
+        f"files {', '.join(machine.get('compose_files', []))}; commit {machine.get('commit')}{changes}.",
+        f"Load average (1/5/15 min) before: {_load(meta['load_average_before'])}; "
+        f"after: {_load(meta['load_average_after'])}. The load generator runs on the same cores as the stack.",
+        "",
+        "Each figure: median over the runs (range, number of runs).",
+        "",
+    ]
+
+
+def _targets_table(result: dict[str, Any]) -> list[str]:
+    lines = ["## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
+    for t in result["targets"]:
+        value = t["measured"]
+        measured = _fmt(value, 2 if isinstance(value, float) and value < 10 else 0)
+        lines.append(f"| {t['target']} | {t['wanted']} | {measured} | {'yes' if t['met'] else '**no**'} |")
+    return [*lines, ""]
+
+
+def _latency_lines(figures: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    cb = figures.get("callback_to_email_ms")
+    if cb:
+        lines += [
+            f"**1. Callback → email** ({cb['pipelines_per_run']} pipelines a run, callbacks at "
+            f"{cb['rate_per_second']:g}/s; from the signed callback request to the message stored by the mail sink): "
+            f"p50 {_spread(cb['p50'], unit=' ms')}, p95 {_spread(cb['p95'], unit=' ms')}, "
+            f"p99 {_spread(cb['p99'], unit=' ms')}.",
+            "",
+        ]
+    se = figures.get("start_to_email_ms")
+    if se:
+        lines += [
+            f"**2. Start → email**, the notebook finishing at once ({se['pipelines_per_run']} pipelines a run): "
+            f"p50 {_spread(se['p50'], unit=' ms')}, p95 {_spread(se['p95'], unit=' ms')}; of which the emulated "
+            f"Databricks run (a notebook process) p50 {_spread(se['emulated_run_p50'], unit=' ms')}.",
+            "",
+        ]
+    poll = figures.get("polling_ms")
+    if poll:
+        lines += [
+            f"**3. Polling baseline**: the callback swallowed, so the watchdog settles each pipeline, at "
+            f"`WATCHDOG_INTERVAL_SECONDS={poll['watchdog_interval_seconds']:g}`; runs end uniformly over the "
+            f"interval; {poll['pipelines_per_run']} pipelines a run, settled by {poll['settled_by']}. "
+            f"Run end → email p50 {_spread(poll['p50'], unit=' ms')}, p95 {_spread(poll['p95'], unit=' ms')}. "
+            f"Ratio to the callback path: p50 {_spread(poll.get('ratio_p50'), 0, 'x')}, "
+            f"p95 {_spread(poll.get('ratio_p95'), 0, 'x')}.",
+            "",
+        ]
+    return lines
+
+
+def _throughput_lines(figures: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    tp = figures.get("throughput_rps")
+    if tp:
+        lines += [
+            f"**4. Callback endpoint throughput** (closed loop, {tp['concurrency']} connections, the same raw "
+            f"HTTP/1.1 generator for both): `POST /callbacks/databricks` {_spread(tp['callback'], unit='/s')} "
+            f"vs `GET /healthz` {_spread(tp['trivial'], unit='/s')}; ratio {_spread(tp['ratio'], 2)}. "
+            f"Gateway CPU per request: {_spread(tp['api_us_per_callback'], 0, ' µs')} per callback (and Resonate "
+            f"{_spread(tp['resonate_us_per_callback'], 0, ' µs')}), {_spread(tp['api_us_per_trivial'], 0, ' µs')} "
+            f"per /healthz, a cost ratio of {_spread(tp['gateway_cost_ratio'], 2)}. Gateway busy: "
+            f"{_spread(tp['api_cpu_busy_callback'], 2)} cores on callbacks, {_spread(tp['api_cpu_busy_trivial'], 2)} "
+            "on /healthz (the load generator shares the two cores).",
+            "",
+        ]
+    if "start_throughput_per_second" in figures:
+        p95_there = _spread(figures["start_p95_ms_at_that_rate"], unit=" ms")
+        lines += [
+            f"**5. Start throughput**: {_spread(figures['start_throughput_per_second'], unit=' pipelines/s')} "
+            f"with the p95 start latency under 1 s (p95 there: {p95_there}).",
+            "",
+        ]
+    return lines
+
+
+def _capacity_lines(figures: dict[str, Any]) -> list[str]:
+    waiting = figures.get("waiting")
+    if not waiting:
+        return []
+    services = ("worker", "api", "resonate")
+    complete = "yes" if waiting["all_completed"] else "**no**"
+    return [
+        f"**6. Waiting capacity**: {_fmt(waiting['reached_suspended'])} pipelines suspended at once "
+        f"(target {_fmt(waiting['target'])}). Resident memory per 1,000 waiting: "
+        f"{_by_service(waiting['rss_mib_per_1000_waiting'], services, 2, ' MiB')}; growth for all of them: "
+        f"{_by_service(waiting['rss_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
+        f"{_by_service(waiting['extra_cpu_cores_while_waiting'], services, 3)} cores. Once called back: "
+        f"{_fmt(waiting['emailed'])} emailed, {_fmt(waiting['succeeded'])} succeeded in "
+        f"{_fmt(waiting['drain_seconds'], 0)} s ({_fmt(waiting['completed_per_second'], 0)}/s; callbacks sent at "
+        f"{_fmt(waiting['callbacks_per_second'], 0)}/s); all complete: {complete}.",
+        "",
+    ]
+
+
+def _hop_lines(figures: dict[str, Any]) -> list[str]:
+    hops = figures.get("hops_mean_ms")
+    if not hops:
+        return []
+    lines = [
+        "**7. Where the callback → email time goes** (mean per hop over the figure-1 pipelines; "
+        "p95 where each pipeline is traced):",
+        "",
+        "| hop | mean | p95 |",
+        "|---|---|---|",
+    ]
+    for hop, label in HOP_LABELS.items():
+        p95 = figures["hops_p95_ms"].get(hop)
+        lines.append(f"| {label} | {_spread(hops[hop], 1, ' ms')} | {_spread(p95, 1, ' ms') if p95 else '-'} |")
+    cpu = ", ".join(f"{s} {_spread(v, 1)}" for s, v in figures["cpu_ms_per_pipeline"].items())
+    lines += [
+        "",
+        "SMTP transaction alone (the notifier's `smtp_delivery_seconds`, QUIT included): "
+        f"{_spread(figures['smtp_transaction_mean_ms'], 1, ' ms')} mean.",
+        "",
+        f"CPU per pipeline on the callback → email path, beyond idle (ms): {cpu}.",
+        "",
+    ]
+    check = figures.get("watchdog_check")
+    if check:
+        per_service = _by_service(check["cpu_ms_per_check"], list(check["cpu_ms_per_check"]), 2)
+        lines += [
+            f"**Cost of a watchdog check** (interval {check['watchdog_interval_seconds']:g} s, "
+            f"{check['checks']} checks): {_fmt(check['cpu_ms_per_check_total'], 2)} ms CPU in all ({per_service}). "
+            "At the compose default of 60 s, 10,000 waiting pipelines would keep "
+            f"{_fmt(check['cores_for_10000_waiting_at_60s'], 2)} cores busy with checks alone.",
+            "",
+        ]
+    return lines
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    figures = result["figures"]
+    lines = _header(result) + _targets_table(result) + ["## Figures", ""]
+    lines += _latency_lines(figures) + _throughput_lines(figures) + _capacity_lines(figures) + _hop_lines(figures)
+    if result.get("errors"):
+        lines += ["## Errors", "", *(f"- {e}" for e in result["errors"]), ""]
+    return "\n".join(lines)
+
+
+def _load(values: Sequence[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+# -- plot ------------------------------------------------------------------------------
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    raw, figures = result["raw"], result["figures"]
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    meta = result["benchmark"]
+    fig.suptitle(
+        f"resonate-databricks benchmark ({meta['profile']}, {meta['machine'].get('cores')} cores, "
+        f"load before {_load(meta['load_average_before'])})",
+        fontsize=12,
+    )
+
+    ax = axes[0][0]
+    for index, run in enumerate(raw.get("callback_to_email", [])):
+        values = sorted(run["_latencies_ms"])
+        if values:
+            ax.plot(values, [i / len(values) for i in range(len(values))], label=f"callback, run {index + 1}")
+    for index, run in enumerate(raw.get("polling_baseline", [])):
+        values = sorted(run.get("_latencies_ms", []))
+        if values:
+            ax.plot(
+                values, [i / len(values) for i in range(len(values))], linestyle="--", label=f"polling, run {index + 1}"
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("ms to the email (log)")
+    ax.set_ylabel("fraction of pipelines")
+    ax.set_title("1+3. Callback vs polling (watchdog) latency")
+    ax.axvline(TARGET_CALLBACK_P95_MS, color="grey", linewidth=0.8)
+    ax.legend(fontsize=7)
+
+    ax = axes[0][1]
+    hops = figures.get("hops_mean_ms", {})
+    names = [h for h in HOP_LABELS if hops.get(h, {}).get("median") is not None]
+    left = 0.0
+    for name in names:
+        value = max(0.0, hops[name]["median"])
+        ax.barh([0], [value], left=left, label=f"{name} {value:.1f} ms")
+        left += value
+    ax.set_yticks([])
+    ax.set_ylim(-1.5, 0.6)
+    ax.set_xlabel("ms (mean)")
+    ax.set_title("7. Callback → email by hop")
+    ax.legend(fontsize=7, loc="lower center", ncol=2)
+
+    ax = axes[0][2]
+    tp = figures.get("throughput_rps")
+    if tp:
+        labels = ["GET /healthz", "POST /callbacks/databricks"]
+        medians = [tp["trivial"]["median"], tp["callback"]["median"]]
+        errors = [
+            [m - tp[k]["min"] for m, k in zip(medians, ("trivial", "callback"), strict=True)],
+            [tp[k]["max"] - m for m, k in zip(medians, ("trivial", "callback"), strict=True)],
+        ]
+        ax.bar(labels, medians, yerr=errors, capsize=6, color=["#999999", "#3b75af"])
+        ax.set_ylabel("requests/s")
+        ax.set_title(f"4. Gateway throughput (ratio {tp['ratio']['median']:.2f})")
+
+    ax = axes[1][0]
+    for index, run in enumerate(raw.get("start_ramp", [])):
+        steps = run["steps"]
+        ax.plot(
+            [s["achieved_per_second"] for s in steps],
+            [s["latency"].get("p95_ms", float("nan")) for s in steps],
+            marker="o",
+            label=f"ramp {index + 1}",
+        )
+    ax.axhline(1000, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("pipelines started per second")
+    ax.set_ylabel("p95 start latency, ms (log)")
+    ax.set_title("5. Start throughput")
+    ax.legend(fontsize=7)
+
+    ax = axes[1][1]
+    capacity = raw.get("waiting_capacity")
+    if capacity:
+        samples = capacity["samples"]
+        for service in ("worker", "api", "resonate"):
+            ax.plot(
+                [s["waiting"] for s in samples], [s["rss_mib"][service] for s in samples], marker=".", label=service
+            )
+        ax.set_xlabel("pipelines suspended")
+        ax.set_ylabel("resident memory, MiB")
+        ax.set_title(f"6. Waiting capacity ({capacity['reached_suspended']:,} reached)")
+        ax.legend(fontsize=7)
+
+    ax = axes[1][2]
+    cpu = figures.get("cpu_ms_per_pipeline")
+    if cpu:
+        services = list(cpu)
+        ax.bar(services, [cpu[s]["median"] for s in services], color="#5a9e6f")
+        ax.set_ylabel("CPU ms per pipeline")
+        ax.set_title("CPU per callback → email, by container")
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(result: dict[str, Any], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (directory / "summary.md").write_text(summary_markdown(result))
+    plot(result, directory / "plot.png")
+
+
+def publish(directory: Path) -> None:
+    PUBLISHED_DIR.mkdir(exist_ok=True)
+    for name in RESULT_FILES:
+        shutil.copyfile(directory / name, PUBLISHED_DIR / name)
