@@ -314,8 +314,8 @@ def _capacity_lines(figures: dict[str, Any]) -> list[str]:
     complete = "yes" if waiting["all_completed"] else "**no**"
     return [
         f"**6. Waiting capacity**: {_fmt(waiting['reached_suspended'])} pipelines suspended at once "
-        f"(target {_fmt(waiting['target'])}). Resident memory per 1,000 waiting: "
-        f"{_by_service(waiting['rss_mib_per_1000_waiting'], services, 2, ' MiB')}; growth for all of them: "
+        f"(target {_fmt(waiting['target'])}). Resident memory per 1,000 more waiting (slope while filling): "
+        f"{_by_service(waiting['rss_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
         f"{_by_service(waiting['rss_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
         f"{_by_service(waiting['extra_cpu_cores_while_waiting'], services, 3)} cores. Once called back: "
         f"{_fmt(waiting['emailed'])} emailed, {_fmt(waiting['succeeded'])} succeeded in "
