@@ -54,6 +54,8 @@ WAIT_FOREVER_SECONDS = 86_400
 EMAIL_RPC_SEQ = 4
 #: Requests in flight while setting up state (starting pipelines, settling them).
 SETUP_CONCURRENCY = 16
+#: Batches the capacity phase always adds, so memory per pipeline has steady points to fit.
+MIN_FILL_BATCHES = 2
 #: Longest any wait for the stack to catch up may take beyond what its work needs.
 SLACK_SECONDS = 60
 
@@ -623,8 +625,14 @@ async def waiting_capacity(
     samples.append({"waiting": suspended, "rss_bytes": bench.sample().rss_bytes})
     batch_number = 0
     fill_started = time.monotonic()
-    while suspended < p.capacity_target and time.monotonic() < deadline - p.capacity_drain_seconds:
-        batch = bench.new_ids(f"cap{batch_number}", min(p.capacity_batch, p.capacity_target - suspended))
+    # At least two batches even when the start ramps already reached the
+    # target: memory per pipeline is read from the steady batches.
+    while (suspended < p.capacity_target or batch_number < MIN_FILL_BATCHES) and (
+        time.monotonic() < deadline - p.capacity_drain_seconds
+    ):
+        batch = bench.new_ids(
+            f"cap{batch_number}", max(p.capacity_batch // 2, min(p.capacity_batch, p.capacity_target - suspended))
+        )
         batch_number += 1
         await bench.start_all(batch)
         waiting.extend(batch)
@@ -663,8 +671,7 @@ async def waiting_capacity(
         # sample (an empty stack) also carries the allocator's high-water mark
         # from the start ramps' bursts, which is not memory held per pipeline.
         filled = [(s["waiting"], s["rss_bytes"][service]) for s in samples if s["waiting"] > 0]
-        points = filled if len(filled) >= 3 else [(s["waiting"], s["rss_bytes"][service]) for s in samples]
-        return _slope(points) * 1000 if len(points) >= 2 else None
+        return _slope(filled) * 1000 if len(filled) >= 3 else None
 
     peak = samples[-1]["rss_bytes"]
     return {
