@@ -176,8 +176,10 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         check("callback / trivial throughput", ratio, TARGET_THROUGHPUT_RATIO, False, wanted)
     waiting = figures.get("waiting")
     if waiting:
-        reached = waiting["reached_suspended"]
-        check("simultaneously suspended", reached, TARGET_WAITING, False, f">= {TARGET_WAITING}")
+        reached, goal = waiting["reached_suspended"], waiting["target"]
+        # --quick aims lower; the 10,000 is the full run's target.
+        wanted = f">= {goal:,}" if goal == TARGET_WAITING else f">= {goal:,} (quick; {TARGET_WAITING:,} in a full run)"
+        check("simultaneously suspended", reached, goal, False, wanted)
         growth = waiting["rss_growth_mib"].get("worker")
         wanted = f"<= {TARGET_WORKER_GROWTH_MIB} MiB"
         check("worker memory growth for them", growth, TARGET_WORKER_GROWTH_MIB, True, wanted)
