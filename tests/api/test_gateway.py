@@ -401,3 +401,23 @@ async def test_the_original_examples_run_endpoint_reads_but_never_starts(gateway
     assert working.json() == {"id": pipeline_id, "state": "waiting", "message": "working on it"}
     assert done.json() == {"id": pipeline_id, "state": "succeeded", "message": "I am done"}
     assert (await gateway.client.get("/run", params={"id": "bad id"})).status_code == 422
+
+
+async def test_a_repeat_of_a_settled_callback_is_answered_without_resonate(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    assert (await gateway.callback(pipeline_id)).json()["outcome"] == "accepted"
+
+    async def unreachable(*_: Any) -> None:
+        raise AssertionError("a settled promise was asked about again")
+
+    monkeypatch.setattr(gateway.harness.resonate.promises, "resolve", unreachable)
+    repeat = await gateway.callback(pipeline_id)
+    contradiction = await gateway.callback(
+        pipeline_id, {"status": "failure", "result": None, "error": {"type": "E", "message": "m"}}
+    )
+
+    assert (repeat.status_code, repeat.json()["outcome"]) == (200, "duplicate")
+    assert (contradiction.status_code, contradiction.json()["code"]) == (409, "settlement_conflict")

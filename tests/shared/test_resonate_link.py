@@ -65,3 +65,17 @@ async def test_a_send_only_client_is_ready_while_the_server_answers(standin) -> 
         assert reason is not None and "did not answer" in reason
     finally:
         await link.resonate.stop()
+
+
+async def test_the_event_stream_has_no_total_timeout() -> None:
+    # aiohttp's default session ends any request after 300 s, and the SDK's
+    # reconnect loop does not survive the TimeoutError: a worker would stop
+    # receiving work five minutes after it connected.
+    link = connect("http://127.0.0.1:9", "group", lease_seconds=5)
+    source = link._source
+    assert source is not None
+    session = source._ensure_session()
+    try:
+        assert (session.timeout.total, session.timeout.sock_read) == (None, None)
+    finally:
+        await session.close()

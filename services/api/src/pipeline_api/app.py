@@ -256,7 +256,9 @@ def create_app(
         outcome = "accepted" if settled else "duplicate"
         metrics.CALLBACKS.labels(outcome=outcome).inc()
         with pipeline_context(pipeline_id):
-            logger.info("callback %s", outcome, extra={"fields": {"status": callback.status}})
+            # A repeat is routine (notebook retries, replays) and can come in bulk.
+            level = logging.INFO if settled else logging.DEBUG
+            logger.log(level, "callback %s", outcome, extra={"fields": {"status": callback.status}})
         return CallbackReceipt(promise_id=callback.promise_id, pipeline_id=pipeline_id, outcome=outcome)
 
     @app.get(

@@ -18,6 +18,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,10 @@ from .schemas import (
 )
 from .settings import GatewaySettings
 
+#: Settled callback promises remembered per gateway process (a few hundred
+#: bytes each).
+SETTLED_CACHE_SIZE = 10_000
+
 #: What a pipeline id looks like (the start request enforces it).
 PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 
@@ -73,6 +78,12 @@ class Pipelines:
     def __init__(self, promises: Promises, settings: GatewaySettings) -> None:
         self._promises = promises
         self._settings = settings
+        #: Callback promises this process saw settled, by id. A settled promise
+        #: never changes, so a repeated callback (the notebook retrying, a
+        #: replay) is answered from here without asking Resonate again.
+        #: Bounded: the least recently used are forgotten, and only cost a
+        #: request to Resonate.
+        self._settled: OrderedDict[str, Settlement] = OrderedDict()
 
     # ── start ────────────────────────────────────────────────────────────
 
@@ -244,26 +255,37 @@ class Pipelines:
             source="callback",
             received_at=now_ms(),
         )
-        outcome = await self._settle(callback.promise_id, settlement)
-        if outcome.stored is None:
+        known = self._settled.get(callback.promise_id)
+        if known is not None:
+            self._settled.move_to_end(callback.promise_id)
+        else:
+            outcome = await self._settle(callback.promise_id, settlement)
+            if outcome.stored is None:
+                raise CallbackConflict(
+                    f"pipeline {pipeline_id!r} stopped waiting for this callback: its callback promise is "
+                    f"{outcome.state.replace('_', ' ')}"
+                )
+            if outcome.stored.attempt == settlement.attempt:
+                return pipeline_id, True
+            known = outcome.stored
+        if not known.agrees_with(settlement):
             raise CallbackConflict(
-                f"pipeline {pipeline_id!r} stopped waiting for this callback: its callback promise is "
-                f"{outcome.state.replace('_', ' ')}"
+                f"pipeline {pipeline_id!r} already has a different outcome: {known.status} (from the {known.source})"
             )
-        if not outcome.accepted(settlement):
-            raise CallbackConflict(
-                f"pipeline {pipeline_id!r} already has a different outcome: {outcome.stored.status} "
-                f"(from the {outcome.stored.source})"
-            )
-        return pipeline_id, outcome.stored.attempt == settlement.attempt
+        return pipeline_id, False
 
     async def _settle(self, promise_id: str, settlement: Settlement) -> SettleResult:
         try:
-            return await self._call(settle_callback(self._promises, promise_id, settlement))
+            outcome = await self._call(settle_callback(self._promises, promise_id, settlement))
         except ServerError as exc:
             if exc.code == 404:
                 raise UnknownCallbackPromise(promise_id) from exc
             raise CoordinatorUnavailable(f"the Resonate server refused the settlement: {exc}") from exc
+        if outcome.stored is not None:
+            self._settled[promise_id] = outcome.stored
+            if len(self._settled) > SETTLED_CACHE_SIZE:
+                self._settled.popitem(last=False)
+        return outcome
 
     # ── plumbing ─────────────────────────────────────────────────────────
 

@@ -178,6 +178,10 @@ class DatabricksJobs:
                         auth_type="pat",
                         http_timeout_seconds=self._config.http_timeout_seconds,
                         retry_timeout_seconds=self._config.retry_timeout_seconds,
+                        # One pooled connection per thread that may call at once
+                        # (the SDK's default pool of 20 would churn connections).
+                        max_connection_pools=self._config.max_concurrent_calls,
+                        max_connections_per_pool=self._config.max_concurrent_calls,
                     )
                 )
             return self._client
