@@ -249,7 +249,7 @@ def create_app(
             }
         },
     )
-    async def databricks_callback(request: Request, pipelines: PipelinesDep, settings: SettingsDep) -> CallbackReceipt:
+    async def databricks_callback(request: Request, pipelines: PipelinesDep, settings: SettingsDep) -> JSONResponse:
         body = await request.body()  # bounded by BodyLimit
         callback = authenticate_callback(body, request.headers, settings.CALLBACK_SIGNING_SECRET)
         pipeline_id, settled = await pipelines.settle_from_callback(callback)
@@ -259,7 +259,8 @@ def create_app(
             # A repeat is routine (notebook retries, replays) and can come in bulk.
             level = logging.INFO if settled else logging.DEBUG
             logger.log(level, "callback %s", outcome, extra={"fields": {"status": callback.status}})
-        return CallbackReceipt(promise_id=callback.promise_id, pipeline_id=pipeline_id, outcome=outcome)
+        # Built directly: this is the hot path, and the document is CallbackReceipt's.
+        return JSONResponse({"promise_id": callback.promise_id, "pipeline_id": pipeline_id, "outcome": outcome})
 
     @app.get(
         "/run",

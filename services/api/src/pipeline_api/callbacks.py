@@ -8,6 +8,7 @@ trusted, or even validated, until the signature holds.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from pydantic import ValidationError
@@ -16,6 +17,9 @@ from pipeline_shared.errors import CallbackUnauthorized, InvalidCallback
 from pipeline_shared.signing import CallbackSignatureError, derive_callback_key, verify_callback
 
 from .schemas import CallbackRequest
+
+#: A JSON escape of a UTF-16 surrogate: the only way parsed text can fail to encode.
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> float:
@@ -37,7 +41,9 @@ def _parse(body: bytes) -> object:
     """
     try:
         document = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
-        json.dumps(document, ensure_ascii=False).encode()
+        if _ESCAPED_SURROGATE.search(body):
+            # An escaped lone surrogate parses, but cannot be stored as UTF-8.
+            json.dumps(document, ensure_ascii=False).encode()
     except UnicodeEncodeError as exc:
         raise InvalidCallback(f"the callback body is not valid Unicode text: {exc.reason}") from exc
     except RecursionError as exc:

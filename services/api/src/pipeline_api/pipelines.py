@@ -248,17 +248,17 @@ class Pipelines:
         # shape first also keeps arbitrary bytes out of requests to Resonate.
         if not PIPELINE_ID.fullmatch(pipeline_id) or callback.promise_id != ids.callback_promise_id(pipeline_id):
             raise UnknownCallbackPromise(callback.promise_id)
-        settlement = Settlement(
-            status=callback.status,
-            result=callback.result,
-            error=callback.error,
-            source="callback",
-            received_at=now_ms(),
-        )
         known = self._settled.get(callback.promise_id)
         if known is not None:
             self._settled.move_to_end(callback.promise_id)
         else:
+            settlement = Settlement(
+                status=callback.status,
+                result=callback.result,
+                error=callback.error,
+                source="callback",
+                received_at=now_ms(),
+            )
             outcome = await self._settle(callback.promise_id, settlement)
             if outcome.stored is None:
                 raise CallbackConflict(
@@ -268,7 +268,7 @@ class Pipelines:
             if outcome.stored.attempt == settlement.attempt:
                 return pipeline_id, True
             known = outcome.stored
-        if not known.agrees_with(settlement):
+        if not known.agrees_with(callback.status, callback.result):
             raise CallbackConflict(
                 f"pipeline {pipeline_id!r} already has a different outcome: {known.status} (from the {known.source})"
             )

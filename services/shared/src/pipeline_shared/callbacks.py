@@ -30,7 +30,7 @@ class SettleResult:
 
     def accepted(self, attempt: Settlement) -> bool:
         """Whether ``attempt`` is now the outcome, or agrees with the one stored."""
-        return self.stored is not None and self.stored.agrees_with(attempt)
+        return self.stored is not None and self.stored.agrees_with(attempt.status, attempt.result)
 
 
 def stored_settlement(record: PromiseRecord) -> SettleResult:

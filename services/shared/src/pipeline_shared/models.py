@@ -104,17 +104,17 @@ class Settlement(_Model):
     #: same millisecond only the one that was stored claims to have settled.
     attempt: str = Field(default_factory=lambda: uuid.uuid4().hex)
 
-    def agrees_with(self, other: Settlement) -> bool:
-        """Whether ``other`` repeats this outcome rather than contradicting it.
+    def agrees_with(self, status: str, result: dict[str, Any] | None) -> bool:
+        """Whether a report of ``status`` and ``result`` repeats this outcome rather than contradicting it.
 
         Two failures agree even when worded differently: the notebook reports
         the exception while the watchdog reports Databricks' state message for
         the same failed run, and the first cause stands. Two successes agree
         only with the same result.
         """
-        if self.status != other.status:
+        if self.status != status:
             return False
-        return self.status != "success" or self.result == other.result
+        return self.status != "success" or self.result == result
 
 
 class Notification(_Model):
