@@ -3,7 +3,8 @@
 They are ``async def`` although they only read ``app.state``: FastAPI runs a
 plain ``def`` dependency in a worker thread, which cost the callback route two
 thread hand-offs per request (about a fifth of its CPU under load, measured
-by tests/benchmark).
+by tests/benchmark). The callback route, the hottest, takes none at all
+(see app.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ from fastapi import Depends, Request
 from pipeline_shared.resonate_client import ResonateLink
 
 from .pipelines import Pipelines
-from .settings import GatewaySettings
-
-
-async def _settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
 
 
 async def _link(request: Request) -> ResonateLink:
@@ -30,6 +26,5 @@ async def _pipelines(request: Request) -> Pipelines:
     return request.app.state.pipelines
 
 
-SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 LinkDep = Annotated[ResonateLink, Depends(_link)]
 PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
