@@ -90,6 +90,12 @@ class BodyLimit:
     read; a chunked body is counted as it arrives and refused once it passes
     the limit. Every route gets a bound, so no request can make the gateway
     buffer an arbitrary amount of memory.
+
+    Written here rather than taken from FastAPI's ``max_body_size`` (Starlette's
+    RequestBodyLimitMiddleware): that one checks a declared Content-Length
+    only when the route reads its body or starts its response, so a route that
+    ignores its body (cancel) would act first and answer 413 after; checked
+    with FastAPI 0.165. A rejected request must change nothing.
     """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
