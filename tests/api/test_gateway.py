@@ -144,10 +144,40 @@ async def test_same_request_again_is_the_same_pipeline(gateway: Gateway) -> None
 async def test_concurrent_identical_starts_give_one_pipeline_and_one_run(gateway: Gateway) -> None:
     responses = await asyncio.gather(*(gateway.start(id="burst-1") for _ in range(50)))
 
-    assert {r.status_code for r in responses} <= {200, 202}
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 49 + [202], "exactly one request is told it created the pipeline"
     assert {r.json()["id"] for r in responses} == {"burst-1"}
     await gateway.wait_for_state("burst-1", "waiting")
     await asyncio.sleep(0.2)
+    assert len(gateway.harness.jobs.runs_by_token) == 1
+
+
+async def test_identical_starts_that_all_read_before_any_creates_get_one_202(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request's read finds nothing before any of them creates: the race
+    # a busy gateway (or several) can meet. Only the creator may answer 202.
+    racers = 20
+    promises = gateway.harness.resonate.promises
+    read = promises.get
+    all_have_read = asyncio.Barrier(racers)
+    first_reads = 0
+
+    async def get(promise_id: str) -> Any:
+        nonlocal first_reads
+        first_reads += 1
+        try:
+            return await read(promise_id)
+        finally:
+            if first_reads <= racers:
+                await all_have_read.wait()
+
+    monkeypatch.setattr(promises, "get", get)
+    responses = await asyncio.gather(*(gateway.start(id="race-1") for _ in range(racers)))
+
+    assert all_have_read.n_waiting == 0 and first_reads >= racers
+    assert sorted(r.status_code for r in responses) == [200] * (racers - 1) + [202]
+    await gateway.wait_for_state("race-1", "waiting")
     assert len(gateway.harness.jobs.runs_by_token) == 1
 
 

@@ -62,6 +62,10 @@ from .settings import GatewaySettings
 #: bytes each).
 SETTLED_CACHE_SIZE = 10_000
 
+#: Tag on a pipeline's root promise holding the nonce of the start request
+#: that created it: Resonate hands a repeated create the stored record.
+CREATED_BY_TAG = "pipeline:created-by"
+
 #: What a pipeline id looks like (the start request enforces it).
 PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 
@@ -93,9 +97,9 @@ class Pipelines:
         Returns the status and whether this call created it. Safe under any
         number of concurrent identical requests: Resonate creates a promise id
         once and hands every later create the stored record, which is then
-        compared with this request. ("Created" is judged by the read before
-        the create, so identical requests racing each other may both be told
-        202; there is still one pipeline and one run.)
+        compared with this request. Each create carries a nonce tag, so of
+        identical requests racing past the read, exactly one is told it
+        created the pipeline.
         """
         spec = PipelineSpec(
             id=request.id or uuid.uuid4().hex,
@@ -104,9 +108,11 @@ class Pipelines:
             timeout_seconds=request.timeout_seconds or self._settings.PIPELINE_DEFAULT_TIMEOUT_SECONDS,
         )
         record = await self._get(spec.id)
-        created = record is None
+        created = False
         if record is None:
-            record = await self._create_root(spec)
+            nonce = uuid.uuid4().hex
+            record = await self._create_root(spec, nonce)
+            created = record.tags.get(CREATED_BY_TAG) == nonce
         stored = _spec_of(record)
         if stored != spec:
             raise PipelineConflict(
@@ -117,7 +123,7 @@ class Pipelines:
             metrics.PIPELINES_STARTED.inc()
         return await self._status_of(record, stored), created
 
-    async def _create_root(self, spec: PipelineSpec) -> PromiseRecord:
+    async def _create_root(self, spec: PipelineSpec, nonce: str) -> PromiseRecord:
         # Not ``Resonate.rpc``, which would also subscribe the gateway to every
         # pipeline's completion (see pipeline_shared.invocations).
         deadline = now_ms() + 1000 * (spec.timeout_seconds + self._settings.PIPELINE_FINISH_GRACE_SECONDS)
@@ -130,6 +136,7 @@ class Pipelines:
                 group=names.WORKER_GROUP,
                 origin=spec.id,
                 timeout_at=deadline,
+                extra_tags={CREATED_BY_TAG: nonce},
             )
         )
 

@@ -13,6 +13,7 @@ given time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from resonate.connections.sse import resolve_target
@@ -33,12 +34,14 @@ async def dispatch(
     origin: str,
     timeout_at: int,
     not_before: int | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> PromiseRecord:
     """Create the invocation ``function(argument)`` on ``group``, idempotently by id.
 
     ``origin`` is the lineage the id belongs to: the id itself for a root,
     else a prefix of it. Creating an id that exists returns the stored record
-    unchanged.
+    unchanged, so ``extra_tags`` that only this call sends (a nonce) tell
+    whether this call created the promise.
     """
     tags = {
         "resonate:origin": origin,
@@ -49,6 +52,7 @@ async def dispatch(
     }
     if not_before is not None:
         tags["resonate:delay"] = str(not_before)
+    tags |= extra_tags or {}
     return await promises.create(
         promise_id,
         timeout_at=timeout_at,
