@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,8 @@ TEST_SETTINGS = {
     "WATCHDOG_INTERVAL_SECONDS": "2",
     # A killed worker's or notifier's work moves to a live one this soon.
     "TASK_LEASE_SECONDS": "6",
+    # A partitioned Resonate server is noticed within twice this (TCP keepalive).
+    "RESONATE_STREAM_KEEPALIVE_SECONDS": "3",
     # Fault tests stop pipelines at exact points (pipeline_shared.testhooks).
     "WORKER_TEST_HOOKS": "1",
     # A Databricks answer slower than this is retried; fault tests make one slow.
@@ -241,6 +244,25 @@ class Stack:
         self.compose("restart", service)
         if wait:
             self.wait_healthy(service)
+
+    @contextmanager
+    def partitioned(self, service: str) -> Iterator[None]:
+        """Cut the service's container off every network for the block, then reattach it.
+
+        Nothing is closed: peers' connections to it go silent, as when a
+        host is lost or a network partitions. It keeps its service name.
+        """
+        container = self.container_name(service)
+        networks_of = ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container]
+        inspected = subprocess.run(networks_of, capture_output=True, text=True, check=True)
+        networks = list(json.loads(inspected.stdout))
+        for network in networks:
+            subprocess.run(["docker", "network", "disconnect", network, container], check=True)
+        try:
+            yield
+        finally:
+            for network in networks:
+                subprocess.run(["docker", "network", "connect", "--alias", service, network, container], check=True)
 
     def logs(self, *services: str, tail: int | None = None) -> str:
         args = ["logs", "--no-color"]

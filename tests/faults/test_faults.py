@@ -199,6 +199,34 @@ def test_gateway_restarted_mid_flight(stack, batch: Batch) -> None:  # type: ign
     batch.assert_exactly_once()
 
 
+# ── the network ─────────────────────────────────────────────────────────────
+
+
+def test_resonate_partitioned_away_is_noticed_and_the_batch_finishes_after(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+    # While pipelines wait, the worker's and notifier's event streams carry no
+    # bytes, and a partition closes nothing: only TCP keepalive
+    # (RESONATE_STREAM_KEEPALIVE_SECONDS=3 here) tells them the stream is dead.
+    # The notebooks call back into the partition and retry.
+    batch.plan(start_delay_seconds=4).start()
+    batch.wait_for("waiting")
+
+    with stack.partitioned("resonate"):
+        # Readiness also asks the server, which fails at once; the stream's
+        # own state is the message checked here.
+        for ops in (stack.worker_ops_url, stack.notifier_ops_url):
+            batch.wait_until(
+                lambda ops=ops: _readiness(ops) == "event stream to the Resonate server is not connected",
+                f"{ops} reporting its event stream down",
+                timeout=30,
+            )
+        time.sleep(5)  # the notebooks' callbacks meet the partition
+
+    stack.wait_healthy("worker")
+    stack.wait_healthy("notifier")
+    batch.wait_for("succeeded", timeout=180)
+    batch.assert_exactly_once()
+
+
 # ── Databricks misbehaving ──────────────────────────────────────────────────
 
 
@@ -293,3 +321,9 @@ def _wait_container_healthy(name: str, timeout: float = 90) -> None:
             return
         assert time.monotonic() < deadline, f"{name} not healthy after {timeout}s ({health})"
         time.sleep(0.5)
+
+
+def _readiness(ops_url: str) -> str | None:
+    """Why the service at ``ops_url`` is not ready, or None when it is."""
+    response = httpx.get(f"{ops_url}/readyz", timeout=10)
+    return None if response.status_code == 200 else response.json().get("message")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import uuid
 from typing import Any
 
@@ -79,3 +80,32 @@ async def test_the_event_stream_has_no_total_timeout() -> None:
         assert (session.timeout.total, session.timeout.sock_read) == (None, None)
     finally:
         await session.close()
+
+
+async def test_the_event_stream_socket_probes_a_silent_peer(standin) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # An idle stream carries no bytes: only TCP keepalive notices a server
+    # that vanished without closing it (tests/faults partitions one for real).
+    link = connect(standin.url, f"group-{uuid.uuid4().hex[:6]}", lease_seconds=5, stream_keepalive_seconds=9)
+    source = link._source
+    assert source is not None
+    opened: list[socket.socket] = []
+    make_socket = source._keepalive_socket
+
+    def recorded(addr_info: Any) -> socket.socket:
+        opened.append(make_socket(addr_info))
+        return opened[-1]
+
+    source._keepalive_socket = recorded  # type: ignore[method-assign]
+    link.resonate.start()
+    try:
+        await until(lambda: link.listening, "the event stream open")
+        [stream] = opened
+        options = [
+            stream.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        ]
+        assert options == [1, 9, 3, 3], "dead within 9 + 3 x 3 = 18 s of silence"
+    finally:
+        await link.resonate.stop()

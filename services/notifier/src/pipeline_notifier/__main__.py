@@ -31,6 +31,7 @@ async def main() -> None:
         token=settings.RESONATE_TOKEN,
         max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
         lease_seconds=settings.TASK_LEASE_SECONDS,
+        stream_keepalive_seconds=settings.RESONATE_STREAM_KEEPALIVE_SECONDS,
     )
     resonate = link.resonate
     hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=NOTIFIER_POINTS)

@@ -13,11 +13,18 @@ Every service talks to Resonate over HTTP (requests) and Server-Sent Events
   aiohttp's default session, whose total timeout (300 s) ends the stream with
   a ``TimeoutError`` that its reconnect loop does not catch: the listener
   task dies and the process never receives work again.
+- An event stream whose far end is gone. An idle stream carries no bytes, so
+  one whose server vanished without closing it (host lost, network
+  partition, a NAT or firewall forgetting the connection) would look open
+  forever, and the process would wait for work that can no longer reach it.
+  TCP keepalive probes turn that silence into a connection error, which the
+  SDK's loop answers by reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from datetime import timedelta
 
@@ -35,6 +42,9 @@ RECONNECT_BACKOFF = ExponentialBackoff(initial=0.2, factor=2.0, max_delay=5.0)
 #: total or read timeout (an idle stream is silent), only a bound on connecting.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
 
+#: Unanswered keepalive probes after which the kernel declares the stream dead.
+KEEPALIVE_PROBES = 3
+
 #: The id the readiness probe reads. It never exists; a 404 proves the server
 #: answered, which is all readiness needs.
 _PROBE_PROMISE_ID = "readiness-probe-never-created"
@@ -49,16 +59,29 @@ class MonitoredSSEConnection(SSEConnection):
     the stream no total timeout.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, keepalive_seconds: float, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.connected = asyncio.Event()
+        self.keepalive_seconds = keepalive_seconds
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         # The SDK would build a session with aiohttp's 300 s total timeout
-        # (see the module docstring); build it first, without one.
+        # and no keepalive (see the module docstring); build it first, right.
         if self._session is None and not self._stopped:
-            self._session = aiohttp.ClientSession(timeout=STREAM_TIMEOUT)
+            connector = aiohttp.TCPConnector(socket_factory=self._keepalive_socket)
+            self._session = aiohttp.ClientSession(timeout=STREAM_TIMEOUT, connector=connector)
         return super()._ensure_session()
+
+    def _keepalive_socket(self, addr_info: aiohttp.AddrInfoType) -> socket.socket:
+        """A TCP socket that probes an idle peer: a dead one is noticed within twice ``keepalive_seconds``."""
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        idle = max(1, round(self.keepalive_seconds))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // KEEPALIVE_PROBES))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+        return sock
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> None:
         self.connected.set()
@@ -109,6 +132,7 @@ def connect(
     listen: bool = True,
     max_concurrent_tasks: int | None = None,
     lease_seconds: float | None = None,
+    stream_keepalive_seconds: float = 30.0,
 ) -> ResonateLink:
     """Build a Resonate client in ``group``, not yet started.
 
@@ -119,7 +143,14 @@ def connect(
     """
     pid = uuid.uuid4().hex
     source = (
-        MonitoredSSEConnection(url=url, pid=pid, group=group, auth=token, backoff=RECONNECT_BACKOFF)
+        MonitoredSSEConnection(
+            url=url,
+            pid=pid,
+            group=group,
+            auth=token,
+            backoff=RECONNECT_BACKOFF,
+            keepalive_seconds=stream_keepalive_seconds,
+        )
         if listen
         else None
     )

@@ -34,6 +34,10 @@ class ServiceSettings(BaseSettings):
     RESONATE_URL: str
     #: Bearer token for the Resonate server, when it requires one.
     RESONATE_TOKEN: str | None = None
+    #: An event stream silent this long is probed (TCP keepalive); a server
+    #: that vanished without closing it is noticed within twice this, and the
+    #: stream reconnected.
+    RESONATE_STREAM_KEEPALIVE_SECONDS: float = Field(default=30.0, ge=1, le=3600)
     #: Port of the ops endpoints (/healthz, /readyz, /metrics) in services
     #: that serve nothing else over HTTP.
     OPS_PORT: int = 9000
