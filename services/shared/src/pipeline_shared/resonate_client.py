@@ -56,7 +56,7 @@ class MonitoredSSEConnection(SSEConnection):
     It hooks the SDK's stream reader (a private method of the pinned
     resonate-sdk 0.8.1; the ops tests fail if that ever changes), which runs
     exactly while a stream is established, and its session factory, to give
-    the stream no total timeout.
+    the stream no total timeout and a socket that probes a silent server.
     """
 
     def __init__(self, *args: object, keepalive_seconds: float, **kwargs: object) -> None:
