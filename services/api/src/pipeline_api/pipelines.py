@@ -15,7 +15,6 @@ any service. A pipeline is:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -39,7 +38,7 @@ from pipeline_shared.errors import (
 )
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
-    PIPELINE_ID_PATTERN,
+    PIPELINE_ID,
     PipelineOutcome,
     PipelineSpec,
     PipelineState,
@@ -65,9 +64,6 @@ SETTLED_CACHE_SIZE = 10_000
 #: Tag on a pipeline's root promise holding the nonce of the start request
 #: that created it: Resonate hands a repeated create the stored record.
 CREATED_BY_TAG = "pipeline:created-by"
-
-#: What a pipeline id looks like (the start request enforces it).
-PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 
 
 def now_ms() -> int:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline_shared.ids import email_message_id
-from pipeline_shared.models import PIPELINE_ID_PATTERN, Notification, PipelineState
+from pipeline_shared.models import PIPELINE_ID, Notification, PipelineState
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
@@ -55,7 +55,6 @@ MAX_ERROR_CHARS = 4000
 #: ever arrive.
 MAX_SUBJECT_ID_CHARS = 64
 
-_PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 #: A hostname-like Message-ID right-hand side: letters, digits, dots, hyphens.
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -343,7 +342,7 @@ def _header_pipeline_id(pipeline_id: str) -> str:
     The model already restricts ids to a header-safe alphabet; this holds
     even for a Notification built without validation.
     """
-    if _PIPELINE_ID.fullmatch(pipeline_id):
+    if PIPELINE_ID.fullmatch(pipeline_id):
         return pipeline_id
     return _one_line(pipeline_id, MAX_SUBJECT_ID_CHARS)
 

@@ -11,6 +11,7 @@ what the services exchange lives here.
 
 from __future__ import annotations
 
+import re
 import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -22,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 PIPELINE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 PipelineId = Annotated[str, StringConstraints(pattern=PIPELINE_ID_PATTERN)]
+#: The same rule, for checking a pipeline id taken from elsewhere (a promise id, a header).
+PIPELINE_ID = re.compile(PIPELINE_ID_PATTERN)
 
 
 class PipelineState(StrEnum):
