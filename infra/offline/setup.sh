@@ -12,14 +12,16 @@
 #   2. dockerd started in the background, waited for until `docker info` answers;
 #   3. the compose v2 CLI plugin, taken from Debian 13's `docker-compose` package;
 #   4. a Python 3.13 base image built from a Debian 13 debootstrap, carrying this
-#      machine's CA bundle so pip and uv in image builds trust its TLS proxy.
-# Then run the stack with the override that builds from that base and swaps the
-# unpullable Resonate server for the in-memory stand-in:
+#      machine's CA bundle so pip and uv in image builds trust its TLS proxy;
+#   5. the pinned resonate-pg schema (resonate.sql) copied from a local mirror
+#      into infra/resonate-pg/schema/ (git ignores it), since GitHub cannot be
+#      reached; the image build checks its sha256 either way.
+# Then run the stack with the override that builds every image from that base:
 #   COMPOSE_FILE=compose.yaml:infra/offline/compose.yaml docker compose up --build
 #
 # Settings (environment): OFFLINE_BASE_IMAGE, OFFLINE_DEBIAN_MIRROR,
-# OFFLINE_CA_BUNDLE, OFFLINE_DOCKERD_LOG, OFFLINE_WORK_DIR. Needs root for the
-# steps that install or start something.
+# OFFLINE_CA_BUNDLE, OFFLINE_DOCKERD_LOG, OFFLINE_WORK_DIR, OFFLINE_RESONATE_PG_DIR.
+# Needs root for the steps that install or start something.
 set -euo pipefail
 
 #: The base image the override builds every Python service from.
@@ -32,6 +34,13 @@ CA_BUNDLE="${OFFLINE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 DOCKERD_LOG="${OFFLINE_DOCKERD_LOG:-/var/log/dockerd.log}"
 #: Scratch space for the debootstrap tree and downloaded packages.
 WORK_DIR="${OFFLINE_WORK_DIR:-${TMPDIR:-/tmp}}"
+#: The repository this script belongs to.
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+#: A local mirror of resonate-pg holding resonate.sql (the shared/ folder
+#: beside the repository on this project's machines).
+RESONATE_PG_DIR="${OFFLINE_RESONATE_PG_DIR:-$REPO_ROOT/../shared/vendor/resonate-pg}"
+#: Where the resonate-pg image build looks for a local copy of the schema.
+SCHEMA_COPY="$REPO_ROOT/infra/resonate-pg/schema/resonate.sql"
 #: A system-wide plugin directory the docker CLI searches.
 PLUGIN_DIR=/usr/libexec/docker/cli-plugins
 #: Oldest compose that understands the override (`!reset`, `profiles`).
@@ -202,12 +211,28 @@ ensure_base_image() {
     log "base image: built $BASE_IMAGE ($(docker run --rm "$BASE_IMAGE" python --version))"
 }
 
+ensure_schema_copy() {
+    local source="$RESONATE_PG_DIR/resonate.sql"
+    if [[ -f "$SCHEMA_COPY" ]] && [[ ! -f "$source" ]]; then
+        log "resonate-pg schema: local copy present ($SCHEMA_COPY)"
+        return
+    fi
+    [[ -f "$source" ]] || die "no resonate.sql in $RESONATE_PG_DIR (set OFFLINE_RESONATE_PG_DIR to a local mirror of resonate-pg)"
+    if cmp -s "$source" "$SCHEMA_COPY"; then
+        log "resonate-pg schema: local copy present"
+        return
+    fi
+    install -m 0644 "$source" "$SCHEMA_COPY"
+    log "resonate-pg schema: copied from $RESONATE_PG_DIR (the image build checks its sha256)"
+}
+
 main() {
     local started=$SECONDS
     ensure_engine
     ensure_daemon
     ensure_compose
     ensure_base_image
+    ensure_schema_copy
     log "ready in $((SECONDS - started))s; run the stack with:"
     log "  COMPOSE_FILE=compose.yaml:infra/offline/compose.yaml docker compose up --build"
 }

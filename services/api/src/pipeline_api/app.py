@@ -60,6 +60,10 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
 
 CALLBACK_PATH = "/callbacks/databricks"
 
+#: Told to clients when the Resonate database cannot be reached: about how
+#: long a database restart takes, and past the notebook's first retries.
+RETRY_AFTER_SECONDS = 5
+
 #: Every other request body is a few kilobytes (a start request's parameters
 #: are capped at 8,000 bytes); anything far larger is refused unread.
 REQUEST_MAX_BODY_BYTES = 64 * 1024
@@ -149,7 +153,7 @@ def create_app(
 
     def default_connect(s: GatewaySettings) -> ResonateLink:
         # Send-only: the gateway starts, reads and settles; it runs no work.
-        return connect(s.RESONATE_URL, names.API_GROUP, token=s.RESONATE_TOKEN, listen=False)
+        return connect(s, names.API_GROUP, listen=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -180,9 +184,12 @@ def create_app(
         status = _STATUS_BY_ERROR.get(type(exc), 500)
         if request.url.path == CALLBACK_PATH:
             metrics.CALLBACK_REJECTIONS.labels(reason=exc.code).inc()
+        headers = None
         if status >= 500:
             logger.error("request failed: %s", exc.message)
-        return _error(status, exc.code, exc.message, exc.details)
+        if isinstance(exc, CoordinatorUnavailable):
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return _error(status, exc.code, exc.message, exc.details, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -307,11 +314,11 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses=_responses(503), summary="The gateway can reach the Resonate server")
+    @app.get("/readyz", responses=_responses(503), summary="The gateway can reach the Resonate database")
     async def readyz(link: LinkDep) -> JSONResponse:
-        reason = await link.readiness(needs_push=False)
+        reason = await link.readiness()
         if reason is not None:
-            return _error(503, "not_ready", reason)
+            return _error(503, "not_ready", reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return JSONResponse({"status": "ready"})
 
     def openapi() -> dict[str, Any]:

@@ -25,14 +25,7 @@ async def main() -> None:
     settings = load_settings(NotifierSettings)
     configure_logging("notifier", settings.LOG_LEVEL)
 
-    link = connect(
-        settings.RESONATE_URL,
-        names.NOTIFIER_GROUP,
-        token=settings.RESONATE_TOKEN,
-        max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
-        lease_seconds=settings.TASK_LEASE_SECONDS,
-        stream_keepalive_seconds=settings.RESONATE_STREAM_KEEPALIVE_SECONDS,
-    )
+    link = connect(settings, names.NOTIFIER_GROUP, max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS)
     resonate = link.resonate
     hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=NOTIFIER_POINTS)
     resonate.with_dependency(
@@ -60,6 +53,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # uvloop: the process is mostly HTTP to Resonate; it made the gateway's
-    # requests markedly cheaper (see the benchmark).
+    # uvloop: the process is mostly network I/O (Resonate's database, and
+    # Databricks or SMTP); it made the gateway's requests markedly cheaper
+    # (see the benchmark).
     uvloop.run(main())

@@ -89,17 +89,14 @@ async def run_resonate_worker(
     """Take work from Resonate and serve the ops endpoints until SIGTERM or SIGINT.
 
     Register every function and dependency on ``link.resonate`` first: work
-    may arrive the moment it starts. Ready means the event stream is open.
+    may arrive the moment it starts. Ready means the Resonate database
+    answers with the expected schema.
     """
     stop = stop_on_signals()
     link.resonate.start()
     logger.info("%s started", service)
-
-    async def readiness() -> str | None:
-        return await link.readiness(needs_push=True)
-
     try:
-        await serve_ops(service, readiness, ops_port, stop, extra_routes)
+        await serve_ops(service, link.readiness, ops_port, stop, extra_routes)
     finally:
         logger.info("%s stopping", service)
         await link.resonate.stop()

@@ -1,167 +1,228 @@
 """The one way a service connects to the Resonate server.
 
-Every service talks to Resonate over HTTP (requests) and Server-Sent Events
-(work and wake-ups pushed to it). Two things the SDK leaves to us:
+The server is resonate-pg: Resonate's protocol as stored procedures in one
+Postgres database (infra/resonate-pg). There is no server process between a
+service and the database: ``resonate_pg.PostgresConnection`` runs every
+request as ``resonate.resonate_rpc(...)`` and receives work by draining the
+database's outbox, woken by ``NOTIFY``. What this module adds to it:
 
-- Knowing whether the push channel is up. A worker whose event stream is down
-  receives no work, so it must not report itself ready. The SDK's
-  ``SSEConnection`` keeps that to itself; :class:`MonitoredSSEConnection`
-  observes it.
-- A reconnect ladder that suits containers. The SDK backs off to a minute
-  between attempts; after a server restart we want workers back in seconds.
-- An event stream that outlives five minutes. The SDK opens it with
-  aiohttp's default session, whose total timeout (300 s) ends the stream with
-  a ``TimeoutError`` that its reconnect loop does not catch: the listener
-  task dies and the process never receives work again.
-- An event stream whose far end is gone. An idle stream carries no bytes, so
-  one whose server vanished without closing it (host lost, network
-  partition, a NAT or firewall forgetting the connection) would look open
-  forever, and the process would wait for work that can no longer reach it.
-  TCP keepalive probes turn that silence into a connection error, which the
-  SDK's loop answers by reconnecting.
+- Sessions that survive the database going away. The connector's own pool
+  hands out a pooled connection without looking at it, so the first requests
+  after a database restart fail on connections that died with the old server.
+  :class:`ResonateDatabase` checks a connection as it is lent, and bounds how
+  long connecting and waiting for a connection may take, so a request during
+  an outage fails in seconds (the gateway answers 503) instead of hanging.
+- A database whose far end is gone. A connection to a host lost or a network
+  partitioned carries no bytes and would look open forever; TCP keepalive
+  and ``tcp_user_timeout`` turn that silence into an error, and the
+  connector's LISTEN loop reconnects. Until then its pump drains on a short
+  tick, so a deaf listener costs latency, never work.
+- Timers left to pg_cron. The connector can advance timers itself, but it
+  switches that off for good after one failure, and the services' roles may
+  not run ``process_timeouts`` at all: the server's pg_cron job is the
+  one driver (see infra/resonate-pg).
+- Readiness: the database answers and holds the schema version this code was
+  written against.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
-import aiohttp
-from resonate.connections import HttpConnection, SSEConnection
-from resonate.error import ResonateError, ServerError
+import psycopg
+from psycopg import conninfo as libpq
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from resonate.resonate import Resonate
-from resonate.retry import ExponentialBackoff
+from resonate_pg import PostgresConnection
 
-#: Reconnect quickly after a server restart, but never hammer a server that
-#: stays down: 0.2 s doubling to 5 s.
-RECONNECT_BACKOFF = ExponentialBackoff(initial=0.2, factor=2.0, max_delay=5.0)
+if TYPE_CHECKING:
+    from resonate_pg.client import PgConn
 
-#: The event stream is one request that lasts as long as the process: no
-#: total or read timeout (an idle stream is silent), only a bound on connecting.
-STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
+    from .settings import ServiceSettings
 
-#: Unanswered keepalive probes after which the kernel declares the stream dead.
+#: The resonate-pg schema this code speaks to (``resonate.get_schema_version()``),
+#: that of the pinned resonate.sql (infra/resonate-pg/Dockerfile). A database
+#: with another version is not used: the stored procedures are the protocol.
+EXPECTED_SCHEMA_VERSION = "0.1.0"
+
+#: Longest a new connection may take to be established.
+CONNECT_TIMEOUT_SECONDS = 5
+
+#: Longest a request waits for a pooled connection before it fails; during a
+#: database outage this is how soon the gateway answers 503.
+POOL_WAIT_SECONDS = 5.0
+
+#: Every protocol action is a short stored procedure; one running this long is
+#: stuck on something, and failing it lets the caller retry.
+STATEMENT_TIMEOUT_MS = 30_000
+
+#: Unanswered keepalive probes after which the kernel declares a connection dead.
 KEEPALIVE_PROBES = 3
 
-#: The id the readiness probe reads. It never exists; a 404 proves the server
-#: answered, which is all readiness needs.
-_PROBE_PROMISE_ID = "readiness-probe-never-created"
+#: Pooled connections per process. The connector's default (16) is sized for
+#: millisecond requests; each is a Postgres backend, the server's scarcer resource.
+POOL_MAX_SIZE = 16
 
 
-class MonitoredSSEConnection(SSEConnection):
-    """An ``SSEConnection`` that says whether its event stream is open.
+def conninfo(
+    url: str, password: str | None, *, application_name: str, keepalive_seconds: float
+) -> str:
+    """The libpq connection string for ``url`` with this project's timeouts."""
+    idle = max(1, round(keepalive_seconds))
+    return libpq.make_conninfo(
+        url,
+        password=password,
+        application_name=application_name,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=idle,
+        keepalives_interval=max(1, idle // KEEPALIVE_PROBES),
+        keepalives_count=KEEPALIVE_PROBES,
+        # Data sent and not acknowledged for this long (a request on a
+        # partitioned connection) fails the connection, as keepalive does for
+        # an idle one.
+        tcp_user_timeout=idle * 2 * 1000,
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+    )
 
-    It hooks the SDK's stream reader (a private method of the pinned
-    resonate-sdk 0.8.1; the ops tests fail if that ever changes), which runs
-    exactly while a stream is established, and its session factory, to give
-    the stream no total timeout and a socket that probes a silent server.
+
+class ResonateDatabase:
+    """The connector's sessions (``resonate_pg.client.PgSessions``), made for outages.
+
+    Written here rather than taking ``resonate_pg.PsycopgSessions``: that
+    one builds its pool with neither a check on lending nor a bound on
+    waiting, which are what a database restart and an outage need (see the
+    module docstring). Nothing connects until the first request.
     """
 
-    def __init__(self, *args: object, keepalive_seconds: float, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.connected = asyncio.Event()
-        self.keepalive_seconds = keepalive_seconds
+    def __init__(self, dsn: str, *, max_size: int = POOL_MAX_SIZE) -> None:
+        self._dsn = dsn
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=POOL_WAIT_SECONDS,
+            # A connection that died with the server is replaced, not lent.
+            check=AsyncConnectionPool.check_connection,
+            # Keep trying to refill the pool for as long as the database is
+            # away; the default gives up after five minutes.
+            reconnect_timeout=float("inf"),
+        )
+        self._opened = False
+        self._lock = asyncio.Lock()
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        # The SDK would build a session with aiohttp's 300 s total timeout
-        # and no keepalive (see the module docstring); build it first, right.
-        if self._session is None and not self._stopped:
-            connector = aiohttp.TCPConnector(socket_factory=self._keepalive_socket)
-            self._session = aiohttp.ClientSession(timeout=STREAM_TIMEOUT, connector=connector)
-        return super()._ensure_session()
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[PgConn]:
+        await self._open()
+        async with self._pool.connection() as conn:
+            yield cast("PgConn", conn)
 
-    def _keepalive_socket(self, addr_info: aiohttp.AddrInfoType) -> socket.socket:
-        """A TCP socket that probes an idle peer: a dead one is noticed within twice ``keepalive_seconds``."""
-        family, kind, proto, _, _ = addr_info
-        sock = socket.socket(family=family, type=kind, proto=proto)
-        idle = max(1, round(self.keepalive_seconds))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // KEEPALIVE_PROBES))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
-        return sock
+    async def dedicated(self) -> PgConn:
+        """An autocommit connection for ``LISTEN``, outside the pool (it idles for the process's life)."""
+        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        return cast("PgConn", conn)
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse) -> None:
-        self.connected.set()
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+
+    async def schema_version(self) -> str | None:
+        """The schema version the database reports, or None where it has no resonate-pg schema."""
+        async with self.session() as conn:
+            cursor = await conn.execute(
+                "SELECT CASE WHEN to_regprocedure('resonate.get_schema_version()') IS NULL"
+                " THEN NULL ELSE resonate.get_schema_version() END"
+            )
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def problem(self, timeout: float = 3.0) -> str | None:
+        """None when the database answers with the expected schema, else why not."""
         try:
-            await super()._read_stream(resp)
-        finally:
-            self.connected.clear()
+            version = await asyncio.wait_for(self.schema_version(), timeout)
+        except (TimeoutError, PoolTimeout):
+            return f"the Resonate database did not answer within {timeout:g} s"
+        except psycopg.Error as exc:
+            return f"the Resonate database refused: {_first_line(exc)}"
+        if version is None:
+            return "the Resonate database has no resonate-pg schema (resonate.get_schema_version() is missing)"
+        if version != EXPECTED_SCHEMA_VERSION:
+            return f"the Resonate database has schema {version}; this service needs {EXPECTED_SCHEMA_VERSION}"
+        return None
+
+    async def _open(self) -> None:
+        if not self._opened:
+            async with self._lock:
+                if not self._opened:
+                    # wait=False: a database that is down at start is
+                    # reconnected to in the background, and requests fail
+                    # after POOL_WAIT_SECONDS meanwhile.
+                    await self._pool.open(wait=False)
+                    self._opened = True
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class ResonateLink:
     """A started Resonate client plus what is needed to judge its health."""
 
-    def __init__(self, resonate: Resonate, source: MonitoredSSEConnection | None) -> None:
+    def __init__(self, resonate: Resonate, database: ResonateDatabase | None) -> None:
         self.resonate = resonate
-        self._source = source
+        self._database = database
 
-    @property
-    def listening(self) -> bool:
-        """Whether work can be pushed to this process right now."""
-        return self._source is not None and self._source.connected.is_set()
+    async def readiness(self) -> str | None:
+        """None when ready, else the reason.
 
-    async def reachable(self, timeout: float = 2.0) -> str | None:
-        """None when the server answers a request, else why not."""
-        try:
-            await asyncio.wait_for(self.resonate.promises.get(_PROBE_PROMISE_ID), timeout)
-        except ServerError as exc:
-            if exc.code == 404:
-                return None
-            return f"Resonate server answered {exc.code}: {exc.message}"
-        except TimeoutError:
-            return f"Resonate server did not answer within {timeout} s"
-        except ResonateError as exc:
-            return f"Resonate server unreachable: {exc}"
-        return None
-
-    async def readiness(self, *, needs_push: bool) -> str | None:
-        """None when ready, else the reason; ``needs_push`` for processes that run work."""
-        if needs_push and not self.listening:
-            return "event stream to the Resonate server is not connected"
-        return await self.reachable()
+        Against resonate-pg: the database answers and has the expected
+        schema. In process (tests, with the SDK's local server): always ready.
+        """
+        if self._database is None:
+            return None
+        return await self._database.problem()
 
 
 def connect(
-    url: str,
+    settings: ServiceSettings,
     group: str,
     *,
-    token: str | None = None,
     listen: bool = True,
     max_concurrent_tasks: int | None = None,
-    lease_seconds: float | None = None,
-    stream_keepalive_seconds: float = 30.0,
 ) -> ResonateLink:
-    """Build a Resonate client in ``group``, not yet started.
+    """Build a Resonate client in ``group`` on the settings' database, not yet started.
 
     Register functions and dependencies first, then ``link.resonate.start()``
     (in a running loop): once started, work may arrive at any moment.
     ``listen=False`` makes a send-only client: it creates and settles promises
-    but receives no work, so no address is advertised for it.
+    but receives no work, so it never drains the outbox.
     """
-    pid = uuid.uuid4().hex
-    source = (
-        MonitoredSSEConnection(
-            url=url,
-            pid=pid,
-            group=group,
-            auth=token,
-            backoff=RECONNECT_BACKOFF,
-            keepalive_seconds=stream_keepalive_seconds,
+    password = settings.RESONATE_DATABASE_PASSWORD
+    database = ResonateDatabase(
+        conninfo(
+            settings.RESONATE_DATABASE_URL,
+            password.get_secret_value() if password is not None else None,
+            application_name=group,
+            keepalive_seconds=settings.RESONATE_KEEPALIVE_SECONDS,
         )
-        if listen
-        else None
     )
+    pid = uuid.uuid4().hex
+    connection = PostgresConnection(sessions=database, pid=pid, group=group, drive_timers=False)
     resonate = Resonate(
-        network=HttpConnection(url=url, auth=token, backoff=RECONNECT_BACKOFF),
-        sources=[source] if source is not None else [],
+        network=connection,
+        # [] rather than None: a send-only client must not drain the outbox,
+        # which deletes what it reads (see PostgresConnection.start).
+        sources=None if listen else [],
         group=group,
         pid=pid,
-        token=token,
         max_concurrent_tasks=max_concurrent_tasks,
-        ttl=timedelta(seconds=lease_seconds) if lease_seconds is not None else None,
+        ttl=timedelta(seconds=settings.TASK_LEASE_SECONDS),
         autostart=False,
     )
-    return ResonateLink(resonate, source)
+    return ResonateLink(resonate, database)

@@ -12,13 +12,18 @@ from __future__ import annotations
 import sys
 from typing import Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The signing secret compose uses when none is given, so `docker compose up`
-#: works on a laptop with no .env. Recognised here so that it can be refused
-#: anywhere it would matter.
-DEVELOPMENT_SIGNING_SECRET = "dev-only-insecure-callback-secret-change-me"
+#: Every development default secret compose supplies starts with this, so
+#: `docker compose up` works on a laptop with no .env and each such value is
+#: recognised, and refused, anywhere it would matter.
+DEVELOPMENT_SECRET_PREFIX = "dev-only-insecure-"
+
+#: The signing secret compose uses when none is given.
+DEVELOPMENT_SIGNING_SECRET = f"{DEVELOPMENT_SECRET_PREFIX}callback-secret-change-me"
 
 #: Below this a secret is guessable enough to forge callbacks offline.
 MIN_SECRET_LENGTH = 32
@@ -30,14 +35,16 @@ class ServiceSettings(BaseSettings):
     #: ``development`` allows the development secret; anything else refuses it.
     ENVIRONMENT: Literal["development", "test", "production"] = "development"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: The Resonate server every service coordinates through.
-    RESONATE_URL: str
-    #: Bearer token for the Resonate server, when it requires one.
-    RESONATE_TOKEN: str | None = None
-    #: An event stream silent this long is probed (TCP keepalive); a server
-    #: that vanished without closing it is noticed within twice this, and the
-    #: stream reconnected.
-    RESONATE_STREAM_KEEPALIVE_SECONDS: float = Field(default=30.0, ge=1, le=3600)
+    #: The Resonate server's database (resonate-pg) as a libpq URL naming
+    #: this service's own role, e.g. postgresql://pipeline_worker@resonate:5432/resonate.
+    #: The password goes in RESONATE_DATABASE_PASSWORD, never here.
+    RESONATE_DATABASE_URL: str
+    #: The role's password.
+    RESONATE_DATABASE_PASSWORD: SecretStr | None = None
+    #: A database connection silent this long is probed (TCP keepalive); a
+    #: server that vanished without closing it is noticed within twice this,
+    #: and the connection replaced.
+    RESONATE_KEEPALIVE_SECONDS: float = Field(default=30.0, ge=1, le=3600)
     #: Port of the ops endpoints (/healthz, /readyz, /metrics) in services
     #: that serve nothing else over HTTP.
     OPS_PORT: int = 9000
@@ -47,6 +54,35 @@ class ServiceSettings(BaseSettings):
     #: Fault tests only: pause points a test can kill the process at (see
     #: pipeline_shared.testhooks). Refused outside development.
     WORKER_TEST_HOOKS: bool = False
+
+    @field_validator("RESONATE_DATABASE_URL")
+    @classmethod
+    def _a_postgres_url_without_password(cls, url: str) -> str:
+        try:
+            parts = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"not a libpq connection URL: {exc}") from None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (the resonate-pg database)")
+        if "password" in parts:
+            raise ValueError("must not hold a password; put it in RESONATE_DATABASE_PASSWORD")
+        if "user" not in parts:
+            raise ValueError("must name the service's database role, e.g. postgresql://pipeline_api@host/resonate")
+        return url
+
+    @model_validator(mode="after")
+    def _no_development_database_password_outside_development(self) -> Self:
+        password = self.RESONATE_DATABASE_PASSWORD
+        if (
+            self.ENVIRONMENT != "development"
+            and password is not None
+            and password.get_secret_value().startswith(DEVELOPMENT_SECRET_PREFIX)
+        ):
+            raise ValueError(
+                "RESONATE_DATABASE_PASSWORD is a development default; "
+                f"set the role's real password for ENVIRONMENT={self.ENVIRONMENT}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_test_hooks_outside_development(self) -> Self:
@@ -65,7 +101,7 @@ class SigningSettings(ServiceSettings):
     def _refuse_weak_secret_outside_development(self) -> Self:
         if self.ENVIRONMENT == "development":
             return self
-        if self.CALLBACK_SIGNING_SECRET == DEVELOPMENT_SIGNING_SECRET:
+        if self.CALLBACK_SIGNING_SECRET.startswith(DEVELOPMENT_SECRET_PREFIX):
             raise ValueError(
                 "CALLBACK_SIGNING_SECRET is the development default; "
                 f"set a random secret for ENVIRONMENT={self.ENVIRONMENT}"

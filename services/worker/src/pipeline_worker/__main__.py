@@ -36,14 +36,7 @@ async def main() -> None:
             max_concurrent_calls=settings.DATABRICKS_MAX_CONCURRENT_CALLS,
         )
     )
-    link = connect(
-        settings.RESONATE_URL,
-        names.WORKER_GROUP,
-        token=settings.RESONATE_TOKEN,
-        max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS,
-        lease_seconds=settings.TASK_LEASE_SECONDS,
-        stream_keepalive_seconds=settings.RESONATE_STREAM_KEEPALIVE_SECONDS,
-    )
+    link = connect(settings, names.WORKER_GROUP, max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS)
     resonate = link.resonate
     hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=WORKER_POINTS)
     resonate.with_dependency(
@@ -67,6 +60,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # uvloop: the process is mostly HTTP to Resonate; it made the gateway's
-    # requests markedly cheaper (see the benchmark).
+    # uvloop: the process is mostly network I/O (Resonate's database, and
+    # Databricks or SMTP); it made the gateway's requests markedly cheaper
+    # (see the benchmark).
     uvloop.run(main())

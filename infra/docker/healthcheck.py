@@ -1,12 +1,14 @@
-"""Container healthcheck: ``python -m pipeline_shared.healthcheck URL``.
+"""Container healthcheck: exit 0 when ``$HEALTHCHECK_URL`` answers 2xx, else 1 saying why.
 
-Exits 0 when ``URL`` answers 2xx within the timeout, 1 otherwise, printing why.
-Images carry no curl; this needs only the standard library, so every Python
-image in the stack can use it.
+Every Python image of the stack runs this (infra/docker/python-service.Dockerfile
+sets the URL from its port). Images carry no curl, and some services do not
+ship this project's shared library, so it needs only the standard library. The
+image sets ``HEALTHCHECK_URL``; a container that moves its port overrides it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -28,11 +30,12 @@ def check(url: str) -> str | None:
         return f"{url} unreachable: {exc}"
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m pipeline_shared.healthcheck URL", file=sys.stderr)
+def main() -> int:
+    url = os.environ.get("HEALTHCHECK_URL")
+    if not url:
+        print("HEALTHCHECK_URL is not set", file=sys.stderr)
         return 2
-    problem = check(argv[1])
+    problem = check(url)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1
@@ -40,4 +43,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
