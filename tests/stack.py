@@ -64,7 +64,7 @@ PORT_OFFSET = int(os.environ.get("TEST_STACK_PORT_OFFSET", "10000"))
 #: compose.yaml's default host ports, by the variable that moves each.
 DEFAULT_HOST_PORTS = {
     "API_HOST_PORT": 8000,
-    "RESONATE_HOST_PORT": 8001,
+    "RESONATE_HOST_PORT": 5433,
     "DATABRICKS_HOST_PORT": 8080,
     "SMTP_HOST_PORT": 1025,
     "MAILSINK_HOST_PORT": 8025,
@@ -79,8 +79,8 @@ TEST_SETTINGS = {
     "WATCHDOG_INTERVAL_SECONDS": "2",
     # A killed worker's or notifier's work moves to a live one this soon.
     "TASK_LEASE_SECONDS": "6",
-    # A partitioned Resonate server is noticed within twice this (TCP keepalive).
-    "RESONATE_STREAM_KEEPALIVE_SECONDS": "3",
+    # A partitioned Resonate database is noticed within twice this (TCP keepalive).
+    "RESONATE_KEEPALIVE_SECONDS": "3",
     # Fault tests stop pipelines at exact points (pipeline_shared.testhooks).
     "WORKER_TEST_HOOKS": "1",
     # A Databricks answer slower than this is retried; fault tests make one slow.
@@ -97,9 +97,13 @@ class PublishedPort:
     port: int
 
 
+#: compose.yaml's development superuser password of the Resonate database:
+#: tests look at the database as an operator would.
+DEVELOPMENT_SUPERUSER_PASSWORD = "dev-only-insecure-superuser-password"
+
 #: The ports tests reach, by what the test calls them.
 API = PublishedPort("api", 8000)
-RESONATE = PublishedPort("resonate", 8001)
+RESONATE = PublishedPort("resonate", 5432)
 DATABRICKS = PublishedPort("databricks", 8080)
 MAILSINK_HTTP = PublishedPort("mailsink", 8025)
 MAILSINK_SMTP = PublishedPort("mailsink", 1025)
@@ -184,9 +188,10 @@ class Stack:
     def api_url(self) -> str:
         return self.url(API)
 
-    @property
-    def resonate_url(self) -> str:
-        return self.url(RESONATE)
+    def resonate_dsn(self, user: str = "postgres", password: str = DEVELOPMENT_SUPERUSER_PASSWORD) -> str:
+        """A libpq URL for the Resonate database as ``user`` (by default the superuser)."""
+        host, port = self.address(RESONATE)
+        return f"postgresql://{user}:{password}@{host}:{port}/resonate"
 
     @property
     def databricks_url(self) -> str:

@@ -25,7 +25,7 @@ from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.pipeline_harness import SECRET, Harness
 
 SETTINGS = GatewaySettings(
-    RESONATE_URL="http://unused.invalid",
+    RESONATE_DATABASE_URL="postgresql://unused@unused.invalid/resonate",
     CALLBACK_SIGNING_SECRET=SECRET,
     PIPELINE_DEFAULT_TIMEOUT_SECONDS=600,
 )

@@ -58,12 +58,12 @@ class ServiceSettings(BaseSettings):
     @field_validator("RESONATE_DATABASE_URL")
     @classmethod
     def _a_postgres_url_without_password(cls, url: str) -> str:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (the resonate-pg database)")
         try:
             parts = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             raise ValueError(f"not a libpq connection URL: {exc}") from None
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL (the resonate-pg database)")
         if "password" in parts:
             raise ValueError("must not hold a password; put it in RESONATE_DATABASE_PASSWORD")
         if "user" not in parts:
