@@ -245,6 +245,14 @@ class Stack:
         if wait:
             self.wait_healthy(service)
 
+    def down_and_up(self, *services: str) -> None:
+        """``docker compose down`` the services (containers removed, volumes kept), then ``up`` them, healthy.
+
+        The containers are new: nothing survives but what the named volumes hold.
+        """
+        self.compose("down", "--timeout", "10", *services)
+        self.compose("up", "--no-build", "--wait", "--wait-timeout", str(STARTUP_TIMEOUT_SECONDS), *services)
+
     def restart(self, service: str, *, wait: bool = True) -> None:
         self.compose("restart", service)
         if wait:

@@ -2,9 +2,9 @@
 
 Each test runs a batch of concurrent pipelines through the compose stack while
 it breaks something for real: ``docker kill -s KILL`` on a container, an
-outage of the notifier or the gateway, the Resonate server cut off the
-network, Databricks throttling and slow answers, a mail server refusing mail,
-notebooks that hang or never call back.
+outage of the notifier or the gateway, Databricks throttling and slow
+answers, a mail server refusing mail, notebooks that hang or never call back.
+The Resonate server's own faults are in test_resonate_server.py.
 Each ends with :meth:`Batch.assert_exactly_once`.
 
 Where a kill must land between two particular effects, the worker's test-only
@@ -29,39 +29,6 @@ from tests.faults.batch import BATCH_SIZE, Batch, PausePoints
 from tests.integration.clients import Emulator, Gateway, MailSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-@pytest.fixture
-def batch(gateway: Gateway, emulator: Emulator, mail: MailSink, request: pytest.FixtureRequest) -> Batch:
-    return Batch(gateway, emulator, mail, request.node.name.removeprefix("test_")[:20].replace("_", "-"))
-
-
-@pytest.fixture
-def hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
-    return PausePoints(stack.worker_ops_url)
-
-
-@pytest.fixture
-def notifier_hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
-    return PausePoints(stack.notifier_ops_url)
-
-
-@pytest.fixture
-def mail_faults(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    """The mail sink's fault API; every fault is cleared afterwards."""
-    with httpx.Client(base_url=stack.mailsink_url, timeout=10) as client:
-        yield client
-        client.delete("/faults")
-
-
-@pytest.fixture(autouse=True)
-def stack_restored(stack) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Whatever a test broke, every service is up and healthy before the next one."""
-    yield
-    for service in ("api", "worker", "notifier", "databricks", "mailsink"):
-        if stack.state(service)[0] != "running":
-            stack.start(service)
-        stack.wait_healthy(service)
 
 
 # ── the worker killed at each point ─────────────────────────────────────────
@@ -200,34 +167,6 @@ def test_gateway_restarted_mid_flight(stack, batch: Batch) -> None:  # type: ign
     batch.assert_exactly_once()
 
 
-# ── the network ─────────────────────────────────────────────────────────────
-
-
-def test_resonate_partitioned_away_is_noticed_and_the_batch_finishes_after(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
-    # While pipelines wait, the worker's and notifier's event streams carry no
-    # bytes, and a partition closes nothing: only TCP keepalive
-    # (RESONATE_STREAM_KEEPALIVE_SECONDS=3 here) tells them the stream is dead.
-    # The notebooks call back into the partition and retry.
-    batch.plan(start_delay_seconds=4).start()
-    batch.wait_for("waiting")
-
-    with stack.partitioned("resonate"):
-        # Readiness also asks the server, which fails at once; the stream's
-        # own state is the message checked here.
-        for ops in (stack.worker_ops_url, stack.notifier_ops_url):
-            batch.wait_until(
-                lambda ops=ops: _readiness(ops) == "event stream to the Resonate server is not connected",
-                f"{ops} reporting its event stream down",
-                timeout=30,
-            )
-        time.sleep(5)  # the notebooks' callbacks meet the partition
-
-    stack.wait_healthy("worker")
-    stack.wait_healthy("notifier")
-    batch.wait_for("succeeded", timeout=180)
-    batch.assert_exactly_once()
-
-
 # ── Databricks misbehaving ──────────────────────────────────────────────────
 
 
@@ -322,9 +261,3 @@ def _wait_container_healthy(name: str, timeout: float = 90) -> None:
             return
         assert time.monotonic() < deadline, f"{name} not healthy after {timeout}s ({health})"
         time.sleep(0.5)
-
-
-def _readiness(ops_url: str) -> str | None:
-    """Why the service at ``ops_url`` is not ready, or None when it is."""
-    response = httpx.get(f"{ops_url}/readyz", timeout=10)
-    return None if response.status_code == 200 else response.json().get("message")

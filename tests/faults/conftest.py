@@ -1,0 +1,44 @@
+"""What every fault test uses: a batch, the pause points, the mail sink's faults, and a stack put back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.faults.batch import Batch, PausePoints
+from tests.integration.clients import Emulator, Gateway, MailSink
+
+
+@pytest.fixture
+def batch(gateway: Gateway, emulator: Emulator, mail: MailSink, request: pytest.FixtureRequest) -> Batch:
+    return Batch(gateway, emulator, mail, request.node.name.removeprefix("test_")[:20].replace("_", "-"))
+
+
+@pytest.fixture
+def hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
+    return PausePoints(stack.worker_ops_url)
+
+
+@pytest.fixture
+def notifier_hooks(stack) -> PausePoints:  # type: ignore[no-untyped-def]
+    return PausePoints(stack.notifier_ops_url)
+
+
+@pytest.fixture
+def mail_faults(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    """The mail sink's fault API; every fault is cleared afterwards."""
+    with httpx.Client(base_url=stack.mailsink_url, timeout=10) as client:
+        yield client
+        client.delete("/faults")
+
+
+@pytest.fixture(autouse=True)
+def stack_restored(stack) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Whatever a test broke, every service is up and healthy before the next one."""
+    yield
+    for service in ("resonate", "api", "worker", "notifier", "databricks", "mailsink"):
+        if stack.state(service)[0] != "running":
+            stack.start(service)
+        stack.wait_healthy(service)

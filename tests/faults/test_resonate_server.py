@@ -1,0 +1,161 @@
+"""The Resonate server itself breaking: killed, cut off, or the whole stack taken down.
+
+The server is resonate-pg, so "the server" is the Postgres container: every
+promise, task and timer is a row in its named volume. Each test runs a batch
+of concurrent pipelines, breaks the server at a chosen moment, and ends with
+:meth:`Batch.assert_exactly_once`: every pipeline final, one Databricks run,
+one email.
+
+What carries the work over each outage: the workflows are suspended on
+durable promises (nothing to lose in memory), the notebooks retry their
+callbacks with backoff while the gateway answers 503, the services' database
+pools replace dead connections as they lend them, and task leases move work
+that a process held when the server died.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.faults.batch import Batch
+from tests.stack import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+#: How long the server stays down after a SIGKILL; longer than the gateway's
+#: 5 s wait for a connection, so requests really are refused meanwhile.
+DOWN_SECONDS = 6
+
+
+def _killed_and_restarted(stack: Stack, batch: Batch) -> None:
+    stack.kill("resonate")
+    # Refused, and told when to come back, rather than a 500.
+    response = httpx.get(f"{stack.api_url}/pipelines/{batch.ids[0]}", timeout=30)
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "resonate_unavailable"
+    assert response.headers["retry-after"].isdigit()
+    time.sleep(DOWN_SECONDS)
+    stack.start("resonate")
+
+
+def test_resonate_killed_while_pipelines_wait(stack: Stack, batch: Batch) -> None:
+    # The notebooks start after 10 s: every pipeline is suspended on its
+    # callback promise when the server dies, and calls back after it is back.
+    batch.plan(start_delay_seconds=10).start()
+    before = batch.wait_for("waiting")
+
+    _killed_and_restarted(stack, batch)
+
+    # Nothing was forgotten: the same runs, still waiting.
+    after = batch.statuses()
+    assert {pid: doc["databricks"] for pid, doc in after.items()} == {
+        pid: doc["databricks"] for pid, doc in before.items()
+    }
+    batch.wait_for("succeeded", timeout=120)
+    batch.assert_exactly_once()
+
+
+def test_resonate_killed_during_a_burst_of_callbacks(stack: Stack, batch: Batch) -> None:
+    # Twenty notebooks finish within a second of each other; the server dies
+    # as the first of their callbacks is accepted, so the rest meet the outage
+    # and retry.
+    batch.plan(start_delay_seconds=3).start()
+    batch.wait_until(
+        lambda: any(doc["state"] in {"notifying", "succeeded"} for doc in batch.statuses().values()),
+        "the first callback accepted",
+        timeout=60,
+    )
+
+    _killed_and_restarted(stack, batch)
+
+    batch.wait_for("succeeded", timeout=180)
+    batch.assert_exactly_once()
+
+
+def test_resonate_killed_while_emails_are_being_sent(stack: Stack, batch: Batch, mail_faults: httpx.Client) -> None:
+    # The mail server refuses for a while, so every email step is retrying
+    # (inside the step, then on Resonate's durable backoff) when the server dies.
+    response = mail_faults.post("/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 10})
+    assert response.status_code == 200, response.text
+    refused_before = mail_faults.get("/stats").json()["rejected_transient"]
+    batch.start()
+    batch.wait_until(
+        lambda: mail_faults.get("/stats").json()["rejected_transient"] >= refused_before + len(batch.ids),
+        "every pipeline's email refused at least once",
+        timeout=60,
+    )
+
+    _killed_and_restarted(stack, batch)
+
+    batch.wait_for("succeeded", timeout=180)
+    docs = batch.assert_exactly_once()
+    assert all(doc["notification"]["delivered"] for doc in docs.values())
+
+
+def test_resonate_database_unreachable_for_30_s_while_callbacks_arrive(stack: Stack, batch: Batch) -> None:
+    # A partition closes nothing: connections go silent. TCP keepalive
+    # (RESONATE_KEEPALIVE_SECONDS=3 here) turns the silence into errors, the
+    # services report themselves not ready, and the notebooks' callbacks
+    # (due 6 s after the start) retry through the outage.
+    batch.plan(start_delay_seconds=6).start()
+    batch.wait_for("waiting")
+
+    with stack.partitioned("resonate"):
+        cut_at = time.monotonic()
+        for ops in (stack.worker_ops_url, stack.notifier_ops_url, stack.api_url):
+            batch.wait_until(
+                lambda ops=ops: "did not answer" in (_readiness(ops) or ""),
+                f"{ops} reporting the Resonate database unreachable",
+                timeout=30,
+            )
+        time.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
+
+    for service in ("api", "worker", "notifier"):
+        stack.wait_healthy(service)
+    batch.wait_for("succeeded", timeout=240)
+    batch.assert_exactly_once()
+
+
+def test_the_whole_stack_taken_down_and_brought_up_with_pipelines_in_flight(stack: Stack, batch: Batch) -> None:
+    # `docker compose down` (volumes kept) of everything this project
+    # deploys: the gateway, worker, notifier and the Resonate server. The
+    # Databricks emulator and the mail sink stand for systems outside the
+    # deployment (a workspace, a mail relay) and stay up, as those would.
+    # Half the batch is waiting on Databricks; the other half has its outcome
+    # and is on the way to its email when everything goes.
+    waiting, finishing = batch.ids[: len(batch.ids) // 2], batch.ids[len(batch.ids) // 2 :]
+    for pid in waiting:
+        batch.emulator.plan(pid, start_delay_seconds=20)
+    for pid in finishing:
+        batch.emulator.plan(pid, start_delay_seconds=1)
+    response = httpx.post(
+        f"{stack.mailsink_url}/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 15}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    try:
+        batch.start()
+        batch.wait_until(
+            lambda: all(batch.gateway.status(pid)["state"] == "notifying" for pid in finishing),
+            "half the batch on the way to its email",
+            timeout=60,
+        )
+        assert all(batch.gateway.status(pid)["state"] == "waiting" for pid in waiting)
+
+        stack.down_and_up("api", "worker", "notifier", "resonate")
+    finally:
+        httpx.delete(f"{stack.mailsink_url}/faults", timeout=10)
+
+    batch.wait_for("succeeded", timeout=180)
+    batch.assert_exactly_once()
+
+
+def _readiness(url: str) -> str | None:
+    """Why the service at ``url`` is not ready, or None when it is."""
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=10)
+    except httpx.HTTPError as exc:
+        return f"readyz did not answer: {exc}"
+    return None if response.status_code == 200 else response.json().get("message")
