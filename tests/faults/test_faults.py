@@ -20,13 +20,11 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.faults.batch import BATCH_SIZE, Batch, PausePoints
-from tests.integration.clients import Emulator, Gateway, MailSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

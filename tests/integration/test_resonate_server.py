@@ -75,7 +75,8 @@ def test_finished_workflows_are_collected_after_the_retention_period(database: p
         )
     # What the job runs every minute, run now.
     database.execute(command)
-    left = {row[0] for row in database.execute("SELECT id FROM resonate.promises WHERE id = ANY(%s)", (list(ids.values()),))}
+    rows = database.execute("SELECT id FROM resonate.promises WHERE id = ANY(%s)", (list(ids.values()),))
+    left = {row[0] for row in rows}
     assert left == {ids[29]}, "settled 31 days ago must be collected, 29 days ago kept (retention 30 days)"
     database.execute("DELETE FROM resonate.promises WHERE id = %s", (ids[29],))
 
@@ -83,7 +84,8 @@ def test_finished_workflows_are_collected_after_the_retention_period(database: p
 def test_each_service_logs_in_with_its_own_role(database: psycopg.Connection) -> None:
     sessions = set(
         database.execute(
-            "SELECT application_name, usename FROM pg_stat_activity WHERE datname = 'resonate' AND usename LIKE 'pipeline_%'"
+            "SELECT application_name, usename FROM pg_stat_activity"
+            " WHERE datname = 'resonate' AND usename LIKE 'pipeline_%'"
         ).fetchall()
     )
     for group, (role, _) in SERVICE_ROLES.items():
