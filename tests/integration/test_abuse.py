@@ -192,7 +192,7 @@ class TestCallbacksAgainstALivePipeline:
 
 
 class TestTheWire:
-    """What only a real HTTP server shows: bodies that lie about themselves, ids the stand-in must carry."""
+    """What only the real stack shows: bodies that lie about themselves, ids the gateway must keep from Resonate."""
 
     @pytest.mark.parametrize(
         "promise_id",

@@ -302,7 +302,7 @@ class Pipelines:
 
     @staticmethod
     async def _call[T](operation: Any) -> T:
-        """Await a Resonate request, bounded: the SDK retries an unreachable server forever."""
+        """Await a Resonate request, bounded: no request may hang the gateway on a slow database."""
         try:
             return await asyncio.wait_for(operation, timeout=10)
         except ServerError:
