@@ -72,7 +72,10 @@ def test_resonate_killed_during_a_burst_of_callbacks(stack: Stack, batch: Batch)
     _killed_and_restarted(stack, batch)
 
     batch.wait_for("succeeded", timeout=180)
-    batch.assert_exactly_once()
+    # The first pipelines to be settled are sending their email when the
+    # server dies; like those in the next test, an email may reach the mail
+    # server twice under one Message-ID (see there, and README's Reliability).
+    batch.assert_exactly_once(deliveries=range(1, 3))
 
 
 def test_resonate_killed_while_emails_are_being_sent(stack: Stack, batch: Batch, mail_faults: httpx.Client) -> None:

@@ -15,8 +15,8 @@ import uuid
 import psycopg
 import pytest
 
-from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION
-from tests.stack import Stack
+from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION, ResonateDatabase, conninfo
+from tests.stack import RESONATE, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +117,24 @@ def test_a_service_role_can_speak_the_protocol_and_nothing_else(stack: Stack, se
 def test_a_wrong_password_is_refused(stack: Stack) -> None:
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(stack.resonate_dsn("pipeline_api", "not-the-password"), connect_timeout=5)
+
+
+async def test_readiness_names_what_is_wrong_with_the_database(stack: Stack) -> None:
+    role, password = SERVICE_ROLES["worker"]
+    host, port = stack.address(RESONATE)
+
+    async def problem(user_password: str, database: str = "resonate") -> str | None:
+        url = f"postgresql://{role}@{host}:{port}/{database}"
+        db = ResonateDatabase(conninfo(url, user_password, application_name="readiness-test", keepalive_seconds=30))
+        try:
+            return await db.problem()
+        finally:
+            await db.close()
+
+    assert await problem(password) is None
+    refused = await problem("not-the-password")
+    assert refused is not None and "password authentication failed" in refused
+    # A database that answers but holds no Resonate schema (the cluster's default one).
+    assert await problem(password, "postgres") == (
+        "the Resonate database has no resonate-pg schema (resonate.get_schema_version() is missing)"
+    )
