@@ -8,6 +8,7 @@ tests.support.pipeline_harness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -66,14 +67,21 @@ class Gateway:
         )
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
+    """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
     harness = Harness(autostart=False)
-    app = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield Gateway(client, harness)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    async with serve() as gateway:
+        yield gateway
 
 
 async def test_start_answers_202_with_the_status_document_and_location(gateway: Gateway) -> None:

@@ -257,7 +257,7 @@ def create_app(
     async def databricks_callback(request: Request) -> Response:
         pipelines: Pipelines = request.app.state.pipelines
         body = await request.body()  # bounded by BodyLimit
-        callback = authenticate_callback(body, request.headers, settings.CALLBACK_SIGNING_SECRET)
+        callback = authenticate_callback(body, request.headers, settings.callback_signing_secrets)
         pipeline_id, settled = await pipelines.settle_from_callback(callback)
         outcome = "accepted" if settled else "duplicate"
         metrics.CALLBACKS.labels(outcome=outcome).inc()
