@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from pipeline_api.app import create_app
+from pipeline_api.keys import DEVELOPMENT_API_KEY
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
@@ -67,6 +68,12 @@ class Gateway:
         )
 
 
+#: What every request of these tests carries: the development key, which SETTINGS
+#: (ENVIRONMENT=development, no keys file) accept. Authentication itself is
+#: tested in test_auth.py.
+AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
+
+
 @contextlib.asynccontextmanager
 async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
     """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
@@ -74,7 +81,7 @@ async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
     app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
             yield Gateway(client, harness)
 
 

@@ -85,7 +85,8 @@ async def test_one_verifying_signature_among_several_is_enough(settings: Gateway
         by_new = sign_callback(derive_callback_key(NEW_SECRET, promise_id), body, msg_id=by_old["webhook-id"])
         assert by_new["webhook-timestamp"] == by_old["webhook-timestamp"]
         garbage = "v1,AAAA v2,whatever"
-        headers = by_old | {"webhook-signature": f"{garbage} {by_old['webhook-signature']} {by_new['webhook-signature']}"}
+        signatures = f"{garbage} {by_old['webhook-signature']} {by_new['webhook-signature']}"
+        headers = by_old | {"webhook-signature": signatures}
 
         response = await gateway.client.post("/callbacks/databricks", content=body, headers=headers)
 

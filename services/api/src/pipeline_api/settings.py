@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET, MIN_SECRET_LENGTH, SigningSettings
+
+from .keys import InvalidKeysFile, load_keys_file
+from .oidc import ASYMMETRIC_ALGORITHMS
 
 #: The longest a pipeline may wait for Databricks. Longer waits are possible
 #: for Resonate; the bound keeps a typo from parking a pipeline for a century.
@@ -36,7 +40,32 @@ class GatewaySettings(SigningSettings):
     #: pipeline_api.callbacks for the rotation procedure.
     CALLBACK_SIGNING_PREVIOUS_SECRETS: Annotated[tuple[str, ...], NoDecode] = ()
 
-    _split_previous_secrets = field_validator("CALLBACK_SIGNING_PREVIOUS_SECRETS", mode="before")(_comma_separated)
+    #: When set, the gateway also listens on this port, and serves there the
+    #: callback route alone (everything else is a 404): the one listener a
+    #: deployment exposes to the Databricks workspace.
+    CALLBACK_PORT: int | None = Field(default=None, ge=1, le=65535)
+
+    # ── client authentication (see pipeline_api.deps) ───────────────────
+    #: The API keys file (TOML; see pipeline_api.keys). Re-read when it changes.
+    API_KEYS_FILE: Path | None = None
+    #: The OIDC issuer whose access tokens are accepted, exactly as tokens name it in ``iss``.
+    OIDC_ISSUER: str | None = None
+    #: The ``aud`` a token must carry: this gateway's identifier at the issuer.
+    OIDC_AUDIENCE: str | None = None
+    #: The issuer's key set; default: found through OIDC discovery.
+    OIDC_JWKS_URL: str | None = None
+    #: Signature algorithms accepted, comma-separated; asymmetric ones only.
+    OIDC_ALGORITHMS: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256")
+    #: The claim holding the token's scopes: ``scope`` (a space-separated
+    #: string) or e.g. ``scp`` (a string or a list).
+    OIDC_SCOPES_CLAIM: str = "scope"
+    #: What the issuer puts before the gateway's scope names, e.g.
+    #: ``pipelines:`` when tokens carry ``pipelines:start``.
+    OIDC_SCOPE_PREFIX: str = ""
+
+    _split_lists = field_validator("CALLBACK_SIGNING_PREVIOUS_SECRETS", "OIDC_ALGORITHMS", mode="before")(
+        _comma_separated
+    )
 
     @property
     def callback_signing_secrets(self) -> tuple[str, ...]:
@@ -56,3 +85,40 @@ class GatewaySettings(SigningSettings):
                     f"than {MIN_SECRET_LENGTH} characters; refused for ENVIRONMENT={self.ENVIRONMENT}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _callback_port_is_another_port(self) -> Self:
+        if self.CALLBACK_PORT == self.PORT:
+            raise ValueError(f"CALLBACK_PORT must differ from PORT ({self.PORT})")
+        return self
+
+    @model_validator(mode="after")
+    def _clients_can_authenticate(self) -> Self:
+        if self.OIDC_ISSUER is None:
+            stray = [name for name in ("OIDC_AUDIENCE", "OIDC_JWKS_URL") if getattr(self, name) is not None]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} set without OIDC_ISSUER")
+        elif not self.OIDC_AUDIENCE:
+            raise ValueError("OIDC_AUDIENCE is required with OIDC_ISSUER: the aud tokens for this gateway carry")
+        refused = sorted(set(self.OIDC_ALGORITHMS) - ASYMMETRIC_ALGORITHMS)
+        if refused or not self.OIDC_ALGORITHMS:
+            raise ValueError(
+                f"OIDC_ALGORITHMS: {', '.join(refused) or 'none given'}; "
+                f"choose among {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+            )
+        if self.API_KEYS_FILE is not None:
+            try:
+                load_keys_file(self.API_KEYS_FILE, self.ENVIRONMENT)
+            except InvalidKeysFile as exc:
+                raise ValueError(f"API_KEYS_FILE: {exc}") from None
+        elif self.OIDC_ISSUER is None and self.ENVIRONMENT != "development":
+            raise ValueError(
+                f"no way for clients to authenticate in ENVIRONMENT={self.ENVIRONMENT}: "
+                "set API_KEYS_FILE (see python -m pipeline_api.keys), OIDC_ISSUER and OIDC_AUDIENCE, or both"
+            )
+        return self
+
+    @property
+    def accepts_development_key(self) -> bool:
+        """The development API key is the one key, in development with no keys file."""
+        return self.ENVIRONMENT == "development" and self.API_KEYS_FILE is None
