@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from pipeline_api.app import create_app
-from pipeline_api.keys import DEVELOPMENT_API_KEY
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
+from tests.integration.clients import AUTHENTICATED
 from tests.support.pipeline_harness import SECRET, Harness
 
 SETTINGS = GatewaySettings(
@@ -68,10 +68,9 @@ class Gateway:
         )
 
 
-#: What every request of these tests carries: the development key, which SETTINGS
-#: (ENVIRONMENT=development, no keys file) accept. Authentication itself is
-#: tested in test_auth.py.
-AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
+# What every request of these tests carries (AUTHENTICATED): the development
+# key, which SETTINGS (ENVIRONMENT=development, no keys file) accept, as the
+# compose stack does. Authentication itself is tested in test_auth.py.
 
 
 @contextlib.asynccontextmanager

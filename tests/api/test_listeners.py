@@ -8,6 +8,7 @@ picked by the system).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from pipeline_api.app import ByListener, create_app, create_callback_app
 from pipeline_shared import ids
@@ -25,7 +27,7 @@ from tests.api.test_gateway import AUTHENTICATED, SETTINGS
 from tests.support.pipeline_harness import SECRET, Harness
 
 
-def _loopback_socket() -> socket.socket:
+def loopback_socket() -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -38,26 +40,37 @@ class Listeners:
     callbacks: httpx.AsyncClient
 
 
-@pytest.fixture
-async def listeners() -> AsyncIterator[Listeners]:
-    harness = Harness(autostart=False)
-    gateway = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
-    main, public = _loopback_socket(), _loopback_socket()
-    app = ByListener(gateway, create_callback_app(gateway), public.getsockname()[1])
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, *sockets: socket.socket) -> AsyncIterator[None]:
+    """Serve ``app`` on ``sockets`` with uvicorn, in this event loop, until the block ends."""
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve(sockets=[main, public]))
+    task = asyncio.create_task(server.serve(sockets=list(sockets)))
     async with asyncio.timeout(10):
         while not server.started:
             await asyncio.sleep(0.01)
     try:
-        async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{main.getsockname()[1]}", headers=AUTHENTICATED) as api,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{public.getsockname()[1]}", headers=AUTHENTICATED) as cb,
-        ):
-            yield Listeners(api, cb)
+        yield
     finally:
         server.should_exit = True
-        await serving
+        await task
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[Listeners]:
+    harness = Harness(autostart=False)
+    gateway = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    main, public = loopback_socket(), loopback_socket()
+    app = ByListener(gateway, create_callback_app(gateway), public.getsockname()[1])
+    async with (
+        serving(app, main, public),
+        httpx.AsyncClient(base_url=url_of(main), headers=AUTHENTICATED) as api,
+        httpx.AsyncClient(base_url=url_of(public), headers=AUTHENTICATED) as callbacks,
+    ):
+        yield Listeners(api, callbacks)
 
 
 async def test_a_callback_on_the_callback_port_settles_a_pipeline_started_on_the_gateway_port(
