@@ -316,6 +316,32 @@ async def test_an_oidc_token_starts_reads_and_cancels_as_its_subject(
     assert (await read(gateway, mine, ALICE_KEY)).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"nbf": 4_000_000_000}, "the token is not valid yet"),
+        ({"exp": None}, "the token has no 'exp' claim"),
+        ({"aud": None}, "the token has no 'aud' claim"),
+        ({"sub": None}, "the token has no 'sub' claim"),
+        ({"sub": "x" * 256}, "the token's subject (sub) is not 1-255 ASCII characters"),
+    ],
+    ids=["not-yet-valid", "no-exp", "no-aud", "no-sub", "long-sub"],
+)
+async def test_a_token_missing_what_it_must_carry_is_401_saying_what(
+    gateway: WitnessedGateway, issuer: Issuer, claims: dict[str, Any], message: str
+) -> None:
+    response = await read(gateway, "anything", issuer.token(**claims))
+
+    assert (response.status_code, response.json()) == (401, {"code": "invalid_token", "message": message})
+    assert f'error_description="{message}"' in response.headers["www-authenticate"]
+
+
+async def test_health_checks_and_metrics_need_no_credentials(gateway: WitnessedGateway) -> None:
+    for path in ("/healthz", "/readyz", "/metrics/"):
+        response = await gateway.client.get(path)
+        assert response.status_code == 200, (path, response.text)
+
+
 async def test_oidc_scopes_come_from_the_configured_claim_and_prefix(keys_file: Path, issuer: Issuer) -> None:
     settings = deployed_settings(keys_file, issuer, OIDC_SCOPES_CLAIM="scp", OIDC_SCOPE_PREFIX="pipelines:")
     async with serve_witnessed(settings, headers={}) as gateway:

@@ -109,21 +109,22 @@ class Pipelines:
         identical requests racing past the read, exactly one is told it
         created the pipeline.
 
-        An id that a pipeline another principal can see holds (see
-        :meth:`Principal.may_see`) is answered 409 ``pipeline_conflict``,
-        "already taken; use another id", whatever the request, and before it
-        is compared: the answer is the same whether the request matches the
-        other pipeline or not (else a stranger could test guesses at its
-        email and parameters), and it carries nothing of the other pipeline.
-        That the id is in use cannot be hidden, since ids are one namespace
-        and a second pipeline cannot be made under one; 409 says no more than
-        that, and it is what the client has to act on: choose another id.
-        200 would hand over another's pipeline; 404 would be false (the id
-        exists) and would invite the same retry; 403 would say as much as 409
-        while suggesting other credentials could make it theirs. The decision
-        is made here, not in a dependency, because whose the id is is known
-        only from the create's answer: a pipeline can be created under the id
-        between a read and this request's create.
+        An id already holding a pipeline that ``principal`` may not see
+        (another principal's; see :meth:`Principal.may_see`) is answered 409
+        ``pipeline_conflict``, "already taken; use another id", whatever the
+        request, and before the request is compared with it. The answer is
+        the same whether the request matches the other pipeline or not (else
+        a stranger could test guesses at its email and parameters), and it
+        carries nothing of the other pipeline, not even whose it is. That the
+        id is in use cannot be hidden, since ids are one namespace and a
+        second pipeline cannot be made under one; 409 says no more than that,
+        and it is what the client has to act on: choose another id. 200
+        would hand over another's pipeline; 404 would be false (a start makes
+        what is not there) and a retry would meet it again; 403 would say as
+        much as 409 while suggesting that other credentials could make the id
+        theirs. The decision is made here, not in a dependency, because whose
+        the id is is known only from the create's answer: another principal
+        can create a pipeline under it between a read and this create.
         """
         spec = PipelineSpec(
             id=request.id or uuid.uuid4().hex,
