@@ -505,6 +505,14 @@ def test_auth_settings_that_cannot_work_stop_the_gateway(
         GatewaySettings(RESONATE_URL="http://x", CALLBACK_SIGNING_SECRET=SECRET)
 
 
+def test_empty_auth_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CALLBACK_PORT", "API_KEYS_FILE", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL"):
+        monkeypatch.setenv(name, "")
+    settings = GatewaySettings(RESONATE_URL="http://x", CALLBACK_SIGNING_SECRET=SECRET)
+    assert (settings.CALLBACK_PORT, settings.API_KEYS_FILE, settings.OIDC_ISSUER) == (None, None, None)
+    assert settings.accepts_development_key
+
+
 # ── the default that a new route cannot forget ───────────────────────────────
 
 

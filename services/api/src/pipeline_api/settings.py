@@ -67,6 +67,12 @@ class GatewaySettings(SigningSettings):
         _comma_separated
     )
 
+    @field_validator("CALLBACK_PORT", "API_KEYS_FILE", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # compose's ${VAR:-} passes an unset variable on as an empty one.
+        return None if value == "" else value
+
     @property
     def callback_signing_secrets(self) -> tuple[str, ...]:
         """Every secret a callback key may be derived from, the current one first."""
