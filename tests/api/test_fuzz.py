@@ -48,11 +48,12 @@ from schemathesis import GenerationMode
 from schemathesis import checks as schema_checks
 from schemathesis.python import asgi as schemathesis_asgi
 
-from pipeline_api.app import create_app
+from pipeline_api.app import PublicRoute, create_app
+from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids, names
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.api.test_gateway import SETTINGS, Gateway
+from tests.api.test_gateway import AUTHENTICATED, SETTINGS, Gateway
 from tests.support.pipeline_harness import SECRET, Harness
 
 #: Fixed so that CI explores the same inputs on every run; change it locally to explore others.
@@ -92,7 +93,11 @@ SCHEMA.config.generation.update(
 #: ``unsupported_method`` (405 without Allow, see
 #: test_undeclared_methods_are_405_with_an_allow_header) and
 #: ``positive_data_acceptance`` (the document accepts what the gateway refuses,
-#: see TestTheDocumentDescribesTheGateway).
+#: see TestTheDocumentDescribesTheGateway). ``ignored_auth`` is left out too:
+#: its probes go out without the test's ASGI session, so they cannot reach an
+#: in-process gateway; the same request without credentials is what
+#: test_generated_requests_without_credentials_are_401_and_change_nothing sends,
+#: and test_auth.py sends the bad ones.
 RESPONSE_CHECKS = [
     schema_checks.not_a_server_error,
     schema_checks.status_code_conformance,
@@ -262,10 +267,10 @@ class StateWitness:
         return self.observations[-1]
 
 
-def witnessed_gateway() -> tuple[Harness, StateWitness]:
+def witnessed_gateway(settings: GatewaySettings = SETTINGS) -> tuple[Harness, StateWitness]:
     """A gateway (not yet started) on a fresh in-process pipeline, behind a witness."""
     harness = Harness(autostart=False)
-    app = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     return harness, StateWitness(app, _server_of(harness))
 
 
@@ -325,16 +330,40 @@ class FuzzedGateway:
         return pipeline_id
 
 
-@pytest.fixture
-def fuzzed() -> Iterator[FuzzedGateway]:
+@contextlib.contextmanager
+def fuzzed_gateway(headers: dict[str, str]) -> Iterator[FuzzedGateway]:
     # One gateway per test: schemathesis' pytest plugin ends every ASGI
     # lifespan when a test ends, and a stopped Resonate client does not restart.
     harness, witness = witnessed_gateway()
     # Entering the client runs the gateway's lifespan on schemathesis' event
     # loop thread, where every generated request is then served.
     with schemathesis_asgi.get_client(witness) as client:
+        client.headers.update(headers)
         yield FuzzedGateway(harness, witness, client)
     schemathesis_asgi.shutdown_lifespans()
+
+
+@pytest.fixture
+def fuzzed() -> Iterator[FuzzedGateway]:
+    """A gateway whose every request carries the development key (see test_gateway.AUTHENTICATED)."""
+    with fuzzed_gateway(AUTHENTICATED) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def anonymous() -> Iterator[FuzzedGateway]:
+    """A gateway whose requests carry no credentials."""
+    with fuzzed_gateway({}) as gateway:
+        yield gateway
+
+
+#: The operations anyone may call, by (method, path template): the health checks and the signed callback.
+PUBLIC_OPERATIONS = {
+    (method, route.path)
+    for route in create_app(SETTINGS).routes
+    if isinstance(route, PublicRoute)
+    for method in route.methods
+}
 
 
 @SCHEMA.parametrize()
@@ -349,6 +378,28 @@ def test_generated_requests_get_documented_answers_and_refusals_change_nothing(
     assert response.status_code < 500, f"{case.as_curl_command()} -> {response.status_code} {response.text}"
     assert_error_document(response.status_code, response.content, case.as_curl_command())
     case.validate_response(response, checks=RESPONSE_CHECKS)
+
+
+@SCHEMA.parametrize()
+@hypothesis.settings(suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+def test_generated_requests_without_credentials_are_401_and_change_nothing(
+    case: schemathesis.Case, anonymous: FuzzedGateway
+) -> None:
+    case.headers = {name: value for name, value in (case.headers or {}).items() if name.lower() != "authorization"}
+    response = case.call(session=anonymous.client)
+
+    what = f"{case.as_curl_command()} -> {response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, what
+    assert_error_document(response.status_code, response.content, what)
+    if (case.method.upper(), case.operation.path) in PUBLIC_OPERATIONS:
+        return
+    # A generated path that routes nowhere (an id with a slash, say) or a method
+    # the route lacks is refused before any route, so before authentication.
+    unrouted = (response.status_code, response.json()["code"]) in {(404, "not_found"), (405, "method_not_allowed")}
+    assert response.status_code == 401 or unrouted, what
+    if response.status_code == 401:
+        assert response.json()["code"] == "unauthenticated", what
+        assert response.headers["www-authenticate"] == ['Bearer realm="pipelines"'], what
 
 
 def callback_documents(promise_ids: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -500,15 +551,24 @@ class WitnessedGateway(Gateway):
         return [n for n in self.harness.notifications if n.pipeline_id == pipeline_id]
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[WitnessedGateway]:
-    harness, witness = witnessed_gateway()
+@contextlib.asynccontextmanager
+async def serve_witnessed(
+    settings: GatewaySettings = SETTINGS, headers: dict[str, str] = AUTHENTICATED
+) -> AsyncIterator[WitnessedGateway]:
+    """A started gateway behind a witness, and a client sending ``headers`` with every request."""
+    harness, witness = witnessed_gateway(settings)
     transport = httpx.ASGITransport(app=witness)
     async with (
         witness.app.router.lifespan_context(witness.app),
-        httpx.AsyncClient(transport=transport, base_url="http://gateway") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as client,
     ):
         yield WitnessedGateway(client, harness, witness)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[WitnessedGateway]:
+    async with serve_witnessed() as gateway:
+        yield gateway
 
 
 SUCCESS = {"status": "success", "result": {"rows": 3}}

@@ -8,6 +8,7 @@ tests.support.pipeline_harness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -22,10 +23,11 @@ from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.pipeline_harness import SECRET, Harness
+from tests.integration.clients import AUTHENTICATED
+from tests.support.pipeline_harness import SECRET, UNUSED_DATABASE_URL, Harness
 
 SETTINGS = GatewaySettings(
-    RESONATE_DATABASE_URL="postgresql://unused@unused.invalid/resonate",
+    RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
     CALLBACK_SIGNING_SECRET=SECRET,
     PIPELINE_DEFAULT_TIMEOUT_SECONDS=600,
 )
@@ -66,14 +68,26 @@ class Gateway:
         )
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+# What every request of these tests carries (AUTHENTICATED): the development
+# key, which SETTINGS (ENVIRONMENT=development, no keys file) accept, as the
+# compose stack does. Authentication itself is tested in test_auth.py.
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
+    """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
     harness = Harness(autostart=False)
-    app = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
             yield Gateway(client, harness)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    async with serve() as gateway:
+        yield gateway
 
 
 async def test_start_answers_202_with_the_status_document_and_location(gateway: Gateway) -> None:

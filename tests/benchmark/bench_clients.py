@@ -26,6 +26,7 @@ from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink, connect
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
+from tests.integration.clients import AUTHENTICATED
 
 #: compose.yaml's development values: the benchmark signs as the notebook does
 #: and calls the emulator as the worker does.
@@ -85,7 +86,7 @@ class Gateway:
 
     async def start(self, pipeline_id: str) -> int:
         payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {"label": "benchmark"}}
-        async with self.http.post("/pipelines", json=payload) as response:
+        async with self.http.post("/pipelines", json=payload, headers=AUTHENTICATED) as response:
             await response.read()
             return response.status
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from pipeline_api.keys import DEVELOPMENT_API_KEY
 from pipeline_shared import ids
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
@@ -23,6 +24,9 @@ FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
 #: compose.yaml's development secret: the tests sign as the notebook would.
 SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
 
+#: The development stack (ENVIRONMENT=development, no keys file) accepts the development API key.
+AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
+
 
 def new_id(label: str = "it") -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
@@ -30,7 +34,7 @@ def new_id(label: str = "it") -> str:
 
 class Gateway:
     def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http = httpx.Client(base_url=url, timeout=30, headers=AUTHENTICATED)
 
     def start(self, pipeline_id: str, **body: Any) -> httpx.Response:
         payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}} | body
@@ -89,9 +93,7 @@ class MailSink:
 
     def wait_for(self, pipeline_id: str, timeout: float = 60) -> dict[str, Any]:
         """The one email about ``pipeline_id``, once it has arrived."""
-        response = self.http.get(
-            "/messages/wait", params={"pipeline_id": pipeline_id, "count": 1, "timeout": timeout}
-        )
+        response = self.http.get("/messages/wait", params={"pipeline_id": pipeline_id, "count": 1, "timeout": timeout})
         assert response.status_code == 200, f"no email for {pipeline_id} within {timeout}s: {response.text}"
         [message] = response.json()["messages"]
         return message

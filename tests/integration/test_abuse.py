@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.integration.clients import SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
+from tests.integration.clients import AUTHENTICATED, SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 from tests.stack import API
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ async def test_a_burst_of_identical_starts_makes_one_pipeline_one_run_and_one_em
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
     started = time.monotonic()
 
-    async with httpx.AsyncClient(base_url=stack.api_url, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, limits=limits, timeout=60, headers=AUTHENTICATED) as client:
         responses = await asyncio.gather(*(client.post("/pipelines", json=body) for _ in range(BURST)))
 
     elapsed = time.monotonic() - started

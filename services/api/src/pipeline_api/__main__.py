@@ -1,4 +1,10 @@
-"""Run the gateway: ``python -m pipeline_api``."""
+"""Run the gateway: ``python -m pipeline_api``.
+
+One process, one event loop, one Resonate link; with ``CALLBACK_PORT`` set, two
+listeners: ``PORT`` serves the whole gateway, ``CALLBACK_PORT`` the callback
+route alone (see app.create_callback_app), so a deployment can publish only
+the latter to the Databricks workspace.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,24 @@ import uvicorn
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
 
-from .app import create_app
+from .app import ByListener, create_app, create_callback_app
 from .settings import GatewaySettings
+
+HOST = "0.0.0.0"
 
 
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("api", settings.LOG_LEVEL)
-    uvicorn.run(
-        create_app(settings), host="0.0.0.0", port=settings.PORT, log_config=None, proxy_headers=True
-    )
+    gateway = create_app(settings)
+    if settings.CALLBACK_PORT is None:
+        uvicorn.run(gateway, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True)
+        return
+    app = ByListener(gateway, create_callback_app(gateway), settings.CALLBACK_PORT)
+    config = uvicorn.Config(app, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True)
+    # One server on both sockets: one lifespan, one set of signal handlers.
+    sockets = [config.bind_socket(), uvicorn.Config(app, host=HOST, port=settings.CALLBACK_PORT).bind_socket()]
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":

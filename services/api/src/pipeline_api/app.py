@@ -1,8 +1,13 @@
 """The gateway's FastAPI application: routes, error mapping and lifespan.
 
 The lifespan builds the Resonate client; routes reach it only through the
-dependencies in :mod:`.deps`. Every error a client sees is JSON with a stable
-``code`` and a human ``message``.
+dependencies in :mod:`.deps`, which also decide who may do what: every route
+requires authentication unless it is made a :class:`PublicRoute`. Every error
+a client sees is JSON with a stable ``code`` and a human ``message``.
+
+:func:`create_callback_app` is the public surface: the callback route alone,
+for the listener a deployment exposes to the Databricks workspace
+(``CALLBACK_PORT``); :class:`ByListener` serves both apps from one process.
 """
 
 from __future__ import annotations
@@ -10,37 +15,53 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline_shared import names
 from pipeline_shared.errors import (
+    AccessRefused,
+    AuthenticationUnavailable,
     CallbackConflict,
     CallbackUnauthorized,
     CoordinatorUnavailable,
+    InsufficientScope,
     InvalidCallback,
+    InvalidCredentials,
     PipelineAlreadyFinished,
     PipelineConflict,
     PipelineError,
     PipelineNotFound,
+    Unauthenticated,
     UnknownCallbackPromise,
 )
 from pipeline_shared.logs import pipeline_context
-from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink, connect
 
 from . import metrics
+from .auth import Authenticator, audit_fields, challenge
 from .callbacks import authenticate_callback
-from .deps import LinkDep, PipelinesDep
+from .deps import (
+    AuthorizedStart,
+    CancellablePipeline,
+    LinkDep,
+    PipelinesDep,
+    ReadablePipeline,
+    ReadablePipelineByQuery,
+    authenticate,
+)
 from .pipelines import Pipelines
 from .schemas import CallbackReceipt, CallbackRequest, ErrorBody, LegacyRunStatus, PipelineRequest, PipelineStatus
 from .settings import GatewaySettings
@@ -56,20 +77,29 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     UnknownCallbackPromise: 404,
     CallbackConflict: 409,
     CoordinatorUnavailable: 503,
+    Unauthenticated: 401,
+    InvalidCredentials: 401,
+    InsufficientScope: 403,
+    AuthenticationUnavailable: 503,
 }
 
 CALLBACK_PATH = "/callbacks/databricks"
 
-#: Told to clients when the Resonate database cannot be reached: about how
-#: long a database restart takes, and past the notebook's first retries.
+#: Told to clients with every 503 (the Resonate database or the identity
+#: provider cannot be reached): about how long a database restart takes.
 RETRY_AFTER_SECONDS = 5
 
 #: Every other request body is a few kilobytes (a start request's parameters
 #: are capped at 8,000 bytes); anything far larger is refused unread.
 REQUEST_MAX_BODY_BYTES = 64 * 1024
 
-PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
-PipelineIdQuery = Annotated[str, Query(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
+#: Request bodies the routes read themselves (the callback's must be checked
+#: as raw bytes, the start's is read after authorization), documented as if
+#: FastAPI had read them.
+DOCUMENTED_BODIES = {"CallbackRequest": CallbackRequest, "PipelineRequest": PipelineRequest}
+
+#: Who may call what, in the OpenAPI document.
+_AUTHENTICATED_RESPONSES = (401, 403)
 
 
 def _error(
@@ -130,7 +160,19 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class PlainRoute(APIRoute):
+class PublicRoute(APIRoute):
+    """A route anyone may call: the app's default authentication is taken off it.
+
+    The exemption is visible where a route is made, and the set of public
+    routes is pinned by a test; every other route authenticates.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs["dependencies"] = [d for d in kwargs.get("dependencies") or () if d.dependency is not authenticate]
+        super().__init__(path, endpoint, **kwargs)
+
+
+class PlainRoute(PublicRoute):
     """A route FastAPI documents like any other but serves as a plain Starlette endpoint.
 
     The endpoint takes the Request and returns a finished Response, so the
@@ -171,70 +213,35 @@ def create_app(
         description="Start Databricks pipelines, follow them, cancel them; receives the notebook's signed callback.",
         version="1.0.0",
         lifespan=lifespan,
+        # Every route authenticates unless it is a PublicRoute (see deps).
+        dependencies=[Depends(authenticate)],
     )
     app.state.settings = settings
+    app.state.callback_signing_secrets = settings.callback_signing_secrets
+    # Built here, not in the lifespan: it holds no connection, and a bad keys
+    # file must stop the gateway before it serves anything.
+    app.state.authenticator = Authenticator.from_settings(settings)
     app.mount("/metrics", make_asgi_app())
-    app.add_middleware(
-        BodyLimit,
-        limit_for=lambda path: settings.CALLBACK_MAX_BODY_BYTES if path == CALLBACK_PATH else REQUEST_MAX_BODY_BYTES,
-    )
-
-    @app.exception_handler(PipelineError)
-    async def _domain_error(request: Request, exc: PipelineError) -> JSONResponse:
-        status = _STATUS_BY_ERROR.get(type(exc), 500)
-        if request.url.path == CALLBACK_PATH:
-            metrics.CALLBACK_REJECTIONS.labels(reason=exc.code).inc()
-        headers = None
-        if status >= 500:
-            logger.error("request failed: %s", exc.message)
-        if isinstance(exc, CoordinatorUnavailable):
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        return _error(status, exc.code, exc.message, exc.details, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"]) or "request"
-        return _error(422, "invalid_request", f"{where}: {first['msg']}", details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.detail, dict):
-            if request.url.path == CALLBACK_PATH:
-                metrics.CALLBACK_REJECTIONS.labels(reason=exc.detail["code"]).inc()
-            return _error(exc.status_code, exc.detail["code"], exc.detail["message"])
-        if exc.status_code == 400:
-            # FastAPI's answer to a body it cannot decode at all (not UTF-8,
-            # say); to a client that is invalid input like any other.
-            return _error(422, "invalid_request", f"body: {exc.detail} (send UTF-8 JSON)")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        # Keep the exception's headers: a 405 must say what is Allowed.
-        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
-
-    @app.exception_handler(RecursionError)
-    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
-        return _error(422, "invalid_request", "body: the JSON is nested too deeply")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error")
-        return _error(500, "internal_error", "the gateway failed unexpectedly; the request may be retried")
+    app.add_middleware(BodyLimit, limit_for=_body_limit(settings))
+    for error, handler in _ERROR_HANDLERS.items():
+        app.add_exception_handler(error, handler)
 
     @app.post(
         "/pipelines",
         status_code=202,
         response_model=PipelineStatus,
         responses={200: {"model": PipelineStatus, "description": "Already started with this request."}}
-        | _responses(409, 422, 503),
+        | _responses(*_AUTHENTICATED_RESPONSES, 409, 413, 422, 503),
         summary="Start a pipeline",
+        openapi_extra=_documented_body("PipelineRequest"),
     )
-    async def start_pipeline(request: PipelineRequest, pipelines: PipelinesDep, response: Response) -> PipelineStatus:
-        status, created = await pipelines.start(request)
+    async def start_pipeline(start: AuthorizedStart, pipelines: PipelinesDep, response: Response) -> PipelineStatus:
+        status, created = await pipelines.start(start.request, start.principal)
         with pipeline_context(status.id):
-            logger.info("pipeline started" if created else "pipeline start repeated")
+            logger.info(
+                "pipeline started" if created else "pipeline start repeated",
+                extra={"fields": audit_fields(start.principal)},
+            )
         response.status_code = 202 if created else 200
         response.headers["Location"] = f"/pipelines/{status.id}"
         return status
@@ -242,38 +249,24 @@ def create_app(
     @app.get(
         "/pipelines/{pipeline_id}",
         response_model=PipelineStatus,
-        responses=_responses(404, 422, 503),
+        responses=_responses(*_AUTHENTICATED_RESPONSES, 404, 422, 503),
         summary="Where a pipeline stands",
     )
-    async def get_pipeline(pipeline_id: PipelineIdPath, pipelines: PipelinesDep) -> PipelineStatus:
-        return await pipelines.status(pipeline_id)
+    async def get_pipeline(pipeline: ReadablePipeline, pipelines: PipelinesDep) -> PipelineStatus:
+        return await pipelines.status(pipeline.root)
 
     @app.post(
         "/pipelines/{pipeline_id}/cancel",
         status_code=202,
         response_model=PipelineStatus,
-        responses=_responses(404, 409, 422, 503),
+        responses=_responses(*_AUTHENTICATED_RESPONSES, 404, 409, 422, 503),
         summary="Cancel a pipeline and its Databricks run",
     )
-    async def cancel_pipeline(pipeline_id: PipelineIdPath, pipelines: PipelinesDep) -> PipelineStatus:
-        status = await pipelines.cancel(pipeline_id)
-        with pipeline_context(pipeline_id):
-            logger.info("pipeline cancelled")
+    async def cancel_pipeline(pipeline: CancellablePipeline, pipelines: PipelinesDep) -> PipelineStatus:
+        status = await pipelines.cancel(pipeline.root)
+        with pipeline_context(pipeline.root.id):
+            logger.info("pipeline cancelled", extra={"fields": audit_fields(pipeline.principal)})
         return status
-
-    async def databricks_callback(request: Request) -> Response:
-        pipelines: Pipelines = request.app.state.pipelines
-        body = await request.body()  # bounded by BodyLimit
-        callback = authenticate_callback(body, request.headers, settings.CALLBACK_SIGNING_SECRET)
-        pipeline_id, settled = await pipelines.settle_from_callback(callback)
-        outcome = "accepted" if settled else "duplicate"
-        metrics.CALLBACKS.labels(outcome=outcome).inc()
-        with pipeline_context(pipeline_id):
-            # A repeat is routine (notebook retries, replays) and can come in bulk.
-            level = logging.INFO if settled else logging.DEBUG
-            logger.log(level, "callback %s", outcome, extra={"fields": {"status": callback.status}})
-        # Built directly: this is the hot path, and the document is CallbackReceipt's.
-        return JSONResponse({"promise_id": callback.promise_id, "pipeline_id": pipeline_id, "outcome": outcome})
 
     app.router.add_api_route(
         CALLBACK_PATH,
@@ -285,53 +278,205 @@ def create_app(
         summary="The notebook's signed callback",
         description="Signed with Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) "
         "using the key the pipeline's run received. At most 5 minutes of clock skew. Repeating the "
-        "recorded outcome is harmless (200); contradicting it is a 409.",
-        # The body is read raw (the signature covers its exact bytes), so
-        # FastAPI cannot document it; the schema is added below.
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallbackRequest"}}},
-            }
-        },
+        "recorded outcome is harmless (200); contradicting it is a 409. Needs no other credentials.",
+        # The body is read raw (the signature covers its exact bytes).
+        openapi_extra=_documented_body("CallbackRequest"),
     )
 
     @app.get(
         "/run",
         response_model=LegacyRunStatus,
-        responses=_responses(404, 422, 503),
+        responses=_responses(*_AUTHENTICATED_RESPONSES, 404, 422, 503),
         summary="Where a pipeline stands, in the original example's words",
         description="Kept for clients of the original example's `trigger.py`. Read-only: unlike the example, "
         "it never starts anything (a GET must be safe to repeat and to prefetch); start pipelines with "
         "`POST /pipelines`.",
     )
-    async def legacy_run(pipelines: PipelinesDep, id: PipelineIdQuery) -> LegacyRunStatus:
-        status = await pipelines.status(id)
+    async def legacy_run(pipeline: ReadablePipelineByQuery, pipelines: PipelinesDep) -> LegacyRunStatus:
+        status = await pipelines.status(pipeline.root)
         done = status.state.is_final
-        return LegacyRunStatus(id=id, state=status.state, message="I am done" if done else "working on it")
+        return LegacyRunStatus(id=status.id, state=status.state, message="I am done" if done else "working on it")
 
-    @app.get("/healthz", summary="The gateway process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses=_responses(503), summary="The gateway can reach the Resonate database")
     async def readyz(link: LinkDep) -> JSONResponse:
         reason = await link.readiness()
         if reason is not None:
             return _error(503, "not_ready", reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return JSONResponse({"status": "ready"})
 
+    app.router.add_api_route(
+        "/healthz", healthz, methods=["GET"], route_class_override=PublicRoute, summary="The gateway process is up"
+    )
+    app.router.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        route_class_override=PublicRoute,
+        responses=_responses(503),
+        summary="The gateway can reach the Resonate database",
+    )
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            callback = CallbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update(callback.pop("$defs", {}))
-            schemas["CallbackRequest"] = callback
+            for name, model in DOCUMENTED_BODIES.items():
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[name] = schema
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    _refuse_routes_without_a_scope(app)
     return app
+
+
+def _documented_body(schema: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
+
+
+def _body_limit(settings: GatewaySettings) -> Callable[[str], int]:
+    return lambda path: settings.CALLBACK_MAX_BODY_BYTES if path == CALLBACK_PATH else REQUEST_MAX_BODY_BYTES
+
+
+def _refuse_routes_without_a_scope(app: FastAPI) -> None:
+    """Every authenticated route must say which scope it needs: deny by default, at build time."""
+
+    def scopes(dependant: Any) -> set[Any]:
+        own = getattr(dependant.call, "required_scope", None)
+        found = {own} if own is not None else set()
+        for child in dependant.dependencies:
+            found |= scopes(child)
+        return found
+
+    for route in app.routes:
+        if isinstance(route, APIRoute) and not isinstance(route, PublicRoute) and not scopes(route.dependant):
+            raise RuntimeError(
+                f"{sorted(route.methods)} {route.path} needs no scope: depend on one of deps' Starter, Reader, "
+                "Canceller or pipeline dependencies, or make it a PublicRoute"
+            )
+
+
+# ── what both apps serve ─────────────────────────────────────────────────────
+
+
+async def databricks_callback(request: Request) -> Response:
+    pipelines: Pipelines = request.app.state.pipelines
+    body = await request.body()  # bounded by BodyLimit
+    callback = authenticate_callback(body, request.headers, request.app.state.callback_signing_secrets)
+    pipeline_id, settled = await pipelines.settle_from_callback(callback)
+    outcome = "accepted" if settled else "duplicate"
+    metrics.CALLBACKS.labels(outcome=outcome).inc()
+    with pipeline_context(pipeline_id):
+        # A repeat is routine (notebook retries, replays) and can come in bulk.
+        level = logging.INFO if settled else logging.DEBUG
+        logger.log(level, "callback %s", outcome, extra={"fields": {"status": callback.status}})
+    # Built directly: this is the hot path, and the document is CallbackReceipt's.
+    return JSONResponse({"promise_id": callback.promise_id, "pipeline_id": pipeline_id, "outcome": outcome})
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PipelineError)
+    status = _STATUS_BY_ERROR.get(type(exc), 500)
+    if request.url.path == CALLBACK_PATH:
+        metrics.CALLBACK_REJECTIONS.labels(reason=exc.code).inc()
+        if status == 401:
+            logger.info("callback refused", extra={"fields": {"code": exc.code, "path": request.url.path}})
+    if status >= 500:
+        logger.error("request failed: %s", exc.message)
+    headers = challenge(exc) if isinstance(exc, AccessRefused) else None
+    if status == 503:
+        # The database or the identity provider is away; say when to try again.
+        headers = (headers or {}) | {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return _error(status, exc.code, exc.message, exc.details, headers=headers)
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"]) or "request"
+    return _error(422, "invalid_request", f"{where}: {first['msg']}", details)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.detail, dict):
+        if request.url.path == CALLBACK_PATH:
+            metrics.CALLBACK_REJECTIONS.labels(reason=exc.detail["code"]).inc()
+        return _error(exc.status_code, exc.detail["code"], exc.detail["message"])
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode at all (not UTF-8,
+        # say); to a client that is invalid input like any other.
+        return _error(422, "invalid_request", f"body: {exc.detail} (send UTF-8 JSON)")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    # Keep the exception's headers: a 405 must say what is Allowed.
+    return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _too_deep(_: Request, exc: Exception) -> JSONResponse:
+    return _error(422, "invalid_request", "body: the JSON is nested too deeply")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error")
+    return _error(500, "internal_error", "the gateway failed unexpectedly; the request may be retried")
+
+
+_ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Coroutine[Any, Any, JSONResponse]]] = {
+    PipelineError: _domain_error,
+    RequestValidationError: _invalid_request,
+    StarletteHTTPException: _http_error,
+    RecursionError: _too_deep,
+    Exception: _unexpected,
+}
+
+
+# ── the public surface ───────────────────────────────────────────────────────
+
+
+def create_callback_app(gateway: FastAPI) -> Starlette:
+    """The callback route and nothing else: no docs, no OpenAPI, no other route (404 JSON).
+
+    It shares the gateway's state, so one Resonate link (built by the
+    gateway's lifespan) and one cache of settled callbacks serve both.
+    """
+    settings: GatewaySettings = gateway.state.settings
+    app = Starlette(
+        routes=[Route(CALLBACK_PATH, databricks_callback, methods=["POST"])],
+        middleware=[Middleware(BodyLimit, limit_for=_body_limit(settings))],
+        exception_handlers=dict(_ERROR_HANDLERS),
+    )
+    app.state = gateway.state
+    return app
+
+
+class ByListener:
+    """Serve the callback-only app to connections on ``callback_port``, the gateway to all others.
+
+    Told apart by the local port the connection came in on (the ASGI
+    ``server`` of the socket, which no client can change). The lifespan is the
+    gateway's, which builds what both share.
+    """
+
+    def __init__(self, gateway: ASGIApp, callback_app: ASGIApp, callback_port: int) -> None:
+        self.gateway = gateway
+        self.callback_app = callback_app
+        self.callback_port = callback_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") or (None, None)
+        if scope["type"] != "lifespan" and server[1] == self.callback_port:
+            await self.callback_app(scope, receive, send)
+        else:
+            await self.gateway(scope, receive, send)

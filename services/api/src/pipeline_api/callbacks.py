@@ -3,13 +3,43 @@
 The signing key is per callback promise, so the promise id must be read from
 the body before the signature can be checked; nothing else in the body is
 trusted, or even validated, until the signature holds.
+
+Rotating the signing secret
+---------------------------
+The worker derives each pipeline's key from ``CALLBACK_SIGNING_SECRET`` when
+it triggers the run and hands it to the notebook, which signs with it until
+it ends. A rotation must therefore keep accepting keys derived from the old
+secret for as long as a pipeline started before it can call back:
+
+1. Make a new secret (``openssl rand -base64 48``).
+2. Gateway first: ``CALLBACK_SIGNING_SECRET=<new>`` and
+   ``CALLBACK_SIGNING_PREVIOUS_SECRETS=<old>`` (comma-separated if several),
+   then restart it. It now accepts keys derived from either.
+3. Then the worker: ``CALLBACK_SIGNING_SECRET=<new>``, restart. Pipelines it
+   triggers from now on get keys derived from the new secret. (In the other
+   order, a run triggered in between would hold a key the gateway does not
+   know yet.)
+4. Once every pipeline triggered before step 3 has finished (at most its
+   ``timeout_seconds``, 6 h by default and 30 days at the most, plus the
+   notebook's 5 minutes of retries), remove the old secret from
+   ``CALLBACK_SIGNING_PREVIOUS_SECRETS`` and restart the gateway. From then
+   on a callback signed with a key derived from it gets 401.
+
+After a leak, skip the wait: remove the old secret at once. Callbacks of
+pipelines started before the rotation are then refused, and the watchdog
+settles those pipelines from their Databricks runs instead (within
+``WATCHDOG_INTERVAL_SECONDS``), so none waits until it times out.
+
+Standard Webhooks lets a sender put several space-separated signatures in
+``webhook-signature``; a callback is accepted when any of them verifies under
+a key derived from the current or any listed previous secret.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -53,13 +83,32 @@ def _parse(body: bytes) -> object:
     return document
 
 
-def authenticate_callback(body: bytes, headers: Mapping[str, str], secret: str) -> CallbackRequest:
+def _verify_under_any(secrets: Sequence[str], promise_id: str, body: bytes, headers: dict[str, str]) -> None:
+    """Accept the signature if it verifies under a key derived from any of ``secrets``.
+
+    The current secret comes first, so a callback of a pipeline started after
+    the last rotation costs one HMAC. The error reported is the current
+    secret's: the others fail the same way or only for their key.
+    """
+    refusal: CallbackSignatureError | None = None
+    for secret in secrets:
+        try:
+            verify_callback(derive_callback_key(secret, promise_id), body, headers)
+            return
+        except CallbackSignatureError as exc:
+            refusal = refusal or exc
+    assert refusal is not None, "no signing secret configured"
+    raise refusal
+
+
+def authenticate_callback(body: bytes, headers: Mapping[str, str], secrets: Sequence[str]) -> CallbackRequest:
+    """The callback document, once its signature holds under one of ``secrets`` (current first)."""
     document = _parse(body)
     promise_id = document.get("promise_id") if isinstance(document, dict) else None
     if not isinstance(promise_id, str) or not promise_id:
         raise InvalidCallback("the callback body must be a JSON object with a non-empty string promise_id")
     try:
-        verify_callback(derive_callback_key(secret, promise_id), body, dict(headers))
+        _verify_under_any(secrets, promise_id, body, dict(headers))
     except CallbackSignatureError as exc:
         raise CallbackUnauthorized(
             f"callback signature rejected: {exc}. Sign the exact body with the key this pipeline's run "

@@ -9,6 +9,11 @@ of the gateway's HTTP API, so it works against any deployment::
 
 ``start`` and ``follow`` print each state change until the pipeline finishes
 and exit 0 only when it succeeded.
+
+It authenticates with the API key in ``PIPELINES_API_KEY``. Without one it
+sends the development key, which only a gateway running with
+``ENVIRONMENT=development`` and no keys file accepts: the compose stack on a
+laptop works with no setup, and any other gateway answers 401.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from .keys import DEVELOPMENT_API_KEY
+
 #: Where the gateway listens when run with `docker compose up`.
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 
@@ -33,8 +40,10 @@ class GatewayError(Exception):
 
 
 class Gateway:
-    def __init__(self, base_url: str, timeout: float = 15.0) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 15.0) -> None:
+        self._using_development_key = api_key is None
+        headers = {"authorization": f"Bearer {api_key or DEVELOPMENT_API_KEY}"}
+        self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -43,7 +52,12 @@ class Gateway:
             raise GatewayError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
         body = _json(response)
         if response.is_error:
-            raise GatewayError(f"{response.status_code} {body.get('code', '')}: {body.get('message', response.text)}")
+            hint = ""
+            if response.status_code == 401 and self._using_development_key:
+                hint = " (PIPELINES_API_KEY is not set, so the development key was sent)"
+            raise GatewayError(
+                f"{response.status_code} {body.get('code', '')}: {body.get('message', response.text)}{hint}"
+            )
         return body
 
 
@@ -94,7 +108,12 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipelines", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pipelines",
+        description=__doc__.split("\n\n")[0],
+        epilog="Environment: PIPELINES_GATEWAY (the gateway's URL), PIPELINES_API_KEY (an API key of that gateway; "
+        "without one the development key is sent).",
+    )
     parser.add_argument(
         "--gateway", default=os.environ.get("PIPELINES_GATEWAY", DEFAULT_GATEWAY), help="gateway base URL"
     )
@@ -113,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         commands.add_parser(name, help=help_text).add_argument("id")
     args = parser.parse_args(argv)
-    gateway = Gateway(args.gateway)
+    gateway = Gateway(args.gateway, os.environ.get("PIPELINES_API_KEY") or None)
 
     try:
         if args.command == "start":

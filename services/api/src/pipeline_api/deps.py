@@ -1,6 +1,26 @@
-"""Request dependencies: what routes may use, built once by the lifespan.
+"""Request dependencies: what routes may use, and the one place access is decided.
 
-They are ``async def`` although they only read ``app.state``: FastAPI runs a
+Access, in the order a request meets it, each step before the next reads anything:
+
+1. :func:`authenticate` is the app's default dependency, so every route runs
+   it, including one added later that forgets to ask (only the routes made
+   with ``PublicRoute`` in app.py are exempt: the health checks and the
+   signed callback). No credentials or wrong ones: 401, before the body is
+   read and before any request to Resonate.
+2. :func:`allowed` checks the scope the route needs: 403. A route that names
+   no scope does not get past ``create_app`` (see app.py).
+3. The pipeline dependencies (:data:`ReadablePipeline` and the others) read
+   the pipeline's root promise and hand it to the route only if the caller
+   may see it; another principal's pipeline is a 404 exactly like a pipeline
+   that does not exist. The start route's body is read only at this step too
+   (:data:`AuthorizedStart`), after the caller is known to be allowed to start.
+
+Route bodies never check access themselves. Starting is the one decision
+that cannot be made here, because whose an id is is known only from the
+answer to the create; ``Pipelines.start`` makes it with the same rule
+(:meth:`Principal.may_see`).
+
+They are ``async def`` although most only read ``app.state``: FastAPI runs a
 plain ``def`` dependency in a worker thread, which cost the callback route two
 thread hand-offs per request (about a fifth of its CPU under load, measured
 by tests/benchmark). The callback route, the hottest, takes none at all
@@ -9,13 +29,33 @@ by tests/benchmark). The callback route, the hottest, takes none at all
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from resonate.types import PromiseRecord
 
+from pipeline_shared.errors import AccessRefused, InsufficientScope, PipelineNotFound
+from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
 
-from .pipelines import Pipelines
+from .auth import Authenticator, audit_refusal, missing_credentials
+from .pipelines import Pipelines, owner_of
+from .principals import Principal, Scope
+from .schemas import PipelineRequest
+
+PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
+PipelineIdQuery = Annotated[str, Query(alias="id", pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
+
+#: Documents the scheme in OpenAPI and reads the header; deciding is authenticate's.
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key of this gateway (pl_...) or an OIDC access token from the configured issuer.",
+)
 
 
 async def _link(request: Request) -> ResonateLink:
@@ -28,3 +68,119 @@ async def _pipelines(request: Request) -> Pipelines:
 
 LinkDep = Annotated[ResonateLink, Depends(_link)]
 PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
+
+
+# ── 1. who is calling ────────────────────────────────────────────────────────
+
+
+async def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """The caller, or 401. Every route runs this first: it is the app's default dependency."""
+    if credentials is None:
+        refusal = missing_credentials(request.headers.get("authorization"))
+        audit_refusal(request, refusal, None, refusal.message)
+        raise refusal
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        return await authenticator.principal_for(credentials.credentials)
+    except AccessRefused as refusal:
+        audit_refusal(request, refusal, None, refusal.message)
+        raise
+
+
+# ── 2. may it do this ────────────────────────────────────────────────────────
+
+
+def allowed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, if its scopes grant ``scope``; 403 otherwise."""
+
+    async def principal_with_scope(
+        request: Request, principal: Annotated[Principal, Depends(authenticate)]
+    ) -> Principal:
+        if not principal.allows(scope):
+            refusal = InsufficientScope(scope.value)
+            audit_refusal(request, refusal, principal, f"lacks the {scope.value} scope")
+            raise refusal
+        return principal
+
+    principal_with_scope.required_scope = scope  # type: ignore[attr-defined]  # read by create_app's check
+    return principal_with_scope
+
+
+Starter = Annotated[Principal, Depends(allowed(Scope.START))]
+Reader = Annotated[Principal, Depends(allowed(Scope.READ))]
+Canceller = Annotated[Principal, Depends(allowed(Scope.CANCEL))]
+
+
+# ── 3. on which pipeline ─────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class OwnedPipeline:
+    """A pipeline's root promise, read for a principal that may see it."""
+
+    root: PromiseRecord
+    principal: Principal
+
+
+async def _visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+    pipelines: Pipelines = request.app.state.pipelines
+    root = await pipelines.root(pipeline_id)
+    if not principal.may_see(owner_of(root)):
+        # The same answer as for no pipeline at all: whether the id is taken is not the caller's to know.
+        refusal = PipelineNotFound(pipeline_id)
+        audit_refusal(request, refusal, principal, "the pipeline belongs to another principal")
+        raise refusal
+    return OwnedPipeline(root, principal)
+
+
+async def _readable(request: Request, pipeline_id: PipelineIdPath, principal: Reader) -> OwnedPipeline:
+    return await _visible(request, principal, pipeline_id)
+
+
+async def _readable_by_query(request: Request, pipeline_id: PipelineIdQuery, principal: Reader) -> OwnedPipeline:
+    return await _visible(request, principal, pipeline_id)
+
+
+async def _cancellable(request: Request, pipeline_id: PipelineIdPath, principal: Canceller) -> OwnedPipeline:
+    return await _visible(request, principal, pipeline_id)
+
+
+ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]
+ReadablePipelineByQuery = Annotated[OwnedPipeline, Depends(_readable_by_query)]
+CancellablePipeline = Annotated[OwnedPipeline, Depends(_cancellable)]
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    request: PipelineRequest
+    principal: Principal
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+async def _start_request(request: Request, principal: Starter) -> StartRequest:
+    """The start request's body, read only once the caller may start pipelines.
+
+    Read here rather than declared as the route's body parameter, which FastAPI
+    would read and parse before running any dependency: a stranger's body is
+    never parsed. Errors are the same 422 documents FastAPI's would be.
+    """
+    if not _is_json(request.headers.get("content-type", "")):
+        raise RequestValidationError(
+            [{"type": "content_type", "loc": ("body",), "msg": "send JSON, with content-type: application/json"}]
+        )
+    try:
+        document = PipelineRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+    return StartRequest(document, principal)
+
+
+AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]

@@ -10,6 +10,9 @@ any service. A pipeline is:
 - the callback promise ``{id}:1``, settled by the notebook, the watchdog, a
   cancel or the worker;
 - the trigger step ``{id}:2``, whose value records the Databricks run.
+
+Whose a pipeline is, is recorded with it, durably: the root promise's
+``pipeline:owner`` tag holds the id of the principal that started it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from pipeline_shared.models import (
 )
 
 from . import metrics
+from .principals import Principal
 from .schemas import (
     CallbackRequest,
     DatabricksRunView,
@@ -64,6 +68,14 @@ SETTLED_CACHE_SIZE = 10_000
 #: Tag on a pipeline's root promise holding the nonce of the start request
 #: that created it: Resonate hands a repeated create the stored record.
 CREATED_BY_TAG = "pipeline:created-by"
+
+#: Tag on a pipeline's root promise holding the id of the principal that started it.
+OWNER_TAG = "pipeline:owner"
+
+
+def owner_of(root: PromiseRecord) -> str | None:
+    """Who started the pipeline; None for one started before owners were recorded."""
+    return root.tags.get(OWNER_TAG)
 
 
 def now_ms() -> int:
@@ -87,8 +99,8 @@ class Pipelines:
 
     # ── start ────────────────────────────────────────────────────────────
 
-    async def start(self, request: PipelineRequest) -> tuple[PipelineStatus, bool]:
-        """Start the pipeline, or find the identical one already started.
+    async def start(self, request: PipelineRequest, principal: Principal) -> tuple[PipelineStatus, bool]:
+        """Start the pipeline for ``principal``, or find the identical one it already started.
 
         Returns the status and whether this call created it. Safe under any
         number of concurrent identical requests: Resonate creates a promise id
@@ -96,6 +108,23 @@ class Pipelines:
         compared with this request. Each create carries a nonce tag, so of
         identical requests racing past the read, exactly one is told it
         created the pipeline.
+
+        An id already holding a pipeline that ``principal`` may not see
+        (another principal's; see :meth:`Principal.may_see`) is answered 409
+        ``pipeline_conflict``, "already taken; use another id", whatever the
+        request, and before the request is compared with it. The answer is
+        the same whether the request matches the other pipeline or not (else
+        a stranger could test guesses at its email and parameters), and it
+        carries nothing of the other pipeline, not even whose it is. That the
+        id is in use cannot be hidden, since ids are one namespace and a
+        second pipeline cannot be made under one; 409 says no more than that,
+        and it is what the client has to act on: choose another id. 200
+        would hand over another's pipeline; 404 would be false (a start makes
+        what is not there) and a retry would meet it again; 403 would say as
+        much as 409 while suggesting that other credentials could make the id
+        theirs. The decision is made here, not in a dependency, because whose
+        the id is is known only from the create's answer: another principal
+        can create a pipeline under it between a read and this create.
         """
         spec = PipelineSpec(
             id=request.id or uuid.uuid4().hex,
@@ -107,8 +136,10 @@ class Pipelines:
         created = False
         if record is None:
             nonce = uuid.uuid4().hex
-            record = await self._create_root(spec, nonce)
+            record = await self._create_root(spec, nonce, principal.id)
             created = record.tags.get(CREATED_BY_TAG) == nonce
+        if not created and not principal.may_see(owner_of(record)):
+            raise PipelineConflict(f"pipeline id {spec.id!r} is already taken; use another id")
         stored = _spec_of(record)
         if stored != spec:
             raise PipelineConflict(
@@ -119,7 +150,7 @@ class Pipelines:
             metrics.PIPELINES_STARTED.inc()
         return await self._status_of(record, stored), created
 
-    async def _create_root(self, spec: PipelineSpec, nonce: str) -> PromiseRecord:
+    async def _create_root(self, spec: PipelineSpec, nonce: str, owner: str) -> PromiseRecord:
         # Not ``Resonate.rpc``, which would also subscribe the gateway to every
         # pipeline's completion (see pipeline_shared.invocations).
         deadline = now_ms() + 1000 * (spec.timeout_seconds + self._settings.PIPELINE_FINISH_GRACE_SECONDS)
@@ -132,17 +163,21 @@ class Pipelines:
                 group=names.WORKER_GROUP,
                 origin=spec.id,
                 timeout_at=deadline,
-                extra_tags={CREATED_BY_TAG: nonce},
+                extra_tags={CREATED_BY_TAG: nonce, OWNER_TAG: owner},
             )
         )
 
     # ── read ─────────────────────────────────────────────────────────────
 
-    async def status(self, pipeline_id: str) -> PipelineStatus:
+    async def root(self, pipeline_id: str) -> PromiseRecord:
+        """The pipeline's root promise; PipelineNotFound if there is none."""
         record = await self._get(pipeline_id)
         if record is None:
             raise PipelineNotFound(pipeline_id)
-        return await self._status_of(record, _spec_of(record))
+        return record
+
+    async def status(self, root: PromiseRecord) -> PipelineStatus:
+        return await self._status_of(root, _spec_of(root))
 
     async def _status_of(self, root: PromiseRecord, spec: PipelineSpec) -> PipelineStatus:
         base: dict[str, Any] = {
@@ -204,11 +239,9 @@ class Pipelines:
 
     # ── cancel ───────────────────────────────────────────────────────────
 
-    async def cancel(self, pipeline_id: str) -> PipelineStatus:
+    async def cancel(self, root: PromiseRecord) -> PipelineStatus:
         """Settle the pipeline as cancelled; the worker then cancels the run and emails."""
-        root = await self._get(pipeline_id)
-        if root is None:
-            raise PipelineNotFound(pipeline_id)
+        pipeline_id = root.id
         spec = _spec_of(root)
         if root.state != "pending":
             state = (await self._status_of(root, spec)).state
@@ -236,7 +269,7 @@ class Pipelines:
                 f"pipeline {pipeline_id!r} is already finishing: its outcome is known ({known})"
             )
         metrics.CANCELS.inc()
-        return await self.status(pipeline_id)
+        return await self.status(await self.root(pipeline_id))
 
     # ── callback ─────────────────────────────────────────────────────────
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Annotated, Any, Self
 
-from pipeline_shared.settings import SigningSettings
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET, MIN_SECRET_LENGTH, SigningSettings
+
+from .keys import InvalidKeysFile, load_keys_file
+from .oidc import ASYMMETRIC_ALGORITHMS
 
 #: The longest a pipeline may wait for Databricks. Longer waits are possible
 #: for Resonate; the bound keeps a typo from parking a pipeline for a century.
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+
+
+def _comma_separated(value: Any) -> Any:
+    """``"a, b"`` -> ``("a", "b")``: a list in one environment variable, blanks ignored."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class GatewaySettings(SigningSettings):
@@ -20,3 +34,97 @@ class GatewaySettings(SigningSettings):
     PIPELINE_FINISH_GRACE_SECONDS: int = Field(default=24 * 3600, ge=60)
     #: Largest callback body accepted; larger ones get 413.
     CALLBACK_MAX_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
+    #: Signing secrets replaced by CALLBACK_SIGNING_SECRET, comma-separated:
+    #: callbacks signed with a key derived from one of them are still
+    #: accepted, so pipelines started before a rotation can finish. See
+    #: pipeline_api.callbacks for the rotation procedure.
+    CALLBACK_SIGNING_PREVIOUS_SECRETS: Annotated[tuple[str, ...], NoDecode] = ()
+
+    #: When set, the gateway also listens on this port, and serves there the
+    #: callback route alone (everything else is a 404): the one listener a
+    #: deployment exposes to the Databricks workspace.
+    CALLBACK_PORT: int | None = Field(default=None, ge=1, le=65535)
+
+    # ── client authentication (see pipeline_api.deps) ───────────────────
+    #: The API keys file (TOML; see pipeline_api.keys). Re-read when it changes.
+    API_KEYS_FILE: Path | None = None
+    #: The OIDC issuer whose access tokens are accepted, exactly as tokens name it in ``iss``.
+    OIDC_ISSUER: str | None = None
+    #: The ``aud`` a token must carry: this gateway's identifier at the issuer.
+    OIDC_AUDIENCE: str | None = None
+    #: The issuer's key set; default: found through OIDC discovery.
+    OIDC_JWKS_URL: str | None = None
+    #: Signature algorithms accepted, comma-separated; asymmetric ones only.
+    OIDC_ALGORITHMS: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256")
+    #: The claim holding the token's scopes: ``scope`` (a space-separated
+    #: string) or e.g. ``scp`` (a string or a list).
+    OIDC_SCOPES_CLAIM: str = "scope"
+    #: What the issuer puts before the gateway's scope names, e.g.
+    #: ``pipelines:`` when tokens carry ``pipelines:start``.
+    OIDC_SCOPE_PREFIX: str = ""
+
+    _split_lists = field_validator("CALLBACK_SIGNING_PREVIOUS_SECRETS", "OIDC_ALGORITHMS", mode="before")(
+        _comma_separated
+    )
+
+    @field_validator("CALLBACK_PORT", "API_KEYS_FILE", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # compose's ${VAR:-} passes an unset variable on as an empty one.
+        return None if value == "" else value
+
+    @property
+    def callback_signing_secrets(self) -> tuple[str, ...]:
+        """Every secret a callback key may be derived from, the current one first."""
+        return (self.CALLBACK_SIGNING_SECRET, *self.CALLBACK_SIGNING_PREVIOUS_SECRETS)
+
+    @model_validator(mode="after")
+    def _previous_secrets_are_secrets(self) -> Self:
+        if self.CALLBACK_SIGNING_SECRET in self.CALLBACK_SIGNING_PREVIOUS_SECRETS:
+            raise ValueError("CALLBACK_SIGNING_PREVIOUS_SECRETS lists the current CALLBACK_SIGNING_SECRET")
+        if self.ENVIRONMENT == "development":
+            return self
+        for position, secret in enumerate(self.CALLBACK_SIGNING_PREVIOUS_SECRETS, start=1):
+            if secret == DEVELOPMENT_SIGNING_SECRET or len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"CALLBACK_SIGNING_PREVIOUS_SECRETS: secret {position} is the development default or shorter "
+                    f"than {MIN_SECRET_LENGTH} characters; refused for ENVIRONMENT={self.ENVIRONMENT}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _callback_port_is_another_port(self) -> Self:
+        if self.CALLBACK_PORT == self.PORT:
+            raise ValueError(f"CALLBACK_PORT must differ from PORT ({self.PORT})")
+        return self
+
+    @model_validator(mode="after")
+    def _clients_can_authenticate(self) -> Self:
+        if self.OIDC_ISSUER is None:
+            stray = [name for name in ("OIDC_AUDIENCE", "OIDC_JWKS_URL") if getattr(self, name) is not None]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} set without OIDC_ISSUER")
+        elif not self.OIDC_AUDIENCE:
+            raise ValueError("OIDC_AUDIENCE is required with OIDC_ISSUER: the aud tokens for this gateway carry")
+        refused = sorted(set(self.OIDC_ALGORITHMS) - ASYMMETRIC_ALGORITHMS)
+        if refused or not self.OIDC_ALGORITHMS:
+            raise ValueError(
+                f"OIDC_ALGORITHMS: {', '.join(refused) or 'none given'}; "
+                f"choose among {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+            )
+        if self.API_KEYS_FILE is not None:
+            try:
+                load_keys_file(self.API_KEYS_FILE, self.ENVIRONMENT)
+            except InvalidKeysFile as exc:
+                raise ValueError(f"API_KEYS_FILE: {exc}") from None
+        elif self.OIDC_ISSUER is None and self.ENVIRONMENT != "development":
+            raise ValueError(
+                f"no way for clients to authenticate in ENVIRONMENT={self.ENVIRONMENT}: "
+                "set API_KEYS_FILE (see python -m pipeline_api.keys), OIDC_ISSUER and OIDC_AUDIENCE, or both"
+            )
+        return self
+
+    @property
+    def accepts_development_key(self) -> bool:
+        """The development API key is the one key, in development with no keys file."""
+        return self.ENVIRONMENT == "development" and self.API_KEYS_FILE is None

@@ -2,18 +2,25 @@
 
 ::
 
-    PipelineError                 code                     HTTP
-    ├── PipelineNotFound          pipeline_not_found       404
-    ├── PipelineConflict          pipeline_conflict        409
-    ├── PipelineAlreadyFinished   pipeline_finished        409
-    ├── InvalidCallback           invalid_callback         422
-    ├── CallbackUnauthorized      invalid_signature        401
-    ├── UnknownCallbackPromise    unknown_promise          404
-    ├── CallbackConflict          settlement_conflict      409
-    └── CoordinatorUnavailable    resonate_unavailable     503
+    PipelineError                   code                        HTTP
+    ├── PipelineNotFound            pipeline_not_found          404
+    ├── PipelineConflict            pipeline_conflict           409
+    ├── PipelineAlreadyFinished     pipeline_finished           409
+    ├── InvalidCallback             invalid_callback            422
+    ├── CallbackUnauthorized        invalid_signature           401
+    ├── UnknownCallbackPromise      unknown_promise             404
+    ├── CallbackConflict            settlement_conflict         409
+    ├── CoordinatorUnavailable      resonate_unavailable        503
+    └── AccessRefused
+        ├── Unauthenticated         unauthenticated             401
+        ├── InvalidCredentials      invalid_token               401
+        ├── InsufficientScope       insufficient_scope          403
+        └── AuthenticationUnavailable  authentication_unavailable  503
 
 Routes map them to HTTP; nothing below the routes knows about HTTP. The
-message says what was wrong and, where it helps, what to do.
+message says what was wrong and, where it helps, what to do. An
+:class:`AccessRefused` message never repeats the credentials it refuses: it
+goes to strangers and into the audit log.
 """
 
 from __future__ import annotations
@@ -75,3 +82,33 @@ class CoordinatorUnavailable(PipelineError):
     """The Resonate server could not be reached; nothing was changed."""
 
     code = "resonate_unavailable"
+
+
+class AccessRefused(PipelineError):
+    """The caller may not make this request; nothing was read or changed."""
+
+
+class Unauthenticated(AccessRefused):
+    """The request carries no credentials (or none of a kind the gateway takes)."""
+
+    code = "unauthenticated"
+
+
+class InvalidCredentials(AccessRefused):
+    """The API key or token is unknown, revoked, expired, forged or not meant for this gateway."""
+
+    code = "invalid_token"
+
+
+class InsufficientScope(AccessRefused):
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this request needs the {scope!r} scope, which your credentials do not grant")
+        self.scope = scope
+
+
+class AuthenticationUnavailable(AccessRefused):
+    """Credentials could not be checked (the keys file is unreadable, the OIDC issuer unreachable)."""
+
+    code = "authentication_unavailable"

@@ -1,0 +1,118 @@
+"""Client authentication: from a bearer credential to a :class:`Principal`, and refusals as HTTP says them.
+
+Two kinds of credential travel in ``Authorization: Bearer``: the gateway's
+own API keys (:mod:`.keys`, told apart by their ``pl_`` prefix) and OIDC
+access tokens (:mod:`.oidc`). :mod:`.deps` calls :meth:`Authenticator.principal_for`
+once per request; nothing else looks at credentials.
+
+Every refusal is one audit log line (:func:`audit_refusal`) and, for 401 and
+403, a ``WWW-Authenticate`` challenge as RFC 6750 section 3 describes it: no
+error code when the request carried no credentials, ``invalid_token`` when
+they were wrong, ``insufficient_scope`` (with the scope needed) when they
+were right but not enough. Neither ever repeats the credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.requests import Request
+
+from pipeline_shared.errors import (
+    AccessRefused,
+    InsufficientScope,
+    InvalidCredentials,
+    PipelineError,
+    Unauthenticated,
+)
+
+from .keys import ApiKeys
+from .oidc import OidcVerifier
+from .principals import Principal
+from .settings import GatewaySettings
+
+logger = logging.getLogger("pipeline_api.audit")
+
+#: The protection space named in every challenge.
+REALM = "pipelines"
+
+#: RFC 6750 3: error_description may hold only these characters (no quote, no backslash).
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+class Authenticator:
+    def __init__(self, keys: ApiKeys | None, oidc: OidcVerifier | None) -> None:
+        self._keys = keys
+        self._oidc = oidc
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Authenticator:
+        keys = None
+        if settings.API_KEYS_FILE is not None:
+            keys = ApiKeys.from_file(settings.API_KEYS_FILE, settings.ENVIRONMENT)
+        elif settings.accepts_development_key:
+            keys = ApiKeys.development()
+        oidc = None
+        if settings.OIDC_ISSUER is not None:
+            assert settings.OIDC_AUDIENCE is not None  # the settings refuse an issuer without an audience
+            oidc = OidcVerifier(
+                settings.OIDC_ISSUER,
+                settings.OIDC_AUDIENCE,
+                jwks_url=settings.OIDC_JWKS_URL,
+                algorithms=settings.OIDC_ALGORITHMS,
+                scopes_claim=settings.OIDC_SCOPES_CLAIM,
+                scope_prefix=settings.OIDC_SCOPE_PREFIX,
+            )
+        return cls(keys, oidc)
+
+    async def principal_for(self, credential: str) -> Principal:
+        """Who ``credential`` speaks for; raises InvalidCredentials or AuthenticationUnavailable."""
+        if ApiKeys.looks_like_key(credential):
+            principal = self._keys.principal_for(credential) if self._keys is not None else None
+            if principal is None:
+                raise InvalidCredentials("the API key is not valid: unknown, revoked or mistyped")
+            return principal
+        if self._oidc is not None and credential.count(".") == 2:
+            return await self._oidc.principal_for(credential)
+        raise InvalidCredentials(
+            "the credential is neither an API key of this gateway nor an OIDC token it accepts"
+            if self._oidc is not None
+            else "the credential is not an API key of this gateway (it accepts no OIDC tokens)"
+        )
+
+
+def missing_credentials(authorization: str | None) -> Unauthenticated:
+    if authorization:
+        return Unauthenticated(
+            "the Authorization header must use the Bearer scheme: 'Authorization: Bearer <API key or OIDC token>'"
+        )
+    return Unauthenticated("this request needs credentials: 'Authorization: Bearer <API key or OIDC token>'")
+
+
+def challenge(error: AccessRefused) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header for a refusal (none for a 503)."""
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": f'Bearer realm="{REALM}"'}
+    if isinstance(error, InvalidCredentials):
+        description = _NOT_IN_DESCRIPTION.sub("", error.message)
+        return {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'}
+    if isinstance(error, InsufficientScope):
+        return {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{error.scope}"'}
+    return {}
+
+
+def audit_fields(principal: Principal) -> dict[str, str]:
+    """Who, in an audit log line: the principal and, for an API key, which key (its id; not a secret)."""
+    fields = {"principal": principal.id}
+    if principal.key_id is not None:
+        fields["key_id"] = principal.key_id
+    return fields
+
+
+def audit_refusal(request: Request, error: PipelineError, principal: Principal | None, reason: str) -> None:
+    """One line per refused request: who (if known), what, and why. Never the credential or the query."""
+    fields = {"code": error.code, "reason": reason, "method": request.method, "path": request.url.path}
+    if principal is not None:
+        fields |= audit_fields(principal)
+    logger.info("request refused", extra={"fields": fields})

@@ -1,0 +1,55 @@
+"""The ``pipelines`` command against a gateway on loopback that requires API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline_api import cli
+from pipeline_api.app import create_app
+from pipeline_api.keys import mint
+from pipeline_api.principals import Scope
+from pipeline_shared.resonate_client import ResonateLink
+from tests.api.test_gateway import SETTINGS
+from tests.api.test_listeners import loopback_socket, serving, url_of
+from tests.support.pipeline_harness import Harness
+
+KEY, ENTRY = mint("cli-user", frozenset({Scope.START, Scope.READ, Scope.CANCEL}))
+
+
+async def run_cli(monkeypatch: pytest.MonkeyPatch, api_key: str | None, *argv: str) -> int:
+    if api_key is None:
+        monkeypatch.delenv("PIPELINES_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("PIPELINES_API_KEY", api_key)
+    return await asyncio.to_thread(cli.main, list(argv))
+
+
+async def test_the_cli_sends_pipelines_api_key_and_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text(ENTRY.as_toml())
+    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
+    harness = Harness(autostart=False)
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    sock = loopback_socket()
+    pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
+    start = ["--gateway", url_of(sock), "start", "--no-follow", "--email", "cli@example.com", "--id", pipeline_id]
+
+    async with serving(app, sock):
+        with_key = await run_cli(monkeypatch, KEY, *start)
+        printed = capsys.readouterr()
+        without_key = await run_cli(monkeypatch, None, "--gateway", url_of(sock), "status", pipeline_id)
+        refused = capsys.readouterr()
+        wrong_key = await run_cli(monkeypatch, KEY + "x", "--gateway", url_of(sock), "status", pipeline_id)
+
+    assert with_key == 0, printed.err
+    assert printed.out.startswith(f"{pipeline_id}: ")
+    assert without_key == 2
+    assert "401 invalid_token" in refused.err and "PIPELINES_API_KEY is not set" in refused.err
+    assert wrong_key == 2
+    assert KEY not in refused.err + printed.err + printed.out

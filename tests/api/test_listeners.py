@@ -1,0 +1,143 @@
+"""The gateway's two listeners, on real sockets: the whole API, and the callback alone.
+
+Served as ``python -m pipeline_api`` serves them with ``CALLBACK_PORT`` set:
+one uvicorn server, one lifespan, both sockets (here on 127.0.0.1, ports
+picked by the system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+from pipeline_api.app import ByListener, create_app, create_callback_app
+from pipeline_shared import ids
+from pipeline_shared.resonate_client import ResonateLink
+from pipeline_shared.signing import derive_callback_key, sign_callback
+from tests.api.test_gateway import AUTHENTICATED, SETTINGS
+from tests.support.pipeline_harness import SECRET, Harness
+
+
+def loopback_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Listeners:
+    gateway: httpx.AsyncClient
+    callbacks: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, *sockets: socket.socket) -> AsyncIterator[None]:
+    """Serve ``app`` on ``sockets`` with uvicorn, in this event loop, until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=list(sockets)))
+    async with asyncio.timeout(10):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[Listeners]:
+    harness = Harness(autostart=False)
+    gateway = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    main, public = loopback_socket(), loopback_socket()
+    app = ByListener(gateway, create_callback_app(gateway), public.getsockname()[1])
+    async with (
+        serving(app, main, public),
+        httpx.AsyncClient(base_url=url_of(main), headers=AUTHENTICATED) as api,
+        httpx.AsyncClient(base_url=url_of(public), headers=AUTHENTICATED) as callbacks,
+    ):
+        yield Listeners(api, callbacks)
+
+
+async def test_a_callback_on_the_callback_port_settles_a_pipeline_started_on_the_gateway_port(
+    listeners: Listeners,
+) -> None:
+    started = await listeners.gateway.post("/pipelines", json={"email": "two-ports@example.com"})
+    assert started.status_code == 202, started.text
+    pipeline_id = started.json()["id"]
+    async with asyncio.timeout(10):
+        while (await listeners.gateway.get(f"/pipelines/{pipeline_id}")).json()["state"] != "waiting":
+            await asyncio.sleep(0.02)
+    promise_id = ids.callback_promise_id(pipeline_id)
+    body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"port": "callback"}}).encode()
+    headers = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
+
+    response = await listeners.callbacks.post("/callbacks/databricks", content=body, headers=headers)
+
+    assert (response.status_code, response.json()["outcome"]) == (200, "accepted"), response.text
+    async with asyncio.timeout(10):
+        while (doc := (await listeners.gateway.get(f"/pipelines/{pipeline_id}")).json())["state"] != "succeeded":
+            await asyncio.sleep(0.02)
+    assert doc["result"] == {"port": "callback"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/docs"),
+        ("GET", "/redoc"),
+        ("GET", "/openapi.json"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/metrics/"),
+        ("POST", "/pipelines"),
+        ("GET", "/pipelines/some-id"),
+        ("POST", "/pipelines/some-id/cancel"),
+        ("GET", "/run?id=some-id"),
+        ("GET", "/"),
+        ("GET", "/callbacks/databricks/../../docs"),
+    ],
+)
+async def test_the_callback_port_answers_nothing_but_the_callback(listeners: Listeners, method: str, path: str) -> None:
+    response = await listeners.callbacks.request(method, path, json={"email": "x@example.com"})
+
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "not_found"
+
+
+async def test_the_callback_port_refuses_other_methods_on_the_callback_and_unsigned_callbacks(
+    listeners: Listeners,
+) -> None:
+    other_method = await listeners.callbacks.get("/callbacks/databricks")
+    unsigned = await listeners.callbacks.post("/callbacks/databricks", json={"promise_id": "p:1", "status": "success"})
+    oversized = await listeners.callbacks.post(
+        "/callbacks/databricks", content=b"x" * (SETTINGS.CALLBACK_MAX_BODY_BYTES + 1)
+    )
+
+    assert (other_method.status_code, other_method.json()["code"]) == (405, "method_not_allowed")
+    assert "POST" in other_method.headers["allow"]
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, "invalid_signature")
+    assert (oversized.status_code, oversized.json()["code"]) == (413, "body_too_large")
+
+
+async def test_the_gateway_port_still_serves_everything(listeners: Listeners) -> None:
+    assert (await listeners.gateway.get("/healthz")).json() == {"status": "ok"}
+    assert (await listeners.gateway.get("/docs")).status_code == 200
+    assert "/callbacks/databricks" in (await listeners.gateway.get("/openapi.json")).json()["paths"]
+    anonymous = await listeners.gateway.get("/pipelines/some-id", headers={"authorization": ""})
+    assert anonymous.status_code == 401
