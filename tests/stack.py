@@ -32,6 +32,9 @@ from pathlib import Path
 import pytest
 from testcontainers.compose import DockerCompose
 
+from pipeline_api.keys import DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, KeyEntry, key_digest, mint
+from pipeline_api.principals import Scope
+
 #: The repository root, where compose.yaml lives and compose paths start.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Always used; COMPOSE_FILE may add overrides after it.
@@ -64,6 +67,7 @@ PORT_OFFSET = int(os.environ.get("TEST_STACK_PORT_OFFSET", "10000"))
 #: compose.yaml's default host ports, by the variable that moves each.
 DEFAULT_HOST_PORTS = {
     "API_HOST_PORT": 8000,
+    "API_CALLBACK_HOST_PORT": 8002,
     "RESONATE_HOST_PORT": 5433,
     "DATABRICKS_HOST_PORT": 8080,
     "SMTP_HOST_PORT": 1025,
@@ -89,6 +93,51 @@ TEST_SETTINGS = {
 }
 
 
+#: Where the gateway container reads the test stack's keys file.
+KEYS_FILE_IN_CONTAINER = "/etc/pipelines/keys/api-keys.toml"
+
+
+class TestKeys:
+    """The test stack's API keys: the development key, as every tier's clients use it, and a few principals more.
+
+    The stack runs with a keys file (``API_KEYS_FILE``) so that tests can
+    authenticate as several principals, revoke a key while the gateway runs,
+    and see that what the file does not list is refused. The file lists the
+    development key too (allowed in ENVIRONMENT=development), under the same
+    principal the gateway gives it without a file.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "api-keys.toml"
+        self.keys: dict[str, str] = {"dev": DEVELOPMENT_API_KEY}
+        self._entries: dict[str, KeyEntry] = {
+            "dev": KeyEntry(
+                id="dev",
+                hash=key_digest(DEVELOPMENT_API_KEY),
+                principal=DEVELOPMENT_PRINCIPAL,
+                scopes=frozenset({Scope.START, Scope.READ, Scope.CANCEL}),
+            )
+        }
+        for name, scopes in {
+            "other": {Scope.START, Scope.READ, Scope.CANCEL},
+            "reader": {Scope.READ},
+            "admin": {Scope.ADMIN},
+            "revoked": {Scope.START, Scope.READ, Scope.CANCEL},
+        }.items():
+            key, entry = mint(f"test-{name}", frozenset(scopes), key_id=name)
+            self.keys[name], self._entries[name] = key, entry
+        self.write()
+
+    def write(self, *, without: tuple[str, ...] = ()) -> None:
+        """(Re)write the file whole and rename it into place, as an operator should."""
+        text = "\n\n".join(entry.as_toml() for name, entry in self._entries.items() if name not in without)
+        draft = self.path.with_suffix(".new")
+        draft.write_text(text + "\n", encoding="utf-8")
+        draft.chmod(0o644)
+        draft.replace(self.path)
+
+
 @dataclass(frozen=True)
 class PublishedPort:
     """A container port and the service it belongs to."""
@@ -103,6 +152,7 @@ DEVELOPMENT_SUPERUSER_PASSWORD = "dev-only-insecure-superuser-password"
 
 #: The ports tests reach, by what the test calls them.
 API = PublishedPort("api", 8000)
+API_CALLBACKS = PublishedPort("api", 8002)
 RESONATE = PublishedPort("resonate", 5432)
 DATABRICKS = PublishedPort("databricks", 8080)
 MAILSINK_HTTP = PublishedPort("mailsink", 8025)
@@ -145,8 +195,9 @@ def _docker_problem() -> str | None:
 class Stack:
     """The running stack: where its services answer, and control over them."""
 
-    def __init__(self, compose: DockerCompose) -> None:
+    def __init__(self, compose: DockerCompose, keys: TestKeys) -> None:
         self._compose = compose
+        self.keys = keys
         self._addresses: dict[PublishedPort, tuple[str, int]] = {}
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -192,6 +243,11 @@ class Stack:
         """A libpq URL for the Resonate database as ``user`` (by default the superuser)."""
         host, port = self.address(RESONATE)
         return f"postgresql://{user}:{password}@{host}:{port}/resonate"
+
+    @property
+    def callback_url(self) -> str:
+        """The gateway's public listener: the callback route and nothing else."""
+        return self.url(API_CALLBACKS)
 
     @property
     def databricks_url(self) -> str:
@@ -329,7 +385,7 @@ def _start_failure(stack: Stack, exc: subprocess.SubprocessError) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The compose stack, built and healthy, shared by the whole session."""
     problem = _docker_problem()
     if problem is not None:
@@ -345,8 +401,13 @@ def stack() -> Iterator[Stack]:
         env.setenv("COMPOSE_PROJECT_NAME", PROJECT_NAME)
         for name, value in TEST_SETTINGS.items():
             env.setenv(name, value)
+        folder = tmp_path_factory.mktemp("api-keys")
+        folder.chmod(0o755)  # the gateway runs as its own user in the container
+        keys = TestKeys(folder)
+        env.setenv("API_KEYS_DIR", str(folder))
+        env.setenv("API_KEYS_FILE", KEYS_FILE_IN_CONTAINER)
         compose = DockerCompose(context=REPO_ROOT, compose_file_name=compose_files())
-        running = Stack(compose)
+        running = Stack(compose, keys)
         running.compose("down", "--volumes", "--remove-orphans")
         try:
             # Not compose.start(): it waits with no bound.

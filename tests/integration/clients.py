@@ -24,7 +24,7 @@ FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
 #: compose.yaml's development secret: the tests sign as the notebook would.
 SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
 
-#: The development stack (ENVIRONMENT=development, no keys file) accepts the development API key.
+#: The development stack accepts the development API key (the test stack's keys file lists it too).
 AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
 
 
