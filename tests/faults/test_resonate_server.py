@@ -79,19 +79,22 @@ def test_resonate_killed_during_a_burst_of_callbacks(stack: Stack, batch: Batch)
 
 
 def test_resonate_killed_while_emails_are_being_sent(stack: Stack, batch: Batch, mail_faults: httpx.Client) -> None:
-    # The mail server refuses for a while, so every email step is retrying
-    # (inside the step, then on Resonate's durable backoff) when the server dies.
-    response = mail_faults.post("/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 10})
+    # The mail server refuses until the server is back, so every email step is
+    # retrying (inside the step, then on Resonate's durable backoff) when the
+    # server dies.
+    response = mail_faults.post("/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 600})
     assert response.status_code == 200, response.text
     refused_before = mail_faults.get("/stats").json()["rejected_transient"]
     batch.start()
     batch.wait_until(
         lambda: mail_faults.get("/stats").json()["rejected_transient"] >= refused_before + len(batch.ids),
-        "every pipeline's email refused at least once",
-        timeout=60,
+        "as many refusals as pipelines",
+        timeout=120,
     )
+    assert {doc["state"] for doc in batch.statuses().values()} == {"notifying"}
 
     _killed_and_restarted(stack, batch)
+    mail_faults.delete("/faults")
 
     batch.wait_for("succeeded", timeout=180)
     # One email per pipeline, by Message-ID. It may have been handed to the
