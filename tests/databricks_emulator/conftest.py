@@ -1,9 +1,12 @@
 """Fixtures: one emulator process for the session, clients for it, and a callback receiver.
 
-The emulator runs as a real subprocess (``python -m databricks_emulator``) on a
-free loopback port, and every Jobs API call goes through databricks-sdk's own
-``WorkspaceClient``: the wire the worker will use. Runs are kept apart by
-unique pipeline ids, so tests share the emulator without sharing state.
+The emulator runs as a real subprocess on a free loopback port, and most Jobs
+API calls go through databricks-sdk's own ``WorkspaceClient``: the wire the
+worker will use. The subprocess serves the emulator wrapped in the check of
+``sdk_models``, so every answer any test gets, whatever its client, reads back
+unchanged through the SDK's models; a test whose calls got an answer that does
+not fails at teardown. Runs are kept apart by unique pipeline ids, so tests
+share the emulator without sharing state.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
 
 from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.databricks_emulator.sdk_models import LOG_ENV, problems_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "pipeline.py"
@@ -43,12 +47,22 @@ def free_port() -> int:
 class Emulator:
     """A running emulator process and what a client needs to reach it."""
 
-    def __init__(self, process: subprocess.Popen[bytes], url: str, token: str, log: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, env: dict[str, str], log: Path
+    ) -> None:
         self.process = process
         self.url = url
-        self.token = token
+        self.token = env["DATABRICKS_EMULATOR_TOKEN"]
         self.job_id = JOB_ID
         self.log = log
+        self.model_log = Path(env[LOG_ENV])
+        self._problems_seen = 0
+
+    def new_model_problems(self) -> list[dict]:
+        """Answers that failed the SDK-model check since the last call."""
+        problems = problems_logged(self.model_log, after=self._problems_seen)
+        self._problems_seen += len(problems)
+        return problems
 
     def client(self, token: str | None = None) -> WorkspaceClient:
         config = Config(
@@ -61,11 +75,13 @@ class Emulator:
 
 def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
     port = free_port()
-    token = f"dapi-test-{uuid.uuid4().hex}"
     env = {
         **os.environ,
+        # The checked emulator is a module of the tests, so the repository must be importable.
+        "PYTHONPATH": str(REPO_ROOT),
+        LOG_ENV: str(tmp / f"model-check-{port}.jsonl"),
         "DATABRICKS_EMULATOR_PORT": str(port),
-        "DATABRICKS_EMULATOR_TOKEN": token,
+        "DATABRICKS_EMULATOR_TOKEN": f"dapi-test-{uuid.uuid4().hex}",
         "DATABRICKS_EMULATOR_JOB_ID": str(JOB_ID),
         "DATABRICKS_EMULATOR_NOTEBOOK_PATH": str(NOTEBOOK),
         "DATABRICKS_EMULATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -79,7 +95,7 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
     log = tmp / f"emulator-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "databricks_emulator"],
+            [sys.executable, "-m", "tests.databricks_emulator.sdk_models"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -92,7 +108,7 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
             raise RuntimeError(f"emulator exited with {process.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Emulator(process, url, token, log)
+                return Emulator(process, url, env, log)
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -108,6 +124,8 @@ def stop_emulator(emulator: Emulator) -> None:
     except subprocess.TimeoutExpired:
         emulator.process.kill()
         emulator.process.wait()
+    problems = problems_logged(emulator.model_log)
+    assert not problems, f"answers outside databricks-sdk's models: {problems}"
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +133,15 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     running = start_emulator(tmp_path_factory.mktemp("emulator"))
     yield running
     stop_emulator(running)
+
+
+@pytest.fixture(autouse=True)
+def answers_read_back_through_sdk_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test whose calls got an answer databricks-sdk's models would misread."""
+    yield
+    if "emulator" in request.fixturenames:
+        problems = request.getfixturevalue("emulator").new_model_problems()
+        assert not problems, f"answers outside databricks-sdk's models: {problems}"
 
 
 @pytest.fixture(scope="session")

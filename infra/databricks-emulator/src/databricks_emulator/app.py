@@ -161,12 +161,12 @@ async def get_run_output(request: Request, workspace: WorkspaceDep) -> dict[str,
     return run.output_json()
 
 
-def _job_json(workspace: Workspace) -> dict[str, Any]:
+def _base_job_json(workspace: Workspace) -> dict[str, Any]:
+    """The job as ``jobs/list`` shows it (a ``BaseJob``: no ``run_as_user_name``)."""
     settings = workspace.settings
     return {
         "job_id": settings.JOB_ID,
         "creator_user_name": USER_NAME,
-        "run_as_user_name": USER_NAME,
         "created_time": workspace.created_time,
         "settings": job_settings(
             timeout_seconds=settings.RUN_TIMEOUT_SECONDS,
@@ -178,7 +178,7 @@ def _job_json(workspace: Workspace) -> dict[str, Any]:
 @jobs.get("/jobs/get")
 async def get_job(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
     workspace.check_job(_query_int(request, "job_id"))
-    return _job_json(workspace)
+    return {**_base_job_json(workspace), "run_as_user_name": USER_NAME}
 
 
 @jobs.get("/jobs/list")
@@ -186,7 +186,7 @@ async def list_jobs(request: Request, workspace: WorkspaceDep) -> dict[str, Any]
     name = request.query_params.get("name")
     if name is not None and name != JOB_NAME:
         return {"has_more": False}
-    return {"jobs": [_job_json(workspace)], "has_more": False}
+    return {"jobs": [_base_job_json(workspace)], "has_more": False}
 
 
 control = APIRouter(prefix="/emulator")
