@@ -36,6 +36,11 @@ JOB_ID = 4242
 SDK_RETRY_TIMEOUT_SECONDS = 20
 #: How long the emulator may take to answer /healthz after it is started.
 STARTUP_DEADLINE_SECONDS = 30
+#: The OAuth token lifetime of test emulators: databricks-sdk treats a token as
+#: expired 40 s before its end, so it refreshes one of these after 2 s.
+OAUTH_TOKEN_LIFETIME_SECONDS = 42
+#: How soon after it got one databricks-sdk refreshes such a token.
+SDK_REFRESHES_AFTER_SECONDS = OAUTH_TOKEN_LIFETIME_SECONDS - 40
 
 
 def free_port() -> int:
@@ -53,6 +58,8 @@ class Emulator:
         self.process = process
         self.url = url
         self.token = env["DATABRICKS_EMULATOR_TOKEN"]
+        self.client_id = env["DATABRICKS_EMULATOR_CLIENT_ID"]
+        self.client_secret = env["DATABRICKS_EMULATOR_CLIENT_SECRET"]
         self.job_id = JOB_ID
         self.log = log
         self.model_log = Path(env[LOG_ENV])
@@ -72,6 +79,19 @@ class Emulator:
         )
         return WorkspaceClient(config=config)
 
+    def oauth_client(self, client_secret: str | None = None) -> WorkspaceClient:
+        """A client that signs in as the service principal; the SDK's unified auth finds the rest."""
+        config = Config(
+            host=self.url,
+            client_id=self.client_id,
+            client_secret=client_secret or self.client_secret,
+            retry_timeout_seconds=SDK_RETRY_TIMEOUT_SECONDS,
+        )
+        return WorkspaceClient(config=config)
+
+    def oauth_counters(self) -> dict:
+        return httpx.get(f"{self.url}/emulator/oauth", timeout=10).json()
+
 
 def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
     port = free_port()
@@ -82,6 +102,9 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
         LOG_ENV: str(tmp / f"model-check-{port}.jsonl"),
         "DATABRICKS_EMULATOR_PORT": str(port),
         "DATABRICKS_EMULATOR_TOKEN": f"dapi-test-{uuid.uuid4().hex}",
+        "DATABRICKS_EMULATOR_CLIENT_ID": str(uuid.uuid4()),
+        "DATABRICKS_EMULATOR_CLIENT_SECRET": f"dose-test-{uuid.uuid4().hex}",
+        "DATABRICKS_EMULATOR_OAUTH_TOKEN_LIFETIME_SECONDS": str(OAUTH_TOKEN_LIFETIME_SECONDS),
         "DATABRICKS_EMULATOR_JOB_ID": str(JOB_ID),
         "DATABRICKS_EMULATOR_NOTEBOOK_PATH": str(NOTEBOOK),
         "DATABRICKS_EMULATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",

@@ -1,17 +1,17 @@
 """The HTTP face of the emulator: the Jobs API subset databricks-sdk uses, and a control API.
 
-Jobs API (under ``/api/2.2``, ``/api/2.1`` and ``/api/2.0``, bearer token
-required): ``jobs/run-now``, ``jobs/runs/get``,
+Jobs API (under ``/api/2.2``, ``/api/2.1`` and ``/api/2.0``, bearer token or
+OAuth access token required): ``jobs/run-now``, ``jobs/runs/get``,
 ``jobs/runs/cancel``, ``jobs/runs/get-output``, ``jobs/get``,
 ``jobs/list``, each reading its parameters from the query string and a JSON
 body alike (``params``), as declared in ``surface``. Answers, errors and
 status codes follow the real API; the other Jobs endpoints answer 501 naming
 themselves. See the package README for what is and is not modelled.
 
-Unauthenticated: ``/.well-known/databricks-config`` (the SDK probes it when a
-client is built, and stalls for minutes without an answer), ``/healthz``, the
-run page at ``/`` and the emulator-only control API under ``/emulator``
-(fault plans, counters, runs, and the sink that swallows dropped callbacks).
+Unauthenticated: host metadata and OAuth discovery and tokens (``oauth``),
+``/healthz``, the run page at ``/`` and the emulator-only control API under
+``/emulator`` (fault plans, counters, runs, OAuth tokens, and the sink that
+swallows dropped callbacks).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from databricks_emulator.errors import ApiError, invalid_parameter, not_modelled
 from databricks_emulator.faults import FaultPlan
 from databricks_emulator.jobspec import JOB_NAME, USER_NAME, job_settings
+from databricks_emulator.oauth import IssuerDep, TokenIssuer, discovery
 from databricks_emulator.params import read_call
 from databricks_emulator.settings import Settings
 from databricks_emulator.surface import (
@@ -63,14 +64,20 @@ WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
 
 
 def _authenticate(request: Request) -> None:
-    """Bearer token check, answering as the real API does: 401 without one, 403 for a wrong one."""
-    token = request.app.state.workspace.settings.TOKEN
+    """Bearer check, answering as the real API does: 401 without one, 403 for a bad one.
+
+    The personal access token and any live OAuth access token are both accepted;
+    an expired OAuth token is refused like any other bad token.
+    """
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
         raise ApiError(
             401, 401, "Credential was not sent or was of an unsupported type for this API."
         )
-    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    pat = request.app.state.workspace.settings.TOKEN
+    tokens: TokenIssuer = request.app.state.tokens
+    if not (hmac.compare_digest(presented.encode(), pat.encode()) or tokens.is_live(presented)):
         raise ApiError(
             403,
             403,
@@ -286,6 +293,18 @@ async def run_details(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     return {**run.summary_json(), "stdout": tail(run.stdout_path), "stderr": tail(run.stderr_path)}
 
 
+@control.get("/oauth")
+async def oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
+    """How many OAuth tokens were issued and how many are live (a refresh issues one more)."""
+    return {"client_id": tokens.client_id, "tokens_issued": tokens.issued, "live_tokens": tokens.live()}
+
+
+@control.post("/oauth/expire")
+async def expire_oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
+    """End every live OAuth token now, as if its lifetime had passed."""
+    return {"expired": tokens.expire_all()}
+
+
 @control.post("/callback-sink/{run_id}")
 async def swallow_callback(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     """Where a ``drop_callback`` run's callback goes: accepted, counted, never delivered."""
@@ -302,6 +321,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with tempfile.TemporaryDirectory(prefix="databricks-emulator-") as run_root:
             app.state.workspace = Workspace(settings, Path(run_root))
+            app.state.tokens = TokenIssuer(
+                settings.CLIENT_ID, settings.CLIENT_SECRET, settings.OAUTH_TOKEN_LIFETIME_SECONDS
+            )
             try:
                 yield
             finally:
@@ -315,6 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.include_router(jobs)
+    app.include_router(discovery)
     app.include_router(control)
 
     @app.middleware("http")
@@ -348,14 +371,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=400
         )
-
-    @app.get("/.well-known/databricks-config")
-    async def discovery() -> dict[str, Any]:
-        # What a workspace host answers; with a token configured the SDK uses none of the OIDC part.
-        return {
-            "oidc_endpoint": f"{settings.PUBLIC_URL}/oidc",
-            "workspace_id": settings.WORKSPACE_ID,
-        }
 
     @app.get("/healthz")
     async def healthz(workspace: WorkspaceDep) -> dict[str, Any]:
