@@ -29,7 +29,6 @@ live in memory, like runs.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import secrets
 import time
@@ -121,7 +120,7 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         return None
     client_id, colon, secret = decoded.partition(":")
     if not colon:

@@ -34,13 +34,20 @@ API_VERSIONS: Final = ("2.2", "2.1", "2.0")
 # -- kinds of parameter: how each is read from a query string or a JSON body ----------
 
 
+#: The range of an int64, which is what every id and count of the Jobs API is.
+_INT64_RANGE = range(-(2**63), 2**63)
+
+
 def _int64(name: str, value: object) -> int:
-    """An int64, given as a JSON number or a string of digits (protobuf JSON allows both)."""
+    """An int64, given as a JSON number or a string of ASCII digits (protobuf JSON allows both)."""
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().removeprefix("-").isdigit():
-        return int(value)
-    raise invalid_parameter(f"Invalid value for {name}: {value!r} is not an integer.")
+        number = value
+    elif isinstance(value, str) and value.strip().removeprefix("-").isdigit() and value.isascii():
+        number = int(value)
+    if number is None or number not in _INT64_RANGE:
+        raise invalid_parameter(f"Invalid value for {name}: {value!r} is not an integer.")
+    return number
 
 
 def _boolean(name: str, value: object) -> bool:
