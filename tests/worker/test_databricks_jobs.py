@@ -178,8 +178,10 @@ async def test_unknown_job_and_bad_token_are_permanent(emulator: Emulator, recei
             client.close()
 
 
-async def test_unreachable_databricks_is_transient() -> None:
-    client = jobs_for(f"http://127.0.0.1:{free_port()}", PersonalAccessToken("dapi-x"), retry_timeout=1)
+@pytest.mark.parametrize("credentials", [PersonalAccessToken("dapi-x"), ServicePrincipal("sp-x", "dose-x")])
+async def test_unreachable_databricks_is_transient(credentials: DatabricksCredentials) -> None:
+    # Over OAuth the SDK cannot even discover the token endpoint; still only "try again later".
+    client = jobs_for(f"http://127.0.0.1:{free_port()}", credentials, retry_timeout=1)
     try:
         with pytest.raises(TransientDatabricksError):
             await client.snapshot(1)
