@@ -1,9 +1,12 @@
 """Fixtures: one emulator process for the session, clients for it, and a callback receiver.
 
-The emulator runs as a real subprocess (``python -m databricks_emulator``) on a
-free loopback port, and every Jobs API call goes through databricks-sdk's own
-``WorkspaceClient``: the wire the worker will use. Runs are kept apart by
-unique pipeline ids, so tests share the emulator without sharing state.
+The emulator runs as a real subprocess on a free loopback port, and most Jobs
+API calls go through databricks-sdk's own ``WorkspaceClient``: the wire the
+worker will use. The subprocess serves the emulator wrapped in the check of
+``sdk_models``, so every answer any test gets, whatever its client, reads back
+unchanged through the SDK's models; a test whose calls got an answer that does
+not fails at teardown. Runs are kept apart by unique pipeline ids, so tests
+share the emulator without sharing state.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
 
 from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.databricks_emulator.sdk_models import LOG_ENV, problems_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "pipeline.py"
@@ -32,6 +36,11 @@ JOB_ID = 4242
 SDK_RETRY_TIMEOUT_SECONDS = 20
 #: How long the emulator may take to answer /healthz after it is started.
 STARTUP_DEADLINE_SECONDS = 30
+#: The OAuth token lifetime of test emulators: databricks-sdk treats a token as
+#: expired 40 s before its end, so it refreshes one of these after 2 s.
+OAUTH_TOKEN_LIFETIME_SECONDS = 42
+#: How soon after it got one databricks-sdk refreshes such a token.
+SDK_REFRESHES_AFTER_SECONDS = OAUTH_TOKEN_LIFETIME_SECONDS - 40
 
 
 def free_port() -> int:
@@ -43,12 +52,24 @@ def free_port() -> int:
 class Emulator:
     """A running emulator process and what a client needs to reach it."""
 
-    def __init__(self, process: subprocess.Popen[bytes], url: str, token: str, log: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], url: str, env: dict[str, str], log: Path
+    ) -> None:
         self.process = process
         self.url = url
-        self.token = token
+        self.token = env["DATABRICKS_EMULATOR_TOKEN"]
+        self.client_id = env["DATABRICKS_EMULATOR_CLIENT_ID"]
+        self.client_secret = env["DATABRICKS_EMULATOR_CLIENT_SECRET"]
         self.job_id = JOB_ID
         self.log = log
+        self.model_log = Path(env[LOG_ENV])
+        self._problems_seen = 0
+
+    def new_model_problems(self) -> list[dict]:
+        """Answers that failed the SDK-model check since the last call."""
+        problems = problems_logged(self.model_log, after=self._problems_seen)
+        self._problems_seen += len(problems)
+        return problems
 
     def client(self, token: str | None = None) -> WorkspaceClient:
         config = Config(
@@ -58,14 +79,32 @@ class Emulator:
         )
         return WorkspaceClient(config=config)
 
+    def oauth_client(self, client_secret: str | None = None) -> WorkspaceClient:
+        """A client that signs in as the service principal; the SDK's unified auth finds the rest."""
+        config = Config(
+            host=self.url,
+            client_id=self.client_id,
+            client_secret=client_secret or self.client_secret,
+            retry_timeout_seconds=SDK_RETRY_TIMEOUT_SECONDS,
+        )
+        return WorkspaceClient(config=config)
+
+    def oauth_counters(self) -> dict:
+        return httpx.get(f"{self.url}/emulator/oauth", timeout=10).json()
+
 
 def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
     port = free_port()
-    token = f"dapi-test-{uuid.uuid4().hex}"
     env = {
         **os.environ,
+        # The checked emulator is a module of the tests, so the repository must be importable.
+        "PYTHONPATH": str(REPO_ROOT),
+        LOG_ENV: str(tmp / f"model-check-{port}.jsonl"),
         "DATABRICKS_EMULATOR_PORT": str(port),
-        "DATABRICKS_EMULATOR_TOKEN": token,
+        "DATABRICKS_EMULATOR_TOKEN": f"dapi-test-{uuid.uuid4().hex}",
+        "DATABRICKS_EMULATOR_CLIENT_ID": str(uuid.uuid4()),
+        "DATABRICKS_EMULATOR_CLIENT_SECRET": f"dose-test-{uuid.uuid4().hex}",
+        "DATABRICKS_EMULATOR_OAUTH_TOKEN_LIFETIME_SECONDS": str(OAUTH_TOKEN_LIFETIME_SECONDS),
         "DATABRICKS_EMULATOR_JOB_ID": str(JOB_ID),
         "DATABRICKS_EMULATOR_NOTEBOOK_PATH": str(NOTEBOOK),
         "DATABRICKS_EMULATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
@@ -79,7 +118,7 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
     log = tmp / f"emulator-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "databricks_emulator"],
+            [sys.executable, "-m", "tests.databricks_emulator.sdk_models"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -92,7 +131,7 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
             raise RuntimeError(f"emulator exited with {process.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Emulator(process, url, token, log)
+                return Emulator(process, url, env, log)
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -108,6 +147,8 @@ def stop_emulator(emulator: Emulator) -> None:
     except subprocess.TimeoutExpired:
         emulator.process.kill()
         emulator.process.wait()
+    problems = problems_logged(emulator.model_log)
+    assert not problems, f"answers outside databricks-sdk's models: {problems}"
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +156,15 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     running = start_emulator(tmp_path_factory.mktemp("emulator"))
     yield running
     stop_emulator(running)
+
+
+@pytest.fixture(autouse=True)
+def answers_read_back_through_sdk_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test whose calls got an answer databricks-sdk's models would misread."""
+    yield
+    if "emulator" in request.fixturenames:
+        problems = request.getfixturevalue("emulator").new_model_problems()
+        assert not problems, f"answers outside databricks-sdk's models: {problems}"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from databricks_emulator.surface import ENDPOINTS
 
 
 @pytest.fixture
@@ -66,3 +72,62 @@ def test_control_api_refuses_bad_plans(control, pipeline_id, plan):
     assert response.status_code == 400
     assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert control.get("/healthz").status_code == 200
+
+
+#: Any JSON value, nested a little.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+#: What a client may put in a query string: the endpoints' own parameter names and others.
+QUERY_KEYS = st.sampled_from(sorted({name for e in ENDPOINTS for name in e.params} | {"x", ""}))
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    version=st.sampled_from(["2.2", "2.1", "2.0", "2.3"]),
+    body=st.one_of(st.dictionaries(QUERY_KEYS | st.text(max_size=10), JSON, max_size=5), JSON, st.binary(max_size=30)),
+    query=st.lists(st.tuples(QUERY_KEYS, st.text(max_size=12)), max_size=4),
+)
+def test_no_request_crashes_an_endpoint(control, emulator, auth, endpoint, version, body, query):
+    if _names_the_job(body, query, emulator.job_id):
+        return  # a valid run-now would start a real run: not what this test is about
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = control.request(
+        endpoint.method, f"/api/{version}/{endpoint.path}", params=query, content=content, headers=auth
+    )
+    assert answer.status_code in (200, 400, 404, 501), answer.text
+    assert answer.status_code == 200 or set(answer.json()) == {"error_code", "message"}
+
+
+def _names_the_job(body: object, query: list[tuple[str, str]], job_id: int) -> bool:
+    given = [value for key, value in query if key == "job_id"]
+    if isinstance(body, dict):
+        given.append(body.get("job_id"))
+    return any(str(value).strip() == str(job_id) for value in given)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    form=st.binary(max_size=60) | st.text(max_size=60).map(str.encode),
+    # What HTTP allows in a header value (anything else never reaches the app: the server refuses it).
+    authorization=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30).map(
+        "Basic {}".format
+    ),
+)
+def test_no_token_request_crashes_the_token_endpoint(control, form, authorization):
+    answer = control.post(
+        "/oidc/v1/token",
+        content=form,
+        headers={"Authorization": authorization, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code in (400, 401), answer.text
+    assert set(answer.json()) == {"error", "error_description"}
+
+
+@pytest.mark.parametrize("run_id", ["٤٢", str(2**63), "1.0", "+1", " "])
+def test_ids_are_ascii_int64s(control, auth, run_id):
+    response = control.get("/api/2.2/jobs/runs/get", params={"run_id": run_id}, headers=auth)
+    assert response.status_code == 400 and "is not an integer" in response.json()["message"]

@@ -1,7 +1,9 @@
 """The worker's Databricks client against the emulator, through databricks-sdk.
 
 Checks the decisions ``pipeline_worker.databricks`` owns: what is transient,
-what is permanent, what is terminal, and where the notebook's result is read.
+what is permanent, what is terminal, and where the notebook's result is read;
+and that it works the same signed in with a token or as a service principal
+over OAuth, whose token the SDK refreshes before it expires.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import httpx
 import pytest
 
 from pipeline_shared import ids
+from pipeline_shared.models import DatabricksRun
 from pipeline_worker.databricks import (
     DatabricksConfig,
+    DatabricksCredentials,
     DatabricksJobs,
     PermanentDatabricksError,
+    PersonalAccessToken,
+    ServicePrincipal,
     TransientDatabricksError,
 )
 from tests.databricks_emulator.conftest import (
     JOB_ID,
+    SDK_REFRESHES_AFTER_SECONDS,
     Emulator,
     free_port,
     start_emulator,
@@ -39,11 +46,13 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     stop_emulator(running)
 
 
-def jobs_for(url: str, token: str, job_id: int = JOB_ID, retry_timeout: int = 10) -> DatabricksJobs:
+def jobs_for(
+    url: str, credentials: DatabricksCredentials, job_id: int = JOB_ID, retry_timeout: int = 10
+) -> DatabricksJobs:
     return DatabricksJobs(
         DatabricksConfig(
             host=url,
-            token=token,
+            credentials=credentials,
             job_id=job_id,
             http_timeout_seconds=5,
             retry_timeout_seconds=retry_timeout,
@@ -54,7 +63,14 @@ def jobs_for(url: str, token: str, job_id: int = JOB_ID, retry_timeout: int = 10
 
 @pytest.fixture
 async def jobs(emulator: Emulator) -> AsyncIterator[DatabricksJobs]:
-    client = jobs_for(emulator.url, emulator.token)
+    client = jobs_for(emulator.url, PersonalAccessToken(emulator.token))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def oauth_jobs(emulator: Emulator) -> AsyncIterator[DatabricksJobs]:
+    client = jobs_for(emulator.url, ServicePrincipal(emulator.client_id, emulator.client_secret))
     yield client
     client.close()
 
@@ -67,6 +83,17 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 def new_pipeline(receiver: CallbackReceiver, **parameters: str) -> Pipeline:
     return Pipeline(f"w-{uuid.uuid4().hex[:12]}", receiver.url, **parameters)
+
+
+async def start_run(
+    jobs: DatabricksJobs, emulator: Emulator, receiver: CallbackReceiver, **plan: object
+) -> tuple[Pipeline, DatabricksRun]:
+    """A new pipeline under this fault plan, and the run the worker's client started for it."""
+    pipeline = new_pipeline(receiver)
+    if plan:
+        httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json=plan)
+    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+    return pipeline, run
 
 
 async def wait_terminal(jobs: DatabricksJobs, run_id: int, timeout: float = 30):  # type: ignore[no-untyped-def]
@@ -95,9 +122,7 @@ async def test_run_now_is_idempotent_and_reports_the_run_page(jobs: DatabricksJo
 async def test_notebook_result_is_the_exit_value(
     jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
 ) -> None:
-    pipeline = new_pipeline(receiver)
-    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "drop_callback"})
-    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+    _, run = await start_run(jobs, emulator, receiver, notebook="drop_callback")
 
     await wait_terminal(jobs, run.run_id)
     result = await jobs.notebook_result(run.run_id)
@@ -109,9 +134,7 @@ async def test_notebook_result_is_the_exit_value(
 async def test_failed_run_is_terminal_with_the_error_message(
     jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
 ) -> None:
-    pipeline = new_pipeline(receiver)
-    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "fail"})
-    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+    _, run = await start_run(jobs, emulator, receiver, notebook="fail")
 
     snapshot = await wait_terminal(jobs, run.run_id)
 
@@ -120,9 +143,7 @@ async def test_failed_run_is_terminal_with_the_error_message(
 
 
 async def test_cancel_stops_a_hanging_run(jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator) -> None:
-    pipeline = new_pipeline(receiver)
-    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json={"notebook": "hang"})
-    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+    _, run = await start_run(jobs, emulator, receiver, notebook="hang")
 
     await jobs.cancel(run.run_id)
     snapshot = await wait_terminal(jobs, run.run_id)
@@ -134,13 +155,9 @@ async def test_cancel_stops_a_hanging_run(jobs: DatabricksJobs, receiver: Callba
 async def test_throttling_is_ridden_through_with_one_run(
     jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
 ) -> None:
-    pipeline = new_pipeline(receiver)
-    httpx.put(
-        f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}",
-        json={"run_now_errors": 2, "run_now_error_status": 503, "retry_after_seconds": 0},
+    pipeline, run = await start_run(
+        jobs, emulator, receiver, run_now_errors=2, run_now_error_status=503, retry_after_seconds=0
     )
-
-    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
 
     counters = httpx.get(f"{emulator.url}/emulator/pipelines/{pipeline.pipeline_id}").json()
     assert counters["run_ids"] == [run.run_id] and counters["run_now_rejected"] == 2
@@ -149,8 +166,9 @@ async def test_throttling_is_ridden_through_with_one_run(
 async def test_unknown_job_and_bad_token_are_permanent(emulator: Emulator, receiver: CallbackReceiver) -> None:
     pipeline = new_pipeline(receiver)
     for client, needle in (
-        (jobs_for(emulator.url, emulator.token, job_id=999_999), "does not exist"),
-        (jobs_for(emulator.url, "dapi-wrong"), "Invalid access token"),
+        (jobs_for(emulator.url, PersonalAccessToken(emulator.token), job_id=999_999), "does not exist"),
+        (jobs_for(emulator.url, PersonalAccessToken("dapi-wrong")), "Invalid access token"),
+        (jobs_for(emulator.url, ServicePrincipal(emulator.client_id, "dose-wrong")), "invalid_client"),
     ):
         try:
             with pytest.raises(PermanentDatabricksError) as caught:
@@ -160,10 +178,36 @@ async def test_unknown_job_and_bad_token_are_permanent(emulator: Emulator, recei
             client.close()
 
 
-async def test_unreachable_databricks_is_transient() -> None:
-    client = jobs_for(f"http://127.0.0.1:{free_port()}", "dapi-x", retry_timeout=1)
+@pytest.mark.parametrize("credentials", [PersonalAccessToken("dapi-x"), ServicePrincipal("sp-x", "dose-x")])
+async def test_unreachable_databricks_is_transient(credentials: DatabricksCredentials) -> None:
+    # Over OAuth the SDK cannot even discover the token endpoint; still only "try again later".
+    client = jobs_for(f"http://127.0.0.1:{free_port()}", credentials, retry_timeout=1)
     try:
         with pytest.raises(TransientDatabricksError):
             await client.snapshot(1)
     finally:
         client.close()
+
+
+async def test_run_now_and_get_run_work_signed_in_as_a_service_principal(
+    oauth_jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
+) -> None:
+    _, run = await start_run(oauth_jobs, emulator, receiver)
+    snapshot = await wait_terminal(oauth_jobs, run.run_id)
+
+    assert snapshot.succeeded and str(run.run_id) in run.run_page_url
+    assert emulator.oauth_counters()["tokens_issued"] >= 1
+
+
+async def test_an_expiring_oauth_token_is_refreshed_between_calls(
+    oauth_jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
+) -> None:
+    _, run = await start_run(oauth_jobs, emulator, receiver, notebook="hang")
+    issued = emulator.oauth_counters()["tokens_issued"]
+
+    await asyncio.sleep(SDK_REFRESHES_AFTER_SECONDS + 0.5)  # the token is now too close to its end to use
+    snapshot = await oauth_jobs.snapshot(run.run_id)
+
+    assert not snapshot.terminal
+    assert emulator.oauth_counters()["tokens_issued"] == issued + 1
+    await oauth_jobs.cancel(run.run_id)

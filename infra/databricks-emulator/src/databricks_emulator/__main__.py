@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -12,7 +14,8 @@ from databricks_emulator.app import create_app
 from databricks_emulator.settings import Settings
 
 
-def main() -> int:
+def main(wrap: Callable[[Any], Any] | None = None) -> int:
+    """Serve the emulator; ``wrap`` (an ASGI middleware) lets the test suite inspect every answer."""
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -21,8 +24,9 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        wrap(app) if wrap is not None else app,
         host=settings.HOST,
         port=settings.PORT,
         log_level="warning",

@@ -1,15 +1,17 @@
 """The HTTP face of the emulator: the Jobs API subset databricks-sdk uses, and a control API.
 
-Jobs API (under ``/api/2.2`` and ``/api/2.1``, bearer token required):
-``jobs/run-now``, ``jobs/runs/get``, ``jobs/runs/cancel``,
-``jobs/runs/get-output``, ``jobs/get``, ``jobs/list``. Answers, errors and
-status codes follow the real API; see the package README for what is and is
-not modelled.
+Jobs API (under ``/api/2.2``, ``/api/2.1`` and ``/api/2.0``, bearer token or
+OAuth access token required): ``jobs/run-now``, ``jobs/runs/get``,
+``jobs/runs/cancel``, ``jobs/runs/get-output``, ``jobs/get``,
+``jobs/list``, each reading its parameters from the query string and a JSON
+body alike (``params``), as declared in ``surface``. Answers, errors and
+status codes follow the real API; the other Jobs endpoints answer 501 naming
+themselves. See the package README for what is and is not modelled.
 
-Unauthenticated: ``/.well-known/databricks-config`` (the SDK probes it when a
-client is built, and stalls for minutes without an answer), ``/healthz``, the
-run page at ``/`` and the emulator-only control API under ``/emulator``
-(fault plans, counters, runs, and the sink that swallows dropped callbacks).
+Unauthenticated: host metadata and OAuth discovery and tokens (``oauth``),
+``/healthz``, the run page at ``/`` and the emulator-only control API under
+``/emulator`` (fault plans, counters, runs, OAuth tokens, and the sink that
+swallows dropped callbacks).
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
-import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,25 +30,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from databricks_emulator.errors import ApiError, invalid_parameter, malformed_request
+from databricks_emulator.errors import ApiError, invalid_parameter, not_modelled
 from databricks_emulator.faults import FaultPlan
 from databricks_emulator.jobspec import JOB_NAME, USER_NAME, job_settings
+from databricks_emulator.oauth import IssuerDep, TokenIssuer, discovery
+from databricks_emulator.params import read_call
 from databricks_emulator.settings import Settings
+from databricks_emulator.surface import (
+    API_VERSIONS,
+    JOBS_GET,
+    JOBS_LIST,
+    LEGACY_TASK_PARAMETERS,
+    NOT_MODELLED_ENDPOINTS,
+    RUN_NOW,
+    RUNS_CANCEL,
+    RUNS_GET,
+    RUNS_GET_OUTPUT,
+    Endpoint,
+    NotModelledEndpoint,
+)
 from databricks_emulator.workspace import Workspace, tail
 
-#: Task-parameter fields of run-now that a job with job parameters refuses.
-LEGACY_TASK_PARAMETERS = (
-    "notebook_params",
-    "python_params",
-    "jar_params",
-    "spark_submit_params",
-    "python_named_params",
-    "sql_params",
-    "dbt_commands",
-    "pipeline_params",
-)
-#: The Jobs API versions served; they differ only in paging, which one task never needs.
-API_VERSIONS = ("2.2", "2.1")
+#: The most jobs one jobs/list page may ask for (and the default), per the reference.
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
 
 
 def _workspace(request: Request) -> Workspace:
@@ -58,14 +64,20 @@ WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
 
 
 def _authenticate(request: Request) -> None:
-    """Bearer token check, answering as the real API does: 401 without one, 403 for a wrong one."""
-    token = request.app.state.workspace.settings.TOKEN
+    """Bearer check, answering as the real API does: 401 without one, 403 for a bad one.
+
+    The personal access token and any live OAuth access token are both accepted;
+    an expired OAuth token is refused like any other bad token.
+    """
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
         raise ApiError(
             401, 401, "Credential was not sent or was of an unsupported type for this API."
         )
-    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    pat = request.app.state.workspace.settings.TOKEN
+    tokens: TokenIssuer = request.app.state.tokens
+    if not (hmac.compare_digest(presented.encode(), pat.encode()) or tokens.is_live(presented)):
         raise ApiError(
             403,
             403,
@@ -74,83 +86,70 @@ def _authenticate(request: Request) -> None:
         )
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise malformed_request(f"Invalid JSON given in the body of the request: {exc}") from None
-    if not isinstance(body, dict):
-        raise malformed_request("Invalid JSON given in the body of the request - expected a map")
-    return body
+def _version(request: Request, version: str) -> str:
+    """The path's API version; one the Jobs API does not have is the real 404."""
+    if version not in API_VERSIONS:
+        raise StarletteHTTPException(404)
+    return version
 
 
-def _int_field(value: object, name: str) -> int:
-    """An int64 field, given as a JSON number or a string of digits (as protobuf JSON allows)."""
-    if isinstance(value, bool) or value is None:
-        raise invalid_parameter(
-            f"Missing required field: {name}" if value is None else f"{name} must be an integer"
-        )
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise invalid_parameter(f"Invalid value for {name}: {value!r} is not an integer.")
+VersionDep = Annotated[str, Depends(_version)]
 
 
-def _query_int(request: Request, name: str) -> int:
-    return _int_field(request.query_params.get(name), name)
+def reads(endpoint: Endpoint) -> Callable[[Request, str], Awaitable[dict[str, Any]]]:
+    """A dependency giving ``endpoint``'s parameters, read as the real API reads them."""
+
+    async def parameters(request: Request, version: VersionDep) -> dict[str, Any]:
+        return await read_call(request, endpoint, version)
+
+    return parameters
 
 
-jobs = APIRouter(dependencies=[Depends(_authenticate)])
+jobs = APIRouter(prefix="/api/{version}", dependencies=[Depends(_authenticate), Depends(_version)])
 
 
-@jobs.post("/jobs/run-now")
-async def run_now(request: Request, workspace: WorkspaceDep) -> dict[str, int]:
-    body = await _json_body(request)
-    job_id = _int_field(body.get("job_id"), "job_id")
+@jobs.post(f"/{RUN_NOW.path}")
+async def run_now(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUN_NOW))]
+) -> dict[str, int]:
+    job_id = call["job_id"]
     workspace.check_job(job_id)
-    legacy = [name for name in LEGACY_TASK_PARAMETERS if body.get(name)]
+    legacy = [name for name in LEGACY_TASK_PARAMETERS if call.get(name)]
     if legacy:
         raise invalid_parameter(
             f"{', '.join(legacy)} cannot be used with job {job_id}: it defines job parameters; "
             "pass them as job_parameters."
         )
-    parameters = body.get("job_parameters") or {}
-    if not isinstance(parameters, dict):
-        raise malformed_request("job_parameters must be a map from parameter name to string value")
-    bad = [name for name, value in parameters.items() if not isinstance(value, str)]
-    if bad:
-        raise invalid_parameter(
-            f"job_parameters values must be strings; not: {', '.join(sorted(bad))}"
-        )
-    token = body.get("idempotency_token")
-    if token is not None and not isinstance(token, str):
-        raise invalid_parameter("idempotency_token must be a string")
-    run = workspace.run_now(job_id, parameters, token or None)
+    token = call.get("idempotency_token")
+    run = workspace.run_now(job_id, call.get("job_parameters") or {}, token or None)
     delay = workspace.faults.take_slow_response(run.pipeline_id)
     if delay:
         await asyncio.sleep(delay)
     return {"run_id": run.run_id, "number_in_job": run.run_id}
 
 
-@jobs.get("/jobs/runs/get")
-async def get_run(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
-    run_id = _query_int(request, "run_id")
+@jobs.get(f"/{RUNS_GET.path}")
+async def get_run(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET))]
+) -> dict[str, Any]:
+    run_id = call["run_id"]
     run = workspace.any_run(run_id)
     return run.job_run_json() if run.run_id == run_id else run.task_run_json()
 
 
-@jobs.post("/jobs/runs/cancel")
-async def cancel_run(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
-    body = await _json_body(request)
-    workspace.cancel(_int_field(body.get("run_id"), "run_id"))
+@jobs.post(f"/{RUNS_CANCEL.path}")
+async def cancel_run(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_CANCEL))]
+) -> dict[str, Any]:
+    workspace.cancel(call["run_id"])
     return {}
 
 
-@jobs.get("/jobs/runs/get-output")
-async def get_run_output(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
-    run_id = _query_int(request, "run_id")
+@jobs.get(f"/{RUNS_GET_OUTPUT.path}")
+async def get_run_output(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET_OUTPUT))]
+) -> dict[str, Any]:
+    run_id = call["run_id"]
     run = workspace.any_run(run_id)
     if run.run_id == run_id:
         # The real API serves output per task run only, whatever the job's task count.
@@ -161,32 +160,63 @@ async def get_run_output(request: Request, workspace: WorkspaceDep) -> dict[str,
     return run.output_json()
 
 
-def _job_json(workspace: Workspace) -> dict[str, Any]:
+def _base_job_json(workspace: Workspace, *, with_tasks: bool) -> dict[str, Any]:
+    """The job as ``jobs/list`` shows it (a ``BaseJob``: no ``run_as_user_name``)."""
     settings = workspace.settings
+    job_settings_json = job_settings(
+        timeout_seconds=settings.RUN_TIMEOUT_SECONDS,
+        max_concurrent_runs=settings.MAX_CONCURRENT_RUNS,
+    )
+    if not with_tasks:
+        del job_settings_json["tasks"]
     return {
         "job_id": settings.JOB_ID,
         "creator_user_name": USER_NAME,
-        "run_as_user_name": USER_NAME,
         "created_time": workspace.created_time,
-        "settings": job_settings(
-            timeout_seconds=settings.RUN_TIMEOUT_SECONDS,
-            max_concurrent_runs=settings.MAX_CONCURRENT_RUNS,
-        ),
+        "settings": job_settings_json,
     }
 
 
-@jobs.get("/jobs/get")
-async def get_job(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
-    workspace.check_job(_query_int(request, "job_id"))
-    return _job_json(workspace)
+@jobs.get(f"/{JOBS_GET.path}")
+async def get_job(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_GET))]
+) -> dict[str, Any]:
+    workspace.check_job(call["job_id"])
+    return {**_base_job_json(workspace, with_tasks=True), "run_as_user_name": USER_NAME}
 
 
-@jobs.get("/jobs/list")
-async def list_jobs(request: Request, workspace: WorkspaceDep) -> dict[str, Any]:
-    name = request.query_params.get("name")
-    if name is not None and name != JOB_NAME:
+@jobs.get(f"/{JOBS_LIST.path}")
+async def list_jobs(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_LIST))]
+) -> dict[str, Any]:
+    limit = call.get("limit", DEFAULT_LIST_LIMIT)
+    offset = call.get("offset", 0)
+    if not 0 < limit <= MAX_LIST_LIMIT:
+        raise invalid_parameter(f"limit must be between 1 and {MAX_LIST_LIMIT}; got {limit}.")
+    if offset < 0:
+        raise invalid_parameter(f"offset must not be negative; got {offset}.")
+    # The name filter is exact but case-insensitive, as the reference says.
+    name = call.get("name")
+    if offset > 0 or (name is not None and name.casefold() != JOB_NAME.casefold()):
         return {"has_more": False}
-    return {"jobs": [_job_json(workspace)], "has_more": False}
+    # Without expand_tasks a workspace lists jobs without their tasks.
+    return {
+        "jobs": [_base_job_json(workspace, with_tasks=call.get("expand_tasks", False))],
+        "has_more": False,
+    }
+
+
+def _refuse(endpoint: NotModelledEndpoint) -> Callable[[str], Awaitable[None]]:
+    async def refuse(version: VersionDep) -> None:
+        raise not_modelled(f"{endpoint.method} /api/{version}/{endpoint.path}", endpoint.why)
+
+    return refuse
+
+
+for _endpoint in NOT_MODELLED_ENDPOINTS:
+    jobs.add_api_route(
+        f"/{_endpoint.path}", _refuse(_endpoint), methods=[_endpoint.method], include_in_schema=False
+    )
 
 
 control = APIRouter(prefix="/emulator")
@@ -263,6 +293,18 @@ async def run_details(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     return {**run.summary_json(), "stdout": tail(run.stdout_path), "stderr": tail(run.stderr_path)}
 
 
+@control.get("/oauth")
+async def oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
+    """How many OAuth tokens were issued and how many are live (a refresh issues one more)."""
+    return {"client_id": tokens.client_id, "tokens_issued": tokens.issued, "live_tokens": tokens.live()}
+
+
+@control.post("/oauth/expire")
+async def expire_oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
+    """End every live OAuth token now, as if its lifetime had passed."""
+    return {"expired": tokens.expire_all()}
+
+
 @control.post("/callback-sink/{run_id}")
 async def swallow_callback(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     """Where a ``drop_callback`` run's callback goes: accepted, counted, never delivered."""
@@ -279,6 +321,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with tempfile.TemporaryDirectory(prefix="databricks-emulator-") as run_root:
             app.state.workspace = Workspace(settings, Path(run_root))
+            app.state.tokens = TokenIssuer(
+                settings.CLIENT_ID, settings.CLIENT_SECRET, settings.OAUTH_TOKEN_LIFETIME_SECONDS
+            )
             try:
                 yield
             finally:
@@ -291,8 +336,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/emulator/openapi.json",
         redoc_url=None,
     )
-    for version in API_VERSIONS:
-        app.include_router(jobs, prefix=f"/api/{version}")
+    app.include_router(jobs)
+    app.include_router(discovery)
     app.include_router(control)
 
     @app.middleware("http")
@@ -326,14 +371,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             {"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=400
         )
-
-    @app.get("/.well-known/databricks-config")
-    async def discovery() -> dict[str, Any]:
-        # What a workspace host answers; with a token configured the SDK uses none of the OIDC part.
-        return {
-            "oidc_endpoint": f"{settings.PUBLIC_URL}/oidc",
-            "workspace_id": settings.WORKSPACE_ID,
-        }
 
     @app.get("/healthz")
     async def healthz(workspace: WorkspaceDep) -> dict[str, Any]:

@@ -5,6 +5,11 @@ would be tidiest: an unknown job or run is a 400 INVALID_PARAMETER_VALUE whose
 message says it "does not exist" (databricks-sdk turns exactly that into
 ``ResourceDoesNotExist``), and authentication failures carry a numeric
 ``error_code`` as the real gateway's do.
+
+What the emulator knowingly does not model answers 501 ``NOT_IMPLEMENTED``
+(databricks-sdk raises ``NotImplemented``) with a message naming the endpoint
+or field: a test that strays outside the model fails loudly instead of
+passing on a silent default a workspace would not give.
 """
 
 from __future__ import annotations
@@ -38,6 +43,20 @@ def invalid_parameter(message: str) -> ApiError:
 
 def malformed_request(message: str) -> ApiError:
     return ApiError(400, "MALFORMED_REQUEST", message)
+
+
+def missing_field(name: str) -> ApiError:
+    return invalid_parameter(f"Missing required field: {name}")
+
+
+def not_modelled(what: str, why: str) -> ApiError:
+    """A call the real API would serve, outside what the emulator models."""
+    return ApiError(
+        501,
+        "NOT_IMPLEMENTED",
+        f"The Databricks emulator does not model {what}: {why} "
+        "(see 'Knowingly not modelled' in infra/databricks-emulator/README.md).",
+    )
 
 
 def job_not_found(job_id: object) -> ApiError:

@@ -161,6 +161,27 @@ class Run:
         return self._span(self.cleanup_start, self.end_time)
 
     # -- views ---------------------------------------------------------------
+    #
+    # Each view carries only fields databricks-sdk's models of it know (a test
+    # round-trips every answer through them): a run has no ``format``, and the
+    # task run seen through ``runs/get`` is a ``Run``, so it has no ``task_key``
+    # or ``notebook_task``; those belong to the ``RunTask`` in ``tasks``.
+
+    def _task_progress(self) -> dict[str, Any]:
+        """What the task run and its entry in the job run's ``tasks`` share."""
+        return {
+            "run_id": self.task_run_id,
+            "attempt_number": 0,
+            "state": self._state(self.task_state_message),
+            "status": self._status(),
+            "run_page_url": self.page_url(self.task_run_id),
+            "start_time": self.setup_start or 0,
+            "end_time": self.end_time or 0,
+            "setup_duration": self._setup_duration(),
+            "execution_duration": self._execution_duration(),
+            "cleanup_duration": self._cleanup_duration(),
+            "queue_duration": self.queue_duration,
+        }
 
     def job_run_json(self) -> dict[str, Any]:
         """``runs/get`` of the job run."""
@@ -175,7 +196,6 @@ class Run:
             "run_page_url": self.page_url(self.run_id),
             "run_type": "JOB_RUN",
             "trigger": "ONE_TIME",
-            "format": "MULTI_TASK",
             "attempt_number": 0,
             "state": self._state(self.state_message),
             "status": self._status(),
@@ -190,33 +210,22 @@ class Run:
                 {"name": name, "default": default, "value": self.job_parameters[name]}
                 for name, default in JOB_PARAMETERS.items()
             ],
-            "tasks": [self._task_json()],
+            "tasks": [
+                {
+                    **self._task_progress(),
+                    "task_key": TASK_KEY,
+                    "notebook_task": {"notebook_path": WORKSPACE_NOTEBOOK_PATH, "source": "WORKSPACE"},
+                    "run_if": "ALL_SUCCESS",
+                    "timeout_seconds": 0,
+                }
+            ],
             "has_more": False,
         }
 
-    def _task_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.task_run_id,
-            "task_key": TASK_KEY,
-            "notebook_task": {"notebook_path": WORKSPACE_NOTEBOOK_PATH, "source": "WORKSPACE"},
-            "run_if": "ALL_SUCCESS",
-            "attempt_number": 0,
-            "state": self._state(self.task_state_message),
-            "status": self._status(),
-            "run_page_url": self.page_url(self.task_run_id),
-            "start_time": self.setup_start or 0,
-            "end_time": self.end_time or 0,
-            "setup_duration": self._setup_duration(),
-            "execution_duration": self._execution_duration(),
-            "cleanup_duration": self._cleanup_duration(),
-            "queue_duration": self.queue_duration,
-            "timeout_seconds": 0,
-        }
-
     def task_run_json(self) -> dict[str, Any]:
-        """``runs/get`` of the task run: the task, with the job it belongs to."""
+        """``runs/get`` of the task run: the task, with the job run it belongs to."""
         return {
-            **self._task_json(),
+            **self._task_progress(),
             "job_id": self.job_id,
             "job_run_id": self.run_id,
             "number_in_job": self.task_run_id,
@@ -225,7 +234,6 @@ class Run:
             "run_name": TASK_KEY,
             "run_type": "JOB_RUN",
             "trigger": "ONE_TIME",
-            "format": "MULTI_TASK",
         }
 
     def output_json(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The emulator's configuration, read once from ``DATABRICKS_EMULATOR_*`` env vars.
 
-The token has a development default on purpose: the emulator is a local
-stand-in with nothing behind it worth protecting, and every client in the
-stack (worker, tests, compose) can use it without setup.
+The token and the service principal's OAuth secret have development
+defaults on purpose: the emulator is a local stand-in with nothing behind it
+worth protecting, and every client in the stack (worker, tests, compose) can
+use it without setup.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The bearer token the emulator accepts unless told otherwise.
 DEV_TOKEN = "dapi-emulator-dev-token"
+#: The service principal whose OAuth secret the emulator accepts unless told otherwise
+#: (a workspace's client ids are UUIDs and its secrets start with ``dose``).
+DEV_CLIENT_ID = "00000000-0000-4000-8000-00000000e2e0"
+DEV_CLIENT_SECRET = "dose-emulator-dev-secret"
+#: How long a workspace's OAuth access token lives.
+OAUTH_TOKEN_SECONDS = 3600
 
 
 class Settings(BaseSettings):
@@ -23,6 +30,13 @@ class Settings(BaseSettings):
 
     #: The personal access token clients must send as ``Authorization: Bearer``.
     TOKEN: str = Field(default=DEV_TOKEN, min_length=1)
+    #: The service principal that may get OAuth tokens (client_credentials) in place of the PAT.
+    CLIENT_ID: str = Field(default=DEV_CLIENT_ID, min_length=1)
+    CLIENT_SECRET: str = Field(default=DEV_CLIENT_SECRET, min_length=1)
+    #: ``expires_in`` of the OAuth access tokens issued; after it a token is refused.
+    #: databricks-sdk refreshes a token 40 s before it expires, so a test that wants to
+    #: see a refresh soon sets a little over 40.
+    OAUTH_TOKEN_LIFETIME_SECONDS: int = Field(default=OAUTH_TOKEN_SECONDS, ge=1, le=86_400)
     #: The id of the one job the workspace holds (what ``DATABRICKS_JOB_ID`` names).
     JOB_ID: int = Field(default=1001, ge=1)
     #: The notebook a run executes: a Databricks source-format ``.py`` file.

@@ -29,7 +29,7 @@ async def main() -> None:
     databricks = DatabricksJobs(
         DatabricksConfig(
             host=settings.DATABRICKS_HOST,
-            token=settings.DATABRICKS_TOKEN,
+            credentials=settings.databricks_credentials(),
             job_id=settings.DATABRICKS_JOB_ID,
             http_timeout_seconds=settings.DATABRICKS_HTTP_TIMEOUT_SECONDS,
             retry_timeout_seconds=settings.DATABRICKS_RETRY_TIMEOUT_SECONDS,
@@ -52,7 +52,12 @@ async def main() -> None:
     )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
-    logger.info("Databricks at %s, job %s", settings.DATABRICKS_HOST, settings.DATABRICKS_JOB_ID)
+    logger.info(
+        "Databricks at %s, job %s, signing in with %s",
+        settings.DATABRICKS_HOST,
+        settings.DATABRICKS_JOB_ID,
+        settings.databricks_credentials().describe(),
+    )
     try:
         await run_resonate_worker("worker", link, settings.OPS_PORT, hooks.routes())
     finally:

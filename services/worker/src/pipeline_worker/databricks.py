@@ -11,6 +11,12 @@ It owns two decisions the rest of the worker must not make for itself:
   a person can act on.
 - Which run states are terminal, and what they mean for the pipeline.
 
+It signs in with a token or as a service principal (OAuth M2M); either way
+the credentials go to databricks-sdk's unified authentication, which for a
+service principal discovers the workspace's token endpoint, gets an OAuth
+token and refreshes it before it expires. An OAuth sign-in the workspace
+refuses (wrong client id or secret) is permanent, as a refused token is.
+
 The SDK is synchronous (``requests``); every call runs on a bounded thread
 pool so a slow or throttled Databricks never blocks the worker's event loop.
 """
@@ -19,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from databricks.sdk import WorkspaceClient
@@ -41,6 +48,14 @@ from pipeline_shared.models import DatabricksRun, RunError
 #: Errors that retrying cannot fix: the request itself, the credentials or
 #: the job are wrong.
 _PERMANENT = (BadRequest, Unauthenticated, PermissionDenied, NotFound, NotImplemented)
+
+#: OAuth errors (RFC 6749 section 5.2) meaning the credentials themselves are
+#: refused. databricks-sdk raises them as ``ValueError("<error>: <description>")``
+#: when it gets a token; any other ValueError there (a token endpoint that did
+#: not answer usefully) is transient.
+_OAUTH_REFUSAL = re.compile(
+    r"\b(invalid_client|unauthorized_client|invalid_grant|invalid_scope|unsupported_grant_type):"
+)
 
 #: Lifecycle states after which a run never changes again. TERMINATED carries
 #: a result_state; SKIPPED and INTERNAL_ERROR end a run without one.
@@ -83,9 +98,39 @@ class RunSnapshot:
 
 
 @dataclass(frozen=True)
+class PersonalAccessToken:
+    """A token (a PAT, or one made for a service principal) sent as the bearer."""
+
+    token: str = field(repr=False)
+
+    def sdk_config(self) -> dict[str, str]:
+        return {"auth_type": "pat", "token": self.token}
+
+    def describe(self) -> str:
+        return "a token"
+
+
+@dataclass(frozen=True)
+class ServicePrincipal:
+    """A service principal's OAuth M2M credentials; the SDK turns them into short-lived tokens."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+    def sdk_config(self) -> dict[str, str]:
+        return {"auth_type": "oauth-m2m", "client_id": self.client_id, "client_secret": self.client_secret}
+
+    def describe(self) -> str:
+        return f"OAuth as service principal {self.client_id}"
+
+
+DatabricksCredentials = PersonalAccessToken | ServicePrincipal
+
+
+@dataclass(frozen=True)
 class DatabricksConfig:
     host: str
-    token: str
+    credentials: DatabricksCredentials
     job_id: int
     #: Per HTTP request.
     http_timeout_seconds: float
@@ -174,8 +219,8 @@ class DatabricksJobs:
                 self._client = WorkspaceClient(
                     config=Config(
                         host=self._config.host,
-                        token=self._config.token,
-                        auth_type="pat",
+                        # auth_type is set, so the SDK tries nothing else it finds around.
+                        **self._config.credentials.sdk_config(),
                         http_timeout_seconds=self._config.http_timeout_seconds,
                         retry_timeout_seconds=self._config.retry_timeout_seconds,
                         # One pooled connection per thread that may call at once
@@ -193,6 +238,12 @@ class DatabricksJobs:
         except _PERMANENT as exc:
             raise PermanentDatabricksError(_run_error(what, exc)) from exc
         except (DatabricksError, TimeoutError, OSError) as exc:
+            raise TransientDatabricksError(f"could not {what}: {exc}") from exc
+        except ValueError as exc:
+            # Raised by the SDK's authentication: building the client, or getting an OAuth token.
+            if _OAUTH_REFUSAL.search(str(exc)):
+                message = f"could not {what}: the workspace refused the OAuth sign-in: {exc}"
+                raise PermanentDatabricksError(RunError(type="DatabricksOAuthRefused", message=message)) from exc
             raise TransientDatabricksError(f"could not {what}: {exc}") from exc
 
 
