@@ -45,7 +45,7 @@ HOSTILE: dict[str, dict[str, str]] = {
     "garbage": {"authorization": "Bearer lol-not-a-key"},
     "key-shaped-garbage": {"authorization": "Bearer pl_dev_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
     "wrong-scheme": {"authorization": "Basic ZGV2OmRldg=="},
-    "empty-bearer": {"authorization": "Bearer "},
+    "bare-scheme": {"authorization": "Bearer"},
     "expired-jwt": {"authorization": "Bearer " + _jwt({"alg": "RS256", "kid": "k1"}, CLAIMS | {"exp": NOW - 60})},
     "wrong-audience": {"authorization": "Bearer " + _jwt({"alg": "RS256", "kid": "k1"}, CLAIMS | {"aud": "x"})},
     "wrong-issuer": {"authorization": "Bearer " + _jwt({"alg": "RS256", "kid": "k1"}, CLAIMS | {"iss": "https://x"})},
