@@ -130,5 +130,5 @@ def test_every_refusal_listed_answers_501_naming_it(api, refusal):
         answer = call(api, refusal.method, path, body)
         assert answer.status_code == 501, (version, answer.text)
         assert answer.json()["error_code"] == "NOT_IMPLEMENTED"
-        named = refusal.field and f"{refusal.field} in {refusal.method} {path}" or f"{refusal.method} {path}"
+        named = (refusal.field and f"{refusal.field} in {refusal.method} {path}") or f"{refusal.method} {path}"
         assert named in answer.json()["message"]
