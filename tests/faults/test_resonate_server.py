@@ -121,7 +121,7 @@ def test_resonate_database_unreachable_for_30_s_while_callbacks_arrive(stack: St
         cut_at = time.monotonic()
         for ops in (stack.worker_ops_url, stack.notifier_ops_url, stack.api_url):
             batch.wait_until(
-                lambda ops=ops: "did not answer" in (_readiness(ops) or ""),
+                lambda ops=ops: "the Resonate database" in (_readiness(ops) or ""),
                 f"{ops} reporting the Resonate database unreachable",
                 timeout=30,
             )

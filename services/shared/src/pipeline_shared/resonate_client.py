@@ -134,20 +134,20 @@ class ResonateDatabase:
 
     async def schema_version(self) -> str | None:
         """The schema version the database reports, or None where it has no resonate-pg schema."""
-        async with self.session() as conn:
-            cursor = await conn.execute(
-                "SELECT CASE WHEN to_regprocedure('resonate.get_schema_version()') IS NULL"
-                " THEN NULL ELSE resonate.get_schema_version() END"
-            )
-            row = await cursor.fetchone()
+        try:
+            async with self.session() as conn:
+                cursor = await conn.execute("SELECT resonate.get_schema_version()")
+                row = await cursor.fetchone()
+        except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction):
+            return None
         return row[0] if row else None
 
-    async def problem(self, timeout: float = 3.0) -> str | None:
+    async def problem(self, timeout: float = 2.0) -> str | None:
         """None when the database answers with the expected schema, else why not."""
         try:
             version = await asyncio.wait_for(self.schema_version(), timeout)
         except (TimeoutError, PoolTimeout):
-            return f"the Resonate database did not answer within {timeout:g} s"
+            return await self._why_no_connection(timeout)
         except psycopg.Error as exc:
             return f"the Resonate database refused: {_first_line(exc)}"
         if version is None:
@@ -155,6 +155,18 @@ class ResonateDatabase:
         if version != EXPECTED_SCHEMA_VERSION:
             return f"the Resonate database has schema {version}; this service needs {EXPECTED_SCHEMA_VERSION}"
         return None
+
+    async def _why_no_connection(self, timeout: float) -> str:
+        """Why the pool has no connection to lend: it keeps retrying quietly, so ask once directly."""
+        try:
+            conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(self._dsn), timeout)
+        except TimeoutError:
+            return f"the Resonate database did not answer within {timeout:g} s"
+        except psycopg.Error as exc:
+            # A wrong password or a missing role, say: a reason no retry will change.
+            return f"the Resonate database refused: {_first_line(exc)}"
+        await conn.close()
+        return f"the Resonate database answered, but no pooled connection was free within {timeout:g} s"
 
     async def _open(self) -> None:
         if not self._opened:
