@@ -165,7 +165,7 @@ class Bench:
         self.gateway = Gateway(self.stack.url("API_HOST_PORT"))
         self.emulator = Emulator(self.stack.url("DATABRICKS_HOST_PORT"))
         self.mailsink = MailSink(self.stack.url("MAILSINK_HOST_PORT"))
-        self.resonate = ResonateReader(self.stack.url("RESONATE_HOST_PORT"))
+        self.resonate = ResonateReader(self.stack.resonate_dsn())
         self.notifier_metrics = Metrics(self.stack.url("NOTIFIER_OPS_HOST_PORT"))
         self.worker_metrics = Metrics(self.stack.url("WORKER_OPS_HOST_PORT"))
 
@@ -323,15 +323,10 @@ async def polling_baseline(bench: Bench, repeat: int) -> dict[str, Any]:
 async def _settlement_sources(bench: Bench, pipeline_ids: Sequence[str]) -> dict[str, int]:
     """Who settled each pipeline's callback promise (callback, watchdog, ...), counted."""
     counts: dict[str, int] = {}
-
-    async def read(pipeline_id: str) -> int:
-        record = await bench.resonate.promise(callback_promise_id(pipeline_id))
-        data = record.value.data if record.state == "resolved" else None
+    for record in (await bench.resonate.promises([callback_promise_id(p) for p in pipeline_ids])).values():
+        data = record.value if record.state == "resolved" else None
         source = data.get("source", "unknown") if isinstance(data, dict) else record.state
         counts[source] = counts.get(source, 0) + 1
-        return 200
-
-    await pool(list(pipeline_ids), SETUP_CONCURRENCY, read)
     return counts
 
 
@@ -458,13 +453,15 @@ async def _hop_breakdown(
         "t1_to_t7": [],
     }
 
-    async def trace(pipeline_id: str) -> int:
-        callback = await bench.resonate.promise(callback_promise_id(pipeline_id))
-        rpc = await bench.resonate.promise(f"{pipeline_id}:{EMAIL_RPC_SEQ}")
-        if callback.state != "resolved" or pipeline_id not in mails:
-            return 404
+    records = await bench.resonate.promises(
+        [promise_id for pid in pipeline_ids for promise_id in (callback_promise_id(pid), _email_rpc_id(pid))]
+    )
+    for pipeline_id in pipeline_ids:
+        callback, rpc = records.get(callback_promise_id(pipeline_id)), records.get(_email_rpc_id(pipeline_id))
+        if callback is None or rpc is None or callback.state != "resolved" or pipeline_id not in mails:
+            continue
         t0 = sent[pipeline_id].sent * 1000
-        t1 = callback.value.data["received_at"]
+        t1 = callback.value["received_at"]
         t2 = callback.settled_at
         t4 = rpc.created_at
         t7 = mails[pipeline_id]["received_at_ms"]
@@ -473,9 +470,6 @@ async def _hop_breakdown(
         per_hop["worker_resume"].append(t4 - t2)
         per_hop["t1_to_t4"].append(t4 - t1)
         per_hop["t1_to_t7"].append(t7 - t1)
-        return 200
-
-    await pool(list(pipeline_ids), SETUP_CONCURRENCY, trace)
     pickup = histogram_delta(notifier_before, notifier_after, "email_pickup_seconds")
     smtp = histogram_delta(notifier_before, notifier_after, "smtp_delivery_seconds")
     traced = len(per_hop["gateway"])
@@ -501,6 +495,10 @@ async def _hop_breakdown(
         "smtp_transaction_p95_ms": _ms(histogram_quantile(smtp["buckets"], 0.95)),
         "notifier_observations": pickup["count"],
     }
+
+
+def _email_rpc_id(pipeline_id: str) -> str:
+    return f"{pipeline_id}:{EMAIL_RPC_SEQ}"
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import docker
 from docker.models.containers import Container
 
-from tests.stack import DEFAULT_HOST_PORTS, REPO_ROOT, compose_files
+from tests.stack import DEFAULT_HOST_PORTS, DEVELOPMENT_SUPERUSER_PASSWORD, REPO_ROOT, compose_files
 
 #: Keeps the benchmark's containers apart from a developer's stack and the tests'.
 PROJECT_NAME = "resonate-databricks-bench"
@@ -92,7 +92,7 @@ class BenchStack:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(BENCH_SETTINGS)
-        env.update({name: str(port + self.port_offset) for name, port in DEFAULT_HOST_PORTS.items()})
+        env.update({name: str(self._host_port(name)) for name in DEFAULT_HOST_PORTS})
         env["COMPOSE_PROJECT_NAME"] = self.project
         env["WATCHDOG_INTERVAL_SECONDS"] = f"{self.watchdog_interval_seconds:g}"
         return env
@@ -153,7 +153,15 @@ class BenchStack:
 
     def url(self, service_port: str) -> str:
         """``http://127.0.0.1:PORT`` for one of DEFAULT_HOST_PORTS' variables, e.g. ``API_HOST_PORT``."""
-        return f"http://127.0.0.1:{DEFAULT_HOST_PORTS[service_port] + self.port_offset}"
+        return f"http://127.0.0.1:{self._host_port(service_port)}"
+
+    def resonate_dsn(self) -> str:
+        """A libpq URL for the Resonate database as its superuser, with compose.yaml's development password."""
+        port = self._host_port("RESONATE_HOST_PORT")
+        return f"postgresql://postgres:{DEVELOPMENT_SUPERUSER_PASSWORD}@127.0.0.1:{port}/resonate"
+
+    def _host_port(self, service_port: str) -> int:
+        return DEFAULT_HOST_PORTS[service_port] + self.port_offset
 
     # -- container figures ---------------------------------------------------------------
 
