@@ -25,20 +25,31 @@ PUBLISHED_DIR = Path(__file__).parent / "results"
 RESULT_FILES = ("results.json", "summary.md", "plot.png")
 
 #: The issue's targets for this 2-core machine.
-TARGET_CALLBACK_P95_MS = 1000
-TARGET_CALLBACK_P50_MS = 150
+TARGET_CALLBACK_P50_MS = 50
+TARGET_CALLBACK_P95_MS = 150
 TARGET_POLLING_RATIO = 30
 TARGET_THROUGHPUT_RATIO = 0.5
 TARGET_WAITING = 10_000
-TARGET_WORKER_GROWTH_MIB = 50
+TARGET_MIB_PER_1000_WAITING = 50
+#: Whose memory the memory target counts: this project's services and its
+#: Resonate server, not the emulator and the mail sink, which stand in for
+#: Databricks and a mail server.
+OWN_SERVICES = ("api", "worker", "notifier", "resonate")
+
+#: How the report names a container where its compose service name says too little.
+SERVICE_LABELS = {"resonate": "Resonate (Postgres)"}
 
 HOP_LABELS = {
     "gateway": "gateway (request in, signature, accept)",
-    "resonate_settle": "Resonate (settle the callback promise)",
-    "worker_resume": "worker resume (dispatch, acquire, replay, ask for the email)",
+    "resonate_settle": "Resonate (Postgres): settle the callback promise",
+    "worker_resume": "worker resume (NOTIFY, dequeue, acquire, replay, ask for the email)",
     "notifier_pickup": "notifier pickup (Resonate hands over the email)",
     "notifier_and_smtp": "notifier + SMTP (compose, send, sink stores it)",
 }
+
+
+def label(service: str) -> str:
+    return SERVICE_LABELS.get(service, service)
 
 
 def _pick(runs: Sequence[dict[str, Any]], *path: str) -> list[Any]:
@@ -156,41 +167,47 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue: the figure that decides it, and whether it was met."""
     found: list[dict[str, Any]] = []
 
-    def check(name: str, value: Any, bound: float, at_most: bool, wanted: str) -> None:
+    def check(name: str, value: Any, bound: float, at_most: bool, unit: str = "", whose: str = "") -> None:
         met = value is not None and (value <= bound if at_most else value >= bound)
-        found.append({"target": name, "wanted": wanted, "measured": value, "met": met})
+        bound_text = _fmt(bound) if isinstance(bound, int) else f"{bound:g}"
+        wanted = f"{'<=' if at_most else '>='} {bound_text}{unit}{whose}"
+        found.append({"target": name, "wanted": wanted, "measured": value, "unit": unit, "met": met})
 
     cb = figures.get("callback_to_email_ms")
     if cb:
-        p95, p50 = cb["p95"]["median"], cb["p50"]["median"]
-        check("callback to email p95", p95, TARGET_CALLBACK_P95_MS, True, f"<= {TARGET_CALLBACK_P95_MS} ms")
-        check("callback to email p50", p50, TARGET_CALLBACK_P50_MS, True, f"<= {TARGET_CALLBACK_P50_MS} ms")
+        p50, p95 = cb["p50"]["median"], cb["p95"]["median"]
+        check("callback to email p50", p50, TARGET_CALLBACK_P50_MS, True, " ms")
+        check("callback to email p95", p95, TARGET_CALLBACK_P95_MS, True, " ms")
     polling = figures.get("polling_ms", {})
     if "ratio_p50" in polling:
         ratio = polling["ratio_p50"]["median"]
-        check("polling / callback latency (p50)", ratio, TARGET_POLLING_RATIO, False, f">= {TARGET_POLLING_RATIO}")
+        check("polling / callback latency (p50)", ratio, TARGET_POLLING_RATIO, False, "x")
     throughput = figures.get("throughput_rps")
     if throughput:
         ratio = throughput["ratio"]["median"]
-        wanted = f">= {TARGET_THROUGHPUT_RATIO:.0%}"
-        check("callback / trivial throughput", ratio, TARGET_THROUGHPUT_RATIO, False, wanted)
+        check("callback / `/healthz` throughput", ratio, TARGET_THROUGHPUT_RATIO, False)
     waiting = figures.get("waiting")
     if waiting:
         reached, goal = waiting["reached_suspended"], waiting["target"]
-        # --quick aims lower; the issue's 10,000 is the full run's target.
-        wanted = f">= {goal:,}" if goal == TARGET_WAITING else f">= {goal:,} (quick; {TARGET_WAITING:,} in a full run)"
-        check("simultaneously suspended", reached, goal, False, wanted)
-        growth = waiting["rss_growth_mib"].get("worker")
-        wanted = f"<= {TARGET_WORKER_GROWTH_MIB} MiB"
-        check("worker memory growth for them", growth, TARGET_WORKER_GROWTH_MIB, True, wanted)
+        name = "pipelines waiting at once"
+        if goal == TARGET_WAITING:
+            check(name, reached, TARGET_WAITING, False)
+        else:
+            # --quick fills to fewer: it cannot show the issue's target either way.
+            measured = f"{reached:,}; --quick fills to {goal:,}"
+            found.append({"target": name, "wanted": f">= {TARGET_WAITING:,}", "measured": measured, "met": None})
         found.append(
             {
                 "target": "all of them complete",
                 "wanted": "all",
-                "measured": f"{waiting['emailed']} of {reached}",
+                "measured": f"{waiting['emailed']:,} of {reached:,}",
                 "met": bool(waiting["all_completed"]),
             }
         )
+        per_service = [waiting["rss_mib_per_1000_waiting"].get(s) for s in OWN_SERVICES]
+        total = sum(per_service) if None not in per_service else None
+        whose = f" ({', '.join(label(s) for s in OWN_SERVICES)} together)"
+        check("memory per 1,000 waiting", total, TARGET_MIB_PER_1000_WAITING, True, " MiB", whose)
     return found
 
 
@@ -217,7 +234,7 @@ def _spread(figure: dict[str, Any] | None, digits: int = 0, unit: str = "") -> s
 
 
 def _by_service(values: dict[str, Any], services: Sequence[str], digits: int, unit: str = "") -> str:
-    return ", ".join(f"{s} {_fmt(values.get(s), digits)}{unit}" for s in services)
+    return ", ".join(f"{label(s)} {_fmt(values.get(s), digits)}{unit}" for s in services)
 
 
 def _header(result: dict[str, Any]) -> list[str]:
@@ -241,12 +258,31 @@ def _header(result: dict[str, Any]) -> list[str]:
     ]
 
 
+#: The "met" column, by a target's verdict (None: this run could not decide it).
+VERDICTS = {True: "yes", False: "**no**", None: "not tested"}
+
+
+def _measured(target: dict[str, Any]) -> str:
+    value = target["measured"]
+    digits = 2 if isinstance(value, float) and value < 10 else 0
+    return _fmt(value, digits) + (target.get("unit", "") if value is not None else "")
+
+
 def _targets_table(result: dict[str, Any]) -> list[str]:
     lines = ["## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     for t in result["targets"]:
-        value = t["measured"]
-        measured = _fmt(value, 2 if isinstance(value, float) and value < 10 else 0)
-        lines.append(f"| {t['target']} | {t['wanted']} | {measured} | {'yes' if t['met'] else '**no**'} |")
+        lines.append(f"| {t['target']} | {t['wanted']} | {_measured(t)} | {VERDICTS[t['met']]} |")
+    missed = [t for t in result["targets"] if t["met"] is False]
+    untested = [t for t in result["targets"] if t["met"] is None]
+    lines.append("")
+    if missed:
+        lines.append(f"**{len(missed)} of {len(result['targets'])} targets missed:**")
+        lines += [f"- **{t['target']}**: {_measured(t)}, wanted {t['wanted']}." for t in missed]
+    else:
+        lines.append("Every target this run measured was met.")
+    if untested:
+        reasons = "; ".join(f"{t['target']} ({t['measured']})" for t in untested)
+        lines += ["", f"Not tested by this run: {reasons}."]
     return [*lines, ""]
 
 
@@ -292,7 +328,8 @@ def _throughput_lines(figures: dict[str, Any]) -> list[str]:
             f"HTTP/1.1 generator for both): `POST /callbacks/databricks` {_spread(tp['callback'], unit='/s')} "
             f"vs `GET /healthz` {_spread(tp['trivial'], unit='/s')}; ratio {_spread(tp['ratio'], 2)}. "
             f"Gateway CPU per request: {_spread(tp['api_us_per_callback'], 0, ' µs')} per callback (and Resonate "
-            f"{_spread(tp['resonate_us_per_callback'], 0, ' µs')}), {_spread(tp['api_us_per_trivial'], 0, ' µs')} "
+            f"(Postgres) {_spread(tp['resonate_us_per_callback'], 0, ' µs')}), "
+            f"{_spread(tp['api_us_per_trivial'], 0, ' µs')} "
             f"per /healthz, a cost ratio of {_spread(tp['gateway_cost_ratio'], 2)}. Gateway busy: "
             f"{_spread(tp['api_cpu_busy_callback'], 2)} cores on callbacks, {_spread(tp['api_cpu_busy_trivial'], 2)} "
             "on /healthz (the load generator shares the two cores).",
@@ -338,10 +375,10 @@ def _hop_lines(figures: dict[str, Any]) -> list[str]:
         "| hop | mean | p95 |",
         "|---|---|---|",
     ]
-    for hop, label in HOP_LABELS.items():
+    for hop, name in HOP_LABELS.items():
         p95 = figures["hops_p95_ms"].get(hop)
-        lines.append(f"| {label} | {_spread(hops[hop], 1, ' ms')} | {_spread(p95, 1, ' ms') if p95 else '-'} |")
-    cpu = ", ".join(f"{s} {_spread(v, 1)}" for s, v in figures["cpu_ms_per_pipeline"].items())
+        lines.append(f"| {name} | {_spread(hops[hop], 1, ' ms')} | {_spread(p95, 1, ' ms') if p95 else '-'} |")
+    cpu = ", ".join(f"{label(s)} {_spread(v, 1)}" for s, v in figures["cpu_ms_per_pipeline"].items())
     lines += [
         "",
         "SMTP transaction alone (the notifier's `smtp_delivery_seconds`, QUIT included): "
@@ -467,7 +504,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     cpu = figures.get("cpu_ms_per_pipeline")
     if cpu:
         services = list(cpu)
-        ax.bar(services, [cpu[s]["median"] for s in services], color="#5a9e6f")
+        ax.bar([label(s) for s in services], [cpu[s]["median"] for s in services], color="#5a9e6f")
+        ax.tick_params(axis="x", labelrotation=20)
         ax.set_ylabel("CPU ms per pipeline")
         ax.set_title("CPU per callback → email, by container")
 
