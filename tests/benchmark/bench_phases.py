@@ -24,13 +24,14 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline_shared.ids import callback_promise_id
 
 from .bench_clients import (
+    RESONATE_TABLES,
     Emulator,
     Gateway,
     MailSink,
@@ -614,13 +615,25 @@ async def start_ramp(bench: Bench, repeat: int) -> RampRun:
 async def waiting_capacity(
     bench: Bench, waiting: list[str], baseline: ContainerSample, deadline: float
 ) -> dict[str, Any]:
-    """Figure 6: fill up to the target of simultaneously suspended pipelines, weigh them, then finish them all."""
+    """Figure 6: fill up to the target of simultaneously suspended pipelines, weigh them, then finish them all.
+
+    Weighed after every batch: each service's resident memory, and the rows
+    and bytes of each table of the Resonate database.
+    """
     p = bench.profile
     await bench.emulator.set_default_plan(start_delay_seconds=WAIT_FOREVER_SECONDS)
-    samples: list[dict[str, Any]] = [{"waiting": 0, "rss_bytes": baseline.rss_bytes}]
+
+    async def weigh(count: int) -> dict[str, Any]:
+        return {
+            "waiting": count,
+            "memory_bytes": bench.sample().memory_bytes,
+            "database": await bench.resonate.footprint(),
+        }
+
+    samples: list[dict[str, Any]] = [{"waiting": 0, "memory_bytes": baseline.memory_bytes, "database": None}]
     waiting = list(waiting)
     suspended = len(await bench.suspended(waiting))
-    samples.append({"waiting": suspended, "rss_bytes": bench.sample().rss_bytes})
+    samples.append(await weigh(suspended))
     batch_number = 0
     fill_started = time.monotonic()
     # At least two batches even when the start ramps already reached the
@@ -635,7 +648,7 @@ async def waiting_capacity(
         await bench.start_all(batch)
         waiting.extend(batch)
         suspended, _ = await bench.wait_suspended(waiting, timeout=SLACK_SECONDS + len(batch) / 20)
-        samples.append({"waiting": suspended, "rss_bytes": bench.sample().rss_bytes})
+        samples.append(await weigh(suspended))
         log(f"  {suspended} pipelines suspended")
     fill_seconds = time.monotonic() - fill_started
     reached = len(await bench.suspended(waiting))
@@ -663,32 +676,64 @@ async def waiting_capacity(
     await asyncio.sleep(1)
     succeeded = await _succeeded(bench) - finished_before
     after = bench.sample()
+    database_after = await bench.resonate.footprint()
 
-    def per_thousand(service: str) -> float | None:
+    def per_waiting(value_of: Callable[[dict[str, Any]], float]) -> float | None:
         # The slope while the waiting count grows in steady batches: the first
         # sample (an empty stack) also carries the allocator's high-water mark
         # from the start ramps' bursts, which is not memory held per pipeline.
-        filled = [(s["waiting"], s["rss_bytes"][service]) for s in samples if s["waiting"] > 0]
-        return _slope(filled) * 1000 if len(filled) >= 3 else None
+        filled = [(s["waiting"], value_of(s)) for s in samples if s["waiting"] > 0]
+        return _slope(filled) if len(filled) >= 3 else None
 
-    peak = samples[-1]["rss_bytes"]
+    def per_thousand_mib(value_of: Callable[[dict[str, Any]], float]) -> float | None:
+        slope = per_waiting(value_of)
+        return slope * 1000 / 2**20 if slope is not None else None
+
+    peak = samples[-1]["memory_bytes"]
+    rows_per_waiting = {t: per_waiting(lambda s, t=t: s["database"].rows[t]) for t in RESONATE_TABLES}
+    # A finished pipeline keeps its rows until resonate.gc collects it (RESONATE_RETENTION_DAYS):
+    # what a waiting one holds, plus what finishing changed, per pipeline finished. Only
+    # known when every one finished: rows of pipelines half-way are neither.
+    all_completed = emailed == reached and succeeded >= reached
+    peak_rows = samples[-1]["database"].rows
+    rows_per_finished = {
+        t: rows_per_waiting[t] + (database_after.rows[t] - peak_rows[t]) / reached
+        if all_completed and reached and rows_per_waiting[t] is not None
+        else None
+        for t in RESONATE_TABLES
+    }
     return {
         "target": p.capacity_target,
         "reached_suspended": reached,
         "fill_seconds": fill_seconds,
-        "samples": [{"waiting": s["waiting"], "rss_mib": _mib(s["rss_bytes"])} for s in samples],
-        "rss_mib_per_1000_waiting": {s: _b_to_mib(per_thousand(s)) for s in baseline.rss_bytes},
-        "rss_growth_mib": {s: (peak[s] - baseline.rss_bytes[s]) / 2**20 for s in baseline.rss_bytes},
+        "samples": [
+            {
+                "waiting": s["waiting"],
+                "memory_mib": _mib(s["memory_bytes"]),
+                "database": asdict(s["database"]) if s["database"] else None,
+            }
+            for s in samples
+        ],
+        "memory_mib_per_1000_waiting": {s: per_thousand_mib(lambda x, s=s: x["memory_bytes"][s]) for s in peak},
+        "memory_growth_mib": {s: (peak[s] - baseline.memory_bytes[s]) / 2**20 for s in baseline.memory_bytes},
+        "memory_measure": after.memory_measure,
+        "database_rows_per_waiting": rows_per_waiting,
+        "database_rows_per_finished": rows_per_finished,
+        "database_mib_per_1000_waiting": {
+            **{t: per_thousand_mib(lambda s, t=t: s["database"].bytes[t]) for t in RESONATE_TABLES},
+            "database": per_thousand_mib(lambda s: s["database"].database_bytes),
+        },
+        "database_after_completion": asdict(database_after),
         "extra_cpu_cores_while_waiting": {name: used / quiet_seconds for name, used in quiet.items()},
         "callbacks_sent": len(outcomes),
         "callbacks_accepted": accepted_callbacks,
         "callbacks_per_second": len(outcomes) / settle_seconds,
         "emailed": emailed,
         "succeeded": succeeded,
-        "all_completed": emailed == reached and succeeded >= reached,
+        "all_completed": all_completed,
         "drain_seconds": drain_seconds,
         "completed_per_second": emailed / drain_seconds if drain_seconds else None,
-        "rss_mib_after_completion": _mib(after.rss_bytes),
+        "memory_mib_after_completion": _mib(after.memory_bytes),
     }
 
 
@@ -705,9 +750,5 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
 
 
-def _mib(rss: dict[str, int]) -> dict[str, float]:
-    return {name: round(value / 2**20, 1) for name, value in rss.items()}
-
-
-def _b_to_mib(value: float | None) -> float | None:
-    return value / 2**20 if value is not None else None
+def _mib(memory: dict[str, int]) -> dict[str, float]:
+    return {name: round(value / 2**20, 1) for name, value in memory.items()}

@@ -137,8 +137,12 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             for key in (
                 "target",
                 "reached_suspended",
-                "rss_mib_per_1000_waiting",
-                "rss_growth_mib",
+                "memory_mib_per_1000_waiting",
+                "memory_growth_mib",
+                "memory_measure",
+                "database_rows_per_waiting",
+                "database_rows_per_finished",
+                "database_mib_per_1000_waiting",
                 "all_completed",
                 "emailed",
                 "succeeded",
@@ -204,7 +208,7 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": bool(waiting["all_completed"]),
             }
         )
-        per_service = [waiting["rss_mib_per_1000_waiting"].get(s) for s in OWN_SERVICES]
+        per_service = [waiting["memory_mib_per_1000_waiting"].get(s) for s in OWN_SERVICES]
         total = sum(per_service) if None not in per_service else None
         whose = f" ({', '.join(label(s) for s in OWN_SERVICES)} together)"
         check("memory per 1,000 waiting", total, TARGET_MIB_PER_1000_WAITING, True, " MiB", whose)
@@ -349,19 +353,43 @@ def _capacity_lines(figures: dict[str, Any]) -> list[str]:
     waiting = figures.get("waiting")
     if not waiting:
         return []
-    services = ("worker", "api", "resonate")
+    services = OWN_SERVICES
     complete = "yes" if waiting["all_completed"] else "**no**"
+    tables = list(waiting["database_rows_per_waiting"])
+    mib = waiting["database_mib_per_1000_waiting"]
     return [
         f"**6. Waiting capacity**: {_fmt(waiting['reached_suspended'])} pipelines suspended at once "
-        f"(target {_fmt(waiting['target'])}). Resident memory per 1,000 more waiting (slope while filling): "
-        f"{_by_service(waiting['rss_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
-        f"{_by_service(waiting['rss_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
+        f"(target {_fmt(waiting['target'])}). Memory ({_memory_measure(waiting)}) per 1,000 more waiting (slope while "
+        "filling): "
+        f"{_by_service(waiting['memory_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
+        f"{_by_service(waiting['memory_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
         f"{_by_service(waiting['extra_cpu_cores_while_waiting'], services, 3)} cores. Once called back: "
         f"{_fmt(waiting['emailed'])} emailed, {_fmt(waiting['succeeded'])} succeeded in "
         f"{_fmt(waiting['drain_seconds'], 0)} s ({_fmt(waiting['completed_per_second'], 0)}/s; callbacks sent at "
         f"{_fmt(waiting['callbacks_per_second'], 0)}/s); all complete: {complete}.",
         "",
+        "What a waiting pipeline costs in the Resonate database (slope while filling): rows per waiting "
+        f"pipeline: {_by_service(waiting['database_rows_per_waiting'], tables, 2)}; bytes per 1,000 waiting "
+        f"(`pg_total_relation_size`, indexes included): {_by_service(mib, tables, 2, ' MiB')}; the whole database "
+        f"(`pg_database_size`) {_fmt(mib['database'], 2)} MiB. {_finished_rows(waiting, tables)}",
+        "",
     ]
+
+
+def _finished_rows(waiting: dict[str, Any], tables: list[str]) -> str:
+    finished = waiting["database_rows_per_finished"]
+    if all(value is None for value in finished.values()):
+        return "What a finished pipeline keeps is not known: not every pipeline finished."
+    return (
+        f"A finished pipeline keeps {_by_service(finished, tables, 2)} rows until `resonate.gc` collects it "
+        "(`RESONATE_RETENTION_DAYS` after it ended)."
+    )
+
+
+def _memory_measure(waiting: dict[str, Any]) -> str:
+    """PSS, and the services measured by RSS instead (where /proc could not be read)."""
+    by_rss = [label(s) for s, measure in waiting.get("memory_measure", {}).items() if measure == "rss"]
+    return "PSS" + (f"; RSS for {', '.join(by_rss)}, whose /proc could not be read" if by_rss else "")
 
 
 def _hop_lines(figures: dict[str, Any]) -> list[str]:
@@ -491,12 +519,23 @@ def plot(result: dict[str, Any], path: Path) -> None:
     capacity = raw.get("waiting_capacity")
     if capacity:
         samples = capacity["samples"]
-        for service in ("worker", "api", "resonate"):
+        for service in OWN_SERVICES:
             ax.plot(
-                [s["waiting"] for s in samples], [s["rss_mib"][service] for s in samples], marker=".", label=service
+                [s["waiting"] for s in samples],
+                [s["memory_mib"][service] for s in samples],
+                marker=".",
+                label=label(service),
             )
+        weighed = [s for s in samples if s["database"]]
+        ax.plot(
+            [s["waiting"] for s in weighed],
+            [s["database"]["database_bytes"] / 2**20 for s in weighed],
+            marker=".",
+            linestyle="--",
+            label="Resonate database, pg_database_size",
+        )
         ax.set_xlabel("pipelines suspended")
-        ax.set_ylabel("resident memory, MiB")
+        ax.set_ylabel("MiB (services: PSS)")
         ax.set_title(f"6. Waiting capacity ({capacity['reached_suspended']:,} reached)")
         ax.legend(fontsize=7)
 
