@@ -652,6 +652,7 @@ async def waiting_capacity(
         log(f"  {suspended} pipelines suspended")
     fill_seconds = time.monotonic() - fill_started
     reached = len(await bench.suspended(waiting))
+    fill_cut_by_budget = reached < p.capacity_target and time.monotonic() >= deadline - p.capacity_drain_seconds
 
     # What waiting costs: CPU beyond idle with everything suspended and no checks due.
     quiet_before = bench.sample()
@@ -666,12 +667,8 @@ async def waiting_capacity(
     outcomes = await bench.settle_all(waiting, concurrency=32)
     settle_seconds = time.monotonic() - settle_started
     accepted_callbacks = sum(1 for o in outcomes if o.status == 200)
-    emailed = (
-        await bench.mailsink.wait_accepted(
-            accepted + accepted_callbacks, min(deadline, time.monotonic() + p.capacity_drain_seconds)
-        )
-        - accepted
-    )
+    drain_bound = time.monotonic() + p.capacity_drain_seconds
+    emailed = await bench.mailsink.wait_accepted(accepted + accepted_callbacks, min(deadline, drain_bound)) - accepted
     drain_seconds = time.monotonic() - settle_started
     await asyncio.sleep(1)
     succeeded = await _succeeded(bench) - finished_before
@@ -731,6 +728,9 @@ async def waiting_capacity(
         "emailed": emailed,
         "succeeded": succeeded,
         "all_completed": all_completed,
+        # The run's time budget, not the stack, stopped the fill or the wait for the emails.
+        "fill_cut_by_budget": fill_cut_by_budget,
+        "drain_cut_by_budget": not all_completed and deadline < drain_bound,
         "drain_seconds": drain_seconds,
         "completed_per_second": emailed / drain_seconds if drain_seconds else None,
         "memory_mib_after_completion": _mib(after.memory_bytes),

@@ -144,6 +144,8 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
                 "database_rows_per_finished",
                 "database_mib_per_1000_waiting",
                 "all_completed",
+                "fill_cut_by_budget",
+                "drain_cut_by_budget",
                 "emailed",
                 "succeeded",
                 "drain_seconds",
@@ -172,7 +174,8 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def check(name: str, value: Any, bound: float, at_most: bool, unit: str = "", whose: str = "") -> None:
-        met = value is not None and (value <= bound if at_most else value >= bound)
+        # No figure (its phase failed or ran out of time) decides nothing either way.
+        met = None if value is None else value <= bound if at_most else value >= bound
         bound_text = _fmt(bound) if isinstance(bound, int) else f"{bound:g}"
         wanted = f"{'<=' if at_most else '>='} {bound_text}{unit}{whose}"
         found.append({"target": name, "wanted": wanted, "measured": value, "unit": unit, "met": met})
@@ -200,12 +203,15 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
             # --quick fills to fewer: it cannot show the target either way.
             measured = f"{reached:,}; --quick fills to {goal:,}"
             found.append({"target": name, "wanted": f">= {TARGET_WAITING:,}", "measured": measured, "met": None})
+        completed = f"{waiting['emailed']:,} of {reached:,} emailed in {waiting['drain_seconds']:.0f} s"
+        if waiting.get("drain_cut_by_budget"):
+            completed += "; the run's time budget ended the wait"
         found.append(
             {
                 "target": "all of them complete",
                 "wanted": "all",
-                "measured": f"{waiting['emailed']:,} of {reached:,}",
-                "met": bool(waiting["all_completed"]),
+                "measured": completed,
+                "met": True if waiting["all_completed"] else None if waiting.get("drain_cut_by_budget") else False,
             }
         )
         per_service = [waiting["memory_mib_per_1000_waiting"].get(s) for s in OWN_SERVICES]
@@ -285,7 +291,9 @@ def _targets_table(result: dict[str, Any]) -> list[str]:
     else:
         lines.append("Every target this run measured was met.")
     if untested:
-        reasons = "; ".join(f"{t['target']} ({t['measured']})" for t in untested)
+        reasons = "; ".join(
+            f"{t['target']} ({'no figure' if t['measured'] is None else t['measured']})" for t in untested
+        )
         lines += ["", f"Not tested by this run: {reasons}."]
     return [*lines, ""]
 
@@ -355,18 +363,20 @@ def _capacity_lines(figures: dict[str, Any]) -> list[str]:
         return []
     services = OWN_SERVICES
     complete = "yes" if waiting["all_completed"] else "**no**"
+    cut_fill = "; filling stopped when the run's time budget was spent" if waiting.get("fill_cut_by_budget") else ""
+    cut_drain = " (the run's time budget ended the wait)" if waiting.get("drain_cut_by_budget") else ""
     tables = list(waiting["database_rows_per_waiting"])
     mib = waiting["database_mib_per_1000_waiting"]
     return [
         f"**6. Waiting capacity**: {_fmt(waiting['reached_suspended'])} pipelines suspended at once "
-        f"(target {_fmt(waiting['target'])}). Memory ({_memory_measure(waiting)}) per 1,000 more waiting (slope while "
-        "filling): "
+        f"(target {_fmt(waiting['target'])}{cut_fill}). Memory ({_memory_measure(waiting)}) per 1,000 more "
+        "waiting (slope while filling): "
         f"{_by_service(waiting['memory_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
         f"{_by_service(waiting['memory_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
         f"{_by_service(waiting['extra_cpu_cores_while_waiting'], services, 3)} cores. Once called back: "
         f"{_fmt(waiting['emailed'])} emailed, {_fmt(waiting['succeeded'])} succeeded in "
         f"{_fmt(waiting['drain_seconds'], 0)} s ({_fmt(waiting['completed_per_second'], 0)}/s; callbacks sent at "
-        f"{_fmt(waiting['callbacks_per_second'], 0)}/s); all complete: {complete}.",
+        f"{_fmt(waiting['callbacks_per_second'], 0)}/s); all complete: {complete}{cut_drain}.",
         "",
         "What a waiting pipeline costs in the Resonate database (slope while filling): rows per waiting "
         f"pipeline: {_by_service(waiting['database_rows_per_waiting'], tables, 2)}; bytes per 1,000 waiting "
