@@ -9,8 +9,11 @@ left by ``--keep``) instead of rebuilding it, ``--publish`` copies the
 results to ``tests/benchmark/results/`` where README shows them.
 
 The whole run is bounded: ``--quick`` aims at 3 minutes, the full run at 15
-on two cores; the capacity phase, the only open-ended one, stops filling and
-draining when the run's budget is spent and reports how far it got.
+on two cores. The capacity phase, the only open-ended one, stops filling
+when the run's budget is spent and reports how far it got; it always adds
+its two minimum batches (its figures are slopes over them) and waits for
+their emails up to its own drain time, so a slow machine overruns the
+budget by those rather than lose figure 6.
 """
 
 from __future__ import annotations

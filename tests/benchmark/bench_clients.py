@@ -1,10 +1,11 @@
 """What the benchmark does to the stack: start pipelines, call back as the notebook, read every service's view.
 
-Everything goes to published ports on 127.0.0.1. The clients are aiohttp
-rather than httpx because the load generator shares two cores with the stack
-it measures, and aiohttp spends about half the CPU per request; every client
-here shares that one library, so the trivial endpoint and the callback
-endpoint see the same load generator.
+Everything goes to published ports on 127.0.0.1. The HTTP clients are
+aiohttp rather than httpx because the load generator shares two cores with
+the stack it measures, and aiohttp spends about half the CPU per request;
+every HTTP client here shares that one library, so the trivial endpoint and
+the callback endpoint see the same load generator. Resonate's durable state
+is read from its database with psycopg (:class:`ResonateReader`).
 
 Times that cross processes are epoch milliseconds: every container reads the
 same kernel clock as the benchmark.
@@ -15,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+from resonate.codec import Codec, NoopEncryptor
+from resonate.types import Value
 
 from pipeline_shared import ids
-from pipeline_shared.resonate_client import ResonateLink, connect
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.integration.clients import AUTHENTICATED
@@ -32,8 +36,8 @@ from tests.integration.clients import AUTHENTICATED
 #: and calls the emulator as the worker does.
 SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
 EMULATOR_TOKEN = "dapi-emulator-dev-token"
-#: The protocol version resonate-sdk 0.8.1 and the servers speak.
-RESONATE_PROTOCOL_VERSION = "2026-04-01"
+#: The tables of resonate-pg's schema (resonate.sql), in the order the report lists them.
+RESONATE_TABLES = ("promises", "tasks", "callbacks", "listeners", "task_resumes", "outbox", "schedules")
 #: Upper bound on open connections per service; open-loop phases may have
 #: hundreds of requests in flight when the stack falls behind.
 MAX_CONNECTIONS = 1024
@@ -165,51 +169,85 @@ class MailSink:
         await self.http.close()
 
 
-class ResonateReader:
-    """Reads durable state: promise records through the SDK, task searches as raw envelopes.
+@dataclass(frozen=True)
+class PromiseRow:
+    """One row of ``resonate.promises``; ``value`` decoded as the SDK decodes it; times are the database's epoch ms."""
 
-    The SDK has no task search, so that one request is written out here; the
-    envelope is the protocol's (``kind``, ``head`` with ``corrId`` and
-    ``version``, ``data``).
+    id: str
+    state: str
+    value: Any
+    created_at: int
+    settled_at: int | None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the Resonate database holds at one instant: rows and bytes of each table, and of the whole database."""
+
+    rows: dict[str, int]
+    bytes: dict[str, int]
+    database_bytes: int
+
+
+class ResonateReader:
+    """Reads Resonate's durable state straight from its database, as the superuser, with plain SELECTs.
+
+    Not through the protocol: the services' roles may only call the stored
+    procedures, and the protocol has no way to list tasks by state or to say
+    what a table weighs. The superuser sees the rows the procedures keep, on
+    the published port on 127.0.0.1. It never writes.
+
+    ``value_data`` holds what the SDK sent, base64 of JSON, so the SDK's own
+    codec decodes it (no encryptor: the services set none).
     """
 
-    def __init__(self, url: str) -> None:
-        self.http = new_session(url, limit=16)
-        self.link: ResonateLink = connect(url, "benchmark", listen=False)
-        self._started = False
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._connection: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._codec = Codec(NoopEncryptor())
 
-    async def promise(self, promise_id: str) -> Any:
-        if not self._started:
-            self.link.resonate.start()
-            self._started = True
-        return await self.link.resonate.promises.get(promise_id)
+    async def _rows(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, application_name="benchmark", connect_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+        cursor = await self._connection.execute(query, params)
+        return await cursor.fetchall()
+
+    async def promises(self, promise_ids: Sequence[str]) -> dict[str, PromiseRow]:
+        """The promises of ``promise_ids`` that exist, by id."""
+        rows = await self._rows(
+            "SELECT id, state, value_data, created_at, settled_at FROM resonate.promises WHERE id = ANY(%s)",
+            (list(promise_ids),),
+        )
+        return {
+            promise_id: PromiseRow(promise_id, state, self._codec.decode(Value(data=data)), created_at, settled_at)
+            for promise_id, state, data, created_at, settled_at in rows
+        }
 
     async def task_ids(self, state: str) -> set[str]:
-        """Ids of every task in ``state`` (pages of 1000)."""
-        found: set[str] = set()
-        cursor: str | None = None
-        while True:
-            data: dict[str, Any] = {"state": state, "limit": 1000}
-            if cursor is not None:
-                data["cursor"] = cursor
-            envelope = {
-                "kind": "task.search",
-                "head": {"corrId": uuid.uuid4().hex, "version": RESONATE_PROTOCOL_VERSION},
-                "data": data,
-            }
-            async with self.http.post("/", json=envelope) as response:
-                answer = await response.json()
-            if answer["head"]["status"] != 200:
-                raise ServiceError(f"task.search answered {answer['head']['status']}: {answer['data']}")
-            found.update(task["id"] for task in answer["data"]["tasks"])
-            cursor = answer["data"].get("cursor")
-            if not cursor:
-                return found
+        """Ids of every task in ``state``."""
+        return {task_id for (task_id,) in await self._rows("SELECT id FROM resonate.tasks WHERE state = %s", (state,))}
+
+    async def footprint(self) -> Footprint:
+        """Rows and bytes (``pg_total_relation_size``: heap, indexes, TOAST) of every table of the schema."""
+        counts = sql.SQL(", ").join(
+            sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier("resonate", t)) for t in RESONATE_TABLES
+        )
+        sizes = sql.SQL(", ").join(
+            sql.SQL("pg_total_relation_size({})").format(sql.Literal(f"resonate.{t}")) for t in RESONATE_TABLES
+        )
+        (row,) = await self._rows(sql.SQL("SELECT {}, {}, pg_database_size(current_database())").format(counts, sizes))
+        width = len(RESONATE_TABLES)
+        return Footprint(
+            rows=dict(zip(RESONATE_TABLES, row[:width], strict=True)),
+            bytes=dict(zip(RESONATE_TABLES, row[width : 2 * width], strict=True)),
+            database_bytes=row[-1],
+        )
 
     async def close(self) -> None:
-        await self.http.close()
-        if self._started:
-            await self.link.resonate.stop()
+        if self._connection is not None:
+            await self._connection.close()
 
 
 class Metrics:

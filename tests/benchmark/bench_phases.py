@@ -24,13 +24,14 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline_shared.ids import callback_promise_id
 
 from .bench_clients import (
+    RESONATE_TABLES,
     Emulator,
     Gateway,
     MailSink,
@@ -165,7 +166,7 @@ class Bench:
         self.gateway = Gateway(self.stack.url("API_HOST_PORT"))
         self.emulator = Emulator(self.stack.url("DATABRICKS_HOST_PORT"))
         self.mailsink = MailSink(self.stack.url("MAILSINK_HOST_PORT"))
-        self.resonate = ResonateReader(self.stack.url("RESONATE_HOST_PORT"))
+        self.resonate = ResonateReader(self.stack.resonate_dsn())
         self.notifier_metrics = Metrics(self.stack.url("NOTIFIER_OPS_HOST_PORT"))
         self.worker_metrics = Metrics(self.stack.url("WORKER_OPS_HOST_PORT"))
 
@@ -323,15 +324,10 @@ async def polling_baseline(bench: Bench, repeat: int) -> dict[str, Any]:
 async def _settlement_sources(bench: Bench, pipeline_ids: Sequence[str]) -> dict[str, int]:
     """Who settled each pipeline's callback promise (callback, watchdog, ...), counted."""
     counts: dict[str, int] = {}
-
-    async def read(pipeline_id: str) -> int:
-        record = await bench.resonate.promise(callback_promise_id(pipeline_id))
-        data = record.value.data if record.state == "resolved" else None
+    for record in (await bench.resonate.promises([callback_promise_id(p) for p in pipeline_ids])).values():
+        data = record.value if record.state == "resolved" else None
         source = data.get("source", "unknown") if isinstance(data, dict) else record.state
         counts[source] = counts.get(source, 0) + 1
-        return 200
-
-    await pool(list(pipeline_ids), SETUP_CONCURRENCY, read)
     return counts
 
 
@@ -458,13 +454,15 @@ async def _hop_breakdown(
         "t1_to_t7": [],
     }
 
-    async def trace(pipeline_id: str) -> int:
-        callback = await bench.resonate.promise(callback_promise_id(pipeline_id))
-        rpc = await bench.resonate.promise(f"{pipeline_id}:{EMAIL_RPC_SEQ}")
-        if callback.state != "resolved" or pipeline_id not in mails:
-            return 404
+    records = await bench.resonate.promises(
+        [promise_id for pid in pipeline_ids for promise_id in (callback_promise_id(pid), _email_rpc_id(pid))]
+    )
+    for pipeline_id in pipeline_ids:
+        callback, rpc = records.get(callback_promise_id(pipeline_id)), records.get(_email_rpc_id(pipeline_id))
+        if callback is None or rpc is None or callback.state != "resolved" or pipeline_id not in mails:
+            continue
         t0 = sent[pipeline_id].sent * 1000
-        t1 = callback.value.data["received_at"]
+        t1 = callback.value["received_at"]
         t2 = callback.settled_at
         t4 = rpc.created_at
         t7 = mails[pipeline_id]["received_at_ms"]
@@ -473,9 +471,6 @@ async def _hop_breakdown(
         per_hop["worker_resume"].append(t4 - t2)
         per_hop["t1_to_t4"].append(t4 - t1)
         per_hop["t1_to_t7"].append(t7 - t1)
-        return 200
-
-    await pool(list(pipeline_ids), SETUP_CONCURRENCY, trace)
     pickup = histogram_delta(notifier_before, notifier_after, "email_pickup_seconds")
     smtp = histogram_delta(notifier_before, notifier_after, "smtp_delivery_seconds")
     traced = len(per_hop["gateway"])
@@ -501,6 +496,10 @@ async def _hop_breakdown(
         "smtp_transaction_p95_ms": _ms(histogram_quantile(smtp["buckets"], 0.95)),
         "notifier_observations": pickup["count"],
     }
+
+
+def _email_rpc_id(pipeline_id: str) -> str:
+    return f"{pipeline_id}:{EMAIL_RPC_SEQ}"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -616,19 +615,32 @@ async def start_ramp(bench: Bench, repeat: int) -> RampRun:
 async def waiting_capacity(
     bench: Bench, waiting: list[str], baseline: ContainerSample, deadline: float
 ) -> dict[str, Any]:
-    """Figure 6: fill up to the target of simultaneously suspended pipelines, weigh them, then finish them all."""
+    """Figure 6: fill up to the target of simultaneously suspended pipelines, weigh them, then finish them all.
+
+    Weighed after every batch: each service's memory, and the rows and bytes
+    of each table of the Resonate database.
+    """
     p = bench.profile
     await bench.emulator.set_default_plan(start_delay_seconds=WAIT_FOREVER_SECONDS)
-    samples: list[dict[str, Any]] = [{"waiting": 0, "rss_bytes": baseline.rss_bytes}]
+
+    async def weigh(count: int) -> dict[str, Any]:
+        return {
+            "waiting": count,
+            "memory_bytes": bench.sample().memory_bytes,
+            "database": await bench.resonate.footprint(),
+        }
+
+    samples: list[dict[str, Any]] = [{"waiting": 0, "memory_bytes": baseline.memory_bytes, "database": None}]
     waiting = list(waiting)
     suspended = len(await bench.suspended(waiting))
-    samples.append({"waiting": suspended, "rss_bytes": bench.sample().rss_bytes})
+    samples.append(await weigh(suspended))
     batch_number = 0
     fill_started = time.monotonic()
     # At least two batches even when the start ramps already reached the
-    # target: memory per pipeline is read from the steady batches.
-    while (suspended < p.capacity_target or batch_number < MIN_FILL_BATCHES) and (
-        time.monotonic() < deadline - p.capacity_drain_seconds
+    # target or the run's budget is spent: memory and rows per pipeline are
+    # read from the steady batches. Beyond those, the budget decides.
+    while batch_number < MIN_FILL_BATCHES or (
+        suspended < p.capacity_target and time.monotonic() < deadline - p.capacity_drain_seconds
     ):
         batch = bench.new_ids(
             f"cap{batch_number}", max(p.capacity_batch // 2, min(p.capacity_batch, p.capacity_target - suspended))
@@ -637,10 +649,11 @@ async def waiting_capacity(
         await bench.start_all(batch)
         waiting.extend(batch)
         suspended, _ = await bench.wait_suspended(waiting, timeout=SLACK_SECONDS + len(batch) / 20)
-        samples.append({"waiting": suspended, "rss_bytes": bench.sample().rss_bytes})
+        samples.append(await weigh(suspended))
         log(f"  {suspended} pipelines suspended")
     fill_seconds = time.monotonic() - fill_started
     reached = len(await bench.suspended(waiting))
+    fill_cut_by_budget = reached < p.capacity_target and time.monotonic() >= deadline - p.capacity_drain_seconds
 
     # What waiting costs: CPU beyond idle with everything suspended and no checks due.
     quiet_before = bench.sample()
@@ -655,42 +668,77 @@ async def waiting_capacity(
     outcomes = await bench.settle_all(waiting, concurrency=32)
     settle_seconds = time.monotonic() - settle_started
     accepted_callbacks = sum(1 for o in outcomes if o.status == 200)
-    emailed = (
-        await bench.mailsink.wait_accepted(
-            accepted + accepted_callbacks, min(deadline, time.monotonic() + p.capacity_drain_seconds)
-        )
-        - accepted
-    )
+    # Bounded by the drain's own time, not the run's budget: whether all complete is a target.
+    drain_bound = time.monotonic() + p.capacity_drain_seconds
+    emailed = await bench.mailsink.wait_accepted(accepted + accepted_callbacks, drain_bound) - accepted
     drain_seconds = time.monotonic() - settle_started
-    await asyncio.sleep(1)
-    succeeded = await _succeeded(bench) - finished_before
+    # The workflow ends after its email (one more resume of the worker), so
+    # the count of succeeded pipelines trails the emails: wait for it too.
+    while (succeeded := await _succeeded(bench) - finished_before) < emailed and time.monotonic() < drain_bound:
+        await asyncio.sleep(0.5)
+    finish_seconds = time.monotonic() - settle_started
     after = bench.sample()
+    database_after = await bench.resonate.footprint()
 
-    def per_thousand(service: str) -> float | None:
+    def per_waiting(value_of: Callable[[dict[str, Any]], float]) -> float | None:
         # The slope while the waiting count grows in steady batches: the first
         # sample (an empty stack) also carries the allocator's high-water mark
         # from the start ramps' bursts, which is not memory held per pipeline.
-        filled = [(s["waiting"], s["rss_bytes"][service]) for s in samples if s["waiting"] > 0]
-        return _slope(filled) * 1000 if len(filled) >= 3 else None
+        filled = [(s["waiting"], value_of(s)) for s in samples if s["waiting"] > 0]
+        return _slope(filled) if len(filled) >= 3 else None
 
-    peak = samples[-1]["rss_bytes"]
+    def per_thousand_mib(value_of: Callable[[dict[str, Any]], float]) -> float | None:
+        slope = per_waiting(value_of)
+        return slope * 1000 / 2**20 if slope is not None else None
+
+    peak = samples[-1]["memory_bytes"]
+    rows_per_waiting = {t: per_waiting(lambda s, t=t: s["database"].rows[t]) for t in RESONATE_TABLES}
+    # A finished pipeline keeps its rows until resonate.gc collects it (RESONATE_RETENTION_DAYS):
+    # what a waiting one holds, plus what finishing changed, per pipeline finished. Only
+    # known when every one finished: rows of pipelines half-way are neither.
+    all_completed = emailed == reached and succeeded >= reached
+    peak_rows = samples[-1]["database"].rows
+    rows_per_finished = {
+        t: rows_per_waiting[t] + (database_after.rows[t] - peak_rows[t]) / reached
+        if all_completed and reached and rows_per_waiting[t] is not None
+        else None
+        for t in RESONATE_TABLES
+    }
     return {
         "target": p.capacity_target,
         "reached_suspended": reached,
         "fill_seconds": fill_seconds,
-        "samples": [{"waiting": s["waiting"], "rss_mib": _mib(s["rss_bytes"])} for s in samples],
-        "rss_mib_per_1000_waiting": {s: _b_to_mib(per_thousand(s)) for s in baseline.rss_bytes},
-        "rss_growth_mib": {s: (peak[s] - baseline.rss_bytes[s]) / 2**20 for s in baseline.rss_bytes},
+        "samples": [
+            {
+                "waiting": s["waiting"],
+                "memory_mib": _mib(s["memory_bytes"]),
+                "database": asdict(s["database"]) if s["database"] else None,
+            }
+            for s in samples
+        ],
+        "memory_mib_per_1000_waiting": {s: per_thousand_mib(lambda x, s=s: x["memory_bytes"][s]) for s in peak},
+        "memory_growth_mib": {s: (peak[s] - baseline.memory_bytes[s]) / 2**20 for s in baseline.memory_bytes},
+        "memory_measure": after.memory_measure,
+        "database_rows_per_waiting": rows_per_waiting,
+        "database_rows_per_finished": rows_per_finished,
+        "database_mib_per_1000_waiting": {
+            **{t: per_thousand_mib(lambda s, t=t: s["database"].bytes[t]) for t in RESONATE_TABLES},
+            "database": per_thousand_mib(lambda s: s["database"].database_bytes),
+        },
+        "database_after_completion": asdict(database_after),
         "extra_cpu_cores_while_waiting": {name: used / quiet_seconds for name, used in quiet.items()},
         "callbacks_sent": len(outcomes),
         "callbacks_accepted": accepted_callbacks,
         "callbacks_per_second": len(outcomes) / settle_seconds,
         "emailed": emailed,
         "succeeded": succeeded,
-        "all_completed": emailed == reached and succeeded >= reached,
+        "all_completed": all_completed,
+        # The run's time budget, not the stack, stopped the fill short of the target.
+        "fill_cut_by_budget": fill_cut_by_budget,
         "drain_seconds": drain_seconds,
+        "finish_seconds": finish_seconds,
         "completed_per_second": emailed / drain_seconds if drain_seconds else None,
-        "rss_mib_after_completion": _mib(after.rss_bytes),
+        "memory_mib_after_completion": _mib(after.memory_bytes),
     }
 
 
@@ -707,9 +755,5 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
 
 
-def _mib(rss: dict[str, int]) -> dict[str, float]:
-    return {name: round(value / 2**20, 1) for name, value in rss.items()}
-
-
-def _b_to_mib(value: float | None) -> float | None:
-    return value / 2**20 if value is not None else None
+def _mib(memory: dict[str, int]) -> dict[str, float]:
+    return {name: round(value / 2**20, 1) for name, value in memory.items()}

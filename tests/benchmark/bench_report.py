@@ -25,20 +25,31 @@ PUBLISHED_DIR = Path(__file__).parent / "results"
 RESULT_FILES = ("results.json", "summary.md", "plot.png")
 
 #: The issue's targets for this 2-core machine.
-TARGET_CALLBACK_P95_MS = 1000
-TARGET_CALLBACK_P50_MS = 150
+TARGET_CALLBACK_P50_MS = 50
+TARGET_CALLBACK_P95_MS = 150
 TARGET_POLLING_RATIO = 30
 TARGET_THROUGHPUT_RATIO = 0.5
 TARGET_WAITING = 10_000
-TARGET_WORKER_GROWTH_MIB = 50
+TARGET_MIB_PER_1000_WAITING = 50
+#: Whose memory the memory target counts: this project's services and its
+#: Resonate server, not the emulator and the mail sink, which stand in for
+#: Databricks and a mail server.
+OWN_SERVICES = ("api", "worker", "notifier", "resonate")
+
+#: How the report names a container where its compose service name says too little.
+SERVICE_LABELS = {"resonate": "Resonate (Postgres)"}
 
 HOP_LABELS = {
     "gateway": "gateway (request in, signature, accept)",
-    "resonate_settle": "Resonate (settle the callback promise)",
-    "worker_resume": "worker resume (dispatch, acquire, replay, ask for the email)",
+    "resonate_settle": "Resonate (Postgres): settle the callback promise",
+    "worker_resume": "worker resume (NOTIFY, dequeue, acquire, replay, ask for the email)",
     "notifier_pickup": "notifier pickup (Resonate hands over the email)",
     "notifier_and_smtp": "notifier + SMTP (compose, send, sink stores it)",
 }
+
+
+def label(service: str) -> str:
+    return SERVICE_LABELS.get(service, service)
 
 
 def _pick(runs: Sequence[dict[str, Any]], *path: str) -> list[Any]:
@@ -126,12 +137,18 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             for key in (
                 "target",
                 "reached_suspended",
-                "rss_mib_per_1000_waiting",
-                "rss_growth_mib",
+                "memory_mib_per_1000_waiting",
+                "memory_growth_mib",
+                "memory_measure",
+                "database_rows_per_waiting",
+                "database_rows_per_finished",
+                "database_mib_per_1000_waiting",
                 "all_completed",
+                "fill_cut_by_budget",
                 "emailed",
                 "succeeded",
                 "drain_seconds",
+                "finish_seconds",
                 "completed_per_second",
                 "callbacks_per_second",
                 "extra_cpu_cores_while_waiting",
@@ -156,41 +173,48 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue: the figure that decides it, and whether it was met."""
     found: list[dict[str, Any]] = []
 
-    def check(name: str, value: Any, bound: float, at_most: bool, wanted: str) -> None:
-        met = value is not None and (value <= bound if at_most else value >= bound)
-        found.append({"target": name, "wanted": wanted, "measured": value, "met": met})
+    def check(name: str, value: Any, bound: float, at_most: bool, unit: str = "", whose: str = "") -> None:
+        # No figure (its phase failed or ran out of time) decides nothing either way.
+        met = None if value is None else value <= bound if at_most else value >= bound
+        bound_text = _fmt(bound) if isinstance(bound, int) else f"{bound:g}"
+        wanted = f"{'<=' if at_most else '>='} {bound_text}{unit}{whose}"
+        found.append({"target": name, "wanted": wanted, "measured": value, "unit": unit, "met": met})
 
     cb = figures.get("callback_to_email_ms")
     if cb:
-        p95, p50 = cb["p95"]["median"], cb["p50"]["median"]
-        check("callback to email p95", p95, TARGET_CALLBACK_P95_MS, True, f"<= {TARGET_CALLBACK_P95_MS} ms")
-        check("callback to email p50", p50, TARGET_CALLBACK_P50_MS, True, f"<= {TARGET_CALLBACK_P50_MS} ms")
+        p50, p95 = cb["p50"]["median"], cb["p95"]["median"]
+        check("callback to email p50", p50, TARGET_CALLBACK_P50_MS, True, " ms")
+        check("callback to email p95", p95, TARGET_CALLBACK_P95_MS, True, " ms")
     polling = figures.get("polling_ms", {})
     if "ratio_p50" in polling:
         ratio = polling["ratio_p50"]["median"]
-        check("polling / callback latency (p50)", ratio, TARGET_POLLING_RATIO, False, f">= {TARGET_POLLING_RATIO}")
+        check("polling / callback latency (p50)", ratio, TARGET_POLLING_RATIO, False, "x")
     throughput = figures.get("throughput_rps")
     if throughput:
         ratio = throughput["ratio"]["median"]
-        wanted = f">= {TARGET_THROUGHPUT_RATIO:.0%}"
-        check("callback / trivial throughput", ratio, TARGET_THROUGHPUT_RATIO, False, wanted)
+        check("callback / `/healthz` throughput", ratio, TARGET_THROUGHPUT_RATIO, False)
     waiting = figures.get("waiting")
     if waiting:
         reached, goal = waiting["reached_suspended"], waiting["target"]
-        # --quick aims lower; the issue's 10,000 is the full run's target.
-        wanted = f">= {goal:,}" if goal == TARGET_WAITING else f">= {goal:,} (quick; {TARGET_WAITING:,} in a full run)"
-        check("simultaneously suspended", reached, goal, False, wanted)
-        growth = waiting["rss_growth_mib"].get("worker")
-        wanted = f"<= {TARGET_WORKER_GROWTH_MIB} MiB"
-        check("worker memory growth for them", growth, TARGET_WORKER_GROWTH_MIB, True, wanted)
+        name = "pipelines waiting at once"
+        if goal == TARGET_WAITING:
+            check(name, reached, TARGET_WAITING, False)
+        else:
+            # --quick fills to fewer: it cannot show the issue's target either way.
+            measured = f"{reached:,}; --quick fills to {goal:,}"
+            found.append({"target": name, "wanted": f">= {TARGET_WAITING:,}", "measured": measured, "met": None})
         found.append(
             {
                 "target": "all of them complete",
                 "wanted": "all",
-                "measured": f"{waiting['emailed']} of {reached}",
+                "measured": f"{waiting['emailed']:,} of {reached:,} emailed in {waiting['drain_seconds']:.0f} s",
                 "met": bool(waiting["all_completed"]),
             }
         )
+        per_service = [waiting["memory_mib_per_1000_waiting"].get(s) for s in OWN_SERVICES]
+        total = sum(per_service) if None not in per_service else None
+        whose = f" ({', '.join(label(s) for s in OWN_SERVICES)} together)"
+        check("memory per 1,000 waiting", total, TARGET_MIB_PER_1000_WAITING, True, " MiB", whose)
     return found
 
 
@@ -217,7 +241,7 @@ def _spread(figure: dict[str, Any] | None, digits: int = 0, unit: str = "") -> s
 
 
 def _by_service(values: dict[str, Any], services: Sequence[str], digits: int, unit: str = "") -> str:
-    return ", ".join(f"{s} {_fmt(values.get(s), digits)}{unit}" for s in services)
+    return ", ".join(f"{label(s)} {_fmt(values.get(s), digits)}{unit}" for s in services)
 
 
 def _header(result: dict[str, Any]) -> list[str]:
@@ -241,12 +265,33 @@ def _header(result: dict[str, Any]) -> list[str]:
     ]
 
 
+#: The "met" column, by a target's verdict (None: this run could not decide it).
+VERDICTS = {True: "yes", False: "**no**", None: "not tested"}
+
+
+def _measured(target: dict[str, Any]) -> str:
+    value = target["measured"]
+    digits = 2 if isinstance(value, float) and value < 10 else 0
+    return _fmt(value, digits) + (target.get("unit", "") if value is not None else "")
+
+
 def _targets_table(result: dict[str, Any]) -> list[str]:
     lines = ["## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     for t in result["targets"]:
-        value = t["measured"]
-        measured = _fmt(value, 2 if isinstance(value, float) and value < 10 else 0)
-        lines.append(f"| {t['target']} | {t['wanted']} | {measured} | {'yes' if t['met'] else '**no**'} |")
+        lines.append(f"| {t['target']} | {t['wanted']} | {_measured(t)} | {VERDICTS[t['met']]} |")
+    missed = [t for t in result["targets"] if t["met"] is False]
+    untested = [t for t in result["targets"] if t["met"] is None]
+    lines.append("")
+    if missed:
+        lines.append(f"**{len(missed)} of {len(result['targets'])} targets missed:**")
+        lines += [f"- **{t['target']}**: {_measured(t)}, wanted {t['wanted']}." for t in missed]
+    else:
+        lines.append("Every target this run measured was met.")
+    if untested:
+        reasons = "; ".join(
+            f"{t['target']} ({'no figure' if t['measured'] is None else t['measured']})" for t in untested
+        )
+        lines += ["", f"Not tested by this run: {reasons}."]
     return [*lines, ""]
 
 
@@ -292,7 +337,8 @@ def _throughput_lines(figures: dict[str, Any]) -> list[str]:
             f"HTTP/1.1 generator for both): `POST /callbacks/databricks` {_spread(tp['callback'], unit='/s')} "
             f"vs `GET /healthz` {_spread(tp['trivial'], unit='/s')}; ratio {_spread(tp['ratio'], 2)}. "
             f"Gateway CPU per request: {_spread(tp['api_us_per_callback'], 0, ' µs')} per callback (and Resonate "
-            f"{_spread(tp['resonate_us_per_callback'], 0, ' µs')}), {_spread(tp['api_us_per_trivial'], 0, ' µs')} "
+            f"(Postgres) {_spread(tp['resonate_us_per_callback'], 0, ' µs')}), "
+            f"{_spread(tp['api_us_per_trivial'], 0, ' µs')} "
             f"per /healthz, a cost ratio of {_spread(tp['gateway_cost_ratio'], 2)}. Gateway busy: "
             f"{_spread(tp['api_cpu_busy_callback'], 2)} cores on callbacks, {_spread(tp['api_cpu_busy_trivial'], 2)} "
             "on /healthz (the load generator shares the two cores).",
@@ -312,19 +358,45 @@ def _capacity_lines(figures: dict[str, Any]) -> list[str]:
     waiting = figures.get("waiting")
     if not waiting:
         return []
-    services = ("worker", "api", "resonate")
+    services = OWN_SERVICES
     complete = "yes" if waiting["all_completed"] else "**no**"
+    cut_fill = "; filling stopped when the run's time budget was spent" if waiting.get("fill_cut_by_budget") else ""
+    tables = list(waiting["database_rows_per_waiting"])
+    mib = waiting["database_mib_per_1000_waiting"]
     return [
         f"**6. Waiting capacity**: {_fmt(waiting['reached_suspended'])} pipelines suspended at once "
-        f"(target {_fmt(waiting['target'])}). Resident memory per 1,000 more waiting (slope while filling): "
-        f"{_by_service(waiting['rss_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
-        f"{_by_service(waiting['rss_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
+        f"(target {_fmt(waiting['target'])}{cut_fill}). Memory ({_memory_measure(waiting)}) per 1,000 more "
+        "waiting (slope while filling): "
+        f"{_by_service(waiting['memory_mib_per_1000_waiting'], services, 2, ' MiB')}; growth from the empty stack: "
+        f"{_by_service(waiting['memory_growth_mib'], services, 1, ' MiB')}. CPU beyond idle while they wait: "
         f"{_by_service(waiting['extra_cpu_cores_while_waiting'], services, 3)} cores. Once called back: "
-        f"{_fmt(waiting['emailed'])} emailed, {_fmt(waiting['succeeded'])} succeeded in "
-        f"{_fmt(waiting['drain_seconds'], 0)} s ({_fmt(waiting['completed_per_second'], 0)}/s; callbacks sent at "
+        f"{_fmt(waiting['emailed'])} emailed in {_fmt(waiting['drain_seconds'], 0)} s, "
+        f"{_fmt(waiting['succeeded'])} succeeded in {_fmt(waiting['finish_seconds'], 0)} s "
+        f"({_fmt(waiting['completed_per_second'], 0)} emails/s; callbacks sent at "
         f"{_fmt(waiting['callbacks_per_second'], 0)}/s); all complete: {complete}.",
         "",
+        "What a waiting pipeline costs in the Resonate database (slope while filling): rows per waiting "
+        f"pipeline: {_by_service(waiting['database_rows_per_waiting'], tables, 2)}; bytes per 1,000 waiting "
+        f"(`pg_total_relation_size`, indexes included): {_by_service(mib, tables, 2, ' MiB')}; the whole database "
+        f"(`pg_database_size`) {_fmt(mib['database'], 2)} MiB. {_finished_rows(waiting, tables)}",
+        "",
     ]
+
+
+def _finished_rows(waiting: dict[str, Any], tables: list[str]) -> str:
+    finished = waiting["database_rows_per_finished"]
+    if all(value is None for value in finished.values()):
+        return "What a finished pipeline keeps is not known: not every pipeline finished."
+    return (
+        f"A finished pipeline keeps {_by_service(finished, tables, 2)} rows until `resonate.gc` collects it "
+        "(`RESONATE_RETENTION_DAYS` after it ended)."
+    )
+
+
+def _memory_measure(waiting: dict[str, Any]) -> str:
+    """PSS, and the services measured by RSS instead (where /proc could not be read)."""
+    by_rss = [label(s) for s, measure in waiting.get("memory_measure", {}).items() if measure == "rss"]
+    return "PSS" + (f"; RSS for {', '.join(by_rss)}, whose /proc could not be read" if by_rss else "")
 
 
 def _hop_lines(figures: dict[str, Any]) -> list[str]:
@@ -338,10 +410,10 @@ def _hop_lines(figures: dict[str, Any]) -> list[str]:
         "| hop | mean | p95 |",
         "|---|---|---|",
     ]
-    for hop, label in HOP_LABELS.items():
+    for hop, name in HOP_LABELS.items():
         p95 = figures["hops_p95_ms"].get(hop)
-        lines.append(f"| {label} | {_spread(hops[hop], 1, ' ms')} | {_spread(p95, 1, ' ms') if p95 else '-'} |")
-    cpu = ", ".join(f"{s} {_spread(v, 1)}" for s, v in figures["cpu_ms_per_pipeline"].items())
+        lines.append(f"| {name} | {_spread(hops[hop], 1, ' ms')} | {_spread(p95, 1, ' ms') if p95 else '-'} |")
+    cpu = ", ".join(f"{label(s)} {_spread(v, 1)}" for s, v in figures["cpu_ms_per_pipeline"].items())
     lines += [
         "",
         "SMTP transaction alone (the notifier's `smtp_delivery_seconds`, QUIT included): "
@@ -454,12 +526,23 @@ def plot(result: dict[str, Any], path: Path) -> None:
     capacity = raw.get("waiting_capacity")
     if capacity:
         samples = capacity["samples"]
-        for service in ("worker", "api", "resonate"):
+        for service in OWN_SERVICES:
             ax.plot(
-                [s["waiting"] for s in samples], [s["rss_mib"][service] for s in samples], marker=".", label=service
+                [s["waiting"] for s in samples],
+                [s["memory_mib"][service] for s in samples],
+                marker=".",
+                label=label(service),
             )
+        weighed = [s for s in samples if s["database"]]
+        ax.plot(
+            [s["waiting"] for s in weighed],
+            [s["database"]["database_bytes"] / 2**20 for s in weighed],
+            marker=".",
+            linestyle="--",
+            label="Resonate database, pg_database_size",
+        )
         ax.set_xlabel("pipelines suspended")
-        ax.set_ylabel("resident memory, MiB")
+        ax.set_ylabel("MiB (services: PSS)")
         ax.set_title(f"6. Waiting capacity ({capacity['reached_suspended']:,} reached)")
         ax.legend(fontsize=7)
 
@@ -467,7 +550,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     cpu = figures.get("cpu_ms_per_pipeline")
     if cpu:
         services = list(cpu)
-        ax.bar(services, [cpu[s]["median"] for s in services], color="#5a9e6f")
+        ax.bar([label(s) for s in services], [cpu[s]["median"] for s in services], color="#5a9e6f")
+        ax.tick_params(axis="x", labelrotation=20)
         ax.set_ylabel("CPU ms per pipeline")
         ax.set_title("CPU per callback → email, by container")
 

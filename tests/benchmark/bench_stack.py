@@ -17,10 +17,19 @@ compose.yaml already reads:
   it recreates the worker container only; Resonate keeps every workflow.
 
 Container figures are per process: Docker's ``top`` gives each container's
-processes (host pids, docker-init excluded) and their resident memory, and
-/proc/<pid>/stat their CPU time. That leaves out the health checks' short-
-lived processes, which are not the service's work; where /proc cannot see
-the pids (Docker in a VM), the container's CPU comes from Docker's stats.
+processes (host pids, docker-init excluded) and their resident memory (RSS),
+/proc/<pid>/smaps_rollup their proportional memory (PSS) and /proc/<pid>/stat
+their CPU time. That leaves out the health checks' short-lived processes,
+which are not the service's work; where /proc cannot see the pids (Docker in
+a VM), the container's CPU comes from Docker's stats and its memory is RSS.
+
+Memory is PSS rather than RSS because the Resonate server is Postgres, a
+process per connection: every backend maps the same shared buffers, and
+summed RSS counts each shared page once per backend that touched it (670 MiB
+of RSS for 136 MiB of PSS, 30 processes, measured on the benchmark stack).
+PSS divides a shared page among the processes sharing it, so the sum is what
+the container's processes hold together. For the single-process Python
+services the two differ by the shared libraries' pages.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from dataclasses import dataclass, field
 import docker
 from docker.models.containers import Container
 
-from tests.stack import DEFAULT_HOST_PORTS, REPO_ROOT, compose_files
+from tests.stack import DEFAULT_HOST_PORTS, DEVELOPMENT_SUPERUSER_PASSWORD, REPO_ROOT, compose_files
 
 #: Keeps the benchmark's containers apart from a developer's stack and the tests'.
 PROJECT_NAME = "resonate-databricks-bench"
@@ -71,11 +80,13 @@ class StackError(RuntimeError):
 
 @dataclass
 class ContainerSample:
-    """CPU seconds used since each container started, and its processes' resident memory, at one instant."""
+    """CPU seconds used since each container started, and its processes' memory, at one instant."""
 
     at: float
     cpu_seconds: dict[str, float]
-    rss_bytes: dict[str, int]
+    memory_bytes: dict[str, int]
+    #: By service, which memory ``memory_bytes`` holds: "pss", or "rss" where /proc cannot be read.
+    memory_measure: dict[str, str]
 
 
 @dataclass
@@ -92,7 +103,7 @@ class BenchStack:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(BENCH_SETTINGS)
-        env.update({name: str(port + self.port_offset) for name, port in DEFAULT_HOST_PORTS.items()})
+        env.update({name: str(self._host_port(name)) for name in DEFAULT_HOST_PORTS})
         env["COMPOSE_PROJECT_NAME"] = self.project
         env["WATCHDOG_INTERVAL_SECONDS"] = f"{self.watchdog_interval_seconds:g}"
         return env
@@ -153,7 +164,15 @@ class BenchStack:
 
     def url(self, service_port: str) -> str:
         """``http://127.0.0.1:PORT`` for one of DEFAULT_HOST_PORTS' variables, e.g. ``API_HOST_PORT``."""
-        return f"http://127.0.0.1:{DEFAULT_HOST_PORTS[service_port] + self.port_offset}"
+        return f"http://127.0.0.1:{self._host_port(service_port)}"
+
+    def resonate_dsn(self) -> str:
+        """A libpq URL for the Resonate database as its superuser, with compose.yaml's development password."""
+        port = self._host_port("RESONATE_HOST_PORT")
+        return f"postgresql://postgres:{DEVELOPMENT_SUPERUSER_PASSWORD}@127.0.0.1:{port}/resonate"
+
+    def _host_port(self, service_port: str) -> int:
+        return DEFAULT_HOST_PORTS[service_port] + self.port_offset
 
     # -- container figures ---------------------------------------------------------------
 
@@ -174,16 +193,17 @@ class BenchStack:
 
     def sample(self, services: tuple[str, ...] = SERVICES) -> ContainerSample:
         cpu: dict[str, float] = {}
-        rss: dict[str, int] = {}
+        memory: dict[str, int] = {}
+        measure: dict[str, str] = {}
         for service in services:
             container = self._container(service)
             processes = _processes(container)
-            rss[service] = sum(p.rss_bytes for p in processes)
+            memory[service], measure[service] = _memory(processes)
             try:
                 cpu[service] = sum(_process_cpu_seconds(p.pid) for p in processes)
             except OSError:
                 cpu[service] = self._cpu_seconds(container)
-        return ContainerSample(at=time.time(), cpu_seconds=cpu, rss_bytes=rss)
+        return ContainerSample(at=time.time(), cpu_seconds=cpu, memory_bytes=memory, memory_measure=measure)
 
     def _cpu_seconds(self, container: Container) -> float:
         """CPU time the whole container has used, from the Docker API (about a second per call)."""
@@ -215,6 +235,31 @@ def _processes(container: Container) -> list[_Process]:
         for row in table["Processes"] or []
         if "docker-init" not in row[-1]
     ]
+
+
+def _memory(processes: list[_Process]) -> tuple[int, str]:
+    """The processes' memory together and how it was measured: PSS from /proc, or RSS where /proc refuses."""
+    proportional: list[int] = []
+    for process in processes:
+        try:
+            proportional.append(_proportional_bytes(process.pid))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited since `top` listed it, or a pid of another kernel (Docker in a VM)
+        except PermissionError:
+            proportional.clear()  # another user's processes, and the benchmark is not root
+            break
+    if proportional:
+        return sum(proportional), "pss"
+    return sum(p.rss_bytes for p in processes), "rss"
+
+
+def _proportional_bytes(pid: int) -> int:
+    """One process's PSS: its private pages, and each shared page divided by the processes sharing it."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise FileNotFoundError(f"/proc/{pid}/smaps_rollup has no Pss line")
 
 
 #: Clock ticks per second, the unit of /proc/<pid>/stat's CPU times.
