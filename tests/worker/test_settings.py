@@ -13,7 +13,7 @@ CLIENT_ID = "6f0c1a52-3b8e-4d2a-9a57-0e6b9d0c4f11"
 SECRET = "dose-0123456789abcdef-secret"
 #: What every worker needs besides credentials.
 BASE = {
-    "RESONATE_URL": "http://resonate:8001",
+    "RESONATE_DATABASE_URL": "postgresql://pipeline_worker@resonate:5432/resonate",
     "CALLBACK_SIGNING_SECRET": "s" * 40,
     "DATABRICKS_HOST": "https://dbc-1234.cloud.databricks.com",
     "DATABRICKS_JOB_ID": "17",
