@@ -195,16 +195,20 @@ def _docker_problem() -> str | None:
 class Stack:
     """The running stack: where its services answer, and control over them."""
 
-    def __init__(self, compose: DockerCompose, keys: TestKeys) -> None:
+    def __init__(self, compose: DockerCompose, keys: TestKeys, settings: Mapping[str, str]) -> None:
         self._compose = compose
         self.keys = keys
+        #: What compose reads from the environment for this stack. Only the
+        #: compose commands get it: set in this process, it would reach every
+        #: test that reads its settings from the environment too.
+        self.environment = {**os.environ, **settings}
         self._addresses: dict[PublishedPort, tuple[str, int]] = {}
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run ``docker compose ARGS`` on this stack's files and project."""
         command = [*self._compose.docker_compose_command(), *args]
         return subprocess.run(
-            command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=timeout
+            command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=timeout, env=self.environment
         )
 
     def services(self) -> list[str]:
@@ -399,15 +403,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as env:
         # Every compose command, testcontainers' and ours, then uses this project.
         env.setenv("COMPOSE_PROJECT_NAME", PROJECT_NAME)
-        for name, value in TEST_SETTINGS.items():
-            env.setenv(name, value)
         folder = tmp_path_factory.mktemp("api-keys")
         folder.chmod(0o755)  # the gateway runs as its own user in the container
         keys = TestKeys(folder)
-        env.setenv("API_KEYS_DIR", str(folder))
-        env.setenv("API_KEYS_FILE", KEYS_FILE_IN_CONTAINER)
+        settings = TEST_SETTINGS | {"API_KEYS_DIR": str(folder), "API_KEYS_FILE": KEYS_FILE_IN_CONTAINER}
         compose = DockerCompose(context=REPO_ROOT, compose_file_name=compose_files())
-        running = Stack(compose, keys)
+        running = Stack(compose, keys, settings)
         running.compose("down", "--volumes", "--remove-orphans")
         try:
             # Not compose.start(): it waits with no bound.

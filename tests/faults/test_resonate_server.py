@@ -33,7 +33,7 @@ DOWN_SECONDS = 6
 def _killed_and_restarted(stack: Stack, batch: Batch) -> None:
     stack.kill("resonate")
     # Refused, and told when to come back, rather than a 500.
-    response = httpx.get(f"{stack.api_url}/pipelines/{batch.ids[0]}", timeout=30)
+    response = batch.gateway.http.get(f"/pipelines/{batch.ids[0]}")
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "resonate_unavailable"
     assert response.headers["retry-after"].isdigit()
