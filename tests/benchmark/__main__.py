@@ -8,7 +8,7 @@ stack. ``--use-running`` measures a benchmark stack that is already up (one
 left by ``--keep``) instead of rebuilding it, ``--publish`` copies the
 results to ``tests/benchmark/results/`` where README shows them.
 
-The whole run is bounded: ``--quick`` aims at 3 minutes, the full run at 15
+The whole run is bounded: ``--quick`` aims at 3 minutes, the full run at 20
 on two cores. The capacity phase, the only open-ended one, stops filling
 when the run's budget is spent and reports how far it got; it always adds
 its two minimum batches (its figures are slopes over them) and waits for
@@ -46,8 +46,11 @@ from .bench_stack import (
 
 #: Where results go unless --out says otherwise (gitignored).
 DEFAULT_OUT = REPO_ROOT / "bench-results"
-#: The run's time budget by profile, in seconds (the issue's 15 and 3 minutes, less a margin for teardown).
-BUDGET_SECONDS = {"full": 14 * 60, "quick": 170}
+#: The run's time budget by profile, in seconds. On the Postgres server the
+#: full run's other phases take about 7 minutes, and filling 10,000 waiting
+#: pipelines and draining them about 9 more (measured 2026-12-01), so the full
+#: budget is 20 minutes; the quick one stays 3, less a margin for teardown.
+BUDGET_SECONDS = {"full": 20 * 60, "quick": 170}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
