@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from testcontainers.compose import DockerCompose
 
-from pipeline_api.keys import DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, KeyEntry, key_digest, mint
+from pipeline_api.keys import DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, DEVELOPMENT_SCOPES, KeyEntry, key_digest, mint
 from pipeline_api.principals import Scope
 
 #: The repository root, where compose.yaml lives and compose paths start.
@@ -116,7 +116,7 @@ class TestKeys:
                 id="dev",
                 hash=key_digest(DEVELOPMENT_API_KEY),
                 principal=DEVELOPMENT_PRINCIPAL,
-                scopes=frozenset({Scope.START, Scope.READ, Scope.CANCEL}),
+                scopes=DEVELOPMENT_SCOPES,
             )
         }
         for name, scopes in {

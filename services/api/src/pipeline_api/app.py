@@ -88,6 +88,7 @@ CALLBACK_PATH = "/callbacks/databricks"
 #: Told to clients with every 503 (the Resonate database or the identity
 #: provider cannot be reached): about how long a database restart takes.
 RETRY_AFTER_SECONDS = 5
+RETRY_LATER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 #: Every other request body is a few kilobytes (a start request's parameters
 #: are capped at 8,000 bytes); anything far larger is refused unread.
@@ -303,7 +304,7 @@ def create_app(
     async def readyz(link: LinkDep) -> JSONResponse:
         reason = await link.readiness()
         if reason is not None:
-            return _error(503, "not_ready", reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return _error(503, "not_ready", reason, headers=RETRY_LATER)
         return JSONResponse({"status": "ready"})
 
     app.router.add_api_route(
@@ -395,7 +396,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = challenge(exc) if isinstance(exc, AccessRefused) else None
     if status == 503:
         # The database or the identity provider is away; say when to try again.
-        headers = (headers or {}) | {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        headers = (headers or {}) | RETRY_LATER
     return _error(status, exc.code, exc.message, exc.details, headers=headers)
 
 
