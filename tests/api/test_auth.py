@@ -77,7 +77,6 @@ def deployed_settings(keys_file: Path, issuer: Issuer, **overrides: Any) -> Gate
             "ENVIRONMENT": "test",
             "RESONATE_DATABASE_URL": UNUSED_DATABASE_URL,
             "CALLBACK_SIGNING_SECRET": SECRET,
-            "PIPELINE_DEFAULT_TIMEOUT_SECONDS": 600,
             "API_KEYS_FILE": keys_file,
             "OIDC_ISSUER": issuer.url,
             "OIDC_AUDIENCE": AUDIENCE,
@@ -249,9 +248,9 @@ class TestStartsOfAnIdSomeoneElseHas:
     async def test_another_principal_gets_the_same_409_whether_or_not_its_request_matches(
         self, gateway: WitnessedGateway
     ) -> None:
-        alices = await started(gateway, email="alice@example.com", parameters={"secret_sauce": "42"})
-        identical = {"id": alices, "email": "alice@example.com", "parameters": {"secret_sauce": "42"}}
-        different = identical | {"parameters": {"secret_sauce": "43"}}
+        alices = await started(gateway, email="alice@example.com", parameters={"source": "/secret/42.csv"})
+        identical = {"id": alices, "email": "alice@example.com", "parameters": {"source": "/secret/42.csv"}}
+        different = identical | {"parameters": {"source": "/secret/43.csv"}}
 
         answers = [
             await gateway.client.post("/pipelines", json=body, headers=bearer(BOB_KEY))
@@ -527,10 +526,16 @@ def test_empty_auth_settings_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 # ── the default that a new route cannot forget ───────────────────────────────
 
 
-def test_only_the_health_checks_and_the_signed_callback_are_public(keys_file: Path, issuer: Issuer) -> None:
+def test_only_the_health_checks_and_databricks_own_calls_are_public(keys_file: Path, issuer: Issuer) -> None:
+    # The callback is signed, the notification carries basic auth: neither takes the clients' credentials.
     app = create_app(deployed_settings(keys_file, issuer))
     public = {(method, r.path) for r in app.routes if isinstance(r, PublicRoute) for method in r.methods}
-    assert public == {("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/callbacks/databricks")}
+    assert public == {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("POST", "/callbacks/databricks"),
+        ("POST", "/notifications/databricks"),
+    }
     document = app.openapi()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():

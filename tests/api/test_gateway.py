@@ -24,12 +24,13 @@ from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.integration.clients import AUTHENTICATED
-from tests.support.pipeline_harness import SECRET, UNUSED_DATABASE_URL, Harness
+from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
 
 SETTINGS = GatewaySettings(
     RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
     CALLBACK_SIGNING_SECRET=SECRET,
-    PIPELINE_DEFAULT_TIMEOUT_SECONDS=600,
+    JOB_CATALOGUE_FILE=CATALOGUE_FILE,
+    DATABRICKS_NOTIFICATION_PASSWORD="unit-test-notification-password",
 )
 
 
@@ -104,7 +105,13 @@ async def test_start_answers_202_with_the_status_document_and_location(gateway: 
     )
     waiting = await gateway.wait_for_state("nightly-1", "waiting")
     run = next(iter(gateway.harness.jobs.runs_by_token.values()))
-    assert waiting["databricks"] == {"run_id": run.run_id, "run_page_url": run.run_page_url}
+    assert waiting["databricks"] == {
+        "run_id": run.run_id,
+        "run_page_url": run.run_page_url,
+        "job_id": run.job_id,
+        "report": None,
+    }
+    assert waiting["job"] == "csv-statistics"
     assert waiting["created_at"] <= waiting["updated_at"]
 
 
@@ -112,7 +119,7 @@ async def test_a_generated_id_when_none_is_given(gateway: Gateway) -> None:
     response = await gateway.client.post("/pipelines", json={"email": "a@example.com"})
     assert response.status_code == 202
     assert response.headers["location"] == f"/pipelines/{response.json()['id']}"
-    assert response.json()["timeout_seconds"] == SETTINGS.PIPELINE_DEFAULT_TIMEOUT_SECONDS
+    assert response.json()["timeout_seconds"] == SETTINGS.catalogue.job(None).default_timeout_seconds
 
 
 async def test_signed_callback_settles_the_pipeline(gateway: Gateway) -> None:
@@ -146,8 +153,8 @@ async def test_failure_callback_fails_the_pipeline_with_the_cause(gateway: Gatew
 
 
 async def test_same_request_again_is_the_same_pipeline(gateway: Gateway) -> None:
-    first = await gateway.start(id="same-1", parameters={"a": "1"})
-    again = await gateway.start(id="same-1", parameters={"a": "1"})
+    first = await gateway.start(id="same-1", parameters={"source": "1"})
+    again = await gateway.start(id="same-1", parameters={"source": "1"})
 
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["id"] == "same-1"
@@ -196,9 +203,9 @@ async def test_identical_starts_that_all_read_before_any_creates_get_one_202(
 
 
 async def test_same_id_with_a_different_request_is_a_conflict(gateway: Gateway) -> None:
-    await gateway.start(id="taken-1", parameters={"a": "1"})
+    await gateway.start(id="taken-1", parameters={"source": "1"})
 
-    response = await gateway.start(id="taken-1", parameters={"a": "2"})
+    response = await gateway.start(id="taken-1", parameters={"source": "2"})
 
     assert response.status_code == 409
     body = response.json()

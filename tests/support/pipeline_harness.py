@@ -11,20 +11,25 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from resonate.testing import local_resonate
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback
+from pipeline_shared.catalogue import Catalogue, Job
 from pipeline_shared.models import (
     DatabricksRun,
     Notification,
     NotificationReceipt,
     PipelineSpec,
+    RunReport,
     Settlement,
+    TaskOutcome,
 )
-from pipeline_worker.databricks import RunSnapshot
+from pipeline_worker.databricks import RunView
+from pipeline_worker.run_states import verdict
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
@@ -32,6 +37,18 @@ from pipeline_worker.workflows import run_pipeline
 SECRET = "unit-test-secret-unit-test-secret-000"
 #: Settings name a Resonate database; in-process tests run on the SDK\'s local server and never connect to it.
 UNUSED_DATABASE_URL = "postgresql://unused@unused.invalid/resonate"
+#: The repository's job catalogue: unit tests start the jobs users start.
+CATALOGUE_FILE = Path(__file__).resolve().parents[2] / "infra" / "catalogue.toml"
+CATALOGUE = Catalogue.load(CATALOGUE_FILE)
+#: The Databricks job ids the fake workspace gives the catalogue's jobs found by name.
+JOB_IDS = {name: 1001 + i for i, name in enumerate(CATALOGUE.jobs)}
+
+
+def run_state(
+    life_cycle: str, result: str | None = None, message: str = "", tasks: list[TaskOutcome] | None = None
+) -> RunReport:
+    """A run's state as the fake workspace reports it."""
+    return RunReport(life_cycle_state=life_cycle, result_state=result, state_message=message, tasks=tasks or [])
 
 
 class FakeJobs:
@@ -41,39 +58,56 @@ class FakeJobs:
         self._ids = itertools.count(1000)
         self.runs_by_token: dict[str, DatabricksRun] = {}
         self.run_now_calls: list[dict[str, str]] = []
+        self.run_now_jobs: list[int] = []
         self.cancelled: list[int] = []
         self.fail_next: list[Exception] = []
-        self.states: dict[int, RunSnapshot] = {}
-        self.outputs: dict[int, dict[str, Any]] = {}
+        self.states: dict[int, RunReport] = {}
+        #: The exit value of each run's task (the report's only task, or the result task).
+        self.outputs: dict[int, str] = {}
         self.started = asyncio.Event()
         #: Runs inside run_now, after the run exists: a notebook that calls
         #: back before run_now has even returned.
         self.on_run_now: Callable[[dict[str, str]], Awaitable[None]] | None = None
 
-    async def run_now(self, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
+    async def job_id(self, job: Job) -> int:
+        return job.databricks_job_id or JOB_IDS[job.name]
+
+    def forget_job(self, job: Job) -> None:
+        pass
+
+    async def run_now(self, job_id: int, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
         self.run_now_calls.append(job_parameters)
+        self.run_now_jobs.append(job_id)
         if self.fail_next:
             raise self.fail_next.pop(0)
         if idempotency_token not in self.runs_by_token:
             run_id = next(self._ids)
             self.runs_by_token[idempotency_token] = DatabricksRun(
-                run_id=run_id, run_page_url=f"http://databricks.test/#job/1/run/{run_id}"
+                run_id=run_id, run_page_url=f"http://databricks.test/#job/{job_id}/run/{run_id}", job_id=job_id
             )
-            self.states[run_id] = RunSnapshot("RUNNING", None, "")
+            self.states[run_id] = run_state("RUNNING")
         self.started.set()
         if self.on_run_now is not None:
             await self.on_run_now(job_parameters)
         return self.runs_by_token[idempotency_token]
 
-    async def snapshot(self, run_id: int) -> RunSnapshot:
-        return self.states[run_id]
-
-    async def notebook_result(self, run_id: int) -> dict[str, Any] | None:
-        return self.outputs.get(run_id)
+    async def read_run(self, run_id: int, *, result_task: str | None = None, output_budget: int) -> RunView:
+        report = self.states[run_id]
+        meaning = verdict(report.life_cycle_state, report.result_state)
+        if meaning.terminal and not report.tasks and run_id in self.outputs:
+            task = TaskOutcome(
+                task_key=result_task or "pipeline",
+                run_id=run_id + 1,
+                life_cycle_state="TERMINATED",
+                result_state=report.result_state,
+                exit_value=self.outputs[run_id],
+            )
+            report = report.model_copy(update={"tasks": [task]})
+        return RunView(verdict=meaning, report=report)
 
     async def cancel(self, run_id: int) -> None:
         self.cancelled.append(run_id)
-        self.states[run_id] = RunSnapshot("TERMINATED", "CANCELED", "cancelled by the worker")
+        self.states[run_id] = run_state("TERMINATED", "CANCELED", "cancelled by the worker")
 
 
 class Harness:
@@ -86,6 +120,7 @@ class Harness:
             WorkerDeps(
                 databricks=self.jobs,  # type: ignore[arg-type]
                 promises=self.resonate.promises,
+                catalogue=CATALOGUE,
                 signing_secret=SECRET,
                 callback_url="http://api.test/callbacks/databricks",
                 idempotency_namespace="unit",

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from pipeline_shared import ids
+from pipeline_shared.catalogue import Completion, Job
 from pipeline_shared.models import DatabricksRun
 from pipeline_worker.databricks import (
     DatabricksConfig,
@@ -24,9 +25,11 @@ from pipeline_worker.databricks import (
     DatabricksJobs,
     PermanentDatabricksError,
     PersonalAccessToken,
+    RunView,
     ServicePrincipal,
     TransientDatabricksError,
 )
+from pipeline_worker.watchdog import result_of
 from tests.databricks_emulator.conftest import (
     JOB_ID,
     SDK_REFRESHES_AFTER_SECONDS,
@@ -38,6 +41,12 @@ from tests.databricks_emulator.conftest import (
 from tests.databricks_emulator.helpers import Pipeline
 from tests.databricks_emulator.receiver import CallbackReceiver
 
+OUTPUT_BUDGET = 1024 * 1024
+
+
+def catalogue_job(**by: object) -> Job:
+    return Job(name="under-test", title="t", description="d", completion=Completion.CALLBACK, **by)
+
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
@@ -46,14 +55,11 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     stop_emulator(running)
 
 
-def jobs_for(
-    url: str, credentials: DatabricksCredentials, job_id: int = JOB_ID, retry_timeout: int = 10
-) -> DatabricksJobs:
+def jobs_for(url: str, credentials: DatabricksCredentials, retry_timeout: int = 10) -> DatabricksJobs:
     return DatabricksJobs(
         DatabricksConfig(
             host=url,
             credentials=credentials,
-            job_id=job_id,
             http_timeout_seconds=5,
             retry_timeout_seconds=retry_timeout,
             max_concurrent_calls=4,
@@ -92,15 +98,19 @@ async def start_run(
     pipeline = new_pipeline(receiver)
     if plan:
         httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json=plan)
-    run = await jobs.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+    run = await jobs.run_now(JOB_ID, pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
     return pipeline, run
 
 
-async def wait_terminal(jobs: DatabricksJobs, run_id: int, timeout: float = 30):  # type: ignore[no-untyped-def]
+async def read(jobs: DatabricksJobs, run_id: int) -> RunView:
+    return await jobs.read_run(run_id, output_budget=OUTPUT_BUDGET)
+
+
+async def wait_terminal(jobs: DatabricksJobs, run_id: int, timeout: float = 30) -> RunView:
     async with asyncio.timeout(timeout):
-        while not (snapshot := await jobs.snapshot(run_id)).terminal:
+        while not (view := await read(jobs, run_id)).verdict.terminal:
             await asyncio.sleep(0.05)
-    return snapshot
+    return view
 
 
 async def test_run_now_is_idempotent_and_reports_the_run_page(jobs: DatabricksJobs, receiver: CallbackReceiver) -> None:
@@ -108,13 +118,13 @@ async def test_run_now_is_idempotent_and_reports_the_run_page(jobs: DatabricksJo
     token = ids.idempotency_token("test", pipeline.pipeline_id)
 
     first, second = await asyncio.gather(
-        jobs.run_now(pipeline.job_parameters, token), jobs.run_now(pipeline.job_parameters, token)
+        jobs.run_now(JOB_ID, pipeline.job_parameters, token), jobs.run_now(JOB_ID, pipeline.job_parameters, token)
     )
 
     assert first == second
     assert first.run_page_url and str(first.run_id) in first.run_page_url
-    snapshot = await wait_terminal(jobs, first.run_id)
-    assert (snapshot.terminal, snapshot.succeeded) == (True, True)
+    view = await wait_terminal(jobs, first.run_id)
+    assert view.verdict.status == "success" and first.job_id == JOB_ID
     [callback] = receiver.wait_for(1)
     assert json.loads(callback.body)["promise_id"] == pipeline.promise_id
 
@@ -124,10 +134,12 @@ async def test_notebook_result_is_the_exit_value(
 ) -> None:
     _, run = await start_run(jobs, emulator, receiver, notebook="drop_callback")
 
-    await wait_terminal(jobs, run.run_id)
-    result = await jobs.notebook_result(run.run_id)
+    view = await wait_terminal(jobs, run.run_id)
+    [task] = view.report.tasks
+    result = result_of(view.report, None)
 
-    assert result is not None and result["row_count"] > 0 and result["columns"]
+    assert task.exit_value is not None and not task.truncated
+    assert result["row_count"] > 0 and result["columns"]
     assert receiver.requests == []
 
 
@@ -136,19 +148,19 @@ async def test_failed_run_is_terminal_with_the_error_message(
 ) -> None:
     _, run = await start_run(jobs, emulator, receiver, notebook="fail")
 
-    snapshot = await wait_terminal(jobs, run.run_id)
+    view = await wait_terminal(jobs, run.run_id)
 
-    assert (snapshot.succeeded, snapshot.result_state) == (False, "FAILED")
-    assert "FileNotFoundError" in snapshot.state_message
+    assert (view.verdict.status, view.report.result_state) == ("failure", "FAILED")
+    assert "FileNotFoundError" in view.report.state_message
 
 
 async def test_cancel_stops_a_hanging_run(jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator) -> None:
     _, run = await start_run(jobs, emulator, receiver, notebook="hang")
 
     await jobs.cancel(run.run_id)
-    snapshot = await wait_terminal(jobs, run.run_id)
+    view = await wait_terminal(jobs, run.run_id)
 
-    assert snapshot.result_state == "CANCELED"
+    assert (view.verdict.status, view.report.result_state) == ("cancelled", "CANCELED")
     await jobs.cancel(run.run_id)  # a finished run is left as it is
 
 
@@ -165,14 +177,15 @@ async def test_throttling_is_ridden_through_with_one_run(
 
 async def test_unknown_job_and_bad_token_are_permanent(emulator: Emulator, receiver: CallbackReceiver) -> None:
     pipeline = new_pipeline(receiver)
-    for client, needle in (
-        (jobs_for(emulator.url, PersonalAccessToken(emulator.token), job_id=999_999), "does not exist"),
-        (jobs_for(emulator.url, PersonalAccessToken("dapi-wrong")), "Invalid access token"),
-        (jobs_for(emulator.url, ServicePrincipal(emulator.client_id, "dose-wrong")), "invalid_client"),
+    for client, job_id, needle in (
+        (jobs_for(emulator.url, PersonalAccessToken(emulator.token)), 999_999, "does not exist"),
+        (jobs_for(emulator.url, PersonalAccessToken("dapi-wrong")), JOB_ID, "Invalid access token"),
+        (jobs_for(emulator.url, ServicePrincipal(emulator.client_id, "dose-wrong")), JOB_ID, "invalid_client"),
     ):
         try:
             with pytest.raises(PermanentDatabricksError) as caught:
-                await client.run_now(pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
+                token = ids.idempotency_token("test", pipeline.pipeline_id)
+                await client.run_now(job_id, pipeline.job_parameters, token)
             assert needle in caught.value.error.message
         finally:
             client.close()
@@ -184,7 +197,7 @@ async def test_unreachable_databricks_is_transient(credentials: DatabricksCreden
     client = jobs_for(f"http://127.0.0.1:{free_port()}", credentials, retry_timeout=1)
     try:
         with pytest.raises(TransientDatabricksError):
-            await client.snapshot(1)
+            await read(client, 1)
     finally:
         client.close()
 
@@ -193,9 +206,9 @@ async def test_run_now_and_get_run_work_signed_in_as_a_service_principal(
     oauth_jobs: DatabricksJobs, receiver: CallbackReceiver, emulator: Emulator
 ) -> None:
     _, run = await start_run(oauth_jobs, emulator, receiver)
-    snapshot = await wait_terminal(oauth_jobs, run.run_id)
+    view = await wait_terminal(oauth_jobs, run.run_id)
 
-    assert snapshot.succeeded and str(run.run_id) in run.run_page_url
+    assert view.verdict.status == "success" and str(run.run_id) in run.run_page_url
     assert emulator.oauth_counters()["tokens_issued"] >= 1
 
 
@@ -206,8 +219,25 @@ async def test_an_expiring_oauth_token_is_refreshed_between_calls(
     issued = emulator.oauth_counters()["tokens_issued"]
 
     await asyncio.sleep(SDK_REFRESHES_AFTER_SECONDS + 0.5)  # the token is now too close to its end to use
-    snapshot = await oauth_jobs.snapshot(run.run_id)
+    view = await read(oauth_jobs, run.run_id)
 
-    assert not snapshot.terminal
+    assert not view.verdict.terminal
     assert emulator.oauth_counters()["tokens_issued"] == issued + 1
     await oauth_jobs.cancel(run.run_id)
+
+
+async def test_a_job_named_in_the_catalogue_is_found_by_its_name_once(jobs: DatabricksJobs, emulator: Emulator) -> None:
+    listed = next(iter(emulator.client().jobs.list()))
+    job = catalogue_job(databricks_job_name=listed.settings.name)
+
+    assert await jobs.job_id(job) == listed.job_id
+    assert await jobs.job_id(job) == listed.job_id  # from the cache
+    assert await jobs.job_id(catalogue_job(databricks_job_id=77)) == 77  # an id is taken as it is
+
+
+async def test_a_job_name_that_matches_nothing_is_permanent_and_names_the_way_out(jobs: DatabricksJobs) -> None:
+    with pytest.raises(PermanentDatabricksError) as caught:
+        await jobs.job_id(catalogue_job(databricks_job_name="No such job"))
+
+    assert caught.value.error.type == "DatabricksJobNotFound"
+    assert "'No such job'" in caught.value.error.message and "databricks_job_id" in caught.value.error.message

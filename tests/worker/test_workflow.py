@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -10,15 +11,14 @@ import pytest
 
 from pipeline_shared import ids
 from pipeline_shared.callbacks import create_callback_promise, stored_settlement
-from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError
+from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError, RunReport
 from pipeline_worker.databricks import (
     PermanentDatabricksError,
-    RunSnapshot,
     TransientDatabricksError,
 )
 from pipeline_worker.steps import now_ms
 from pipeline_worker.workflows import run_pipeline
-from tests.support.pipeline_harness import SECRET, Harness
+from tests.support.pipeline_harness import SECRET, Harness, run_state
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ async def test_children_sit_where_the_gateway_looks_for_them(harness: Harness) -
 async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Harness) -> None:
     from pipeline_shared.signing import derive_callback_key
 
-    spec, handle = harness.start(parameters={"source": "s3://bucket/x.csv", "mode": "fast"})
+    spec, handle = harness.start(parameters={"source": "s3://bucket/x.csv"})
     await harness.wait_for_run(spec)
     [params] = harness.jobs.run_now_calls
     promise_id = ids.callback_promise_id(spec.id)
@@ -70,7 +70,7 @@ async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Har
         "callback_promise_id": promise_id,
         "callback_url": "http://api.test/callbacks/databricks",
         "callback_signing_key": derive_callback_key(SECRET, promise_id),
-        "parameters": '{"mode": "fast", "source": "s3://bucket/x.csv"}',
+        "source": "s3://bucket/x.csv",
     }
     assert list(harness.jobs.runs_by_token) == [ids.idempotency_token("unit", spec.id)]
     await harness.settle(spec, status="success", result={})
@@ -191,15 +191,15 @@ async def test_notifier_giving_up_is_recorded_not_fatal(harness: Harness) -> Non
 @pytest.mark.parametrize(
     ("snapshot", "output", "state", "error_type"),
     [
-        (RunSnapshot("TERMINATED", "SUCCESS", ""), {"rows": 5}, PipelineState.SUCCEEDED, None),
-        (RunSnapshot("TERMINATED", "FAILED", "ValueError: bad row 3"), None, PipelineState.FAILED, "FAILED"),
-        (RunSnapshot("TERMINATED", "CANCELED", "Run cancelled by a user"), None, PipelineState.CANCELLED, "CANCELED"),
-        (RunSnapshot("INTERNAL_ERROR", None, "Cluster lost"), None, PipelineState.FAILED, "INTERNAL_ERROR"),
-        (RunSnapshot("SKIPPED", None, "Skipped: max concurrent runs"), None, PipelineState.FAILED, "SKIPPED"),
+        (run_state("TERMINATED", "SUCCESS", ""), {"rows": 5}, PipelineState.SUCCEEDED, None),
+        (run_state("TERMINATED", "FAILED", "ValueError: bad row 3"), None, PipelineState.FAILED, "FAILED"),
+        (run_state("TERMINATED", "CANCELED", "Run cancelled by a user"), None, PipelineState.CANCELLED, "CANCELED"),
+        (run_state("INTERNAL_ERROR", None, "Cluster lost"), None, PipelineState.FAILED, "INTERNAL_ERROR"),
+        (run_state("SKIPPED", None, "Skipped: max concurrent runs"), None, PipelineState.FAILED, "SKIPPED"),
     ],
 )
 async def test_watchdog_settles_a_run_that_ended_without_calling_back(
-    snapshot: RunSnapshot, output: dict[str, Any] | None, state: PipelineState, error_type: str | None
+    snapshot: RunReport, output: dict[str, Any] | None, state: PipelineState, error_type: str | None
 ) -> None:
     harness = Harness(watchdog_interval=0.05)
     try:
@@ -207,7 +207,7 @@ async def test_watchdog_settles_a_run_that_ended_without_calling_back(
         run = await harness.wait_for_run(spec)
         harness.jobs.states[run.run_id] = snapshot
         if output is not None:
-            harness.jobs.outputs[run.run_id] = output
+            harness.jobs.outputs[run.run_id] = json.dumps(output)
 
         outcome = await outcome_of(handle)
 
@@ -229,7 +229,7 @@ async def test_watchdog_never_overrides_a_callback() -> None:
         spec, handle = harness.start()
         run = await harness.wait_for_run(spec)
         await harness.settle(spec, status="success", result={"from": "callback"})
-        harness.jobs.states[run.run_id] = RunSnapshot("TERMINATED", "FAILED", "late failure")
+        harness.jobs.states[run.run_id] = run_state("TERMINATED", "FAILED", "late failure")
 
         outcome = await outcome_of(handle)
         await asyncio.sleep(0.3)  # let watchdog links that were already scheduled run

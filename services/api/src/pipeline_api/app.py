@@ -40,6 +40,9 @@ from pipeline_shared.errors import (
     InsufficientScope,
     InvalidCallback,
     InvalidCredentials,
+    InvalidNotification,
+    NotificationsDisabled,
+    NotificationUnauthorized,
     PipelineAlreadyFinished,
     PipelineConflict,
     PipelineError,
@@ -56,14 +59,29 @@ from .callbacks import authenticate_callback
 from .deps import (
     AuthorizedStart,
     CancellablePipeline,
+    CatalogueDep,
     LinkDep,
     PipelinesDep,
     ReadablePipeline,
     ReadablePipelineByQuery,
+    Reader,
     authenticate,
+    may_start,
 )
+from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
 from .pipelines import Pipelines
-from .schemas import CallbackReceipt, CallbackRequest, ErrorBody, LegacyRunStatus, PipelineRequest, PipelineStatus
+from .schemas import (
+    CallbackReceipt,
+    CallbackRequest,
+    ErrorBody,
+    JobList,
+    JobView,
+    LegacyRunStatus,
+    NotificationReceipt,
+    ParameterView,
+    PipelineRequest,
+    PipelineStatus,
+)
 from .settings import GatewaySettings
 
 logger = logging.getLogger("pipeline_api")
@@ -81,6 +99,9 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     InvalidCredentials: 401,
     InsufficientScope: 403,
     AuthenticationUnavailable: 503,
+    NotificationsDisabled: 404,
+    NotificationUnauthorized: 401,
+    InvalidNotification: 422,
 }
 
 CALLBACK_PATH = "/callbacks/databricks"
@@ -237,7 +258,7 @@ def create_app(
         openapi_extra=_documented_body("PipelineRequest"),
     )
     async def start_pipeline(start: AuthorizedStart, pipelines: PipelinesDep, response: Response) -> PipelineStatus:
-        status, created = await pipelines.start(start.request, start.principal)
+        status, created = await pipelines.start(start)
         with pipeline_context(status.id):
             logger.info(
                 "pipeline started" if created else "pipeline start repeated",
@@ -283,6 +304,56 @@ def create_app(
         # The body is read raw (the signature covers its exact bytes).
         openapi_extra=_documented_body("CallbackRequest"),
     )
+
+    app.router.add_api_route(
+        NOTIFICATION_PATH,
+        databricks_notification,
+        methods=["POST"],
+        route_class_override=PlainRoute,
+        status_code=202,
+        response_model=NotificationReceipt,
+        responses=_responses(401, 404, 413, 422, 503),
+        summary="A Databricks job notification (webhook destination)",
+        description="Sent by a Databricks notification destination (generic webhook, HTTP basic auth) for jobs "
+        "whose catalogue completion is `notification`. A hint only: it prompts one read of the run from the Jobs "
+        "API, at most one per pipeline and event per NOTIFICATION_CHECK_WINDOW_SECONDS; the run's state alone "
+        "decides the outcome. 202 whatever was done (`outcome`).",
+    )
+
+    @app.get(
+        "/jobs",
+        response_model=JobList,
+        responses=_responses(*_AUTHENTICATED_RESPONSES),
+        summary="The catalogue's jobs you may start, with their parameters",
+    )
+    async def list_jobs(principal: Reader, catalogue: CatalogueDep) -> JobList:
+        return JobList(
+            jobs=[
+                JobView(
+                    name=job.name,
+                    title=job.title,
+                    description=job.description,
+                    default=job.name == catalogue.default,
+                    completion=job.completion,
+                    default_timeout_seconds=job.default_timeout_seconds,
+                    max_timeout_seconds=job.max_timeout_seconds,
+                    parameters=[
+                        ParameterView(
+                            name=name,
+                            description=parameter.description,
+                            required=parameter.required,
+                            default=parameter.default,
+                            pattern=parameter.pattern,
+                            allowed=list(parameter.allowed) if parameter.allowed else None,
+                            max_length=parameter.max_length,
+                        )
+                        for name, parameter in job.parameters.items()
+                    ],
+                )
+                for job in catalogue.jobs.values()
+                if may_start(principal, job)
+            ]
+        )
 
     @app.get(
         "/run",
@@ -384,6 +455,20 @@ async def databricks_callback(request: Request) -> Response:
     return JSONResponse({"promise_id": callback.promise_id, "pipeline_id": pipeline_id, "outcome": outcome})
 
 
+async def databricks_notification(request: Request) -> Response:
+    authenticate_notification(request.headers.get("authorization"), request.app.state.settings)
+    notification = parse_notification(await request.body())  # bounded by BodyLimit
+    pipelines: Pipelines = request.app.state.pipelines
+    outcome = await pipelines.check_on_notification(notification.run_id, notification.event)
+    metrics.NOTIFICATIONS.labels(outcome=outcome).inc()
+    logger.info(
+        "Databricks notification: %s",
+        outcome,
+        extra={"fields": {"event_type": notification.event_type, "run_id": notification.run_id}},
+    )
+    return JSONResponse({"run_id": notification.run_id, "outcome": outcome}, status_code=202)
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PipelineError)
     status = _STATUS_BY_ERROR.get(type(exc), 500)
@@ -394,6 +479,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         logger.error("request failed: %s", exc.message)
     headers = challenge(exc) if isinstance(exc, AccessRefused) else None
+    if isinstance(exc, NotificationUnauthorized):
+        headers = {"WWW-Authenticate": 'Basic realm="databricks-notifications"'}
     if status == 503:
         # The database or the identity provider is away; say when to try again.
         headers = (headers or {}) | RETRY_LATER
@@ -447,14 +534,17 @@ _ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Coroutine[
 
 
 def create_callback_app(gateway: FastAPI) -> Starlette:
-    """The callback route and nothing else: no docs, no OpenAPI, no other route (404 JSON).
+    """The callback and notification routes and nothing else: no docs, no OpenAPI, no other route (404 JSON).
 
     It shares the gateway's state, so one Resonate link (built by the
     gateway's lifespan) and one cache of settled callbacks serve both.
     """
     settings: GatewaySettings = gateway.state.settings
     app = Starlette(
-        routes=[Route(CALLBACK_PATH, databricks_callback, methods=["POST"])],
+        routes=[
+            Route(CALLBACK_PATH, databricks_callback, methods=["POST"]),
+            Route(NOTIFICATION_PATH, databricks_notification, methods=["POST"]),
+        ],
         middleware=[Middleware(BodyLimit, limit_for=_body_limit(settings))],
         exception_handlers=dict(_ERROR_HANDLERS),
     )

@@ -39,6 +39,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from resonate.types import PromiseRecord
 
+from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, UnknownJob
 from pipeline_shared.errors import AccessRefused, InsufficientScope, PipelineNotFound
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
@@ -156,6 +157,22 @@ CancellablePipeline = Annotated[OwnedPipeline, Depends(_cancellable)]
 class StartRequest:
     request: PipelineRequest
     principal: Principal
+    #: The catalogue entry it starts, its parameters with defaults filled in, its timeout.
+    job: Job
+    parameters: dict[str, str]
+    timeout_seconds: int
+
+
+async def _catalogue(request: Request) -> Catalogue:
+    return request.app.state.settings.catalogue
+
+
+CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
+
+
+def may_start(principal: Principal, job: Job) -> bool:
+    """Whether ``principal`` holds one of the scopes ``job`` may be started with."""
+    return any(principal.allows(Scope(scope)) for scope in job.start_scopes)
 
 
 def _is_json(content_type: str) -> bool:
@@ -180,7 +197,37 @@ async def _start_request(request: Request, principal: Starter) -> StartRequest:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
-    return StartRequest(document, principal)
+    catalogue: Catalogue = request.app.state.settings.catalogue
+    try:
+        job = catalogue.job(document.job)
+    except UnknownJob as exc:
+        raise RequestValidationError([{"type": "unknown_job", "loc": ("body", "job"), "msg": str(exc)}]) from None
+    if not may_start(principal, job):
+        refusal = InsufficientScope(" ".join(job.start_scopes))
+        needed = " or ".join(repr(scope) for scope in job.start_scopes)
+        refusal.message = f"starting job {job.name!r} needs the {needed} scope, which your credentials do not grant"
+        audit_refusal(request, refusal, principal, f"may not start job {job.name}")
+        raise refusal
+    try:
+        parameters = job.resolve(document.parameters)
+        timeout = job.timeout(document.timeout_seconds)
+    except InvalidParameters as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "invalid_parameter",
+                    "loc": ("body", exc.field) if exc.field != "parameters" else ("body", "parameters", problem.name),
+                    "msg": f"{problem.problem} (job {job.name!r})"
+                    + (
+                        f"; its parameters: {', '.join(problem.declared) or 'none'}"
+                        if problem.declared is not None
+                        else ""
+                    ),
+                }
+                for problem in exc.problems
+            ]
+        ) from None
+    return StartRequest(document, principal, job, parameters, timeout)
 
 
 AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]

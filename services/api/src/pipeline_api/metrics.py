@@ -2,7 +2,9 @@
 
 from prometheus_client import Counter
 
-PIPELINES_STARTED = Counter("pipelines_started_total", "Pipelines started through the gateway.")
+PIPELINES_STARTED = Counter(
+    "pipelines_started_total", "Pipelines started through the gateway, by catalogue job.", ["job"]
+)
 CANCELS = Counter("pipeline_cancels_total", "Pipelines cancelled at a user's request.")
 CALLBACKS = Counter(
     "callbacks_total",
@@ -13,4 +15,10 @@ CALLBACK_REJECTIONS = Counter(
     "callback_rejections_total",
     "Notebook callbacks refused, by reason (the error code they got).",
     ["reason"],
+)
+NOTIFICATIONS = Counter(
+    "databricks_notifications_total",
+    "Databricks job notifications accepted, by what they prompted: scheduled (a check of the run), "
+    "already_scheduled (one was on its way for that event and window), ignored (no pipeline waits on the run).",
+    ["outcome"],
 )

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from resonate.error import ResonateError, ServerError
@@ -42,21 +42,25 @@ from pipeline_shared.errors import (
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
     PIPELINE_ID,
+    DatabricksRun,
     PipelineOutcome,
     PipelineSpec,
     PipelineState,
     RunError,
+    RunReport,
     Settlement,
     TriggerOutcome,
+    WatchRequest,
 )
 
 from . import metrics
-from .principals import Principal
+
+if TYPE_CHECKING:
+    from .deps import StartRequest
 from .schemas import (
     CallbackRequest,
     DatabricksRunView,
     NotificationView,
-    PipelineRequest,
     PipelineStatus,
 )
 from .settings import GatewaySettings
@@ -99,7 +103,7 @@ class Pipelines:
 
     # ── start ────────────────────────────────────────────────────────────
 
-    async def start(self, request: PipelineRequest, principal: Principal) -> tuple[PipelineStatus, bool]:
+    async def start(self, start: StartRequest) -> tuple[PipelineStatus, bool]:
         """Start the pipeline for ``principal``, or find the identical one it already started.
 
         Returns the status and whether this call created it. Safe under any
@@ -126,11 +130,13 @@ class Pipelines:
         the id is is known only from the create's answer: another principal
         can create a pipeline under it between a read and this create.
         """
+        request, principal = start.request, start.principal
         spec = PipelineSpec(
             id=request.id or uuid.uuid4().hex,
             email=request.email,
-            parameters=request.parameters,
-            timeout_seconds=request.timeout_seconds or self._settings.PIPELINE_DEFAULT_TIMEOUT_SECONDS,
+            parameters=start.parameters,
+            timeout_seconds=start.timeout_seconds,
+            job=start.job.name,
         )
         record = await self._get(spec.id)
         created = False
@@ -147,7 +153,7 @@ class Pipelines:
                 f"(differs in: {', '.join(_differences(stored, spec))}); use another id"
             )
         if created:
-            metrics.PIPELINES_STARTED.inc()
+            metrics.PIPELINES_STARTED.labels(job=start.job.name).inc()
         return await self._status_of(record, stored), created
 
     async def _create_root(self, spec: PipelineSpec, nonce: str, owner: str) -> PromiseRecord:
@@ -182,6 +188,7 @@ class Pipelines:
     async def _status_of(self, root: PromiseRecord, spec: PipelineSpec) -> PipelineStatus:
         base: dict[str, Any] = {
             "id": spec.id,
+            "job": spec.job or self._settings.catalogue.default,
             "email": spec.email,
             "parameters": spec.parameters,
             "timeout_seconds": spec.timeout_seconds,
@@ -193,7 +200,7 @@ class Pipelines:
             return PipelineStatus(
                 **base,
                 state=outcome.state,
-                databricks=_run_view(outcome.run),
+                databricks=_run_view(outcome.run, outcome.report),
                 result=outcome.result,
                 error=outcome.error,
                 notification=NotificationView(**receipt.model_dump()) if receipt else None,
@@ -218,20 +225,20 @@ class Pipelines:
         updated = max(r.settled_at or r.created_at for r in touched)
         run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
 
-        state, result, error = PipelineState.STARTING, None, None
+        state, result, error, report = PipelineState.STARTING, None, None, None
         if callback is not None and callback.state != "pending":
             # The outcome is known; the workflow is cancelling or emailing.
             state = PipelineState.NOTIFYING
             settled = stored_settlement(callback).stored
             if settled is not None:
-                result, error = settled.result, settled.error
+                result, error, report = settled.result, settled.error, settled.report
         elif run is not None:
             state = PipelineState.WAITING if run.run is not None else PipelineState.NOTIFYING
             error = run.error
         return PipelineStatus(
             **base,
             state=state,
-            databricks=_run_view(run.run if run else None),
+            databricks=_run_view(run.run if run else None, report),
             result=result,
             error=error,
             updated_at=_iso(updated),
@@ -323,6 +330,39 @@ class Pipelines:
                 self._settled.popitem(last=False)
         return outcome
 
+    # ── notifications ─────────────────────────────────────────────────────
+
+    async def check_on_notification(self, run_id: int, event: str) -> str:
+        """Dispatch one check of the run's pipeline, at most one per event and window; what was done.
+
+        ``scheduled``: a check is on its way; ``already_scheduled``: this
+        window's check for this event exists already (the notification was a
+        repeat, or a flood); ``ignored``: no pipeline is waiting on the run
+        (not ours, or the pipeline has its outcome).
+        """
+        index = await self._get(ids.run_index_id(run_id))
+        if index is None or index.state != "pending":
+            return "ignored"
+        try:
+            watch = WatchRequest.model_validate(index.param.data)
+        except ValidationError:
+            return "ignored"
+        window = now_ms() // (1000 * self._settings.NOTIFICATION_CHECK_WINDOW_SECONDS)
+        nonce = uuid.uuid4().hex
+        record = await self._call(
+            dispatch(
+                self._promises,
+                f"{watch.pipeline_id}:hint-{event}-{window}",
+                names.WATCH_DATABRICKS_RUN,
+                watch.model_dump(mode="json"),
+                group=names.WORKER_GROUP,
+                origin=watch.pipeline_id,
+                timeout_at=index.timeout_at,
+                extra_tags={CREATED_BY_TAG: nonce},
+            )
+        )
+        return "scheduled" if record.tags.get(CREATED_BY_TAG) == nonce else "already_scheduled"
+
     # ── plumbing ─────────────────────────────────────────────────────────
 
     async def _get(self, promise_id: str) -> PromiseRecord | None:
@@ -360,5 +400,7 @@ def _differences(stored: PipelineSpec, requested: PipelineSpec) -> list[str]:
     return [name for name in PipelineSpec.model_fields if getattr(stored, name) != getattr(requested, name)]
 
 
-def _run_view(run: Any) -> DatabricksRunView | None:
-    return DatabricksRunView(run_id=run.run_id, run_page_url=run.run_page_url) if run is not None else None
+def _run_view(run: DatabricksRun | None, report: RunReport | None = None) -> DatabricksRunView | None:
+    if run is None:
+        return None
+    return DatabricksRunView(run_id=run.run_id, run_page_url=run.run_page_url, job_id=run.job_id, report=report)

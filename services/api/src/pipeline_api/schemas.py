@@ -17,30 +17,20 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline_shared import names
-from pipeline_shared.models import PipelineId, PipelineState, RunError
-
-from .settings import MAX_TIMEOUT_SECONDS
-
-#: A parameter name must survive as a JSON key and a log field; the notebook
-#: reads them from one JSON widget, so Databricks' own naming rules do not apply.
-PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
-ParameterName = Annotated[str, StringConstraints(pattern=PARAMETER_NAME_PATTERN)]
-
-#: Databricks caps a run's parameters at 10,000 bytes of JSON; the user's share
-#: leaves room for the inputs the worker adds.
-MAX_PARAMETERS_BYTES = 8_000
-
-#: Our own job parameters; a user parameter of the same name would be
-#: confusing in the Databricks UI even though it travels separately.
-RESERVED_PARAMETERS = frozenset(
-    {
-        names.JOB_PARAM_PIPELINE_ID,
-        names.JOB_PARAM_CALLBACK_PROMISE_ID,
-        names.JOB_PARAM_CALLBACK_URL,
-        names.JOB_PARAM_CALLBACK_SIGNING_KEY,
-    }
+from pipeline_shared.catalogue import (
+    JOB_NAME_PATTERN,
+    MAX_PARAMETERS_BYTES,
+    MAX_TIMEOUT_SECONDS,
+    PARAMETER_NAME_PATTERN,
+    PIPELINE_PARAMETERS,
+    Completion,
+    JobName,
+    ParameterName,
 )
+from pipeline_shared.models import PipelineId, PipelineState, RunError, RunReport
+
+#: The pipeline's own job parameters: no request may set one.
+RESERVED_PARAMETERS = frozenset(PIPELINE_PARAMETERS)
 
 
 class _Document(BaseModel):
@@ -56,11 +46,16 @@ class PipelineRequest(_Document):
         "the same request returns the existing pipeline; with a different request, 409. Omit it to get a "
         "generated id.",
     )
+    job: JobName | None = Field(
+        default=None,
+        description="The catalogue job to run (see GET /jobs); omitted: the catalogue's default job.",
+        json_schema_extra={"pattern": JOB_NAME_PATTERN},
+    )
     email: EmailStr = Field(description="Who is told how the pipeline ended.")
     parameters: dict[ParameterName, str] = Field(
         default_factory=dict,
-        description="Your notebook's inputs, as strings; e.g. {\"source\": \"https://...\"}. At most "
-        f"{MAX_PARAMETERS_BYTES} bytes as JSON.",
+        description="The job's parameters, as strings, as GET /jobs declares them; e.g. "
+        f'{{"source": "https://..."}}. At most {MAX_PARAMETERS_BYTES} bytes as JSON.',
         # Say in the document what the validator below enforces: names other
         # than the pattern's, and the pipeline's own, are refused.
         json_schema_extra={
@@ -71,7 +66,8 @@ class PipelineRequest(_Document):
         default=None,
         ge=1,
         le=MAX_TIMEOUT_SECONDS,
-        description="How long to wait for Databricks before giving up and cancelling the run, in whole seconds.",
+        description="How long to wait for Databricks before giving up and cancelling the run, in whole "
+        "seconds; at most the job's max_timeout_seconds. Omitted: the job's default_timeout_seconds.",
     )
 
     @field_validator("id")
@@ -101,6 +97,39 @@ class PipelineRequest(_Document):
 class DatabricksRunView(BaseModel):
     run_id: int
     run_page_url: str | None
+    job_id: int | None = None
+    report: RunReport | None = Field(
+        default=None,
+        description="The run as the Jobs API showed it when the outcome was read from it (every task's state "
+        "and exit value); absent when the notebook's callback reported the outcome.",
+    )
+
+
+class ParameterView(BaseModel):
+    name: str
+    description: str
+    required: bool
+    default: str | None
+    pattern: str | None
+    allowed: list[str] | None
+    max_length: int
+
+
+class JobView(BaseModel):
+    """One catalogue job the caller may start."""
+
+    name: str
+    title: str
+    description: str
+    default: bool = Field(description="Started by a request that names no job.")
+    completion: Completion
+    default_timeout_seconds: int
+    max_timeout_seconds: int
+    parameters: list[ParameterView]
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
 
 
 class NotificationView(BaseModel):
@@ -115,6 +144,7 @@ class PipelineStatus(BaseModel):
 
     id: str
     state: PipelineState
+    job: str
     email: str
     parameters: dict[str, str]
     timeout_seconds: int
@@ -137,7 +167,7 @@ class CallbackRequest(_Document):
     @model_validator(mode="after")
     def _error_goes_with_failure(self) -> CallbackRequest:
         if self.status == "failure" and self.error is None:
-            raise ValueError("a failure callback needs an error: {\"type\": ..., \"message\": ...}")
+            raise ValueError('a failure callback needs an error: {"type": ..., "message": ...}')
         if self.status == "success" and self.error is not None:
             raise ValueError("a success callback carries a result, not an error")
         return self
@@ -148,6 +178,14 @@ class CallbackReceipt(BaseModel):
     pipeline_id: str
     outcome: Literal["accepted", "duplicate"] = Field(
         description="accepted: this callback settled the pipeline; duplicate: it repeated the outcome already recorded."
+    )
+
+
+class NotificationReceipt(BaseModel):
+    run_id: int
+    outcome: Literal["scheduled", "already_scheduled", "ignored"] = Field(
+        description="scheduled: a check of the run is on its way; already_scheduled: one was dispatched for this "
+        "event within the window; ignored: no pipeline is waiting on this run."
     )
 
 

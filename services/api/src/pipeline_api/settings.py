@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET, MIN_SECRET_LENGTH, SigningSettings
+from pipeline_shared.settings import (
+    DEVELOPMENT_SECRET_PREFIX,
+    DEVELOPMENT_SIGNING_SECRET,
+    MIN_SECRET_LENGTH,
+    CatalogueSettings,
+)
 
 from .keys import InvalidKeysFile, load_keys_file
 from .oidc import ASYMMETRIC_ALGORITHMS
-
-#: The longest a pipeline may wait for Databricks. Longer waits are possible
-#: for Resonate; the bound keeps a typo from parking a pipeline for a century.
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 
 
 def _comma_separated(value: Any) -> Any:
@@ -25,10 +26,8 @@ def _comma_separated(value: Any) -> Any:
     return value
 
 
-class GatewaySettings(SigningSettings):
+class GatewaySettings(CatalogueSettings):
     PORT: int = 8000
-    #: How long a pipeline waits for its notebook when the request names no timeout.
-    PIPELINE_DEFAULT_TIMEOUT_SECONDS: int = Field(default=6 * 3600, ge=1, le=MAX_TIMEOUT_SECONDS)
     #: Time the workflow has after the wait to cancel the run and send the
     #: email, before Resonate times the whole pipeline out.
     PIPELINE_FINISH_GRACE_SECONDS: int = Field(default=24 * 3600, ge=60)
@@ -44,6 +43,15 @@ class GatewaySettings(SigningSettings):
     #: callback route alone (everything else is a 404): the one listener a
     #: deployment exposes to the Databricks workspace.
     CALLBACK_PORT: int | None = Field(default=None, ge=1, le=65535)
+
+    # ── Databricks' job notifications (see pipeline_api.notifications) ──
+    #: The basic-auth credentials the workspace's webhook notification
+    #: destination sends. Without a password the notification route is off (404).
+    DATABRICKS_NOTIFICATION_USERNAME: str = Field(default="databricks", min_length=1)
+    DATABRICKS_NOTIFICATION_PASSWORD: SecretStr | None = None
+    #: At most one check of a pipeline's run per notification event within
+    #: this many seconds, however many notifications arrive.
+    NOTIFICATION_CHECK_WINDOW_SECONDS: int = Field(default=10, ge=1, le=3600)
 
     # ── client authentication (see pipeline_api.deps) ───────────────────
     #: The API keys file (TOML; see pipeline_api.keys). Re-read when it changes.
@@ -67,7 +75,15 @@ class GatewaySettings(SigningSettings):
         _comma_separated
     )
 
-    @field_validator("CALLBACK_PORT", "API_KEYS_FILE", "OIDC_ISSUER", "OIDC_AUDIENCE", "OIDC_JWKS_URL", mode="before")
+    @field_validator(
+        "CALLBACK_PORT",
+        "API_KEYS_FILE",
+        "OIDC_ISSUER",
+        "OIDC_AUDIENCE",
+        "OIDC_JWKS_URL",
+        "DATABRICKS_NOTIFICATION_PASSWORD",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # compose's ${VAR:-} passes an unset variable on as an empty one.
@@ -90,6 +106,19 @@ class GatewaySettings(SigningSettings):
                     f"CALLBACK_SIGNING_PREVIOUS_SECRETS: secret {position} is the development default or shorter "
                     f"than {MIN_SECRET_LENGTH} characters; refused for ENVIRONMENT={self.ENVIRONMENT}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _real_notification_password_outside_development(self) -> Self:
+        password = self.DATABRICKS_NOTIFICATION_PASSWORD
+        if self.ENVIRONMENT == "development" or password is None:
+            return self
+        value = password.get_secret_value()
+        if value.startswith(DEVELOPMENT_SECRET_PREFIX) or len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                "DATABRICKS_NOTIFICATION_PASSWORD is the development default or shorter than "
+                f"{MIN_SECRET_LENGTH} characters; refused for ENVIRONMENT={self.ENVIRONMENT}"
+            )
         return self
 
     @model_validator(mode="after")

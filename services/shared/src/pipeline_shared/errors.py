@@ -78,6 +78,24 @@ class CallbackConflict(PipelineError):
     code = "settlement_conflict"
 
 
+class NotificationsDisabled(PipelineError):
+    """The gateway has no credentials for Databricks' notifications, so it takes none."""
+
+    code = "notifications_disabled"
+
+
+class NotificationUnauthorized(PipelineError):
+    """A notification without the destination's basic-auth credentials, or with wrong ones."""
+
+    code = "invalid_notification_credentials"
+
+
+class InvalidNotification(PipelineError):
+    """A notification body that is not Databricks' webhook payload."""
+
+    code = "invalid_notification"
+
+
 class CoordinatorUnavailable(PipelineError):
     """The Resonate server could not be reached; nothing was changed."""
 

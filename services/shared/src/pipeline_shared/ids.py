@@ -29,6 +29,16 @@ def trigger_step_id(pipeline_id: str) -> str:
     return f"{pipeline_id}:{TRIGGER_STEP_SEQ}"
 
 
+def run_index_id(run_id: int) -> str:
+    """The promise that names the pipeline a Databricks run belongs to.
+
+    Written for runs of jobs that send webhook notifications, whose payload
+    names only the job and the run. The ``/`` keeps it apart from every
+    pipeline id and child id, neither of which may hold one.
+    """
+    return f"databricks-run/{run_id}"
+
+
 def pipeline_id_of(promise_id: str) -> str:
     """The pipeline a child promise belongs to: its Resonate origin."""
     return promise_id.split(":", 1)[0]

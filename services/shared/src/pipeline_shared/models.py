@@ -64,6 +64,9 @@ class PipelineSpec(_Model):
     email: EmailStr
     parameters: dict[str, str]
     timeout_seconds: int = Field(ge=1)
+    #: The catalogue entry it runs; None in specs stored before there was a
+    #: catalogue, which ran the catalogue's default job.
+    job: str | None = None
 
 
 class RunError(_Model):
@@ -78,6 +81,38 @@ class DatabricksRun(_Model):
 
     run_id: int
     run_page_url: str | None = None
+    #: The Databricks job it is a run of (a catalogue entry names it by name or id).
+    job_id: int | None = None
+
+
+class TaskOutcome(_Model):
+    """One task of a finished run, as the Jobs API reported it (the latest attempt)."""
+
+    task_key: str
+    run_id: int | None = None
+    attempt_number: int = 0
+    life_cycle_state: str
+    result_state: str | None = None
+    state_message: str = ""
+    termination_code: str | None = None
+    termination_type: str | None = None
+    #: The notebook's exit value (``dbutils.notebook.exit``), as text; None when it gave none.
+    exit_value: str | None = None
+    #: True when the exit value is cut: by Databricks (at 5 MB) or by the report's byte budget.
+    truncated: bool = False
+    #: What runs/get-output said went wrong, or why the output could not be read.
+    error: str | None = None
+
+
+class RunReport(_Model):
+    """A finished run read from the Jobs API: its overall state and each task's outcome."""
+
+    life_cycle_state: str
+    result_state: str | None = None
+    state_message: str = ""
+    termination_code: str | None = None
+    termination_type: str | None = None
+    tasks: list[TaskOutcome] = Field(default_factory=list)
 
 
 class TriggerOutcome(_Model):
@@ -100,6 +135,8 @@ class Settlement(_Model):
     result: dict[str, Any] | None = None
     error: RunError | None = None
     source: Literal["callback", "watchdog", "user", "worker"]
+    #: The run as the Jobs API reported it, when the outcome was read from the run.
+    report: RunReport | None = None
     #: Epoch milliseconds at which the settling party accepted it; the start of
     #: the callback-to-email latency.
     received_at: int
@@ -130,6 +167,10 @@ class Notification(_Model):
     run: DatabricksRun | None = None
     result: dict[str, Any] | None = None
     error: RunError | None = None
+    #: The catalogue entry and its title, for the subject and body.
+    job: str | None = None
+    job_title: str | None = None
+    report: RunReport | None = None
     #: How long the pipeline waited for Databricks before timing out.
     waited_seconds: int | None = None
     #: When the outcome became known (epoch ms), for the latency metric.
@@ -154,6 +195,7 @@ class PipelineOutcome(_Model):
     error: RunError | None = None
     run: DatabricksRun | None = None
     notification: NotificationReceipt | None = None
+    report: RunReport | None = None
 
 
 class WatchRequest(_Model):
@@ -164,3 +206,9 @@ class WatchRequest(_Model):
     run_id: int
     interval_seconds: float = Field(gt=0)
     check: int = Field(ge=1, default=1)
+    #: The pipeline's catalogue entry (None: the default job).
+    job: str | None = None
+    #: When the run was triggered (epoch ms), to tell an overdue pipeline.
+    started_at: int | None = None
+    #: A check prompted by a notification from Databricks: it never schedules another.
+    hint: bool = False

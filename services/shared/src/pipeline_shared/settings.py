@@ -10,12 +10,15 @@ development value compose supplies is refused outside development.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal, Self
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .catalogue import Catalogue, CatalogueError
 
 #: Every development default secret compose supplies starts with this, so
 #: `docker compose up` works on a laptop with no .env and each such value is
@@ -112,6 +115,30 @@ class SigningSettings(ServiceSettings):
                 f"for ENVIRONMENT={self.ENVIRONMENT}"
             )
         return self
+
+
+class CatalogueSettings(SigningSettings):
+    """Settings of a service that reads the job catalogue (the gateway and the worker)."""
+
+    #: The job catalogue (TOML; see pipeline_shared.catalogue). The default,
+    #: relative to the working directory, is the repository's, which the
+    #: services' images carry at the same place (/app/infra/catalogue.toml).
+    JOB_CATALOGUE_FILE: Path = Path("infra/catalogue.toml")
+
+    _catalogue: Catalogue | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _catalogue_loads(self) -> Self:
+        try:
+            self._catalogue = Catalogue.load(self.JOB_CATALOGUE_FILE)
+        except CatalogueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def catalogue(self) -> Catalogue:
+        assert self._catalogue is not None  # loaded by the validator
+        return self._catalogue
 
 
 def load_settings[S: BaseSettings](cls: type[S]) -> S:

@@ -30,7 +30,6 @@ async def main() -> None:
         DatabricksConfig(
             host=settings.DATABRICKS_HOST,
             credentials=settings.databricks_credentials(),
-            job_id=settings.DATABRICKS_JOB_ID,
             http_timeout_seconds=settings.DATABRICKS_HTTP_TIMEOUT_SECONDS,
             retry_timeout_seconds=settings.DATABRICKS_RETRY_TIMEOUT_SECONDS,
             max_concurrent_calls=settings.DATABRICKS_MAX_CONCURRENT_CALLS,
@@ -43,20 +42,23 @@ async def main() -> None:
         WorkerDeps(
             databricks=databricks,
             promises=resonate.promises,
+            catalogue=settings.catalogue,
             signing_secret=settings.CALLBACK_SIGNING_SECRET,
             callback_url=settings.GATEWAY_CALLBACK_URL,
             idempotency_namespace=settings.DATABRICKS_IDEMPOTENCY_NAMESPACE,
             watchdog_interval_seconds=settings.WATCHDOG_INTERVAL_SECONDS,
+            report_output_budget_bytes=settings.REPORT_OUTPUT_BUDGET_BYTES,
             hooks=hooks,
         )
     )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
     logger.info(
-        "Databricks at %s, job %s, signing in with %s",
+        "Databricks at %s, signing in with %s; catalogue %s: %s",
         settings.DATABRICKS_HOST,
-        settings.DATABRICKS_JOB_ID,
         settings.databricks_credentials().describe(),
+        settings.JOB_CATALOGUE_FILE,
+        ", ".join(f"{job.name} ({job.databricks_job}, {job.completion})" for job in settings.catalogue.jobs.values()),
     )
     try:
         await run_resonate_worker("worker", link, settings.OPS_PORT, hooks.routes())

@@ -24,7 +24,6 @@ pool so a slow or throttled Databricks never blocks the worker's event loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -41,9 +40,12 @@ from databricks.sdk.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from databricks.sdk.service.jobs import Run, RunLifeCycleState
+from databricks.sdk.service.jobs import Run, RunTask
 
-from pipeline_shared.models import DatabricksRun, RunError
+from pipeline_shared.catalogue import Job
+from pipeline_shared.models import DatabricksRun, RunError, RunReport, TaskOutcome
+
+from .run_states import Verdict, verdict
 
 #: Errors that retrying cannot fix: the request itself, the credentials or
 #: the job are wrong.
@@ -57,11 +59,11 @@ _OAUTH_REFUSAL = re.compile(
     r"\b(invalid_client|unauthorized_client|invalid_grant|invalid_scope|unsupported_grant_type):"
 )
 
-#: Lifecycle states after which a run never changes again. TERMINATED carries
-#: a result_state; SKIPPED and INTERNAL_ERROR end a run without one.
-TERMINAL_STATES = frozenset(
-    {RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR}
-)
+#: What runs/get-output returns of an exit value at most (Databricks cuts it there).
+DATABRICKS_OUTPUT_CAP_BYTES = 5 * 1024 * 1024
+
+#: runs/get-output calls of one report in flight at once.
+OUTPUT_READS_AT_ONCE = 8
 
 
 class TransientDatabricksError(Exception):
@@ -77,24 +79,15 @@ class PermanentDatabricksError(Exception):
 
 
 @dataclass(frozen=True)
-class RunSnapshot:
-    """The parts of a run's state the worker acts on."""
+class RunView:
+    """A run as read now: what its state means, and (once it is over) the report."""
 
-    life_cycle_state: str
-    result_state: str | None
-    state_message: str
-
-    @property
-    def terminal(self) -> bool:
-        return self.life_cycle_state in {s.value for s in TERMINAL_STATES}
-
-    @property
-    def succeeded(self) -> bool:
-        return self.life_cycle_state == RunLifeCycleState.TERMINATED.value and self.result_state == "SUCCESS"
+    verdict: Verdict
+    report: RunReport
 
     def describe(self) -> str:
-        outcome = self.result_state or self.life_cycle_state
-        return f"{outcome}: {self.state_message}" if self.state_message else outcome
+        outcome = self.report.result_state or self.report.life_cycle_state
+        return f"{outcome}: {self.report.state_message}" if self.report.state_message else outcome
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,6 @@ DatabricksCredentials = PersonalAccessToken | ServicePrincipal
 class DatabricksConfig:
     host: str
     credentials: DatabricksCredentials
-    job_id: int
     #: Per HTTP request.
     http_timeout_seconds: float
     #: How long the SDK keeps retrying 429/503/connection errors in one call.
@@ -141,71 +133,119 @@ class DatabricksConfig:
 
 
 class DatabricksJobs:
-    """Trigger, inspect and cancel runs of the pipeline job."""
+    """Find jobs, trigger and read their runs, cancel them."""
 
     def __init__(self, config: DatabricksConfig) -> None:
         self._config = config
         self._pool = ThreadPoolExecutor(config.max_concurrent_calls, thread_name_prefix="databricks")
         self._client: WorkspaceClient | None = None
         self._client_lock = threading.Lock()
-
-    @property
-    def job_id(self) -> int:
-        return self._config.job_id
+        #: Job ids found by name, per catalogue entry: resolved once per process.
+        self._job_ids: dict[str, int] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def run_now(self, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
+    async def job_id(self, job: Job) -> int:
+        """The id of ``job``'s Databricks job: given, or found once by its name through jobs/list.
+
+        A name that matches no job, or several, is a permanent error naming
+        the ids found: the catalogue must then name the job by id.
+        """
+        if job.databricks_job_id is not None:
+            return job.databricks_job_id
+        known = self._job_ids.get(job.name)
+        if known is not None:
+            return known
+        name = job.databricks_job_name
+        found = await self._call(
+            "find job", lambda: [j.job_id for j in self._workspace().jobs.list(name=name) if j.job_id is not None]
+        )
+        if len(found) != 1:
+            detail = (
+                "no job has that name" if not found else f"{len(found)} jobs have it (ids {', '.join(map(str, found))})"
+            )
+            raise PermanentDatabricksError(
+                RunError(
+                    type="DatabricksJobNotFound" if not found else "DatabricksJobAmbiguous",
+                    message=f"catalogue job {job.name!r} names the Databricks job {name!r}, but {detail}; "
+                    "deploy it (infra/databricks) or name it by databricks_job_id",
+                )
+            )
+        self._job_ids[job.name] = found[0]
+        return found[0]
+
+    def forget_job(self, job: Job) -> None:
+        """Find ``job`` by name again next time (its job was deleted, say, and deployed anew)."""
+        self._job_ids.pop(job.name, None)
+
+    async def run_now(self, job_id: int, job_parameters: dict[str, str], idempotency_token: str) -> DatabricksRun:
         """Start the job, or find the run this token already started."""
 
         def call() -> DatabricksRun:
             jobs = self._workspace().jobs
-            waiter = jobs.run_now(
-                job_id=self._config.job_id,
-                job_parameters=job_parameters,
-                idempotency_token=idempotency_token,
-            )
+            waiter = jobs.run_now(job_id=job_id, job_parameters=job_parameters, idempotency_token=idempotency_token)
             run = jobs.get_run(waiter.run_id)
-            return DatabricksRun(run_id=waiter.run_id, run_page_url=run.run_page_url)
+            return DatabricksRun(run_id=waiter.run_id, run_page_url=run.run_page_url, job_id=job_id)
 
         return await self._call("start job", call)
 
-    async def snapshot(self, run_id: int) -> RunSnapshot:
-        run: Run = await self._call("read run", lambda: self._workspace().jobs.get_run(run_id))
-        state = run.state
-        if state is None or state.life_cycle_state is None:
-            raise TransientDatabricksError(f"run {run_id} has no state yet")
-        return RunSnapshot(
-            life_cycle_state=state.life_cycle_state.value,
-            result_state=state.result_state.value if state.result_state else None,
-            state_message=state.state_message or "",
-        )
+    async def read_run(self, run_id: int, *, result_task: str | None = None, output_budget: int) -> RunView:
+        """The run's state and, once it is over, every task's outcome with its exit value.
 
-    async def notebook_result(self, run_id: int) -> dict[str, Any] | None:
-        """The JSON object the notebook passed to ``dbutils.notebook.exit``, if any.
-
-        ``get-output`` answers for a task run, so a multi-task job run is
-        resolved to its (only) task first, as the Jobs API requires.
+        databricks-sdk's ``get_run`` follows ``next_page_token`` itself, so a
+        run of more than 100 tasks (Jobs API 2.2 pages them) is read whole.
+        A task that ran more than once (a retry, a repair) is listed once per
+        attempt; the latest attempt of each task key is the one reported.
+        Exit values are read from each task run (``runs/get-output`` answers
+        only for task runs), at most ``output_budget`` bytes of them in all:
+        the result task's first, the rest in task order; what does not fit is
+        marked truncated.
         """
+        run: Run = await self._call("read run", lambda: self._workspace().jobs.get_run(run_id))
+        report = _report_of(run)
+        meaning = verdict(
+            report.life_cycle_state or None,
+            report.result_state,
+            run.status.state.value if run.status and run.status.state else None,
+            report.termination_code,
+        )
+        if meaning.terminal and report.tasks:
+            report = report.model_copy(
+                update={"tasks": await self._with_outputs(report.tasks, result_task, output_budget)}
+            )
+        return RunView(verdict=meaning, report=report)
 
-        def call() -> str | None:
-            jobs = self._workspace().jobs
-            run = jobs.get_run(run_id)
-            task_run_id = run_id
-            if run.tasks:
-                task_run_id = run.tasks[0].run_id or run_id
-            output = jobs.get_run_output(task_run_id)
-            return output.notebook_output.result if output.notebook_output else None
+    async def _with_outputs(self, tasks: list[TaskOutcome], result_task: str | None, budget: int) -> list[TaskOutcome]:
+        gate = asyncio.Semaphore(OUTPUT_READS_AT_ONCE)
 
-        raw = await self._call("read run output", call)
-        if not raw:
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return {"notebook_exit_value": raw}
-        return value if isinstance(value, dict) else {"notebook_exit_value": value}
+        async def output(task: TaskOutcome) -> tuple[str | None, bool, str | None]:
+            if task.run_id is None or task.result_state is None:
+                return None, False, None
+            async with gate:
+                try:
+                    answer = await self._call(
+                        "read task output", lambda: self._workspace().jobs.get_run_output(task.run_id)
+                    )
+                except PermanentDatabricksError as exc:
+                    return None, False, exc.error.message
+            notebook = answer.notebook_output
+            value = notebook.result if notebook and notebook.result else None
+            return value, bool(notebook and notebook.truncated), answer.error
+
+        read = await asyncio.gather(*(output(task) for task in tasks))
+        order = sorted(range(len(tasks)), key=lambda i: tasks[i].task_key != result_task)
+        left = budget
+        kept: dict[int, TaskOutcome] = {}
+        for i in order:
+            value, truncated, error = read[i]
+            if value is not None:
+                encoded = value.encode()
+                if len(encoded) > left:
+                    value, truncated = encoded[: max(left, 0)].decode(errors="ignore") or None, True
+                left -= len(encoded)
+            kept[i] = tasks[i].model_copy(update={"exit_value": value, "truncated": truncated, "error": error})
+        return [kept[i] for i in range(len(tasks))]
 
     async def cancel(self, run_id: int) -> None:
         """Ask Databricks to cancel a run; a finished run is left as it is."""
@@ -245,6 +285,58 @@ class DatabricksJobs:
                 message = f"could not {what}: the workspace refused the OAuth sign-in: {exc}"
                 raise PermanentDatabricksError(RunError(type="DatabricksOAuthRefused", message=message)) from exc
             raise TransientDatabricksError(f"could not {what}: {exc}") from exc
+
+
+def _report_of(run: Run) -> RunReport:
+    """The run's state and its tasks' (latest attempts), without outputs."""
+    latest: dict[str, RunTask] = {}
+    for task in run.tasks or ():
+        key = task.task_key or str(task.run_id)
+        if key not in latest or (task.attempt_number or 0) >= (latest[key].attempt_number or 0):
+            latest[key] = task
+    life_cycle, result, message = _state_of(run)
+    code, kind = _termination_of(run)
+    return RunReport(
+        life_cycle_state=life_cycle or "",
+        result_state=result,
+        state_message=message,
+        termination_code=code,
+        termination_type=kind,
+        tasks=[_task_outcome(key, task) for key, task in latest.items()],
+    )
+
+
+def _task_outcome(key: str, task: RunTask) -> TaskOutcome:
+    life_cycle, result, message = _state_of(task)
+    code, kind = _termination_of(task)
+    return TaskOutcome(
+        task_key=key,
+        run_id=task.run_id,
+        attempt_number=task.attempt_number or 0,
+        life_cycle_state=life_cycle or "",
+        result_state=result,
+        state_message=message,
+        termination_code=code,
+        termination_type=kind,
+    )
+
+
+def _state_of(run: Run | RunTask) -> tuple[str | None, str | None, str]:
+    state = run.state
+    if state is None:
+        return None, None, ""
+    return (
+        state.life_cycle_state.value if state.life_cycle_state else None,
+        state.result_state.value if state.result_state else None,
+        state.state_message or "",
+    )
+
+
+def _termination_of(run: Run | RunTask) -> tuple[str | None, str | None]:
+    details = run.status.termination_details if run.status else None
+    if details is None:
+        return None, None
+    return (details.code.value if details.code else None, details.type.value if details.type else None)
 
 
 def _run_error(what: str, exc: DatabricksError) -> RunError:

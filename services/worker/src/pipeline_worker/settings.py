@@ -17,7 +17,7 @@ from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from pipeline_shared.settings import SigningSettings
+from pipeline_shared.settings import CatalogueSettings
 
 from .databricks import DatabricksCredentials, PersonalAccessToken, ServicePrincipal
 
@@ -26,7 +26,7 @@ _TOKEN = "DATABRICKS_TOKEN"
 _OAUTH = "DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
 
 
-class WorkerSettings(SigningSettings):
+class WorkerSettings(CatalogueSettings):
     #: The workspace URL, e.g. https://dbc-1234.cloud.databricks.com (or the emulator).
     DATABRICKS_HOST: str
     #: A token for a principal that may run the job (a PAT or a service principal's token)...
@@ -34,8 +34,6 @@ class WorkerSettings(SigningSettings):
     #: ...or, instead, a service principal's OAuth M2M credentials.
     DATABRICKS_CLIENT_ID: str | None = None
     DATABRICKS_CLIENT_SECRET: SecretStr | None = None
-    #: The job that runs notebooks/pipeline.py (see infra/databricks).
-    DATABRICKS_JOB_ID: int = Field(gt=0)
     #: Namespaces idempotency tokens, so deployments sharing a workspace never collide.
     DATABRICKS_IDEMPOTENCY_NAMESPACE: str = "resonate-databricks"
     DATABRICKS_HTTP_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
@@ -49,6 +47,9 @@ class WorkerSettings(SigningSettings):
     GATEWAY_CALLBACK_URL: str
     #: How often the watchdog asks Databricks about a run that has not called back.
     WATCHDOG_INTERVAL_SECONDS: float = Field(default=60.0, gt=0)
+    #: The most bytes of task exit values kept in one run's report (the rest is
+    #: marked truncated); the report is stored with the pipeline and emailed.
+    REPORT_OUTPUT_BUDGET_BYTES: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Workflow executions held at once by this process (Resonate leases).
     MAX_CONCURRENT_TASKS: int = Field(default=256, gt=0)
 

@@ -9,7 +9,6 @@ the pipeline id, and the callback promise keeps only its first settlement.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from resonate.promises import Promises
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback, stored_settlement
+from pipeline_shared.catalogue import Catalogue, Completion, Job
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import (
     PipelineOutcome,
@@ -41,16 +41,24 @@ class WorkerDeps:
 
     databricks: DatabricksJobs
     promises: Promises
+    catalogue: Catalogue
     signing_secret: str
     callback_url: str
     idempotency_namespace: str
     watchdog_interval_seconds: float
+    #: The most bytes of task exit values one run's report keeps.
+    report_output_budget_bytes: int = 1024 * 1024
     #: Pause points for fault tests; inert unless enabled (see testhooks).
     hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def job_of(deps: WorkerDeps, name: str | None) -> Job:
+    """The catalogue entry a pipeline runs (None: the default job)."""
+    return deps.catalogue.job(name)
 
 
 async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: str) -> TriggerOutcome:
@@ -71,17 +79,26 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
         if unwanted:
             logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
             return TriggerOutcome()
-        parameters = {
-            names.JOB_PARAM_PIPELINE_ID: spec.id,
-            names.JOB_PARAM_CALLBACK_PROMISE_ID: promise_id,
-            names.JOB_PARAM_CALLBACK_URL: deps.callback_url,
-            names.JOB_PARAM_CALLBACK_SIGNING_KEY: derive_callback_key(deps.signing_secret, promise_id),
-            names.JOB_PARAM_USER_PARAMETERS: json.dumps(spec.parameters, sort_keys=True),
-        }
+        job = job_of(deps, spec.job)
+        parameters = dict(spec.parameters)
+        if job.completion is Completion.CALLBACK:
+            parameters |= {
+                names.JOB_PARAM_PIPELINE_ID: spec.id,
+                names.JOB_PARAM_CALLBACK_PROMISE_ID: promise_id,
+                names.JOB_PARAM_CALLBACK_URL: deps.callback_url,
+                names.JOB_PARAM_CALLBACK_SIGNING_KEY: derive_callback_key(deps.signing_secret, promise_id),
+            }
         token = ids.idempotency_token(deps.idempotency_namespace, spec.id)
         await deps.hooks.checkpoint("before_run_now", spec.id)
         try:
-            run = await deps.databricks.run_now(parameters, token)
+            job_id = await deps.databricks.job_id(job)
+            try:
+                run = await deps.databricks.run_now(job_id, parameters, token)
+            except PermanentDatabricksError:
+                # A job found by name may have been deleted and deployed anew
+                # under another id: the next pipeline looks it up again.
+                deps.databricks.forget_job(job)
+                raise
         except PermanentDatabricksError as exc:
             logger.warning("Databricks refused to start the job: %s", exc)
             return TriggerOutcome(error=exc.error)
@@ -128,11 +145,11 @@ async def cancel_databricks_run(ctx: Context, pipeline_id: str, run_id: int) -> 
         return None
 
 
-async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcome) -> None:
+async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcome, job: str = "") -> None:
     """Count and log the final outcome, once per pipeline (barring a crash here)."""
     await ctx.get_dependency(WorkerDeps).hooks.checkpoint("after_email", pipeline_id)
     with pipeline_context(pipeline_id):
-        metrics.PIPELINES_FINISHED.labels(state=outcome.state.value).inc()
+        metrics.PIPELINES_FINISHED.labels(state=outcome.state.value, job=job).inc()
         logger.info(
             "pipeline finished",
             extra={

@@ -49,7 +49,7 @@ _STATE_BY_STATUS = {
 
 
 async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
-    """Trigger the notebook, wait for its callback, email the outcome."""
+    """Trigger the job, wait for the run's outcome, email it."""
     callback = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
     promise_id = await callback.id()
 
@@ -69,8 +69,9 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
                 promise_id=promise_id,
                 run_id=run.run_id,
                 interval_seconds=ctx.get_dependency(steps.WorkerDeps).watchdog_interval_seconds,
+                job=spec.job,
             )
-            await ctx.run(watchdog.schedule_watchdog_check, watch)
+            await ctx.run(watchdog.start_watching, watch)
         settlement = await _await_settlement(ctx, callback, promise_id)
 
     if settlement is None:
@@ -85,9 +86,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
     # A run nobody waits for any more is stopped. A run that ended by itself
     # (success, failure, or cancelled in Databricks) needs nothing.
     if run is not None and (state is PipelineState.TIMED_OUT or (settlement and settlement.source == "user")):
-        refusal = await ctx.options(retry_policy=CANCEL_RETRY).run(
-            steps.cancel_databricks_run, spec.id, run.run_id
-        )
+        refusal = await ctx.options(retry_policy=CANCEL_RETRY).run(steps.cancel_databricks_run, spec.id, run.run_id)
         if refusal is not None and state is PipelineState.TIMED_OUT:
             error = RunError(
                 type="TimedOut",
@@ -95,6 +94,8 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
                 f"be cancelled: {refusal}",
             )
 
+    job = steps.job_of(ctx.get_dependency(steps.WorkerDeps), spec.job)
+    report = settlement.report if settlement else None
     notification = Notification(
         pipeline_id=spec.id,
         email=spec.email,
@@ -103,12 +104,15 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         run=run,
         result=result,
         error=error,
+        job=job.name,
+        job_title=job.title,
+        report=report,
         waited_seconds=spec.timeout_seconds if state is PipelineState.TIMED_OUT else None,
         settled_at=settlement.received_at if settlement else None,
     )
     receipt = await _notify(ctx, notification)
-    outcome = PipelineOutcome(state=state, result=result, error=error, run=run, notification=receipt)
-    await ctx.run(steps.record_outcome, spec.id, outcome)
+    outcome = PipelineOutcome(state=state, result=result, error=error, run=run, notification=receipt, report=report)
+    await ctx.run(steps.record_outcome, spec.id, outcome, job.name)
     return outcome
 
 

@@ -1,0 +1,276 @@
+"""The job catalogue: which pipelines a client may start, and how each one runs.
+
+One TOML file (``JOB_CATALOGUE_FILE``; the repository's is
+``infra/catalogue.toml``), read at start by the gateway, which validates
+requests against it and lists it at ``GET /jobs``, and by the worker, which
+finds the Databricks job of each entry and knows from it how a run reports
+its end. A catalogue that does not load stops the service with every problem
+named, field by field.
+
+A request's parameters are checked here, before anything is stored: every
+parameter must be declared, every required one given, every value must match
+the declared pattern or set. The resolved parameters (defaults filled in) are
+what the pipeline's spec records and what the job receives.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from . import names
+
+#: A catalogue entry's name: what a client sends as ``"job"``.
+JOB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+#: A parameter name must survive as a Databricks job parameter, a widget, a
+#: JSON key and a log field.
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
+ParameterName = Annotated[str, StringConstraints(pattern=PARAMETER_NAME_PATTERN)]
+JobName = Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
+
+#: The job parameters the pipeline itself sets on jobs that call back; no
+#: catalogue parameter may take one of these names.
+PIPELINE_PARAMETERS = (
+    names.JOB_PARAM_PIPELINE_ID,
+    names.JOB_PARAM_CALLBACK_PROMISE_ID,
+    names.JOB_PARAM_CALLBACK_URL,
+    names.JOB_PARAM_CALLBACK_SIGNING_KEY,
+)
+
+#: Databricks caps a run's job parameters at 10,000 bytes; the user's share
+#: leaves room for the pipeline's own.
+MAX_PARAMETERS_BYTES = 8_000
+
+#: The longest a pipeline may wait for Databricks: the bound keeps a typo from
+#: parking a pipeline for a century.
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+
+#: The scopes a catalogue may name (the gateway's; see pipeline_api.principals).
+StartScope = Literal["start", "admin"]
+
+
+class Completion(StrEnum):
+    """How a run of the job tells the service it has ended."""
+
+    #: The notebook calls back, signed (notebooks/pipeline_callback.py).
+    CALLBACK = "callback"
+    #: The job's webhook notifications reach the gateway; each one prompts a
+    #: read of the run, which alone decides the outcome.
+    NOTIFICATION = "notification"
+    #: Nothing tells the service: it reads the run every watchdog interval.
+    POLL = "poll"
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parameter(_Entry):
+    """One parameter a client may (or must) give."""
+
+    description: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    required: bool = False
+    default: str | None = None
+    #: A regular expression the whole value must match.
+    pattern: str | None = None
+    #: The values allowed, when they can be listed.
+    allowed: tuple[str, ...] | None = Field(default=None, min_length=1)
+    max_length: int = Field(default=MAX_PARAMETERS_BYTES, ge=1, le=MAX_PARAMETERS_BYTES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.required == (self.default is not None):
+            raise ValueError("a parameter is either required or has a default, not both and not neither")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from None
+        if self.pattern is not None and self.allowed is not None:
+            raise ValueError("give a pattern or a set of allowed values, not both")
+        if self.default is not None and (problem := self.problem_with(self.default)):
+            raise ValueError(f"the default {self.default!r} is itself invalid: {problem}")
+        return self
+
+    def problem_with(self, value: str) -> str | None:
+        """Why ``value`` is not acceptable, or None."""
+        if len(value) > self.max_length:
+            return f"is {len(value)} characters long; at most {self.max_length}"
+        if self.allowed is not None and value not in self.allowed:
+            return f"must be one of {', '.join(map(repr, self.allowed))}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"must match {self.pattern}"
+        return None
+
+
+class Job(_Entry):
+    """One entry of the catalogue: a Databricks job a client may start as a pipeline."""
+
+    #: The entry's own name (the table's key), filled in when the catalogue loads.
+    name: JobName
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    #: The Databricks job, by name (resolved once through jobs/list) or by id.
+    databricks_job_name: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    databricks_job_id: int | None = Field(default=None, gt=0)
+    completion: Completion
+    #: Of a multi-task run, the task whose exit value is the pipeline's result.
+    result_task: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    default_timeout_seconds: int = Field(default=6 * 3600, ge=1, le=MAX_TIMEOUT_SECONDS)
+    max_timeout_seconds: int = Field(default=MAX_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+    #: A pipeline still waiting after this long counts as overdue.
+    expected_duration_seconds: int | None = Field(default=None, ge=1)
+    #: A caller holding any one of these may start the job.
+    start_scopes: tuple[StartScope, ...] = Field(default=("start",), min_length=1)
+    parameters: dict[ParameterName, Parameter] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.databricks_job_name is None) == (self.databricks_job_id is None):
+            raise ValueError("name the Databricks job by databricks_job_name or databricks_job_id (exactly one)")
+        if self.default_timeout_seconds > self.max_timeout_seconds:
+            raise ValueError(
+                f"default_timeout_seconds ({self.default_timeout_seconds}) exceeds "
+                f"max_timeout_seconds ({self.max_timeout_seconds})"
+            )
+        reserved = sorted(set(PIPELINE_PARAMETERS) & set(self.parameters))
+        if reserved:
+            raise ValueError(f"parameter names reserved for the pipeline itself: {', '.join(reserved)}")
+        return self
+
+    @property
+    def databricks_job(self) -> str:
+        """The Databricks job as a person would name it."""
+        return f"job {self.databricks_job_id}" if self.databricks_job_id else f"job {self.databricks_job_name!r}"
+
+    def resolve(self, given: dict[str, str]) -> dict[str, str]:
+        """``given`` with defaults filled in; :class:`InvalidParameters` naming every problem."""
+        problems = [
+            ParameterProblem(name, "is not a parameter of this job", sorted(self.parameters))
+            for name in sorted(set(given) - set(self.parameters))
+        ]
+        resolved: dict[str, str] = {}
+        for name, parameter in self.parameters.items():
+            if name not in given:
+                if parameter.required:
+                    problems.append(ParameterProblem(name, "is required"))
+                else:
+                    assert parameter.default is not None  # validated
+                    resolved[name] = parameter.default
+                continue
+            problem = parameter.problem_with(given[name])
+            if problem is not None:
+                problems.append(ParameterProblem(name, problem))
+            resolved[name] = given[name]
+        if problems:
+            raise InvalidParameters(self.name, problems)
+        return resolved
+
+    def timeout(self, requested: int | None) -> int:
+        """The pipeline's timeout for ``requested`` (None: the job's default)."""
+        if requested is None:
+            return self.default_timeout_seconds
+        if requested > self.max_timeout_seconds:
+            raise InvalidParameters(
+                self.name,
+                [
+                    ParameterProblem(
+                        "timeout_seconds", f"is {requested}; this job allows at most {self.max_timeout_seconds}"
+                    )
+                ],
+                field="timeout_seconds",
+            )
+        return requested
+
+
+@dataclass(frozen=True)
+class ParameterProblem:
+    """What is wrong with one parameter of a request."""
+
+    name: str
+    problem: str
+    #: For an undeclared parameter: the ones the job declares.
+    declared: list[str] | None = None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.problem}"
+
+
+class InvalidParameters(ValueError):
+    """A request's parameters do not fit its job."""
+
+    def __init__(self, job: str, problems: list[ParameterProblem], field: str = "parameters") -> None:
+        self.job = job
+        self.problems = problems
+        self.field = field
+        super().__init__(f"job {job!r}: " + "; ".join(problem.describe() for problem in problems))
+
+
+class UnknownJob(LookupError):
+    """A request names a job the catalogue does not hold."""
+
+    def __init__(self, job: str, known: list[str]) -> None:
+        self.job = job
+        self.known = known
+        super().__init__(f"no job {job!r} in the catalogue; known: {', '.join(known) or 'none'}")
+
+
+class CatalogueError(ValueError):
+    """The catalogue file does not load: unreadable, not TOML, or invalid."""
+
+
+class Catalogue(BaseModel):
+    """Every job clients may start, by name, and the one a request that names none gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: JobName
+    jobs: dict[JobName, Job] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_each_entry(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("jobs"), dict):
+            jobs = {
+                name: {"name": name, **entry} if isinstance(entry, dict) else entry
+                for name, entry in data["jobs"].items()
+            }
+            data = {**data, "jobs": jobs}
+        return data
+
+    @model_validator(mode="after")
+    def _default_is_listed(self) -> Self:
+        if self.default not in self.jobs:
+            raise ValueError(f"default {self.default!r} is not one of the jobs: {', '.join(self.jobs)}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> Catalogue:
+        """The catalogue in ``path``; CatalogueError naming the file and every problem."""
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CatalogueError(f"job catalogue {path}: cannot be read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CatalogueError(f"job catalogue {path}: not TOML: {exc}") from None
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            problems = [
+                f"  {'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+                for error in exc.errors()
+            ]
+            raise CatalogueError(f"job catalogue {path}: invalid\n" + "\n".join(problems)) from None
+
+    def job(self, name: str | None) -> Job:
+        """The entry called ``name`` (None: the default); UnknownJob if there is none."""
+        entry = self.jobs.get(self.default if name is None else name)
+        if entry is None:
+            raise UnknownJob(str(name), sorted(self.jobs))
+        return entry
