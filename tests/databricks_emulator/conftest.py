@@ -29,7 +29,8 @@ from tests.databricks_emulator.receiver import CallbackReceiver
 from tests.databricks_emulator.sdk_models import LOG_ENV, problems_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = REPO_ROOT / "notebooks" / "pipeline.py"
+NOTEBOOKS = REPO_ROOT / "notebooks"
+NOTEBOOK = NOTEBOOKS / "pipeline.py"
 #: The job id the session's emulator serves; deliberately not the default.
 JOB_ID = 4242
 #: The SDK retries transient errors for this long; a test that needs longer is broken.

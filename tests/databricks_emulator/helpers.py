@@ -1,18 +1,26 @@
-"""What the emulator tests do again and again: build a run's parameters, wait for states."""
+"""What the emulator tests do again and again: build a run's parameters, wait for states, run a notebook."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import httpx
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Run, RunLifeCycleState
 
+from databricks_emulator import harness
 from pipeline_shared.ids import callback_promise_id
 from pipeline_shared.signing import derive_callback_key
+from tests.databricks_emulator.conftest import NOTEBOOKS
 
 #: Poll often: the emulator's states last tenths of a second in these tests.
 POLL_SECONDS = 0.05
@@ -26,13 +34,15 @@ class Pipeline:
         self.secret = f"server-secret-{uuid.uuid4().hex}"
         self.promise_id = callback_promise_id(pipeline_id)
         self.key = derive_callback_key(self.secret, self.promise_id)
-        self.job_parameters = {
+        #: What the worker sets on every run, whatever the job.
+        self.inputs = {
             "pipeline_id": pipeline_id,
             "callback_promise_id": self.promise_id,
             "callback_url": callback_url,
             "callback_signing_key": self.key,
-            "parameters": json.dumps(user_parameters),
         }
+        #: The emulator's job still takes the user's parameters as one JSON value.
+        self.job_parameters = {**self.inputs, "parameters": json.dumps(user_parameters)}
 
 
 def wait_until(workspace: WorkspaceClient, run_id: int, done, timeout: float = 30) -> Run:  # type: ignore[no-untyped-def]
@@ -96,3 +106,55 @@ def counters(control: httpx.Client, pipeline_id: str) -> dict:
     response = control.get(f"/emulator/pipelines/{pipeline_id}")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def import_callback_helper() -> ModuleType:
+    """notebooks/pipeline_callback.py, as the module the notebooks import (loaded once)."""
+    if "pipeline_callback" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("pipeline_callback", NOTEBOOKS / "pipeline_callback.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pipeline_callback"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["pipeline_callback"]
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """How one notebook run through the harness ended: its exit value, or the error it raised."""
+
+    returncode: int
+    exit_value: str | None
+    error: dict | None
+    stdout: str
+
+    @property
+    def result(self) -> dict:
+        assert self.error is None, self.error
+        assert self.exit_value is not None, "the notebook ended without dbutils.notebook.exit"
+        return json.loads(self.exit_value)
+
+
+def run_notebook(notebook: Path, widgets: dict[str, str], run_dir: Path, timeout: float = 60) -> NotebookRun:
+    """Run ``notebook`` as the emulator runs a job's notebook task: the harness, isolated, stdlib only."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "notebook_path": str(notebook),
+        "widgets": widgets,
+        "fault": harness.FAULT_NONE,
+        "run_dir": str(run_dir),
+        "outcome_path": str(run_dir / "outcome.json"),
+        "callback_sink_url": "http://127.0.0.1:9/unused",
+    }
+    spec_path = run_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    process = subprocess.run(
+        [sys.executable, "-I", "-S", harness.__file__, str(spec_path)],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    outcome = json.loads((run_dir / "outcome.json").read_text())
+    return NotebookRun(process.returncode, outcome["exit_value"], outcome["error"], process.stdout)

@@ -185,6 +185,7 @@ def main(argv: list[str]) -> int:
         print("usage: python harness.py SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[1]).read_text())
+    sys.path.insert(0, str(Path(spec["notebook_path"]).resolve().parent))
     outcome: dict = {"exit_value": None, "error": None}
     status = 0
     try:
