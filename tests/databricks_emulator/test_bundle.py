@@ -17,11 +17,11 @@ import pytest
 import yaml
 from databricks.bundles.jobs import Job
 
-from databricks_emulator.jobspec import JOB_PARAMETERS, TASK_KEY
-from pipeline_shared import names
-from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
+from pipeline_shared.catalogue import PIPELINE_PARAMETERS, Catalogue, Completion
+from tests.databricks_emulator.conftest import REPO_ROOT
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
+CATALOGUE = REPO_ROOT / "infra" / "catalogue.toml"
 #: The top-level mappings of databricks.yml, from the bundle configuration reference.
 TOP_LEVEL_KEYS = {
     "artifacts", "bundle", "experimental", "include", "permissions", "presets", "python",
@@ -32,16 +32,6 @@ TARGET_KEYS = {
     "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions",
     "presets", "resources", "run_as", "sync", "variables", "workspace",
 }  # fmt: skip
-#: The inputs the notebook reads and the worker passes, by the shared library's names.
-CONTRACT_PARAMETERS = [
-    names.JOB_PARAM_PIPELINE_ID,
-    names.JOB_PARAM_CALLBACK_PROMISE_ID,
-    names.JOB_PARAM_CALLBACK_URL,
-    names.JOB_PARAM_CALLBACK_SIGNING_KEY,
-    names.JOB_PARAM_USER_PARAMETERS,
-]
-
-
 @pytest.fixture(scope="module")
 def bundle() -> dict:
     return yaml.safe_load(BUNDLE.read_text())
@@ -58,7 +48,7 @@ def test_bundle_uses_only_known_mappings(bundle):
 
 
 def test_every_job_definition_is_valid_for_databricks(bundle):
-    definitions = [bundle["resources"]["jobs"]["pipeline"]] + [
+    definitions = list(bundle["resources"]["jobs"].values()) + [
         job
         for target in bundle["targets"].values()
         for job in target.get("resources", {}).get("jobs", {}).values()
@@ -67,21 +57,54 @@ def test_every_job_definition_is_valid_for_databricks(bundle):
         Job.from_dict(definition)  # raises on any field or value Databricks does not define
 
 
-def test_job_is_the_one_the_worker_and_the_emulator_expect(bundle):
-    job = Job.from_dict(bundle["resources"]["jobs"]["pipeline"])
-    variables = {name: spec["default"] for name, spec in bundle["variables"].items()}
+def _jobs_by_name(bundle: dict) -> dict[str, Job]:
+    return {job["name"]: Job.from_dict(job) for job in bundle["resources"]["jobs"].values()}
 
-    assert [p.name for p in job.parameters] == CONTRACT_PARAMETERS == list(JOB_PARAMETERS)
-    assert {p.name: p.default for p in job.parameters} == JOB_PARAMETERS
-    assert int(_resolve(job.max_concurrent_runs, variables)) >= 500
-    assert int(_resolve(job.timeout_seconds, variables)) > 0
-    assert job.queue.enabled is True
-    [task] = job.tasks
-    assert task.task_key == TASK_KEY and task.max_retries == 0
-    notebook = (BUNDLE.parent / task.notebook_task.notebook_path).resolve()
-    assert notebook == NOTEBOOK.resolve() and notebook.is_file()
-    synced = [(BUNDLE.parent / path).resolve() for path in bundle["sync"]["paths"]]
-    assert any(notebook.is_relative_to(path) for path in synced), "the notebook must be synced"
+
+def test_the_bundle_and_the_catalogue_describe_the_same_jobs(bundle):
+    """Each catalogue entry names a job the bundle deploys, with the same parameters and defaults.
+
+    A job that calls back also declares the pipeline's own inputs (empty by
+    default); the catalogue's required parameters have an empty default in
+    the bundle, since a Databricks job parameter always has one.
+    """
+    deployed = _jobs_by_name(bundle)
+    variables = {name: spec["default"] for name, spec in bundle["variables"].items()}
+    catalogue = Catalogue.load(CATALOGUE)
+    for entry in catalogue.jobs.values():
+        assert entry.databricks_job_name in deployed, f"{entry.name}: the bundle deploys no {entry.databricks_job}"
+        job = deployed[entry.databricks_job_name]
+        expected = {name: parameter.default or "" for name, parameter in entry.parameters.items()}
+        if entry.completion is Completion.CALLBACK:
+            expected |= dict.fromkeys(PIPELINE_PARAMETERS, "")
+        assert {p.name: p.default for p in job.parameters} == expected, entry.name
+        assert job.queue.enabled is True and int(_resolve(job.max_concurrent_runs, variables)) >= 500
+        assert int(_resolve(job.timeout_seconds, variables)) > 0
+        task_keys = [task.task_key for task in job.tasks]
+        if entry.result_task is not None:
+            assert entry.result_task in task_keys, entry.name
+        else:
+            assert len(task_keys) == 1, f"{entry.name}: a multi-task job needs a result_task"
+        notifies = bool(job.webhook_notifications and job.webhook_notifications.on_success)
+        assert notifies == (entry.completion is Completion.NOTIFICATION), f"{entry.name}: completion vs notifications"
+        for task in job.tasks:
+            assert task.max_retries in (None, 0), f"{entry.name}.{task.task_key}: the service repairs, not Databricks"
+            path = task.notebook_task.notebook_path if task.notebook_task else None
+            path = path or (task.sql_task.file.path if task.sql_task and task.sql_task.file else None)
+            if path is not None:
+                source = (BUNDLE.parent / path).resolve()
+                assert source.is_file(), f"{entry.name}.{task.task_key}: {path} is not in the repository"
+                synced = [(BUNDLE.parent / p).resolve() for p in bundle["sync"]["paths"]]
+                assert any(source.is_relative_to(folder) for folder in synced), f"{path} must be synced"
+    assert set(deployed) == {entry.databricks_job_name for entry in catalogue.jobs.values()}, (
+        "every job the bundle deploys is in the catalogue"
+    )
+
+
+def test_the_callback_helper_is_deployed_beside_the_notebooks(bundle):
+    synced = [(BUNDLE.parent / p).resolve() for p in bundle["sync"]["paths"]]
+    helper = (REPO_ROOT / "notebooks" / "pipeline_callback.py").resolve()
+    assert any(helper.is_relative_to(folder) for folder in synced)
 
 
 def test_every_variable_used_is_declared(bundle):
@@ -101,7 +124,7 @@ def test_readme_names_the_worker_settings():
     for setting in (
         "DATABRICKS_HOST",
         "DATABRICKS_TOKEN",
-        "DATABRICKS_JOB_ID",
+        "JOB_CATALOGUE_FILE",
         "GATEWAY_CALLBACK_URL",
     ):
         assert setting in readme

@@ -23,13 +23,13 @@ WATCH_DATABRICKS_RUN: Final = "watch_databricks_run"
 #: The email step, registered by the notifier.
 SEND_PIPELINE_EMAIL: Final = "send_pipeline_email"
 
-# The notebook's inputs: Databricks job parameters, which reach the notebook as
-# widgets. They are the contract between the worker and notebooks/pipeline.py
-# (and infra/databricks/databricks.yml, which declares them).
+# The pipeline's own inputs to a job that calls back: Databricks job
+# parameters, which reach the notebook as widgets. They are the contract
+# between the worker and notebooks/pipeline_callback.py (and
+# infra/databricks/databricks.yml, which declares them on every such job).
+# The user's parameters are job parameters of their own, declared per job in
+# the bundle and the catalogue.
 JOB_PARAM_PIPELINE_ID: Final = "pipeline_id"
 JOB_PARAM_CALLBACK_PROMISE_ID: Final = "callback_promise_id"
 JOB_PARAM_CALLBACK_URL: Final = "callback_url"
 JOB_PARAM_CALLBACK_SIGNING_KEY: Final = "callback_signing_key"
-#: The user's own parameters, as one JSON object of strings: a job accepts only
-#: the parameters it declares, so arbitrary user keys travel inside this one.
-JOB_PARAM_USER_PARAMETERS: Final = "parameters"
