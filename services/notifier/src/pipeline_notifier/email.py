@@ -239,6 +239,31 @@ def _result_blocks(notification: Notification) -> list[_Block]:
     return blocks
 
 
+def _task_blocks(notification: Notification) -> list[_Block]:
+    """Each task's outcome, for a run read from the Jobs API (a multi-task job, or no callback)."""
+    report = notification.report
+    if report is None or not report.tasks:
+        return []
+    rows = []
+    for task in report.tasks[:MAX_PARAMETERS]:
+        outcome = task.result_state or task.life_cycle_state or "unknown"
+        detail = _visible(task.state_message, keep_newlines=False).strip()
+        if task.truncated:
+            detail = f"{detail} (its output is cut)".strip()
+        rows.append((_one_line(task.task_key, 80), _one_line(f"{outcome}: {detail}" if detail else outcome)))
+    blocks: list[_Block] = [_Heading("Tasks"), _Facts(rows)]
+    if len(report.tasks) > MAX_PARAMETERS:
+        blocks.append(_Para(f"… and {len(report.tasks) - MAX_PARAMETERS:,} more tasks."))
+    return blocks
+
+
+def _job_blocks(notification: Notification) -> list[_Block]:
+    if notification.job is None:
+        return []
+    title = notification.job_title or notification.job
+    return [_Facts([("Job", _one_line(f"{title} ({notification.job})" if title != notification.job else title))])]
+
+
 def _parameter_blocks(notification: Notification) -> list[_Block]:
     items = sorted(notification.parameters.items())
     if not items:
@@ -277,7 +302,7 @@ def _content(notification: Notification, pipeline: str) -> list[_Block]:
             blocks = [_Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
         case _:
             blocks = [_Para(f"Pipeline {pipeline} was cancelled."), *_run_blocks(n)]
-    return [*blocks, *_parameter_blocks(n)]
+    return [*blocks, *_task_blocks(n), *_job_blocks(n), *_parameter_blocks(n)]
 
 
 def _render_text(blocks: list[_Block], footer: str) -> str:
