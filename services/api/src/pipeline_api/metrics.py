@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter
 
-PIPELINES_STARTED = Counter("pipelines_started_total", "Pipelines started through the gateway.")
+PIPELINES_STARTED = Counter("pipelines_started_total", "Pipelines started through the gateway.", ["job"])
 CANCELS = Counter("pipeline_cancels_total", "Pipelines cancelled at a user's request.")
 CALLBACKS = Counter(
     "callbacks_total",

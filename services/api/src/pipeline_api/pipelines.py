@@ -147,7 +147,7 @@ class Pipelines:
                 f"(differs in: {', '.join(_differences(stored, spec))}); use another id"
             )
         if created:
-            metrics.PIPELINES_STARTED.inc()
+            metrics.PIPELINES_STARTED.labels(job="default").inc()  # TODO(job label)
         return await self._status_of(record, stored), created
 
     async def _create_root(self, spec: PipelineSpec, nonce: str, owner: str) -> PromiseRecord:

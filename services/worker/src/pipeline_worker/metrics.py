@@ -5,7 +5,7 @@ from prometheus_client import Counter
 PIPELINES_FINISHED = Counter(
     "pipelines_finished_total",
     "Pipelines that reached a final state, by state (succeeded, failed, cancelled, timed_out).",
-    ["state"],
+    ["state", "job"],
 )
 RUNS_TRIGGERED = Counter("databricks_runs_triggered_total", "Successful run-now calls (replays included).")
 WATCHDOG_CHECKS = Counter(
@@ -17,4 +17,9 @@ WATCHDOG_SETTLEMENTS = Counter(
     "watchdog_settlements_total",
     "Callback promises settled by the watchdog because no callback came, by status.",
     ["status"],
+)
+PIPELINE_OVERDUE_CHECKS = Counter(
+    "pipeline_overdue_checks_total",
+    "Watchdog checks that found a pipeline still waiting past its job's expected duration.",
+    ["job"],
 )

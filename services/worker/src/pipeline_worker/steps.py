@@ -132,7 +132,7 @@ async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcom
     """Count and log the final outcome, once per pipeline (barring a crash here)."""
     await ctx.get_dependency(WorkerDeps).hooks.checkpoint("after_email", pipeline_id)
     with pipeline_context(pipeline_id):
-        metrics.PIPELINES_FINISHED.labels(state=outcome.state.value).inc()
+        metrics.PIPELINES_FINISHED.labels(state=outcome.state.value, job="default").inc()  # TODO(job label)
         logger.info(
             "pipeline finished",
             extra={
