@@ -744,7 +744,15 @@ async def waiting_capacity(
 
 async def _succeeded(bench: Bench) -> int:
     samples = await bench.worker_metrics.scrape()
-    return int(samples.get("pipelines_finished_total{state=succeeded}", 0))
+    # Summed over jobs: the counter is labelled by job as well as by state.
+    prefix = "pipelines_finished_total{"
+    return int(
+        sum(
+            value
+            for key, value in samples.items()
+            if key.startswith(prefix) and "state=succeeded" in key[len(prefix) : -1].split(",")
+        )
+    )
 
 
 def _slope(points: list[tuple[float, float]]) -> float:

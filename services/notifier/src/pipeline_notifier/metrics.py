@@ -34,3 +34,10 @@ SMTP_DELIVERY_SECONDS = Histogram(
     "retries within the attempt.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+# Every failure reason is exported from the start, at 0. A labelled counter
+# otherwise appears only at its first increment, already at 1, and the
+# alerts on its increase (infra/observability/prometheus/alerts.yml) could
+# not see that first failure, which for "permanent" may be the only one.
+for _reason in ("permanent", "transient", "configuration"):
+    EMAILS_FAILED.labels(reason=_reason)
