@@ -53,3 +53,34 @@ async def test_the_cli_sends_pipelines_api_key_and_only_that(
     assert "401 invalid_token" in refused.err and "PIPELINES_API_KEY is not set" in refused.err
     assert wrong_key == 2
     assert KEY not in refused.err + printed.err + printed.out
+
+
+async def test_the_cli_lists_the_jobs_and_starts_one_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text(ENTRY.as_toml())
+    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
+    harness = Harness(autostart=False)
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    sock = loopback_socket()
+    gateway = ["--gateway", url_of(sock)]
+    pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
+
+    async with serving(app, sock):
+        listed = await run_cli(monkeypatch, KEY, *gateway, "jobs")
+        jobs = capsys.readouterr().out
+        started = await run_cli(
+            monkeypatch, KEY, *gateway, "start", "--no-follow", "--job", "word-frequencies",
+            "--email", "cli@example.com", "--id", pipeline_id, "--param", "text=a b a",
+        )  # fmt: skip
+        start_out = capsys.readouterr()
+        refused = await run_cli(monkeypatch, KEY, *gateway, "start", "--job", "word-frequencies", "--email", "c@x.io")
+        refusal = capsys.readouterr().err
+
+    assert listed == 0 and jobs.startswith("csv-statistics (default): CSV statistics; completes by callback")
+    assert "  --param text=...  The text to count words in. (required)" in jobs
+    assert "customer-report" not in jobs, "a job the key may not start is not listed"
+    assert started == 0, start_out.err
+    assert [call["text"] for call in harness.jobs.run_now_calls] == ["a b a"]
+    assert refused == 2 and "422" in refusal and "body.parameters.text: is required" in refusal

@@ -89,7 +89,7 @@ class Gateway:
         self.http = new_session(url)
 
     async def start(self, pipeline_id: str) -> int:
-        payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {"label": "benchmark"}}
+        payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}}
         async with self.http.post("/pipelines", json=payload, headers=AUTHENTICATED) as response:
             await response.read()
             return response.status

@@ -91,7 +91,7 @@ async def test_a_burst_of_identical_starts_makes_one_pipeline_one_run_and_one_em
     stack, emulator: Emulator, mail: MailSink
 ) -> None:  # type: ignore[no-untyped-def]
     pipeline_id = new_id("burst")
-    body = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {"label": "burst"}}
+    body = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}}
     limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
     started = time.monotonic()
 

@@ -26,7 +26,7 @@ def test_happy_path_runs_the_notebook_and_emails_the_result(
 ) -> None:
     pipeline_id = new_id("happy")
 
-    started = gateway.start(pipeline_id, parameters={"label": "integration"})
+    started = gateway.start(pipeline_id, parameters={})
 
     assert started.status_code == 202, started.text
     done = gateway.wait_for(pipeline_id, "succeeded")
@@ -93,9 +93,9 @@ def test_bad_tampered_or_expired_signatures_are_401_and_change_nothing(
 def test_duplicate_start_gives_exactly_one_run(gateway: Gateway, emulator: Emulator) -> None:
     pipeline_id = new_id("twice")
 
-    first = gateway.start(pipeline_id, parameters={"k": "v"})
-    second = gateway.start(pipeline_id, parameters={"k": "v"})
-    different = gateway.start(pipeline_id, parameters={"k": "other"})
+    first = gateway.start(pipeline_id, parameters={"source": ""})
+    second = gateway.start(pipeline_id, parameters={"source": ""})
+    different = gateway.start(pipeline_id, parameters={"source": "/elsewhere.csv"})
 
     assert (first.status_code, second.status_code, different.status_code) == (202, 200, 409)
     gateway.wait_for(pipeline_id, "succeeded")

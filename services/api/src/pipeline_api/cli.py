@@ -107,6 +107,20 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
     return parameters
 
 
+def _describe_job(job: dict[str, Any]) -> str:
+    """A job and its parameters, as `pipelines jobs` prints them."""
+    marker = " (default)" if job["default"] else ""
+    lines = [f"{job['name']}{marker}: {job['title']}; completes by {job['completion']}", f"  {job['description']}"]
+    for parameter in job["parameters"]:
+        rule = "required" if parameter["required"] else f"default {parameter['default']!r}"
+        if parameter["allowed"]:
+            rule += f"; one of {', '.join(parameter['allowed'])}"
+        elif parameter["pattern"]:
+            rule += f"; matches {parameter['pattern']}"
+        lines.append(f"  --param {parameter['name']}=...  {parameter['description']} ({rule})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pipelines",
@@ -120,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between status reads while following")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="start a pipeline and follow it")
+    start.add_argument("--job", help="the catalogue job to run (see `pipelines jobs`; default: the default job)")
     start.add_argument("--email", required=True)
     start.add_argument("--id", help="your pipeline id (default: generated)")
     start.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     start.add_argument("--timeout", type=int, help="seconds to wait for Databricks")
     start.add_argument("--no-follow", action="store_true", help="print the pipeline and return at once")
+    commands.add_parser("jobs", help="list the catalogue's jobs you may start, with their parameters")
     for name, help_text in (
         ("status", "print where a pipeline stands"),
         ("follow", "follow a pipeline until it finishes"),
@@ -139,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             body: dict[str, Any] = {"email": args.email, "parameters": _parameters(args.param)}
             if args.id:
                 body["id"] = args.id
+            if args.job:
+                body["job"] = args.job
             if args.timeout:
                 body["timeout_seconds"] = args.timeout
             doc = gateway.request("POST", "/pipelines", json=body)
@@ -146,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(_describe(doc))
                 return 0
             return follow(gateway, doc["id"], args.interval, doc)
+        if args.command == "jobs":
+            for job in gateway.request("GET", "/jobs")["jobs"]:
+                print(_describe_job(job))
+            return 0
         if args.command == "status":
             print(_describe(gateway.request("GET", f"/pipelines/{args.id}")))
             return 0
