@@ -37,7 +37,7 @@ def test_the_repositorys_catalogue_loads_with_its_default_first() -> None:
     [
         ('default = "two"', "default 'two' is not one of the jobs"),
         ("databricks_job_name = 'also'", "exactly one"),
-        ('completion = "poll"\n', "jobs.one"),
+        ('completion = "email"', "jobs.one.completion"),
         ("default_timeout_seconds = 100\nmax_timeout_seconds = 10", "exceeds max_timeout_seconds"),
         ('start_scopes = ["read"]', "jobs.one.start_scopes"),
         ("colour = 'blue'", "jobs.one.colour"),
@@ -49,7 +49,9 @@ def test_the_repositorys_catalogue_loads_with_its_default_first() -> None:
 )
 def test_a_bad_catalogue_is_refused_naming_the_field(tmp_path: Path, change: str, named: str) -> None:
     if change.startswith(("default =", "completion =")):
-        text = MINIMAL.replace(change.split(" =")[0] + ' = "' + ("one" if change.startswith("default") else "poll") + '"', change)
+        text = MINIMAL.replace(
+            change.split(" =")[0] + ' = "' + ("one" if change.startswith("default") else "poll") + '"', change
+        )
     else:
         text = MINIMAL + change
     with pytest.raises(CatalogueError) as caught:

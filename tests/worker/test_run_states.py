@@ -80,7 +80,9 @@ def test_a_state_databricks_adds_later_reads_as_still_going() -> None:
 
 
 def _task(key: str, exit_value: str | None, **fields: object) -> TaskOutcome:
-    return TaskOutcome(task_key=key, life_cycle_state="TERMINATED", result_state="SUCCESS", exit_value=exit_value, **fields)
+    return TaskOutcome(
+        task_key=key, life_cycle_state="TERMINATED", result_state="SUCCESS", exit_value=exit_value, **fields
+    )
 
 
 def test_the_result_is_the_result_tasks_exit_value() -> None:

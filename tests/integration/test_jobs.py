@@ -1,0 +1,97 @@
+"""Any catalogue job on the compose stack: by name, written with the helper, without a callback, multi-task.
+
+The emulator runs the bundle's jobs (infra/databricks/databricks.yml) with
+their real notebooks; the gateway and the worker read the repository's
+catalogue (infra/catalogue.toml).
+"""
+
+from __future__ import annotations
+
+import httpx
+import psycopg
+import pytest
+
+from tests.integration.clients import Emulator, Gateway, MailSink, new_id
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+#: The emulator's default notification destination, which compose points at the gateway.
+NOTIFICATION_CREDENTIALS = ("databricks", "dev-only-insecure-notification-password")
+
+
+@pytest.fixture
+def database(stack: Stack) -> psycopg.Connection:
+    with psycopg.connect(stack.resonate_dsn(), autocommit=True) as connection:
+        yield connection
+
+
+def checks_prompted_by_notifications(database: psycopg.Connection, pipeline_id: str) -> list[str]:
+    rows = database.execute(
+        "SELECT id FROM resonate.promises WHERE id LIKE %s ORDER BY id", (f"{pipeline_id}:hint-%",)
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_second_job_written_only_with_the_helper_is_started_by_name(gateway: Gateway, mail: MailSink) -> None:
+    pipeline_id = new_id("words")
+
+    started = gateway.start(pipeline_id, job="word-frequencies", parameters={"text": "to be or not to be", "top": "2"})
+
+    assert started.status_code == 202, started.text
+    done = gateway.wait_for(pipeline_id, "succeeded")
+    assert done["job"] == "word-frequencies"
+    assert done["result"]["words"][:2] == [{"word": "be", "count": 2}, {"word": "to", "count": 2}], done["result"]
+    assert done["databricks"]["report"] is None, "the notebook's callback reported it"
+    email = mail.wait_for(pipeline_id)
+    assert "Word frequencies" in email["text"]
+
+
+def test_catalogue_errors_are_named_and_start_nothing(gateway: Gateway, emulator: Emulator) -> None:
+    pipeline_id = new_id("bad")
+    for body, where in (
+        ({"job": "no-such-job"}, "body.job"),
+        ({"job": "word-frequencies"}, "body.parameters.text"),
+        ({"job": "nightly-refresh", "parameters": {"table": "payroll"}}, "body.parameters.table"),
+        ({"parameters": {"label": "x"}}, "body.parameters.label"),
+    ):
+        response = gateway.start(pipeline_id, **body)
+        assert response.status_code == 422 and response.json()["message"].startswith(where), response.text
+    assert gateway.http.get(f"/pipelines/{pipeline_id}").status_code == 404
+    assert emulator.runs(pipeline_id) == []
+
+
+def test_a_job_that_never_calls_back_ends_by_its_notification(
+    gateway: Gateway, mail: MailSink, database: psycopg.Connection
+) -> None:
+    pipeline_id = new_id("nightly")
+
+    gateway.start(pipeline_id, job="nightly-refresh", parameters={"table": "inventory"})
+
+    done = gateway.wait_for(pipeline_id, "succeeded")
+    assert done["result"]["table"] == "inventory", done["result"]
+    [task] = done["databricks"]["report"]["tasks"]
+    assert (task["task_key"], task["result_state"]) == ("refresh", "SUCCESS")
+    assert checks_prompted_by_notifications(database, pipeline_id), "the notifications prompted checks"
+    assert "succeeded" in mail.wait_for(pipeline_id)["subject"]
+
+
+def test_a_forged_notification_changes_nothing(gateway: Gateway, stack: Stack) -> None:
+    running = new_id("forged")
+    gateway.start(running, job="nightly-refresh", parameters={"table": "sales"})
+    gateway.wait_for(running, "waiting", "succeeded")
+    run_id = gateway.status(running)["databricks"]["run_id"]
+    forged = {"event_type": "jobs.on_failure", "workspace_id": "1", "run": {"run_id": run_id}, "job": {"job_id": 1}}
+
+    notifications = stack.callback_url.replace("/callbacks/", "/notifications/")
+
+    wrong = httpx.post(notifications, json=forged, auth=("databricks", "guess"))
+    with_credentials = [
+        httpx.post(notifications, json=forged, auth=NOTIFICATION_CREDENTIALS).json()["outcome"] for _ in range(10)
+    ]
+
+    assert wrong.status_code == 401
+    assert set(with_credentials) <= {"scheduled", "already_scheduled", "ignored"}
+    assert with_credentials.count("scheduled") <= 2, "rate-limited: one check per event and window"
+    done = gateway.wait_for(running, "succeeded")
+    assert done["error"] is None, "the run succeeded; a forged on_failure did not make it fail"
