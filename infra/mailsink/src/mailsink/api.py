@@ -33,6 +33,12 @@ class ErrorBody(BaseModel):
     message: str
 
 
+class AttachmentView(BaseModel):
+    filename: str | None
+    content_type: str
+    size: int
+
+
 class MessageView(BaseModel):
     """One stored message, as ``GET /messages`` and friends return it."""
 
@@ -58,6 +64,7 @@ class MessageView(BaseModel):
     authenticated_as: str | None
     tls: bool
     defects: list[str]
+    attachments: list[AttachmentView]
 
     @classmethod
     def of(cls, message: StoredMessage) -> MessageView:
@@ -82,6 +89,10 @@ class MessageView(BaseModel):
             authenticated_as=message.authenticated_as,
             tls=message.tls,
             defects=message.defects,
+            attachments=[
+                AttachmentView(filename=a.filename, content_type=a.content_type, size=a.size)
+                for a in message.attachments
+            ],
         )
 
 
