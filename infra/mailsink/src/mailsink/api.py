@@ -194,6 +194,13 @@ def _faults_view(faults: FaultPlan) -> FaultsView:
     )
 
 
+def validation_problems(exc: RequestValidationError) -> str:
+    """What was wrong with a request, parameter by parameter, in one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(ErrorBody(code=code, message=message).model_dump(), status_code=status)
 
@@ -220,10 +227,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        return _error(422, "invalid_request", problems)
+        return _error(422, "invalid_request", validation_problems(exc))
 
     @app.exception_handler(FaultError)
     async def _invalid_fault(request: Request, exc: FaultError) -> JSONResponse:
