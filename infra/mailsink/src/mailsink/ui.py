@@ -1,9 +1,9 @@
 """The sink's own web page: the mail received, read as a mail client shows it.
 
 Development only, like the sink itself. Pages are rendered on the server from
-the same store the JSON API reads, and each links its JSON twin (``/messages``
-and ``/messages/{number}``), so what a person sees and what a test asserts
-are the same data. No JavaScript: lists, filters and threads are links and a
+the same store the JSON API reads, and the list and each message link their
+JSON twin (``/messages`` and ``/messages/{number}``), so what a person sees
+and what a test asserts are the same data. No JavaScript: lists, filters and threads are links and a
 GET form, and live refresh is a ``<meta http-equiv="refresh">`` toggled by a
 query parameter.
 
@@ -11,8 +11,10 @@ Mail is hostile input. Every value goes through Jinja's autoescaping, and an
 HTML body is shown only inside ``<iframe sandbox srcdoc=...>``: an empty
 ``sandbox`` gives the frame an opaque origin and no scripts, forms, popups or
 top-level navigation. The pages' Content-Security-Policy forbids scripts too,
-and a ``srcdoc`` document inherits it, so an email's remote images and styles
+and a ``srcdoc`` document inherits it, so an email's remote images and style
 sheets are not fetched either (as a careful mail client would not).
+
+What this module must not do: change the store, or read anything but it.
 
 Refusals here are pages for a person (404, 422), with the same ``code`` the
 JSON API would give; the API's own errors stay JSON.
@@ -49,8 +51,8 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-#: Sent with every page: the policy above, no MIME sniffing of a raw
-#: message, no Referer leaking a Message-ID, and always the store as it is now.
+#: Sent with every page: the policy above, no MIME sniffing, no Referer
+#: carrying a pipeline id or Message-ID away, and always the store as it is now.
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -159,6 +161,7 @@ def create_ui_router(store: MailStore) -> APIRouter:
             pipeline=pipeline,
             refresh=refresh,
             filter_url=_list_url,
+            default_refresh=DEFAULT_REFRESH_SECONDS,
             refresh_url=_list_url(
                 pipeline=pipeline, refresh=None if refresh else DEFAULT_REFRESH_SECONDS
             ),
