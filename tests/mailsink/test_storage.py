@@ -51,6 +51,7 @@ async def test_stored_message_has_envelope_headers_and_both_bodies(
     assert stored["deliveries"] == 1
     assert stored["tls"] is False and stored["authenticated_as"] is None
     assert stored["defects"] == []
+    assert stored["attachments"] == []
     assert stored["received_at_ms"] > 0 and stored["size"] > 0
     assert ["X-Pipeline-Id", pipeline_id] in stored["headers"]
 
@@ -59,6 +60,27 @@ async def test_stored_message_has_envelope_headers_and_both_bodies(
     raw = await http.get(f"/messages/{stored['id']}/raw")
     assert raw.headers["content-type"].startswith("message/rfc822")
     assert f"X-Pipeline-Id: {pipeline_id}".encode() in raw.content
+
+
+async def test_attachments_are_listed_with_their_decoded_size(
+    sink: MailSink, http: httpx.AsyncClient
+) -> None:
+    rcpt = unique_address()
+    message = make_message(to=rcpt)
+    message.add_attachment(
+        b"\x00\x01" * 100, maintype="application", subtype="octet-stream", filename="run-output.bin"
+    )
+    message.add_attachment(
+        "ünïcode,1\n".encode(), maintype="text", subtype="csv", filename="résumé.csv"
+    )
+    await send(sink, message)
+
+    (stored,) = (await http.get("/messages", params={"to": rcpt})).json()["messages"]
+    assert stored["attachments"] == [
+        {"filename": "run-output.bin", "content_type": "application/octet-stream", "size": 200},
+        {"filename": "résumé.csv", "content_type": "text/csv", "size": 12},
+    ]
+    assert stored["text"].strip() == "Plain body."
 
 
 async def test_filters_by_recipient_and_message_id(sink: MailSink, http: httpx.AsyncClient) -> None:

@@ -27,7 +27,9 @@ def make_message(
     pipeline_id: str | None = None,
     text: str = "Plain body.",
     html: str | None = "<p>HTML body.</p>",
+    replying_to: list[str] | None = None,
 ) -> EmailMessage:
+    """A text (and HTML) email; ``replying_to`` names its thread, oldest first."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -35,6 +37,9 @@ def make_message(
     message["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@example.test>"
     if pipeline_id is not None:
         message["X-Pipeline-Id"] = pipeline_id
+    if replying_to:
+        message["In-Reply-To"] = replying_to[-1]
+        message["References"] = " ".join(replying_to)
     message.set_content(text)
     if html is not None:
         message.add_alternative(html, subtype="html")

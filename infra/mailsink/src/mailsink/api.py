@@ -33,6 +33,12 @@ class ErrorBody(BaseModel):
     message: str
 
 
+class AttachmentView(BaseModel):
+    filename: str | None
+    content_type: str
+    size: int
+
+
 class MessageView(BaseModel):
     """One stored message, as ``GET /messages`` and friends return it."""
 
@@ -58,6 +64,7 @@ class MessageView(BaseModel):
     authenticated_as: str | None
     tls: bool
     defects: list[str]
+    attachments: list[AttachmentView]
 
     @classmethod
     def of(cls, message: StoredMessage) -> MessageView:
@@ -82,6 +89,10 @@ class MessageView(BaseModel):
             authenticated_as=message.authenticated_as,
             tls=message.tls,
             defects=message.defects,
+            attachments=[
+                AttachmentView(filename=a.filename, content_type=a.content_type, size=a.size)
+                for a in message.attachments
+            ],
         )
 
 
@@ -183,6 +194,13 @@ def _faults_view(faults: FaultPlan) -> FaultsView:
     )
 
 
+def validation_problems(exc: RequestValidationError) -> str:
+    """What was wrong with a request, parameter by parameter, in one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(ErrorBody(code=code, message=message).model_dump(), status_code=status)
 
@@ -209,10 +227,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        return _error(422, "invalid_request", problems)
+        return _error(422, "invalid_request", validation_problems(exc))
 
     @app.exception_handler(FaultError)
     async def _invalid_fault(request: Request, exc: FaultError) -> JSONResponse:

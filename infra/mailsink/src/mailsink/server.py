@@ -5,6 +5,10 @@ asking for port 0 learns the real ports at once; tests run many sinks side by
 side that way. Sharing one loop means the store, the fault plan and the
 counters need no locks, and a long poll wakes the moment SMTP stores a
 message.
+
+The HTTP listener serves the JSON API (:mod:`mailsink.api`) and, beside it,
+the pages a developer reads the mail on (:mod:`mailsink.ui`); both read the
+one store.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mailsink.api import create_app
 from mailsink.faults import FaultPlan
 from mailsink.smtp import SinkStats, SmtpOptions, smtp_protocol_factory
 from mailsink.store import Limits, MailStore
+from mailsink.ui import create_ui_router
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +143,7 @@ class MailSink:
         http_socket = bind(*self._http_address)
         self.http_port = http_socket.getsockname()[1]
         app = create_app(self.store, self.faults, self.stats, self.probe_smtp)
+        app.include_router(create_ui_router(self.store))
         config = uvicorn.Config(
             app,
             log_config=None,

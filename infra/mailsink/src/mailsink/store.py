@@ -18,6 +18,7 @@ import asyncio
 import email.parser
 import email.policy
 import logging
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,6 +51,17 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+#: One Message-ID as RFC 5322 writes it: ``<left@right>``, no spaces or
+#: brackets inside. Threading headers (In-Reply-To, References) are lists of
+#: these, and a page that looks one up refuses anything else.
+MESSAGE_ID_PATTERN = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
+
+
+def message_ids(value: str | None) -> list[str]:
+    """The Message-IDs in a threading header, in order, without repeats."""
+    return list(dict.fromkeys(MESSAGE_ID_PATTERN.findall(value or "")))
+
+
 def normalise_message_id(value: str) -> str:
     """A Message-ID as stored and matched: trimmed, inside angle brackets."""
     value = value.strip()
@@ -71,6 +83,16 @@ class Delivery:
     tls: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A part the sender attached, described but not kept apart from the raw bytes."""
+
+    filename: str | None
+    content_type: str
+    #: Decoded bytes, not the transfer-encoded size.
+    size: int
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """One message as the recipient sees it, however often it was delivered."""
@@ -88,6 +110,7 @@ class StoredMessage:
     authenticated_as: str | None
     tls: bool
     defects: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
     deliveries: int = 1
 
     def header(self, name: str) -> str | None:
@@ -98,6 +121,17 @@ class StoredMessage:
     @property
     def pipeline_id(self) -> str | None:
         return self.header(PIPELINE_ID_HEADER)
+
+    @property
+    def replies_to(self) -> list[str]:
+        """The Message-IDs this message names as its ancestors, oldest first.
+
+        References lists the thread from its start; In-Reply-To names the
+        parent, which a sender may give without References.
+        """
+        ancestors = message_ids(self.header("References"))
+        ancestors += [i for i in message_ids(self.header("In-Reply-To")) if i not in ancestors]
+        return ancestors
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +188,30 @@ def _body_part(parsed: EmailMessage, subtype: str, defects: list[str]) -> str | 
     return _clean(content) if isinstance(content, str) else None
 
 
+def _attachments(parsed: EmailMessage, defects: list[str]) -> list[Attachment]:
+    found: list[Attachment] = []
+    try:
+        parts = list(parsed.iter_attachments())
+    except Exception as exc:  # a multipart with no boundary, among others
+        defects.append(f"attachments: {exc.__class__.__name__}: {exc}")
+        return found
+    for part in parts:
+        try:
+            filename = part.get_filename()
+        except Exception as exc:
+            defects.append(f"attachment name: {exc.__class__.__name__}: {exc}")
+            filename = None
+        payload = part.get_payload(decode=True)
+        found.append(
+            Attachment(
+                filename=_clean(filename) if filename else None,
+                content_type=_clean(part.get_content_type()),
+                size=len(payload) if isinstance(payload, bytes) else 0,
+            )
+        )
+    return found
+
+
 def parse_message(number: int, delivery: Delivery, now: datetime) -> StoredMessage:
     """Read what a recipient would: headers, the text and HTML bodies."""
     defects: list[str] = []
@@ -175,6 +233,7 @@ def parse_message(number: int, delivery: Delivery, now: datetime) -> StoredMessa
         authenticated_as=delivery.authenticated_as,
         tls=delivery.tls,
         defects=defects,
+        attachments=_attachments(parsed, defects),
     )
     message_id = message.header("Message-ID")
     if message_id and message_id.strip():
@@ -246,6 +305,15 @@ class MailStore:
 
     def get(self, number: int) -> StoredMessage | None:
         return self._messages.get(number)
+
+    def get_by_message_id(self, message_id: str) -> StoredMessage | None:
+        """The message stored under ``message_id`` (brackets optional)."""
+        number = self._by_message_id.get(normalise_message_id(message_id))
+        return None if number is None else self._messages.get(number)
+
+    def all(self) -> list[StoredMessage]:
+        """Every message kept, oldest first."""
+        return list(self._messages.values())
 
     def find(self, wanted: MessageFilter) -> list[StoredMessage]:
         return [message for message in self._messages.values() if wanted.matches(message)]
