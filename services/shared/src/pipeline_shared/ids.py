@@ -55,11 +55,18 @@ def idempotency_token(namespace: str, pipeline_id: str) -> str:
     return f"pipeline-{digest[:48]}"
 
 
-def email_message_id(pipeline_id: str, state: str, domain: str) -> str:
-    """The Message-ID of the email announcing a pipeline's final state.
+def email_message_id(pipeline_id: str, state: str, domain: str, *, kind: str = "outcome", attempt: int = 0) -> str:
+    """The Message-ID of one of a pipeline's emails: its outcome, or that it awaits repair after attempt N.
 
     Derived, not random, so a resend after a crash is recognisably the same
-    message to the receiving server, which may deduplicate on it.
+    message to the receiving server, which may deduplicate on it. The email
+    of an outcome reached without any repair keeps the id it always had.
     """
-    digest = hashlib.sha256(f"{pipeline_id}/{state}".encode()).hexdigest()[:32]
+    key = f"{pipeline_id}/{state}" if (kind, attempt) == ("outcome", 0) else f"{pipeline_id}/{kind}/{state}/{attempt}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"<pipeline.{digest}@{domain}>"
+
+
+def attempt_record_id(pipeline_id: str, attempt: int) -> str:
+    """The promise recording repair attempt ``attempt`` (1, 2, ...): where the gateway finds its promises."""
+    return f"{pipeline_id}:attempt{attempt}"

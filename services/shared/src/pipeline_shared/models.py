@@ -32,6 +32,9 @@ class PipelineState(StrEnum):
 
     STARTING = "starting"
     WAITING = "waiting"
+    #: Its run failed; it waits, holding nothing, for a person to repair or
+    #: abandon it (POST /pipelines/{id}/repair or /abandon), until its repair window ends.
+    AWAITING_REPAIR = "awaiting_repair"
     NOTIFYING = "notifying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -171,10 +174,65 @@ class Notification(_Model):
     job: str | None = None
     job_title: str | None = None
     report: RunReport | None = None
+    #: ``outcome``: the pipeline ended (state is final); ``awaiting_repair``:
+    #: its run failed and it waits for a person to repair or abandon it.
+    kind: Literal["outcome", "awaiting_repair"] = "outcome"
+    #: The attempts so far, oldest first (empty for a pipeline never repaired).
+    attempts: list[Attempt] = Field(default_factory=list)
+    #: Message-IDs of the pipeline's earlier emails, oldest first: this one
+    #: replies to the last and references them all, so a mail client shows
+    #: one conversation per pipeline.
+    thread: list[str] = Field(default_factory=list)
+    #: While awaiting repair: when the repair window ends (epoch ms).
+    repair_deadline: int | None = None
     #: How long the pipeline waited for Databricks before timing out.
     waited_seconds: int | None = None
     #: When the outcome became known (epoch ms), for the latency metric.
     settled_at: int | None = None
+
+
+class Attempt(_Model):
+    """One run of the pipeline's tasks: the original run (number 0) or a repair of it."""
+
+    number: int = Field(ge=0)
+    #: Databricks' id of the repair; None for the original run.
+    repair_id: int | None = None
+    #: When it was started (epoch ms).
+    started_at: int
+    #: Why: "the original run", or why it was repaired.
+    reason: str
+    #: Who decided: a principal's id, "automatic" (the job's repair policy), None for the original run.
+    by: str | None = None
+    #: The tasks it reran (empty: all of them, for the original run).
+    rerun_tasks: list[str] = Field(default_factory=list)
+    #: Parameters changed for this repair, if any.
+    parameters: dict[str, str] | None = None
+    #: How it ended: success, failure or cancelled; None while it runs.
+    outcome: Literal["success", "failure", "cancelled"] | None = None
+    error: RunError | None = None
+
+
+class RepairDecision(_Model):
+    """What a person decided about a pipeline awaiting repair; the value of its decision promise."""
+
+    action: Literal["repair", "abandon"]
+    #: The principal that decided.
+    by: str
+    #: For a repair: the job's parameters to rerun with, resolved (None: unchanged).
+    parameters: dict[str, str] | None = None
+    decided_at: int
+
+
+class AttemptRecord(_Model):
+    """Where a repair attempt's promises are, for the gateway: the value of ``{id}:attempt{n}``."""
+
+    attempt: Attempt
+    #: The promise a person's decision settles, while the pipeline awaits repair.
+    decision_promise_id: str | None = None
+    #: When the repair window ends (epoch ms), while the pipeline awaits repair.
+    repair_deadline: int | None = None
+    #: The callback promise of this attempt's run, once it was repaired.
+    callback_promise_id: str | None = None
 
 
 class NotificationReceipt(_Model):
