@@ -572,6 +572,8 @@ async def gateway() -> AsyncIterator[WitnessedGateway]:
 
 
 SUCCESS = {"status": "success", "result": {"rows": 3}}
+#: A job whose failed runs are never waited on for a repair: a failure ends the pipeline.
+NO_REPAIRS = {"job": "nightly-refresh", "parameters": {"table": "sales"}}
 FAILURE = {"status": "failure", "result": None, "error": {"type": "ValueError", "message": "bad row 7"}}
 
 
@@ -602,7 +604,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
     async def test_the_first_outcome_stands_against_a_contradicting_one(
         self, gateway: WitnessedGateway, first: dict[str, Any], second: dict[str, Any]
     ) -> None:
-        pipeline_id = await gateway.waiting()
+        pipeline_id = await gateway.waiting(**NO_REPAIRS)
         assert (await gateway.callback(pipeline_id, first)).json()["outcome"] == "accepted"
 
         response = await gateway.callback(pipeline_id, second)
@@ -627,7 +629,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
     async def test_a_second_report_repeats_the_outcome_only_if_it_says_the_same(
         self, gateway: WitnessedGateway, first: dict[str, Any], second: dict[str, Any], answer: str | int
     ) -> None:
-        pipeline_id = await gateway.waiting()
+        pipeline_id = await gateway.waiting(**NO_REPAIRS)
         await gateway.callback(pipeline_id, first)
         await gateway.finished(pipeline_id)
 

@@ -141,7 +141,8 @@ async def test_signed_callback_settles_the_pipeline(gateway: Gateway) -> None:
 
 
 async def test_failure_callback_fails_the_pipeline_with_the_cause(gateway: Gateway) -> None:
-    pipeline_id = (await gateway.start()).json()["id"]
+    # A job whose failed runs nobody waits to repair: a failure ends the pipeline.
+    pipeline_id = (await gateway.start(job="nightly-refresh")).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
     error = {"type": "ZeroDivisionError", "message": "division by zero"}
 
@@ -150,6 +151,58 @@ async def test_failure_callback_fails_the_pipeline_with_the_cause(gateway: Gatew
     assert response.status_code == 200
     done = await gateway.wait_for_state(pipeline_id, "failed")
     assert done["error"] == error
+
+
+async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline_to_success(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start(parameters={"source": "/data/typo.csv"})).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    error = {"type": "KeyError", "message": "'colum'"}
+    await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": error})
+
+    awaiting = await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+    assert awaiting["error"] == error and awaiting["repair_deadline"]
+    assert [a["outcome"] for a in awaiting["attempts"]] == ["failure"]
+    cancel = await gateway.client.post(f"/pipelines/{pipeline_id}/cancel")
+    assert (cancel.status_code, cancel.json()["code"]) == (409, "pipeline_awaiting_repair")
+    bad = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"colour": "red"}})
+    assert bad.status_code == 422 and bad.json()["message"].startswith("body.parameters.colour: ")
+
+    repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": "/ok.csv"}})
+    assert repaired.status_code == 202, repaired.text
+    again = await gateway.client.post(f"/pipelines/{pipeline_id}/repair")
+    assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_repair")
+
+    waiting = await gateway.wait_for_state(pipeline_id, "waiting")
+    record = waiting["attempts"][-1]
+    assert (record["number"], record["by"], record["parameters"]) == (1, "key:dev", {"source": "/ok.csv"})
+    [run] = gateway.harness.jobs.runs_by_token.values()
+    [repair] = gateway.harness.jobs.repairs[run.run_id]
+    promise_id = repair["callback_promise_id"]
+    assert promise_id != ids.callback_promise_id(pipeline_id)
+    body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 9}}).encode()
+    signed = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
+    assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
+
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+    assert done["result"] == {"rows": 9}
+    assert [(a["number"], a["outcome"]) for a in done["attempts"]] == [(0, "failure"), (1, "success")]
+
+
+async def test_abandon_ends_it_failed_and_only_a_pipeline_awaiting_repair_can_be_decided(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    early = await gateway.client.post(f"/pipelines/{pipeline_id}/abandon")
+    assert (early.status_code, early.json()["code"]) == (409, "not_awaiting_repair")
+    await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": {"type": "E", "message": "m"}})
+    await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+
+    abandoned = await gateway.client.post(f"/pipelines/{pipeline_id}/abandon")
+
+    assert abandoned.status_code == 202, abandoned.text
+    done = await gateway.wait_for_state(pipeline_id, "failed")
+    assert done["error"]["type"] == "Abandoned" and "key:dev" in done["error"]["message"]
+    after = await gateway.client.post(f"/pipelines/{pipeline_id}/repair")
+    assert (after.status_code, after.json()["code"]) == (409, "not_awaiting_repair")
 
 
 async def test_same_request_again_is_the_same_pipeline(gateway: Gateway) -> None:

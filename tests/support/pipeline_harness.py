@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from resonate.testing import local_resonate
+from resonate.types import Value
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback
 from pipeline_shared.catalogue import Catalogue, Job
 from pipeline_shared.models import (
+    AttemptRecord,
     DatabricksRun,
     Notification,
     NotificationReceipt,
     PipelineSpec,
+    RepairDecision,
     RunReport,
     Settlement,
     TaskOutcome,
 )
-from pipeline_worker.databricks import RunView
+from pipeline_worker.databricks import RepairMade, RunView
 from pipeline_worker.run_states import verdict
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.watchdog import watch_databricks_run
@@ -64,6 +67,10 @@ class FakeJobs:
         self.states: dict[int, RunReport] = {}
         #: The exit value of each run's task (the report's only task, or the result task).
         self.outputs: dict[int, str] = {}
+        #: Repairs made, per run: (attempt, job parameters), in order.
+        self.repairs: dict[int, list[dict[str, str]]] = {}
+        #: Raised by the next repair call, after the repair is made (a worker dying right after it).
+        self.fail_after_repair: list[Exception] = []
         self.started = asyncio.Event()
         #: Runs inside run_now, after the run exists: a notebook that calls
         #: back before run_now has even returned.
@@ -105,13 +112,27 @@ class FakeJobs:
             report = report.model_copy(update={"tasks": [task]})
         return RunView(verdict=meaning, report=report)
 
+    async def repair(self, run_id: int, *, attempt: int, job_parameters: dict[str, str]) -> RepairMade:
+        made = self.repairs.setdefault(run_id, [])
+        failed = [t.task_key for t in self.states[run_id].tasks if t.result_state != "SUCCESS"] or ["pipeline"]
+        if len(made) >= attempt:  # the history already holds it: adopt, as the real client does
+            return RepairMade(repair_id=run_id * 100 + attempt, rerun_tasks=failed, adopted=True)
+        made.append(job_parameters)
+        self.states[run_id] = run_state("RUNNING")
+        self.outputs.pop(run_id, None)
+        if self.fail_after_repair:
+            raise self.fail_after_repair.pop(0)
+        return RepairMade(repair_id=run_id * 100 + attempt, rerun_tasks=failed, adopted=False)
+
     async def cancel(self, run_id: int) -> None:
         self.cancelled.append(run_id)
         self.states[run_id] = run_state("TERMINATED", "CANCELED", "cancelled by the worker")
 
 
 class Harness:
-    def __init__(self, watchdog_interval: float = 3600.0, *, autostart: bool = True) -> None:
+    def __init__(
+        self, watchdog_interval: float = 3600.0, *, autostart: bool = True, catalogue: Catalogue = CATALOGUE
+    ) -> None:
         self.jobs = FakeJobs()
         self.notifications: list[Notification] = []
         self.notifier_failure: Exception | None = None
@@ -120,7 +141,7 @@ class Harness:
             WorkerDeps(
                 databricks=self.jobs,  # type: ignore[arg-type]
                 promises=self.resonate.promises,
-                catalogue=CATALOGUE,
+                catalogue=catalogue,
                 signing_secret=SECRET,
                 callback_url="http://api.test/callbacks/databricks",
                 idempotency_namespace="unit",
@@ -134,7 +155,8 @@ class Harness:
             if self.notifier_failure is not None:
                 raise self.notifier_failure
             self.notifications.append(notification)
-            return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}@test>")
+            number = len(self.notifications) - 1  # this one is already listed
+            return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}.{number}@test>")
 
         self.resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL)
         if autostart:
@@ -166,7 +188,22 @@ class Harness:
         except Exception:
             return None
 
-    async def settle(self, spec: PipelineSpec, **fields: Any) -> None:
+    async def settle(self, spec: PipelineSpec, promise_id: str | None = None, **fields: Any) -> None:
         settlement = Settlement(**{"source": "callback", "received_at": now_ms(), **fields})
-        result = await settle_callback(self.resonate.promises, ids.callback_promise_id(spec.id), settlement)
+        promise_id = promise_id or ids.callback_promise_id(spec.id)
+        result = await settle_callback(self.resonate.promises, promise_id, settlement)
         assert result.accepted(settlement)
+
+    async def wait_for_record(self, promise_id: str) -> AttemptRecord:
+        """An attempt's record (``{id}:awaitN`` or ``{id}:attemptN``), once the workflow has written it."""
+        async with asyncio.timeout(5):
+            while (record := await self.promises_get(promise_id)) is None:
+                await asyncio.sleep(0.01)
+        return AttemptRecord.model_validate(record.param.data)
+
+    async def decide(self, spec: PipelineSpec, attempt: int, action: str, **fields: Any) -> None:
+        """Repair or abandon a pipeline awaiting repair before ``attempt``, as the gateway does."""
+        record = await self.wait_for_record(ids.repair_window_id(spec.id, attempt))
+        decision = RepairDecision(action=action, by="key:tester", decided_at=now_ms(), **fields)
+        assert record.decision_promise_id is not None
+        await self.resonate.promises.resolve(record.decision_promise_id, Value(data=decision))

@@ -78,7 +78,8 @@ async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Har
 
 
 async def test_notebook_failure_fails_the_pipeline_with_its_cause(harness: Harness) -> None:
-    spec, handle = harness.start()
+    # A job whose policy has no repair window: a notebook's own failure ends it at once.
+    spec, handle = harness.start(job="nightly-refresh", parameters={"table": "sales"})
     await harness.wait_for_run(spec)
     error = RunError(type="FileNotFoundError", message="no such file: /data/in.csv")
     await harness.settle(spec, status="failure", error=error)
@@ -203,7 +204,8 @@ async def test_watchdog_settles_a_run_that_ended_without_calling_back(
 ) -> None:
     harness = Harness(watchdog_interval=0.05)
     try:
-        spec, handle = harness.start()
+        # A job that is repaired only after a transient failure (these carry no termination type).
+        spec, handle = harness.start(job="nightly-refresh", parameters={"table": "sales"})
         run = await harness.wait_for_run(spec)
         harness.jobs.states[run.run_id] = snapshot
         if output is not None:

@@ -41,9 +41,11 @@ from pipeline_shared.errors import (
     InvalidCallback,
     InvalidCredentials,
     InvalidNotification,
+    NotAwaitingRepair,
     NotificationsDisabled,
     NotificationUnauthorized,
     PipelineAlreadyFinished,
+    PipelineAwaitingRepair,
     PipelineConflict,
     PipelineError,
     PipelineNotFound,
@@ -57,6 +59,7 @@ from . import metrics
 from .auth import Authenticator, audit_fields, challenge
 from .callbacks import authenticate_callback
 from .deps import (
+    AuthorizedRepair,
     AuthorizedStart,
     CancellablePipeline,
     CatalogueDep,
@@ -81,6 +84,7 @@ from .schemas import (
     ParameterView,
     PipelineRequest,
     PipelineStatus,
+    RepairRequest,
 )
 from .settings import GatewaySettings
 
@@ -100,6 +104,8 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     InsufficientScope: 403,
     AuthenticationUnavailable: 503,
     NotificationsDisabled: 404,
+    NotAwaitingRepair: 409,
+    PipelineAwaitingRepair: 409,
     NotificationUnauthorized: 401,
     InvalidNotification: 422,
 }
@@ -118,7 +124,11 @@ REQUEST_MAX_BODY_BYTES = 64 * 1024
 #: Request bodies the routes read themselves (the callback's must be checked
 #: as raw bytes, the start's is read after authorization), documented as if
 #: FastAPI had read them.
-DOCUMENTED_BODIES = {"CallbackRequest": CallbackRequest, "PipelineRequest": PipelineRequest}
+DOCUMENTED_BODIES = {
+    "CallbackRequest": CallbackRequest,
+    "PipelineRequest": PipelineRequest,
+    "RepairRequest": RepairRequest,
+}
 
 #: Who may call what, in the OpenAPI document.
 _AUTHENTICATED_RESPONSES = (401, 403)
@@ -304,6 +314,42 @@ def create_app(
         # The body is read raw (the signature covers its exact bytes).
         openapi_extra=_documented_body("CallbackRequest"),
     )
+
+    @app.post(
+        "/pipelines/{pipeline_id}/repair",
+        status_code=202,
+        response_model=PipelineStatus,
+        responses=_responses(*_AUTHENTICATED_RESPONSES, 404, 409, 422, 503),
+        summary="Repair a failed pipeline: rerun its run's failed tasks",
+        description="For a pipeline `awaiting_repair`: Databricks reruns only the failed tasks (and those depending "
+        "on them) of the same run, and the pipeline goes back to waiting. Optional body "
+        '`{"parameters": {...}}`: parameters to change, checked as at start. 409 when it is not awaiting repair.',
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RepairRequest"}}},
+            }
+        },
+    )
+    async def repair_pipeline(repair: AuthorizedRepair, pipelines: PipelinesDep) -> PipelineStatus:
+        owned = repair.pipeline
+        status = await pipelines.decide(owned.root, owned.principal.id, "repair", repair.parameters)
+        with pipeline_context(owned.root.id):
+            logger.info("pipeline repair asked for", extra={"fields": audit_fields(owned.principal)})
+        return status
+
+    @app.post(
+        "/pipelines/{pipeline_id}/abandon",
+        status_code=202,
+        response_model=PipelineStatus,
+        responses=_responses(*_AUTHENTICATED_RESPONSES, 404, 409, 422, 503),
+        summary="Abandon a failed pipeline: it ends failed, and its owner is told",
+    )
+    async def abandon_pipeline(pipeline: CancellablePipeline, pipelines: PipelinesDep) -> PipelineStatus:
+        status = await pipelines.decide(pipeline.root, pipeline.principal.id, "abandon")
+        with pipeline_context(pipeline.root.id):
+            logger.info("pipeline abandoned", extra={"fields": audit_fields(pipeline.principal)})
+        return status
 
     app.router.add_api_route(
         NOTIFICATION_PATH,

@@ -117,9 +117,7 @@ def authenticate_callback(body: bytes, headers: Mapping[str, str], secrets: Sequ
     try:
         return CallbackRequest.model_validate(document)
     except ValidationError as exc:
-        details = [
-            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
+        details = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         first = details[0]
         where = ".".join(first["loc"][1:]) or "body"
         raise InvalidCallback(f"invalid callback: {where}: {first['msg']}", details) from exc

@@ -47,7 +47,7 @@ from pipeline_shared.resonate_client import ResonateLink
 from .auth import Authenticator, audit_refusal, missing_credentials
 from .pipelines import Pipelines, owner_of
 from .principals import Principal, Scope
-from .schemas import PipelineRequest
+from .schemas import PipelineRequest, RepairRequest
 
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
 PipelineIdQuery = Annotated[str, Query(alias="id", pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
@@ -231,3 +231,46 @@ async def _start_request(request: Request, principal: Starter) -> StartRequest:
 
 
 AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A repair of a pipeline the caller may cancel, with the parameters it reruns with."""
+
+    pipeline: OwnedPipeline
+    parameters: dict[str, str]
+
+
+async def _repair_request(request: Request, pipeline: CancellablePipeline) -> Repair:
+    """The repair request's body (optional), read only once the caller may decide about this pipeline."""
+    body = await request.body()
+    document = RepairRequest()
+    if body.strip():
+        if not _is_json(request.headers.get("content-type", "")):
+            raise RequestValidationError(
+                [{"type": "content_type", "loc": ("body",), "msg": "send JSON, with content-type: application/json"}]
+            )
+        try:
+            document = RepairRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+            ) from None
+    pipelines: Pipelines = request.app.state.pipelines
+    try:
+        parameters = pipelines.parameters_for_repair(pipeline.root, document.parameters)
+    except InvalidParameters as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "invalid_parameter",
+                    "loc": ("body", "parameters", problem.name),
+                    "msg": f"{problem.problem} (job {exc.job!r})",
+                }
+                for problem in exc.problems
+            ]
+        ) from None
+    return Repair(pipeline, parameters)
+
+
+AuthorizedRepair = Annotated[Repair, Depends(_repair_request)]

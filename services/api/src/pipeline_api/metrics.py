@@ -22,3 +22,8 @@ NOTIFICATIONS = Counter(
     "already_scheduled (one was on its way for that event and window), ignored (no pipeline waits on the run).",
     ["outcome"],
 )
+REPAIR_DECISIONS = Counter(
+    "pipeline_repair_decisions_total",
+    "Decisions about pipelines awaiting repair, by action: repair or abandon.",
+    ["action"],
+)

@@ -21,20 +21,23 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from resonate.error import ResonateError, ServerError
 from resonate.promises import Promises
-from resonate.types import PromiseRecord
+from resonate.types import PromiseRecord, Value
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback, stored_settlement
 from pipeline_shared.errors import (
     CallbackConflict,
     CoordinatorUnavailable,
+    NotAwaitingRepair,
     PipelineAlreadyFinished,
+    PipelineAwaitingRepair,
     PipelineConflict,
     PipelineNotFound,
     UnknownCallbackPromise,
@@ -42,10 +45,13 @@ from pipeline_shared.errors import (
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
     PIPELINE_ID,
+    Attempt,
+    AttemptRecord,
     DatabricksRun,
     PipelineOutcome,
     PipelineSpec,
     PipelineState,
+    RepairDecision,
     RunError,
     RunReport,
     Settlement,
@@ -204,6 +210,7 @@ class Pipelines:
                 result=outcome.result,
                 error=outcome.error,
                 notification=NotificationView(**receipt.model_dump()) if receipt else None,
+                attempts=outcome.attempts,
                 updated_at=_iso(root.settled_at or root.created_at),
             )
         if root.state != "pending":
@@ -221,13 +228,32 @@ class Pipelines:
         callback, trigger = await asyncio.gather(
             self._get(ids.callback_promise_id(spec.id)), self._get(ids.trigger_step_id(spec.id))
         )
-        touched = [r for r in (root, callback, trigger) if r is not None]
+        progress = await self._progress(spec.id, callback)
+        if progress.current_callback_id != ids.callback_promise_id(spec.id):
+            callback = await self._get(progress.current_callback_id)
+        touched = [r for r in (root, callback, trigger, *progress.records) if r is not None]
         updated = max(r.settled_at or r.created_at for r in touched)
         run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
 
-        state, result, error, report = PipelineState.STARTING, None, None, None
-        if callback is not None and callback.state != "pending":
-            # The outcome is known; the workflow is cancelling or emailing.
+        state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
+        window = progress.open_window
+        if window is not None:
+            # The run failed; a person may repair or abandon it until the deadline.
+            decision = await self._get(window.decision_promise_id) if window.decision_promise_id else None
+            if decision is not None and decision.state == "pending":
+                state, error = PipelineState.AWAITING_REPAIR, window.attempt.error
+                deadline = _iso(window.repair_deadline) if window.repair_deadline else None
+            else:
+                # Decided (the repair is being made), or the window ended (the email is on its way).
+                repairing = (
+                    decision is not None
+                    and decision.state == "resolved"
+                    and decision.value.data.get("action") == "repair"
+                )
+                state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
+                error = window.attempt.error
+        elif callback is not None and callback.state != "pending":
+            # The outcome is known; the workflow is repairing, cancelling or emailing.
             state = PipelineState.NOTIFYING
             settled = stored_settlement(callback).stored
             if settled is not None:
@@ -241,8 +267,42 @@ class Pipelines:
             databricks=_run_view(run.run if run else None, report),
             result=result,
             error=error,
+            attempts=progress.attempts,
+            repair_deadline=deadline,
             updated_at=_iso(updated),
         )
+
+    async def _progress(self, pipeline_id: str, first_callback: PromiseRecord | None) -> Progress:
+        """The pipeline's repair attempts so far, read from the records its workflow writes.
+
+        Only a pipeline whose first run failed can have any, so no other costs
+        a read. Attempt ``n`` may have a repair-window record (``{id}:awaitN``:
+        it waited for a person) and an attempt record (``{id}:attemptN``: it
+        was repaired, and its run reports on its own callback promise).
+        """
+        progress = Progress(current_callback_id=ids.callback_promise_id(pipeline_id))
+        first = stored_settlement(first_callback).stored if first_callback is not None else None
+        if first is None or first.status != "failure":
+            return progress
+        for number in range(1, MAX_ATTEMPTS + 1):
+            waited, repaired = await asyncio.gather(
+                self._get(ids.repair_window_id(pipeline_id, number)),
+                self._get(ids.attempt_record_id(pipeline_id, number)),
+            )
+            if waited is None and repaired is None:
+                break
+            for record in (waited, repaired):
+                if record is not None:
+                    progress.records.append(record)
+            if waited is not None:
+                progress.open_window = AttemptRecord.model_validate(waited.param.data)
+                progress.attempts.append(progress.open_window.attempt)
+            if repaired is not None:
+                attempt = AttemptRecord.model_validate(repaired.param.data)
+                progress.open_window = None
+                progress.current_callback_id = attempt.callback_promise_id or progress.current_callback_id
+                progress.attempts.append(attempt.attempt)
+        return progress
 
     # ── cancel ───────────────────────────────────────────────────────────
 
@@ -254,7 +314,13 @@ class Pipelines:
             state = (await self._status_of(root, spec)).state
             raise PipelineAlreadyFinished(f"pipeline {pipeline_id!r} already finished: {state.value}")
 
-        promise_id = ids.callback_promise_id(pipeline_id)
+        progress = await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
+        if progress.open_window is not None:
+            raise PipelineAwaitingRepair(
+                f"pipeline {pipeline_id!r} awaits repair: its run failed; repair it "
+                f"(POST /pipelines/{pipeline_id}/repair) or abandon it (POST /pipelines/{pipeline_id}/abandon)"
+            )
+        promise_id = progress.current_callback_id
         cancel = Settlement(
             status="cancelled",
             error=RunError(type="Cancelled", message="cancelled at the user's request"),
@@ -278,6 +344,43 @@ class Pipelines:
         metrics.CANCELS.inc()
         return await self.status(await self.root(pipeline_id))
 
+    # ── repair and abandon ───────────────────────────────────────────────
+
+    async def decide(
+        self, root: PromiseRecord, principal_id: str, action: str, parameters: dict[str, str] | None = None
+    ) -> PipelineStatus:
+        """Settle the open repair window's decision: repair (with ``parameters``, resolved) or abandon.
+
+        409 for a pipeline that is not awaiting repair, including one whose
+        decision someone else made first: the first decision stands.
+        """
+        pipeline_id = root.id
+        if root.state != "pending":
+            raise NotAwaitingRepair(f"pipeline {pipeline_id!r} already finished; there is nothing to repair")
+        progress = await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
+        window = progress.open_window
+        if window is None or window.decision_promise_id is None:
+            state = (await self.status(root)).state.value
+            raise NotAwaitingRepair(f"pipeline {pipeline_id!r} is not awaiting repair: it is {state}")
+        decision = RepairDecision(action=action, by=principal_id, parameters=parameters, decided_at=now_ms())
+        try:
+            stored = await self._call(self._promises.resolve(window.decision_promise_id, Value(data=decision)))
+        except ServerError as exc:
+            raise CoordinatorUnavailable(f"the Resonate server refused the decision: {exc}") from exc
+        if stored.state != "resolved" or RepairDecision.model_validate(stored.value.data) != decision:
+            raise NotAwaitingRepair(
+                f"pipeline {pipeline_id!r} is no longer awaiting repair: its repair window "
+                f"{'ended' if stored.state != 'resolved' else 'was already decided'}"
+            )
+        metrics.REPAIR_DECISIONS.labels(action=action).inc()
+        return await self.status(await self.root(pipeline_id))
+
+    def parameters_for_repair(self, root: PromiseRecord, changes: dict[str, str]) -> dict[str, str]:
+        """The parameters a repair reruns with: the pipeline's, with ``changes``, checked as at start."""
+        spec = _spec_of(root)
+        job = self._settings.catalogue.job(spec.job)
+        return job.resolve(spec.parameters | changes)
+
     # ── callback ─────────────────────────────────────────────────────────
 
     async def settle_from_callback(self, callback: CallbackRequest) -> tuple[str, bool]:
@@ -289,7 +392,13 @@ class Pipelines:
         pipeline_id = ids.pipeline_id_of(callback.promise_id)
         # Only a pipeline's callback promise can be settled here; checking the
         # shape first also keeps arbitrary bytes out of requests to Resonate.
-        if not PIPELINE_ID.fullmatch(pipeline_id) or callback.promise_id != ids.callback_promise_id(pipeline_id):
+        # A repaired run reports on a callback promise of its own, a later
+        # child (``{id}:N``); its key is derived from that id, so only the run
+        # that was handed the key can sign for it.
+        child = callback.promise_id.removeprefix(f"{pipeline_id}:")
+        if not PIPELINE_ID.fullmatch(pipeline_id) or not child.isdigit() or child.startswith("0"):
+            raise UnknownCallbackPromise(callback.promise_id)
+        if child != str(ids.CALLBACK_PROMISE_SEQ) and int(child) <= ids.TRIGGER_STEP_SEQ:
             raise UnknownCallbackPromise(callback.promise_id)
         known = self._settled.get(callback.promise_id)
         if known is not None:
@@ -382,6 +491,21 @@ class Pipelines:
             raise
         except (ResonateError, TimeoutError) as exc:
             raise CoordinatorUnavailable(f"the Resonate server is unreachable: {exc}") from exc
+
+
+#: Repair attempts a pipeline can have (a job allows at most 10 automatic and 20 by a person).
+MAX_ATTEMPTS = 30
+
+
+@dataclass
+class Progress:
+    """Where a pipeline's repairs stand: the records read, its attempts, the callback its run reports on."""
+
+    current_callback_id: str
+    records: list[PromiseRecord] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    #: The record of a repair window not yet followed by a repair.
+    open_window: AttemptRecord | None = None
 
 
 def _spec_of(root: PromiseRecord) -> PipelineSpec:

@@ -27,7 +27,7 @@ from pipeline_shared.catalogue import (
     JobName,
     ParameterName,
 )
-from pipeline_shared.models import PipelineId, PipelineState, RunError, RunReport
+from pipeline_shared.models import Attempt, PipelineId, PipelineState, RunError, RunReport
 
 #: The pipeline's own job parameters: no request may set one.
 RESERVED_PARAMETERS = frozenset(PIPELINE_PARAMETERS)
@@ -94,6 +94,15 @@ class PipelineRequest(_Document):
         return value
 
 
+class RepairRequest(_Document):
+    """Repair a pipeline awaiting repair: rerun its run's failed tasks, optionally with changed parameters."""
+
+    parameters: dict[ParameterName, str] = Field(
+        default_factory=dict,
+        description="Parameters to change for the repair (the others keep their values); checked as at start.",
+    )
+
+
 class DatabricksRunView(BaseModel):
     run_id: int
     run_page_url: str | None
@@ -152,6 +161,14 @@ class PipelineStatus(BaseModel):
     result: dict[str, Any] | None = None
     error: RunError | None = Field(default=None, description="Why the pipeline failed, timed out or was cancelled.")
     notification: NotificationView | None = None
+    attempts: list[Attempt] = Field(
+        default_factory=list,
+        description="When the run was repaired: each attempt (0 the original run), with its repair id, when, why, "
+        "by whom, the tasks it reran and how it ended.",
+    )
+    repair_deadline: datetime | None = Field(
+        default=None, description="While awaiting_repair: when the repair window ends and the pipeline fails."
+    )
     created_at: datetime
     updated_at: datetime
 

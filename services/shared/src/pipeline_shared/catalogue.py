@@ -109,6 +109,48 @@ class Parameter(_Entry):
         return None
 
 
+#: Databricks' termination types (``status.termination_details.type``); a
+#: CLIENT_ERROR (a bug in the notebook, a bad parameter) is never transient.
+TERMINATION_TYPES = ("SUCCESS", "INTERNAL_ERROR", "CLIENT_ERROR", "CLOUD_FAILURE")
+
+
+class RepairPolicy(_Entry):
+    """What becomes of a failed run: repaired automatically, waited on for a person, or left failed.
+
+    A repair reruns only the run's failed tasks (and the tasks depending on
+    them) in the same Databricks run (``jobs/runs/repair``).
+    """
+
+    #: Automatic repairs of a transient failure, at most this many per pipeline.
+    automatic_attempts: int = Field(default=0, ge=0, le=10)
+    #: Before the first automatic repair; doubled for each one after, up to the maximum.
+    backoff_seconds: int = Field(default=30, ge=0, le=24 * 3600)
+    max_backoff_seconds: int = Field(default=600, ge=0, le=24 * 3600)
+    #: A failure is transient when its termination type, or its code, is listed.
+    transient_termination_types: tuple[Literal["INTERNAL_ERROR", "CLOUD_FAILURE"], ...] = (
+        "INTERNAL_ERROR",
+        "CLOUD_FAILURE",
+    )
+    transient_termination_codes: tuple[str, ...] = ("DRIVER_ERROR", "CLUSTER_ERROR", "CLOUD_FAILURE")
+    #: How long a failed pipeline waits for a person to repair or abandon it
+    #: (POST /pipelines/{id}/repair, /abandon); 0: it fails at once.
+    manual_window_seconds: int = Field(default=0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    #: Repairs a person may ask for, per pipeline.
+    manual_attempts: int = Field(default=5, ge=0, le=20)
+
+    def is_transient(self, termination_type: str | None, termination_code: str | None) -> bool:
+        """Whether a failure so terminated is worth an automatic repair. A client error never is."""
+        if termination_type == "CLIENT_ERROR":
+            return False
+        return termination_type in self.transient_termination_types or (
+            termination_code is not None and termination_code in self.transient_termination_codes
+        )
+
+    def backoff(self, repairs_before: int) -> int:
+        """Seconds to wait before automatic repair number ``repairs_before + 1``."""
+        return min(self.backoff_seconds * 2**repairs_before, self.max_backoff_seconds)
+
+
 class Job(_Entry):
     """One entry of the catalogue: a Databricks job a client may start as a pipeline."""
 
@@ -129,6 +171,7 @@ class Job(_Entry):
     #: A caller holding any one of these may start the job.
     start_scopes: tuple[StartScope, ...] = Field(default=("start",), min_length=1)
     parameters: dict[ParameterName, Parameter] = Field(default_factory=dict)
+    repair: RepairPolicy = Field(default_factory=RepairPolicy)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

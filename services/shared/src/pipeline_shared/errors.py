@@ -55,6 +55,18 @@ class PipelineAlreadyFinished(PipelineError):
     code = "pipeline_finished"
 
 
+class NotAwaitingRepair(PipelineError):
+    """A repair or abandon of a pipeline that is not waiting for one."""
+
+    code = "not_awaiting_repair"
+
+
+class PipelineAwaitingRepair(PipelineError):
+    """A cancel of a pipeline whose run failed and waits for a repair: it is abandoned instead."""
+
+    code = "pipeline_awaiting_repair"
+
+
 class InvalidCallback(PipelineError):
     """The callback body is not what the notebook sends."""
 

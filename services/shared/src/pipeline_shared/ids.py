@@ -29,14 +29,20 @@ def trigger_step_id(pipeline_id: str) -> str:
     return f"{pipeline_id}:{TRIGGER_STEP_SEQ}"
 
 
-def run_index_id(run_id: int) -> str:
-    """The promise that names the pipeline a Databricks run belongs to.
+def run_index_id(run_id: int, attempt: int = 0) -> str:
+    """The promise that names the pipeline (and attempt) a Databricks run belongs to.
 
     Written for runs of jobs that send webhook notifications, whose payload
-    names only the job and the run. The ``/`` keeps it apart from every
-    pipeline id and child id, neither of which may hold one.
+    names only the job and the run; a repair of the run gets one of its own
+    (``/1``, ``/2``, ...), since a repaired run keeps its id. The ``/`` keeps
+    it apart from every pipeline id and child id, neither of which may hold one.
     """
-    return f"databricks-run/{run_id}"
+    return f"databricks-run/{run_id}" if attempt == 0 else f"databricks-run/{run_id}/{attempt}"
+
+
+def repair_window_id(pipeline_id: str, attempt: int) -> str:
+    """The promise recording that repair attempt ``attempt`` waits for a person (its decision promise, deadline)."""
+    return f"{pipeline_id}:await{attempt}"
 
 
 def pipeline_id_of(promise_id: str) -> str:

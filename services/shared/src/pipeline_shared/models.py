@@ -123,6 +123,15 @@ class TriggerOutcome(_Model):
 
     run: DatabricksRun | None = None
     error: RunError | None = None
+    #: When the run was started (epoch ms).
+    started_at: int | None = None
+
+
+class RepairOutcome(_Model):
+    """What a repair step did: the repair, or the permanent reason there is none."""
+
+    attempt: Attempt | None = None
+    error: RunError | None = None
 
 
 class Settlement(_Model):
@@ -254,6 +263,8 @@ class PipelineOutcome(_Model):
     run: DatabricksRun | None = None
     notification: NotificationReceipt | None = None
     report: RunReport | None = None
+    #: Every attempt, oldest first, when the run was repaired (empty otherwise).
+    attempts: list[Attempt] = Field(default_factory=list)
 
 
 class WatchRequest(_Model):
@@ -270,3 +281,14 @@ class WatchRequest(_Model):
     started_at: int | None = None
     #: A check prompted by a notification from Databricks: it never schedules another.
     hint: bool = False
+    #: The repair attempt whose run this watches (0: the original run).
+    attempt: int = Field(default=0, ge=0)
+
+    @property
+    def check_id(self) -> str:
+        """The id of this check's invocation: one per pipeline, attempt and check number."""
+        prefix = "" if self.attempt == 0 else f"r{self.attempt}"
+        return f"{self.pipeline_id}:{prefix}watch{self.check}"
+
+
+RepairOutcome.model_rebuild()

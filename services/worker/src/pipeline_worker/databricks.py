@@ -90,6 +90,19 @@ class RunView:
         return f"{outcome}: {self.report.state_message}" if self.report.state_message else outcome
 
 
+#: Task results a repair leaves as they are.
+_NOT_RERUN = frozenset({"SUCCESS", "SUCCESS_WITH_FAILURES", "EXCLUDED"})
+
+
+@dataclass(frozen=True)
+class RepairMade:
+    """A repair of a run: its id, the tasks it reruns, and whether it was found already made."""
+
+    repair_id: int | None
+    rerun_tasks: list[str]
+    adopted: bool
+
+
 @dataclass(frozen=True)
 class PersonalAccessToken:
     """A token (a PAT, or one made for a service principal) sent as the bearer."""
@@ -246,6 +259,38 @@ class DatabricksJobs:
                 left -= len(encoded)
             kept[i] = tasks[i].model_copy(update={"exit_value": value, "truncated": truncated, "error": error})
         return [kept[i] for i in range(len(tasks))]
+
+    async def repair(self, run_id: int, *, attempt: int, job_parameters: dict[str, str]) -> RepairMade:
+        """Rerun the run's failed tasks (and their dependents) as repair number ``attempt``, exactly once.
+
+        ``jobs/runs/repair`` takes no idempotency token, so a worker that died
+        after asking for a repair and before recording it must not ask again:
+        the run's repair history (``include_history``) is read first, and when
+        it already holds repair number ``attempt`` that repair is the one
+        made. Every repair of the run is taken to be this service's (a repair
+        made by hand in the workspace would be counted as one). From the
+        second repair on, Databricks requires the latest repair's id.
+        ``job_parameters`` are all of them, passed again on every repair: a
+        repair without them would rerun with the original run's values.
+        """
+
+        def call() -> RepairMade:
+            jobs = self._workspace().jobs
+            run = jobs.get_run(run_id, include_history=True)
+            made = [h for h in run.repair_history or () if h.type is not None and h.type.value == "REPAIR"]
+            rerun = [t.task_key for t in _report_of(run).tasks if t.result_state not in _NOT_RERUN]
+            if len(made) >= attempt:
+                return RepairMade(repair_id=made[attempt - 1].id, rerun_tasks=rerun, adopted=True)
+            waiter = jobs.repair_run(
+                run_id,
+                rerun_all_failed_tasks=True,
+                rerun_dependent_tasks=True,
+                latest_repair_id=made[-1].id if made else None,
+                job_parameters=job_parameters,
+            )
+            return RepairMade(repair_id=waiter.response.repair_id, rerun_tasks=rerun, adopted=False)
+
+        return await self._call("repair run", call)
 
     async def cancel(self, run_id: int) -> None:
         """Ask Databricks to cancel a run; a finished run is left as it is."""

@@ -23,3 +23,8 @@ PIPELINE_OVERDUE_CHECKS = Counter(
     "Watchdog checks that found a pipeline still waiting past its job's expected duration, by catalogue job.",
     ["job"],
 )
+REPAIRS = Counter(
+    "databricks_repairs_total",
+    "Failed runs repaired (their failed tasks rerun), by who decided: automatic (the job's policy) or person.",
+    ["by"],
+)

@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 
 from resonate.context import Context
 from resonate.promises import Promises
+from resonate.types import Value
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import settle_callback, stored_settlement
 from pipeline_shared.catalogue import Catalogue, Completion, Job
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import (
+    Attempt,
+    AttemptRecord,
     PipelineOutcome,
     PipelineSpec,
+    RepairOutcome,
     Settlement,
     TriggerOutcome,
 )
@@ -33,6 +37,10 @@ from . import metrics
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
 
 logger = logging.getLogger(__name__)
+
+#: How long an attempt's record outlives its writing: longer than any pipeline (timeouts
+#: and repair windows are at most 30 days each); the server's retention removes it after.
+RECORD_RETENTION_MS = 90 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -80,14 +88,7 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
             logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
             return TriggerOutcome()
         job = job_of(deps, spec.job)
-        parameters = dict(spec.parameters)
-        if job.completion is Completion.CALLBACK:
-            parameters |= {
-                names.JOB_PARAM_PIPELINE_ID: spec.id,
-                names.JOB_PARAM_CALLBACK_PROMISE_ID: promise_id,
-                names.JOB_PARAM_CALLBACK_URL: deps.callback_url,
-                names.JOB_PARAM_CALLBACK_SIGNING_KEY: derive_callback_key(deps.signing_secret, promise_id),
-            }
+        parameters = job_parameters(deps, spec, spec.parameters, promise_id)
         token = ids.idempotency_token(deps.idempotency_namespace, spec.id)
         await deps.hooks.checkpoint("before_run_now", spec.id)
         try:
@@ -111,7 +112,72 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
             "Databricks run started",
             extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url}},
         )
-        return TriggerOutcome(run=run)
+        return TriggerOutcome(run=run, started_at=now_ms())
+
+
+def job_parameters(deps: WorkerDeps, spec: PipelineSpec, parameters: dict[str, str], promise_id: str) -> dict[str, str]:
+    """Every job parameter of a run: the user's, and for a job that calls back, the pipeline's own."""
+    if job_of(deps, spec.job).completion is not Completion.CALLBACK:
+        return dict(parameters)
+    return parameters | {
+        names.JOB_PARAM_PIPELINE_ID: spec.id,
+        names.JOB_PARAM_CALLBACK_PROMISE_ID: promise_id,
+        names.JOB_PARAM_CALLBACK_URL: deps.callback_url,
+        names.JOB_PARAM_CALLBACK_SIGNING_KEY: derive_callback_key(deps.signing_secret, promise_id),
+    }
+
+
+async def repair_databricks_run(
+    ctx: Context, spec: PipelineSpec, run_id: int, attempt: Attempt, promise_id: str
+) -> RepairOutcome:
+    """Repair the run (rerun its failed tasks) as ``attempt``; exactly one repair however often this runs.
+
+    The repaired tasks report on ``promise_id``, the attempt's own callback
+    promise: a job that calls back gets it, with its signing key, in the
+    repair's job parameters. A replay after a crash that followed the repair
+    finds it in the run's repair history instead of asking for another (see
+    :meth:`DatabricksJobs.repair`). Transient errors raise and Resonate
+    retries the step.
+    """
+    deps = ctx.get_dependency(WorkerDeps)
+    with pipeline_context(spec.id):
+        parameters = job_parameters(deps, spec, attempt.parameters or spec.parameters, promise_id)
+        try:
+            made = await deps.databricks.repair(run_id, attempt=attempt.number, job_parameters=parameters)
+        except PermanentDatabricksError as exc:
+            logger.warning("Databricks refused to repair run %s: %s", run_id, exc)
+            return RepairOutcome(error=exc.error)
+        await deps.hooks.checkpoint("after_repair_run", spec.id)
+        logger.info(
+            "Databricks run repaired" if not made.adopted else "Databricks run's repair found already made",
+            extra={"fields": {"run_id": run_id, "repair_id": made.repair_id, "attempt": attempt.number}},
+        )
+        metrics.REPAIRS.labels(by="automatic" if attempt.by == "automatic" else "person").inc()
+        return RepairOutcome(
+            attempt=attempt.model_copy(
+                update={"repair_id": made.repair_id, "rerun_tasks": made.rerun_tasks, "started_at": now_ms()}
+            )
+        )
+
+
+async def record_attempt(
+    ctx: Context, pipeline_id: str, promise_id: str, record: AttemptRecord, window_seconds: int | None = None
+) -> AttemptRecord:
+    """Write an attempt's record where the gateway finds it (``promise_id``); the stored one if it exists.
+
+    A repair window's deadline is stamped here (now + ``window_seconds``),
+    once: the step's recorded result is what a replay reads, not the clock.
+    """
+    deps = ctx.get_dependency(WorkerDeps)
+    if window_seconds is not None:
+        record = record.model_copy(update={"repair_deadline": now_ms() + window_seconds * 1000})
+    created = await deps.promises.create(
+        promise_id,
+        timeout_at=now_ms() + RECORD_RETENTION_MS,
+        param=Value(data=record.model_dump(mode="json")),
+        tags={"resonate:origin": pipeline_id},
+    )
+    return AttemptRecord.model_validate(created.param.data)
 
 
 async def settle_callback_promise(ctx: Context, promise_id: str, settlement: Settlement) -> Settlement | None:

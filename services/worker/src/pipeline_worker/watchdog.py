@@ -63,7 +63,7 @@ async def start_watching(ctx: Context, watch: WatchRequest) -> bool:
         # notification prompts. Creating it again returns it unchanged.
         hint = watch.model_copy(update={"hint": True, "check": 1})
         await deps.promises.create(
-            ids.run_index_id(watch.run_id),
+            ids.run_index_id(watch.run_id, watch.attempt),
             timeout_at=callback.timeout_at,
             param=Value(data=hint.model_dump(mode="json")),
             tags={"resonate:origin": watch.pipeline_id},
@@ -88,7 +88,7 @@ async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
         return False
     await dispatch(
         deps.promises,
-        f"{watch.pipeline_id}:watch{watch.check}",
+        watch.check_id,
         names.WATCH_DATABRICKS_RUN,
         watch.model_dump(mode="json"),
         group=names.WORKER_GROUP,

@@ -20,13 +20,18 @@ from resonate.context import Context
 from resonate.error import ApplicationError
 from resonate.retry import Exponential
 
-from pipeline_shared import names
+from pipeline_shared import ids, names
+from pipeline_shared.catalogue import Job
 from pipeline_shared.models import (
+    Attempt,
+    AttemptRecord,
+    DatabricksRun,
     Notification,
     NotificationReceipt,
     PipelineOutcome,
     PipelineSpec,
     PipelineState,
+    RepairDecision,
     RunError,
     Settlement,
     WatchRequest,
@@ -49,7 +54,9 @@ _STATE_BY_STATUS = {
 
 
 async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
-    """Trigger the job, wait for the run's outcome, email it."""
+    """Trigger the job, wait for the run's outcome, repair a failed run by its job's policy, email it."""
+    deps = ctx.get_dependency(steps.WorkerDeps)
+    job = steps.job_of(deps, spec.job)
     callback = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
     promise_id = await callback.id()
 
@@ -64,24 +71,64 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         settlement = await ctx.run(steps.settle_callback_promise, promise_id, refused)
     else:
         if run is not None:
-            watch = WatchRequest(
-                pipeline_id=spec.id,
-                promise_id=promise_id,
-                run_id=run.run_id,
-                interval_seconds=ctx.get_dependency(steps.WorkerDeps).watchdog_interval_seconds,
-                job=spec.job,
-            )
-            await ctx.run(watchdog.start_watching, watch)
+            await ctx.run(watchdog.start_watching, _watch(deps, spec, promise_id, run.run_id, 0))
         settlement = await _await_settlement(ctx, callback, promise_id)
 
-    if settlement is None:
-        state, result = PipelineState.TIMED_OUT, None
-        error = RunError(
-            type="TimedOut",
-            message=f"no outcome from Databricks within {spec.timeout_seconds} s; the run was stopped",
+    attempts = [Attempt(number=0, started_at=trigger.started_at or 0, reason="the original run")]
+    thread: list[str] = []
+    automatic = manual = 0
+    parameters = spec.parameters
+    state, result, error = _ending(settlement, spec)
+    while run is not None and state is PipelineState.FAILED and settlement is not None:
+        attempts[-1] = _ended(attempts[-1], settlement)
+        policy, number = job.repair, len(attempts)
+        report = settlement.report
+        transient = settlement.source != "callback" and policy.is_transient(
+            report.termination_type if report else None, report.termination_code if report else None
         )
-    else:
-        state, result, error = _STATE_BY_STATUS[settlement.status], settlement.result, settlement.error
+        if transient and automatic < policy.automatic_attempts:
+            await ctx.sleep(timedelta(seconds=policy.backoff(automatic)))
+            automatic += 1
+            kind = report.termination_code or report.termination_type if report else "transient"
+            attempt = Attempt(
+                number=number, started_at=0, reason=f"automatic repair of a transient failure ({kind})", by="automatic"
+            )
+        elif policy.manual_window_seconds > 0 and manual < policy.manual_attempts:
+            manual += 1
+            decision, receipt_ids = await _await_decision(ctx, spec, job, settlement, run, attempts, thread)
+            thread.extend(receipt_ids)
+            if decision is None or decision.action == "abandon":
+                error = _not_repaired(decision, policy.manual_window_seconds, error)
+                break
+            parameters = decision.parameters or parameters
+            changed = decision.parameters if decision.parameters not in (None, spec.parameters) else None
+            attempt = Attempt(
+                number=number, started_at=0, reason="repair asked for", by=decision.by, parameters=changed
+            )
+        else:
+            break
+        # The repaired run reports on a callback promise of its own: the first one is settled.
+        repaired = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
+        repaired_id = await repaired.id()
+        made = await ctx.options(retry_policy=TRIGGER_RETRY).run(
+            steps.repair_databricks_run,
+            spec,
+            run.run_id,
+            attempt.model_copy(update={"parameters": parameters}),
+            repaired_id,
+        )
+        if made.attempt is None:
+            error = made.error
+            break
+        attempts.append(made.attempt.model_copy(update={"parameters": attempt.parameters}))
+        record = AttemptRecord(attempt=attempts[-1], callback_promise_id=repaired_id)
+        await ctx.run(steps.record_attempt, spec.id, ids.attempt_record_id(spec.id, number), record)
+        await ctx.run(watchdog.start_watching, _watch(deps, spec, repaired_id, run.run_id, number))
+        settlement = await _await_settlement(ctx, repaired, repaired_id)
+        state, result, error = _ending(settlement, spec)
+        promise_id = repaired_id
+    if settlement is not None and attempts[-1].outcome is None:
+        attempts[-1] = _ended(attempts[-1], settlement)
 
     # A run nobody waits for any more is stopped. A run that ended by itself
     # (success, failure, or cancelled in Databricks) needs nothing.
@@ -94,26 +141,119 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
                 f"be cancelled: {refusal}",
             )
 
-    job = steps.job_of(ctx.get_dependency(steps.WorkerDeps), spec.job)
     report = settlement.report if settlement else None
+    history = attempts if len(attempts) > 1 else []
     notification = Notification(
         pipeline_id=spec.id,
         email=spec.email,
         state=state,
-        parameters=spec.parameters,
+        parameters=parameters,
         run=run,
         result=result,
         error=error,
         job=job.name,
         job_title=job.title,
         report=report,
+        attempts=history,
+        thread=thread,
         waited_seconds=spec.timeout_seconds if state is PipelineState.TIMED_OUT else None,
         settled_at=settlement.received_at if settlement else None,
     )
     receipt = await _notify(ctx, notification)
-    outcome = PipelineOutcome(state=state, result=result, error=error, run=run, notification=receipt, report=report)
+    outcome = PipelineOutcome(
+        state=state, result=result, error=error, run=run, notification=receipt, report=report, attempts=history
+    )
     await ctx.run(steps.record_outcome, spec.id, outcome, job.name)
     return outcome
+
+
+def _watch(deps: steps.WorkerDeps, spec: PipelineSpec, promise_id: str, run_id: int, attempt: int) -> WatchRequest:
+    return WatchRequest(
+        pipeline_id=spec.id,
+        promise_id=promise_id,
+        run_id=run_id,
+        interval_seconds=deps.watchdog_interval_seconds,
+        job=spec.job,
+        attempt=attempt,
+    )
+
+
+def _ending(settlement: Settlement | None, spec: PipelineSpec) -> tuple[PipelineState, dict | None, RunError | None]:
+    """The state an outcome gives the pipeline (if nothing repairs it), its result and error."""
+    if settlement is None:
+        error = RunError(
+            type="TimedOut",
+            message=f"no outcome from Databricks within {spec.timeout_seconds} s; the run was stopped",
+        )
+        return PipelineState.TIMED_OUT, None, error
+    return _STATE_BY_STATUS[settlement.status], settlement.result, settlement.error
+
+
+def _ended(attempt: Attempt, settlement: Settlement) -> Attempt:
+    return attempt.model_copy(update={"outcome": settlement.status, "error": settlement.error})
+
+
+def _not_repaired(decision: RepairDecision | None, window_seconds: int, cause: RunError | None) -> RunError:
+    failed = f": {cause.type}: {cause.message}" if cause else ""
+    if decision is None:
+        return RunError(
+            type="RepairWindowExpired",
+            message=f"nobody repaired or abandoned it within its repair window ({window_seconds} s); "
+            f"the run stays failed{failed}",
+        )
+    return RunError(type="Abandoned", message=f"abandoned by {decision.by}; the run stays failed{failed}")
+
+
+async def _await_decision(
+    ctx: Context,
+    spec: PipelineSpec,
+    job: Job,
+    settlement: Settlement,
+    run: DatabricksRun,
+    attempts: list[Attempt],
+    thread: list[str],
+) -> tuple[RepairDecision | None, list[str]]:
+    """Wait, holding nothing, for a person to repair or abandon the pipeline; None when the window ends.
+
+    The wait is a promise of the workflow's own (its timeout the repair
+    window), found by the gateway through the attempt's record, and settled
+    by ``POST /pipelines/{id}/repair`` or ``/abandon``. The person is told by
+    an email that says what failed and how to repair it.
+    """
+    window = job.repair.manual_window_seconds
+    decision = ctx.promise(timeout=timedelta(seconds=window))
+    decision_id = await decision.id()
+    number = len(attempts)
+    record = await ctx.run(
+        steps.record_attempt,
+        spec.id,
+        ids.repair_window_id(spec.id, number),
+        AttemptRecord(attempt=attempts[-1], decision_promise_id=decision_id),
+        window,
+    )
+    notice = Notification(
+        pipeline_id=spec.id,
+        email=spec.email,
+        state=PipelineState.AWAITING_REPAIR,
+        kind="awaiting_repair",
+        parameters=spec.parameters,
+        run=run,
+        error=settlement.error,
+        job=job.name,
+        job_title=job.title,
+        report=settlement.report,
+        attempts=attempts if len(attempts) > 1 else [],
+        thread=list(thread),
+        repair_deadline=record.repair_deadline,
+        settled_at=settlement.received_at,
+    )
+    receipt = await _notify(ctx, notice)
+    sent = [receipt.message_id] if receipt.delivered and receipt.message_id else []
+    try:
+        return RepairDecision.model_validate(await decision), sent
+    except ApplicationError:
+        # The promise's timeout (the repair window) passed; our services only resolve it.
+        return None, sent
 
 
 async def _await_settlement(ctx: Context, callback, promise_id: str) -> Settlement | None:
