@@ -34,6 +34,7 @@ from testcontainers.compose import DockerCompose
 
 from pipeline_api.keys import DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, DEVELOPMENT_SCOPES, KeyEntry, key_digest, mint
 from pipeline_api.principals import Scope
+from pipeline_shared.catalogue import Catalogue
 
 #: The repository root, where compose.yaml lives and compose paths start.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,9 +232,7 @@ class Stack:
         try:
             return self._addresses[published]
         except KeyError:
-            raise LookupError(
-                f"{published.service} does not publish port {published.port}"
-            ) from None
+            raise LookupError(f"{published.service} does not publish port {published.port}") from None
 
     def url(self, published: PublishedPort) -> str:
         host, port = self.address(published)
@@ -352,8 +351,7 @@ class Stack:
         while health != "healthy":
             if state in {"exited", "dead"}:
                 raise AssertionError(
-                    f"{service} {state} instead of turning healthy:\n"
-                    f"{self.logs(service, tail=LOG_TAIL_LINES)}"
+                    f"{service} {state} instead of turning healthy:\n{self.logs(service, tail=LOG_TAIL_LINES)}"
                 )
             if time.monotonic() >= deadline:
                 raise AssertionError(
@@ -388,6 +386,49 @@ def _start_failure(stack: Stack, exc: subprocess.SubprocessError) -> str:
     )
 
 
+#: The repository's catalogue, which the test stack runs with its waits shortened.
+CATALOGUE = REPO_ROOT / "infra" / "catalogue.toml"
+#: What the test stack's copy changes, per job: backoffs of a second, and for one job a repair
+#: window short enough to watch it end.
+STACK_CATALOGUE_CHANGES = {
+    "csv-statistics": {"backoff_seconds": 1},
+    "nightly-refresh": {"backoff_seconds": 1},
+    "customer-report": {"backoff_seconds": 1},
+    "word-frequencies": {"manual_window_seconds": 8},
+}
+
+
+def write_stack_catalogue(folder: Path) -> Path:
+    """The repository's catalogue with STACK_CATALOGUE_CHANGES applied, as a file compose can mount.
+
+    Only waits change: the jobs, parameters and policies are the
+    repository's, so the stack runs what users run, only faster.
+    """
+    catalogue = Catalogue.load(CATALOGUE)
+    lines = CATALOGUE.read_text(encoding="utf-8").splitlines()
+    out, section = [], None
+    for line in lines:
+        header = re.fullmatch(r"\[jobs\.([a-z0-9-]+)\.repair\]", line.strip())
+        if line.startswith("["):
+            section = header.group(1) if header else None
+        key = line.split("=", 1)[0].strip()
+        if section in STACK_CATALOGUE_CHANGES and key in STACK_CATALOGUE_CHANGES[section]:
+            continue
+        out.append(line)
+        if header and section in STACK_CATALOGUE_CHANGES:
+            out.extend(f"{name} = {value}" for name, value in STACK_CATALOGUE_CHANGES[section].items())
+    path = folder / "catalogue.toml"
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    path.chmod(0o644)
+    folder.chmod(0o755)
+    changed = Catalogue.load(path)
+    for name, changes in STACK_CATALOGUE_CHANGES.items():
+        assert (
+            changed.job(name).repair.model_dump() == catalogue.job(name).repair.model_copy(update=changes).model_dump()
+        )
+    return path
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The compose stack, built and healthy, shared by the whole session."""
@@ -406,7 +447,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         folder = tmp_path_factory.mktemp("api-keys")
         folder.chmod(0o755)  # the gateway runs as its own user in the container
         keys = TestKeys(folder)
-        settings = TEST_SETTINGS | {"API_KEYS_DIR": str(folder), "API_KEYS_FILE": KEYS_FILE_IN_CONTAINER}
+        catalogue = write_stack_catalogue(tmp_path_factory.mktemp("catalogue"))
+        settings = TEST_SETTINGS | {
+            "API_KEYS_DIR": str(folder),
+            "API_KEYS_FILE": KEYS_FILE_IN_CONTAINER,
+            "JOB_CATALOGUE": str(catalogue),
+        }
         compose = DockerCompose(context=REPO_ROOT, compose_file_name=compose_files())
         running = Stack(compose, keys, settings)
         running.compose("down", "--volumes", "--remove-orphans")
