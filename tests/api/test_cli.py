@@ -12,6 +12,7 @@ from pipeline_api import cli
 from pipeline_api.app import create_app
 from pipeline_api.keys import mint
 from pipeline_api.principals import Scope
+from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink
 from tests.api.test_gateway import SETTINGS
 from tests.api.test_listeners import loopback_socket, serving, url_of
@@ -84,3 +85,33 @@ async def test_the_cli_lists_the_jobs_and_starts_one_by_name(
     assert started == 0, start_out.err
     assert [call["text"] for call in harness.jobs.run_now_calls] == ["a b a"]
     assert refused == 2 and "422" in refusal and "body.parameters.text: is required" in refusal
+
+
+async def test_the_cli_follows_to_awaiting_repair_then_repairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text(ENTRY.as_toml())
+    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
+    harness = Harness(autostart=False)
+    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    sock = loopback_socket()
+    gateway = ["--gateway", url_of(sock), "--interval", "0.05"]
+    pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
+
+    async with serving(app, sock):
+        await run_cli(monkeypatch, KEY, *gateway, "start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id)
+        run = await harness.wait_for_run_of(pipeline_id)
+        await harness.settle_id(pipeline_id, status="failure", error=RunError(type="KeyError", message="'colum'"))
+        followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id)
+        follow_out = capsys.readouterr().out
+        repaired = await run_cli(monkeypatch, KEY, *gateway, "repair", pipeline_id, "--param", "source=/ok.csv")
+        repair_out = capsys.readouterr()
+
+    assert followed == cli.AWAITING_REPAIR_EXIT
+    assert f"`pipelines repair {pipeline_id}`" in follow_out
+    assert repaired == 0, repair_out.err
+    async with asyncio.timeout(5):
+        while run.run_id not in harness.jobs.repairs:
+            await asyncio.sleep(0.02)
+    assert harness.jobs.repairs[run.run_id][0]["source"] == "/ok.csv"

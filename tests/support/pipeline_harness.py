@@ -175,9 +175,12 @@ class Harness:
         return spec, self.resonate.run(spec.id, run_pipeline, spec)
 
     async def wait_for_run(self, spec: PipelineSpec) -> DatabricksRun:
+        return await self.wait_for_run_of(spec.id)
+
+    async def wait_for_run_of(self, pipeline_id: str) -> DatabricksRun:
         async with asyncio.timeout(5):
             while True:
-                record = await self.promises_get(ids.trigger_step_id(spec.id))
+                record = await self.promises_get(ids.trigger_step_id(pipeline_id))
                 if record is not None and record.state == "resolved":
                     return DatabricksRun.model_validate(record.value.data["run"])
                 await asyncio.sleep(0.01)
@@ -189,8 +192,11 @@ class Harness:
             return None
 
     async def settle(self, spec: PipelineSpec, promise_id: str | None = None, **fields: Any) -> None:
+        await self.settle_id(spec.id, promise_id, **fields)
+
+    async def settle_id(self, pipeline_id: str, promise_id: str | None = None, **fields: Any) -> None:
         settlement = Settlement(**{"source": "callback", "received_at": now_ms(), **fields})
-        promise_id = promise_id or ids.callback_promise_id(spec.id)
+        promise_id = promise_id or ids.callback_promise_id(pipeline_id)
         result = await settle_callback(self.resonate.promises, promise_id, settlement)
         assert result.accepted(settlement)
 

@@ -69,6 +69,10 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"message": str(body)}
 
 
+#: `follow`'s exit status for a pipeline that stopped to wait for a repair.
+AWAITING_REPAIR_EXIT = 3
+
+
 def _describe(doc: dict[str, Any]) -> str:
     parts = [f"{doc['id']}: {doc['state']}"]
     if doc.get("databricks"):
@@ -77,6 +81,11 @@ def _describe(doc: dict[str, Any]) -> str:
         parts.append(f"{doc['error']['type']}: {doc['error']['message']}")
     if doc["state"] == "succeeded" and doc.get("result") is not None:
         parts.append("result " + json.dumps(doc["result"], sort_keys=True)[:500])
+    if doc["state"] == "awaiting_repair":
+        parts.append(
+            f"awaiting repair until {doc.get('repair_deadline')}: `pipelines repair {doc['id']}` "
+            f"[--param NAME=VALUE] or `pipelines abandon {doc['id']}`"
+        )
     if doc.get("notification") and doc["state"] in FINAL_STATES:
         note = doc["notification"]
         parts.append("email sent" if note["delivered"] else f"email NOT sent: {note.get('error')}")
@@ -93,6 +102,9 @@ def follow(gateway: Gateway, pipeline_id: str, interval: float, first: dict[str,
             seen = key
         if doc["state"] in FINAL_STATES:
             return 0 if doc["state"] == "succeeded" else 1
+        if doc["state"] == "awaiting_repair":
+            # It waits for a person, possibly for days: a script is told, not held.
+            return AWAITING_REPAIR_EXIT
         time.sleep(interval)
         doc = gateway.request("GET", f"/pipelines/{pipeline_id}")
 
@@ -141,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--timeout", type=int, help="seconds to wait for Databricks")
     start.add_argument("--no-follow", action="store_true", help="print the pipeline and return at once")
     commands.add_parser("jobs", help="list the catalogue's jobs you may start, with their parameters")
+    repair = commands.add_parser("repair", help="repair a pipeline awaiting repair: rerun its run's failed tasks")
+    repair.add_argument("id")
+    repair.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter to change")
+    commands.add_parser("abandon", help="abandon a pipeline awaiting repair: it ends failed").add_argument("id")
     for name, help_text in (
         ("status", "print where a pipeline stands"),
         ("follow", "follow a pipeline until it finishes"),
@@ -167,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "jobs":
             for job in gateway.request("GET", "/jobs")["jobs"]:
                 print(_describe_job(job))
+            return 0
+        if args.command == "repair":
+            body = {"parameters": _parameters(args.param)}
+            print(_describe(gateway.request("POST", f"/pipelines/{args.id}/repair", json=body)))
+            return 0
+        if args.command == "abandon":
+            print(_describe(gateway.request("POST", f"/pipelines/{args.id}/abandon")))
             return 0
         if args.command == "status":
             print(_describe(gateway.request("GET", f"/pipelines/{args.id}")))

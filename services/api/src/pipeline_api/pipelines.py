@@ -449,7 +449,12 @@ class Pipelines:
         repeat, or a flood); ``ignored``: no pipeline is waiting on the run
         (not ours, or the pipeline has its outcome).
         """
+        # A repaired run keeps its id; each repair of it has an index of its own. The latest is the one waited on.
         index = await self._get(ids.run_index_id(run_id))
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if index is None or (later := await self._get(ids.run_index_id(run_id, attempt))) is None:
+                break
+            index = later
         if index is None or index.state != "pending":
             return "ignored"
         try:
@@ -461,7 +466,7 @@ class Pipelines:
         record = await self._call(
             dispatch(
                 self._promises,
-                f"{watch.pipeline_id}:hint-{event}-{window}",
+                f"{watch.pipeline_id}:hint{watch.attempt or ''}-{event}-{window}",
                 names.WATCH_DATABRICKS_RUN,
                 watch.model_dump(mode="json"),
                 group=names.WORKER_GROUP,
