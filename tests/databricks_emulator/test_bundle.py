@@ -5,8 +5,9 @@ Instead every job definition (the base one and each target's override) is
 loaded with ``databricks-bundles``, Databricks' own generated models of bundle
 resources, which refuse unknown fields, wrong types and unknown enum values.
 The rest of the file is checked against the bundle's documented top-level and
-target keys, and the job against the contract the worker and the emulator
-share.
+target keys, the pipeline job against the callback contract the worker and the
+notebook share, and the whole file against what the emulator, which serves
+these jobs, makes of it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from databricks.bundles.jobs import Job
 
-from databricks_emulator.jobspec import JOB_PARAMETERS, TASK_KEY
+from databricks_emulator.bundle import load_bundle
 from pipeline_shared import names
 from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
 
@@ -32,13 +33,12 @@ TARGET_KEYS = {
     "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions",
     "presets", "resources", "run_as", "sync", "variables", "workspace",
 }  # fmt: skip
-#: The inputs the notebook reads and the worker passes, by the shared library's names.
-CONTRACT_PARAMETERS = [
+#: The callback inputs the notebook reads and the worker passes, by the shared library's names.
+CALLBACK_PARAMETERS = [
     names.JOB_PARAM_PIPELINE_ID,
     names.JOB_PARAM_CALLBACK_PROMISE_ID,
     names.JOB_PARAM_CALLBACK_URL,
     names.JOB_PARAM_CALLBACK_SIGNING_KEY,
-    names.JOB_PARAM_USER_PARAMETERS,
 ]
 
 
@@ -58,7 +58,7 @@ def test_bundle_uses_only_known_mappings(bundle):
 
 
 def test_every_job_definition_is_valid_for_databricks(bundle):
-    definitions = [bundle["resources"]["jobs"]["pipeline"]] + [
+    definitions = list(bundle["resources"]["jobs"].values()) + [
         job
         for target in bundle["targets"].values()
         for job in target.get("resources", {}).get("jobs", {}).values()
@@ -67,21 +67,37 @@ def test_every_job_definition_is_valid_for_databricks(bundle):
         Job.from_dict(definition)  # raises on any field or value Databricks does not define
 
 
-def test_job_is_the_one_the_worker_and_the_emulator_expect(bundle):
+def test_pipeline_job_is_the_one_the_worker_expects(bundle):
     job = Job.from_dict(bundle["resources"]["jobs"]["pipeline"])
     variables = {name: spec["default"] for name, spec in bundle["variables"].items()}
 
-    assert [p.name for p in job.parameters] == CONTRACT_PARAMETERS == list(JOB_PARAMETERS)
-    assert {p.name: p.default for p in job.parameters} == JOB_PARAMETERS
+    assert [p.name for p in job.parameters][: len(CALLBACK_PARAMETERS)] == CALLBACK_PARAMETERS
+    assert all(p.default == "" for p in job.parameters if p.name in CALLBACK_PARAMETERS)
     assert int(_resolve(job.max_concurrent_runs, variables)) >= 500
     assert int(_resolve(job.timeout_seconds, variables)) > 0
     assert job.queue.enabled is True
     [task] = job.tasks
-    assert task.task_key == TASK_KEY and task.max_retries == 0
+    assert task.max_retries == 0
     notebook = (BUNDLE.parent / task.notebook_task.notebook_path).resolve()
     assert notebook == NOTEBOOK.resolve() and notebook.is_file()
     synced = [(BUNDLE.parent / path).resolve() for path in bundle["sync"]["paths"]]
     assert any(notebook.is_relative_to(path) for path in synced), "the notebook must be synced"
+
+
+def test_the_emulator_serves_every_job_of_the_bundle(bundle):
+    served = load_bundle(BUNDLE, variables={}, first_job_id=1001, created_time=0)
+
+    assert [job.resource_key for job in served.jobs] == list(bundle["resources"]["jobs"])
+    assert [job.job_id for job in served.jobs] == list(range(1001, 1001 + len(served.jobs)))
+    assert served.jobs[0].name == "Resonate pipeline", "DATABRICKS_JOB_ID=1001 still names the pipeline"
+    assert served.ignored == (), "every setting the bundle gives is one the emulator shows or acts on"
+    for job in served.jobs:
+        definition = bundle["resources"]["jobs"][job.resource_key]
+        assert job.name == definition["name"]
+        assert list(job.parameters) == [p["name"] for p in definition.get("parameters", [])]
+        assert job.task_keys == tuple(task["task_key"] for task in definition["tasks"])
+    pipeline = served.jobs[0]
+    assert pipeline.tasks[0].local_file == NOTEBOOK.resolve()
 
 
 def test_every_variable_used_is_declared(bundle):
