@@ -64,10 +64,12 @@ ARG PORT
 ARG HEALTHCHECK_PATH=/readyz
 RUN useradd --system --uid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /app/.venv /app/.venv
-# Data files a service reads at run time (the emulator runs the notebook).
+# Data files a service reads at run time: the emulator serves the bundle's jobs
+# and runs their notebooks, which the bundle names as ../../notebooks.
 COPY --from=sources /keep/notebooks /app/notebooks
 # The job catalogue the gateway and the worker read by default (JOB_CATALOGUE_FILE).
 COPY infra/catalogue.toml /app/infra/catalogue.toml
+COPY --from=sources /src/infra/databricks /app/infra/databricks
 COPY infra/docker/healthcheck.py /app/healthcheck.py
 # The module is fixed at build time; a one-line launcher runs it, since an
 # exec-form CMD cannot expand a variable.

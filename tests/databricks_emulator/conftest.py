@@ -1,16 +1,21 @@
-"""Fixtures: one emulator process for the session, clients for it, and a callback receiver.
+"""Fixtures: one emulator process for the session, clients for it, and callback receivers.
 
-The emulator runs as a real subprocess on a free loopback port, and most Jobs
-API calls go through databricks-sdk's own ``WorkspaceClient``: the wire the
-worker will use. The subprocess serves the emulator wrapped in the check of
-``sdk_models``, so every answer any test gets, whatever its client, reads back
-unchanged through the SDK's models; a test whose calls got an answer that does
-not fails at teardown. Runs are kept apart by unique pipeline ids, so tests
-share the emulator without sharing state.
+The emulator runs as a real subprocess on a free loopback port, serving the
+tests' own bundle (``bundle/databricks.yml``: small jobs and notebooks of
+their own, so these tests do not move when the project's notebooks do), and
+most Jobs API calls go through databricks-sdk's own ``WorkspaceClient``: the
+wire the worker will use. The subprocess serves the emulator wrapped in the
+check of ``sdk_models``, so every answer any test gets, whatever its client,
+reads back unchanged through the SDK's models; a test whose calls got an
+answer that does not fails at teardown. Runs are kept apart by unique pipeline
+ids (every test job but ``refresh`` declares one), so tests share the emulator
+without sharing state. Webhook notifications of the session's emulator go to
+one session-wide receiver, with Basic credentials.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -30,9 +35,20 @@ from tests.databricks_emulator.sdk_models import LOG_ENV, problems_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
+#: The project's pipeline notebook (its own tests read its cells).
 NOTEBOOK = NOTEBOOKS / "pipeline.py"
-#: The job id the session's emulator serves; deliberately not the default.
+#: The tests' bundle, which the session's emulator serves.
+TEST_BUNDLE = Path(__file__).resolve().parent / "bundle" / "databricks.yml"
+#: The id of the test bundle's first job (the pipeline job); deliberately not the default.
 JOB_ID = 4242
+#: The ids of the test bundle's jobs, in its order from JOB_ID on.
+TEST_JOBS = ("pipeline", "report", "conditions", "tolerant", "refresh", "serial", "exclusive", "retrying", "wide")
+JOB_IDS = {key: JOB_ID + index for index, key in enumerate((*TEST_JOBS, "unwritten"))}
+#: The notification destination of the test bundle's refresh job, and its Basic credentials.
+DESTINATION_ID = "test-destination"
+DESTINATION_CREDENTIALS = ("emulator-webhook", "webhook-test-password")
+#: How long the test bundle's non-notebook tasks take.
+TASK_SECONDS = 0.1
 #: The SDK retries transient errors for this long; a test that needs longer is broken.
 SDK_RETRY_TIMEOUT_SECONDS = 20
 #: How long the emulator may take to answer /healthz after it is started.
@@ -62,6 +78,7 @@ class Emulator:
         self.client_id = env["DATABRICKS_EMULATOR_CLIENT_ID"]
         self.client_secret = env["DATABRICKS_EMULATOR_CLIENT_SECRET"]
         self.job_id = JOB_ID
+        self.jobs = JOB_IDS
         self.log = log
         self.model_log = Path(env[LOG_ENV])
         self._problems_seen = 0
@@ -94,10 +111,22 @@ class Emulator:
         return httpx.get(f"{self.url}/emulator/oauth", timeout=10).json()
 
 
-def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
+def start_emulator(
+    tmp: Path, *, cwd: Path | None = None, bundle: Path | None = TEST_BUNDLE, **env_overrides: str
+) -> Emulator:
+    """An emulator on a free port, serving ``bundle`` (None: its default, relative to ``cwd``)."""
     port = free_port()
+    served = (
+        {
+            "DATABRICKS_EMULATOR_BUNDLE": str(bundle),
+            "DATABRICKS_EMULATOR_BUNDLE_VARIABLES": json.dumps({"run_timeout_seconds": 120}),
+        }
+        if bundle is not None
+        else {}
+    )
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if not key.startswith("DATABRICKS_EMULATOR_")},
+        **served,
         # The checked emulator is a module of the tests, so the repository must be importable.
         "PYTHONPATH": str(REPO_ROOT),
         LOG_ENV: str(tmp / f"model-check-{port}.jsonl"),
@@ -107,9 +136,8 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
         "DATABRICKS_EMULATOR_CLIENT_SECRET": f"dose-test-{uuid.uuid4().hex}",
         "DATABRICKS_EMULATOR_OAUTH_TOKEN_LIFETIME_SECONDS": str(OAUTH_TOKEN_LIFETIME_SECONDS),
         "DATABRICKS_EMULATOR_JOB_ID": str(JOB_ID),
-        "DATABRICKS_EMULATOR_NOTEBOOK_PATH": str(NOTEBOOK),
+        "DATABRICKS_EMULATOR_TASK_SECONDS": str(TASK_SECONDS),
         "DATABRICKS_EMULATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "DATABRICKS_EMULATOR_RUN_TIMEOUT_SECONDS": "120",
         "DATABRICKS_EMULATOR_QUEUED_SECONDS": "0.05",
         "DATABRICKS_EMULATOR_PENDING_SECONDS": "0.1",
         "DATABRICKS_EMULATOR_TERMINATING_SECONDS": "0.05",
@@ -123,7 +151,7 @@ def start_emulator(tmp: Path, **env_overrides: str) -> Emulator:
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            cwd=tmp,
+            cwd=cwd or tmp,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
@@ -153,8 +181,21 @@ def stop_emulator(emulator: Emulator) -> None:
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    running = start_emulator(tmp_path_factory.mktemp("emulator"))
+def webhook_sink() -> Iterator[CallbackReceiver]:
+    """Where the session's emulator sends the refresh job's webhook notifications."""
+    with CallbackReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory, webhook_sink: CallbackReceiver) -> Iterator[Emulator]:
+    username, password = DESTINATION_CREDENTIALS
+    destinations = {DESTINATION_ID: {"url": f"{webhook_sink.url}/notifications", "username": username,
+                                     "password": password}}  # fmt: skip
+    running = start_emulator(
+        tmp_path_factory.mktemp("emulator"),
+        DATABRICKS_EMULATOR_NOTIFICATION_DESTINATIONS=json.dumps(destinations),
+    )
     yield running
     stop_emulator(running)
 

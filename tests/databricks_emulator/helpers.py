@@ -15,7 +15,7 @@ from types import ModuleType
 
 import httpx
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.service.jobs import Run, RunLifeCycleState
+from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunTask
 
 from databricks_emulator import harness
 from pipeline_shared.ids import callback_promise_id
@@ -27,9 +27,12 @@ POLL_SECONDS = 0.05
 
 
 class Pipeline:
-    """One pipeline's view of the contract: its promise, its key and its job parameters."""
+    """One pipeline's view of the contract: its promise, its key and its job parameters.
 
-    def __init__(self, pipeline_id: str, callback_url: str, **user_parameters: str) -> None:
+    They are the test bundle's pipeline job's parameters: the callback inputs and ``source``.
+    """
+
+    def __init__(self, pipeline_id: str, callback_url: str, source: str | None = None) -> None:
         self.pipeline_id = pipeline_id
         self.secret = f"server-secret-{uuid.uuid4().hex}"
         self.promise_id = callback_promise_id(pipeline_id)
@@ -41,8 +44,8 @@ class Pipeline:
             "callback_url": callback_url,
             "callback_signing_key": self.key,
         }
-        #: The emulator's job still takes the user's parameters as one JSON value.
-        self.job_parameters = {**self.inputs, "parameters": json.dumps(user_parameters)}
+        if source is not None:
+            self.job_parameters["source"] = source
 
 
 def wait_until(workspace: WorkspaceClient, run_id: int, done, timeout: float = 30) -> Run:  # type: ignore[no-untyped-def]
@@ -57,13 +60,13 @@ def wait_until(workspace: WorkspaceClient, run_id: int, done, timeout: float = 3
         time.sleep(POLL_SECONDS)
 
 
+#: The life cycle states a run does not leave (unless it is repaired).
+TERMINAL_STATES = (RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR)
+
+
 def wait_terminated(workspace: WorkspaceClient, run_id: int, timeout: float = 30) -> Run:
-    return wait_until(
-        workspace,
-        run_id,
-        lambda run: run.state.life_cycle_state == RunLifeCycleState.TERMINATED,
-        timeout,
-    )
+    """The run once it has ended: TERMINATED, SKIPPED or INTERNAL_ERROR."""
+    return wait_until(workspace, run_id, lambda run: run.state.life_cycle_state in TERMINAL_STATES, timeout)
 
 
 def run_to_end(workspace: WorkspaceClient, job_id: int, pipeline: Pipeline) -> Run:
@@ -158,3 +161,36 @@ def run_notebook(notebook: Path, widgets: dict[str, str], run_dir: Path, timeout
     )
     outcome = json.loads((run_dir / "outcome.json").read_text())
     return NotebookRun(process.returncode, outcome["exit_value"], outcome["error"], process.stdout)
+def start(workspace: WorkspaceClient, job_id: int, pipeline_id: str | None = None, **parameters: str) -> int:
+    """run-now of ``job_id`` (with ``pipeline_id`` for its fault plan, if given); the run id."""
+    if pipeline_id is not None:
+        parameters["pipeline_id"] = pipeline_id
+    return workspace.jobs.run_now(job_id, job_parameters=parameters).run_id
+
+
+def latest_tasks(run: Run) -> dict[str, RunTask]:
+    """Each task's latest attempt: runs/get lists every attempt, oldest first."""
+    latest: dict[str, RunTask] = {}
+    for task in run.tasks:
+        if task.task_key not in latest or task.attempt_number > latest[task.task_key].attempt_number:
+            latest[task.task_key] = task
+    return latest
+
+
+def results(run: Run) -> dict[str, str | None]:
+    """Each task's latest result state, by key (None when it has none)."""
+    return {key: task.state.result_state and task.state.result_state.value for key, task in latest_tasks(run).items()}
+
+
+def watch(workspace: WorkspaceClient, run_id: int, timeout: float = 30) -> tuple[Run, list[Run]]:
+    """Poll the run until it is terminal; the last answer and every answer seen."""
+    seen: list[Run] = []
+    wait_until(
+        workspace, run_id, lambda run: seen.append(run) or run.state.life_cycle_state in TERMINAL_STATES, timeout
+    )
+    return seen[-1], seen
+
+
+def set_job_plan(control: httpx.Client, job_id: int, **plan: object) -> None:
+    response = control.put(f"/emulator/faults/jobs/{job_id}", json=plan)
+    assert response.status_code == 200, response.text

@@ -59,18 +59,26 @@ def test_unknown_endpoint_and_method(control, auth):
 
 
 @pytest.mark.parametrize(
-    "plan",
+    ("plan", "words"),
     [
-        {"notebook": "explode"},
-        {"start_delay_seconds": -1},
-        {"run_now_error_status": 500},
-        {"typo": 1},
+        ({"notebook": "explode"}, "notebook"),
+        ({"start_delay_seconds": -1}, "start_delay_seconds"),
+        ({"run_now_error_status": 500}, "run_now_error_status"),
+        ({"typo": 1}, "typo"),
+        ({"life_cycle": "EXPLODED"}, "'INTERNAL_ERROR' or 'SKIPPED'"),
+        ({"tasks": {"pipeline": {"code": "OOPS"}}}, "'CLOUD_FAILURE'"),
+        ({"tasks": {"pipeline": {"code": "SUCCESS"}}}, "'DRIVER_ERROR'"),
+        ({"tasks": {"pipeline": {"code": "CLOUD_FAILURE", "type": "SUCCESS"}}}, "'CLIENT_ERROR'"),
+        ({"tasks": {"pipeline": {"type": "CLIENT_ERROR"}}}, "give code too"),
+        ({"tasks": {"pipeline": {"fail_attempts": -1}}}, "fail_attempts"),
+        ({"tasks": {"no_such_task": {"fail": True}}}, "no job here has a task 'no_such_task'"),
     ],
 )
-def test_control_api_refuses_bad_plans(control, pipeline_id, plan):
+def test_control_api_refuses_bad_plans_naming_what_is_allowed(control, pipeline_id, plan, words):
     response = control.put(f"/emulator/faults/pipelines/{pipeline_id}", json=plan)
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert words in response.json()["message"]
     assert control.get("/healthz").status_code == 200
 
 
@@ -92,7 +100,7 @@ QUERY_KEYS = st.sampled_from(sorted({name for e in ENDPOINTS for name in e.param
     query=st.lists(st.tuples(QUERY_KEYS, st.text(max_size=12)), max_size=4),
 )
 def test_no_request_crashes_an_endpoint(control, emulator, auth, endpoint, version, body, query):
-    if _names_the_job(body, query, emulator.job_id):
+    if _names_a_job(body, query, set(emulator.jobs.values())):
         return  # a valid run-now would start a real run: not what this test is about
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     answer = control.request(
@@ -102,11 +110,11 @@ def test_no_request_crashes_an_endpoint(control, emulator, auth, endpoint, versi
     assert answer.status_code == 200 or set(answer.json()) == {"error_code", "message"}
 
 
-def _names_the_job(body: object, query: list[tuple[str, str]], job_id: int) -> bool:
+def _names_a_job(body: object, query: list[tuple[str, str]], job_ids: set[int]) -> bool:
     given = [value for key, value in query if key == "job_id"]
     if isinstance(body, dict):
         given.append(body.get("job_id"))
-    return any(str(value).strip() == str(job_id) for value in given)
+    return any(str(value).strip() in {str(job_id) for job_id in job_ids} for value in given)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,8 +5,9 @@ Instead every job definition (the base one and each target's override) is
 loaded with ``databricks-bundles``, Databricks' own generated models of bundle
 resources, which refuse unknown fields, wrong types and unknown enum values.
 The rest of the file is checked against the bundle's documented top-level and
-target keys, and the job against the contract the worker and the emulator
-share.
+target keys, the pipeline job against the callback contract the worker and the
+notebook share, and the whole file against what the emulator, which serves
+these jobs, makes of it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pytest
 import yaml
 from databricks.bundles.jobs import Job
 
+from databricks_emulator.bundle import load_bundle
 from pipeline_shared.catalogue import PIPELINE_PARAMETERS, Catalogue, Completion
-from tests.databricks_emulator.conftest import REPO_ROOT
+from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
 CATALOGUE = REPO_ROOT / "infra" / "catalogue.toml"
@@ -105,6 +107,22 @@ def test_the_callback_helper_is_deployed_beside_the_notebooks(bundle):
     synced = [(BUNDLE.parent / p).resolve() for p in bundle["sync"]["paths"]]
     helper = (REPO_ROOT / "notebooks" / "pipeline_callback.py").resolve()
     assert any(helper.is_relative_to(folder) for folder in synced)
+
+
+def test_the_emulator_serves_every_job_of_the_bundle(bundle):
+    served = load_bundle(BUNDLE, variables={}, first_job_id=1001, created_time=0)
+
+    assert [job.resource_key for job in served.jobs] == list(bundle["resources"]["jobs"])
+    assert [job.job_id for job in served.jobs] == list(range(1001, 1001 + len(served.jobs)))
+    assert served.jobs[0].name == "Resonate pipeline", "DATABRICKS_JOB_ID=1001 still names the pipeline"
+    assert served.ignored == (), "every setting the bundle gives is one the emulator shows or acts on"
+    for job in served.jobs:
+        definition = bundle["resources"]["jobs"][job.resource_key]
+        assert job.name == definition["name"]
+        assert list(job.parameters) == [p["name"] for p in definition.get("parameters", [])]
+        assert job.task_keys == tuple(task["task_key"] for task in definition["tasks"])
+    pipeline = served.jobs[0]
+    assert pipeline.tasks[0].local_file == NOTEBOOK.resolve()
 
 
 def test_every_variable_used_is_declared(bundle):

@@ -10,7 +10,8 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from databricks_emulator.app import create_app
+from databricks_emulator.app import create_app, workspace_bundle
+from databricks_emulator.bundle import BundleError
 from databricks_emulator.settings import Settings
 
 
@@ -21,10 +22,15 @@ def main(wrap: Callable[[Any], Any] | None = None) -> int:
     except ValidationError as exc:
         print(f"databricks-emulator: bad configuration:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        bundle = workspace_bundle(settings)
+    except BundleError as exc:
+        print(f"databricks-emulator: cannot serve the bundle (DATABRICKS_EMULATOR_BUNDLE): {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    app = create_app(settings, bundle)
     uvicorn.run(
         wrap(app) if wrap is not None else app,
         host=settings.HOST,

@@ -10,8 +10,8 @@ themselves. See the package README for what is and is not modelled.
 
 Unauthenticated: host metadata and OAuth discovery and tokens (``oauth``),
 ``/healthz``, the run page at ``/`` and the emulator-only control API under
-``/emulator`` (fault plans, counters, runs, OAuth tokens, and the sink that
-swallows dropped callbacks).
+``/emulator`` (fault plans, counters, runs and their tasks, webhook
+deliveries, OAuth tokens, and the sink that swallows dropped callbacks).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,13 +29,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from databricks_emulator.bundle import Bundle, BundleError, load_bundle
+from databricks_emulator.driver import tail
 from databricks_emulator.errors import ApiError, invalid_parameter, not_modelled
 from databricks_emulator.faults import FaultPlan
-from databricks_emulator.jobspec import JOB_NAME, USER_NAME, job_settings
+from databricks_emulator.jobspec import PAGED_JOB_ARRAYS, USER_NAME, JobSpec
+from databricks_emulator.notifications import Notifier
 from databricks_emulator.oauth import IssuerDep, TokenIssuer, discovery
+from databricks_emulator.pages import PAGE_SIZE, decode_token, encode_token, page
 from databricks_emulator.params import read_call
+from databricks_emulator.runs import JobRun, TaskRun, now_ms
 from databricks_emulator.settings import Settings
 from databricks_emulator.surface import (
     API_VERSIONS,
@@ -49,11 +56,17 @@ from databricks_emulator.surface import (
     Endpoint,
     NotModelledEndpoint,
 )
-from databricks_emulator.workspace import Workspace, tail
+from databricks_emulator.workspace import Workspace
+
+log = logging.getLogger("databricks_emulator")
 
 #: The most jobs one jobs/list page may ask for (and the default), per the reference.
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
+#: jobs/list refuses an offset beyond this (deprecated paging; page_token has no limit).
+MAX_LIST_OFFSET = 1000
+#: The arrays of a job run that Jobs API 2.2 pages.
+PAGED_RUN_ARRAYS = ("tasks", "job_clusters", "job_parameters", "repair_history")
 
 
 def _workspace(request: Request) -> Workspace:
@@ -112,29 +125,55 @@ jobs = APIRouter(prefix="/api/{version}", dependencies=[Depends(_authenticate), 
 async def run_now(
     workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUN_NOW))]
 ) -> dict[str, int]:
-    job_id = call["job_id"]
-    workspace.check_job(job_id)
+    job = workspace.job(call["job_id"])
     legacy = [name for name in LEGACY_TASK_PARAMETERS if call.get(name)]
     if legacy:
         raise invalid_parameter(
-            f"{', '.join(legacy)} cannot be used with job {job_id}: it defines job parameters; "
+            f"{', '.join(legacy)} cannot be used with job {job.job_id}: it defines job parameters; "
             "pass them as job_parameters."
         )
     token = call.get("idempotency_token")
-    run = workspace.run_now(job_id, call.get("job_parameters") or {}, token or None)
-    delay = workspace.faults.take_slow_response(run.pipeline_id)
+    run = workspace.run_now(job.job_id, call.get("job_parameters") or {}, token or None)
+    delay = workspace.faults.take_slow_response(run.pipeline_id, job.job_id)
     if delay:
         await asyncio.sleep(delay)
     return {"run_id": run.run_id, "number_in_job": run.run_id}
 
 
+def _page_number(call: dict[str, Any], kind: str, owner: int) -> int:
+    """The page a request asks for; an empty page_token (as some clients send) is the first."""
+    token = call.get("page_token")
+    return decode_token(token, kind, owner) if token else 0
+
+
+def _whole_under_2_1(items: list[Any], what: str, version: str) -> None:
+    """Jobs API 2.1 lists at most 100 of them; what it answers for more is not documented."""
+    if len(items) > PAGE_SIZE:
+        raise not_modelled(
+            f"{what} with more than {PAGE_SIZE} tasks under /api/{version}",
+            f"Jobs API {version} lists at most {PAGE_SIZE} and documents no answer for more; "
+            "/api/2.2 pages them (databricks-sdk uses 2.2)",
+        )
+
+
 @jobs.get(f"/{RUNS_GET.path}")
 async def get_run(
-    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET))]
+    workspace: WorkspaceDep, version: VersionDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET))]
 ) -> dict[str, Any]:
-    run_id = call["run_id"]
-    run = workspace.any_run(run_id)
-    return run.job_run_json() if run.run_id == run_id else run.task_run_json()
+    run = workspace.any_run(call["run_id"])
+    if isinstance(run, TaskRun):
+        if call.get("page_token"):
+            raise invalid_parameter(f"Invalid page_token: a task run has no pages ({call['page_token']!r}).")
+        return run.task_run_json()
+    document = run.job_run_json(include_history=call.get("include_history", False))
+    if version != "2.2":
+        _whole_under_2_1(document["tasks"], "runs/get of a job run", version)
+        return document
+    number = _page_number(call, "run", run.run_id)
+    paged, more = page(document, PAGED_RUN_ARRAYS, number)
+    if more:
+        paged["next_page_token"] = encode_token("run", run.run_id, number + 1)
+    return paged
 
 
 @jobs.post(f"/{RUNS_CANCEL.path}")
@@ -149,9 +188,8 @@ async def cancel_run(
 async def get_run_output(
     workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET_OUTPUT))]
 ) -> dict[str, Any]:
-    run_id = call["run_id"]
-    run = workspace.any_run(run_id)
-    if run.run_id == run_id:
+    run = workspace.any_run(call["run_id"])
+    if isinstance(run, JobRun):
         # The real API serves output per task run only, whatever the job's task count.
         raise invalid_parameter(
             "Retrieving the output of runs with multiple tasks is not supported. "
@@ -160,50 +198,84 @@ async def get_run_output(
     return run.output_json()
 
 
-def _base_job_json(workspace: Workspace, *, with_tasks: bool) -> dict[str, Any]:
+def _base_job_json(workspace: Workspace, job: JobSpec, *, with_tasks: bool) -> dict[str, Any]:
     """The job as ``jobs/list`` shows it (a ``BaseJob``: no ``run_as_user_name``)."""
-    settings = workspace.settings
-    job_settings_json = job_settings(
-        timeout_seconds=settings.RUN_TIMEOUT_SECONDS,
-        max_concurrent_runs=settings.MAX_CONCURRENT_RUNS,
+    settings = job.settings_json(
+        max_concurrent_runs=workspace.max_concurrent_runs(job), timeout_seconds=workspace.timeout_seconds(job)
     )
     if not with_tasks:
-        del job_settings_json["tasks"]
+        del settings["tasks"]
     return {
-        "job_id": settings.JOB_ID,
+        "job_id": job.job_id,
         "creator_user_name": USER_NAME,
-        "created_time": workspace.created_time,
-        "settings": job_settings_json,
+        "created_time": job.created_time,
+        "settings": settings,
     }
 
 
 @jobs.get(f"/{JOBS_GET.path}")
 async def get_job(
-    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_GET))]
+    workspace: WorkspaceDep, version: VersionDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_GET))]
 ) -> dict[str, Any]:
-    workspace.check_job(call["job_id"])
-    return {**_base_job_json(workspace, with_tasks=True), "run_as_user_name": USER_NAME}
+    job = workspace.job(call["job_id"])
+    document = {**_base_job_json(workspace, job, with_tasks=True), "run_as_user_name": USER_NAME}
+    if version != "2.2":
+        _whole_under_2_1(document["settings"]["tasks"], "jobs/get of a job", version)
+        return document
+    number = _page_number(call, "job", job.job_id)
+    paged, more = page(document, PAGED_JOB_ARRAYS, number, inside="settings")
+    if more:
+        paged["next_page_token"] = encode_token("job", job.job_id, number + 1)
+    return paged
 
 
 @jobs.get(f"/{JOBS_LIST.path}")
 async def list_jobs(
-    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_LIST))]
+    workspace: WorkspaceDep, version: VersionDep, call: Annotated[dict[str, Any], Depends(reads(JOBS_LIST))]
 ) -> dict[str, Any]:
     limit = call.get("limit", DEFAULT_LIST_LIMIT)
-    offset = call.get("offset", 0)
     if not 0 < limit <= MAX_LIST_LIMIT:
         raise invalid_parameter(f"limit must be between 1 and {MAX_LIST_LIMIT}; got {limit}.")
+    offset = call.get("offset", 0)
     if offset < 0:
         raise invalid_parameter(f"offset must not be negative; got {offset}.")
-    # The name filter is exact but case-insensitive, as the reference says.
+    if offset > MAX_LIST_OFFSET:
+        raise invalid_parameter(
+            f"The supplied offset {offset} has exceeded the value of {MAX_LIST_OFFSET} allowed for this "
+            "parameter. Please use the page_token parameter to paginate."
+        )
+    if call.get("page_token"):
+        offset = decode_token(call["page_token"], "jobs", 0)
+    # The name filter is exact but case-insensitive, as the reference says; newest job first.
     name = call.get("name")
-    if offset > 0 or (name is not None and name.casefold() != JOB_NAME.casefold()):
-        return {"has_more": False}
-    # Without expand_tasks a workspace lists jobs without their tasks.
-    return {
-        "jobs": [_base_job_json(workspace, with_tasks=call.get("expand_tasks", False))],
-        "has_more": False,
-    }
+    matching = [
+        job
+        for job in sorted(workspace.jobs.values(), key=lambda job: job.created_time, reverse=True)
+        if name is None or job.name.casefold() == name.casefold()
+    ]
+    chosen = matching[offset : offset + limit]
+    expand = call.get("expand_tasks", False)
+    listed = []
+    for job in chosen:
+        entry = _base_job_json(workspace, job, with_tasks=expand)
+        if expand and version == "2.2":
+            entry, more = page(entry, PAGED_JOB_ARRAYS, 0, inside="settings")
+            entry["has_more"] = more
+        elif expand and len(job.tasks) > PAGE_SIZE:
+            # Measured on a live workspace (open-metadata/OpenMetadata#33204): Jobs API 2.1
+            # answers such a job without its tasks, and without saying so.
+            del entry["settings"]["tasks"]
+        listed.append(entry)
+    answer: dict[str, Any] = {"jobs": listed} if listed else {}
+    more = offset + limit < len(matching)
+    if version != "2.2":
+        # Jobs API 2.2 dropped the top-level has_more for the page tokens.
+        answer["has_more"] = more
+    if more:
+        answer["next_page_token"] = encode_token("jobs", 0, offset + limit)
+    if offset > 0:
+        answer["prev_page_token"] = encode_token("jobs", 0, max(0, offset - limit))
+    return answer
 
 
 def _refuse(endpoint: NotModelledEndpoint) -> Callable[[str], Awaitable[None]]:
@@ -222,18 +294,33 @@ for _endpoint in NOT_MODELLED_ENDPOINTS:
 control = APIRouter(prefix="/emulator")
 
 
+def _checked(plan: FaultPlan, jobs: list[JobSpec]) -> FaultPlan:
+    """The plan, if every task key it names is a task of one of ``jobs``; else the 422."""
+    known = {key for job in jobs for key in job.task_keys}
+    unknown = plan.unknown_tasks(known)
+    if unknown:
+        raise ApiError(
+            422,
+            "INVALID_PARAMETER_VALUE",
+            f"tasks: no job here has a task {', '.join(map(repr, unknown))}; the task keys are: "
+            f"{', '.join(sorted(known))}",
+        )
+    return plan
+
+
 @control.get("/faults")
 async def get_faults(workspace: WorkspaceDep) -> dict[str, Any]:
     registry = workspace.faults
     return {
         "default": registry.default.model_dump(),
         "pipelines": {pid: plan.model_dump() for pid, plan in registry.plans.items()},
+        "jobs": {str(job_id): plan.model_dump() for job_id, plan in registry.job_plans.items()},
     }
 
 
 @control.put("/faults")
 async def set_default_plan(plan: FaultPlan, workspace: WorkspaceDep) -> dict[str, Any]:
-    workspace.faults.set_default(plan)
+    workspace.faults.set_default(_checked(plan, list(workspace.jobs.values())))
     return plan.model_dump()
 
 
@@ -244,16 +331,28 @@ async def clear_plans(workspace: WorkspaceDep) -> dict[str, Any]:
 
 
 @control.put("/faults/pipelines/{pipeline_id}")
-async def set_pipeline_plan(
-    pipeline_id: str, plan: FaultPlan, workspace: WorkspaceDep
-) -> dict[str, Any]:
-    workspace.faults.set_plan(pipeline_id, plan)
+async def set_pipeline_plan(pipeline_id: str, plan: FaultPlan, workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.faults.set_plan(pipeline_id, _checked(plan, list(workspace.jobs.values())))
     return plan.model_dump()
 
 
 @control.delete("/faults/pipelines/{pipeline_id}")
 async def clear_pipeline_plan(pipeline_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
     workspace.faults.clear_plan(pipeline_id)
+    return {}
+
+
+@control.put("/faults/jobs/{job_id}")
+async def set_job_plan(job_id: int, plan: FaultPlan, workspace: WorkspaceDep) -> dict[str, Any]:
+    """The plan for a job's runs whose pipeline has none (jobs without a pipeline_id parameter)."""
+    job = workspace.job(job_id)
+    workspace.faults.set_job_plan(job.job_id, _checked(plan, [job]))
+    return plan.model_dump()
+
+
+@control.delete("/faults/jobs/{job_id}")
+async def clear_job_plan(job_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
+    workspace.faults.clear_job_plan(workspace.job(job_id).job_id)
     return {}
 
 
@@ -280,17 +379,55 @@ async def pipeline_counters(pipeline_id: str, workspace: WorkspaceDep) -> dict[s
 
 
 @control.get("/runs")
-async def list_runs(workspace: WorkspaceDep, pipeline_id: str | None = None) -> dict[str, Any]:
+async def list_runs(
+    workspace: WorkspaceDep, pipeline_id: str | None = None, job_id: int | None = None
+) -> dict[str, Any]:
     runs = [
-        r for r in workspace.runs.values() if pipeline_id is None or r.pipeline_id == pipeline_id
+        run
+        for run in workspace.runs.values()
+        if (pipeline_id is None or run.pipeline_id == pipeline_id) and (job_id is None or run.job.job_id == job_id)
     ]
     return {"runs": [run.summary_json() for run in runs]}
 
 
+def _with_logs(attempt: TaskRun) -> dict[str, Any]:
+    return {**attempt.summary_json(), "stdout": tail(attempt.stdout_path), "stderr": tail(attempt.stderr_path)}
+
+
 @control.get("/runs/{run_id}")
 async def run_details(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
+    """A job run with every task attempt and its logs; or, for a task run id, that attempt."""
     run = workspace.any_run(run_id)
-    return {**run.summary_json(), "stdout": tail(run.stdout_path), "stderr": tail(run.stderr_path)}
+    if isinstance(run, TaskRun):
+        return {**_with_logs(run), "job_run_id": run.job_run.run_id}
+    return {**run.summary_json(), "tasks": [_with_logs(attempt) for attempt in run.task_runs()]}
+
+
+class NotificationSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+@control.get("/notifications")
+async def notification_deliveries(
+    workspace: WorkspaceDep, run_id: int | None = None, job_id: int | None = None
+) -> dict[str, Any]:
+    """Every webhook notification sent (or held back), oldest first."""
+    notifier = workspace.notifier
+    deliveries = [
+        delivery
+        for delivery in notifier.deliveries
+        if (run_id is None or delivery.run_id == run_id) and (job_id is None or delivery.job_id == job_id)
+    ]
+    return {"enabled": notifier.enabled, "deliveries": [delivery.as_json() for delivery in deliveries]}
+
+
+@control.put("/notifications")
+async def switch_notifications(switch: NotificationSwitch, workspace: WorkspaceDep) -> dict[str, Any]:
+    """Switch sending off (notifications are then recorded as suppressed) or back on."""
+    workspace.notifier.enabled = switch.enabled
+    return {"enabled": switch.enabled}
 
 
 @control.get("/oauth")
@@ -308,19 +445,44 @@ async def expire_oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
 @control.post("/callback-sink/{run_id}")
 async def swallow_callback(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     """Where a ``drop_callback`` run's callback goes: accepted, counted, never delivered."""
-    run = workspace.any_run(run_id)
+    run = workspace.job_run_of(run_id)
     workspace.faults.counters_for(run.pipeline_id).dropped_callbacks += 1
     return {"dropped": True}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The emulator app; settings come from the environment unless given."""
+def workspace_bundle(settings: Settings) -> Bundle:
+    """The bundle the settings name; BundleError when it cannot be served."""
+    bundle = load_bundle(
+        settings.BUNDLE, variables=settings.BUNDLE_VARIABLES, first_job_id=settings.JOB_ID, created_time=now_ms()
+    )
+    if settings.REQUIRE_NOTEBOOKS and bundle.missing_files:
+        raise BundleError(
+            "DATABRICKS_EMULATOR_REQUIRE_NOTEBOOKS is set and the bundle names files that do not exist:\n  "
+            + "\n  ".join(bundle.missing_files)
+        )
+    return bundle
+
+
+def _report(bundle: Bundle) -> None:
+    for missing in bundle.missing_files:
+        log.warning("%s does not exist: that task fails until it does", missing)
+    for ignored in bundle.ignored:
+        log.warning("%s is not modelled and is left out of the job", ignored)
+    for job in bundle.jobs:
+        log.info("job %s: %s (%d task(s))", job.job_id, job.name, len(job.tasks))
+
+
+def create_app(settings: Settings | None = None, bundle: Bundle | None = None) -> FastAPI:
+    """The emulator app; settings come from the environment and the bundle from them unless given."""
     settings = settings or Settings()
+    bundle = bundle or workspace_bundle(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _report(bundle)
         with tempfile.TemporaryDirectory(prefix="databricks-emulator-") as run_root:
-            app.state.workspace = Workspace(settings, Path(run_root))
+            notifier = Notifier(settings.NOTIFICATION_DESTINATIONS, settings.WORKSPACE_ID)
+            app.state.workspace = Workspace(settings, Path(run_root), bundle, notifier)
             app.state.tokens = TokenIssuer(
                 settings.CLIENT_ID, settings.CLIENT_SECRET, settings.OAUTH_TOKEN_LIFETIME_SECONDS
             )
@@ -364,13 +526,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Only the control API validates bodies this way: its refusals are 422s naming each problem."""
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
             for error in exc.errors()
         )
-        return JSONResponse(
-            {"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=400
-        )
+        return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=422)
 
     @app.get("/healthz")
     async def healthz(workspace: WorkspaceDep) -> dict[str, Any]:
@@ -378,6 +539,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "status": "ok",
             "job_id": settings.JOB_ID,
+            "jobs": {str(job.job_id): job.name for job in workspace.jobs.values()},
             "runs": len(workspace.runs),
             "active_runs": active,
         }
@@ -387,6 +549,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Where run_page_url lands: every run, newest first (the URL's fragment names one)."""
         rows = "".join(
             f"<tr id='run-{run.run_id}'><td>{run.run_id}</td>"
+            f"<td>{html.escape(run.job.name)} ({run.job.job_id})</td>"
             f"<td>{html.escape(run.pipeline_id)}</td>"
             f"<td>{run.life_cycle.value}</td><td>{(run.result_state or '')}</td>"
             f"<td>{html.escape(run.state_message)}</td></tr>"
@@ -394,8 +557,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return (
             "<!doctype html><title>Databricks emulator: runs</title>"
-            f"<h1>{html.escape(JOB_NAME)} (job {settings.JOB_ID})</h1>"
-            "<table><tr><th>run</th><th>pipeline</th><th>state</th><th>result</th><th>message</th></tr>"
+            f"<h1>{html.escape(workspace.bundle.name)}: runs</h1>"
+            "<table><tr><th>run</th><th>job</th><th>pipeline</th><th>state</th><th>result</th><th>message</th></tr>"
             f"{rows}</table>"
         )
 

@@ -16,11 +16,21 @@ What it stands in for:
 
 Faults are induced from outside, leaving the notebook untouched:
 
-- ``fail``: the user's ``source`` parameter points at a file that does not
-  exist, so the data step fails as it would on bad input;
-- ``hang``: the harness blocks before the first cell and never finishes;
+- ``fail``: the ``source`` widget (the job parameter the pipeline notebook
+  reads its data from) names a file that does not exist, so the notebook
+  fails as it would on bad input, and reports that itself;
+- ``hang``: the harness blocks before the first cell and never finishes (the
+  emulator ends it by cancel or timeout, or kills it to model a platform
+  failure);
 - ``drop_callback``: ``callback_url`` is swapped for the emulator's sink,
-  which accepts and discards the callback (the notebook sees success).
+  which accepts and discards the callback (the notebook sees success);
+- ``raise`` (a spec field, for a task fault): the run fails before the first
+  cell with ``InjectedFailure`` and that message, so the notebook reports
+  nothing itself;
+- ``widgets`` of a task fault replace the run's before any of the above.
+
+The notebook's own folder comes first on ``sys.path``, as on Databricks for
+workspace files, so a notebook can import a module that sits next to it.
 
 The outcome (exit value, or the exception's type, message and traceback) is
 written as JSON to the spec's ``outcome_path``; the exit status is 0 for a
@@ -55,6 +65,10 @@ FAULTS = (FAULT_NONE, FAULT_FAIL, FAULT_HANG, FAULT_DROP_CALLBACK)
 
 class NotebookFormatError(ValueError):
     """The file is not a Databricks source-format Python notebook."""
+
+
+class InjectedFailure(Exception):
+    """A task fault: the run fails before its first cell, as if the notebook had raised."""
 
 
 class InputWidgetNotDefined(Exception):
@@ -163,13 +177,7 @@ def induce_fault(fault: str, widgets: dict[str, str], spec: dict) -> dict[str, s
     """The widget values a run sees under ``fault``; ``hang`` blocks here for good."""
     widgets = dict(widgets)
     if fault == FAULT_FAIL:
-        parameters = json.loads(widgets.get("parameters") or "{}")
-        if not isinstance(parameters, dict):
-            parameters = {}
-        parameters["source"] = str(
-            Path(spec["run_dir"]) / "emulator-fault-injected" / "missing.csv"
-        )
-        widgets["parameters"] = json.dumps(parameters)
+        widgets["source"] = str(Path(spec["run_dir"]) / "emulator-fault-injected" / "missing.csv")
     elif fault == FAULT_DROP_CALLBACK:
         widgets["callback_url"] = spec["callback_sink_url"]
     elif fault == FAULT_HANG:
@@ -188,8 +196,11 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(spec["notebook_path"]).resolve().parent))
     outcome: dict = {"exit_value": None, "error": None}
     status = 0
+    sys.path.insert(0, str(Path(spec["notebook_path"]).resolve().parent))
     try:
         widgets = induce_fault(spec.get("fault", FAULT_NONE), spec["widgets"], spec)
+        if spec.get("raise"):
+            raise InjectedFailure(spec["raise"])
         cells = parse_notebook(Path(spec["notebook_path"]).read_text())
         namespace = {"__name__": "__main__", "dbutils": Dbutils(widgets)}
         run_cells(cells, namespace, spec["notebook_path"])

@@ -8,10 +8,14 @@ use it without setup.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from databricks_emulator.notifications import NotificationDestination
 
 #: The bearer token the emulator accepts unless told otherwise.
 DEV_TOKEN = "dapi-emulator-dev-token"
@@ -21,6 +25,10 @@ DEV_CLIENT_ID = "00000000-0000-4000-8000-00000000e2e0"
 DEV_CLIENT_SECRET = "dose-emulator-dev-secret"
 #: How long a workspace's OAuth access token lives.
 OAUTH_TOKEN_SECONDS = 3600
+#: Settings an older emulator read, and what replaced them.
+RETIRED = {
+    "DATABRICKS_EMULATOR_NOTEBOOK_PATH": "the bundle names each job's notebooks (DATABRICKS_EMULATOR_BUNDLE)",
+}
 
 
 class Settings(BaseSettings):
@@ -37,12 +45,24 @@ class Settings(BaseSettings):
     #: databricks-sdk refreshes a token 40 s before it expires, so a test that wants to
     #: see a refresh soon sets a little over 40.
     OAUTH_TOKEN_LIFETIME_SECONDS: int = Field(default=OAUTH_TOKEN_SECONDS, ge=1, le=86_400)
-    #: The id of the one job the workspace holds (what ``DATABRICKS_JOB_ID`` names).
+    #: The Databricks Asset Bundle whose jobs the workspace holds (relative to the working
+    #: directory; the image has it at /app/infra/databricks/databricks.yml).
+    BUNDLE: Path = Path("infra/databricks/databricks.yml")
+    #: Values for the bundle's variables, as a JSON object; each replaces the variable's default.
+    BUNDLE_VARIABLES: dict[str, Any] = Field(default_factory=dict)
+    #: The id of the bundle's first job (what ``DATABRICKS_JOB_ID`` names for the pipeline);
+    #: the others get the ids after it, in the bundle's order.
     JOB_ID: int = Field(default=1001, ge=1)
-    #: The notebook a run executes: a Databricks source-format ``.py`` file.
-    NOTEBOOK_PATH: Path = Path("notebooks/pipeline.py")
-    #: The job's ``timeout_seconds``: a run still going after this long ends TIMEDOUT.
-    RUN_TIMEOUT_SECONDS: float = Field(default=3600, gt=0)
+    #: Refuse to start while a notebook or file a job names is missing. Off, the emulator
+    #: starts, logs a warning for each, and a task whose file is missing fails.
+    REQUIRE_NOTEBOOKS: bool = False
+    #: How long a task that is not a notebook (a SQL task, a wheel, ...) takes to run.
+    TASK_SECONDS: float = Field(default=0.5, ge=0)
+    #: Overrides every job's ``timeout_seconds`` when set: a run still going after this long
+    #: ends TIMEDOUT.
+    RUN_TIMEOUT_SECONDS: float | None = Field(default=None, gt=0)
+    #: Where webhook notifications go: destination id to ``{"url", "username", "password"}``.
+    NOTIFICATION_DESTINATIONS: dict[str, NotificationDestination] = Field(default_factory=dict)
     #: Where the emulator is reached from outside; run_page_url starts with it.
     PUBLIC_URL: str = "http://localhost:8080"
     #: The interface and port to listen on.
@@ -50,8 +70,9 @@ class Settings(BaseSettings):
     PORT: int = Field(default=8080, ge=1, le=65535)
     #: The workspace id reported in discovery, run page URLs and ``x-databricks-org-id``.
     WORKSPACE_ID: str = "1234567890123456"
-    #: The job's ``max_concurrent_runs``; runs beyond it wait QUEUED (the job queues).
-    MAX_CONCURRENT_RUNS: int = Field(default=1000, ge=1)
+    #: Overrides every job's ``max_concurrent_runs`` when set; runs beyond it wait QUEUED
+    #: (or are skipped, for a job without a queue).
+    MAX_CONCURRENT_RUNS: int | None = Field(default=None, ge=0)
     #: How long a run stays QUEUED, PENDING (compute start) and TERMINATING before
     #: moving on. Real runs spend seconds to minutes here; tests set zeros.
     QUEUED_SECONDS: float = Field(default=0.2, ge=0)
@@ -65,15 +86,13 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("NOTEBOOK_PATH")
+    @model_validator(mode="before")
     @classmethod
-    def _notebook_exists(cls, value: Path) -> Path:
-        if not value.is_file():
-            raise ValueError(
-                f"DATABRICKS_EMULATOR_NOTEBOOK_PATH: no notebook at {value.resolve()}; "
-                "point it at notebooks/pipeline.py"
-            )
-        return value.resolve()
+    def _refuse_retired(cls, values: Any) -> Any:
+        for name, instead in RETIRED.items():
+            if name in os.environ:
+                raise ValueError(f"{name} is no longer read: {instead}")
+        return values
 
     @property
     def internal_url(self) -> str:

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from databricks_emulator.errors import invalid_parameter, malformed_request
+from databricks_emulator.jobspec import read_boolean
 
-#: The Jobs API versions served. They differ only in what the emulator does not
-#: model (paging, and 2.0's handling of job parameters), so all share one model.
+#: The Jobs API versions served. They share one model; what differs is paging (2.2
+#: pages one job's or run's long arrays) and 2.0's handling of job parameters.
 API_VERSIONS: Final = ("2.2", "2.1", "2.0")
 
 
@@ -51,11 +52,10 @@ def _int64(name: str, value: object) -> int:
 
 
 def _boolean(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise invalid_parameter(f"Invalid value for {name}: {value!r} is not a boolean (true or false).")
+    found = read_boolean(value)
+    if found is None:
+        raise invalid_parameter(f"Invalid value for {name}: {value!r} is not a boolean (true or false).")
+    return found
 
 
 def _string(name: str, value: object) -> str:
@@ -144,9 +144,6 @@ LEGACY_TASK_PARAMETERS: Final = (
     "pipeline_params",
 )
 
-#: Why the emulator never pages: nothing it holds comes near the 100 elements of a page.
-_NO_PAGES = "{} so no next_page_token is ever issued"
-
 RUN_NOW: Final = Endpoint(
     "POST",
     "jobs/run-now",
@@ -161,10 +158,10 @@ RUN_NOW: Final = Endpoint(
         ),
         "idempotency_token": Param(STRING),
         **{name: Param(STRUCTURE) for name in LEGACY_TASK_PARAMETERS},
-        "queue": refused_structure("the job always queues; a run cannot change that"),
+        "queue": refused_structure("a run queues as its job's queue setting in the bundle says"),
         "performance_target": refused("there is no serverless compute to tune"),
         "duration_target": refused("there is no serverless compute to tune"),
-        "only": refused_structure("the job has one task, which every run runs"),
+        "only": refused_structure("a run runs every task of its job"),
     },
 )
 RUNS_GET: Final = Endpoint(
@@ -172,11 +169,10 @@ RUNS_GET: Final = Endpoint(
     "jobs/runs/get",
     {
         "run_id": Param(INT64, required=True),
-        # No run is ever repaired and no parameter holds a reference, so both
-        # flags leave the answer as it is, as they would on a workspace.
         "include_history": Param(BOOLEAN),
+        # No parameter holds a reference, so there is nothing resolved to include.
         "include_resolved_values": Param(BOOLEAN),
-        "page_token": refused(_NO_PAGES.format("a run has one task,"), versions=("2.2",)),
+        "page_token": Param(STRING, versions=("2.2",)),
     },
 )
 RUNS_CANCEL: Final = Endpoint("POST", "jobs/runs/cancel", {"run_id": Param(INT64, required=True)})
@@ -186,9 +182,9 @@ JOBS_GET: Final = Endpoint(
     "jobs/get",
     {
         "job_id": Param(INT64, required=True),
-        # The job has no trigger, so there is no trigger state to include.
+        # No job has a trigger, so there is no trigger state to include.
         "include_trigger_state": Param(BOOLEAN),
-        "page_token": refused(_NO_PAGES.format("the job has one task,"), versions=("2.2",)),
+        "page_token": Param(STRING, versions=("2.2",)),
     },
 )
 JOBS_LIST: Final = Endpoint(
@@ -199,7 +195,7 @@ JOBS_LIST: Final = Endpoint(
         "expand_tasks": Param(BOOLEAN),
         "limit": Param(INT64),
         "offset": Param(INT64),
-        "page_token": refused(_NO_PAGES.format("the workspace holds one job,")),
+        "page_token": Param(STRING),
     },
 )
 #: Every endpoint served, in the README's order.
@@ -207,11 +203,11 @@ ENDPOINTS: Final = (RUN_NOW, RUNS_GET, RUNS_CANCEL, RUNS_GET_OUTPUT, JOBS_GET, J
 
 #: Jobs API endpoints a workspace serves and the emulator does not.
 NOT_MODELLED_ENDPOINTS: Final = (
-    NotModelledEndpoint("POST", "jobs/create", "the workspace holds only the pipeline job"),
-    NotModelledEndpoint("POST", "jobs/reset", "the pipeline job's settings are fixed"),
-    NotModelledEndpoint("POST", "jobs/update", "the pipeline job's settings are fixed"),
-    NotModelledEndpoint("POST", "jobs/delete", "the pipeline job cannot be deleted"),
-    NotModelledEndpoint("POST", "jobs/runs/submit", "only runs of the pipeline job exist"),
+    NotModelledEndpoint("POST", "jobs/create", "the workspace holds the bundle's jobs only"),
+    NotModelledEndpoint("POST", "jobs/reset", "the jobs' settings come from the bundle"),
+    NotModelledEndpoint("POST", "jobs/update", "the jobs' settings come from the bundle"),
+    NotModelledEndpoint("POST", "jobs/delete", "the bundle's jobs cannot be deleted"),
+    NotModelledEndpoint("POST", "jobs/runs/submit", "only runs of the bundle's jobs exist"),
     NotModelledEndpoint("GET", "jobs/runs/list", "runs are looked up by id only"),
     NotModelledEndpoint("POST", "jobs/runs/repair", "runs are never retried or repaired"),
     NotModelledEndpoint("GET", "jobs/runs/export", "runs have no exportable views"),

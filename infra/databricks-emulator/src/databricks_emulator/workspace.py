@@ -1,14 +1,11 @@
-"""The emulated workspace: its runs, and the driver that takes each through its states.
+"""The emulated workspace: the bundle's jobs, their runs, and the calls that change them.
 
-Each run is driven by one asyncio task: QUEUED (waiting for a slot under the
-job's ``max_concurrent_runs``, then briefly), PENDING (compute start, plus any
-injected start delay), RUNNING (the notebook in its own process group),
-TERMINATING, TERMINATED. Waiting costs no process: a run gets one only when it
-starts RUNNING, so hundreds of delayed runs cost a few kilobytes each.
-
-Cancelling a run cancels its driver task; the driver then kills the process
-group (SIGTERM, then SIGKILL after a grace period) and records CANCELED. A
-run that outlives its timeout is ended the same way and records TIMEDOUT.
+It holds every job (from the bundle), every job run and task run by id,
+idempotency tokens, fault plans, each job's concurrency slots and the
+notifier, and it owns every run's driver task (see ``driver`` for the life
+of a run). Waiting costs no process: a run gets one per notebook task only
+when that task starts RUNNING, so hundreds of delayed runs cost a few
+kilobytes each.
 
 All state changes happen on the event loop, and run-now's check-and-create of
 an idempotency token has no ``await`` in it, so concurrent identical requests
@@ -18,269 +15,182 @@ can never create two runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import logging
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
-from databricks_emulator import harness
+from databricks_emulator.bundle import Bundle
+from databricks_emulator.driver import Driver, kill_group
 from databricks_emulator.errors import ApiError, invalid_parameter, job_not_found, run_not_found
 from databricks_emulator.faults import FaultRegistry
-from databricks_emulator.jobspec import JOB_PARAMETERS, MAX_IDEMPOTENCY_TOKEN_CHARS, TASK_KEY
-from databricks_emulator.runs import LifeCycle, ResultState, Run, Termination, clip, now_ms
+from databricks_emulator.jobspec import MAX_IDEMPOTENCY_TOKEN_CHARS, JobSpec
+from databricks_emulator.notifications import Notifier
+from databricks_emulator.runs import JobRun, LifeCycle, Repair, TaskRun
 from databricks_emulator.settings import Settings
 
 log = logging.getLogger("databricks_emulator")
 
-#: The harness runs from its file, outside this package's environment.
-HARNESS_PATH = Path(harness.__file__)
-
 
 class Workspace:
-    """Runs by id, idempotency tokens, fault plans; owns every run's driver task."""
+    """Jobs, runs by id, idempotency tokens, fault plans; owns every run's driver task."""
 
-    def __init__(self, settings: Settings, run_root: Path) -> None:
+    def __init__(self, settings: Settings, run_root: Path, bundle: Bundle, notifier: Notifier) -> None:
         self.settings = settings
         self.run_root = run_root
-        self.runs: dict[int, Run] = {}
-        self._task_runs: dict[int, Run] = {}
-        self._by_token: dict[str, Run] = {}
+        self.bundle = bundle
+        self.jobs: dict[int, JobSpec] = {job.job_id: job for job in bundle.jobs}
+        self.notifier = notifier
+        self.runs: dict[int, JobRun] = {}
+        self._task_runs: dict[int, TaskRun] = {}
+        self._by_token: dict[str, JobRun] = {}
         self._drivers: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: dict[int, asyncio.Semaphore] = {}
         self.faults = FaultRegistry()
-        self._slots = asyncio.Semaphore(settings.MAX_CONCURRENT_RUNS)
-        self.created_time = int(time.time() * 1000)
+        self.driver = Driver(self)
         # Run ids from the clock, so ids from an emulator that restarted never
         # repeat ones a client may still hold; like real ids, they are large.
         self._ids = itertools.count(time.time_ns() // 1000)
 
-    # -- lookups ---------------------------------------------------------------
+    # -- jobs ----------------------------------------------------------------------------------
 
-    def check_job(self, job_id: object) -> None:
-        if job_id != self.settings.JOB_ID:
+    def job(self, job_id: object) -> JobSpec:
+        job = self.jobs.get(job_id) if isinstance(job_id, int) else None
+        if job is None:
             raise job_not_found(job_id)
+        return job
 
-    def job_run(self, run_id: int) -> Run | None:
-        return self.runs.get(run_id)
+    def max_concurrent_runs(self, job: JobSpec) -> int:
+        """The job's own limit, unless DATABRICKS_EMULATOR_MAX_CONCURRENT_RUNS overrides every job's."""
+        override = self.settings.MAX_CONCURRENT_RUNS
+        return job.max_concurrent_runs if override is None else override
 
-    def task_run(self, run_id: int) -> Run | None:
-        return self._task_runs.get(run_id)
+    def timeout_seconds(self, job: JobSpec) -> int:
+        override = self.settings.RUN_TIMEOUT_SECONDS
+        return job.timeout_seconds if override is None else int(override)
 
-    def any_run(self, run_id: int) -> Run:
+    def slot(self, job: JobSpec) -> asyncio.Semaphore:
+        """The job's concurrency slots: one per run that may be active at once."""
+        if job.job_id not in self._slots:
+            self._slots[job.job_id] = asyncio.Semaphore(self.max_concurrent_runs(job))
+        return self._slots[job.job_id]
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def any_run(self, run_id: int) -> JobRun | TaskRun:
         run = self.runs.get(run_id) or self._task_runs.get(run_id)
         if run is None:
             raise run_not_found(run_id)
         return run
 
-    # -- run-now -----------------------------------------------------------------
+    def job_run_of(self, run_id: int) -> JobRun:
+        run = self.any_run(run_id)
+        return run if isinstance(run, JobRun) else run.job_run
 
-    def run_now(
-        self, job_id: int, job_parameters: dict[str, str], idempotency_token: str | None
-    ) -> Run:
+    # -- run-now -------------------------------------------------------------------------------
+
+    def run_now(self, job_id: int, job_parameters: dict[str, str], idempotency_token: str | None) -> JobRun:
         """Start a run, or return the one this token already started. Never awaits."""
-        self.check_job(job_id)
-        unknown = sorted(set(job_parameters) - set(JOB_PARAMETERS))
-        if unknown:
-            raise invalid_parameter(
-                f"Job {job_id} does not define the job parameter(s) {', '.join(unknown)}; "
-                f"it defines: {', '.join(JOB_PARAMETERS)}."
-            )
+        job = self.job(job_id)
+        self.check_parameters(job, job_parameters)
         if idempotency_token is not None and len(idempotency_token) > MAX_IDEMPOTENCY_TOKEN_CHARS:
-            raise invalid_parameter(
-                f"idempotency_token must be at most {MAX_IDEMPOTENCY_TOKEN_CHARS} characters."
-            )
+            raise invalid_parameter(f"idempotency_token must be at most {MAX_IDEMPOTENCY_TOKEN_CHARS} characters.")
         pipeline_id = job_parameters.get("pipeline_id", "")
         counters = self.faults.counters_for(pipeline_id)
         counters.run_now_calls += 1
-        refusal = self.faults.take_run_now_error(pipeline_id)
+        refusal = self.faults.take_run_now_error(pipeline_id, job.job_id)
         if refusal is not None:
             raise _refusal(refusal.run_now_error_status, refusal.retry_after_seconds)
         if idempotency_token is not None and idempotency_token in self._by_token:
             return self._by_token[idempotency_token]
 
-        plan = self.faults.plan_for(pipeline_id)
-        run_id, task_run_id = next(self._ids), next(self._ids)
-        run_dir = self.run_root / str(run_id)
-        run_dir.mkdir(parents=True)
-        run = Run(
+        plan = self.faults.plan_for(pipeline_id, job.job_id)
+        run_id = next(self._ids)
+        run = JobRun(
             run_id=run_id,
-            task_run_id=task_run_id,
-            job_id=job_id,
+            job=job,
             pipeline_id=pipeline_id,
-            job_parameters={**JOB_PARAMETERS, **job_parameters},
+            job_parameters={**job.parameters, **job_parameters},
             passed_parameters=dict(job_parameters),
             idempotency_token=idempotency_token,
             plan=plan,
-            timeout_seconds=plan.timeout_seconds or self.settings.RUN_TIMEOUT_SECONDS,
-            run_dir=run_dir,
+            timeout_seconds=plan.timeout_seconds or self.timeout_seconds(job),
+            run_dir=self.run_root / str(run_id),
             public_url=self.settings.PUBLIC_URL,
             workspace_id=self.settings.WORKSPACE_ID,
         )
+        run.run_dir.mkdir(parents=True)
+        for key in job.task_keys:
+            self.new_attempt(run, key, repair_id=None)
+        run.history.append(Repair(type="ORIGINAL", start_time=run.start_time,
+                                  task_run_ids=[attempt.run_id for attempt in run.task_runs()]))  # fmt: skip
         self.runs[run_id] = run
-        self._task_runs[task_run_id] = run
         if idempotency_token is not None:
             self._by_token[idempotency_token] = run
         counters.run_ids.append(run_id)
-        self._drivers[run_id] = asyncio.create_task(self._drive(run), name=f"run-{run_id}")
+        self._drive(run, job.task_keys)
         return run
 
-    # -- cancel ------------------------------------------------------------------
+    @staticmethod
+    def check_parameters(job: JobSpec, job_parameters: dict[str, str]) -> None:
+        unknown = sorted(set(job_parameters) - set(job.parameters))
+        if unknown:
+            declared = ", ".join(job.parameters) or "no job parameters"
+            raise invalid_parameter(
+                f"Job {job.job_id} does not define the job parameter(s) {', '.join(unknown)}; it defines: {declared}."
+            )
+
+    def new_attempt(self, run: JobRun, key: str, *, repair_id: int | None) -> TaskRun:
+        """A new task run for ``key``: its first attempt, a retry, or a repair's."""
+        previous = run.attempts.setdefault(key, [])
+        run_id = next(self._ids)
+        attempt = TaskRun(
+            run_id=run_id,
+            spec=run.job.task(key),
+            job_run=run,
+            attempt_number=previous[-1].attempt_number + 1 if previous else 0,
+            repair_id=repair_id,
+            run_dir=run.run_dir / str(run_id),
+        )
+        previous.append(attempt)
+        self._task_runs[run_id] = attempt
+        return attempt
+
+    def _drive(self, run: JobRun, keys: tuple[str, ...], *, repair: bool = False) -> None:
+        self._drivers[run.run_id] = asyncio.create_task(
+            self.driver.drive(run, keys, repair=repair), name=f"run-{run.run_id}"
+        )
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A task of a driver; shutdown cancels it with the drivers."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- cancel --------------------------------------------------------------------------------
 
     def cancel(self, run_id: int) -> None:
-        """Ask for a run to end; returns at once, as the API's does. No-op on an ending run."""
+        """Ask a job run or one task run to end; returns at once, as the API's does."""
         run = self.any_run(run_id)
-        if run.cancel_requested or run.life_cycle in (LifeCycle.TERMINATING, LifeCycle.TERMINATED):
+        if isinstance(run, TaskRun):
+            if not run.is_terminal and run.life_cycle is not LifeCycle.TERMINATING:
+                run.request_stop("cancel")
+            return
+        if run.cancel_requested or run.is_terminal or run.life_cycle is LifeCycle.TERMINATING:
             return
         run.cancel_requested = True
-        driver = self._drivers.get(run.run_id)
-        if driver is not None:
-            driver.cancel()
+        run.request_stop("cancel")
 
     async def shutdown(self) -> None:
         """Cancel every driver and kill every notebook process: nothing outlives the emulator."""
-        drivers = [d for d in self._drivers.values() if not d.done()]
-        for run in self.runs.values():
-            if run.pid is not None and run.returncode is None:
-                _signal_group(run.pid, signal.SIGKILL)
-        for driver in drivers:
-            driver.cancel()
-        await asyncio.gather(*drivers, return_exceptions=True)
-
-    # -- the driver ------------------------------------------------------------------
-
-    async def _drive(self, run: Run) -> None:
-        process: asyncio.subprocess.Process | None = None
-        holding_slot = False
-        try:
-            await self._take_slot(run)
-            holding_slot = True
-            await asyncio.sleep(self.settings.QUEUED_SECONDS)
-            run.queue_duration = now_ms() - run.start_time
-            try:
-                async with asyncio.timeout(run.timeout_seconds):
-                    run.setup_start = now_ms()
-                    run.enter(LifeCycle.PENDING, "Waiting for compute to start.")
-                    await asyncio.sleep(
-                        self.settings.PENDING_SECONDS + run.plan.start_delay_seconds
-                    )
-                    process = await self._start(run)
-                    run.returncode = await process.wait()
-            except TimeoutError:
-                run.returncode = await self._stop(process)
-                message = (
-                    f"Run timed out after {run.timeout_seconds:g} seconds (its timeout_seconds)."
-                )
-                run.end_early(ResultState.TIMEDOUT, "CANCELED", message)
-            else:
-                self._record_outcome(run)
-        except asyncio.CancelledError:
-            if not run.cancel_requested:  # the emulator is shutting down
-                raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            run.returncode = await self._stop(process)
-            message = "Run cancelled by a runs/cancel request."
-            run.end_early(ResultState.CANCELED, "USER_CANCELED", message)
-        finally:
-            if holding_slot:
-                self._slots.release()
-        await asyncio.sleep(self.settings.TERMINATING_SECONDS)
-        run.close()
-        log.info("run %s (pipeline %r) ended %s", run.run_id, run.pipeline_id, run.result_state)
-
-    async def _take_slot(self, run: Run) -> None:
-        """QUEUED: wait, if need be, for a slot under the job's max_concurrent_runs."""
-        run.enter(LifeCycle.QUEUED)
-        if self._slots.locked():
-            run.queue_details = (
-                "MAX_CONCURRENT_RUNS_REACHED",
-                f"Queued: the job already has {self.settings.MAX_CONCURRENT_RUNS} active runs.",
-            )
-            run.state_message = run.task_state_message = run.queue_details[1]
-        await self._slots.acquire()
-
-    async def _start(self, run: Run) -> asyncio.subprocess.Process:
-        """RUNNING: the notebook in a new session, so its whole process group can be killed."""
-        spec = {
-            "notebook_path": str(self.settings.NOTEBOOK_PATH),
-            "widgets": run.job_parameters,
-            "fault": run.plan.notebook,
-            "run_dir": str(run.run_dir),
-            "outcome_path": str(run.run_dir / "outcome.json"),
-            "callback_sink_url": (
-                f"{self.settings.internal_url}/emulator/callback-sink/{run.run_id}"
-            ),
-        }
-        spec_path = run.run_dir / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        with run.stdout_path.open("wb") as stdout, run.stderr_path.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",  # isolated: neither the emulator's env vars for Python nor its cwd leak in
-                "-S",  # no site-packages: the notebook gets the standard library, as it asks
-                str(HARNESS_PATH),
-                str(spec_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=run.run_dir,
-                start_new_session=True,
-            )
-        run.pid = process.pid
-        run.execution_start = now_ms()
-        run.enter(LifeCycle.RUNNING, "In run")
-        return process
-
-    async def _stop(self, process: asyncio.subprocess.Process | None) -> int | None:
-        """End a notebook's process group: SIGTERM, then SIGKILL once the grace period is over."""
-        if process is None:
-            return None
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(self.settings.KILL_GRACE_SECONDS):
-                await process.wait()
-        except TimeoutError:
-            pass
-        _signal_group(process.pid, signal.SIGKILL)
-        return await process.wait()
-
-    def _record_outcome(self, run: Run) -> None:
-        outcome_path = run.run_dir / "outcome.json"
-        try:
-            outcome = json.loads(outcome_path.read_text())
-        except (OSError, ValueError):
-            outcome = None
-        if outcome is None:
-            message = (
-                f"The notebook's process exited with status {run.returncode} before finishing."
-            )
-            run.error = {"type": "DriverError", "message": message, "trace": tail(run.stderr_path)}
-            run.finish(
-                ResultState.FAILED,
-                Termination("DRIVER_ERROR", "INTERNAL_ERROR", message),
-                job_message=f"Task {TASK_KEY} failed with message: {message}",
-                task_message=message,
-            )
-        elif outcome["error"] is not None:
-            run.error = outcome["error"]
-            detail = clip(f"{run.error['type']}: {run.error['message']}")
-            run.finish(
-                ResultState.FAILED,
-                Termination("RUN_EXECUTION_ERROR", "CLIENT_ERROR", detail),
-                job_message=f"Task {TASK_KEY} failed with message: {detail}",
-                task_message=detail,
-            )
-        else:
-            run.exit_value = outcome["exit_value"]
-            run.finish(
-                ResultState.SUCCESS,
-                Termination("SUCCESS", "SUCCESS", ""),
-                job_message="",
-                task_message="",
-            )
+        for attempt in self._task_runs.values():
+            if attempt.pid is not None and attempt.returncode is None:
+                kill_group(attempt.pid)
+        pending = [task for task in (*self._drivers.values(), *self._tasks) if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.notifier.shutdown()
 
 
 def _refusal(status: int, retry_after: int) -> ApiError:
@@ -298,19 +208,3 @@ def _refusal(status: int, retry_after: int) -> ApiError:
         "The service is temporarily unavailable. Please try again later. (emulator fault)",
         headers={"Retry-After": str(retry_after)},
     )
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def tail(path: Path, limit: int = 64 * 1024) -> str:
-    """The last ``limit`` bytes of a log file, as text."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
