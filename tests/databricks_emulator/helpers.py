@@ -44,6 +44,7 @@ class Pipeline:
             "callback_url": callback_url,
             "callback_signing_key": self.key,
         }
+        self.job_parameters = dict(self.inputs)
         if source is not None:
             self.job_parameters["source"] = source
 
