@@ -225,7 +225,7 @@ def _repairs(count: int) -> str:
     return f"{count} repair{'' if count == 1 else 's'}"
 
 
-def _latest_attempt(notification: Notification) -> int:
+def latest_attempt(notification: Notification) -> int:
     """The number of the newest attempt: 0 for the original run, and for a pipeline never repaired."""
     return max((attempt.number for attempt in notification.attempts), default=0)
 
@@ -434,7 +434,7 @@ def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str
 def _content(notification: Notification, pipeline: str) -> list[_Block]:
     n = notification
     started = n.run is not None
-    repairs = _latest_attempt(n)
+    repairs = latest_attempt(n)
     after_repairs = f" after {_repairs(repairs)}" if repairs else ""
     unrepaired = _ended_unrepaired_headline(n, pipeline) if n.state is PipelineState.FAILED else None
     blocks: list[_Block]
@@ -620,7 +620,7 @@ def compose_email(
         state.value,
         message_id_domain,
         kind=notification.kind,
-        attempt=_latest_attempt(notification),
+        attempt=latest_attempt(notification),
     )
 
     message = EmailMessage(policy=SMTP)
