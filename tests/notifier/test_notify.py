@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from resonate.retry import Constant
 from resonate.testing import local_resonate
 
 from mailsink import MailSink
 from mailsink.store import MessageFilter
+from mailsink.threads import conversations
 from pipeline_notifier.notify import NotifierDeps, send_pipeline_email
 from pipeline_notifier.smtp import RetryPolicy, SmtpConfig
 from pipeline_shared import ids, names
-from pipeline_shared.models import DatabricksRun, Notification, NotificationReceipt, PipelineState
+from pipeline_shared.models import (
+    Attempt,
+    DatabricksRun,
+    Notification,
+    NotificationReceipt,
+    PipelineState,
+    RunError,
+)
 
 
 @pytest.fixture
@@ -57,8 +67,9 @@ def notification(**fields: object) -> Notification:
     )
 
 
-async def run(notifier, note: Notification) -> NotificationReceipt:  # type: ignore[no-untyped-def]
-    handle = notifier.run(f"email-{note.pipeline_id}", send_pipeline_email, note)
+async def run(notifier, note: Notification, call: str = "") -> NotificationReceipt:  # type: ignore[no-untyped-def]
+    """Send ``note`` as the worker would: one durable call, named by ``call`` among the pipeline's emails."""
+    handle = notifier.run(f"email-{note.pipeline_id}{call}", send_pipeline_email, note)
     return NotificationReceipt.model_validate(await asyncio.wait_for(handle.result(), 20))
 
 
@@ -94,3 +105,100 @@ async def test_a_permanent_refusal_is_a_receipt_not_a_retry(notifier, sink: Mail
 
     assert (receipt.delivered, receipt.smtp_code) == (False, 550)
     assert sink.store.find(MessageFilter(pipeline_id=note.pipeline_id)) == []
+
+
+FAILURE = RunError(type="SparkException", message="task count failed")
+
+
+def attempt(number: int, outcome: str) -> Attempt:
+    return Attempt(
+        number=number,
+        repair_id=None if number == 0 else 500 + number,
+        started_at=1_796_320_800_000 + number * 3_600_000,
+        reason="the original run" if number == 0 else f"repair {number}",
+        by=None if number == 0 else "alice",
+        rerun_tasks=[] if number == 0 else ["count"],
+        outcome=outcome,  # type: ignore[arg-type]
+        error=FAILURE if outcome == "failure" else None,
+    )
+
+
+def awaiting_repair(pipeline_id: str, attempts: list[Attempt], thread: list[str]) -> Notification:
+    return notification(
+        pipeline_id=pipeline_id,
+        state=PipelineState.AWAITING_REPAIR,
+        kind="awaiting_repair",
+        result=None,
+        error=FAILURE,
+        attempts=attempts,
+        thread=thread,
+        repair_deadline=1_796_407_200_000,
+    )
+
+
+def sent_with_state(state: str) -> float:
+    return REGISTRY.get_sample_value("emails_sent_total", {"state": state}) or 0.0
+
+
+async def test_a_repaired_pipelines_three_emails_are_one_conversation(  # type: ignore[no-untyped-def]
+    notifier, sink: MailSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline_notifier.notify")
+    pid = f"n-{uuid.uuid4().hex[:10]}"
+    awaiting_before = sent_with_state("awaiting_repair")
+
+    # What the worker does: each email is its own call, and carries the ids of those already sent.
+    first = await run(notifier, awaiting_repair(pid, [attempt(0, "failure")], []), "-wait0")
+    second = await run(
+        notifier, awaiting_repair(pid, [attempt(0, "failure"), attempt(1, "failure")], [first.message_id]), "-wait1"
+    )
+    done = await run(
+        notifier,
+        notification(
+            pipeline_id=pid,
+            attempts=[attempt(0, "failure"), attempt(1, "failure"), attempt(2, "success")],
+            thread=[first.message_id, second.message_id],
+        ),
+        "-outcome",
+    )
+
+    receipts = [first, second, done]
+    assert all(r.delivered for r in receipts)
+    assert [r.message_id for r in receipts] == [
+        ids.email_message_id(pid, "awaiting_repair", "example.test", kind="awaiting_repair", attempt=0),
+        ids.email_message_id(pid, "awaiting_repair", "example.test", kind="awaiting_repair", attempt=1),
+        ids.email_message_id(pid, "succeeded", "example.test", kind="outcome", attempt=2),
+    ]
+    stored = sink.store.find(MessageFilter(pipeline_id=pid))
+    [conversation] = conversations(stored)
+    assert [m.message_id for m in conversation.messages] == [r.message_id for r in receipts]
+    assert [m.replies_to for m in conversation.messages] == [
+        [],
+        [first.message_id],
+        [first.message_id, second.message_id],
+    ]
+    assert [m.header("Subject") for m in conversation.messages] == [
+        f"Pipeline {pid} awaiting repair",
+        f"Pipeline {pid} awaiting repair",
+        f"Pipeline {pid} succeeded",
+    ]
+    assert "finished successfully after 2 repairs" in (conversation.newest.text or "")
+    assert sent_with_state("awaiting_repair") == awaiting_before + 2
+    sent = [r.fields for r in caplog.records if r.getMessage() == "email sent"]  # type: ignore[attr-defined]
+    assert [(f["kind"], f["state"], f["attempt"], f["message_id"]) for f in sent] == [
+        ("awaiting_repair", "awaiting_repair", 0, first.message_id),
+        ("awaiting_repair", "awaiting_repair", 1, second.message_id),
+        ("outcome", "succeeded", 2, done.message_id),
+    ]
+
+
+async def test_an_email_awaiting_repair_sent_twice_is_one_email_delivered_twice(notifier, sink: MailSink) -> None:  # type: ignore[no-untyped-def]
+    # Two executions of the same step (a lapsed lease, a crash after the mail
+    # server accepted it) compose the same message: the same Message-ID.
+    note = awaiting_repair(f"n-{uuid.uuid4().hex[:10]}", [attempt(0, "failure"), attempt(1, "failure")], [])
+
+    again = [await run(notifier, note, "-a"), await run(notifier, note, "-b")]
+
+    assert again[0] == again[1] and again[0].delivered
+    [message] = sink.store.find(MessageFilter(pipeline_id=note.pipeline_id))
+    assert message.deliveries == 2 and message.message_id == again[0].message_id

@@ -1,17 +1,45 @@
-"""The email that tells a user how their pipeline ended.
+"""The emails that tell a user how their pipeline is doing: how it ended, or that it awaits repair.
 
 One function, :func:`compose_email`, turns a :class:`Notification` into a
 multipart/alternative message (plain text and HTML) ready for SMTP. It sends
 nothing and reads no clock unless asked to, so it is safe to call from a step
-that may run more than once: the Message-ID comes from the pipeline id and the
-final state, so every composition of the same outcome is the same message to
-the receiving server.
+that may run more than once: the Message-ID comes from the pipeline id, the
+kind of email, the state and the latest attempt, so every composition of the
+same email is the same message to the receiving server, and each email of a
+repaired pipeline (each wait for repair, the outcome) is a message of its own.
+
+One pipeline, one conversation. A pipeline that is repaired gets several
+emails: one each time a failed run waits for a person, one at the end. Each
+names the earlier ones as RFC 5322 section 3.6.4 says a reply does:
+``In-Reply-To`` holds the Message-ID of the one before it and ``References``
+all of them, oldest first (the parent's References followed by the parent's
+Message-ID). Clients that thread on those headers (Thunderbird, Apple Mail,
+mutt, the mail sink's page) show one conversation. The subject is the same
+base for every email of the pipeline, ``Pipeline {id}`` and the job's title in
+brackets when the job is known, followed by the state (``awaiting repair``,
+``succeeded``, ``failed``, ...), and carries no ``Re:``:
+
+- the state stays in the subject because it is what a person scanning an
+  inbox needs, whether the email asks them to act or tells them it is over;
+- no ``Re:``, because nobody replied: RFC 5322 section 3.6.5 describes it as
+  the mark of a reply to the original's subject, which these are not (the
+  state differs), and clients that also compare subjects strip it before
+  comparing, so it would join nothing that is otherwise apart.
+
+The price of the state in the subject: clients that also require the same
+subject to thread (Gmail; Outlook's conversation view) keep a pipeline's
+emails together only while the state is the same, so the emails awaiting
+repair form one conversation there and the outcome another. Dropping the
+state from the subject would buy those clients one conversation at the cost
+of the inbox no longer saying which email wants action; the headers already
+give every other client one.
 
 Much of what goes into the email comes from users (the pipeline id, its
-parameters) or from a notebook (the result, the error text), so everything is
-bounded in size, stripped of control characters where it must fit on one
-line, kept out of headers except the validated pipeline id, and escaped in
-the HTML part.
+parameters, a repair's reason) or from a notebook (the result, the error
+text), so everything is bounded in size, stripped of control characters where
+it must fit on one line, kept out of headers except the validated pipeline
+id, the job's one-line title and well-formed Message-IDs, and escaped in the
+HTML part.
 """
 
 from __future__ import annotations
@@ -31,12 +59,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline_shared.ids import email_message_id
-from pipeline_shared.models import PIPELINE_ID, Notification, PipelineState
+from pipeline_shared.models import PIPELINE_ID, Attempt, Notification, PipelineState, RunError
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
 PIPELINE_ID_HEADER = "X-Pipeline-Id"
-#: The header carrying the final state, for filters and tests.
+#: The header carrying the state (final, or awaiting repair), for filters and tests.
 PIPELINE_STATE_HEADER = "X-Pipeline-State"
 
 #: Result entries shown at most; a notebook may return thousands of keys.
@@ -54,11 +82,30 @@ MAX_ERROR_CHARS = 4000
 #: Characters of the pipeline id in the subject, should an unvalidated one
 #: ever arrive.
 MAX_SUBJECT_ID_CHARS = 64
+#: Characters of the job's title in the subject; a subject is read in a list.
+MAX_SUBJECT_TITLE_CHARS = 80
+#: Attempts listed at most, the newest; a pipeline repaired this often has a
+#: history better read from its status.
+MAX_ATTEMPTS = 30
+#: Message-IDs in References at most: the first (the conversation's root) and
+#: the newest. Every repair adds one; a client needs the root and the parent,
+#: and a receiving server may refuse an unbounded header.
+MAX_REFERENCES = 20
+
+#: error.type of a pipeline a person gave up on while it awaited repair.
+ABANDONED = "Abandoned"
+#: error.type of a pipeline nobody repaired or abandoned within its repair window.
+REPAIR_WINDOW_EXPIRED = "RepairWindowExpired"
 
 #: A hostname-like Message-ID right-hand side: letters, digits, dots, hyphens.
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+#: A Message-ID as RFC 5322 writes one (``<`` dot-atom ``@`` dot-atom ``>``),
+#: with nothing around it: the only form a threading header gets from ``thread``.
+_MSG_ID = re.compile(r"^<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+>$")
 
-_HEADLINES = {
+#: The end of the subject: the state, as words.
+_SUBJECT_STATES = {
+    PipelineState.AWAITING_REPAIR: "awaiting repair",
     PipelineState.SUCCEEDED: "succeeded",
     PipelineState.FAILED: "failed",
     PipelineState.TIMED_OUT: "timed out",
@@ -67,7 +114,12 @@ _HEADLINES = {
 
 
 class NotFinalStateError(ValueError):
-    """Only a pipeline that has ended gets an email."""
+    """The pipeline is in no state its kind of email is for.
+
+    An ``outcome`` email is for a pipeline that has ended; an
+    ``awaiting_repair`` email for one that awaits repair. Every other state
+    (starting, waiting, notifying) gets none.
+    """
 
 
 # -- Making untrusted text presentable ------------------------------------------------
@@ -164,6 +216,20 @@ def _duration(seconds: int) -> str:
     return " ".join(parts[:2])
 
 
+def _utc(epoch_ms: int) -> str:
+    """``1796320800000`` → ``2026-12-03 18:00 UTC``: a moment nobody has to convert from a server's zone."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _repairs(count: int) -> str:
+    return f"{count} repair{'' if count == 1 else 's'}"
+
+
+def latest_attempt(notification: Notification) -> int:
+    """The number of the newest attempt: 0 for the original run, and for a pipeline never repaired."""
+    return max((attempt.number for attempt in notification.attempts), default=0)
+
+
 def _safe_url(url: str | None) -> str | None:
     """The run page URL if it is an http(s) URL on one line, else None."""
     if not url or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
@@ -200,7 +266,13 @@ class _Link:
     url: str
 
 
-_Block = _Para | _Heading | _Facts | _Pre | _Link
+@dataclass(frozen=True, slots=True)
+class _Table:
+    columns: list[str]
+    rows: list[list[str]]
+
+
+_Block = _Para | _Heading | _Facts | _Pre | _Link | _Table
 
 
 def _run_blocks(notification: Notification) -> list[_Block]:
@@ -213,12 +285,11 @@ def _run_blocks(notification: Notification) -> list[_Block]:
     return [_Link(f"Databricks run {run.run_id}", url)]
 
 
-def _error_blocks(notification: Notification) -> list[_Block]:
-    error = notification.error
+def _error_blocks(error: RunError | None, heading: str = "What went wrong") -> list[_Block]:
     if error is None:
         return [_Para("Databricks did not say why.")]
     message = _visible(error.message, keep_newlines=True).strip()
-    blocks: list[_Block] = [_Heading("What went wrong"), _Para(_one_line(error.type))]
+    blocks: list[_Block] = [_Heading(heading), _Para(_one_line(error.type))]
     if message:
         if len(message) > MAX_ERROR_CHARS:
             cut = len(message) - MAX_ERROR_CHARS
@@ -275,20 +346,115 @@ def _parameter_blocks(notification: Notification) -> list[_Block]:
     return blocks
 
 
+def _repair_blocks(notification: Notification, pipeline: str) -> list[_Block]:
+    """How a person repairs or abandons a pipeline awaiting repair, and until when."""
+    if notification.repair_deadline is None:
+        deadline = "If it is neither repaired nor abandoned before its repair window ends, the pipeline fails."
+    else:
+        deadline = (
+            f"If it is neither repaired nor abandoned by {_utc(notification.repair_deadline)}, "
+            "the pipeline fails."
+        )
+    return [
+        _Heading("How to repair it"),
+        _Para(
+            "Repairing reruns only the failed tasks of the same Databricks run, "
+            "with the same parameters or with the ones you give:"
+        ),
+        _Pre(
+            f"POST /pipelines/{pipeline}/repair\n"
+            '    optional body: {"parameters": {"NAME": "VALUE"}}\n'
+            f"pipelines repair {pipeline} [--param NAME=VALUE]"
+        ),
+        _Para("Abandoning it fails the pipeline now:"),
+        _Pre(f"POST /pipelines/{pipeline}/abandon\npipelines abandon {pipeline}"),
+        _Para(deadline),
+    ]
+
+
+def _attempt_outcome(attempt: Attempt) -> str:
+    if attempt.outcome is None:
+        return "running"
+    if attempt.outcome == "failure" and attempt.error is not None:
+        return f"failure: {attempt.error.type}"
+    return attempt.outcome
+
+
+def _attempt_blocks(notification: Notification) -> list[_Block]:
+    """The pipeline's runs, original and repairs, when it had more than one."""
+    attempts = notification.attempts
+    if len(attempts) <= 1:
+        return []
+    shown = attempts[-MAX_ATTEMPTS:]
+    columns = ["Attempt", "Started", "By", "Reason", "Reran", "Outcome"]
+    changed = any(attempt.parameters for attempt in shown)
+    if changed:
+        columns.append("Changed parameters")
+    rows = []
+    for attempt in shown:
+        row = [
+            "original" if attempt.number == 0 else f"repair {attempt.number}",
+            _utc(attempt.started_at),
+            _one_line(attempt.by or "-", 80),
+            _one_line(attempt.reason, 80),
+            _one_line(", ".join(attempt.rerun_tasks) or "all tasks"),
+            _one_line(_attempt_outcome(attempt), 80),
+        ]
+        if changed:
+            row.append(_one_line(", ".join(f"{k}={v}" for k, v in sorted((attempt.parameters or {}).items())) or "-"))
+        rows.append(row)
+    blocks: list[_Block] = [_Heading("Attempts"), _Table(columns, rows)]
+    if len(attempts) > MAX_ATTEMPTS:
+        blocks.append(_Para(f"… {len(attempts) - MAX_ATTEMPTS:,} earlier attempts not shown."))
+    return blocks
+
+
+def _last_failure_blocks(notification: Notification) -> list[_Block]:
+    """What the run that was waiting for repair failed with, for a pipeline that then ended without one."""
+    failed = [attempt for attempt in notification.attempts if attempt.outcome == "failure"]
+    if not failed or failed[-1].error is None:
+        return []
+    return _error_blocks(failed[-1].error, "What the last attempt failed with")
+
+
+def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str | None:
+    """The headline of a pipeline that awaited repair and failed without one: abandoned, or out of time."""
+    error = notification.error
+    if error is None:
+        return None
+    if error.type == ABANDONED:
+        # The worker writes "abandoned by <principal>"; any other wording still reads.
+        who = _one_line(error.message) or "abandoned"
+        return f"Pipeline {pipeline} failed: it was {who} instead of repaired."
+    if error.type == REPAIR_WINDOW_EXPIRED:
+        return f"Pipeline {pipeline} failed: nobody repaired or abandoned it before its repair window ended."
+    return None
+
+
 def _content(notification: Notification, pipeline: str) -> list[_Block]:
     n = notification
     started = n.run is not None
+    repairs = latest_attempt(n)
+    after_repairs = f" after {_repairs(repairs)}" if repairs else ""
+    unrepaired = _ended_unrepaired_headline(n, pipeline) if n.state is PipelineState.FAILED else None
     blocks: list[_Block]
     match n.state:
+        case PipelineState.AWAITING_REPAIR:
+            failed = f"failed again{after_repairs}" if repairs else "failed"
+            until = f" until {_utc(n.repair_deadline)}" if n.repair_deadline is not None else ""
+            headline = f"Pipeline {pipeline} {failed} and awaits repair{until}."
+            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
         case PipelineState.SUCCEEDED:
-            headline = f"Pipeline {pipeline} finished successfully."
+            headline = f"Pipeline {pipeline} finished successfully{after_repairs}."
             blocks = [_Para(headline), *_run_blocks(n), *_result_blocks(n)]
+        case PipelineState.FAILED if unrepaired is not None:
+            blocks = [_Para(unrepaired), *_run_blocks(n), *_last_failure_blocks(n)]
         case PipelineState.FAILED if not started:
             headline = f"Pipeline {pipeline} failed: its Databricks job could not start."
-            blocks = [_Para(headline), *_error_blocks(n)]
+            blocks = [_Para(headline), *_error_blocks(n.error)]
         case PipelineState.FAILED:
-            headline = f"Pipeline {pipeline} failed."
-            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n)]
+            headline = f"Pipeline {pipeline} failed{after_repairs}."
+            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
         case PipelineState.TIMED_OUT:
             waited = n.waited_seconds
             how_long = (
@@ -302,7 +468,9 @@ def _content(notification: Notification, pipeline: str) -> list[_Block]:
             blocks = [_Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
         case _:
             blocks = [_Para(f"Pipeline {pipeline} was cancelled."), *_run_blocks(n)]
-    return [*blocks, *_task_blocks(n), *_job_blocks(n), *_parameter_blocks(n)]
+    # The way out comes right after what failed, before the history.
+    repair = _repair_blocks(n, pipeline) if n.state is PipelineState.AWAITING_REPAIR else []
+    return [*blocks, *_task_blocks(n), *repair, *_attempt_blocks(n), *_job_blocks(n), *_parameter_blocks(n)]
 
 
 def _render_text(blocks: list[_Block], footer: str) -> str:
@@ -319,6 +487,12 @@ def _render_text(blocks: list[_Block], footer: str) -> str:
                 lines += [f"  {key}: {value}" for key, value in rows] + [""]
             case _Pre(text):
                 lines += ["  " + line for line in text.splitlines()] + [""]
+            case _Table(columns, rows):
+                widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+                lines += [
+                    "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                    for row in [columns, *rows]
+                ] + [""]
     lines += ["-- ", footer]
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
@@ -354,6 +528,12 @@ def _render_html(blocks: list[_Block], title: str, footer: str) -> str:
                     '<pre style="white-space:pre-wrap;background:#f6f6f6;padding:8px">'
                     f"{e(text)}</pre>"
                 )
+            case _Table(columns, rows):
+                head = "".join(f'<th {_CELL} align="left">{e(column)}</th>' for column in columns)
+                body = "".join(
+                    "<tr>" + "".join(f"<td {_CELL}>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows
+                )
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     parts += [f'<p style="color:#666;font-size:small">{e(footer)}</p>', "</body></html>"]
     return "\n".join(parts) + "\n"
 
@@ -372,6 +552,28 @@ def _header_pipeline_id(pipeline_id: str) -> str:
     return _one_line(pipeline_id, MAX_SUBJECT_ID_CHARS)
 
 
+def _base_subject(notification: Notification, pipeline: str) -> str:
+    """What every email of one pipeline's subject starts with: the pipeline, and its job when known."""
+    title = notification.job_title or notification.job
+    if not title:
+        return f"Pipeline {pipeline}"
+    return f"Pipeline {pipeline} ({_one_line(title, MAX_SUBJECT_TITLE_CHARS)})"
+
+
+def _references(thread: list[str], own: str) -> list[str]:
+    """``thread`` as it may go in References: well-formed ids only, not this email's own, bounded.
+
+    The ids are the worker's record of the emails already sent, so anything
+    else in it is a bug upstream; leaving it out keeps the email (and its
+    threading by the ids that are sound) rather than refusing it.
+    """
+    ids = [i for i in thread if _MSG_ID.fullmatch(i) and i != own]
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > MAX_REFERENCES:
+        ids = [ids[0], *ids[-(MAX_REFERENCES - 1) :]]
+    return ids
+
+
 def _sender_address(sender: str) -> Address:
     name, addr = parseaddr(sender)
     if "@" not in addr or "\n" in sender or "\r" in sender:
@@ -386,36 +588,52 @@ def compose_email(
     message_id_domain: str,
     now: datetime | None = None,
 ) -> EmailMessage:
-    """The email announcing ``notification``'s final state.
+    """The email announcing ``notification``: the pipeline's outcome, or that it awaits repair.
 
     ``sender`` is the From address (``"Pipelines <pipelines@example.com>"`` or
     a bare address); ``message_id_domain`` is the right-hand side of the
-    Message-ID; ``now`` is the Date (the current time when omitted).
+    Message-ID; ``now`` is the Date (the current time when omitted). When
+    ``notification.thread`` names earlier emails, this one replies to the
+    last and references them all (see the module docstring).
 
-    Raises :class:`NotFinalStateError` for a pipeline that has not ended and
-    ``ValueError`` for a sender or domain that cannot go in a header.
+    Raises :class:`NotFinalStateError` for a state its kind of email is not
+    for (an outcome of a pipeline that has not ended, a wait for repair of a
+    pipeline that does not await one) and ``ValueError`` for a sender or
+    domain that cannot go in a header.
     """
-    if not notification.state.is_final:
+    state = notification.state
+    awaiting = notification.kind == "awaiting_repair"
+    if (state is PipelineState.AWAITING_REPAIR) != awaiting or not (awaiting or state.is_final):
+        wanted = "awaiting_repair" if awaiting else "a final state"
         raise NotFinalStateError(
-            f"pipeline {notification.pipeline_id} is {notification.state.value}; "
-            "only final states are emailed"
+            f"pipeline {notification.pipeline_id} is {state.value}; "
+            f"an email of kind {notification.kind} is sent only in {wanted}"
         )
     if not _DOMAIN.fullmatch(message_id_domain):
         raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
     pipeline = _header_pipeline_id(notification.pipeline_id)
-    state = notification.state
-    subject = f"Pipeline {pipeline} {_HEADLINES[state]}"
+    subject = f"{_base_subject(notification, pipeline)} {_SUBJECT_STATES[state]}"
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
     blocks = _content(notification, pipeline)
+    message_id = email_message_id(
+        notification.pipeline_id,
+        state.value,
+        message_id_domain,
+        kind=notification.kind,
+        attempt=latest_attempt(notification),
+    )
 
     message = EmailMessage(policy=SMTP)
     message["Subject"] = subject
     message["From"] = _sender_address(sender)
     message["To"] = Address(addr_spec=notification.email)
     message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = email_message_id(
-        notification.pipeline_id, state.value, message_id_domain
-    )
+    message["Message-ID"] = message_id
+    references = _references(notification.thread, message_id)
+    if references:
+        # RFC 5322 section 3.6.4: the parent's id, and the chain it belongs to, oldest first.
+        message["In-Reply-To"] = references[-1]
+        message["References"] = " ".join(references)
     message[PIPELINE_ID_HEADER] = pipeline
     message[PIPELINE_STATE_HEADER] = state.value
     # RFC 3834: a machine wrote this; auto-responders should not answer it.

@@ -10,7 +10,13 @@ hop to optimise.
 
 from prometheus_client import Counter, Histogram
 
-EMAILS_SENT = Counter("emails_sent_total", "Emails accepted by the SMTP server, by pipeline state.", ["state"])
+#: Labelled by the state the email announces: a final state, or awaiting_repair
+#: for the emails asking a person to repair or abandon a failed run.
+EMAILS_SENT = Counter(
+    "emails_sent_total",
+    "Emails accepted by the SMTP server, by the pipeline state they announce (final, or awaiting_repair).",
+    ["state"],
+)
 EMAILS_FAILED = Counter(
     "emails_failed_total",
     "Emails that could not be sent, by reason: permanent (5xx) or transient (retried later).",

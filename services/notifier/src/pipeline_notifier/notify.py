@@ -1,4 +1,4 @@
-"""The notifier's durable function: email one pipeline's outcome.
+"""The notifier's durable function: email one pipeline's outcome, or that it awaits repair.
 
 ``send_pipeline_email`` is a leaf: it performs no durable operation, so when
 it raises, Resonate retries the whole function under :data:`EMAIL_RETRY`.
@@ -7,9 +7,12 @@ connection trouble briefly; what outlives that (a mail server down for
 minutes, a misconfigured login) is retried here, with a longer backoff and a
 bound, after which the worker records the email as not sent.
 
-A retried send repeats the same Message-ID (derived from the pipeline id), so
-a receiving server that already accepted the message sees a duplicate, not a
-second email.
+A retried send repeats the same Message-ID (derived from the pipeline id, the
+kind of email, its state and the latest attempt), so a receiving server that
+already accepted the message sees a duplicate, not a second email. A repaired
+pipeline's emails (each wait for repair, the outcome) are separate calls of
+this function with ids of their own, so one email's resend never stands in
+for, or hides, another.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pipeline_shared.models import Notification, NotificationReceipt
 from pipeline_shared.testhooks import TestHooks
 
 from . import metrics
-from .email import compose_email
+from .email import compose_email, latest_attempt
 from .smtp import SmtpConfig, SmtpConfigurationError, SmtpTransientError, deliver
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
     deps = ctx.get_dependency(NotifierDeps)
     if notification.settled_at is not None:
         metrics.EMAIL_PICKUP_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
+    # Which of the pipeline's emails this is: its logs name it, since one pipeline may send several.
+    which = {"kind": notification.kind, "state": notification.state.value, "attempt": latest_attempt(notification)}
     with pipeline_context(notification.pipeline_id):
         message = compose_email(notification, sender=deps.sender, message_id_domain=deps.message_id_domain)
         try:
@@ -56,17 +61,17 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
                 receipt = await deliver(message, deps.smtp)
         except SmtpTransientError as exc:
             metrics.EMAILS_FAILED.labels(reason="transient").inc()
-            logger.warning("email not sent yet, will retry: %s", exc)
+            logger.warning("email not sent yet, will retry: %s", exc, extra={"fields": which})
             raise
         except SmtpConfigurationError as exc:
             metrics.EMAILS_FAILED.labels(reason="configuration").inc()
-            logger.error("email not sent: the SMTP settings are wrong: %s", exc)
+            logger.error("email not sent: the SMTP settings are wrong: %s", exc, extra={"fields": which})
             raise
         if not receipt.delivered:
             metrics.EMAILS_FAILED.labels(reason="permanent").inc()
             logger.error(
                 "email refused permanently",
-                extra={"fields": {"smtp_code": receipt.smtp_code, "error": receipt.error}},
+                extra={"fields": {**which, "smtp_code": receipt.smtp_code, "error": receipt.error}},
             )
             return receipt
         metrics.EMAILS_SENT.labels(state=notification.state.value).inc()
@@ -74,7 +79,7 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
             metrics.CALLBACK_TO_EMAIL_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
         logger.info(
             "email sent",
-            extra={"fields": {"message_id": receipt.message_id, "state": notification.state.value}},
+            extra={"fields": {**which, "message_id": receipt.message_id}},
         )
         await deps.hooks.checkpoint("after_smtp", notification.pipeline_id)
         return receipt
