@@ -24,6 +24,9 @@ FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
 #: compose.yaml's development secret: the tests sign as the notebook would.
 SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
 
+#: The worker's idempotency namespace on the stack (compose leaves the default).
+IDEMPOTENCY_NAMESPACE = "resonate-databricks"
+
 #: The development stack accepts the development API key (the test stack's keys file lists it too).
 AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
 
@@ -79,6 +82,20 @@ class Emulator:
         """Fault and timing plan for this pipeline's runs (see the emulator's README)."""
         response = self.http.put(f"/emulator/faults/pipelines/{pipeline_id}", json=plan)
         assert response.status_code == 200, response.text
+
+    def plan_run_of(self, pipeline_id: str, **plan: Any) -> None:
+        """Fault plan for the runs of a pipeline whose job takes no ``pipeline_id``: keyed by its run-now token."""
+        self.plan(ids.idempotency_token(IDEMPOTENCY_NAMESPACE, pipeline_id), **plan)
+
+    def notifications(self, *, enabled: bool) -> None:
+        """Switch the emulator's webhook notifications on or off."""
+        response = self.http.put("/emulator/notifications", json={"enabled": enabled})
+        assert response.status_code == 200, response.text
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        response = self.http.get(f"/emulator/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
 
     def counters(self, pipeline_id: str) -> dict[str, Any]:
         return self.http.get(f"/emulator/pipelines/{pipeline_id}").json()

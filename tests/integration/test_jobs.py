@@ -95,3 +95,41 @@ def test_a_forged_notification_changes_nothing(gateway: Gateway, stack: Stack) -
     assert with_credentials.count("scheduled") <= 2, "rate-limited: one check per event and window"
     done = gateway.wait_for(running, "succeeded")
     assert done["error"] is None, "the run succeeded; a forged on_failure did not make it fail"
+
+
+def test_with_notifications_off_the_watchdog_still_ends_the_pipeline(
+    gateway: Gateway, emulator: Emulator, database: psycopg.Connection
+) -> None:
+    pipeline_id = new_id("quiet")
+    emulator.notifications(enabled=False)
+    try:
+        gateway.start(pipeline_id, job="nightly-refresh", parameters={"table": "customers"})
+        done = gateway.wait_for(pipeline_id, "succeeded")
+    finally:
+        emulator.notifications(enabled=True)
+
+    assert done["result"]["table"] == "customers"
+    assert checks_prompted_by_notifications(database, pipeline_id) == [], "no notification came"
+
+
+def test_a_three_task_job_with_one_failing_task_reports_each_task(
+    stack: Stack, emulator: Emulator, mail: MailSink
+) -> None:
+    admin = Gateway(stack.api_url)
+    admin.http.headers["authorization"] = f"Bearer {stack.keys.keys['admin']}"
+    pipeline_id = new_id("report")
+    emulator.plan_run_of(pipeline_id, tasks={"aggregate": {"fail": True, "message": "division by zero in SQL"}})
+
+    started = admin.start(pipeline_id, job="customer-report", parameters={"customer": "C-1042"})
+
+    assert started.status_code == 202, started.text
+    done = admin.wait_for(pipeline_id, "failed", "awaiting_repair", timeout=90)
+    tasks = {t["task_key"]: t for t in done["databricks"]["report"]["tasks"]}
+    assert tasks["extract"]["result_state"] == "SUCCESS"
+    assert tasks["aggregate"]["result_state"] == "FAILED"
+    assert tasks["publish"]["result_state"] == "UPSTREAM_FAILED"
+    assert "aggregate" in done["error"]["message"]
+    if done["state"] == "awaiting_repair":
+        assert admin.http.post(f"/pipelines/{pipeline_id}/abandon").status_code == 202
+        admin.wait_for(pipeline_id, "failed")
+    assert "aggregate" in mail.messages(pipeline_id)[-1]["text"]

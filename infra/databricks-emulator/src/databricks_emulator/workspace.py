@@ -96,7 +96,9 @@ class Workspace:
         self.check_parameters(job, job_parameters)
         if idempotency_token is not None and len(idempotency_token) > MAX_IDEMPOTENCY_TOKEN_CHARS:
             raise invalid_parameter(f"idempotency_token must be at most {MAX_IDEMPOTENCY_TOKEN_CHARS} characters.")
-        pipeline_id = job_parameters.get("pipeline_id", "")
+        # A job that does not call back has no pipeline_id parameter: its runs are
+        # told apart, for plans and counters, by the run-now idempotency token.
+        pipeline_id = job_parameters.get("pipeline_id") or idempotency_token or ""
         counters = self.faults.counters_for(pipeline_id)
         counters.run_now_calls += 1
         refusal = self.faults.take_run_now_error(pipeline_id, job.job_id)

@@ -237,6 +237,10 @@ class Pipelines:
 
         state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
         window = progress.open_window
+        if window is not None and callback is not None:
+            # The failed run's report, as the awaiting email shows it.
+            failed = stored_settlement(callback).stored
+            report = failed.report if failed is not None else None
         if window is not None:
             # The run failed; a person may repair or abandon it until the deadline.
             decision = await self._get(window.decision_promise_id) if window.decision_promise_id else None
