@@ -148,14 +148,17 @@ class TestCallbacksAgainstALivePipeline:
         pipeline_id = quiet_pipeline(gateway, emulator, "reorder")
 
         first = gateway.post_callback(*gateway.signed_callback(pipeline_id, FAILURE))
-        done = gateway.wait_for(pipeline_id, "failed")
+        # The default job waits for a person to repair a failed run.
+        done = gateway.wait_for(pipeline_id, "awaiting_repair")
         late = gateway.post_callback(*gateway.signed_callback(pipeline_id, SUCCESS))
 
         assert (first.status_code, first.json()["outcome"]) == (200, "accepted")
         assert (late.status_code, late.json()["code"]) == (409, "settlement_conflict")
         assert done["error"] == FAILURE["error"]
         assert gateway.status(pipeline_id) == done
-        assert_one_email(mail, pipeline_id, "failed")
+        assert_one_email(mail, pipeline_id, "awaiting_repair")
+        assert gateway.http.post(f"/pipelines/{pipeline_id}/abandon").status_code == 202
+        assert gateway.wait_for(pipeline_id, "failed")["error"]["type"] == "Abandoned"
 
     def test_racing_contradicting_callbacks_let_exactly_one_outcome_win(
         self, gateway: Gateway, emulator: Emulator, mail: MailSink

@@ -83,11 +83,11 @@ def test_a_forged_notification_changes_nothing(gateway: Gateway, stack: Stack) -
     run_id = gateway.status(running)["databricks"]["run_id"]
     forged = {"event_type": "jobs.on_failure", "workspace_id": "1", "run": {"run_id": run_id}, "job": {"job_id": 1}}
 
-    notifications = stack.callback_url.replace("/callbacks/", "/notifications/")
+    notifications = f"{stack.callback_url}/notifications/databricks"
 
     wrong = httpx.post(notifications, json=forged, auth=("databricks", "guess"))
     with_credentials = [
-        httpx.post(notifications, json=forged, auth=NOTIFICATION_CREDENTIALS).json()["outcome"] for _ in range(10)
+        _outcome(httpx.post(notifications, json=forged, auth=NOTIFICATION_CREDENTIALS)) for _ in range(10)
     ]
 
     assert wrong.status_code == 401
@@ -133,3 +133,8 @@ def test_a_three_task_job_with_one_failing_task_reports_each_task(
         assert admin.http.post(f"/pipelines/{pipeline_id}/abandon").status_code == 202
         admin.wait_for(pipeline_id, "failed")
     assert "aggregate" in mail.messages(pipeline_id)[-1]["text"]
+
+
+def _outcome(response: httpx.Response) -> str:
+    assert response.status_code == 202, response.text
+    return response.json()["outcome"]

@@ -51,13 +51,16 @@ def test_notebook_failure_fails_the_pipeline_and_emails_the_cause(
 
     gateway.start(pipeline_id)
 
-    done = gateway.wait_for(pipeline_id, "failed")
+    # The default job's failed runs wait for a person to repair them (or abandon them).
+    done = gateway.wait_for(pipeline_id, "awaiting_repair")
     assert done["error"]["type"] == "FileNotFoundError", done
     email = mail.wait_for(pipeline_id)
-    assert "failed" in email["subject"]
+    assert "awaiting repair" in email["subject"]
     assert "FileNotFoundError" in email["text"] and done["error"]["message"][:60] in email["text"]
     [emulated] = emulator.runs(pipeline_id)
     assert emulated["result_state"] == "FAILED"
+    gateway.http.post(f"/pipelines/{pipeline_id}/abandon")
+    assert gateway.wait_for(pipeline_id, "failed")["error"]["type"] == "Abandoned"
 
 
 def test_bad_tampered_or_expired_signatures_are_401_and_change_nothing(
@@ -199,7 +202,7 @@ def test_the_cli_starts_and_follows_a_pipeline(stack) -> None:  # type: ignore[n
     pipeline_id = new_id("cli")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline_api.cli", "--gateway", stack.api_url, "--interval", "0.3",
-         "start", "--id", pipeline_id, "--email", "cli@example.com", "--param", "label=cli"],
+         "start", "--id", pipeline_id, "--email", "cli@example.com", "--param", "source="],
         capture_output=True, text=True, timeout=120, env=os.environ,
     )
 

@@ -29,9 +29,10 @@ from starlette.routing import Route
 logger = logging.getLogger(__name__)
 
 #: The worker's points: just before ``run_now``; after ``run_now`` answered,
-#: before the trigger step's result is recorded; after the email was sent,
+#: before the trigger step's result is recorded; after ``repair_run`` answered,
+#: before the repair step's result is recorded; after the email was sent,
 #: before the workflow records its outcome.
-WORKER_POINTS = ("before_run_now", "after_run_now", "after_email")
+WORKER_POINTS = ("before_run_now", "after_run_now", "after_repair_run", "after_email")
 #: The notifier's point: the mail server accepted the email, and the email
 #: step's result is not recorded yet.
 NOTIFIER_POINTS = ("after_smtp",)
