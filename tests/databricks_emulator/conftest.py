@@ -222,6 +222,15 @@ def control(emulator: Emulator) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+def api(emulator: Emulator) -> Iterator[httpx.Client]:
+    """Raw Jobs API calls, with the bearer token."""
+    with httpx.Client(
+        base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
 def receiver() -> Iterator[CallbackReceiver]:
     with CallbackReceiver() as running:
         yield running

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from databricks.sdk.oauth import HostMetadata, OidcEndpoints
-from databricks.sdk.service.jobs import Job, ListJobsResponse, Run, RunNowResponse, RunOutput
+from databricks.sdk.service.jobs import Job, ListJobsResponse, RepairRunResponse, Run, RunNowResponse, RunOutput
 
 #: Where the middleware appends one JSON line per answer that fails the check.
 LOG_ENV = "EMULATOR_MODEL_CHECK_LOG"
@@ -40,6 +40,7 @@ _JOBS_PATH = re.compile(r"^/api/2\.\d/(?P<endpoint>jobs/.+)$")
 #: The SDK dataclass each modelled Jobs endpoint's answer is read into.
 JOBS_MODELS: dict[tuple[str, str], type] = {
     ("POST", "jobs/run-now"): RunNowResponse,
+    ("POST", "jobs/runs/repair"): RepairRunResponse,
     ("GET", "jobs/runs/get"): Run,
     ("GET", "jobs/runs/get-output"): RunOutput,
     ("GET", "jobs/get"): Job,

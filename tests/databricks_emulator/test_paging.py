@@ -7,20 +7,11 @@ all of them; raw calls check the pages one by one, and what 2.1 does instead.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.databricks_emulator.helpers import start, wait_terminated
 
 WIDE_TASKS = 105
-
-
-@pytest.fixture
-def api(emulator):  # type: ignore[no-untyped-def]
-    with httpx.Client(
-        base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}, timeout=30
-    ) as client:
-        yield client
 
 
 @pytest.fixture

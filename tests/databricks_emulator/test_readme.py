@@ -82,12 +82,6 @@ def call(client: httpx.Client, method: str, path: str, body: dict) -> httpx.Resp
     return client.request(method, path, json=body)
 
 
-@pytest.fixture
-def api(emulator):  # type: ignore[no-untyped-def]
-    with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}) as client:
-        yield client
-
-
 def test_the_endpoints_table_lists_what_is_served_with_its_parameters():
     rows = table_rows("Endpoints")
     listed = [tuple(ticked(row[0])[0].split(" ")) for row in rows]

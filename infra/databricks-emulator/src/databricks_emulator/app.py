@@ -2,7 +2,7 @@
 
 Jobs API (under ``/api/2.2``, ``/api/2.1`` and ``/api/2.0``, bearer token or
 OAuth access token required): ``jobs/run-now``, ``jobs/runs/get``,
-``jobs/runs/cancel``, ``jobs/runs/get-output``, ``jobs/get``,
+``jobs/runs/cancel``, ``jobs/runs/repair``, ``jobs/runs/get-output``, ``jobs/get``,
 ``jobs/list``, each reading its parameters from the query string and a JSON
 body alike (``params``), as declared in ``surface``. Answers, errors and
 status codes follow the real API; the other Jobs endpoints answer 501 naming
@@ -53,6 +53,7 @@ from databricks_emulator.surface import (
     RUNS_CANCEL,
     RUNS_GET,
     RUNS_GET_OUTPUT,
+    RUNS_REPAIR,
     Endpoint,
     NotModelledEndpoint,
 )
@@ -126,18 +127,39 @@ async def run_now(
     workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUN_NOW))]
 ) -> dict[str, int]:
     job = workspace.job(call["job_id"])
-    legacy = [name for name in LEGACY_TASK_PARAMETERS if call.get(name)]
-    if legacy:
-        raise invalid_parameter(
-            f"{', '.join(legacy)} cannot be used with job {job.job_id}: it defines job parameters; "
-            "pass them as job_parameters."
-        )
+    _refuse_legacy_parameters(call, job)
     token = call.get("idempotency_token")
     run = workspace.run_now(job.job_id, call.get("job_parameters") or {}, token or None)
     delay = workspace.faults.take_slow_response(run.pipeline_id, job.job_id)
     if delay:
         await asyncio.sleep(delay)
     return {"run_id": run.run_id, "number_in_job": run.run_id}
+
+
+def _refuse_legacy_parameters(call: dict[str, Any], job: JobSpec) -> None:
+    """Task parameters (notebook_params, ...) are refused for a job that defines job parameters."""
+    legacy = [name for name in LEGACY_TASK_PARAMETERS if call.get(name)]
+    if legacy:
+        raise invalid_parameter(
+            f"{', '.join(legacy)} cannot be used with job {job.job_id}: it defines job parameters; "
+            "pass them as job_parameters."
+        )
+
+
+@jobs.post(f"/{RUNS_REPAIR.path}")
+async def repair_run(
+    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_REPAIR))]
+) -> dict[str, int]:
+    _refuse_legacy_parameters(call, workspace.job_run_of(call["run_id"]).job)
+    repair_id = workspace.repair(
+        call["run_id"],
+        rerun_tasks=call.get("rerun_tasks"),
+        rerun_all_failed_tasks=call.get("rerun_all_failed_tasks", False),
+        rerun_dependent_tasks=call.get("rerun_dependent_tasks", False),
+        latest_repair_id=call.get("latest_repair_id"),
+        job_parameters=call.get("job_parameters") or {},
+    )
+    return {"repair_id": repair_id}
 
 
 def _page_number(call: dict[str, Any], kind: str, owner: int) -> int:

@@ -190,7 +190,11 @@ class Driver:
         run.life_cycle = LifeCycle.SKIPPED
         for attempt in run.task_runs():
             if not attempt.is_terminal:
-                attempt.record(None, Termination("SKIPPED", "CLIENT_ERROR", message), message)
+                attempt.record(
+                    ResultState.MAXIMUM_CONCURRENT_RUNS_REACHED,
+                    Termination("SKIPPED", "CLIENT_ERROR", message),
+                    message,
+                )
                 attempt.life_cycle = LifeCycle.SKIPPED
                 attempt.end_time = now_ms()
 

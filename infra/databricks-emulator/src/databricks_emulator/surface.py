@@ -73,6 +73,12 @@ def _string_map(name: str, value: object) -> dict[str, str]:
     return value
 
 
+def _string_list(name: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise invalid_parameter(f"{name} must be a list of strings")
+    return value
+
+
 def _any(name: str, value: object) -> object:
     return value
 
@@ -90,6 +96,7 @@ INT64: Final = Kind("int64", _int64)
 BOOLEAN: Final = Kind("boolean", _boolean)
 STRING: Final = Kind("string", _string)
 STRING_MAP: Final = Kind("map of strings", _string_map, in_query=False)
+STRING_LIST: Final = Kind("list of strings", _string_list, in_query=False)
 #: A structured field whose only modelled property is whether it was given.
 STRUCTURE: Final = Kind("structure", _any, in_query=False)
 
@@ -144,18 +151,21 @@ LEGACY_TASK_PARAMETERS: Final = (
     "pipeline_params",
 )
 
+#: run-now's and repair's job parameters: a map of strings, which 2.0 is not known to take.
+JOB_PARAMETERS: Final = Param(
+    STRING_MAP,
+    not_modelled={
+        "2.0": "what Jobs API 2.0 does with job_parameters is not documented; "
+        "2.1 and 2.2 take them (call /api/2.1 or /api/2.2)"
+    },
+)
+
 RUN_NOW: Final = Endpoint(
     "POST",
     "jobs/run-now",
     {
         "job_id": Param(INT64, required=True),
-        "job_parameters": Param(
-            STRING_MAP,
-            not_modelled={
-                "2.0": "what Jobs API 2.0 does with job_parameters is not documented; "
-                "2.1 and 2.2 take them (call /api/2.1 or /api/2.2)"
-            },
-        ),
+        "job_parameters": JOB_PARAMETERS,
         "idempotency_token": Param(STRING),
         **{name: Param(STRUCTURE) for name in LEGACY_TASK_PARAMETERS},
         "queue": refused_structure("a run queues as its job's queue setting in the bundle says"),
@@ -176,6 +186,21 @@ RUNS_GET: Final = Endpoint(
     },
 )
 RUNS_CANCEL: Final = Endpoint("POST", "jobs/runs/cancel", {"run_id": Param(INT64, required=True)})
+RUNS_REPAIR: Final = Endpoint(
+    "POST",
+    "jobs/runs/repair",
+    {
+        "run_id": Param(INT64, required=True),
+        "rerun_tasks": Param(STRING_LIST),
+        "rerun_all_failed_tasks": Param(BOOLEAN),
+        "rerun_dependent_tasks": Param(BOOLEAN),
+        "latest_repair_id": Param(INT64),
+        "job_parameters": JOB_PARAMETERS,
+        **{name: Param(STRUCTURE) for name in LEGACY_TASK_PARAMETERS},
+        "performance_target": refused("there is no serverless compute to tune"),
+        "duration_target": refused("there is no serverless compute to tune"),
+    },
+)
 RUNS_GET_OUTPUT: Final = Endpoint("GET", "jobs/runs/get-output", {"run_id": Param(INT64, required=True)})
 JOBS_GET: Final = Endpoint(
     "GET",
@@ -199,7 +224,7 @@ JOBS_LIST: Final = Endpoint(
     },
 )
 #: Every endpoint served, in the README's order.
-ENDPOINTS: Final = (RUN_NOW, RUNS_GET, RUNS_CANCEL, RUNS_GET_OUTPUT, JOBS_GET, JOBS_LIST)
+ENDPOINTS: Final = (RUN_NOW, RUNS_GET, RUNS_CANCEL, RUNS_REPAIR, RUNS_GET_OUTPUT, JOBS_GET, JOBS_LIST)
 
 #: Jobs API endpoints a workspace serves and the emulator does not.
 NOT_MODELLED_ENDPOINTS: Final = (
@@ -209,7 +234,6 @@ NOT_MODELLED_ENDPOINTS: Final = (
     NotModelledEndpoint("POST", "jobs/delete", "the bundle's jobs cannot be deleted"),
     NotModelledEndpoint("POST", "jobs/runs/submit", "only runs of the bundle's jobs exist"),
     NotModelledEndpoint("GET", "jobs/runs/list", "runs are looked up by id only"),
-    NotModelledEndpoint("POST", "jobs/runs/repair", "runs are never retried or repaired"),
     NotModelledEndpoint("GET", "jobs/runs/export", "runs have no exportable views"),
     NotModelledEndpoint("POST", "jobs/runs/delete", "runs are never deleted"),
     NotModelledEndpoint("POST", "jobs/runs/cancel-all", "runs are cancelled one by one"),

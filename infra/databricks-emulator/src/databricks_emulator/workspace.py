@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 from databricks_emulator.bundle import Bundle
-from databricks_emulator.driver import Driver, kill_group
+from databricks_emulator.driver import Driver, Outcome, kill_group, outcome_of
 from databricks_emulator.errors import ApiError, invalid_parameter, job_not_found, run_not_found
 from databricks_emulator.faults import FaultRegistry
 from databricks_emulator.jobspec import MAX_IDEMPOTENCY_TOKEN_CHARS, JobSpec
 from databricks_emulator.notifications import Notifier
-from databricks_emulator.runs import JobRun, LifeCycle, Repair, TaskRun
+from databricks_emulator.runs import JobRun, LifeCycle, Repair, TaskRun, now_ms
 from databricks_emulator.settings import Settings
 
 log = logging.getLogger("databricks_emulator")
@@ -169,6 +169,80 @@ class Workspace:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- repair --------------------------------------------------------------------------------
+
+    def repair(
+        self,
+        run_id: int,
+        *,
+        rerun_tasks: list[str] | None,
+        rerun_all_failed_tasks: bool,
+        rerun_dependent_tasks: bool,
+        latest_repair_id: int | None,
+        job_parameters: dict[str, str],
+    ) -> int:
+        """Rerun tasks of an ended job run, in the same run; the repair's id. Never awaits."""
+        run = self.any_run(run_id)
+        if isinstance(run, TaskRun):
+            raise invalid_parameter(f"Run {run_id} is a task run; repair its job run, {run.job_run.run_id}.")
+        if not run.is_terminal:
+            raise invalid_parameter(
+                f"Run {run_id} is still {run.life_cycle.value}; only a run that has ended can be repaired."
+            )
+        if run.latest_repair_id is not None and latest_repair_id is None:
+            raise invalid_parameter("The latest repair ID needs to be provided in order to create a new repair")
+        if latest_repair_id is not None and latest_repair_id != run.latest_repair_id:
+            latest = run.latest_repair_id if run.latest_repair_id is not None else "none (the run was never repaired)"
+            raise invalid_parameter(
+                f"latest_repair_id {latest_repair_id} is not the ID of the latest repair of run {run_id}: {latest}."
+            )
+        keys = self._keys_to_rerun(run, rerun_tasks, rerun_all_failed_tasks, rerun_dependent_tasks)
+        self.check_parameters(run.job, job_parameters)
+
+        repair_id = next(self._ids)
+        run.job_parameters.update(job_parameters)
+        run.passed_parameters.update(job_parameters)
+        attempts = [self.new_attempt(run, key, repair_id=repair_id) for key in run.job.task_keys if key in keys]
+        run.history.append(
+            Repair(
+                type="REPAIR",
+                id=repair_id,
+                start_time=now_ms(),
+                task_run_ids=[attempt.run_id for attempt in attempts],
+                rerun_tasks=[attempt.key for attempt in attempts],
+            )
+        )
+        run.reopen()
+        run.enter(LifeCycle.QUEUED)
+        run.end_time = None
+        run.cancel_requested = False
+        run.stop, run.stop_reason = asyncio.Event(), None
+        self._drive(run, tuple(attempt.key for attempt in attempts), repair=True)
+        return repair_id
+
+    @staticmethod
+    def _keys_to_rerun(run: JobRun, rerun_tasks: list[str] | None, all_failed: bool, dependents: bool) -> set[str]:
+        job = run.job
+        if rerun_tasks and all_failed:
+            raise invalid_parameter("Only one of rerun_tasks or rerun_all_failed_tasks can be used.")
+        if rerun_tasks:
+            if len(set(rerun_tasks)) != len(rerun_tasks):
+                raise invalid_parameter("rerun_tasks cannot contain duplicate task keys.")
+            unknown = [key for key in rerun_tasks if key not in job.task_keys]
+            if unknown:
+                raise invalid_parameter(
+                    f"rerun_tasks names {', '.join(unknown)}, which job {job.job_id} has no task for; "
+                    f"its tasks are: {', '.join(job.task_keys)}."
+                )
+            keys = set(rerun_tasks)
+        elif all_failed:
+            keys = {key for key in job.task_keys if not _succeeded(run.latest(key))}
+            if not keys:
+                raise invalid_parameter(f"Run {run.run_id} has no failed tasks to repair.")
+        else:
+            raise invalid_parameter("Give rerun_tasks or rerun_all_failed_tasks: they say which tasks to repair.")
+        return keys | job.downstream(keys) if dependents else keys
+
     # -- cancel --------------------------------------------------------------------------------
 
     def cancel(self, run_id: int) -> None:
@@ -193,6 +267,11 @@ class Workspace:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self.notifier.shutdown()
+
+
+def _succeeded(attempt: TaskRun) -> bool:
+    """Whether a task needs no repair: it succeeded, or was excluded or passed over."""
+    return outcome_of(attempt) in (Outcome.SUCCEEDED, Outcome.EXCLUDED)
 
 
 def _refusal(status: int, retry_after: int) -> ApiError:
