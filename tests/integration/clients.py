@@ -100,6 +100,16 @@ class Emulator:
     def counters(self, pipeline_id: str) -> dict[str, Any]:
         return self.http.get(f"/emulator/pipelines/{pipeline_id}").json()
 
+    def ended_runs(self, pipeline_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """The pipeline's runs, once each has a result (a run ends a little after its notebook calls back)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs(pipeline_id)
+            if all(run["result_state"] is not None for run in runs):
+                return runs
+            assert time.monotonic() < deadline, f"{pipeline_id}'s runs did not end within {timeout}s: {runs}"
+            time.sleep(0.1)
+
     def runs(self, pipeline_id: str) -> list[dict[str, Any]]:
         return self.http.get("/emulator/runs", params={"pipeline_id": pipeline_id}).json()["runs"]
 

@@ -39,7 +39,7 @@ def test_happy_path_runs_the_notebook_and_emails_the_result(
     assert "succeeded" in email["subject"]
     assert run["run_page_url"] in email["text"] and run["run_page_url"] in email["html"]
     assert email["message_id"] == done["notification"]["message_id"]
-    [emulated] = emulator.runs(pipeline_id)
+    [emulated] = emulator.ended_runs(pipeline_id)
     assert (emulated["run_id"], emulated["result_state"]) == (run["run_id"], "SUCCESS")
 
 
@@ -57,7 +57,7 @@ def test_notebook_failure_fails_the_pipeline_and_emails_the_cause(
     email = mail.wait_for(pipeline_id)
     assert "awaiting repair" in email["subject"]
     assert "FileNotFoundError" in email["text"] and done["error"]["message"][:60] in email["text"]
-    [emulated] = emulator.runs(pipeline_id)
+    [emulated] = emulator.ended_runs(pipeline_id)
     assert emulated["result_state"] == "FAILED"
     gateway.http.post(f"/pipelines/{pipeline_id}/abandon")
     assert gateway.wait_for(pipeline_id, "failed")["error"]["type"] == "Abandoned"

@@ -71,6 +71,8 @@ class FakeJobs:
         self.repairs: dict[int, list[dict[str, str]]] = {}
         #: Raised by the next repair call, after the repair is made (a worker dying right after it).
         self.fail_after_repair: list[Exception] = []
+        #: Raised by the next repair call instead of repairing.
+        self.refuse_repair: list[Exception] = []
         self.started = asyncio.Event()
         #: Runs inside run_now, after the run exists: a notebook that calls
         #: back before run_now has even returned.
@@ -113,6 +115,8 @@ class FakeJobs:
         return RunView(verdict=meaning, report=report)
 
     async def repair(self, run_id: int, *, attempt: int, job_parameters: dict[str, str]) -> RepairMade:
+        if self.refuse_repair:
+            raise self.refuse_repair.pop(0)
         made = self.repairs.setdefault(run_id, [])
         failed = [t.task_key for t in self.states[run_id].tasks if t.result_state != "SUCCESS"] or ["pipeline"]
         if len(made) >= attempt:  # the history already holds it: adopt, as the real client does

@@ -15,7 +15,7 @@ from pipeline_shared import ids
 from pipeline_shared.catalogue import Catalogue, RepairPolicy
 from pipeline_shared.models import PipelineOutcome, PipelineState, RunError, TaskOutcome
 from pipeline_shared.signing import derive_callback_key
-from pipeline_worker.databricks import TransientDatabricksError
+from pipeline_worker.databricks import PermanentDatabricksError, TransientDatabricksError
 from tests.support.pipeline_harness import CATALOGUE, SECRET, Harness, run_state
 
 BUG = RunError(type="KeyError", message="'colum' (a typo in the notebook)")
@@ -161,5 +161,23 @@ async def test_a_notebook_bug_is_never_repaired_automatically() -> None:
         assert outcome.state is PipelineState.FAILED and outcome.error == BUG
         assert run.run_id not in harness.jobs.repairs
         assert json.loads(outcome.model_dump_json())["attempts"] == []
+    finally:
+        await harness.resonate.stop()
+
+
+async def test_a_repair_databricks_refuses_fails_the_pipeline_with_its_reason() -> None:
+    harness = Harness()
+    try:
+        refusal = RunError(type="DatabricksBadRequest", message="could not repair run: the job was deleted")
+        harness.jobs.refuse_repair = [PermanentDatabricksError(refusal)]
+        spec, handle = harness.start()
+        await harness.wait_for_run(spec)
+        await harness.settle(spec, status="failure", error=BUG)
+        await harness.decide(spec, 1, "repair")
+
+        outcome = await outcome_of(handle)
+
+        assert outcome.state is PipelineState.FAILED and outcome.error == refusal
+        assert [n.kind for n in harness.notifications] == ["awaiting_repair", "outcome"]
     finally:
         await harness.resonate.stop()

@@ -274,11 +274,14 @@ class DatabricksJobs:
         repair without them would rerun with the original run's values.
         """
 
-        def call() -> RepairMade:
+        def call() -> RepairMade | None:
             jobs = self._workspace().jobs
             run = jobs.get_run(run_id, include_history=True)
             made = [h for h in run.repair_history or () if h.type is not None and h.type.value == "REPAIR"]
-            rerun = [t.task_key for t in _report_of(run).tasks if t.result_state not in _NOT_RERUN]
+            report = _report_of(run)
+            if len(made) < attempt and not verdict(report.life_cycle_state or None, report.result_state).terminal:
+                return None  # a notebook that reported its failure: its run is still ending
+            rerun = [t.task_key for t in report.tasks if t.result_state not in _NOT_RERUN]
             if len(made) >= attempt:
                 return RepairMade(repair_id=made[attempt - 1].id, rerun_tasks=rerun, adopted=True)
             waiter = jobs.repair_run(
@@ -290,7 +293,11 @@ class DatabricksJobs:
             )
             return RepairMade(repair_id=waiter.response.repair_id, rerun_tasks=rerun, adopted=False)
 
-        return await self._call("repair run", call)
+        made = await self._call("repair run", call)
+        if made is None:
+            # Databricks repairs only a run that has ended; Resonate retries the step.
+            raise TransientDatabricksError(f"run {run_id} has not ended yet; it is repaired once it has")
+        return made
 
     async def cancel(self, run_id: int) -> None:
         """Ask Databricks to cancel a run; a finished run is left as it is."""

@@ -118,6 +118,11 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
             repaired_id,
         )
         if made.attempt is None:
+            # No repaired run will report on its promise: close it with the
+            # cause (every promise a workflow makes must be settled and awaited).
+            refused = Settlement(status="failure", error=made.error, source="worker", received_at=steps.now_ms())
+            await ctx.run(steps.settle_callback_promise, repaired_id, refused)
+            await _await_settlement(ctx, repaired, repaired_id)
             error = made.error
             break
         attempts.append(made.attempt.model_copy(update={"parameters": attempt.parameters}))
