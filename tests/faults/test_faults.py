@@ -259,3 +259,22 @@ def _wait_container_healthy(name: str, timeout: float = 90) -> None:
             return
         assert time.monotonic() < deadline, f"{name} not healthy after {timeout}s ({health})"
         time.sleep(0.5)
+
+
+def test_worker_killed_between_repair_run_and_its_record_repairs_once(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
+    # The driver is lost on the first attempt only: a transient failure, repaired automatically.
+    batch.plan(tasks={"pipeline": {"code": "DRIVER_ERROR", "fail_attempts": 1}})
+    hooks.arm("after_repair_run", batch.ids)
+    batch.start()
+    batch.wait_until(lambda: hooks.stopped("after_repair_run") >= set(batch.ids), "all stopped after repair_run")
+
+    stack.kill("worker")
+    stack.start("worker")
+
+    docs = batch.wait_for("succeeded", timeout=180)
+    batch.assert_exactly_once()
+    for pid, doc in docs.items():
+        # The replayed step found the repair in the run's history instead of asking for another.
+        emulated = batch.emulator.run(doc["databricks"]["run_id"])
+        assert len(emulated["repairs"]) == 1, (pid, emulated["repairs"])
+        assert [(a["number"], a["outcome"]) for a in doc["attempts"]] == [(0, "failure"), (1, "success")]
