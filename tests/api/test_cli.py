@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,15 +30,20 @@ async def run_cli(monkeypatch: pytest.MonkeyPatch, api_key: str | None, *argv: s
     return await asyncio.to_thread(cli.main, list(argv))
 
 
-async def test_the_cli_sends_pipelines_api_key_and_only_that(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def keyed_gateway(tmp_path: Path) -> tuple[Harness, Any, Any]:
+    """A gateway that takes only KEY, on a fresh in-process pipeline, and a loopback socket to serve it on."""
     keys_file = tmp_path / "keys.toml"
     keys_file.write_text(ENTRY.as_toml())
     settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
     harness = Harness(autostart=False)
     app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
-    sock = loopback_socket()
+    return harness, app, loopback_socket()
+
+
+async def test_the_cli_sends_pipelines_api_key_and_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, app, sock = keyed_gateway(tmp_path)
     pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
     start = ["--gateway", url_of(sock), "start", "--no-follow", "--email", "cli@example.com", "--id", pipeline_id]
 
@@ -59,12 +65,7 @@ async def test_the_cli_sends_pipelines_api_key_and_only_that(
 async def test_the_cli_lists_the_jobs_and_starts_one_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys_file = tmp_path / "keys.toml"
-    keys_file.write_text(ENTRY.as_toml())
-    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
-    harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
-    sock = loopback_socket()
+    harness, app, sock = keyed_gateway(tmp_path)
     gateway = ["--gateway", url_of(sock)]
     pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
 
@@ -90,12 +91,7 @@ async def test_the_cli_lists_the_jobs_and_starts_one_by_name(
 async def test_the_cli_follows_to_awaiting_repair_then_repairs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    keys_file = tmp_path / "keys.toml"
-    keys_file.write_text(ENTRY.as_toml())
-    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
-    harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
-    sock = loopback_socket()
+    harness, app, sock = keyed_gateway(tmp_path)
     gateway = ["--gateway", url_of(sock), "--interval", "0.05"]
     pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
 

@@ -39,7 +39,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from resonate.types import PromiseRecord
 
-from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, UnknownJob
+from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
 from pipeline_shared.errors import AccessRefused, InsufficientScope, PipelineNotFound
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
@@ -180,6 +180,21 @@ def _is_json(content_type: str) -> bool:
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
+def _invalid(exc: InvalidParameters) -> RequestValidationError:
+    """A 422 naming each parameter (or the timeout) that does not fit the job."""
+
+    def where(problem: ParameterProblem) -> tuple[str, ...]:
+        return ("body", "parameters", problem.name) if exc.field == "parameters" else ("body", exc.field)
+
+    def says(problem: ParameterProblem) -> str:
+        declared = f"; its parameters: {', '.join(problem.declared) or 'none'}" if problem.declared is not None else ""
+        return f"{problem.problem} (job {exc.job!r}){declared}"
+
+    return RequestValidationError(
+        [{"type": "invalid_parameter", "loc": where(p), "msg": says(p)} for p in exc.problems]
+    )
+
+
 async def _start_request(request: Request, principal: Starter) -> StartRequest:
     """The start request's body, read only once the caller may start pipelines.
 
@@ -212,21 +227,7 @@ async def _start_request(request: Request, principal: Starter) -> StartRequest:
         parameters = job.resolve(document.parameters)
         timeout = job.timeout(document.timeout_seconds)
     except InvalidParameters as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "invalid_parameter",
-                    "loc": ("body", exc.field) if exc.field != "parameters" else ("body", "parameters", problem.name),
-                    "msg": f"{problem.problem} (job {job.name!r})"
-                    + (
-                        f"; its parameters: {', '.join(problem.declared) or 'none'}"
-                        if problem.declared is not None
-                        else ""
-                    ),
-                }
-                for problem in exc.problems
-            ]
-        ) from None
+        raise _invalid(exc) from None
     return StartRequest(document, principal, job, parameters, timeout)
 
 
@@ -260,16 +261,7 @@ async def _repair_request(request: Request, pipeline: CancellablePipeline) -> Re
     try:
         parameters = pipelines.parameters_for_repair(pipeline.root, document.parameters)
     except InvalidParameters as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "invalid_parameter",
-                    "loc": ("body", "parameters", problem.name),
-                    "msg": f"{problem.problem} (job {exc.job!r})",
-                }
-                for problem in exc.problems
-            ]
-        ) from None
+        raise _invalid(exc) from None
     return Repair(pipeline, parameters)
 
 
