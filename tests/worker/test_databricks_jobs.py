@@ -32,6 +32,7 @@ from pipeline_worker.databricks import (
 from pipeline_worker.watchdog import result_of
 from tests.databricks_emulator.conftest import (
     JOB_ID,
+    JOB_IDS,
     SDK_REFRESHES_AFTER_SECONDS,
     Emulator,
     free_port,
@@ -241,3 +242,30 @@ async def test_a_job_name_that_matches_nothing_is_permanent_and_names_the_way_ou
 
     assert caught.value.error.type == "DatabricksJobNotFound"
     assert "'No such job'" in caught.value.error.message and "databricks_job_id" in caught.value.error.message
+
+
+async def test_a_run_of_more_tasks_than_a_page_is_read_whole(jobs: DatabricksJobs) -> None:
+    token = ids.idempotency_token("test", f"wide-{uuid.uuid4().hex[:8]}")
+    run = await jobs.run_now(JOB_IDS["wide"], {}, token)
+
+    view = await wait_terminal(jobs, run.run_id, timeout=90)
+
+    assert view.verdict.status == "success"
+    assert len(view.report.tasks) == 105 > 100, "Jobs API 2.2 pages tasks at 100; the SDK follows the token"
+    assert {t.result_state for t in view.report.tasks} == {"SUCCESS"}
+
+
+async def test_a_multi_task_run_reports_each_task_and_its_exit_value_within_the_budget(jobs: DatabricksJobs) -> None:
+    token = ids.idempotency_token("test", f"report-{uuid.uuid4().hex[:8]}")
+    run = await jobs.run_now(JOB_IDS["report"], {"customer": "C-9"}, token)
+    await wait_terminal(jobs, run.run_id)
+
+    whole = await jobs.read_run(run.run_id, result_task="publish", output_budget=OUTPUT_BUDGET)
+    tight = await jobs.read_run(run.run_id, result_task="publish", output_budget=10)
+
+    assert [t.task_key for t in whole.report.tasks] == ["extract", "aggregate", "publish"]
+    extract = whole.report.tasks[0]
+    assert json.loads(extract.exit_value or "") == {"customer": "C-9", "orders": 3} and not extract.truncated
+    assert whole.report.tasks[1].exit_value is None, "a SQL task has no notebook exit value"
+    # The result task is served first; what does not fit the budget is marked truncated.
+    assert tight.report.tasks[0].truncated and not (tight.report.tasks[0].exit_value or "").startswith('{"customer"')
