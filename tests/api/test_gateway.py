@@ -525,3 +525,29 @@ async def test_a_repeat_of_a_settled_callback_is_answered_without_resonate(
 
     assert (repeat.status_code, repeat.json()["outcome"]) == (200, "duplicate")
     assert (contradiction.status_code, contradiction.json()["code"]) == (409, "settlement_conflict")
+
+
+async def test_a_repair_that_fails_again_awaits_another_and_the_history_lists_each_attempt_once(
+    gateway: Gateway,
+) -> None:
+    pipeline_id = (await gateway.start()).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    error = {"type": "KeyError", "message": "'colum'"}
+    await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": error})
+    await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+    assert (await gateway.client.post(f"/pipelines/{pipeline_id}/repair")).status_code == 202
+    [run] = gateway.harness.jobs.runs_by_token.values()
+    async with asyncio.timeout(5):
+        while not gateway.harness.jobs.repairs.get(run.run_id):
+            await asyncio.sleep(0.02)
+    repaired = gateway.harness.jobs.repairs[run.run_id][0]["callback_promise_id"]
+    body = json.dumps({"promise_id": repaired, "status": "failure", "error": error}).encode()
+    signed = sign_callback(derive_callback_key(SECRET, repaired), body) | {"content-type": "application/json"}
+    assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
+
+    again = await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+
+    assert [(a["number"], a["outcome"]) for a in again["attempts"]] == [(0, "failure"), (1, "failure")]
+    cancel = await gateway.client.post(f"/pipelines/{pipeline_id}/abandon")
+    done = await gateway.wait_for_state(pipeline_id, "failed")
+    assert cancel.status_code == 202 and [a["number"] for a in done["attempts"]] == [0, 1]

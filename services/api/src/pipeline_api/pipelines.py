@@ -288,6 +288,7 @@ class Pipelines:
         first = stored_settlement(first_callback).stored if first_callback is not None else None
         if first is None or first.status != "failure":
             return progress
+        known: dict[int, Attempt] = {}
         for number in range(1, MAX_ATTEMPTS + 1):
             waited, repaired = await asyncio.gather(
                 self._get(ids.repair_window_id(pipeline_id, number)),
@@ -298,14 +299,16 @@ class Pipelines:
             for record in (waited, repaired):
                 if record is not None:
                     progress.records.append(record)
+            # The window before attempt N records attempt N-1 as it ended; attempt N's record, N as it began.
             if waited is not None:
                 progress.open_window = AttemptRecord.model_validate(waited.param.data)
-                progress.attempts.append(progress.open_window.attempt)
+                known[progress.open_window.attempt.number] = progress.open_window.attempt
             if repaired is not None:
                 attempt = AttemptRecord.model_validate(repaired.param.data)
                 progress.open_window = None
                 progress.current_callback_id = attempt.callback_promise_id or progress.current_callback_id
-                progress.attempts.append(attempt.attempt)
+                known.setdefault(attempt.attempt.number, attempt.attempt)
+        progress.attempts = [known[number] for number in sorted(known)]
         return progress
 
     # ── cancel ───────────────────────────────────────────────────────────
