@@ -253,6 +253,9 @@ def create_app(
     # Built here, not in the lifespan: it holds no connection, and a bad keys
     # file must stop the gateway before it serves anything.
     app.state.authenticator = Authenticator.from_settings(settings)
+    # Every job's series from 0, so that the first start of a job is an increase.
+    for job in settings.catalogue.jobs:
+        metrics.PIPELINES_STARTED.labels(job=job)
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(BodyLimit, limit_for=_body_limit(settings))
     for error, handler in _ERROR_HANDLERS.items():

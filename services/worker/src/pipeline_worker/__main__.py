@@ -13,6 +13,7 @@ from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
 from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
 
+from . import metrics
 from .databricks import DatabricksConfig, DatabricksJobs
 from .settings import WorkerSettings
 from .steps import WorkerDeps
@@ -51,6 +52,7 @@ async def main() -> None:
             hooks=hooks,
         )
     )
+    metrics.export_from_zero(list(settings.catalogue.jobs))
     resonate.register(run_pipeline, name=names.RUN_PIPELINE)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
     logger.info(

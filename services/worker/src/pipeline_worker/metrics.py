@@ -28,3 +28,12 @@ REPAIRS = Counter(
     "Failed runs repaired (their failed tasks rerun), by who decided: automatic (the job's policy) or person.",
     ["by"],
 )
+
+
+def export_from_zero(job_names: list[str]) -> None:
+    """Create each labelled series at 0, so that ``increase()`` sees its first event (Prometheus
+    only sees a series once it exists: one that first appears at 1 looks like no change)."""
+    for job in job_names:
+        PIPELINE_OVERDUE_CHECKS.labels(job=job)
+    for by in ("automatic", "person"):
+        REPAIRS.labels(by=by)
