@@ -32,6 +32,7 @@ from resonate.types import PromiseRecord, Value
 
 from pipeline_shared import ids, names
 from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback, stored_settlement
+from pipeline_shared.catalogue import MAX_ATTEMPTS
 from pipeline_shared.errors import (
     CallbackConflict,
     CoordinatorUnavailable,
@@ -237,15 +238,14 @@ class Pipelines:
 
         state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
         window = progress.open_window
-        if window is not None and callback is not None:
-            # The failed run's report, as the awaiting email shows it.
-            failed = stored_settlement(callback).stored
-            report = failed.report if failed is not None else None
         if window is not None:
             # The run failed; a person may repair or abandon it until the deadline.
+            # Its report is the failed run's, as the awaiting email shows it.
+            failed = stored_settlement(callback).stored if callback is not None else None
+            report, error = (failed.report if failed is not None else None), window.attempt.error
             decision = await self._get(window.decision_promise_id) if window.decision_promise_id else None
             if decision is not None and decision.state == "pending":
-                state, error = PipelineState.AWAITING_REPAIR, window.attempt.error
+                state = PipelineState.AWAITING_REPAIR
                 deadline = _iso(window.repair_deadline) if window.repair_deadline else None
             else:
                 # Decided (the repair is being made), or the window ended (the email is on its way).
@@ -255,7 +255,6 @@ class Pipelines:
                     and decision.value.data.get("action") == "repair"
                 )
                 state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
-                error = window.attempt.error
         elif callback is not None and callback.state != "pending":
             # The outcome is known; the workflow is repairing, cancelling or emailing.
             state = PipelineState.NOTIFYING
@@ -275,6 +274,10 @@ class Pipelines:
             repair_deadline=deadline,
             updated_at=_iso(updated),
         )
+
+    async def _progress_of(self, pipeline_id: str) -> Progress:
+        """The pipeline's repair progress, its first callback promise read here."""
+        return await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
 
     async def _progress(self, pipeline_id: str, first_callback: PromiseRecord | None) -> Progress:
         """The pipeline's repair attempts so far, read from the records its workflow writes.
@@ -321,7 +324,7 @@ class Pipelines:
             state = (await self._status_of(root, spec)).state
             raise PipelineAlreadyFinished(f"pipeline {pipeline_id!r} already finished: {state.value}")
 
-        progress = await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
+        progress = await self._progress_of(pipeline_id)
         if progress.open_window is not None:
             raise PipelineAwaitingRepair(
                 f"pipeline {pipeline_id!r} awaits repair: its run failed; repair it "
@@ -364,7 +367,7 @@ class Pipelines:
         pipeline_id = root.id
         if root.state != "pending":
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} already finished; there is nothing to repair")
-        progress = await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
+        progress = await self._progress_of(pipeline_id)
         window = progress.open_window
         if window is None or window.decision_promise_id is None:
             state = (await self.status(root)).state.value
@@ -503,10 +506,6 @@ class Pipelines:
             raise
         except (ResonateError, TimeoutError) as exc:
             raise CoordinatorUnavailable(f"the Resonate server is unreachable: {exc}") from exc
-
-
-#: Repair attempts a pipeline can have (a job allows at most 10 automatic and 20 by a person).
-MAX_ATTEMPTS = 30
 
 
 @dataclass

@@ -109,6 +109,12 @@ class Parameter(_Entry):
         return None
 
 
+#: The most repairs a job's policy may allow, automatic and by a person.
+MAX_AUTOMATIC_REPAIRS = 10
+MAX_MANUAL_REPAIRS = 20
+#: A pipeline's attempts at the most: its original run and every repair.
+MAX_ATTEMPTS = 1 + MAX_AUTOMATIC_REPAIRS + MAX_MANUAL_REPAIRS
+
 #: Databricks' termination types (``status.termination_details.type``); a
 #: CLIENT_ERROR (a bug in the notebook, a bad parameter) is never transient.
 TERMINATION_TYPES = ("SUCCESS", "INTERNAL_ERROR", "CLIENT_ERROR", "CLOUD_FAILURE")
@@ -122,7 +128,7 @@ class RepairPolicy(_Entry):
     """
 
     #: Automatic repairs of a transient failure, at most this many per pipeline.
-    automatic_attempts: int = Field(default=0, ge=0, le=10)
+    automatic_attempts: int = Field(default=0, ge=0, le=MAX_AUTOMATIC_REPAIRS)
     #: Before the first automatic repair; doubled for each one after, up to the maximum.
     backoff_seconds: int = Field(default=30, ge=0, le=24 * 3600)
     max_backoff_seconds: int = Field(default=600, ge=0, le=24 * 3600)
@@ -136,7 +142,7 @@ class RepairPolicy(_Entry):
     #: (POST /pipelines/{id}/repair, /abandon); 0: it fails at once.
     manual_window_seconds: int = Field(default=0, ge=0, le=MAX_TIMEOUT_SECONDS)
     #: Repairs a person may ask for, per pipeline.
-    manual_attempts: int = Field(default=5, ge=0, le=20)
+    manual_attempts: int = Field(default=5, ge=0, le=MAX_MANUAL_REPAIRS)
 
     def is_transient(self, termination_type: str | None, termination_code: str | None) -> bool:
         """Whether a failure so terminated is worth an automatic repair. A client error never is."""

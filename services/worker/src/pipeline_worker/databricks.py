@@ -217,12 +217,7 @@ class DatabricksJobs:
         """
         run: Run = await self._call("read run", lambda: self._workspace().jobs.get_run(run_id))
         report = _report_of(run)
-        meaning = verdict(
-            report.life_cycle_state or None,
-            report.result_state,
-            run.status.state.value if run.status and run.status.state else None,
-            report.termination_code,
-        )
+        meaning = _verdict_of(run, report)
         if meaning.terminal and report.tasks:
             report = report.model_copy(
                 update={"tasks": await self._with_outputs(report.tasks, result_task, output_budget)}
@@ -279,7 +274,7 @@ class DatabricksJobs:
             run = jobs.get_run(run_id, include_history=True)
             made = [h for h in run.repair_history or () if h.type is not None and h.type.value == "REPAIR"]
             report = _report_of(run)
-            if len(made) < attempt and not verdict(report.life_cycle_state or None, report.result_state).terminal:
+            if len(made) < attempt and not _verdict_of(run, report).terminal:
                 return None  # a notebook that reported its failure: its run is still ending
             rerun = [t.task_key for t in report.tasks if t.result_state not in _NOT_RERUN]
             if len(made) >= attempt:
@@ -355,6 +350,16 @@ def _report_of(run: Run) -> RunReport:
         termination_code=code,
         termination_type=kind,
         tasks=[_task_outcome(key, task) for key, task in latest.items()],
+    )
+
+
+def _verdict_of(run: Run, report: RunReport) -> Verdict:
+    """What the run's state, in either shape the Jobs API shows, means for the pipeline."""
+    return verdict(
+        report.life_cycle_state or None,
+        report.result_state,
+        run.status.state.value if run.status and run.status.state else None,
+        report.termination_code,
     )
 
 

@@ -128,22 +128,23 @@ def job_parameters(deps: WorkerDeps, spec: PipelineSpec, parameters: dict[str, s
 
 
 async def repair_databricks_run(
-    ctx: Context, spec: PipelineSpec, run_id: int, attempt: Attempt, promise_id: str
+    ctx: Context, spec: PipelineSpec, run_id: int, attempt: Attempt, promise_id: str, parameters: dict[str, str]
 ) -> RepairOutcome:
     """Repair the run (rerun its failed tasks) as ``attempt``; exactly one repair however often this runs.
 
-    The repaired tasks report on ``promise_id``, the attempt's own callback
-    promise: a job that calls back gets it, with its signing key, in the
-    repair's job parameters. A replay after a crash that followed the repair
-    finds it in the run's repair history instead of asking for another (see
+    The repair reruns with the user's ``parameters``. The repaired tasks
+    report on ``promise_id``, the attempt's own callback promise: a job that
+    calls back gets it, with its signing key, in the repair's job parameters.
+    A replay after a crash that followed the repair finds it in the run's
+    repair history instead of asking for another (see
     :meth:`DatabricksJobs.repair`). Transient errors raise and Resonate
     retries the step.
     """
     deps = ctx.get_dependency(WorkerDeps)
     with pipeline_context(spec.id):
-        parameters = job_parameters(deps, spec, attempt.parameters or spec.parameters, promise_id)
+        every = job_parameters(deps, spec, parameters, promise_id)
         try:
-            made = await deps.databricks.repair(run_id, attempt=attempt.number, job_parameters=parameters)
+            made = await deps.databricks.repair(run_id, attempt=attempt.number, job_parameters=every)
         except PermanentDatabricksError as exc:
             logger.warning("Databricks refused to repair run %s: %s", run_id, exc)
             return RepairOutcome(error=exc.error)

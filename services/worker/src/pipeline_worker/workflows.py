@@ -111,11 +111,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         repaired = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
         repaired_id = await repaired.id()
         made = await ctx.options(retry_policy=TRIGGER_RETRY).run(
-            steps.repair_databricks_run,
-            spec,
-            run.run_id,
-            attempt.model_copy(update={"parameters": parameters}),
-            repaired_id,
+            steps.repair_databricks_run, spec, run.run_id, attempt, repaired_id, parameters
         )
         if made.attempt is None:
             # No repaired run will report on its promise: close it with the
@@ -125,13 +121,12 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
             await _await_settlement(ctx, repaired, repaired_id)
             error = made.error
             break
-        attempts.append(made.attempt.model_copy(update={"parameters": attempt.parameters}))
+        attempts.append(made.attempt)
         record = AttemptRecord(attempt=attempts[-1], callback_promise_id=repaired_id)
         await ctx.run(steps.record_attempt, spec.id, ids.attempt_record_id(spec.id, number), record)
         await ctx.run(watchdog.start_watching, _watch(deps, spec, repaired_id, run.run_id, number))
         settlement = await _await_settlement(ctx, repaired, repaired_id)
         state, result, error = _ending(settlement, spec)
-        promise_id = repaired_id
     if settlement is not None and attempts[-1].outcome is None:
         attempts[-1] = _ended(attempts[-1], settlement)
 
