@@ -102,10 +102,11 @@ def authenticate_notification(authorization: str | None, settings: GatewaySettin
 def parse_notification(body: bytes) -> DatabricksNotification:
     try:
         document: Any = json.loads(body)
-        return DatabricksNotification.model_validate(document)
     except (ValueError, RecursionError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "body"
-            raise InvalidNotification(f"not a Databricks job notification: {where}: {first['msg']}") from None
         raise InvalidNotification(f"the notification body is not JSON: {exc}") from None
+    try:
+        return DatabricksNotification.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidNotification(f"not a Databricks job notification: {where}: {first['msg']}") from None
