@@ -423,7 +423,10 @@ def run_prometheus(config: dict[str, Any], workdir: Path) -> Iterator[Prometheus
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                yield Prometheus(client, log)
+                prometheus = Prometheus(client, log)
+                # Its API answers 503 until the storage is open: queries wait for /-/ready.
+                prometheus.wait_for("readiness", lambda: True if client.get("/-/ready").status_code == 200 else None)
+                yield prometheus
         finally:
             process.terminate()
             try:
