@@ -248,9 +248,9 @@ class TestStartsOfAnIdSomeoneElseHas:
     async def test_another_principal_gets_the_same_409_whether_or_not_its_request_matches(
         self, gateway: WitnessedGateway
     ) -> None:
-        alices = await started(gateway, email="alice@example.com", parameters={"source": "/secret/42.csv"})
-        identical = {"id": alices, "email": "alice@example.com", "parameters": {"source": "/secret/42.csv"}}
-        different = identical | {"parameters": {"source": "/secret/43.csv"}}
+        alices = await started(gateway, email="alice@example.com", parameters={"source": "/secret/sauce.csv"})
+        identical = {"id": alices, "email": "alice@example.com", "parameters": {"source": "/secret/sauce.csv"}}
+        different = identical | {"parameters": {"source": "/secret/other-sauce.csv"}}
 
         answers = [
             await gateway.client.post("/pipelines", json=body, headers=bearer(BOB_KEY))
@@ -260,7 +260,8 @@ class TestStartsOfAnIdSomeoneElseHas:
         assert [(r.status_code, r.json()) for r in answers] == [
             (409, {"code": "pipeline_conflict", "message": f"pipeline id {alices!r} is already taken; use another id"})
         ] * 2
-        assert all("alice" not in r.text and "42" not in r.text for r in answers)
+        # Nothing of Alice's pipeline: the ids are hex, so neither word can appear in them by chance.
+        assert all("alice" not in r.text and "sauce" not in r.text for r in answers)
 
     async def test_two_principals_racing_for_a_new_id_get_one_202_and_one_409(self, gateway: WitnessedGateway) -> None:
         body = {"id": "contested-1", "email": "race@example.com"}
