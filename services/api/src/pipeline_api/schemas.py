@@ -218,3 +218,46 @@ class LegacyRunStatus(BaseModel):
     id: str
     state: PipelineState
     message: Literal["I am done", "working on it"]
+
+
+# ── the pipeline index: lists and timelines ──────────────────────────────────
+
+
+class PipelineSummary(BaseModel):
+    """One pipeline as the list shows it, read from the pipeline index."""
+
+    id: str
+    job: str
+    state: PipelineState
+    owner: str | None = Field(description="The principal that started it (`key:NAME` or `oidc:SUB`).")
+    email: str
+    created_at: datetime
+    updated_at: datetime
+    run_id: int | None = Field(default=None, description="The Databricks run, once triggered.")
+    run_page_url: str | None = None
+
+
+class PipelinePage(BaseModel):
+    """One page of pipelines, newest first."""
+
+    items: list[PipelineSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+    total: int | None = Field(
+        description="How many pipelines match the filters; null when more than 10,000 do (counting them is not cheap)."
+    )
+
+
+class PipelineEvent(BaseModel):
+    """One thing that happened to a pipeline, at the time Resonate recorded it."""
+
+    seq: int = Field(description="The event's place in the index's history; a stream resumes after it.")
+    at: datetime
+    kind: str
+    summary: str = Field(description="One sentence for a person.")
+    data: dict[str, Any] = Field(default_factory=dict, description="The facts, by kind (see README).")
+
+
+class PipelineTimeline(BaseModel):
+    pipeline_id: str
+    state: PipelineState
+    events: list[PipelineEvent]
