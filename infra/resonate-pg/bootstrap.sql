@@ -1,7 +1,7 @@
 -- Brings a resonate-pg database to the state this deployment wants. Run by
 -- entrypoint.sh on every start, after the schema is in place, so that a
 -- changed setting takes effect on the next restart. Every statement is
--- idempotent. psql variables: database, timer_interval, retention_days,
+-- idempotent. psql variables: database, timer_interval, retention_days, index_logins,
 -- cron_history; login roles and passwords arrive on standard input.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -45,3 +45,8 @@ SELECT format('ALTER ROLE %I NOLOGIN', r.rolname)
 
 SELECT count(*) AS logins FROM wanted_login \gset
 \echo resonate-pg: timers every :timer_interval, settled workflows kept :retention_days days, :logins login roles
+
+-- The logins that keep and read the pipeline index (the gateway's); its
+-- migrations made the role (infra/pipeline-index).
+SELECT format('GRANT pipelines_index TO %I', name)
+  FROM regexp_split_to_table(:'index_logins', '\s+') AS name WHERE name <> '' \gexec

@@ -24,6 +24,8 @@
 #   RESONATE_PG_RETENTION_DAYS   settled workflows are deleted this long after
 #                                they finished (default 30)
 #   RESONATE_PG_CRON_HISTORY     how long pg_cron keeps each run's record (default "1 hour")
+#   RESONATE_PG_INDEX_LOGINS     login roles (of RESONATE_PG_LOGINS) that keep and read
+#                                the pipeline index, space-separated (the gateway's)
 #   RESONATE_PG_MAX_CONNECTIONS  Postgres max_connections (default 200)
 set -euo pipefail
 
@@ -80,6 +82,9 @@ query() { psql_as_superuser --dbname="$1" --tuples-only --no-align --command="$2
 # Roles and their passwords, as "name password" lines on standard input of
 # bootstrap.sql (never on a command line, where `ps` would show them).
 logins=""
+for role in ${RESONATE_PG_INDEX_LOGINS:-}; do
+    [[ " ${RESONATE_PG_LOGINS:-} " == *" $role "* ]] || die "RESONATE_PG_INDEX_LOGINS: '$role' is not one of RESONATE_PG_LOGINS"
+done
 for role in ${RESONATE_PG_LOGINS:-}; do
     [[ "$role" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "RESONATE_PG_LOGINS: '$role' is not a plain role name"
     password_var="RESONATE_PG_PASSWORD_$role"
@@ -114,11 +119,42 @@ else
     log "schema $installed already in place"
 fi
 
+# The pipeline index's migrations (infra/pipeline-index/migrations), in order,
+# each in one transaction with its record in pipelines.schema_migrations. An
+# applied migration whose file has changed since, or a database that has one
+# this image does not carry, stops the start: a migration is never rewritten.
+MIGRATIONS=/opt/pipeline-index/migrations
+psql_as_superuser --dbname="$DATABASE" --command="CREATE SCHEMA IF NOT EXISTS pipelines" \
+    --command="CREATE TABLE IF NOT EXISTS pipelines.schema_migrations (
+    version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"
+carried=""
+for file in "$MIGRATIONS"/[0-9][0-9][0-9][0-9]_*.sql; do
+    name="$(basename "$file" .sql)"
+    version="$((10#${name%%_*}))"
+    carried+=" $version"
+    digest="$(sha256sum "$file" | cut -d' ' -f1)"
+    applied="$(query "$DATABASE" "SELECT sha256 FROM pipelines.schema_migrations WHERE version = $version")"
+    if [[ -z "$applied" ]]; then
+        log "pipeline index: applying migration $name"
+        psql_as_superuser --dbname="$DATABASE" --single-transaction --file="$file" \
+            --command="INSERT INTO pipelines.schema_migrations (version, name, sha256) VALUES ($version, '$name', '$digest')" \
+            2>"$BOOTSTRAP_SOCKET_DIR/migration.log" \
+            || { cat "$BOOTSTRAP_SOCKET_DIR/migration.log" >&2; die "pipeline index migration $name did not apply; the database is as it was"; }
+    elif [[ "$applied" != "$digest" ]]; then
+        die "pipeline index migration $name changed after it was applied (sha256 $applied, now $digest); add a new migration instead"
+    fi
+done
+unknown="$(query "$DATABASE" "SELECT string_agg(name, ', ') FROM pipelines.schema_migrations WHERE version NOT IN (0${carried// /, })")"
+[[ -z "$unknown" ]] || die "the database has pipeline index migrations this image does not carry ($unknown); run the newer image"
+log "pipeline index at migration $(query "$DATABASE" "SELECT max(version) FROM pipelines.schema_migrations")"
+
 printf '%s' "$logins" | psql_as_superuser --dbname="$DATABASE" \
     --set=database="$DATABASE" \
     --set=timer_interval="${RESONATE_PG_TIMER_INTERVAL:-1 second}" \
     --set=retention_days="$RETENTION_DAYS" \
     --set=cron_history="${RESONATE_PG_CRON_HISTORY:-1 hour}" \
+    --set=index_logins="${RESONATE_PG_INDEX_LOGINS:-}" \
     --file=/opt/resonate-pg/bootstrap.sql
 
 pg_ctl --pgdata="$PGDATA" --wait --silent --mode=fast stop

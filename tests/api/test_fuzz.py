@@ -78,7 +78,12 @@ CALLBACK_PATH = "/callbacks/databricks"
 
 #: The gateway's OpenAPI document. Built from an app that is never started: no
 #: connection exists until a fixture starts a gateway of its own.
-SCHEMA = schemathesis.openapi.from_dict(create_app(SETTINGS).openapi())
+#: The pipeline index's routes read the resonate-pg database, which an
+#: in-process gateway has not (they answer 503 index_unavailable here); their
+#: bad input is sent to the stack's gateway by tests/integration/test_index.py.
+INDEX_ROUTES = r"^/pipelines(/\{pipeline_id\}/events)?$"
+
+SCHEMA = schemathesis.openapi.from_dict(create_app(SETTINGS).openapi()).exclude(method="GET", path_regex=INDEX_ROUTES)
 SCHEMA.config.seed = SEED
 SCHEMA.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],

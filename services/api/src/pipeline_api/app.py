@@ -12,12 +12,15 @@ for the listener a deployment exposes to the Databricks workspace
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -31,15 +34,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline_shared import names
+from pipeline_shared.catalogue import JOB_NAME_PATTERN
 from pipeline_shared.errors import (
     AccessRefused,
     AuthenticationUnavailable,
     CallbackConflict,
     CallbackUnauthorized,
     CoordinatorUnavailable,
+    IndexUnavailable,
     InsufficientScope,
     InvalidCallback,
     InvalidCredentials,
+    InvalidListQuery,
     InvalidNotification,
     NotAwaitingRepair,
     NotificationsDisabled,
@@ -53,6 +59,7 @@ from pipeline_shared.errors import (
     UnknownCallbackPromise,
 )
 from pipeline_shared.logs import pipeline_context
+from pipeline_shared.models import PipelineState
 from pipeline_shared.resonate_client import ResonateLink, connect
 
 from . import metrics
@@ -63,6 +70,7 @@ from .deps import (
     AuthorizedStart,
     CancellablePipeline,
     CatalogueDep,
+    IndexDep,
     LinkDep,
     PipelinesDep,
     ReadablePipeline,
@@ -71,6 +79,7 @@ from .deps import (
     authenticate,
     may_start,
 )
+from .index import MAX_PAGE, ListQuery, PipelineIndex
 from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
 from .pipelines import Pipelines
 from .schemas import (
@@ -82,11 +91,14 @@ from .schemas import (
     LegacyRunStatus,
     NotificationReceipt,
     ParameterView,
+    PipelinePage,
     PipelineRequest,
     PipelineStatus,
+    PipelineTimeline,
     RepairRequest,
 )
 from .settings import GatewaySettings
+from .streams import StreamEvent, event_stream
 
 logger = logging.getLogger("pipeline_api")
 
@@ -108,6 +120,8 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     PipelineAwaitingRepair: 409,
     NotificationUnauthorized: 401,
     InvalidNotification: 422,
+    IndexUnavailable: 503,
+    InvalidListQuery: 422,
 }
 
 CALLBACK_PATH = "/callbacks/databricks"
@@ -235,9 +249,17 @@ def create_app(
         link.resonate.start()
         app.state.link = link
         app.state.pipelines = Pipelines(link.resonate.promises, settings)
+        # The index lives in the resonate-pg database; in process (tests) there is none.
+        index = PipelineIndex(link.database, settings) if link.database is not None else None
+        app.state.index = index
+        projector = asyncio.create_task(index.run(), name="pipeline-index") if index else None
         try:
             yield
         finally:
+            if projector is not None:
+                projector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await projector
             await link.resonate.stop()
 
     app = FastAPI(
@@ -298,7 +320,7 @@ def create_app(
         summary="Cancel a pipeline and its Databricks run",
     )
     async def cancel_pipeline(pipeline: CancellablePipeline, pipelines: PipelinesDep) -> PipelineStatus:
-        status = await pipelines.cancel(pipeline.root)
+        status = await pipelines.cancel(pipeline.root, pipeline.principal.id)
         with pipeline_context(pipeline.root.id):
             logger.info("pipeline cancelled", extra={"fields": audit_fields(pipeline.principal)})
         return status
@@ -353,6 +375,86 @@ def create_app(
         with pipeline_context(pipeline.root.id):
             logger.info("pipeline abandoned", extra={"fields": audit_fields(pipeline.principal)})
         return status
+
+    @app.get(
+        "/pipelines",
+        response_model=PipelinePage,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "With follow=true: the stream."}}
+        | _responses(*_AUTHENTICATED_RESPONSES, 422, 503),
+        summary="Your pipelines, newest first (all of them, for admin)",
+        description="Filtered by state (repeatable), job and creation time; one page at a time (`limit`, "
+        "`cursor` from the previous page's `next_cursor`). With `follow=true` (no paging): a stream of "
+        "Server-Sent Events, `event: pipeline` with the pipeline's summary each time one that matches "
+        "changes; it resumes after `Last-Event-ID`. Read from the pipeline index, which trails Resonate "
+        "by the time a projection takes (see README).",
+    )
+    async def list_pipelines(
+        principal: Reader,
+        index: IndexDep,
+        state: Annotated[list[PipelineState] | None, Query(description="Only pipelines in this state.")] = None,
+        job: Annotated[str | None, Query(pattern=JOB_NAME_PATTERN, description="Only runs of this job.")] = None,
+        created_after: Annotated[datetime | None, Query(description="Created at or after (RFC 3339).")] = None,
+        created_before: Annotated[datetime | None, Query(description="Created before (RFC 3339).")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+        follow: bool = False,
+        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> Any:
+        query = ListQuery(
+            states=frozenset(state or ()),
+            job=job,
+            created_after=_aware(created_after, "created_after"),
+            created_before=_aware(created_before, "created_before"),
+            limit=limit,
+            cursor=cursor,
+        )
+        if not follow:
+            return await index.page(principal, query)
+        after = _stream_position(last_event_id)
+
+        async def changes() -> AsyncIterator[StreamEvent]:
+            async for version, summary in index.follow_list(principal, query, after):
+                yield StreamEvent("pipeline", summary, id=str(version))
+
+        return event_stream(changes())
+
+    @app.get(
+        "/pipelines/{pipeline_id}/events",
+        response_model=PipelineTimeline,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "With follow=true: the stream."}}
+        | _responses(*_AUTHENTICATED_RESPONSES, 404, 422, 503),
+        summary="What happened to a pipeline, in order",
+        description="Started (by whom), the run triggered, Databricks states seen, callbacks and notifications "
+        "received, repairs, emails delivered or refused, finished; each with its time. With `follow=true`: "
+        "every event so far and then each new one as Server-Sent Events (`event: timeline`), then "
+        "`event: end` once the pipeline has finished; it resumes after `Last-Event-ID`.",
+    )
+    async def pipeline_events(
+        pipeline: ReadablePipeline,
+        index: IndexDep,
+        pipelines: PipelinesDep,
+        follow: bool = False,
+        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> Any:
+        pipeline_id = pipeline.root.id
+        if not follow:
+            events = await index.timeline(pipeline_id)
+            summary = await index.summary(pipeline_id)
+            state = summary.state if summary else (await pipelines.status(pipeline.root)).state
+            return PipelineTimeline(pipeline_id=pipeline_id, state=state, events=events)
+        after = _stream_position(last_event_id) or 0
+
+        async def timeline() -> AsyncIterator[StreamEvent]:
+            position = after
+            async for event in index.follow_timeline(pipeline_id, after):
+                # The highest seq sent so far, not this event's: events come in time order, and
+                # resuming after the highest one repeats none.
+                position = max(position, event.seq)
+                yield StreamEvent("timeline", event, id=str(position))
+            summary = await index.summary(pipeline_id)
+            yield StreamEvent("end", {"pipeline_id": pipeline_id, "state": summary.state if summary else None})
+
+        return event_stream(timeline())
 
     app.router.add_api_route(
         NOTIFICATION_PATH,
@@ -421,8 +523,11 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def readyz(link: LinkDep) -> JSONResponse:
+    async def readyz(link: LinkDep, request: Request) -> JSONResponse:
         reason = await link.readiness()
+        index: PipelineIndex | None = request.app.state.index
+        if reason is None and index is not None:
+            reason = await index.problem()
         if reason is not None:
             return _error(503, "not_ready", reason, headers=RETRY_LATER)
         return JSONResponse({"status": "ready"})
@@ -453,6 +558,22 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     _refuse_routes_without_a_scope(app)
     return app
+
+
+def _aware(moment: datetime | None, name: str) -> datetime | None:
+    """A filter's time, which must say its offset: a naive time means a different instant to every reader."""
+    if moment is not None and moment.utcoffset() is None:
+        raise InvalidListQuery(f"{name}: give the time with its offset, e.g. 2026-12-01T09:00:00Z")
+    return moment
+
+
+def _stream_position(last_event_id: str | None) -> int | None:
+    """Where a reconnecting stream resumes: the Last-Event-ID it was sent."""
+    if last_event_id is None or not last_event_id.strip():
+        return None
+    if not last_event_id.strip().isdigit():
+        raise InvalidListQuery("Last-Event-ID: not an id this gateway sent (they are whole numbers)")
+    return int(last_event_id)
 
 
 def _documented_body(schema: str) -> dict[str, Any]:

@@ -40,11 +40,12 @@ from pydantic import ValidationError
 from resonate.types import PromiseRecord
 
 from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
-from pipeline_shared.errors import AccessRefused, InsufficientScope, PipelineNotFound
+from pipeline_shared.errors import AccessRefused, IndexUnavailable, InsufficientScope, PipelineNotFound
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
 
 from .auth import Authenticator, audit_refusal, missing_credentials
+from .index import PipelineIndex
 from .pipelines import Pipelines, owner_of
 from .principals import Principal, Scope
 from .schemas import PipelineRequest, RepairRequest
@@ -67,7 +68,15 @@ async def _pipelines(request: Request) -> Pipelines:
     return request.app.state.pipelines
 
 
+async def _index(request: Request) -> PipelineIndex:
+    index: PipelineIndex | None = request.app.state.index
+    if index is None:
+        raise IndexUnavailable("the pipeline index needs the resonate-pg database, and this gateway runs without one")
+    return index
+
+
 LinkDep = Annotated[ResonateLink, Depends(_link)]
+IndexDep = Annotated[PipelineIndex, Depends(_index)]
 PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
 
 

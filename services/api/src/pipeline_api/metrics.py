@@ -1,6 +1,6 @@
 """The gateway's Prometheus metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 PIPELINES_STARTED = Counter(
     "pipelines_started_total", "Pipelines started through the gateway, by catalogue job.", ["job"]
@@ -26,4 +26,16 @@ REPAIR_DECISIONS = Counter(
     "pipeline_repair_decisions_total",
     "Decisions about pipelines awaiting repair, by action: repair or abandon.",
     ["action"],
+)
+INDEX_PROJECTIONS = Counter(
+    "pipeline_index_projections_total",
+    "Pipelines written to the pipeline index from Resonate's state (one per pipeline per batch of changes).",
+)
+INDEX_PROJECTION_FAILURES = Counter(
+    "pipeline_index_projection_failures_total",
+    "Pipelines the index could not project from their promises (retried; the log says why).",
+)
+INDEX_LAG = Gauge(
+    "pipeline_index_lag_seconds",
+    "How long the oldest change the projector last took had waited: how far the index trails Resonate.",
 )

@@ -316,7 +316,7 @@ class Pipelines:
 
     # ── cancel ───────────────────────────────────────────────────────────
 
-    async def cancel(self, root: PromiseRecord) -> PipelineStatus:
+    async def cancel(self, root: PromiseRecord, principal_id: str | None = None) -> PipelineStatus:
         """Settle the pipeline as cancelled; the worker then cancels the run and emails."""
         pipeline_id = root.id
         spec = _spec_of(root)
@@ -335,6 +335,7 @@ class Pipelines:
             status="cancelled",
             error=RunError(type="Cancelled", message="cancelled at the user's request"),
             source="user",
+            by=principal_id,
             received_at=now_ms(),
         )
         try:

@@ -114,6 +114,18 @@ class CoordinatorUnavailable(PipelineError):
     code = "resonate_unavailable"
 
 
+class IndexUnavailable(PipelineError):
+    """The pipeline index cannot answer: this gateway runs without the resonate-pg database (in-process tests)."""
+
+    code = "index_unavailable"
+
+
+class InvalidListQuery(PipelineError):
+    """A list filter or cursor that cannot be used; the message names which."""
+
+    code = "invalid_request"
+
+
 class AccessRefused(PipelineError):
     """The caller may not make this request; nothing was read or changed."""
 

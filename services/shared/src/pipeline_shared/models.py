@@ -147,6 +147,8 @@ class Settlement(_Model):
     result: dict[str, Any] | None = None
     error: RunError | None = None
     source: Literal["callback", "watchdog", "user", "worker"]
+    #: For a cancel (source ``user``): the principal that asked for it.
+    by: str | None = None
     #: The run as the Jobs API reported it, when the outcome was read from the run.
     report: RunReport | None = None
     #: Epoch milliseconds at which the settling party accepted it; the start of
@@ -265,6 +267,18 @@ class PipelineOutcome(_Model):
     report: RunReport | None = None
     #: Every attempt, oldest first, when the run was repaired (empty otherwise).
     attempts: list[Attempt] = Field(default_factory=list)
+
+
+class CheckOutcome(_Model):
+    """What one watchdog check did, and the run's state it saw: the value of the check's invocation.
+
+    The pipeline's timeline shows each state seen (``databricks_state``).
+    """
+
+    note: str
+    #: The run's state as the check read it; None when Databricks could not be read.
+    life_cycle_state: str | None = None
+    result_state: str | None = None
 
 
 class WatchRequest(_Model):

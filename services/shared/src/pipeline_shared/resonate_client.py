@@ -221,6 +221,11 @@ class ResonateLink:
         self.resonate = resonate
         self._database = database
 
+    @property
+    def database(self) -> ResonateDatabase | None:
+        """The resonate-pg database; None in process (the SDK's local server, in tests)."""
+        return self._database
+
     async def readiness(self) -> str | None:
         """None when ready, else the reason.
 

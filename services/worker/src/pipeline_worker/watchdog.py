@@ -36,7 +36,7 @@ from pipeline_shared.callbacks import SettleResult, settle_callback
 from pipeline_shared.catalogue import Completion, Job
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import pipeline_context
-from pipeline_shared.models import RunError, RunReport, Settlement, WatchRequest
+from pipeline_shared.models import CheckOutcome, RunError, RunReport, Settlement, WatchRequest
 
 from . import metrics
 from .databricks import PermanentDatabricksError, RunView, TransientDatabricksError
@@ -100,7 +100,7 @@ async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
     return True
 
 
-async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
+async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcome:
     """One check of the watchdog (or one a notification prompted), then the next one scheduled.
 
     When Databricks says the run is over and no callback came, settle the
@@ -110,14 +110,14 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
     reaching Databricks only postpone the check. Each check is its own short
     invocation, so however long a pipeline waits, nothing accumulates. A
     check prompted by a notification schedules none: the regular chain
-    goes on regardless.
+    goes on regardless. What it did, and the state it saw, is its value.
     """
     deps = ctx.get_dependency(WorkerDeps)
     metrics.WATCHDOG_CHECKS.inc()
     job = job_of(deps, watch.job)
     with pipeline_context(watch.pipeline_id):
         if (await deps.promises.get(watch.promise_id)).state != "pending":
-            return "callback promise settled"
+            return CheckOutcome(note="callback promise settled")
         try:
             run = await deps.databricks.read_run(
                 watch.run_id, result_task=job.result_task, output_budget=deps.report_output_budget_bytes
@@ -125,13 +125,15 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
         except (TransientDatabricksError, PermanentDatabricksError) as exc:
             logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
             run = None
+        seen = {"life_cycle_state": run.report.life_cycle_state, "result_state": run.report.result_state} if run else {}
         if run is None or not run.verdict.terminal:
             _count_if_overdue(job, watch)
             if watch.hint:
-                return "run still going (checked on a notification)"
+                return CheckOutcome(note="run still going (checked on a notification)", **seen)
             following = watch.model_copy(update={"check": watch.check + 1})
             scheduled = await schedule_watchdog_check(ctx, following)
-            return f"run still going; check {following.check} scheduled" if scheduled else "no further check"
+            note = f"run still going; check {following.check} scheduled" if scheduled else "no further check"
+            return CheckOutcome(note=note, **seen)
         settlement = settlement_from_run(run, job)
         outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
         if outcome.stored is not None and outcome.stored.attempt == settlement.attempt:
@@ -142,8 +144,8 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> str:
                 + ("" if job.completion is not Completion.CALLBACK else " (no callback came)"),
                 extra={"fields": {"run_id": watch.run_id, "run_state": run.describe(), "hint": watch.hint}},
             )
-            return f"settled from the run: {settlement.status}"
-        return "callback promise settled"
+            return CheckOutcome(note=f"settled from the run: {settlement.status}", **seen)
+        return CheckOutcome(note="callback promise settled", **seen)
 
 
 def settlement_from_run(run: RunView, job: Job) -> Settlement:

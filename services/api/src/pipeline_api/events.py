@@ -1,0 +1,386 @@
+"""A pipeline's timeline, read off its promises: what happened, when, and who did it.
+
+Every step of a pipeline leaves a promise in Resonate (see
+:mod:`pipeline_api.pipelines` for the ones the gateway reads), and each
+promise records when it was created and settled. :func:`timeline_of` turns
+one pipeline's promises into events: the root's creation is ``started``, the
+trigger step's value ``run_triggered``, a callback promise's settlement
+``callback_received`` (or ``outcome_read_from_run`` when the watchdog read the
+run), each watchdog check's reading ``databricks_state``, the notifier's
+answers ``email_delivered`` or ``email_refused``, and so on (the table is in
+README.md, "A pipeline's timeline").
+
+It is a pure function of the promises, so projecting a pipeline again gives
+the same events under the same keys: the index (:mod:`.index`) stores each
+once, whenever and however often it is projected. A promise it cannot read
+(written by an older or newer version, or by hand) gives no event rather
+than a wrong one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from resonate.types import PromiseRecord
+
+from pipeline_shared import ids, names
+from pipeline_shared.models import (
+    AttemptRecord,
+    CheckOutcome,
+    Notification,
+    NotificationReceipt,
+    PipelineOutcome,
+    PipelineSpec,
+    RepairDecision,
+    RunReport,
+    Settlement,
+    TriggerOutcome,
+)
+
+#: Where a kind goes among events of the same millisecond: the order they happen in.
+KINDS = (
+    "started",
+    "run_triggered",
+    "trigger_failed",
+    "notification_received",
+    "databricks_state",
+    "callback_received",
+    "outcome_read_from_run",
+    "cancel_requested",
+    "timed_out",
+    "awaiting_repair",
+    "repair_requested",
+    "abandoned",
+    "repair_window_expired",
+    "repaired",
+    "email_delivered",
+    "email_refused",
+    "finished",
+)
+_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
+
+#: ``{id}:hint{attempt}-{event}-{window}``: the check a notification prompted (see notifications.py).
+_HINT = re.compile(r":hint(?P<attempt>\d*)-(?P<event>[a-z_]+)-\d+$")
+#: ``{id}:watch{n}`` or ``{id}:r{attempt}watch{n}``: a scheduled watchdog check.
+_CHECK = re.compile(r":(?:r(?P<attempt>\d+))?watch(?P<check>\d+)$")
+_AWAIT = re.compile(r":await(?P<n>\d+)$")
+_ATTEMPT = re.compile(r":attempt(?P<n>\d+)$")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event, keyed by what it is an event of (stable across projections)."""
+
+    key: str
+    at_ms: int
+    kind: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.at_ms / 1000, UTC)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return self.at_ms, _RANK[self.kind]
+
+
+def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> list[Event]:
+    """The events of the pipeline whose root is ``root``, given all its promises by id, in order."""
+    return sorted(_events(root, promises), key=lambda event: event.order)
+
+
+def _events(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> Iterator[Event]:
+    pipeline_id = root.id
+    spec = _parsed(PipelineSpec, _args(root.param.data))
+    if spec is None:
+        return
+    owner = root.tags.get("pipeline:owner")
+    yield Event(
+        "started",
+        root.created_at,
+        "started",
+        f"started by {owner or 'an unknown principal'} (job {spec.job})",
+        {"by": owner, "job": spec.job, "parameters": spec.parameters},
+    )
+
+    # Callback promises by attempt: the original run's, then each repaired run's (from its record).
+    callbacks = {ids.callback_promise_id(pipeline_id): 0}
+    for promise in promises.values():
+        match = _ATTEMPT.search(promise.id)
+        record = _parsed(AttemptRecord, promise.param.data) if match else None
+        if match and record and record.callback_promise_id:
+            callbacks[record.callback_promise_id] = int(match["n"])
+
+    for promise in promises.values():
+        child = promise.id.removeprefix(pipeline_id)
+        if promise.id == ids.trigger_step_id(pipeline_id):
+            yield from _triggered(promise)
+        elif promise.id in callbacks:
+            yield from _settled(promise, callbacks[promise.id])
+        elif match := _HINT.search(child):
+            yield from _hinted(promise, match)
+        elif match := _CHECK.search(child):
+            yield from _checked(promise, int(match["attempt"] or 0))
+        elif match := _AWAIT.search(child):
+            yield from _awaited(promise, int(match["n"]), promises)
+        elif match := _ATTEMPT.search(child):
+            yield from _repaired(promise, int(match["n"]))
+        elif _function(promise) == names.SEND_PIPELINE_EMAIL:
+            yield from _emailed(promise)
+
+    if root.state != "pending":
+        yield _finished(root)
+
+
+# ── one promise each ─────────────────────────────────────────────────────────
+
+
+def _triggered(step: PromiseRecord) -> Iterator[Event]:
+    trigger = _parsed(TriggerOutcome, step.value.data) if step.state == "resolved" else None
+    if trigger is None:
+        return
+    at = trigger.started_at or _settled_at(step)
+    if trigger.run is not None:
+        run = trigger.run
+        yield Event(
+            "run:0",
+            at,
+            "run_triggered",
+            f"Databricks run {run.run_id} triggered" + (f" (job {run.job_id})" if run.job_id else ""),
+            {"run_id": run.run_id, "run_page_url": run.run_page_url, "job_id": run.job_id, "attempt": 0},
+        )
+    elif trigger.error is not None:
+        yield Event(
+            "run:0",
+            at,
+            "trigger_failed",
+            f"Databricks refused to start the run: {trigger.error.type}: {trigger.error.message}",
+            {"error": trigger.error.model_dump()},
+        )
+
+
+def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
+    if callback.state == "rejected_timedout":
+        yield Event(
+            f"outcome:{attempt}",
+            _settled_at(callback),
+            "timed_out",
+            "no outcome from Databricks before the pipeline's timeout",
+            {"attempt": attempt},
+        )
+        return
+    settlement = _parsed(Settlement, callback.value.data) if callback.state == "resolved" else None
+    if settlement is None:
+        return
+    at = settlement.received_at
+    of_run = f" of repair {attempt}" if attempt else ""
+    if settlement.source == "callback":
+        yield Event(
+            f"outcome:{attempt}",
+            at,
+            "callback_received",
+            f"the notebook called back{of_run}: {settlement.status}",
+            {"status": settlement.status, "attempt": attempt},
+        )
+    elif settlement.source == "watchdog":
+        yield Event(
+            f"outcome:{attempt}",
+            at,
+            "outcome_read_from_run",
+            f"the run{of_run} ended and its outcome was read from Databricks: {settlement.status}",
+            {"status": settlement.status, "attempt": attempt},
+        )
+    elif settlement.source == "user":
+        by = settlement.by
+        yield Event(f"outcome:{attempt}", at, "cancel_requested", f"cancelled by {by or 'a user'}", {"by": by})
+    if settlement.report is not None:
+        yield _state_seen(f"state:{attempt}:outcome", at, settlement.report, settlement.source, attempt)
+
+
+def _hinted(check: PromiseRecord, match: re.Match[str]) -> Iterator[Event]:
+    attempt = int(match["attempt"] or 0)
+    event = match["event"]
+    yield Event(
+        f"hint:{check.id}",
+        check.created_at,
+        "notification_received",
+        f"Databricks notified {event}" + (f" for repair {attempt}" if attempt else ""),
+        {"event": event, "attempt": attempt},
+    )
+    yield from _checked(check, attempt, source="notification")
+
+
+def _checked(check: PromiseRecord, attempt: int, source: str = "watchdog") -> Iterator[Event]:
+    seen = _parsed(CheckOutcome, check.value.data) if check.state == "resolved" else None
+    if seen is None or seen.life_cycle_state is None:
+        return
+    report = RunReport(life_cycle_state=seen.life_cycle_state, result_state=seen.result_state)
+    yield _state_seen(f"state:{check.id}", _settled_at(check), report, source, attempt)
+
+
+def _state_seen(key: str, at: int, report: RunReport, source: str, attempt: int) -> Event:
+    state = report.life_cycle_state + (f" / {report.result_state}" if report.result_state else "")
+    return Event(
+        key,
+        at,
+        "databricks_state",
+        f"Databricks showed the run{f' (repair {attempt})' if attempt else ''} {state} (read by the {source})",
+        {
+            "life_cycle_state": report.life_cycle_state,
+            "result_state": report.result_state,
+            "source": source,
+            "attempt": attempt,
+        },
+    )
+
+
+def _awaited(window: PromiseRecord, number: int, promises: Mapping[str, PromiseRecord]) -> Iterator[Event]:
+    record = _parsed(AttemptRecord, window.param.data)
+    if record is None:
+        return
+    deadline = record.repair_deadline
+    yield Event(
+        f"await:{number}",
+        window.created_at,
+        "awaiting_repair",
+        "the run failed; waiting for a person to repair or abandon it"
+        + (f" until {_iso(deadline)}" if deadline else ""),
+        {"attempt": number, "repair_deadline": _iso(deadline) if deadline else None},
+    )
+    decision = promises.get(record.decision_promise_id or "")
+    if decision is None:
+        return
+    if decision.state == "rejected_timedout":
+        yield Event(
+            f"decision:{number}",
+            _settled_at(decision),
+            "repair_window_expired",
+            "nobody repaired or abandoned it within its repair window",
+            {"attempt": number},
+        )
+    elif decision.state == "resolved" and (decided := _parsed(RepairDecision, decision.value.data)):
+        at = decided.decided_at or _settled_at(decision)
+        if decided.action == "repair":
+            changed = f", changing {', '.join(sorted(decided.parameters))}" if decided.parameters else ""
+            yield Event(
+                f"decision:{number}",
+                at,
+                "repair_requested",
+                f"{decided.by} asked for a repair{changed}",
+                {"by": decided.by, "parameters": decided.parameters, "attempt": number},
+            )
+        else:
+            yield Event(
+                f"decision:{number}",
+                at,
+                "abandoned",
+                f"abandoned by {decided.by}",
+                {"by": decided.by, "attempt": number},
+            )
+
+
+def _repaired(record_promise: PromiseRecord, number: int) -> Iterator[Event]:
+    record = _parsed(AttemptRecord, record_promise.param.data)
+    if record is None:
+        return
+    attempt = record.attempt
+    tasks = f" (rerunning {', '.join(attempt.rerun_tasks)})" if attempt.rerun_tasks else ""
+    yield Event(
+        f"repair:{number}",
+        attempt.started_at or record_promise.created_at,
+        "repaired",
+        f"repair {number} of the run made{tasks}: {attempt.reason}",
+        {
+            "attempt": number,
+            "repair_id": attempt.repair_id,
+            "by": attempt.by,
+            "reason": attempt.reason,
+            "rerun_tasks": attempt.rerun_tasks,
+        },
+    )
+
+
+def _emailed(call: PromiseRecord) -> Iterator[Event]:
+    notification = _parsed(Notification, _args(call.param.data))
+    if notification is None or call.state == "pending":
+        return
+    kind = notification.kind
+    about = "that it awaits repair" if kind == "awaiting_repair" else f"the outcome ({notification.state})"
+    receipt = _parsed(NotificationReceipt, call.value.data) if call.state == "resolved" else None
+    if receipt is not None and receipt.delivered:
+        yield Event(
+            f"email:{call.id}",
+            _settled_at(call),
+            "email_delivered",
+            f"email about {about} delivered to {notification.email}",
+            {"message_id": receipt.message_id, "kind": kind, "to": notification.email},
+        )
+        return
+    error = receipt.error if receipt is not None else f"the notifier gave up ({call.state.replace('_', ' ')})"
+    yield Event(
+        f"email:{call.id}",
+        _settled_at(call),
+        "email_refused",
+        f"email about {about} NOT delivered: {error}",
+        {"error": error, "smtp_code": receipt.smtp_code if receipt else None, "kind": kind},
+    )
+
+
+def _finished(root: PromiseRecord) -> Event:
+    outcome = _parsed(PipelineOutcome, root.value.data) if root.state == "resolved" else None
+    if outcome is None:
+        ended = root.state.replace("_", " ")
+        error = {"type": "WorkflowEnded", "message": f"the pipeline's workflow ended {ended} before finishing"}
+        return Event(
+            "finished",
+            _settled_at(root),
+            "finished",
+            f"finished failed: {error['message']}",
+            {"state": "failed", "error": error},
+        )
+    error = outcome.error.model_dump() if outcome.error else None
+    because = f": {outcome.error.type}: {outcome.error.message}" if outcome.error else ""
+    return Event(
+        "finished",
+        _settled_at(root),
+        "finished",
+        f"finished {outcome.state}{because}",
+        {"state": outcome.state, "error": error},
+    )
+
+
+# ── reading promises ─────────────────────────────────────────────────────────
+
+
+def _parsed[M: BaseModel](model: type[M], data: Any) -> M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _args(invocation: Any) -> Any:
+    """The first argument of an invocation's param (``{"func", "args": [...]}``)."""
+    if isinstance(invocation, dict) and isinstance(invocation.get("args"), list) and invocation["args"]:
+        return invocation["args"][0]
+    return None
+
+
+def _function(promise: PromiseRecord) -> str | None:
+    data = promise.param.data
+    return data.get("func") if isinstance(data, dict) else None
+
+
+def _settled_at(promise: PromiseRecord) -> int:
+    return promise.settled_at or promise.created_at
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")

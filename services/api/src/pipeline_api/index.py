@@ -1,0 +1,424 @@
+"""The pipeline index: every pipeline's summary and timeline, for lists and streams.
+
+Resonate's Postgres server does not implement promise search, so finding "my
+failed pipelines of last night" needs an index of our own. It lives in the
+same database, in the schema ``pipelines`` (migrations in
+``infra/pipeline-index/migrations``, applied by the resonate-pg image at
+start), and it never decides anything: Resonate's promises stay the truth.
+
+How it keeps up, without ever disagreeing for long:
+
+1. A trigger on ``resonate.promises`` notes, **in the same transaction** as
+   the write, that a pipeline changed (``pipelines.changes``), and NOTIFYs
+   ``pipelines_changed``. A note cannot be lost: it commits or rolls back
+   with what it notes, whichever service or crash is involved.
+2. The projector (:meth:`PipelineIndex.run`, in every gateway; an advisory
+   lock lets one work at a time) takes the notes, reads each noted
+   pipeline's promises in one statement, and rewrites its row and its events
+   from them: the state by the very code that answers ``GET
+   /pipelines/{id}`` (:class:`Pipelines`, run over that snapshot), the events
+   by :func:`.events.timeline_of`. It deletes the notes it handled in the
+   same transaction, so a projector killed half way leaves them for the next.
+3. A reader sees, between a change in Resonate and its projection (tens of
+   milliseconds while the gateway runs; until it runs again otherwise), the
+   pipeline's previous state: never a state it has not been in.
+
+Readers that follow (the SSE streams) are woken by ``pipelines_indexed``,
+which a projection NOTIFYs, and read again at least every
+:data:`FOLLOW_POLL_SECONDS` whatever happens to the listening connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
+from resonate.codec import Codec, NoopEncryptor
+from resonate.error import ServerError
+from resonate.types import PromiseRecord, Value
+
+from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, PipelineConflict
+from pipeline_shared.models import PipelineState
+
+from . import metrics
+from .events import timeline_of
+from .pipelines import Pipelines, owner_of
+from .principals import Principal, Scope
+from .schemas import PipelineEvent, PipelinePage, PipelineSummary
+
+if TYPE_CHECKING:
+    from pipeline_shared.resonate_client import ResonateDatabase
+
+    from .settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+#: The index migration this code reads and writes (infra/pipeline-index/migrations).
+INDEX_MIGRATION = 1
+
+#: Largest page a client may ask for.
+MAX_PAGE = 200
+#: Counted exactly up to here; beyond, the total is not worth a scan of every row.
+TOTAL_LIMIT = 10_000
+#: Notes taken per projection batch (a pipeline noted several times is projected once).
+BATCH_NOTES = 1_000
+#: Longest a follower or an idle projector goes without looking, notifications or not.
+FOLLOW_POLL_SECONDS = 1.0
+#: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
+PROJECTOR_LOCK = 0x70_69_70_65  # "pipe"
+
+_CODEC = Codec(NoopEncryptor())
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    states: frozenset[PipelineState] = frozenset()
+    job: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass
+class _Waiters:
+    """Wakes whoever waits for news of the index: a projection happened, or Resonate changed."""
+
+    condition: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wake(self) -> None:
+        async with self.condition:
+            self.condition.notify_all()
+
+    async def wait(self, timeout: float) -> None:
+        async with self.condition:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.condition.wait(), timeout)
+
+
+class PipelineIndex:
+    def __init__(self, database: ResonateDatabase, settings: GatewaySettings) -> None:
+        self._db = database
+        self._settings = settings
+        self._news = _Waiters()
+
+    # ── reading ──────────────────────────────────────────────────────────
+
+    async def page(self, principal: Principal, query: ListQuery) -> PipelinePage:
+        """One page of the pipelines ``principal`` may see, newest first."""
+        where, params = _filters(principal, query)
+        after = where
+        if query.cursor is not None:
+            created, pipeline_id = _decode_cursor(query.cursor)
+            after = sql.SQL("{} AND (created_at, id) < (%(cursor_at)s, %(cursor_id)s)").format(where)
+            params |= {"cursor_at": created, "cursor_id": pipeline_id}
+        rows = await self._fetch(
+            sql.SQL(
+                "SELECT * FROM pipelines.pipeline WHERE {} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+            ).format(after),
+            params | {"limit": query.limit + 1},
+        )
+        counted = await self._fetch(
+            sql.SQL(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM pipelines.pipeline WHERE {} LIMIT %(most)s) AS matching"
+            ).format(where),
+            params | {"most": TOTAL_LIMIT + 1},
+        )
+        total = counted[0]["n"]
+        items = [_summary(row) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return PipelinePage(
+            items=items,
+            next_cursor=_encode_cursor(rows[query.limit - 1]) if more else None,
+            total=total if total <= TOTAL_LIMIT else None,
+        )
+
+    async def summary(self, pipeline_id: str) -> PipelineSummary | None:
+        rows = await self._fetch(sql.SQL("SELECT * FROM pipelines.pipeline WHERE id = %(id)s"), {"id": pipeline_id})
+        return _summary(rows[0]) if rows else None
+
+    async def timeline(self, pipeline_id: str, after: int = 0) -> list[PipelineEvent]:
+        """The pipeline's events, in the order they happened; only those indexed after ``after`` if given."""
+        rows = await self._fetch(
+            sql.SQL(
+                "SELECT seq, at, kind, summary, data FROM pipelines.event "
+                "WHERE pipeline_id = %(id)s AND seq > %(after)s ORDER BY at, seq"
+            ),
+            {"id": pipeline_id, "after": after},
+        )
+        return [PipelineEvent(**row) for row in rows]
+
+    async def follow_timeline(self, pipeline_id: str, after: int = 0) -> AsyncIterator[PipelineEvent]:
+        """Every event after ``after``, then each new one as it is indexed; ends after ``finished``.
+
+        Also ends when the pipeline leaves the index (collected after its
+        retention period).
+        """
+        while True:
+            events = await self.timeline(pipeline_id, after)
+            for event in events:
+                after = max(after, event.seq)
+                yield event
+            if any(event.kind == "finished" for event in events):
+                return
+            if not events and await self.summary(pipeline_id) is None:
+                return
+            await self._news.wait(FOLLOW_POLL_SECONDS)
+
+    async def follow_list(
+        self, principal: Principal, query: ListQuery, after: int | None = None
+    ) -> AsyncIterator[tuple[int, PipelineSummary]]:
+        """Each change of a pipeline matching ``query`` after version ``after`` (None: from now), as it happens."""
+        where, params = _filters(principal, query)
+        if after is None:
+            rows = await self._fetch(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM pipelines.pipeline"), {})
+            after = rows[0]["v"]
+        while True:
+            rows = await self._fetch(
+                sql.SQL(
+                    "SELECT * FROM pipelines.pipeline WHERE {} AND version > %(after)s ORDER BY version LIMIT 500"
+                ).format(where),
+                params | {"after": after},
+            )
+            for row in rows:
+                after = row["version"]
+                yield after, _summary(row)
+            if len(rows) < 500:
+                await self._news.wait(FOLLOW_POLL_SECONDS)
+
+    async def problem(self) -> str | None:
+        """None when the index is at the migration this code needs, else why not."""
+        try:
+            rows = await self._fetch(sql.SQL("SELECT max(version) AS v FROM pipelines.schema_migrations"), {})
+        except CoordinatorUnavailable as exc:
+            return str(exc)
+        version = rows[0]["v"] if rows else None
+        if version is None or version < INDEX_MIGRATION:
+            return f"the pipeline index is at migration {version or 0}; this gateway needs {INDEX_MIGRATION}"
+        return None
+
+    async def _fetch(self, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            async with self._db.session() as conn:
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(query, params)
+                return await cursor.fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise CoordinatorUnavailable(f"the pipeline index cannot be read: {exc}") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise CoordinatorUnavailable(
+                "the pipeline index is not in the database (its migrations have not run)"
+            ) from exc
+
+    # ── projecting ───────────────────────────────────────────────────────
+
+    async def run(self) -> None:
+        """Project every change, as it comes, for as long as the gateway runs."""
+        listener = asyncio.create_task(self._listen(), name="pipeline-index-listener")
+        try:
+            while True:
+                try:
+                    projected = await self.project_pending()
+                except (CoordinatorUnavailable, psycopg.OperationalError, PoolTimeout) as exc:
+                    logger.warning("pipeline index: cannot project now, will retry: %s", exc)
+                    projected = 0
+                except Exception:
+                    logger.exception("pipeline index: projection failed, will retry")
+                    projected = 0
+                if projected == 0:
+                    await self._news.wait(FOLLOW_POLL_SECONDS)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def project_pending(self) -> int:
+        """Project the pipelines noted as changed; how many notes were handled (0: none, or another gateway's turn)."""
+        async with self._db.session() as conn, conn.transaction():
+            locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PROJECTOR_LOCK,))).fetchone()
+            if not locked or not locked[0]:
+                return 0
+            notes = await (
+                await conn.execute(
+                    "SELECT seq, pipeline_id, extract(epoch FROM clock_timestamp() - noted_at) FROM pipelines.changes "
+                    "ORDER BY seq LIMIT %s",
+                    (BATCH_NOTES,),
+                )
+            ).fetchall()
+            metrics.INDEX_LAG.set(float(notes[0][2]) if notes else 0.0)
+            by_pipeline: dict[str, list[int]] = {}
+            for seq, pipeline_id, _ in notes:
+                by_pipeline.setdefault(pipeline_id, []).append(seq)
+            handled: list[int] = []
+            projected = 0
+            for pipeline_id, seqs in by_pipeline.items():
+                try:
+                    async with conn.transaction():
+                        await self._project(conn, pipeline_id)
+                except (psycopg.OperationalError, CoordinatorUnavailable):
+                    raise
+                except Exception:
+                    # Its notes stay, so it is tried again; the others go on.
+                    logger.exception("pipeline index: could not project pipeline %r; will retry", pipeline_id)
+                    metrics.INDEX_PROJECTION_FAILURES.inc()
+                    continue
+                handled.extend(seqs)
+                projected += 1
+            if handled:
+                # Exactly the notes read before the pipelines were: a note committed since stays for the next batch.
+                await conn.execute("DELETE FROM pipelines.changes WHERE seq = ANY(%s)", (handled,))
+                await conn.execute("SELECT pg_notify('pipelines_indexed', '')")
+        metrics.INDEX_PROJECTIONS.inc(projected)
+        if handled:
+            await self._news.wake()
+        return len(handled)
+
+    async def _project(self, conn: Any, pipeline_id: str) -> None:
+        """Rewrite one pipeline's row and events from its promises as they are now."""
+        cursor = await conn.execute(
+            "SELECT id, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, "
+            "created_at, settled_at FROM resonate.promises WHERE origin_id = %s",
+            (pipeline_id,),
+        )
+        promises = {record.id: record for record in map(_record, await cursor.fetchall())}
+        root = promises.get(pipeline_id)
+        try:
+            status = await Pipelines(_Snapshot(promises), self._settings).status(root) if root else None
+        except PipelineConflict:
+            status = None  # an id holding something other than a pipeline
+        if root is None or status is None:
+            # Gone (collected after its retention period): its events go with it.
+            await conn.execute("DELETE FROM pipelines.pipeline WHERE id = %s", (pipeline_id,))
+            return
+        run = status.databricks
+        await conn.execute(
+            """
+            INSERT INTO pipelines.pipeline AS p
+                (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
+            VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s,
+                    %(run_id)s, %(run_page_url)s)
+            ON CONFLICT (id) DO UPDATE SET
+                state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
+                run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
+            WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
+                  IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
+            """,
+            {
+                "id": pipeline_id,
+                "owner": owner_of(root),
+                "job": status.job,
+                "state": status.state.value,
+                "email": status.email,
+                "created_at": status.created_at,
+                "updated_at": status.updated_at,
+                "run_id": run.run_id if run else None,
+                "run_page_url": run.run_page_url if run else None,
+            },
+        )
+        events = timeline_of(root, promises)
+        if events:
+            # In the order they happened, so that each one's seq follows the one before.
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO pipelines.event (pipeline_id, key, at, kind, summary, data) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, key) DO NOTHING",
+                    [(pipeline_id, e.key, e.at, e.kind, e.summary, json.dumps(e.data, default=str)) for e in events],
+                )
+
+    async def _listen(self) -> None:
+        """Wake the projector and the followers on the database's notifications; reconnect when it goes away."""
+        while True:
+            try:
+                conn = await self._db.dedicated()
+                try:
+                    await conn.execute("LISTEN pipelines_changed")
+                    await conn.execute("LISTEN pipelines_indexed")
+                    await self._news.wake()
+                    async for _ in conn.notifies():
+                        await self._news.wake()
+                finally:
+                    await conn.close()
+            except psycopg.Error as exc:
+                logger.info("pipeline index: listening connection lost (%s); polling until it is back", exc)
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+class _Snapshot:
+    """Resonate's promises of one pipeline, as read in one statement, answering ``Promises.get``."""
+
+    def __init__(self, promises: dict[str, PromiseRecord]) -> None:
+        self._promises = promises
+
+    async def get(self, promise_id: str) -> PromiseRecord:
+        try:
+            return self._promises[promise_id]
+        except KeyError:
+            raise ServerError(404, f"promise {promise_id} not found") from None
+
+
+def _record(row: tuple[Any, ...]) -> PromiseRecord:
+    """A row of ``resonate.promises`` as the SDK hands a promise to its callers, data decoded."""
+    pid, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, created_at, settled_at = row
+    raw = PromiseRecord(
+        id=pid,
+        state=state,
+        param=Value(headers=param_headers or None, data=param_data),
+        value=Value(headers=value_headers or None, data=value_data),
+        tags=tags or {},
+        timeout_at=timeout_at,
+        created_at=created_at,
+        settled_at=settled_at,
+    )
+    return _CODEC.decode_promise(raw)
+
+
+def _summary(row: dict[str, Any]) -> PipelineSummary:
+    return PipelineSummary(**{name: row[name] for name in PipelineSummary.model_fields})
+
+
+def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    """The WHERE clause for what ``principal`` may see of ``query``'s filters."""
+    clauses: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, Any] = {}
+    if Scope.ADMIN not in principal.scopes:
+        clauses.append(sql.SQL("owner = %(owner)s"))
+        params["owner"] = principal.id
+    if query.states:
+        clauses.append(sql.SQL("state = ANY(%(states)s)"))
+        params["states"] = sorted(state.value for state in query.states)
+    if query.job is not None:
+        clauses.append(sql.SQL("job = %(job)s"))
+        params["job"] = query.job
+    if query.created_after is not None:
+        clauses.append(sql.SQL("created_at >= %(created_after)s"))
+        params["created_after"] = query.created_after
+    if query.created_before is not None:
+        clauses.append(sql.SQL("created_at < %(created_before)s"))
+        params["created_before"] = query.created_before
+    return sql.SQL(" AND ").join(clauses), params
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    """Where the next page starts: after this row, in the list's order. Opaque to clients."""
+    document = json.dumps([row["created_at"].isoformat(), row["id"]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, pipeline_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(pipeline_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidListQuery("cursor: not a cursor this gateway gave; pass next_cursor as it came") from None
