@@ -28,5 +28,9 @@ def mail(stack: Stack) -> MailSink:  # noqa: F811
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run fault tests last: they kill and restart the stack's containers."""
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+    """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
+    items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
+
+
+def _after_faults(item: pytest.Item) -> bool:
+    return item.get_closest_marker("after_faults") is not None

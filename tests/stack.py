@@ -125,6 +125,9 @@ class TestKeys:
             "reader": {Scope.READ},
             "admin": {Scope.ADMIN},
             "revoked": {Scope.START, Scope.READ, Scope.CANCEL},
+            "starter": {Scope.START},
+            # Lists only what tests/integration/test_index.py starts with it.
+            "lister": {Scope.START, Scope.READ, Scope.CANCEL},
         }.items():
             key, entry = mint(f"test-{name}", frozenset(scopes), key_id=name)
             self.keys[name], self._entries[name] = key, entry

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.clients import FINAL_STATES, Emulator, Gateway, MailSink, new_id
+from tests.integration.clients import FINAL_STATES, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
 
 BATCH_SIZE = 20
 
@@ -89,7 +89,14 @@ class Batch:
         allowed = range(deliveries, deliveries + 1) if isinstance(deliveries, int) else deliveries
         seen = {pid: [m["deliveries"] for m in found] for pid, found in messages.items()}
         assert all(all(n in allowed for n in d) for d in seen.values()), f"SMTP deliveries per email: {seen}"
+        self.assert_timelines(docs)
         return docs
+
+    def assert_timelines(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Whatever the fault did, each pipeline's timeline in the index is complete, in order, and agrees."""
+        for pipeline_id, doc in docs.items():
+            timeline = self.gateway.wait_for_timeline(pipeline_id, doc["state"])
+            assert_timeline_tells(doc, timeline["events"])
 
 
 class PausePoints:

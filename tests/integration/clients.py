@@ -36,8 +36,8 @@ def new_id(label: str = "it") -> str:
 
 
 class Gateway:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30, headers=AUTHENTICATED)
+    def __init__(self, url: str, api_key: str = DEVELOPMENT_API_KEY) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {api_key}"})
 
     def start(self, pipeline_id: str, **body: Any) -> httpx.Response:
         payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}} | body
@@ -59,6 +59,28 @@ class Gateway:
                 raise AssertionError(f"{pipeline_id} ended {doc['state']}, expected {states}: {doc}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{pipeline_id} still {doc['state']} after {timeout}s: {doc}")
+            time.sleep(0.1)
+
+    def page(self, **params: Any) -> dict[str, Any]:
+        """One page of ``GET /pipelines``."""
+        response = self.http.get("/pipelines", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def timeline(self, pipeline_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/pipelines/{pipeline_id}/events")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for_timeline(self, pipeline_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
+        """The timeline once the index shows the pipeline ``state`` and finished (it trails Resonate a little)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            timeline = self.timeline(pipeline_id)
+            if timeline["state"] == state and any(e["kind"] == "finished" for e in timeline["events"]):
+                return timeline
+            if time.monotonic() > deadline:
+                raise AssertionError(f"after {timeout}s the index shows {pipeline_id} {timeline['state']}: {timeline}")
             time.sleep(0.1)
 
     def signed_callback(
@@ -127,3 +149,34 @@ class MailSink:
 
     def messages(self, pipeline_id: str) -> list[dict[str, Any]]:
         return self.http.get("/messages", params={"pipeline_id": pipeline_id}).json()["messages"]
+
+
+#: The events that say how a run ended, one per attempt.
+OUTCOME_EVENTS = {"callback_received", "outcome_read_from_run", "cancel_requested", "timed_out"}
+
+
+def assert_timeline_tells(doc: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The timeline of a finished pipeline is complete and in order, and agrees with its status document."""
+    kinds = [event["kind"] for event in events]
+    where = f"{doc['id']}: {kinds}"
+    assert kinds[0] == "started" and kinds[-1] == "finished", where
+    assert kinds.count("started") == 1 and kinds.count("finished") == 1, where
+    assert events[-1]["data"]["state"] == doc["state"], where
+    times = [event["at"] for event in events]
+    assert times == sorted(times), f"{where}: not in time order: {times}"
+    assert len({event["seq"] for event in events}) == len(events), f"{where}: an event twice"
+    triggered = [event["data"]["run_id"] for event in events if event["kind"] == "run_triggered"]
+    run = doc["databricks"]
+    assert triggered == ([run["run_id"]] if run else []), f"{where}: runs {triggered}, status {run}"
+    if run is not None:
+        outcomes = [kind for kind in kinds if kind in OUTCOME_EVENTS]
+        assert len(outcomes) == max(1, len(doc["attempts"])), f"{where}: outcomes {outcomes}, {doc['attempts']}"
+        assert kinds.index("run_triggered") < kinds.index(outcomes[0]), where
+    emails = [event for event in events if event["kind"] in {"email_delivered", "email_refused"}]
+    note = doc["notification"]
+    if note is not None:
+        assert emails, f"{where}: no email event, status {note}"
+        last = emails[-1]
+        assert last["kind"] == ("email_delivered" if note["delivered"] else "email_refused"), f"{where}: {note}"
+        if note["delivered"]:
+            assert last["data"]["message_id"] == note["message_id"], f"{where}: {last} vs {note}"
