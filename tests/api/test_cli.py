@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,57 @@ async def test_the_cli_follows_to_awaiting_repair_then_repairs(
         while run.run_id not in harness.jobs.repairs:
             await asyncio.sleep(0.02)
     assert harness.jobs.repairs[run.run_id][0]["source"] == "/ok.csv"
+
+
+async def test_every_command_prints_json_with_json_before_or_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness, app, sock = keyed_gateway(tmp_path)
+    gateway = ["--gateway", url_of(sock), "--interval", "0.05"]
+    pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
+    start = ["start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id, "--param", "source=/a.csv"]
+
+    async with serving(app, sock):
+        started = await run_cli(monkeypatch, KEY, *gateway, *start, "--json")
+        start_doc = json.loads(capsys.readouterr().out)
+        status = await run_cli(monkeypatch, KEY, *gateway, "--json", "status", pipeline_id)
+        status_doc = json.loads(capsys.readouterr().out)
+        listed = await run_cli(monkeypatch, KEY, *gateway, "jobs", "--json")
+        jobs_doc = json.loads(capsys.readouterr().out)
+        await harness.wait_for_run_of(pipeline_id)
+        await harness.settle_id(pipeline_id, status="success", result={"rows": 3})
+        followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id, "--json")
+        follow_lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        refused = await run_cli(monkeypatch, None, *gateway, "status", pipeline_id, "--json")
+        refusal = capsys.readouterr()
+
+    assert started == status == listed == 0
+    assert start_doc["id"] == status_doc["id"] == pipeline_id
+    assert status_doc["parameters"] == {"source": "/a.csv"} and status_doc["email"] == "c@x.io"
+    assert "csv-statistics" in [job["name"] for job in jobs_doc["jobs"]]
+    assert followed == 0 and follow_lines[-1]["state"] == "succeeded"
+    assert follow_lines[-1]["result"] == {"rows": 3}
+    assert all(line["id"] == pipeline_id for line in follow_lines)
+    assert refused == 2 and refusal.out == ""
+    error = json.loads(refusal.err)["error"]
+    assert error["status"] == 401 and error["code"] == "invalid_token"
+    assert "PIPELINES_API_KEY is not set" in error["message"]
+
+
+async def test_follow_exits_4_for_a_cancelled_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness, app, sock = keyed_gateway(tmp_path)
+    gateway = ["--gateway", url_of(sock), "--interval", "0.05"]
+    pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
+
+    async with serving(app, sock):
+        await run_cli(monkeypatch, KEY, *gateway, "start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id)
+        await harness.wait_for_run_of(pipeline_id)
+        cancelled = await run_cli(monkeypatch, KEY, *gateway, "cancel", pipeline_id)
+        followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id)
+        out = capsys.readouterr().out
+
+    assert cancelled == 0
+    assert followed == cli.OUTCOME_EXIT["cancelled"] == 4
+    assert out.splitlines()[-1].split()[1:3] == [f"{pipeline_id}:", "cancelled"]

@@ -1,14 +1,30 @@
-"""Start a pipeline from a terminal and follow it to the end: the ``pipelines`` command.
+"""Start, list and watch pipelines from a terminal or a script: the ``pipelines`` command.
 
 The successor of the original example's ``trigger.py``. It is a plain client
 of the gateway's HTTP API, so it works against any deployment::
 
     pipelines start --email you@example.com --param source=https://host/data.csv
-    pipelines status nightly-2026-11-26
+    pipelines list --state failed --state timed_out --created-after 2d
+    pipelines watch nightly-2026-11-26
+    pipelines events nightly-2026-11-26 --follow
     pipelines cancel nightly-2026-11-26
 
-``start`` and ``follow`` print each state change until the pipeline finishes
-and exit 0 only when it succeeded.
+``--json`` (before or after the command) makes every command print the
+gateway's JSON documents, and the streaming ones (``watch``, ``follow``,
+``start`` while following, ``events --follow``, ``list --follow``) JSON Lines,
+one object per event; errors then go to stderr as
+``{"error": {"status", "code", "message"}}``.
+
+The commands that follow a pipeline to its end exit by its outcome, so a
+script can branch on it::
+
+    0    succeeded (and every command that did what it was asked)
+    1    failed
+    2    the command line was wrong, or the gateway refused or could not be reached
+    3    awaiting repair: it waits for a person (`pipelines repair` or `pipelines abandon`)
+    4    cancelled
+    5    timed out
+    130  interrupted (Ctrl-C)
 
 It authenticates with the API key in ``PIPELINES_API_KEY``. Without one it
 sends the development key, which only a gateway running with
@@ -21,22 +37,57 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
+from . import cli_views as views
 from .keys import DEVELOPMENT_API_KEY
 
 #: Where the gateway listens when run with `docker compose up`.
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 
-FINAL_STATES = {"succeeded", "failed", "cancelled", "timed_out"}
+FINAL_STATES = views.FINAL_STATES
+
+#: `follow`'s exit status for a pipeline that stopped to wait for a repair.
+AWAITING_REPAIR_EXIT = 3
+#: The exit status for a command line or gateway error (argparse's own, too).
+ERROR_EXIT = 2
+#: The exit status for Ctrl-C, as a shell reports SIGINT.
+INTERRUPTED_EXIT = 130
+#: Exit status by a followed pipeline's outcome; the module docstring's table.
+OUTCOME_EXIT = {"succeeded": 0, "failed": 1, "awaiting_repair": AWAITING_REPAIR_EXIT, "cancelled": 4, "timed_out": 5}
+
+#: The gateway sends a keepalive comment every 15 s on a stream: three missed
+#: ones mean the connection is dead even if the socket has not said so.
+STREAM_READ_TIMEOUT = 45.0
+#: How long a dropped stream is retried (the gateway restarting, Postgres away) before giving up.
+DEFAULT_RECONNECT_SECONDS = 60.0
+#: The wait between reconnection attempts, unless the server's `retry:` field says otherwise.
+RECONNECT_DELAY = 1.0
+#: Answers worth retrying a stream on: the gateway or its database is momentarily away.
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 
 class GatewayError(Exception):
-    pass
+    """The gateway refused, or could not be reached (``status`` None)."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}" if status else message)
+        self.status, self.code, self.message = status, code, message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in RETRYABLE_STATUSES
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": {"status": self.status, "code": self.code, "message": self.message}}
 
 
 class Gateway:
@@ -45,20 +96,72 @@ class Gateway:
         headers = {"authorization": f"Bearer {api_key or DEVELOPMENT_API_KEY}"}
         self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
+    def _unreachable(self, exc: Exception) -> GatewayError:
+        return GatewayError(None, "unreachable", f"cannot reach the gateway at {self._client.base_url}: {exc}")
+
+    def _refusal(self, response: httpx.Response) -> GatewayError:
+        body = _json(response)
+        hint = ""
+        if response.status_code == 401 and self._using_development_key:
+            hint = " (PIPELINES_API_KEY is not set, so the development key was sent)"
+        code = str(body.get("code", ""))
+        return GatewayError(response.status_code, code, f"{body.get('message', response.text)}{hint}")
+
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise GatewayError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
-        body = _json(response)
+            raise self._unreachable(exc) from exc
         if response.is_error:
-            hint = ""
-            if response.status_code == 401 and self._using_development_key:
-                hint = " (PIPELINES_API_KEY is not set, so the development key was sent)"
-            raise GatewayError(
-                f"{response.status_code} {body.get('code', '')}: {body.get('message', response.text)}{hint}"
-            )
-        return body
+            raise self._refusal(response)
+        return _json(response)
+
+    def stream(
+        self, path: str, params: dict[str, Any], last_event_id: str | None, reconnect_for: float
+    ) -> Iterator[ServerSentEvent]:
+        """The server-sent events of ``path``, across dropped connections, until the caller stops reading.
+
+        A drop (the gateway restarting, a proxy cutting an idle line, a 503
+        while Postgres is away) reconnects with ``Last-Event-ID`` so the server
+        resumes after the last event seen; after ``reconnect_for`` seconds
+        without an event it gives up. httpx-sse parses the stream; it leaves
+        reconnection to its caller, which is this.
+        """
+        params = {**params, "follow": "true"}
+        delay = RECONNECT_DELAY
+        lost_since: float | None = None
+        while True:
+            headers = {"last-event-id": last_event_id} if last_event_id else {}
+            timeout = httpx.Timeout(self._client.timeout.connect, read=STREAM_READ_TIMEOUT)
+            try:
+                with connect_sse(self._client, "GET", path, params=params, headers=headers, timeout=timeout) as source:
+                    if source.response.is_error:
+                        source.response.read()
+                        raise self._refusal(source.response)
+                    for event in source.iter_sse():
+                        if event.data:  # an event, not a bare `retry:`: the stream works again
+                            lost_since = None
+                        last_event_id = event.id or last_event_id
+                        if event.retry:
+                            delay = event.retry / 1000
+                        yield event
+                reason = "the gateway closed it"
+            except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+                reason = str(exc) or type(exc).__name__
+            except GatewayError as exc:
+                if not exc.retryable:
+                    raise
+                reason = str(exc)
+            now = time.monotonic()
+            lost_since = lost_since or now
+            if now - lost_since >= reconnect_for:
+                raise GatewayError(
+                    None,
+                    "stream_lost",
+                    f"the stream {path} from {self._client.base_url} dropped ({reason}) and could not be "
+                    f"resumed within {reconnect_for:g} s",
+                )
+            time.sleep(delay)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -67,10 +170,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {"message": response.text}
     return body if isinstance(body, dict) else {"message": str(body)}
-
-
-#: `follow`'s exit status for a pipeline that stopped to wait for a repair.
-AWAITING_REPAIR_EXIT = 3
 
 
 def _describe(doc: dict[str, Any]) -> str:
@@ -92,21 +191,132 @@ def _describe(doc: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def follow(gateway: Gateway, pipeline_id: str, interval: float, first: dict[str, Any] | None = None) -> int:
+def follow(
+    gateway: Gateway, pipeline_id: str, interval: float, first: dict[str, Any] | None = None, as_json: bool = False
+) -> int:
+    """Read the status document until the pipeline ends or waits for a repair; print each change."""
     seen: tuple[Any, ...] | None = None
     doc = first or gateway.request("GET", f"/pipelines/{pipeline_id}")
     while True:
         key = (doc["state"], doc.get("databricks"), doc.get("error"))
         if key != seen:
-            print(f"{time.strftime('%H:%M:%S')}  {_describe(doc)}", flush=True)
+            if as_json:
+                views.print_json(doc)
+            else:
+                print(f"{time.strftime('%H:%M:%S')}  {_describe(doc)}", flush=True)
             seen = key
-        if doc["state"] in FINAL_STATES:
-            return 0 if doc["state"] == "succeeded" else 1
-        if doc["state"] == "awaiting_repair":
-            # It waits for a person, possibly for days: a script is told, not held.
-            return AWAITING_REPAIR_EXIT
+        # Awaiting repair waits for a person, possibly for days: a script is told, not held.
+        if doc["state"] in OUTCOME_EXIT:
+            return OUTCOME_EXIT[doc["state"]]
         time.sleep(interval)
         doc = gateway.request("GET", f"/pipelines/{pipeline_id}")
+
+
+def follow_timeline(gateway: Gateway, pipeline_id: str, view: views.TimelineView, reconnect_for: float) -> int:
+    """Show a pipeline's timeline, then its new events as they happen, until it ends or awaits a repair.
+
+    The timeline is read first as a document: a 401 or 404 is then a plain
+    answer, and a pipeline already over needs no stream. The stream resumes
+    after its last event, and an event seen already (a resumption overlapping
+    what was shown) is not shown twice.
+    """
+    timeline = gateway.request("GET", f"/pipelines/{pipeline_id}/events")
+    last_seq = 0
+    for event in timeline["events"]:
+        view.show(event)
+        last_seq = max(last_seq, event["seq"])
+    view.begin(timeline["state"])
+    if timeline["state"] in OUTCOME_EXIT:
+        view.end(timeline["state"])
+        return OUTCOME_EXIT[timeline["state"]]
+    path = f"/pipelines/{pipeline_id}/events"
+    for message in gateway.stream(path, {}, str(last_seq) if last_seq else None, reconnect_for):
+        if message.event == "end":
+            state = message.json()["state"]
+            view.end(state)
+            return OUTCOME_EXIT.get(state, ERROR_EXIT)
+        if message.event != "timeline":
+            continue
+        event = message.json()
+        if event["seq"] <= last_seq:
+            continue
+        last_seq = event["seq"]
+        view.show(event)
+        if event["kind"] == "awaiting_repair":
+            view.end("awaiting_repair")
+            return AWAITING_REPAIR_EXIT
+    raise AssertionError("a followed stream ends only by raising")  # pragma: no cover
+
+
+# ── the list ─────────────────────────────────────────────────────────────────
+
+#: `--created-after 2d`: an amount of a unit, ago.
+_AGO = re.compile(r"(\d+)\s*([smhdw])(?:\s*ago)?")
+_AGO_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def instant(text: str) -> str:
+    """An instant as RFC 3339 in UTC, from RFC 3339, a date or time (local), or an age like ``2d``."""
+    if match := _AGO.fullmatch(text.strip()):
+        moment = datetime.now(UTC) - timedelta(**{_AGO_UNITS[match[2]]: int(match[1])})
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: give RFC 3339 (2026-12-01T15:00:00Z), a date (2026-12-01, local time) "
+                "or an age (30m, 1h, 2d, 1w)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 200:
+        raise argparse.ArgumentTypeError(f"--limit takes 1 to 200, got {text!r}")
+    return int(text)
+
+
+def _list_filters(args: argparse.Namespace) -> dict[str, Any]:
+    filters = {
+        "state": args.state or None,
+        "job": args.job,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+    }
+    return {name: value for name, value in filters.items() if value is not None}
+
+
+def list_pages(gateway: Gateway, filters: dict[str, Any], limit: int, cursor: str | None, every: bool) -> dict:
+    """One page, or with ``every`` all of them merged into one (``next_cursor`` null)."""
+
+    def read(cursor: str | None) -> dict[str, Any]:
+        params = {**filters, "limit": limit} | ({"cursor": cursor} if cursor else {})
+        return gateway.request("GET", "/pipelines", params=params)
+
+    page = read(cursor)
+    if not every:
+        return page
+    items, seen_cursors = list(page["items"]), {cursor}
+    while page["next_cursor"] is not None:
+        # A gateway that hands back a cursor it gave before would keep this reading forever.
+        if page["next_cursor"] in seen_cursors:
+            raise GatewayError(None, "cursor_loop", f"the gateway sent cursor {page['next_cursor']!r} twice")
+        seen_cursors.add(page["next_cursor"])
+        page = read(page["next_cursor"])
+        items.extend(page["items"])
+    return {"items": items, "next_cursor": None, "total": page["total"]}
+
+
+def follow_list(gateway: Gateway, filters: dict[str, Any], view: views.PipelineListView, reconnect_for: float) -> int:
+    for message in gateway.stream("/pipelines", filters, None, reconnect_for):
+        if message.event == "pipeline":
+            view.show(message.id or None, message.json())
+    raise AssertionError("a followed stream ends only by raising")  # pragma: no cover
+
+
+# ── the command line ─────────────────────────────────────────────────────────
 
 
 def _parameters(pairs: list[str]) -> dict[str, str]:
@@ -133,76 +343,171 @@ def _describe_job(job: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are JSON on stderr when ``--json`` is on the command line."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"error": {"status": None, "code": "usage", "message": message}}), file=sys.stderr)
+            raise SystemExit(ERROR_EXIT)
+        super().error(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    # `--json` and `--reconnect-for` are accepted before the command and after
+    # it: the subcommands' copies default to SUPPRESS so they never overwrite a
+    # value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON (Lines)")
+    streaming = argparse.ArgumentParser(add_help=False)
+    streaming.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"how long to retry a dropped stream before exiting 2 (default {DEFAULT_RECONNECT_SECONDS:g})",
+    )
+    exits = __doc__.split("script can branch on it::\n\n")[1].split("\n\n")[0]
+    parser = _Parser(
         prog="pipelines",
         description=__doc__.split("\n\n")[0],
-        epilog="Environment: PIPELINES_GATEWAY (the gateway's URL), PIPELINES_API_KEY (an API key of that gateway; "
-        "without one the development key is sent).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status:\n" + exits + "\n\nenvironment: PIPELINES_GATEWAY (the gateway's URL), PIPELINES_API_KEY "
+        "(an API key of that gateway;\n  without one the development key is sent), NO_COLOR (no colour).",
     )
     parser.add_argument(
         "--gateway", default=os.environ.get("PIPELINES_GATEWAY", DEFAULT_GATEWAY), help="gateway base URL"
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between status reads while following")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="start a pipeline and follow it")
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON; JSON Lines when streaming")
+    parser.add_argument(
+        "--reconnect-for", type=float, default=DEFAULT_RECONNECT_SECONDS, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, help_text: str, *, streams: bool = False) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common, streaming] if streams else [common])
+
+    start = command("start", "start a pipeline and follow it")
     start.add_argument("--job", help="the catalogue job to run (see `pipelines jobs`; default: the default job)")
     start.add_argument("--email", required=True)
     start.add_argument("--id", help="your pipeline id (default: generated)")
     start.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     start.add_argument("--timeout", type=int, help="seconds to wait for Databricks")
     start.add_argument("--no-follow", action="store_true", help="print the pipeline and return at once")
-    commands.add_parser("jobs", help="list the catalogue's jobs you may start, with their parameters")
-    repair = commands.add_parser("repair", help="repair a pipeline awaiting repair: rerun its run's failed tasks")
+    command("jobs", "list the catalogue's jobs you may start, with their parameters")
+    listing = command("list", "list pipelines, newest first", streams=True)
+    listing.add_argument("--state", action="append", default=[], help="only in this state (repeatable)")
+    listing.add_argument("--job", help="only of this catalogue job")
+    listing.add_argument("--created-after", type=instant, metavar="TIME", help="RFC 3339, a date, or an age: 2d")
+    listing.add_argument("--created-before", type=instant, metavar="TIME", help="RFC 3339, a date, or an age: 2d")
+    listing.add_argument("--limit", type=page_size, default=50, help="pipelines per page, 1 to 200 (default 50)")
+    listing.add_argument("--cursor", help="the page after this cursor (a previous page's next_cursor)")
+    listing.add_argument("--all", action="store_true", help="every page, to the end")
+    listing.add_argument("--follow", action="store_true", help="then keep showing changes as they happen")
+    events = command("events", "print a pipeline's timeline", streams=True)
+    events.add_argument("id")
+    events.add_argument("--follow", action="store_true", help="then print new events until the pipeline ends")
+    command("watch", "watch a pipeline live until it ends", streams=True).add_argument("id")
+    repair = command("repair", "repair a pipeline awaiting repair: rerun its run's failed tasks")
     repair.add_argument("id")
     repair.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter to change")
-    commands.add_parser("abandon", help="abandon a pipeline awaiting repair: it ends failed").add_argument("id")
+    command("abandon", "abandon a pipeline awaiting repair: it ends failed").add_argument("id")
     for name, help_text in (
         ("status", "print where a pipeline stands"),
         ("follow", "follow a pipeline until it finishes"),
         ("cancel", "cancel a pipeline and its Databricks run"),
     ):
-        commands.add_parser(name, help=help_text).add_argument("id")
-    args = parser.parse_args(argv)
-    gateway = Gateway(args.gateway, os.environ.get("PIPELINES_API_KEY") or None)
+        command(name, help_text).add_argument("id")
+    return parser
 
-    try:
-        if args.command == "start":
-            body: dict[str, Any] = {"email": args.email, "parameters": _parameters(args.param)}
-            if args.id:
-                body["id"] = args.id
-            if args.job:
-                body["job"] = args.job
-            if args.timeout:
-                body["timeout_seconds"] = args.timeout
-            doc = gateway.request("POST", "/pipelines", json=body)
-            if args.no_follow:
-                print(_describe(doc))
-                return 0
-            return follow(gateway, doc["id"], args.interval, doc)
-        if args.command == "jobs":
-            for job in gateway.request("GET", "/jobs")["jobs"]:
-                print(_describe_job(job))
-            return 0
-        if args.command == "repair":
-            body = {"parameters": _parameters(args.param)}
-            print(_describe(gateway.request("POST", f"/pipelines/{args.id}/repair", json=body)))
-            return 0
-        if args.command == "abandon":
-            print(_describe(gateway.request("POST", f"/pipelines/{args.id}/abandon")))
-            return 0
-        if args.command == "status":
-            print(_describe(gateway.request("GET", f"/pipelines/{args.id}")))
-            return 0
-        if args.command == "follow":
-            return follow(gateway, args.id, args.interval)
-        print(_describe(gateway.request("POST", f"/pipelines/{args.id}/cancel")))
+
+def _print_document(as_json: bool, doc: dict[str, Any]) -> int:
+    print(json.dumps(doc, ensure_ascii=False) if as_json else _describe(doc))
+    return 0
+
+
+def _run(args: argparse.Namespace, gateway: Gateway) -> int:
+    as_json: bool = args.json
+    no_color = as_json or bool(os.environ.get("NO_COLOR"))
+    if args.command == "start":
+        body: dict[str, Any] = {"email": args.email, "parameters": _parameters(args.param)}
+        if args.id:
+            body["id"] = args.id
+        if args.job:
+            body["job"] = args.job
+        if args.timeout:
+            body["timeout_seconds"] = args.timeout
+        doc = gateway.request("POST", "/pipelines", json=body)
+        if args.no_follow:
+            return _print_document(as_json, doc)
+        return follow(gateway, doc["id"], args.interval, doc, as_json)
+    if args.command == "jobs":
+        jobs = gateway.request("GET", "/jobs")
+        print(json.dumps(jobs) if as_json else "\n".join(_describe_job(job) for job in jobs["jobs"]))
         return 0
+    if args.command == "list":
+        filters = _list_filters(args)
+        if args.follow:
+            if as_json:
+                return follow_list(gateway, filters, views.PipelineListJsonLines(), args.reconnect_for)
+            if not sys.stdout.isatty():
+                return follow_list(gateway, filters, views.PipelineListLines(), args.reconnect_for)
+            first = gateway.request("GET", "/pipelines", params={**filters, "limit": args.limit})["items"]
+            with views.LivePipelineList(views.terminal_console(no_color), first) as live:
+                return follow_list(gateway, filters, live, args.reconnect_for)
+        page = list_pages(gateway, filters, args.limit, args.cursor, args.all)
+        if as_json:
+            views.print_json(page)
+        else:
+            views.print_pipeline_page(views.terminal_console(no_color), page)
+        return 0
+    if args.command == "events" and not args.follow:
+        timeline = gateway.request("GET", f"/pipelines/{args.id}/events")
+        if as_json:
+            views.print_json(timeline)
+            return 0
+        plain = views.TimelineLines(args.id)
+        for event in timeline["events"]:
+            plain.show(event)
+        plain.end(timeline["state"])
+        return 0
+    if args.command in ("events", "watch"):
+        if as_json:
+            return follow_timeline(gateway, args.id, views.TimelineJsonLines(args.id), args.reconnect_for)
+        if args.command == "events" or not sys.stdout.isatty():
+            return follow_timeline(gateway, args.id, views.TimelineLines(args.id), args.reconnect_for)
+        with views.LiveTimeline(views.terminal_console(no_color), args.id) as live:
+            return follow_timeline(gateway, args.id, live, args.reconnect_for)
+    if args.command == "repair":
+        body = {"parameters": _parameters(args.param)}
+        return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/repair", json=body))
+    if args.command == "abandon":
+        return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/abandon"))
+    if args.command == "status":
+        return _print_document(as_json, gateway.request("GET", f"/pipelines/{args.id}"))
+    if args.command == "follow":
+        return follow(gateway, args.id, args.interval, as_json=as_json)
+    return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/cancel"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _Parser.json_errors = "--json" in argv
+    args = _parser().parse_args(argv)
+    gateway = Gateway(args.gateway, os.environ.get("PIPELINES_API_KEY") or None)
+    try:
+        return _run(args, gateway)
     except GatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.json:
+            print(json.dumps(exc.as_json()), file=sys.stderr)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return ERROR_EXIT
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":
