@@ -52,10 +52,16 @@ def _wait_for_index(gateway: Gateway, expected: set[str], timeout: float = 30, *
         time.sleep(0.2)
 
 
-def _sse(response: httpx.Response) -> Iterator[tuple[str, str | None, Any]]:
-    """(event, id, data) for each message of a Server-Sent Events response."""
+def _sse(response: httpx.Response, within: float = 60) -> Iterator[tuple[str, str | None, Any]]:
+    """(event, id, data) for each message of a Server-Sent Events response; fails after ``within`` seconds.
+
+    The deadline is checked at every line, keepalive comments included (one
+    every 15 s), so a stream that never gets to what a test waits for fails it.
+    """
+    deadline = time.monotonic() + within
     event, last_id, data = "message", None, []
     for line in response.iter_lines():
+        assert time.monotonic() < deadline, f"the stream did not get there within {within} s"
         if line == "":
             if data:
                 yield event, last_id, json.loads("\n".join(data))
@@ -139,12 +145,10 @@ def test_filters_by_state_job_and_creation_time(gateway: Gateway, emulator: Emul
         gateway.wait_for(pipeline_id, "failed")
 
 
-def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(
-    gateway: Gateway, emulator: Emulator, mail: MailSink
-) -> None:
+def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(gateway: Gateway, mail: MailSink) -> None:
     pipeline_id = new_id("timeline")
-    emulator.plan(pipeline_id, notebook="fail")
-    assert gateway.start(pipeline_id).status_code == 202
+    # A source that is not there: the notebook fails, and a repair with the right one succeeds.
+    assert gateway.start(pipeline_id, parameters={"source": "/no/such/file.csv"}).status_code == 202
     gateway.wait_for(pipeline_id, "awaiting_repair")
 
     with gateway.http.stream("GET", f"/pipelines/{pipeline_id}/events", params={"follow": "true"}) as response:
@@ -184,7 +188,11 @@ def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(
         "email_delivered",
         "finished",
     ], kinds
-    assert streamed[0]["data"] == {"by": "key:dev", "job": "csv-statistics", "parameters": {"source": ""}}
+    assert streamed[0]["data"] == {
+        "by": "key:dev",
+        "job": "csv-statistics",
+        "parameters": {"source": "/no/such/file.csv"},
+    }
     assert streamed[1]["data"]["run_id"] == doc["databricks"]["run_id"]
     assert streamed[5]["data"]["by"] == "key:dev" and streamed[5]["data"]["parameters"] == {"source": ""}
     assert streamed[-2]["data"]["message_id"] == doc["notification"]["message_id"]

@@ -180,13 +180,13 @@ def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
     if settlement is None:
         return
     at = settlement.received_at
-    of_run = f" of repair {attempt}" if attempt else ""
+    of_run = f" (repair {attempt})" if attempt else ""
     if settlement.source == "callback":
         yield Event(
             f"outcome:{attempt}",
             at,
             "callback_received",
-            f"the notebook called back{of_run}: {settlement.status}",
+            f"the notebook{of_run} called back: {settlement.status}",
             {"status": settlement.status, "attempt": attempt},
         )
     elif settlement.source == "watchdog":
@@ -312,14 +312,14 @@ def _emailed(call: PromiseRecord) -> Iterator[Event]:
     if notification is None or call.state == "pending":
         return
     kind = notification.kind
-    about = "that it awaits repair" if kind == "awaiting_repair" else f"the outcome ({notification.state})"
+    about = "saying it awaits repair" if kind == "awaiting_repair" else f"with the outcome ({notification.state})"
     receipt = _parsed(NotificationReceipt, call.value.data) if call.state == "resolved" else None
     if receipt is not None and receipt.delivered:
         yield Event(
             f"email:{call.id}",
             _settled_at(call),
             "email_delivered",
-            f"email about {about} delivered to {notification.email}",
+            f"email {about} delivered to {notification.email}",
             {"message_id": receipt.message_id, "kind": kind, "to": notification.email},
         )
         return
@@ -328,7 +328,7 @@ def _emailed(call: PromiseRecord) -> Iterator[Event]:
         f"email:{call.id}",
         _settled_at(call),
         "email_refused",
-        f"email about {about} NOT delivered: {error}",
+        f"email {about} NOT delivered: {error}",
         {"error": error, "smtp_code": receipt.smtp_code if receipt else None, "kind": kind},
     )
 
