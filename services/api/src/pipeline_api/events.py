@@ -180,21 +180,14 @@ def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
     if settlement is None:
         return
     at = settlement.received_at
-    of_run = f" (repair {attempt})" if attempt else ""
-    if settlement.source == "callback":
+    if settlement.source in _SETTLED_BY:
+        kind, sentence = _SETTLED_BY[settlement.source]
+        of_run = f" (repair {attempt})" if attempt else ""
         yield Event(
             f"outcome:{attempt}",
             at,
-            "callback_received",
-            f"the notebook{of_run} called back: {settlement.status}",
-            {"status": settlement.status, "attempt": attempt},
-        )
-    elif settlement.source == "watchdog":
-        yield Event(
-            f"outcome:{attempt}",
-            at,
-            "outcome_read_from_run",
-            f"the run{of_run} ended and its outcome was read from Databricks: {settlement.status}",
+            kind,
+            sentence.format(of_run=of_run, status=settlement.status),
             {"status": settlement.status, "attempt": attempt},
         )
     elif settlement.source == "user":
@@ -202,6 +195,13 @@ def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
         yield Event(f"outcome:{attempt}", at, "cancel_requested", f"cancelled by {by or 'a user'}", {"by": by})
     if settlement.report is not None:
         yield _state_seen(f"state:{attempt}:outcome", at, settlement.report, settlement.source, attempt)
+
+
+#: A run's outcome, by who reported it: its event and sentence.
+_SETTLED_BY = {
+    "callback": ("callback_received", "the notebook{of_run} called back: {status}"),
+    "watchdog": ("outcome_read_from_run", "the run{of_run} ended and its outcome was read from Databricks: {status}"),
+}
 
 
 def _hinted(check: PromiseRecord, match: re.Match[str]) -> Iterator[Event]:
@@ -323,7 +323,12 @@ def _emailed(call: PromiseRecord) -> Iterator[Event]:
             {"message_id": receipt.message_id, "kind": kind, "to": notification.email},
         )
         return
-    error = receipt.error if receipt is not None else f"the notifier gave up ({call.state.replace('_', ' ')})"
+    if receipt is not None:
+        error = receipt.error
+    else:
+        # Rejected: the notifier's error, as Resonate stores an exception ({"message": ...}).
+        reason = call.value.data.get("message") if isinstance(call.value.data, dict) else None
+        error = f"the notifier gave up: {reason}" if reason else f"the notifier gave up ({call.state.replace('_', ' ')})"
     yield Event(
         f"email:{call.id}",
         _settled_at(call),
