@@ -212,6 +212,16 @@ async def _start_request(request: Request, principal: Starter) -> StartRequest:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
+    return checked_start(request, principal, document)
+
+
+def checked_start(request: Request, principal: Principal, document: PipelineRequest) -> StartRequest:
+    """A well-formed start request checked against the catalogue: its job, the caller's scope for it, its values.
+
+    The one decision of what may be started, for the JSON route and the web
+    page's form alike. Raises RequestValidationError (422, each problem at
+    its field) or InsufficientScope.
+    """
     catalogue: Catalogue = request.app.state.settings.catalogue
     try:
         job = catalogue.job(document.job)
