@@ -125,7 +125,8 @@ class OwnedPipeline:
     principal: Principal
 
 
-async def _visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+async def visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's."""
     pipelines: Pipelines = request.app.state.pipelines
     root = await pipelines.root(pipeline_id)
     if not principal.may_see(owner_of(root)):
@@ -137,15 +138,15 @@ async def _visible(request: Request, principal: Principal, pipeline_id: str) -> 
 
 
 async def _readable(request: Request, pipeline_id: PipelineIdPath, principal: Reader) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 async def _readable_by_query(request: Request, pipeline_id: PipelineIdQuery, principal: Reader) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 async def _cancellable(request: Request, pipeline_id: PipelineIdPath, principal: Canceller) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]
