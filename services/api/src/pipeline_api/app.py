@@ -474,7 +474,7 @@ def _body_limit(settings: GatewaySettings) -> Callable[[str], int]:
     return lambda path: settings.CALLBACK_MAX_BODY_BYTES if path == CALLBACK_PATH else REQUEST_MAX_BODY_BYTES
 
 
-def _refuse_routes_without_a_scope(app: FastAPI, public: type[APIRoute]) -> None:
+def _refuse_routes_without_a_scope(app: FastAPI, public: type[APIRoute] = PublicRoute) -> None:
     """Every authenticated route (any but a ``public`` one) must say which scope it needs: deny by default."""
 
     def scopes(dependant: Any) -> set[Any]:
