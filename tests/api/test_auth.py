@@ -37,7 +37,7 @@ from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import PipelineSpec
 from tests.api.oidc_issuer import AUDIENCE, Issuer, serve_issuer
 from tests.api.test_fuzz import WitnessedGateway, serve_witnessed
-from tests.support.pipeline_harness import SECRET, UNUSED_DATABASE_URL
+from tests.support.pipeline_harness import SECRET, UI_SECRET, UNUSED_DATABASE_URL
 
 ALL = frozenset({Scope.START, Scope.READ, Scope.CANCEL})
 ALICE_KEY, ALICE = mint("alice", ALL)
@@ -77,6 +77,7 @@ def deployed_settings(keys_file: Path, issuer: Issuer, **overrides: Any) -> Gate
             "ENVIRONMENT": "test",
             "RESONATE_DATABASE_URL": UNUSED_DATABASE_URL,
             "CALLBACK_SIGNING_SECRET": SECRET,
+            "UI_SESSION_SECRET": UI_SECRET,
             "API_KEYS_FILE": keys_file,
             "OIDC_ISSUER": issuer.url,
             "OIDC_AUDIENCE": AUDIENCE,
@@ -475,6 +476,7 @@ class TestTheDevelopmentKey:
             ENVIRONMENT=environment,
             RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
             CALLBACK_SIGNING_SECRET=SECRET,
+            UI_SESSION_SECRET=UI_SECRET,
             OIDC_ISSUER=issuer.url,
             OIDC_AUDIENCE=AUDIENCE,
         )

@@ -38,6 +38,8 @@ from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
 
 SECRET = "unit-test-secret-unit-test-secret-000"
+#: Signs the web page's session cookies in tests that run as a deployment.
+UI_SECRET = "unit-test-ui-session-secret-unit-test-000"
 #: Settings name a Resonate database; in-process tests run on the SDK\'s local server and never connect to it.
 UNUSED_DATABASE_URL = "postgresql://unused@unused.invalid/resonate"
 #: The repository's job catalogue: unit tests start the jobs users start.

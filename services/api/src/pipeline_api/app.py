@@ -99,6 +99,7 @@ from .schemas import (
 )
 from .settings import GatewaySettings
 from .streams import StreamEvent, event_stream
+from .ui import PublicPage, create_ui_app
 
 logger = logging.getLogger("pipeline_api")
 
@@ -556,7 +557,12 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    _refuse_routes_without_a_scope(app)
+    _refuse_routes_without_a_scope(app, PublicRoute)
+    # The web page: an app of its own (session cookies, HTML refusals), held to the same rule.
+    # Mounted here only, so the callback listener (create_callback_app) never serves it.
+    ui = create_ui_app(app, lambda exc: _STATUS_BY_ERROR.get(type(exc), 500))
+    _refuse_routes_without_a_scope(ui, PublicPage)
+    app.mount("/ui", ui)
     return app
 
 
@@ -589,8 +595,8 @@ def _body_limit(settings: GatewaySettings) -> Callable[[str], int]:
     return lambda path: settings.CALLBACK_MAX_BODY_BYTES if path == CALLBACK_PATH else REQUEST_MAX_BODY_BYTES
 
 
-def _refuse_routes_without_a_scope(app: FastAPI) -> None:
-    """Every authenticated route must say which scope it needs: deny by default, at build time."""
+def _refuse_routes_without_a_scope(app: FastAPI, public: type[APIRoute] = PublicRoute) -> None:
+    """Every authenticated route (any but a ``public`` one) must say which scope it needs: deny by default."""
 
     def scopes(dependant: Any) -> set[Any]:
         own = getattr(dependant.call, "required_scope", None)
@@ -600,7 +606,7 @@ def _refuse_routes_without_a_scope(app: FastAPI) -> None:
         return found
 
     for route in app.routes:
-        if isinstance(route, APIRoute) and not isinstance(route, PublicRoute) and not scopes(route.dependant):
+        if isinstance(route, APIRoute) and not isinstance(route, public) and not scopes(route.dependant):
             raise RuntimeError(
                 f"{sorted(route.methods)} {route.path} needs no scope: depend on one of deps' Starter, Reader, "
                 "Canceller or pipeline dependencies, or make it a PublicRoute"

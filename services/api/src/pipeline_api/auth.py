@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
+import jwt
 from starlette.requests import Request
 
 from pipeline_shared.errors import (
@@ -27,7 +29,7 @@ from pipeline_shared.errors import (
     Unauthenticated,
 )
 
-from .keys import ApiKeys
+from .keys import ApiKeys, key_digest
 from .oidc import OidcVerifier
 from .principals import Principal
 from .settings import GatewaySettings
@@ -39,6 +41,20 @@ REALM = "pipelines"
 
 #: RFC 6750 3: error_description may hold only these characters (no quote, no backslash).
 _NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A credential shown once, for a session that outlives the request (the web page's)."""
+
+    principal: Principal
+    #: When the credential stops being valid by itself (an OIDC token's
+    #: ``exp``, seconds since the epoch); None for an API key, valid until revoked.
+    expires_at: int | None
+    #: An API key's digest, as the keys file lists it: what
+    #: :meth:`Authenticator.still_signed_in` checks the key against later.
+    #: Not the key, and no way to one.
+    key_digest: str | None
 
 
 class Authenticator:
@@ -80,6 +96,29 @@ class Authenticator:
             if self._oidc is not None
             else "the credential is not an API key of this gateway (it accepts no OIDC tokens)"
         )
+
+    async def sign_in(self, credential: str) -> SignIn:
+        """:meth:`principal_for`, with what a session needs to keep checking the credential without holding it."""
+        principal = await self.principal_for(credential)
+        if principal.kind == "key":
+            return SignIn(principal, None, key_digest(credential))
+        # Verified just now, signature and all: reading exp unverified reads the verified claim.
+        exp = jwt.decode(credential, options={"verify_signature": False}).get("exp")
+        return SignIn(principal, int(exp) if isinstance(exp, int | float) else None, None)
+
+    def still_signed_in(self, principal: Principal, digest: str | None) -> Principal | None:
+        """The principal a session speaks for now, or None once its API key is revoked or reissued.
+
+        An API key's principal comes from the keys file as it is now (its
+        scopes too, so a narrowed key is narrowed at once). An OIDC
+        principal stands until its token's expiry, which bounds its session.
+        Raises AuthenticationUnavailable while the keys file is unusable.
+        """
+        if principal.kind != "key":
+            return principal
+        if self._keys is None or principal.key_id is None or digest is None:
+            return None
+        return self._keys.current(principal.key_id, digest)
 
 
 def missing_credentials(authorization: str | None) -> Unauthenticated:

@@ -134,7 +134,8 @@ class OwnedPipeline:
     principal: Principal
 
 
-async def _visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+async def visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's."""
     pipelines: Pipelines = request.app.state.pipelines
     root = await pipelines.root(pipeline_id)
     if not principal.may_see(owner_of(root)):
@@ -146,15 +147,15 @@ async def _visible(request: Request, principal: Principal, pipeline_id: str) -> 
 
 
 async def _readable(request: Request, pipeline_id: PipelineIdPath, principal: Reader) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 async def _readable_by_query(request: Request, pipeline_id: PipelineIdQuery, principal: Reader) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 async def _cancellable(request: Request, pipeline_id: PipelineIdPath, principal: Canceller) -> OwnedPipeline:
-    return await _visible(request, principal, pipeline_id)
+    return await visible(request, principal, pipeline_id)
 
 
 ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]
@@ -221,6 +222,16 @@ async def _start_request(request: Request, principal: Starter) -> StartRequest:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
+    return checked_start(request, principal, document)
+
+
+def checked_start(request: Request, principal: Principal, document: PipelineRequest) -> StartRequest:
+    """A well-formed start request checked against the catalogue: its job, the caller's scope for it, its values.
+
+    The one decision of what may be started, for the JSON route and the web
+    page's form alike. Raises RequestValidationError (422, each problem at
+    its field) or InsufficientScope.
+    """
     catalogue: Catalogue = request.app.state.settings.catalogue
     try:
         job = catalogue.job(document.job)

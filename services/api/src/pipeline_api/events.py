@@ -328,7 +328,9 @@ def _emailed(call: PromiseRecord) -> Iterator[Event]:
     else:
         # Rejected: the notifier's error, as Resonate stores an exception ({"message": ...}).
         reason = call.value.data.get("message") if isinstance(call.value.data, dict) else None
-        error = f"the notifier gave up: {reason}" if reason else f"the notifier gave up ({call.state.replace('_', ' ')})"
+        error = (
+            f"the notifier gave up: {reason}" if reason else f"the notifier gave up ({call.state.replace('_', ' ')})"
+        )
     yield Event(
         f"email:{call.id}",
         _settled_at(call),

@@ -82,6 +82,9 @@ class KeyEntry(BaseModel):
     principal: str = Field(pattern=PRINCIPAL_PATTERN)
     scopes: frozenset[Scope] = Field(min_length=1)
 
+    def principal_of(self) -> Principal:
+        return Principal("key", self.principal, self.scopes, key_id=self.id)
+
     def as_toml(self) -> str:
         # json.dumps of these strings (pattern-checked above) is a valid TOML basic string.
         scopes = ", ".join(json.dumps(scope.value) for scope in sorted(self.scopes))
@@ -199,8 +202,24 @@ class ApiKeys:
         # Compared even when no entry matches, so that an unknown id costs what a wrong secret does.
         expected = entry.hash if entry is not None else key_digest("")
         if hmac.compare_digest(key_digest(key), expected) and entry is not None:
-            return Principal("key", entry.principal, entry.scopes, key_id=entry.id)
+            return entry.principal_of()
         return None
+
+    def current(self, key_id: str, digest: str) -> Principal | None:
+        """The principal of key ``key_id`` if the keys file still lists it with ``digest``; else None.
+
+        For sessions that outlive the request that showed the key (the web
+        page's): the key itself is gone, its digest is what is kept. A key
+        deleted from the file, or minted anew under the same id, ends them.
+        Raises AuthenticationUnavailable while the keys file is unusable.
+        """
+        self._follow_file()
+        if self._broken is not None:
+            raise AuthenticationUnavailable("API keys cannot be checked right now; retry later")
+        entry = self._entries.get(key_id)
+        if entry is None or not hmac.compare_digest(entry.hash, digest):
+            return None
+        return entry.principal_of()
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self._path is None:

@@ -18,6 +18,10 @@ from pipeline_shared.settings import (
 from .keys import InvalidKeysFile, load_keys_file
 from .oidc import ASYMMETRIC_ALGORITHMS
 
+#: Signs the web page's session cookies on the development stack. Public on
+#: purpose, like the development signing secret, and refused elsewhere.
+DEVELOPMENT_UI_SESSION_SECRET = f"{DEVELOPMENT_SECRET_PREFIX}ui-session-secret-change-me"
+
 
 def _comma_separated(value: Any) -> Any:
     """``"a, b"`` -> ``("a", "b")``: a list in one environment variable, blanks ignored."""
@@ -71,6 +75,14 @@ class GatewaySettings(CatalogueSettings):
     #: ``pipelines:`` when tokens carry ``pipelines:start``.
     OIDC_SCOPE_PREFIX: str = ""
 
+    # ── the web page (see pipeline_api.ui) ──────────────────────────────
+    #: Signs the page's session cookies (at least 32 characters). Changing it
+    #: signs everybody out.
+    UI_SESSION_SECRET: SecretStr = SecretStr(DEVELOPMENT_UI_SESSION_SECRET)
+    #: The mail sink's page (development), e.g. http://localhost:8025: a
+    #: pipeline's email receipt then links to the email as it arrived. Unset: no link.
+    MAILSINK_UI_URL: str | None = None
+
     _split_lists = field_validator("CALLBACK_SIGNING_PREVIOUS_SECRETS", "OIDC_ALGORITHMS", mode="before")(
         _comma_separated
     )
@@ -82,6 +94,7 @@ class GatewaySettings(CatalogueSettings):
         "OIDC_AUDIENCE",
         "OIDC_JWKS_URL",
         "DATABRICKS_NOTIFICATION_PASSWORD",
+        "MAILSINK_UI_URL",
         mode="before",
     )
     @classmethod
@@ -121,6 +134,13 @@ class GatewaySettings(CatalogueSettings):
             )
         return self
 
+    @field_validator("MAILSINK_UI_URL")
+    @classmethod
+    def _mailsink_url_is_a_web_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("MAILSINK_UI_URL must be an http:// or https:// address, e.g. http://localhost:8025")
+        return value.rstrip("/") if value is not None else None
+
     @model_validator(mode="after")
     def _callback_port_is_another_port(self) -> Self:
         if self.CALLBACK_PORT == self.PORT:
@@ -157,3 +177,14 @@ class GatewaySettings(CatalogueSettings):
     def accepts_development_key(self) -> bool:
         """The development API key is the one key, in development with no keys file."""
         return self.ENVIRONMENT == "development" and self.API_KEYS_FILE is None
+
+    @model_validator(mode="after")
+    def _real_ui_session_secret_outside_development(self) -> Self:
+        value = self.UI_SESSION_SECRET.get_secret_value()
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"UI_SESSION_SECRET must be at least {MIN_SECRET_LENGTH} characters")
+        if self.ENVIRONMENT != "development" and value.startswith(DEVELOPMENT_SECRET_PREFIX):
+            raise ValueError(
+                f"UI_SESSION_SECRET is the development default; refused for ENVIRONMENT={self.ENVIRONMENT}"
+            )
+        return self

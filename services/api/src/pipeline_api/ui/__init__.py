@@ -1,0 +1,11 @@
+"""The gateway's web page, ``/ui``: sign in, list pipelines, follow one, start, cancel, repair, abandon.
+
+Server-rendered (Jinja2), with htmx for the parts that update live; no
+build step, readable without JavaScript. See :mod:`.pages` for the routes,
+:mod:`.sessions` for sign-in and CSRF, :mod:`.views` for what the pages
+work out from the gateway's documents.
+"""
+
+from .pages import PublicPage, create_ui_app
+
+__all__ = ["PublicPage", "create_ui_app"]

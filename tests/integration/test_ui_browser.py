@@ -1,0 +1,131 @@
+"""The gateway's web page in a real browser on the compose stack: sign in, start, watch, cancel, be refused.
+
+Headless Chromium (tests/browser.py) against the stack's gateway; pipelines
+run on the Databricks emulator and their emails reach the mail sink.
+Screenshots of every page land in ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser import PHONE, OpenPage, Screenshots, browser_test
+from tests.integration.clients import Emulator, Gateway, new_id
+from tests.stack import Stack
+
+pytestmark = [pytest.mark.integration, browser_test]
+
+#: A pipeline runs for a few seconds on the emulator; the page polls every 2.
+RUN_TIMEOUT_MS = 90_000
+
+
+async def sign_in(page: Page, stack: Stack, key: str = "dev") -> None:
+    await page.goto(stack.api_url + "/ui")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("API key").fill(stack.keys.keys[key])
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_text(f"Signed in as key:{'test-' + key if key != 'dev' else 'dev'}")).to_be_visible()
+
+
+async def start_from_form(page: Page, stack: Stack, pipeline_id: str, job: str = "csv-statistics") -> None:
+    await page.goto(stack.api_url + f"/ui/start?job={job}")
+    await page.get_by_label("Email").fill(f"{pipeline_id}@example.com")
+    await page.get_by_label("Pipeline id (optional)").fill(pipeline_id)
+    await page.get_by_role("button", name="Start the pipeline").click()
+    await expect(page).to_have_url(re.compile(rf"/ui/pipelines/{re.escape(pipeline_id)}$"))
+
+
+async def test_start_a_pipeline_and_watch_it_succeed_without_reloading(
+    page: Page, stack: Stack, screenshots: Screenshots
+) -> None:
+    await sign_in(page, stack)
+    await page.goto(stack.api_url + "/ui/start")
+    await screenshots.take(page, "start-form")
+    pipeline_id = new_id("ui")
+    await start_from_form(page, stack, pipeline_id)
+    await screenshots.take(page, "just-started")
+    loads: list[str] = []
+    page.on("load", lambda: loads.append(page.url))
+
+    await expect(page.locator("#pipeline-state")).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
+
+    assert loads == [], "the state changed without a reload"
+    columns = page.locator("#result-columns")
+    await expect(columns).to_be_visible()
+    await expect(columns.locator("thead th").first).to_have_text("name")
+    assert await columns.locator("tbody tr").count() >= 1
+    await expect(page.locator("#timeline li").first).to_be_visible()
+    await expect(page.locator("#timeline li[data-kind='finished']")).to_have_count(1)
+    await expect(page.locator("figure.chart svg")).to_be_visible()
+    await expect(page.locator(".chart .phase-running")).to_have_count(1)
+    await expect(page.locator("#run-link")).to_have_attribute("href", re.compile(r"/run/|#job/"))
+    await expect(page.locator("#email-receipt")).to_contain_text("Delivered")
+    await screenshots.take(page, "succeeded")
+
+    await page.goto(stack.api_url + "/ui/?state=succeeded")
+    await expect(page.locator(f"tr[data-pipeline='{pipeline_id}'] .state")).to_have_text("succeeded")
+    await screenshots.take(page, "list")
+
+
+async def test_cancel_a_hanging_pipeline_after_confirming(
+    page: Page, stack: Stack, emulator: Emulator, screenshots: Screenshots
+) -> None:
+    await sign_in(page, stack)
+    pipeline_id = new_id("ui-hang")
+    emulator.plan(pipeline_id, notebook="hang")
+    await start_from_form(page, stack, pipeline_id)
+    await expect(page.locator("#pipeline-state")).to_have_text("waiting", timeout=RUN_TIMEOUT_MS)
+
+    await page.get_by_role("link", name="Cancel it…").click()
+    await expect(page.get_by_role("heading", name=re.compile("Cancel pipeline"))).to_be_visible()
+    await screenshots.take(page, "confirm-cancel")
+    await page.get_by_role("button", name="Yes, cancel it").click()
+
+    await expect(page.locator("#pipeline-state")).to_have_text("cancelled", timeout=RUN_TIMEOUT_MS)
+    await screenshots.take(page, "cancelled")
+
+
+async def test_another_principals_pipeline_is_refused_as_missing(
+    page: Page, stack: Stack, gateway: Gateway, screenshots: Screenshots
+) -> None:
+    pipeline_id = new_id("ui-devs")
+    assert gateway.start(pipeline_id).status_code == 202
+    await sign_in(page, stack, "other")
+
+    for path in (f"/ui/pipelines/{pipeline_id}", f"/ui/pipelines/{pipeline_id}/cancel"):
+        response = await page.goto(stack.api_url + path)
+        assert response is not None and response.status == 404
+        await expect(page.get_by_role("heading", name="No such pipeline")).to_be_visible()
+    await screenshots.take(page, "refused")
+    gateway.wait_for(pipeline_id, "succeeded")
+
+
+async def test_a_refused_action_names_what_was_wrong(page: Page, stack: Stack, gateway: Gateway) -> None:
+    pipeline_id = new_id("ui-done")
+    gateway.start(pipeline_id)
+    gateway.wait_for(pipeline_id, "succeeded")
+    await sign_in(page, stack)
+    # A finished pipeline offers no action; its confirmation page, opened by address, is refused on submit.
+    await page.goto(stack.api_url + f"/ui/pipelines/{pipeline_id}/abandon")
+    await page.get_by_role("button", name="Yes, abandon it").click()
+    await expect(page.locator("#action-problem")).to_contain_text("already finished")
+
+
+async def test_the_pages_read_on_a_phone(open_page: OpenPage, stack: Stack, screenshots: Screenshots) -> None:
+    page = await open_page(**PHONE)
+    await sign_in(page, stack)
+    await page.goto(stack.api_url + "/ui/")
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"the list is {width} px wide on a 375 px phone"
+    await screenshots.take(page, "phone-list")
+    await page.goto(stack.api_url + "/ui/start")
+    await screenshots.take(page, "phone-start")
+
+
+async def test_the_skip_link_is_the_first_stop_of_the_keyboard(page: Page, stack: Stack) -> None:
+    await sign_in(page, stack)
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
