@@ -179,3 +179,30 @@ async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one()
         assert kinds(events) == ["started", "callback_received", "email_delivered", "finished"]
     finally:
         await harness.resonate.stop()
+
+
+async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_late_readings_are_left_out() -> None:
+    """After a worker crash the trigger step can record its run after the run called back; a late check reads moot."""
+    harness = Harness()
+    try:
+        spec, handle = harness.start()
+        await harness.wait_for_run(spec)
+        await harness.settle(spec, status="success", result={})
+        await finished(handle)
+        promises = promises_of(harness, spec.id)
+        root, trigger = promises[spec.id], promises[ids.trigger_step_id(spec.id)]
+        called_at = next(e.at_ms for e in timeline(harness, spec.id) if e.kind == "callback_received")
+        late = {**trigger.value.data, "started_at": called_at + 5_000}
+        promises[trigger.id] = msgspec.structs.replace(trigger, value=Value(data=late))
+        check = msgspec.structs.replace(
+            trigger,
+            id=f"{spec.id}:watch9",
+            value=Value(data={"note": "x", "life_cycle_state": "TERMINATED", "read_at": root.settled_at + 1}),
+        )
+        promises[check.id] = check
+
+        events = timeline_of(root, promises)
+        assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
+        assert events[1].at_ms == called_at and events[1].data["recorded_at"].endswith("Z")
+    finally:
+        await harness.resonate.stop()

@@ -92,8 +92,35 @@ class Event:
 
 
 def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> list[Event]:
-    """The events of the pipeline whose root is ``root``, given all its promises by id, in order."""
-    return sorted(_events(root, promises), key=lambda event: event.order)
+    """The events of the pipeline whose root is ``root``, given all its promises by id, in order.
+
+    Two times are corrected by what the other events prove. The trigger step
+    records its run when it completes, which after a worker crash or a
+    throttled ``run-now`` can be later than the run's own callback: the run
+    existed by its first sign of life, so that is when it shows as triggered
+    (``recorded_at`` keeps the step's time). And a check of the run that read
+    it after the pipeline had finished tells nothing about the pipeline: it is
+    left out.
+    """
+    events = list(_events(root, promises))
+    ended = root.settled_at if root.state != "pending" else None
+    if ended is not None:
+        events = [e for e in events if e.kind != "databricks_state" or e.at_ms <= ended]
+    signs = [e.at_ms for e in events if e.kind in _SIGNS_OF_THE_RUN and e.data.get("attempt") == 0]
+    events = [_no_later_than(e, min(signs)) if e.kind == "run_triggered" and signs else e for e in events]
+    return sorted(events, key=lambda event: event.order)
+
+
+#: Events only a triggered run can cause.
+_SIGNS_OF_THE_RUN = frozenset(
+    {"callback_received", "outcome_read_from_run", "notification_received", "databricks_state"}
+)
+
+
+def _no_later_than(event: Event, at_ms: int) -> Event:
+    if event.at_ms <= at_ms:
+        return event
+    return Event(event.key, at_ms, event.kind, event.summary, {**event.data, "recorded_at": _iso(event.at_ms)})
 
 
 def _events(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> Iterator[Event]:
@@ -222,7 +249,7 @@ def _checked(check: PromiseRecord, attempt: int, source: str = "watchdog") -> It
     if seen is None or seen.life_cycle_state is None:
         return
     report = RunReport(life_cycle_state=seen.life_cycle_state, result_state=seen.result_state)
-    yield _state_seen(f"state:{check.id}", _settled_at(check), report, source, attempt)
+    yield _state_seen(f"state:{check.id}", seen.read_at or _settled_at(check), report, source, attempt)
 
 
 def _state_seen(key: str, at: int, report: RunReport, source: str, attempt: int) -> Event:

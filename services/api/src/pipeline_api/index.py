@@ -53,7 +53,7 @@ from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, Pip
 from pipeline_shared.models import PipelineState
 
 from . import metrics
-from .events import timeline_of
+from .events import KINDS, timeline_of
 from .pipelines import Pipelines, owner_of
 from .principals import Principal, Scope
 from .schemas import PipelineEvent, PipelinePage, PipelineSummary
@@ -153,10 +153,11 @@ class PipelineIndex:
         """The pipeline's events, in the order they happened; only those indexed after ``after`` if given."""
         rows = await self._fetch(
             sql.SQL(
-                "SELECT seq, at, kind, summary, data FROM pipelines.event "
-                "WHERE pipeline_id = %(id)s AND seq > %(after)s ORDER BY at, seq"
+                "SELECT seq, at, kind, summary, data FROM pipelines.event WHERE pipeline_id = %(id)s AND "
+                "seq > %(after)s ORDER BY at, array_position(%(kinds)s::text[], kind), seq"
             ),
-            {"id": pipeline_id, "after": after},
+            # Events of the same moment in the order they happen (a run is triggered before it calls back).
+            {"id": pipeline_id, "after": after, "kinds": list(KINDS)},
         )
         return [PipelineEvent(**row) for row in rows]
 

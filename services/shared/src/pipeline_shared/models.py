@@ -279,6 +279,8 @@ class CheckOutcome(_Model):
     #: The run's state as the check read it; None when Databricks could not be read.
     life_cycle_state: str | None = None
     result_state: str | None = None
+    #: When the run was read (epoch ms); the check's value is recorded a little later.
+    read_at: int | None = None
 
 
 class WatchRequest(_Model):

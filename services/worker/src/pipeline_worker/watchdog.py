@@ -118,6 +118,7 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcom
     with pipeline_context(watch.pipeline_id):
         if (await deps.promises.get(watch.promise_id)).state != "pending":
             return CheckOutcome(note="callback promise settled")
+        read_at = now_ms()
         try:
             run = await deps.databricks.read_run(
                 watch.run_id, result_task=job.result_task, output_budget=deps.report_output_budget_bytes
@@ -125,7 +126,15 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcom
         except (TransientDatabricksError, PermanentDatabricksError) as exc:
             logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
             run = None
-        seen = {"life_cycle_state": run.report.life_cycle_state, "result_state": run.report.result_state} if run else {}
+        seen = (
+            {
+                "life_cycle_state": run.report.life_cycle_state,
+                "result_state": run.report.result_state,
+                "read_at": read_at,
+            }
+            if run
+            else {}
+        )
         if run is None or not run.verdict.terminal:
             _count_if_overdue(job, watch)
             if watch.hint:
