@@ -211,30 +211,24 @@ def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(gateway:
 def test_the_list_stream_tells_each_change_of_the_callers_pipelines_only(stack: Stack, gateway: Gateway) -> None:
     other = Gateway(stack.api_url, stack.keys.keys["other"])
     mine, theirs = new_id("stream-mine"), new_id("stream-theirs")
-    seen: list[tuple[str, str, str]] = []
-    opened = threading.Event()
-
-    def listen() -> None:
-        with gateway.http.stream("GET", "/pipelines", params={"follow": "true"}, timeout=60) as response:
-            seen.append(("", "", str(response.status_code)))
-            opened.set()
-            for event, _, data in _sse(response):
-                seen.append((data["id"], data["state"], event))
-                if (mine, "succeeded", "pipeline") in seen:
-                    return
-
-    listener = threading.Thread(target=listen)
-    listener.start()
-    assert opened.wait(10)
-    time.sleep(0.5)
+    # Started before the stream opens: the page's position makes the stream tell everything since.
+    position = gateway.page(limit=1)["stream_position"]
     assert other.start(theirs).status_code == 202
     assert gateway.start(mine).status_code == 202
-    listener.join(60)
-    assert not listener.is_alive(), seen
-    assert seen[0] == ("", "", "200")
-    assert {event for _, _, event in seen[1:]} == {"pipeline"}, seen
-    states = [state for pipeline_id, state, _ in seen if pipeline_id == mine]
-    assert states[-1] == "succeeded" and "waiting" in states, states
+    seen: list[tuple[str, str, str]] = []
+    headers = {"last-event-id": str(position)}
+    with gateway.http.stream("GET", "/pipelines", params={"follow": "true"}, headers=headers) as response:
+        assert response.status_code == 200
+        for event, position_now, data in _sse(response):
+            assert int(position_now) > position
+            seen.append((data["id"], data["state"], event))
+            if (mine, "succeeded", "pipeline") in seen:
+                break
+    assert {event for _, _, event in seen} == {"pipeline"}, seen
+    # Each message is the pipeline as it then was: its states come in the order it went through them.
+    lifecycle = ["starting", "waiting", "notifying", "succeeded"]
+    states = [lifecycle.index(state) for pipeline_id, state, _ in seen if pipeline_id == mine]
+    assert states == sorted(states) and states[-1] == 3, seen
     assert all(pipeline_id != theirs for pipeline_id, _, _ in seen), seen
 
 

@@ -309,8 +309,14 @@ def list_pages(gateway: Gateway, filters: dict[str, Any], limit: int, cursor: st
     return {"items": items, "next_cursor": None, "total": page["total"]}
 
 
-def follow_list(gateway: Gateway, filters: dict[str, Any], view: views.PipelineListView, reconnect_for: float) -> int:
-    for message in gateway.stream("/pipelines", filters, None, reconnect_for):
+def follow_list(
+    gateway: Gateway,
+    filters: dict[str, Any],
+    view: views.PipelineListView,
+    reconnect_for: float,
+    after: str | None = None,
+) -> int:
+    for message in gateway.stream("/pipelines", filters, after, reconnect_for):
         if message.event == "pipeline":
             view.show(message.id or None, message.json())
     raise AssertionError("a followed stream ends only by raising")  # pragma: no cover
@@ -455,9 +461,11 @@ def _run(args: argparse.Namespace, gateway: Gateway) -> int:
                 return follow_list(gateway, filters, views.PipelineListJsonLines(), args.reconnect_for)
             if not sys.stdout.isatty():
                 return follow_list(gateway, filters, views.PipelineListLines(), args.reconnect_for)
-            first = gateway.request("GET", "/pipelines", params={**filters, "limit": args.limit})["items"]
-            with views.LivePipelineList(views.terminal_console(no_color), first) as live:
-                return follow_list(gateway, filters, live, args.reconnect_for)
+            first = gateway.request("GET", "/pipelines", params={**filters, "limit": args.limit})
+            # The stream picks up where the page was read, so no change in between is missed.
+            after = str(first.get("stream_position", 0))
+            with views.LivePipelineList(views.terminal_console(no_color), first["items"]) as live:
+                return follow_list(gateway, filters, live, args.reconnect_for, after)
         page = list_pages(gateway, filters, args.limit, args.cursor, args.all)
         if as_json:
             views.print_json(page)

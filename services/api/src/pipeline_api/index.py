@@ -118,6 +118,8 @@ class PipelineIndex:
 
     async def page(self, principal: Principal, query: ListQuery) -> PipelinePage:
         """One page of the pipelines ``principal`` may see, newest first."""
+        # Read before the page, so that a stream resumed from it misses no change made meanwhile.
+        position = await self._position()
         where, params = _filters(principal, query)
         after = where
         if query.cursor is not None:
@@ -143,6 +145,7 @@ class PipelineIndex:
             items=items,
             next_cursor=_encode_cursor(rows[query.limit - 1]) if more else None,
             total=total if total <= TOTAL_LIMIT else None,
+            stream_position=position,
         )
 
     async def summary(self, pipeline_id: str) -> PipelineSummary | None:
@@ -184,8 +187,7 @@ class PipelineIndex:
         """Each change of a pipeline matching ``query`` after version ``after`` (None: from now), as it happens."""
         where, params = _filters(principal, query)
         if after is None:
-            rows = await self._fetch(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM pipelines.pipeline"), {})
-            after = rows[0]["v"]
+            after = await self._position()
         while True:
             rows = await self._fetch(
                 sql.SQL(
@@ -198,6 +200,11 @@ class PipelineIndex:
                 yield after, _summary(row)
             if len(rows) < 500:
                 await self._news.wait(FOLLOW_POLL_SECONDS)
+
+    async def _position(self) -> int:
+        """The latest version a pipeline row has: where a stream of the changes from now on starts."""
+        rows = await self._fetch(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM pipelines.pipeline"), {})
+        return rows[0]["v"]
 
     async def problem(self) -> str | None:
         """None when the index is at the migration this code needs, else why not."""

@@ -245,6 +245,10 @@ class PipelinePage(BaseModel):
     total: int | None = Field(
         description="How many pipelines match the filters; null when more than 10,000 do (counting them is not cheap)."
     )
+    stream_position: int = Field(
+        default=0,
+        description="Send as Last-Event-ID to GET /pipelines?follow=true to hear of every change after this page.",
+    )
 
 
 class PipelineEvent(BaseModel):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -70,7 +71,7 @@ class Session:
 class SessionCookies:
     """Issues and reads the signed cookies; the clock is a seam for tests."""
 
-    def __init__(self, secret: str, clock: callable = time.time) -> None:  # type: ignore[valid-type]
+    def __init__(self, secret: str, clock: Callable[[], float] = time.time) -> None:
         self._sessions = URLSafeTimedSerializer(secret, salt="pipelines-ui-session")
         self._sign_ins = URLSafeTimedSerializer(secret, salt="pipelines-ui-sign-in")
         self._clock = clock
