@@ -162,8 +162,8 @@ def assert_timeline_tells(doc: dict[str, Any], events: list[dict[str, Any]]) -> 
     assert kinds[0] == "started" and kinds[-1] == "finished", where
     assert kinds.count("started") == 1 and kinds.count("finished") == 1, where
     assert events[-1]["data"]["state"] == doc["state"], where
-    times = [event["at"] for event in events]
-    assert times == sorted(times), f"{where}: not in time order: {times}"
+    times = [datetime.fromisoformat(event["at"]) for event in events]
+    assert times == sorted(times), f"{where}: not in time order: {[event['at'] for event in events]}"
     assert len({event["seq"] for event in events}) == len(events), f"{where}: an event twice"
     triggered = [event["data"]["run_id"] for event in events if event["kind"] == "run_triggered"]
     run = doc["databricks"]

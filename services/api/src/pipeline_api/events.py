@@ -94,11 +94,11 @@ class Event:
 def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> list[Event]:
     """The events of the pipeline whose root is ``root``, given all its promises by id, in order.
 
-    Two times are corrected by what the other events prove. The trigger step
-    records its run when it completes, which after a worker crash or a
-    throttled ``run-now`` can be later than the run's own callback: the run
-    existed by its first sign of life, so that is when it shows as triggered
-    (``recorded_at`` keeps the step's time). And a check of the run that read
+    Two times are corrected by what the other events prove. The trigger and
+    repair steps record their run when they complete, which after a worker
+    crash or a throttled ``run-now`` can be later than the run's own
+    callback: the run existed by its first sign of life, so that is when it
+    shows as triggered or repaired (``recorded_at`` keeps the step's time). And a check of the run that read
     it after the pipeline had finished tells nothing about the pipeline: it is
     left out.
     """
@@ -106,19 +106,25 @@ def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> l
     ended = root.settled_at if root.state != "pending" else None
     if ended is not None:
         events = [e for e in events if e.kind != "databricks_state" or e.at_ms <= ended]
-    signs = [e.at_ms for e in events if e.kind in _SIGNS_OF_THE_RUN and e.data.get("attempt") == 0]
-    events = [_no_later_than(e, min(signs)) if e.kind == "run_triggered" and signs else e for e in events]
+    first_sign: dict[int, int] = {}
+    for event in events:
+        if event.kind in _SIGNS_OF_THE_RUN:
+            attempt = event.data["attempt"]
+            first_sign[attempt] = min(event.at_ms, first_sign.get(attempt, event.at_ms))
+    events = [_no_later_than(e, first_sign.get(e.data["attempt"])) if e.kind in _STARTS else e for e in events]
     return sorted(events, key=lambda event: event.order)
 
 
-#: Events only a triggered run can cause.
+#: Events only a running attempt (the original run, or a repair of it) can cause.
 _SIGNS_OF_THE_RUN = frozenset(
     {"callback_received", "outcome_read_from_run", "notification_received", "databricks_state"}
 )
+#: Events that start an attempt, recorded by a step once it completes.
+_STARTS = frozenset({"run_triggered", "repaired"})
 
 
-def _no_later_than(event: Event, at_ms: int) -> Event:
-    if event.at_ms <= at_ms:
+def _no_later_than(event: Event, at_ms: int | None) -> Event:
+    if at_ms is None or event.at_ms <= at_ms:
         return event
     return Event(event.key, at_ms, event.kind, event.summary, {**event.data, "recorded_at": _iso(event.at_ms)})
 
