@@ -14,6 +14,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from pipeline_api import keys as api_keys
 from pipeline_api.app import create_app
 from pipeline_api.keys import KeyEntry, mint
 from pipeline_api.principals import Scope
+from pipeline_api.schemas import PipelineEvent
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
-from pipeline_api.ui.views import result_view
+from pipeline_api.ui.views import CHART_WIDTH, LABEL_WIDTH, Phase, chart, phases, result_view
 from pipeline_shared.resonate_client import ResonateLink
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UI_SECRET, UNUSED_DATABASE_URL, Harness
 
@@ -464,3 +466,43 @@ def test_result_view_lays_out_records_as_tables_and_the_rest_as_fields() -> None
     assert [name for name, _ in view.fields] == ["source", "row_count", "column_count"]
     [columns] = view.tables
     assert columns.headers[:2] == ["name", "type"] and columns.rows[0][0] == "city"
+
+
+def test_the_chart_draws_each_phase_on_one_time_axis_with_its_duration_where_it_can_be_read() -> None:
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    drawn = [
+        Phase("queued", t0, t0 + timedelta(milliseconds=130)),
+        Phase("running", t0 + timedelta(milliseconds=130), t0 + timedelta(seconds=1.75)),
+        Phase("emailing", t0 + timedelta(seconds=1.75), t0 + timedelta(seconds=2)),
+    ]
+    drawing = chart(drawn)
+    assert drawing is not None
+    queued, running, emailing = drawing.bars
+    assert queued.x == LABEL_WIDTH and round(emailing.x + emailing.width) <= CHART_WIDTH - 30
+    assert queued.x + queued.width == pytest.approx(running.x, abs=0.2)
+    assert running.width > 5 * emailing.width
+    # Beside the bar where there is room; the last, at the axis's end, gets its label on its left.
+    assert running.label_at[1:] == ("start", False) and running.label_at[0] > running.x + running.width
+    assert emailing.label_at[1:] == ("end", False) and emailing.label_at[0] < emailing.x
+    assert [text for _, text in drawing.ticks][-1] == "2.0 s"
+
+
+def test_a_repaired_pipelines_phases_are_read_off_its_timeline() -> None:
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    kinds = [
+        "started", "run_triggered", "callback_received", "awaiting_repair", "email_delivered",
+        "repair_requested", "repaired", "callback_received", "email_delivered", "finished",
+    ]  # fmt: skip
+    events = [
+        PipelineEvent(seq=n, at=t0 + timedelta(seconds=10 * n), kind=kind, summary=kind) for n, kind in enumerate(kinds)
+    ]
+    drawn = phases(events, final=True, now=t0 + timedelta(hours=1))
+    assert [(p.name, p.seconds) for p in drawn] == [
+        ("queued", 10),
+        ("running", 10),
+        ("awaiting repair", 20),
+        ("repairing", 10),
+        ("emailing", 10),
+    ]
+    still = phases(events[:4], final=False, now=t0 + timedelta(seconds=95))
+    assert (still[-1].name, still[-1].open, still[-1].seconds) == ("awaiting repair", True, 65)

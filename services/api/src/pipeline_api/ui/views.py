@@ -101,12 +101,26 @@ def phases(events: list[PipelineEvent], *, final: bool, now: datetime) -> list[P
     return done
 
 
+#: Room a bar's duration label takes, in SVG user units (about 12 characters).
+DURATION_LABEL_WIDTH = 110
+
+
 @dataclass(frozen=True)
 class Bar:
     phase: Phase
     y: float
     x: float
     width: float
+
+    @property
+    def label_at(self) -> tuple[float, str, bool]:
+        """Where its duration goes: (x, text-anchor, inside the bar). Beside it where there is room, else inside."""
+        right = self.x + self.width + 4
+        if right + DURATION_LABEL_WIDTH <= CHART_WIDTH:
+            return round(right, 1), "start", False
+        if self.x - LABEL_WIDTH >= DURATION_LABEL_WIDTH:
+            return round(self.x - 4, 1), "end", False
+        return round(self.x + self.width - 6, 1), "end", True
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,8 @@ def chart(drawn: list[Phase]) -> Chart | None:
         return None
     start = min(p.start for p in drawn)
     span = max((max(p.end for p in drawn) - start).total_seconds(), 0.001)
-    plot = CHART_WIDTH - LABEL_WIDTH - 10
+    # Room on the right for the last tick's label, centred on the axis's end.
+    plot = CHART_WIDTH - LABEL_WIDTH - 30
     bars = []
     for row, phase in enumerate(drawn):
         x = LABEL_WIDTH + plot * (phase.start - start).total_seconds() / span
