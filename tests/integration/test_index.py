@@ -9,6 +9,9 @@ or show one twice.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -296,3 +299,28 @@ def test_the_index_is_fed_inside_resonates_own_transactions(stack: Stack, gatewa
         assert before == after == (0,)
         migrations = conn.execute("SELECT version, name FROM pipelines.schema_migrations ORDER BY version").fetchall()
         assert migrations[0] == (1, "0001_pipeline_index")
+
+
+def test_the_cli_lists_watches_and_tells_the_timeline_of_a_pipeline(stack: Stack, gateway: Gateway) -> None:
+    """`pipelines list`, `watch` and `events` against the stack's gateway, as a script would run them."""
+    pipeline_id, since = new_id("cli-watch"), _now()
+    assert gateway.start(pipeline_id).status_code == 202
+    cli = [sys.executable, "-m", "pipeline_api.cli", "--gateway", stack.api_url, "--json"]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=120, env=os.environ)
+
+    watched = run("watch", pipeline_id)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert (lines[-1]["event"], lines[-1]["data"]) == ("end", {"pipeline_id": pipeline_id, "state": "succeeded"})
+    told = run("events", pipeline_id)
+    assert told.returncode == 0, told.stderr
+    timeline = json.loads(told.stdout)
+    assert [e["kind"] for e in timeline["events"]][-1] == "finished"
+    assert [line["data"] for line in lines if line["event"] == "timeline"] == timeline["events"]
+    listed = run("list", "--all", "--created-after", since)
+    assert listed.returncode == 0, listed.stderr
+    assert pipeline_id in {item["id"] for item in json.loads(listed.stdout)["items"]}
+    missing = run("events", "no-such-pipeline")
+    assert missing.returncode == 2 and json.loads(missing.stderr)["error"]["status"] == 404

@@ -129,3 +129,19 @@ async def test_the_skip_link_is_the_first_stop_of_the_keyboard(page: Page, stack
     await sign_in(page, stack)
     await page.keyboard.press("Tab")
     await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+
+
+async def test_the_list_shows_a_new_pipeline_and_its_states_without_reloading(
+    page: Page, stack: Stack, gateway: Gateway, screenshots: Screenshots
+) -> None:
+    await sign_in(page, stack)
+    await page.goto(stack.api_url + "/ui/")
+    loads: list[str] = []
+    page.on("load", lambda: loads.append(page.url))
+    pipeline_id = new_id("ui-live")
+    assert gateway.start(pipeline_id).status_code == 202
+
+    state = page.locator(f"tr[data-pipeline='{pipeline_id}'] .state")
+    await expect(state).to_have_text("succeeded", timeout=RUN_TIMEOUT_MS)
+    assert loads == [], "the list changed without a reload"
+    await screenshots.take(page, "live-list")
