@@ -209,6 +209,11 @@ def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(gateway:
     ) as response:
         resumed = [data for event, _, data in _sse(response) if event == "timeline"]
     assert resumed == [event for event in streamed if event["seq"] > cut]
+    # Resuming after the last event of a finished pipeline just ends.
+    last = {"last-event-id": str(max(event["seq"] for event in streamed))}
+    with gateway.http.stream("GET", f"/pipelines/{pipeline_id}/events?follow=true", headers=last) as response:
+        ending = [(event, data) for event, _, data in _sse(response, within=10)]
+    assert ending == [("end", {"pipeline_id": pipeline_id, "state": "succeeded"})]
 
 
 def test_the_list_stream_tells_each_change_of_the_callers_pipelines_only(stack: Stack, gateway: Gateway) -> None:

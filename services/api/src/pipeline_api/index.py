@@ -36,6 +36,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +77,8 @@ TOTAL_LIMIT = 10_000
 BATCH_NOTES = 1_000
 #: Longest a follower or an idle projector goes without looking, notifications or not.
 FOLLOW_POLL_SECONDS = 1.0
+#: How long a followed timeline waits for a pipeline the index has not shown yet.
+NOT_INDEXED_SECONDS = 60.0
 #: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
 PROJECTOR_LOCK = 0x70_69_70_65  # "pipe"
 
@@ -165,11 +168,16 @@ class PipelineIndex:
         return [PipelineEvent(**row) for row in rows]
 
     async def follow_timeline(self, pipeline_id: str, after: int = 0) -> AsyncIterator[PipelineEvent]:
-        """Every event after ``after``, then each new one as it is indexed; ends after ``finished``.
+        """Every event after ``after``, then each new one as it is indexed; ends once the pipeline has finished.
 
+        A pipeline's state and its events are written in one transaction, so
+        once the index shows it final, every event it will ever have is there.
         Also ends when the pipeline leaves the index (collected after its
-        retention period).
+        retention period), or is still not in it after :data:`NOT_INDEXED_SECONDS`
+        (the caller read it from Resonate: it is only just started, or gone).
         """
+        indexed = after > 0
+        deadline = time.monotonic() + NOT_INDEXED_SECONDS
         while True:
             events = await self.timeline(pipeline_id, after)
             for event in events:
@@ -177,8 +185,15 @@ class PipelineIndex:
                 yield event
             if any(event.kind == "finished" for event in events):
                 return
-            if not events and await self.summary(pipeline_id) is None:
-                return
+            if events:
+                indexed = True
+            else:
+                summary = await self.summary(pipeline_id)
+                if summary is not None and summary.state.is_final:
+                    return
+                if summary is None and (indexed or time.monotonic() > deadline):
+                    return
+                indexed = indexed or summary is not None
             await self._news.wait(FOLLOW_POLL_SECONDS)
 
     async def follow_list(
