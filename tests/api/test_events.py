@@ -80,6 +80,10 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         spec, handle = harness.start(parameters={"source": "/data/typo.csv"})
         await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
+        # The person decides once told (else the decision may come before the email's receipt).
+        async with asyncio.timeout(5):
+            while "email_delivered" not in kinds(timeline(harness, spec.id)):
+                await asyncio.sleep(0.01)
         await harness.decide(spec, 1, "repair", parameters={"source": "/data/fixed.csv"})
         record = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
         await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})

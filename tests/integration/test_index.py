@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from tests.integration.clients import Emulator, Gateway, MailSink, assert_timeline_tells, new_id
+from tests.integration.test_resonate_server import SERVICE_ROLES
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -329,3 +330,16 @@ def test_the_cli_lists_watches_and_tells_the_timeline_of_a_pipeline(stack: Stack
     assert pipeline_id in {item["id"] for item in json.loads(listed.stdout)["items"]}
     missing = run("events", "no-such-pipeline")
     assert missing.returncode == 2 and json.loads(missing.stderr)["error"]["status"] == 404
+
+
+def test_only_the_gateways_role_reads_the_index_and_only_one_pipeline_at_a_time(stack: Stack) -> None:
+    api, worker = SERVICE_ROLES["api"], SERVICE_ROLES["worker"]
+    with psycopg.connect(stack.resonate_dsn(*api), autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM pipelines.pipeline").fetchone()
+        assert conn.execute("SELECT count(*) FROM pipelines.promises_of('no-such-pipeline')").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM resonate.promises LIMIT 1")
+    with psycopg.connect(stack.resonate_dsn(*worker), autocommit=True) as conn:
+        for forbidden in ("SELECT * FROM pipelines.pipeline", "SELECT * FROM pipelines.promises_of('x')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(forbidden)

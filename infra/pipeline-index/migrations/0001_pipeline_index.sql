@@ -15,7 +15,8 @@
 -- own record (pipelines.schema_migrations); see infra/pipeline-index/README.md.
 
 -- Granted by the bootstrap to the logins named in RESONATE_PG_INDEX_LOGINS
--- (the gateway's): read Resonate's promises, keep the index.
+-- (the gateway's): read one pipeline's promises (pipelines.promises_of, not
+-- Resonate's tables themselves), keep the index.
 -- Roles belong to the cluster, not the database: one may be there already.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pipelines_index') THEN
@@ -24,8 +25,6 @@ DO $$ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA pipelines TO pipelines_index;
 GRANT SELECT ON pipelines.schema_migrations TO pipelines_index;
-GRANT USAGE ON SCHEMA resonate TO pipelines_index;
-GRANT SELECT ON resonate.promises TO pipelines_index;
 
 -- Every pipeline's place in the index's history: a row's version and an
 -- event's seq both come from here, so "what changed after N" is one number.
@@ -75,6 +74,15 @@ CREATE TABLE pipelines.event (
 );
 CREATE INDEX event_by_seq ON pipelines.event (pipeline_id, seq);
 GRANT SELECT, INSERT, UPDATE, DELETE ON pipelines.event TO pipelines_index;
+
+-- One pipeline's promises, its root and every child: what the projector reads.
+-- The index's role may read Resonate's promises this way only, one pipeline at a time.
+CREATE FUNCTION pipelines.promises_of(pipeline_id text) RETURNS SETOF resonate.promises
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT * FROM resonate.promises WHERE origin_id = pipeline_id
+$$;
+REVOKE ALL ON FUNCTION pipelines.promises_of(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pipelines.promises_of(text) TO pipelines_index;
 
 -- Runs as its owner (the superuser), so that a write by any service's role
 -- notes its change; it touches nothing but pipelines.changes.

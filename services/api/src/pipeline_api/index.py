@@ -312,7 +312,7 @@ class PipelineIndex:
         """Rewrite one pipeline's row and events from its promises as they are now."""
         cursor = await conn.execute(
             "SELECT id, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, "
-            "created_at, settled_at FROM resonate.promises WHERE origin_id = %s",
+            "created_at, settled_at FROM pipelines.promises_of(%s)",
             (pipeline_id,),
         )
         promises = {record.id: record for record in map(_record, await cursor.fetchall())}
