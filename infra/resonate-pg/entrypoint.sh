@@ -124,7 +124,8 @@ fi
 # applied migration whose file has changed since, or a database that has one
 # this image does not carry, stops the start: a migration is never rewritten.
 MIGRATIONS=/opt/pipeline-index/migrations
-psql_as_superuser --dbname="$DATABASE" --command="CREATE SCHEMA IF NOT EXISTS pipelines" \
+psql_as_superuser --dbname="$DATABASE" --command="SET client_min_messages = warning" \
+    --command="CREATE SCHEMA IF NOT EXISTS pipelines" \
     --command="CREATE TABLE IF NOT EXISTS pipelines.schema_migrations (
     version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now())"
