@@ -51,6 +51,13 @@ def kinds(events: list[Event]) -> list[str]:
     return [event.kind for event in events]
 
 
+async def told(harness: Harness, pipeline_id: str) -> None:
+    """Until the email saying it awaits repair is delivered: a person decides once told (a test could be quicker)."""
+    async with asyncio.timeout(5):
+        while "email_delivered" not in kinds(timeline(harness, pipeline_id)):
+            await asyncio.sleep(0.01)
+
+
 async def test_a_pipeline_that_succeeds_tells_its_start_run_callback_email_and_end() -> None:
     harness = Harness()
     try:
@@ -80,10 +87,7 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         spec, handle = harness.start(parameters={"source": "/data/typo.csv"})
         await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
-        # The person decides once told (else the decision may come before the email's receipt).
-        async with asyncio.timeout(5):
-            while "email_delivered" not in kinds(timeline(harness, spec.id)):
-                await asyncio.sleep(0.01)
+        await told(harness, spec.id)
         await harness.decide(spec, 1, "repair", parameters={"source": "/data/fixed.csv"})
         record = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
         await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})
@@ -125,6 +129,7 @@ async def test_abandoned_cancelled_and_refused_emails_are_told_with_who_and_why(
         abandoned, handle = harness.start()
         await harness.wait_for_run(abandoned)
         await harness.settle(abandoned, status="failure", error=BUG)
+        await told(harness, abandoned.id)
         await harness.decide(abandoned, 1, "abandon")
         await finished(handle)
         events = timeline(harness, abandoned.id)
