@@ -19,9 +19,10 @@ How it keeps up, without ever disagreeing for long:
    /pipelines/{id}`` (:class:`Pipelines`, run over that snapshot), the events
    by :func:`.events.timeline_of`. It deletes the notes it handled in the
    same transaction, so a projector killed half way leaves them for the next.
-3. A reader sees, between a change in Resonate and its projection (tens of
-   milliseconds while the gateway runs; until it runs again otherwise), the
-   pipeline's previous state: never a state it has not been in.
+3. A reader sees, between a change in Resonate and its projection (about
+   :data:`PROJECTION_DELAY_SECONDS` while the gateway runs, which lets a
+   pipeline's burst of writes be projected once; until it runs again
+   otherwise), the pipeline's previous state: never a state it has not been in.
 
 Readers that follow (the SSE streams) are woken by ``pipelines_indexed``,
 which a projection NOTIFYs, and read again at least every
@@ -77,6 +78,8 @@ TOTAL_LIMIT = 10_000
 BATCH_NOTES = 1_000
 #: Longest a follower or an idle projector goes without looking, notifications or not.
 FOLLOW_POLL_SECONDS = 1.0
+#: How long the projector lets changes gather before it projects them; what a reader of the index trails by.
+PROJECTION_DELAY_SECONDS = 0.25
 #: How long a followed timeline waits for a pipeline the index has not shown yet.
 NOT_INDEXED_SECONDS = 60.0
 #: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
@@ -252,6 +255,9 @@ class PipelineIndex:
         listener = asyncio.create_task(self._listen(), name="pipeline-index-listener")
         try:
             while True:
+                # A pipeline writes several promises within moments (a callback, the email's call and its
+                # answer, the outcome): waiting this long projects it once for them all, not once each.
+                await asyncio.sleep(PROJECTION_DELAY_SECONDS)
                 try:
                     projected = await self.project_pending()
                 except (CoordinatorUnavailable, psycopg.OperationalError, PoolTimeout) as exc:
