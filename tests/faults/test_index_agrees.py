@@ -5,9 +5,8 @@ by then the workers, the notifier, the gateway and the Resonate server itself
 have been killed, partitioned and restarted with pipelines in flight. The
 index is checked against Resonate as an operator would: every pipeline root
 in ``resonate.promises`` is listed exactly once, and each shows the state the
-gateway reads from Resonate. A finished pipeline's state never changes, so it
-must match exactly; one still in flight may move between the two reads, so
-it is read again until both agree.
+gateway reads from Resonate. A pipeline may move between the two reads (some
+are still in flight), so one that differs is read again until both agree.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tests.integration.clients import FINAL_STATES, Gateway
+from tests.integration.clients import Gateway
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.after_faults]
@@ -56,10 +55,12 @@ def test_the_index_agrees_with_resonate_after_the_faults(stack: Stack) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = dict(zip(roots, pool.map(lambda pid: admin.status(pid)["state"], roots), strict=True))
-    finished = {pid for pid, state in states.items() if state in FINAL_STATES}
-    assert {pid: indexed[pid]["state"] for pid in finished} == {pid: states[pid] for pid in finished}
+    differing = {pid for pid, state in states.items() if indexed[pid]["state"] != state}
+    # Read at different moments, the two may differ by a change the projector has not taken yet
+    # (it lets changes gather for a quarter of a second): such a pipeline must catch up, and soon.
     deadline = time.monotonic() + CATCH_UP_SECONDS
-    for pipeline_id in set(roots) - finished:
+    for pipeline_id in differing:
         while (shown := admin.timeline(pipeline_id)["state"]) != (actual := admin.status(pipeline_id)["state"]):
             assert time.monotonic() < deadline, f"{pipeline_id}: the index shows {shown}, Resonate {actual}"
             time.sleep(0.2)
+    assert len(differing) < len(roots) / 10, f"{len(differing)} of {len(roots)} differed when first read"

@@ -55,7 +55,7 @@ from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, Pip
 from pipeline_shared.models import PipelineState
 
 from . import metrics
-from .events import KINDS, timeline_of
+from .events import KINDS, Event, timeline_of
 from .pipelines import Pipelines, owner_of
 from .principals import Principal, Scope
 from .schemas import PipelineEvent, PipelinePage, PipelineSummary
@@ -274,7 +274,13 @@ class PipelineIndex:
                 await listener
 
     async def project_pending(self) -> int:
-        """Project the pipelines noted as changed; how many notes were handled (0: none, or another gateway's turn)."""
+        """Project the pipelines noted as changed; how many notes were handled (0: none, or another gateway's turn).
+
+        A handful of statements a batch, however many pipelines it holds: the
+        promises of all of them in one, their rows and their events each in
+        one pipelined batch. A pipeline whose promises cannot be read keeps
+        its notes and is tried again; the others go on.
+        """
         async with self._db.session() as conn, conn.transaction():
             locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PROJECTOR_LOCK,))).fetchone()
             if not locked or not locked[0]:
@@ -287,41 +293,32 @@ class PipelineIndex:
                 )
             ).fetchall()
             metrics.INDEX_LAG.set(float(notes[0][2]) if notes else 0.0)
+            if not notes:
+                return 0
             by_pipeline: dict[str, list[int]] = {}
             for seq, pipeline_id, _ in notes:
                 by_pipeline.setdefault(pipeline_id, []).append(seq)
-            handled: list[int] = []
-            projected = 0
-            for pipeline_id, seqs in by_pipeline.items():
+            snapshots = await _snapshots(conn, list(by_pipeline))
+            projections: list[_Projection] = []
+            for pipeline_id in by_pipeline:
                 try:
-                    async with conn.transaction():
-                        await self._project(conn, pipeline_id)
-                except (psycopg.OperationalError, CoordinatorUnavailable):
-                    raise
+                    projections.append(await self._projection(pipeline_id, snapshots.get(pipeline_id, {})))
                 except Exception:
-                    # Its notes stay, so it is tried again; the others go on.
                     logger.exception("pipeline index: could not project pipeline %r; will retry", pipeline_id)
                     metrics.INDEX_PROJECTION_FAILURES.inc()
-                    continue
-                handled.extend(seqs)
-                projected += 1
+            written = await _write(conn, projections)
+            # Exactly the notes read before the pipelines were: a note committed since stays for the next batch.
+            handled = [seq for pipeline_id in written for seq in by_pipeline[pipeline_id]]
             if handled:
-                # Exactly the notes read before the pipelines were: a note committed since stays for the next batch.
                 await conn.execute("DELETE FROM pipelines.changes WHERE seq = ANY(%s)", (handled,))
                 await conn.execute("SELECT pg_notify('pipelines_indexed', '')")
-        metrics.INDEX_PROJECTIONS.inc(projected)
+        metrics.INDEX_PROJECTIONS.inc(len(written))
         if handled:
             await self._news.wake()
         return len(handled)
 
-    async def _project(self, conn: Any, pipeline_id: str) -> None:
-        """Rewrite one pipeline's row and events from its promises as they are now."""
-        cursor = await conn.execute(
-            "SELECT id, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, "
-            "created_at, settled_at FROM pipelines.promises_of(%s)",
-            (pipeline_id,),
-        )
-        promises = {record.id: record for record in map(_record, await cursor.fetchall())}
+    async def _projection(self, pipeline_id: str, promises: dict[str, PromiseRecord]) -> _Projection:
+        """One pipeline's row and events from its promises as they are now; no row: it is gone."""
         root = promises.get(pipeline_id)
         try:
             status = await Pipelines(_Snapshot(promises), self._settings).status(root) if root else None
@@ -329,42 +326,20 @@ class PipelineIndex:
             status = None  # an id holding something other than a pipeline
         if root is None or status is None:
             # Gone (collected after its retention period): its events go with it.
-            await conn.execute("DELETE FROM pipelines.pipeline WHERE id = %s", (pipeline_id,))
-            return
+            return _Projection(pipeline_id, None, [])
         run = status.databricks
-        await conn.execute(
-            """
-            INSERT INTO pipelines.pipeline AS p
-                (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
-            VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s,
-                    %(run_id)s, %(run_page_url)s)
-            ON CONFLICT (id) DO UPDATE SET
-                state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
-                run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
-            WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
-                  IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
-            """,
-            {
-                "id": pipeline_id,
-                "owner": owner_of(root),
-                "job": status.job,
-                "state": status.state.value,
-                "email": status.email,
-                "created_at": status.created_at,
-                "updated_at": status.updated_at,
-                "run_id": run.run_id if run else None,
-                "run_page_url": run.run_page_url if run else None,
-            },
-        )
-        events = timeline_of(root, promises)
-        if events:
-            # In the order they happened, so that each one's seq follows the one before.
-            async with conn.cursor() as cursor:
-                await cursor.executemany(
-                    "INSERT INTO pipelines.event (pipeline_id, key, at, kind, summary, data) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, key) DO NOTHING",
-                    [(pipeline_id, e.key, e.at, e.kind, e.summary, json.dumps(e.data, default=str)) for e in events],
-                )
+        row = {
+            "id": pipeline_id,
+            "owner": owner_of(root),
+            "job": status.job,
+            "state": status.state.value,
+            "email": status.email,
+            "created_at": status.created_at,
+            "updated_at": status.updated_at,
+            "run_id": run.run_id if run else None,
+            "run_page_url": run.run_page_url if run else None,
+        }
+        return _Projection(pipeline_id, row, timeline_of(root, promises))
 
     async def _listen(self) -> None:
         """Wake the projector and the followers on the database's notifications; reconnect when it goes away."""
@@ -382,6 +357,90 @@ class PipelineIndex:
             except psycopg.Error as exc:
                 logger.info("pipeline index: listening connection lost (%s); polling until it is back", exc)
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+@dataclass(frozen=True)
+class _Projection:
+    pipeline_id: str
+    #: Its row in pipelines.pipeline; None when the pipeline is gone.
+    row: dict[str, Any] | None
+    events: list[Event]
+
+
+_UPSERT_PIPELINE = """
+    INSERT INTO pipelines.pipeline AS p (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
+    VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s, %(run_id)s,
+            %(run_page_url)s)
+    ON CONFLICT (id) DO UPDATE SET
+        state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
+        run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
+    WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
+          IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
+"""
+
+_INSERT_EVENT = (
+    "INSERT INTO pipelines.event (pipeline_id, key, at, kind, summary, data) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, key) DO NOTHING"
+)
+
+
+async def _snapshots(conn: Any, pipeline_ids: list[str]) -> dict[str, dict[str, PromiseRecord]]:
+    """Every promise of each pipeline, read in one statement (one snapshot of them all), by pipeline and id."""
+    cursor = await conn.execute(
+        "SELECT p.origin_id, p.id, p.state, p.param_headers, p.param_data, p.value_headers, p.value_data, p.tags, "
+        "p.timeout_at, p.created_at, p.settled_at "
+        "FROM unnest(%s::text[]) AS noted(id), LATERAL pipelines.promises_of(noted.id) AS p",
+        (pipeline_ids,),
+    )
+    snapshots: dict[str, dict[str, PromiseRecord]] = {}
+    for origin, *columns in await cursor.fetchall():
+        record = _record(tuple(columns))
+        snapshots.setdefault(origin, {})[record.id] = record
+    return snapshots
+
+
+async def _write(conn: Any, projections: list[_Projection]) -> list[str]:
+    """Write the projections; the ids written. All at once, or one by one when that fails, skipping the failures."""
+    try:
+        async with conn.transaction():
+            await _write_all(conn, projections)
+        return [projection.pipeline_id for projection in projections]
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:
+        logger.warning("pipeline index: a batch did not write; writing its pipelines one by one")
+    written = []
+    for projection in projections:
+        try:
+            async with conn.transaction():
+                await _write_all(conn, [projection])
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            logger.exception("pipeline index: could not write pipeline %r; will retry", projection.pipeline_id)
+            metrics.INDEX_PROJECTION_FAILURES.inc()
+            continue
+        written.append(projection.pipeline_id)
+    return written
+
+
+async def _write_all(conn: Any, projections: list[_Projection]) -> None:
+    gone = [(p.pipeline_id,) for p in projections if p.row is None]
+    rows = [p.row for p in projections if p.row is not None]
+    # Each pipeline's events in the order they happened, so that each one's seq follows the one before.
+    events = [
+        (p.pipeline_id, e.key, e.at, e.kind, e.summary, json.dumps(e.data, default=str))
+        for p in projections
+        if p.row is not None
+        for e in p.events
+    ]
+    async with conn.cursor() as cursor:
+        if gone:
+            await cursor.executemany("DELETE FROM pipelines.pipeline WHERE id = %s", gone)
+        if rows:
+            await cursor.executemany(_UPSERT_PIPELINE, rows)
+        if events:
+            await cursor.executemany(_INSERT_EVENT, events)
 
 
 class _Snapshot:
