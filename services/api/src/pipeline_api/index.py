@@ -13,8 +13,8 @@ How it keeps up, without ever disagreeing for long:
    ``pipelines_changed``. A note cannot be lost: it commits or rolls back
    with what it notes, whichever service or crash is involved.
 2. The projector (:meth:`PipelineIndex.run`, in every gateway; an advisory
-   lock lets one work at a time) takes the notes, reads each noted
-   pipeline's promises in one statement, and rewrites its row and its events
+   lock lets one work at a time) takes the notes, reads the noted
+   pipelines' promises in one statement, and rewrites each one's row and events
    from them: the state by the very code that answers ``GET
    /pipelines/{id}`` (:class:`Pipelines`, run over that snapshot), the events
    by :func:`.events.timeline_of`. It deletes the notes it handled in the
@@ -76,6 +76,8 @@ MAX_PAGE = 200
 TOTAL_LIMIT = 10_000
 #: Notes taken per projection batch (a pipeline noted several times is projected once).
 BATCH_NOTES = 1_000
+#: Changed pipelines a list stream reads at a time.
+FOLLOW_BATCH = 500
 #: Longest a follower or an idle projector goes without looking, notifications or not.
 FOLLOW_POLL_SECONDS = 1.0
 #: How long the projector lets changes gather before it projects them; what a reader of the index trails by.
@@ -100,7 +102,7 @@ class ListQuery:
 
 @dataclass
 class _Waiters:
-    """Wakes whoever waits for news of the index: a projection happened, or Resonate changed."""
+    """Wakes whoever waits for one kind of news: a change in Resonate (the projector), or a projection (followers)."""
 
     condition: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -118,7 +120,10 @@ class PipelineIndex:
     def __init__(self, database: ResonateDatabase, settings: GatewaySettings) -> None:
         self._db = database
         self._settings = settings
-        self._news = _Waiters()
+        #: Resonate changed (pipelines_changed): the projector has work.
+        self._changed = _Waiters()
+        #: The index changed (pipelines_indexed, or this process projected): followers have news.
+        self._indexed = _Waiters()
 
     # ── reading ──────────────────────────────────────────────────────────
 
@@ -197,7 +202,7 @@ class PipelineIndex:
                 if summary is None and (indexed or time.monotonic() > deadline):
                     return
                 indexed = indexed or summary is not None
-            await self._news.wait(FOLLOW_POLL_SECONDS)
+            await self._indexed.wait(FOLLOW_POLL_SECONDS)
 
     async def follow_list(
         self, principal: Principal, query: ListQuery, after: int | None = None
@@ -209,15 +214,15 @@ class PipelineIndex:
         while True:
             rows = await self._fetch(
                 sql.SQL(
-                    "SELECT * FROM pipelines.pipeline WHERE {} AND version > %(after)s ORDER BY version LIMIT 500"
+                    "SELECT * FROM pipelines.pipeline WHERE {} AND version > %(after)s ORDER BY version LIMIT %(most)s"
                 ).format(where),
-                params | {"after": after},
+                params | {"after": after, "most": FOLLOW_BATCH},
             )
             for row in rows:
                 after = row["version"]
                 yield after, _summary(row)
-            if len(rows) < 500:
-                await self._news.wait(FOLLOW_POLL_SECONDS)
+            if len(rows) < FOLLOW_BATCH:
+                await self._indexed.wait(FOLLOW_POLL_SECONDS)
 
     async def _position(self) -> int:
         """The latest version a pipeline row has: where a stream of the changes from now on starts."""
@@ -267,7 +272,7 @@ class PipelineIndex:
                     logger.exception("pipeline index: projection failed, will retry")
                     projected = 0
                 if projected == 0:
-                    await self._news.wait(FOLLOW_POLL_SECONDS)
+                    await self._changed.wait(FOLLOW_POLL_SECONDS)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -314,7 +319,7 @@ class PipelineIndex:
                 await conn.execute("SELECT pg_notify('pipelines_indexed', '')")
         metrics.INDEX_PROJECTIONS.inc(len(written))
         if handled:
-            await self._news.wake()
+            await self._indexed.wake()
         return len(handled)
 
     async def _projection(self, pipeline_id: str, promises: dict[str, PromiseRecord]) -> _Projection:
@@ -349,9 +354,14 @@ class PipelineIndex:
                 try:
                     await conn.execute("LISTEN pipelines_changed")
                     await conn.execute("LISTEN pipelines_indexed")
-                    await self._news.wake()
-                    async for _ in conn.notifies():
-                        await self._news.wake()
+                    # Whatever was missed while not listening is looked at now.
+                    await self._changed.wake()
+                    await self._indexed.wake()
+                    async for notification in conn.notifies():
+                        if notification.channel == "pipelines_changed":
+                            await self._changed.wake()
+                        else:
+                            await self._indexed.wake()
                 finally:
                     await conn.close()
             except psycopg.Error as exc:
