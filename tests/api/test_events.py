@@ -19,7 +19,8 @@ from resonate.types import PromiseRecord, Value
 
 from pipeline_api.events import Event, timeline_of
 from pipeline_shared import ids
-from pipeline_shared.models import PipelineOutcome, RunError
+from pipeline_shared.models import PipelineOutcome, PipelineSpec, RunError
+from tests.integration.clients import REPAIRED_BY_A_PERSON
 from tests.support.pipeline_harness import Harness, run_state
 
 BUG = RunError(type="KeyError", message="'colum'")
@@ -49,6 +50,15 @@ async def finished(handle: Any) -> PipelineOutcome:
 
 def kinds(events: list[Event]) -> list[str]:
     return [event.kind for event in events]
+
+
+async def a_succeeded_pipeline(harness: Harness) -> tuple[PipelineSpec, dict[str, PromiseRecord]]:
+    """A pipeline run to success by its callback, and its promises, to tamper with."""
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    await harness.settle(spec, status="success", result={})
+    await finished(handle)
+    return spec, promises_of(harness, spec.id)
 
 
 async def told(harness: Harness, pipeline_id: str) -> None:
@@ -94,18 +104,7 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         await finished(handle)
 
         events = timeline(harness, spec.id)
-        assert kinds(events) == [
-            "started",
-            "run_triggered",
-            "callback_received",
-            "awaiting_repair",
-            "email_delivered",
-            "repair_requested",
-            "repaired",
-            "callback_received",
-            "email_delivered",
-            "finished",
-        ]
+        assert kinds(events) == REPAIRED_BY_A_PERSON
         by_kind = {e.kind: e for e in events}
         assert by_kind["awaiting_repair"].data["repair_deadline"].endswith("Z")
         assert by_kind["repair_requested"].data == {
@@ -176,11 +175,7 @@ async def test_the_watchdogs_readings_are_the_databricks_states_seen() -> None:
 async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one() -> None:
     harness = Harness()
     try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        await harness.settle(spec, status="success", result={})
-        await finished(handle)
-        promises = promises_of(harness, spec.id)
+        spec, promises = await a_succeeded_pipeline(harness)
         trigger = promises[ids.trigger_step_id(spec.id)]
         promises[trigger.id] = msgspec.structs.replace(trigger, value=Value(data={"run": "not a run"}))
         promises[f"{spec.id}:await1"] = msgspec.structs.replace(trigger, id=f"{spec.id}:await1", param=Value(data=[1]))
@@ -194,11 +189,7 @@ async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_
     """After a worker crash the trigger step can record its run after the run called back; a late check reads moot."""
     harness = Harness()
     try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        await harness.settle(spec, status="success", result={})
-        await finished(handle)
-        promises = promises_of(harness, spec.id)
+        spec, promises = await a_succeeded_pipeline(harness)
         root, trigger = promises[spec.id], promises[ids.trigger_step_id(spec.id)]
         called_at = next(e.at_ms for e in timeline(harness, spec.id) if e.kind == "callback_received")
         late = {**trigger.value.data, "started_at": called_at + 5_000}

@@ -151,6 +151,20 @@ class MailSink:
         return self.http.get("/messages", params={"pipeline_id": pipeline_id}).json()["messages"]
 
 
+#: The timeline of a pipeline whose run failed, that a person repaired once, and that then succeeded.
+REPAIRED_BY_A_PERSON = [
+    "started",
+    "run_triggered",
+    "callback_received",
+    "awaiting_repair",
+    "email_delivered",
+    "repair_requested",
+    "repaired",
+    "callback_received",
+    "email_delivered",
+    "finished",
+]
+
 #: The events that say how a run ended, one per attempt.
 OUTCOME_EVENTS = {"callback_received", "outcome_read_from_run", "cancel_requested", "timed_out"}
 
