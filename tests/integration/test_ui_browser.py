@@ -15,27 +15,12 @@ from playwright.async_api import Page, expect
 from tests.browser import PHONE, OpenPage, Screenshots, browser_test
 from tests.integration.clients import Emulator, Gateway, new_id
 from tests.stack import Stack
+from tests.support.gateway_page import sign_in, start_from_form
 
 pytestmark = [pytest.mark.integration, browser_test]
 
 #: A pipeline runs for a few seconds on the emulator; the page polls every 2.
 RUN_TIMEOUT_MS = 90_000
-
-
-async def sign_in(page: Page, stack: Stack, key: str = "dev") -> None:
-    await page.goto(stack.api_url + "/ui")
-    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    await page.get_by_label("API key").fill(stack.keys.keys[key])
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_text(f"Signed in as key:{'test-' + key if key != 'dev' else 'dev'}")).to_be_visible()
-
-
-async def start_from_form(page: Page, stack: Stack, pipeline_id: str, job: str = "csv-statistics") -> None:
-    await page.goto(stack.api_url + f"/ui/start?job={job}")
-    await page.get_by_label("Email").fill(f"{pipeline_id}@example.com")
-    await page.get_by_label("Pipeline id (optional)").fill(pipeline_id)
-    await page.get_by_role("button", name="Start the pipeline").click()
-    await expect(page).to_have_url(re.compile(rf"/ui/pipelines/{re.escape(pipeline_id)}$"))
 
 
 async def test_start_a_pipeline_and_watch_it_succeed_without_reloading(
