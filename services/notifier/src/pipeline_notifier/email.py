@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 
 from pipeline_shared.ids import email_message_id
 from pipeline_shared.models import PIPELINE_ID, Attempt, Notification, PipelineState, RunError
+from pipeline_shared.recipients import check_recipient
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
@@ -598,8 +599,11 @@ def compose_email(
 
     Raises :class:`NotFinalStateError` for a state its kind of email is not
     for (an outcome of a pipeline that has not ended, a wait for repair of a
-    pipeline that does not await one) and ``ValueError`` for a sender or
-    domain that cannot go in a header.
+    pipeline that does not await one),
+    :class:`~pipeline_shared.recipients.RecipientRefused` for an address the
+    notifier cannot send to (the gateway refuses those at start; a pipeline
+    accepted before it did may still hold one) and ``ValueError`` for a
+    sender or domain that cannot go in a header.
     """
     state = notification.state
     awaiting = notification.kind == "awaiting_repair"
@@ -611,6 +615,7 @@ def compose_email(
         )
     if not _DOMAIN.fullmatch(message_id_domain):
         raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
+    recipient = check_recipient(notification.email)
     pipeline = _header_pipeline_id(notification.pipeline_id)
     subject = f"{_base_subject(notification, pipeline)} {_SUBJECT_STATES[state]}"
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
@@ -626,7 +631,8 @@ def compose_email(
     message = EmailMessage(policy=SMTP)
     message["Subject"] = subject
     message["From"] = _sender_address(sender)
-    message["To"] = Address(addr_spec=notification.email)
+    # The IDNA form of the domain: it needs no SMTPUTF8 from the relay.
+    message["To"] = Address(addr_spec=recipient.smtp_address)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
     references = _references(notification.thread, message_id)
