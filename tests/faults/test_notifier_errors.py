@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def emails_failed(ops_url: str, reason: str) -> float:
-    text = httpx.get(f"{ops_url}/metrics", timeout=10).text
+    text = httpx.get(f"{ops_url}/metrics/", timeout=10).text
     samples = (s for family in text_string_to_metric_families(text) for s in family.samples)
     return next(s.value for s in samples if s.name == "emails_failed_total" and s.labels["reason"] == reason)
 
