@@ -180,7 +180,8 @@ def test_an_abandoned_pipeline_says_who_gave_up_and_what_had_failed() -> None:
     n = outcome(
         PipelineState.FAILED,
         attempts=[ORIGINAL, REPAIR_1],
-        error=RunError(type="Abandoned", message="abandoned by bob"),
+        # As the worker writes it (pipeline_worker.workflows._not_repaired).
+        error=RunError(type="Abandoned", message="abandoned by bob; the run stays failed: ValueError: column missing"),
     )
     message = compose(n)
     text, _ = bodies(message)

@@ -492,8 +492,9 @@ def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str
     if error is None:
         return None
     if error.type == ABANDONED:
-        # The worker writes "abandoned by <principal>"; any other wording still reads.
-        who = _one_line(error.message) or "abandoned"
+        # The worker writes "abandoned by <principal>; the run stays failed: <cause>"; the cause has
+        # a section of its own below. Any other wording still reads.
+        who = _one_line(error.message.partition(";")[0], MAX_NAME_CHARS + 20) or "abandoned"
         return f"Pipeline {pipeline} failed: it was {who} instead of repaired."
     if error.type == REPAIR_WINDOW_EXPIRED:
         return f"Pipeline {pipeline} failed: nobody repaired or abandoned it before its repair window ended."
