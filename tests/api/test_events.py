@@ -206,3 +206,23 @@ async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_
         assert events[1].at_ms == called_at and events[1].data["recorded_at"].endswith("Z")
     finally:
         await harness.resonate.stop()
+
+
+async def test_a_notification_after_the_pipeline_finished_is_left_out() -> None:
+    """Prompted before the gateway ignored such notifications, or in the moment the pipeline finished."""
+    harness = Harness()
+    try:
+        spec, promises = await a_succeeded_pipeline(harness)
+        root, trigger = promises[spec.id], promises[ids.trigger_step_id(spec.id)]
+        hint = msgspec.structs.replace(
+            trigger,
+            id=f"{spec.id}:hint-on_failure-1",
+            created_at=root.settled_at + 1,
+            value=Value(data={"note": "callback promise settled"}),
+        )
+        promises[hint.id] = hint
+
+        events = timeline_of(root, promises)
+        assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
+    finally:
+        await harness.resonate.stop()

@@ -272,6 +272,11 @@ async def test_same_id_with_a_different_request_is_a_conflict(gateway: Gateway) 
         ({"id": "x" * 65, "email": "a@example.com"}, "body.id"),
         ({"id": "a:b", "email": "a@example.com"}, "body.id"),
         ({"email": "not-an-email"}, "body.email"),
+        # Addresses the notifier cannot deliver to (pipeline_shared.recipients).
+        ({"email": "üser@exämple.com"}, "body.email"),
+        ({"email": "a" * 65 + "@example.com"}, "body.email"),
+        ({"email": "a@example.com\r\nBcc: b@example.com"}, "body.email"),
+        ({"email": "Support <a@example.com>"}, "body.email"),
         ({}, "body.email"),
         ({"email": "a@example.com", "parameters": {"n": 1}}, "body.parameters.n"),
         ({"email": "a@example.com", "parameters": {"bad key": "v"}}, "body.parameters"),

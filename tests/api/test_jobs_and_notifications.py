@@ -165,6 +165,23 @@ async def test_a_notification_for_a_run_nobody_waits_on_is_ignored(gateway: Gate
         assert (response.status_code, response.json()["outcome"]) == (202, "ignored")
 
 
+async def test_a_notification_about_a_finished_pipeline_is_acknowledged_and_ignored(gateway: Gateway) -> None:
+    pipeline_id, run_id = await waiting_refresh(gateway)
+    gateway.harness.jobs.states[run_id] = run_state("TERMINATED", "SUCCESS")
+    gateway.harness.jobs.outputs[run_id] = json.dumps({"table": "sales", "rows": 12})
+    assert (await notify(gateway, run_id, "jobs.on_success")).json()["outcome"] == "scheduled"
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+    checks_before = [p for p in gateway.harness.promise_ids(pipeline_id) if ":hint" in p]
+
+    # Databricks retries a notification it got no 2xx for; one that comes after the end is acknowledged.
+    late = [await notify(gateway, run_id, event) for event in ("jobs.on_failure", "jobs.on_start")]
+
+    assert [(r.status_code, r.json()["outcome"]) for r in late] == [(202, "ignored")] * 2
+    assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json() == done
+    # Nothing acted on: no check of the run, so nothing for the timeline (tests/api/test_events.py).
+    assert [p for p in gateway.harness.promise_ids(pipeline_id) if ":hint" in p] == checks_before
+
+
 @pytest.mark.parametrize(
     "headers",
     [

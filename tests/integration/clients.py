@@ -27,6 +27,9 @@ SIGNING_SECRET = DEVELOPMENT_SIGNING_SECRET
 #: The worker's idempotency namespace on the stack (compose leaves the default).
 IDEMPOTENCY_NAMESPACE = "resonate-databricks"
 
+#: The emulator's default notification destination, which compose points at the gateway (basic auth).
+NOTIFICATION_CREDENTIALS = ("databricks", "dev-only-insecure-notification-password")
+
 #: The development stack accepts the development API key (the test stack's keys file lists it too).
 AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
 

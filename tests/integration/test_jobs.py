@@ -11,13 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.clients import Emulator, Gateway, MailSink, new_id
+from tests.integration.clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
-
-#: The emulator's default notification destination, which compose points at the gateway.
-NOTIFICATION_CREDENTIALS = ("databricks", "dev-only-insecure-notification-password")
 
 
 @pytest.fixture

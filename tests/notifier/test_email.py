@@ -13,7 +13,11 @@ import pytest
 
 from pipeline_notifier.email import (
     MAX_ERROR_CHARS,
+    MAX_PARAMETER_CHARS,
+    MAX_PARAMETERS,
     MAX_RESULT_ENTRIES,
+    MAX_VALUE_CHARS,
+    PARAMETERS_NOTE,
     NotFinalStateError,
     compose_email,
 )
@@ -85,16 +89,14 @@ def test_same_outcome_composes_the_same_message_id_and_another_state_does_not() 
         (PipelineState.CANCELLED, "was cancelled"),
     ],
 )
-def test_every_final_state_names_itself_and_links_the_run(
-    state: PipelineState, subject_end: str
-) -> None:
+def test_every_final_state_names_itself_and_links_the_run(state: PipelineState, subject_end: str) -> None:
     n = notification(state)
     message = compose(n)
     text, html = bodies(message)
     assert message["Subject"].endswith(subject_end)
     assert f"Databricks run 4242: {RUN.run_page_url}" in text
     assert f'<a href="{RUN.run_page_url}">Databricks run 4242</a>' in html
-    assert "region: eu-west" in text
+    assert '  | region = "eu-west"' in text
     assert "<code>region</code></td><td" in html
 
 
@@ -140,7 +142,7 @@ def test_deep_and_long_values_are_bounded() -> None:
     result = {"deep": deep, "text": "y" * 1000, "rows": [{"a": 1}, {"b": 2}]}
     text, _ = bodies(compose(notification(PipelineState.SUCCEEDED, result=result)))
     assert '"leaf": 1' in text  # below the depth limit, shown as JSON
-    assert "y" * 199 + "…" in text and "y" * 201 not in text
+    assert "y" * MAX_VALUE_CHARS + "… (900 more characters)" in text and "y" * (MAX_VALUE_CHARS + 1) not in text
     assert "  rows[0]: a 1" in text and "  rows[1]: b 2" in text
 
 
@@ -181,7 +183,7 @@ def test_failure_message_is_cut_when_long() -> None:
     error = RunError(type="SparkException", message="e" * 19_000)
     text, _ = bodies(compose(notification(PipelineState.FAILED, error=error)))
     assert "e" * MAX_ERROR_CHARS in text
-    assert f"({19_000 - MAX_ERROR_CHARS:,} more characters not shown)" in text
+    assert f"… ({19_000 - MAX_ERROR_CHARS:,} more characters) not shown" in text
 
 
 def test_failure_before_any_run_reads_sensibly() -> None:
@@ -220,9 +222,7 @@ def test_run_without_a_link_or_with_an_unsafe_one_is_not_linked() -> None:
         assert "<a " not in html
 
 
-@pytest.mark.parametrize(
-    "state", [PipelineState.STARTING, PipelineState.WAITING, PipelineState.NOTIFYING]
-)
+@pytest.mark.parametrize("state", [PipelineState.STARTING, PipelineState.WAITING, PipelineState.NOTIFYING])
 def test_only_final_states_are_emailed(state: PipelineState) -> None:
     with pytest.raises(NotFinalStateError, match=state.value):
         compose(notification(state))
@@ -239,11 +239,53 @@ def test_user_text_cannot_add_headers_or_lines() -> None:
     raw = bytes(message)
     assert b"\nBcc:" not in raw
     text, html = bodies(message)
-    assert "  region: eu Bcc: victim@example.com Result: success\r\n" in text
+    assert '  | region = "eu \\nBcc: victim@example.com \\nResult: success "\r\n' in text
     assert "\nResult: success" not in text
     assert "\u202e" not in text
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;b&gt;key&lt;/b&gt;" in html
+
+
+def test_parameters_are_quoted_labelled_data_not_words_of_ours() -> None:
+    phishing = "Click http://evil.example/login to verify your account"
+    n = notification(PipelineState.SUCCEEDED, parameters={"note": phishing, "quote": 'a" and "b\\'})
+    text, html = bodies(compose(n))
+
+    parameters = text[text.index("Parameters") :]
+    assert parameters.startswith(f"Parameters\r\n{PARAMETERS_NOTE}\r\n\r\n")
+    assert '  | note = "Click http[:]//evil.example/login to verify your account"\r\n' in parameters
+    assert '  | quote = "a\\" and \\"b\\\\"\r\n' in parameters  # the value cannot close its quotes
+    assert "http://evil" not in text and "http://evil" not in html
+    assert (
+        "<blockquote" in html
+        and "<code>&quot;Click http[:]//evil.example/login to verify your account&quot;</code>" in html
+    )
+
+
+def test_a_link_in_a_result_or_an_error_is_not_one_either() -> None:
+    columns = [{"name": "Visit https://evil.example now", "type": "text"}]
+    error = RunError(type="ValueError", message="cannot read https://evil.example/data.csv: 404")
+    succeeded, _ = bodies(compose(notification(PipelineState.SUCCEEDED, result={"columns": columns})))
+    failed, html = bodies(compose(notification(PipelineState.FAILED, error=error)))
+
+    assert "columns[Visit https[:]//evil.example now]: type text" in succeeded
+    assert "  cannot read https[:]//evil.example/data.csv: 404" in failed
+    assert "What went wrong, as Databricks reported it" in failed
+    assert "https://evil" not in succeeded + failed + html
+
+
+def test_a_callers_text_is_bounded_saying_how_much_is_left_out() -> None:
+    # Once: 30 parameters of up to 200 characters each, 6,000 characters of a stranger's text.
+    parameters = {f"p{i:02d}": "y" * 6000 for i in range(30)}
+    text, html = bodies(compose(notification(PipelineState.SUCCEEDED, parameters=parameters)))
+
+    shown = [line for line in text.splitlines() if line.startswith("  | ")]
+    assert len(shown) == MAX_PARAMETERS
+    assert shown[0] == f'  | p00 = "{"y" * MAX_PARAMETER_CHARS}…" ({6000 - MAX_PARAMETER_CHARS:,} more characters)'
+    assert f"… and {30 - MAX_PARAMETERS} more parameters not shown." in text
+    for body in (text, html):
+        assert body.count("y" * MAX_PARAMETER_CHARS) == MAX_PARAMETERS
+        assert "y" * (MAX_PARAMETER_CHARS + 1) not in body
 
 
 def test_an_unvalidated_pipeline_id_cannot_break_the_headers() -> None:

@@ -103,7 +103,8 @@ def test_a_failed_run_awaiting_repair_says_what_failed_and_how_to_repair_it() ->
     assert message["X-Pipeline-State"] == "awaiting_repair"
     assert text.startswith(f"Pipeline {pid} failed and awaits repair until 2026-12-04 20:00 UTC.\n")
     # What failed: Databricks' message, the run, each task.
-    assert "What went wrong\nSparkException" in text and "  Job aborted: task count failed\n    at line 3" in text
+    assert "What went wrong, as Databricks reported it\nSparkException" in text
+    assert "  Job aborted: task count failed\n    at line 3" in text
     assert "Databricks run 4242: https://dbc.example.com/jobs/7/runs/4242" in text
     assert "  count: SUCCESS\n  report: FAILED: ValueError: column missing" in text
     # How to repair it, by HTTP and by the CLI, and until when.
@@ -140,7 +141,7 @@ def test_a_failed_repair_awaiting_another_lists_the_attempts() -> None:
             "fixed the input path",
             "count, report",
             "failure: ValueError",
-            "text=to be",
+            'text = "to be"',
         ],
     ]
     assert '<th style="padding:2px 12px 2px 0;vertical-align:top" align="left">Reran</th>' in html
@@ -179,7 +180,8 @@ def test_an_abandoned_pipeline_says_who_gave_up_and_what_had_failed() -> None:
     n = outcome(
         PipelineState.FAILED,
         attempts=[ORIGINAL, REPAIR_1],
-        error=RunError(type="Abandoned", message="abandoned by bob"),
+        # As the worker writes it (pipeline_worker.workflows._not_repaired).
+        error=RunError(type="Abandoned", message="abandoned by bob; the run stays failed: ValueError: column missing"),
     )
     message = compose(n)
     text, _ = bodies(message)
@@ -208,7 +210,7 @@ def test_other_outcomes_after_repairs_keep_their_text_and_add_the_history() -> N
     failed = outcome(PipelineState.FAILED, attempts=[ORIGINAL, REPAIR_1, REPAIR_2], error=SECOND_FAILURE)
     text, _ = bodies(compose(failed))
     assert text.startswith(f"Pipeline {failed.pipeline_id} failed after 2 repairs.\n")
-    assert "What went wrong\nValueError" in text
+    assert "What went wrong, as Databricks reported it\nValueError" in text
     for state, says in ((PipelineState.CANCELLED, "was cancelled."), (PipelineState.TIMED_OUT, "timed out")):
         text, _ = bodies(compose(outcome(state, attempts=[ORIGINAL, REPAIR_1])))
         assert says in text.splitlines()[0] and "Attempts" in text

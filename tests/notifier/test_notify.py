@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -18,6 +19,7 @@ from mailsink.threads import conversations
 from pipeline_notifier.notify import NotifierDeps, send_pipeline_email
 from pipeline_notifier.smtp import RetryPolicy, SmtpConfig
 from pipeline_shared import ids, names
+from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import (
     Attempt,
     DatabricksRun,
@@ -26,10 +28,18 @@ from pipeline_shared.models import (
     PipelineState,
     RunError,
 )
+from pipeline_shared.testhooks import NOTIFIER_POINTS
+from pipeline_shared.testhooks import TestHooks as PausePoints
 
 
 @pytest.fixture
-async def notifier(sink: MailSink) -> AsyncIterator:
+def hooks() -> PausePoints:
+    """The notifier's fault points, armed by the tests that need one (inert otherwise)."""
+    return PausePoints(enabled=True, points=NOTIFIER_POINTS)
+
+
+@pytest.fixture
+async def notifier(sink: MailSink, hooks: PausePoints) -> AsyncIterator:
     resonate = local_resonate(autostart=False)
     resonate.with_dependency(
         NotifierDeps(
@@ -41,6 +51,7 @@ async def notifier(sink: MailSink) -> AsyncIterator:
             ),
             sender="pipelines@example.test",
             message_id_domain="example.test",
+            hooks=hooks,
         )
     )
     # The production policy waits minutes between attempts; the behaviour
@@ -105,6 +116,75 @@ async def test_a_permanent_refusal_is_a_receipt_not_a_retry(notifier, sink: Mail
 
     assert (receipt.delivered, receipt.smtp_code) == (False, 550)
     assert sink.store.find(MessageFilter(pipeline_id=note.pipeline_id)) == []
+
+
+def failed_with(reason: str) -> float:
+    return REGISTRY.get_sample_value("emails_failed_total", {"reason": reason}) or 0.0
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[dict]]:
+    """The notifier's log lines as the service writes them (JSON, with the pipeline id)."""
+    lines: list[dict] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(self.format(record)))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter("notifier"))
+    logger = logging.getLogger("pipeline_notifier")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+async def test_an_address_the_notifier_cannot_send_to_ends_the_email_step_as_not_sent(  # type: ignore[no-untyped-def]
+    notifier, sink: MailSink, log_lines: list[dict]
+) -> None:
+    # Accepted by the gateway before it checked addresses: a non-ASCII local part needs SMTPUTF8.
+    note = notification(email="üser@exämple.com")
+    before = failed_with("address")
+
+    receipt = await run(notifier, note)
+
+    assert not receipt.delivered and receipt.message_id is None
+    assert "üser@exämple.com" in (receipt.error or "") and "before the @-sign" in (receipt.error or "")
+    assert failed_with("address") == before + 1
+    assert sink.store.find(MessageFilter(pipeline_id=note.pipeline_id)) == []
+    [logged] = [line for line in log_lines if line["msg"].startswith("email not sent")]
+    assert (logged["level"], logged["pipeline_id"], logged["reason"]) == ("ERROR", note.pipeline_id, "address")
+
+
+async def test_an_unexpected_error_while_composing_ends_the_email_step_as_not_sent(  # type: ignore[no-untyped-def]
+    notifier, sink: MailSink, hooks: PausePoints, log_lines: list[dict]
+) -> None:
+    note = notification()
+    hooks.arm("fail_composing", [note.pipeline_id])
+    before = failed_with("error")
+
+    receipt = await run(notifier, note)
+
+    assert not receipt.delivered
+    assert receipt.error == "the email was not sent: InjectedFault: test hook fail_composing failed on purpose"
+    assert failed_with("error") == before + 1
+    assert sink.store.find(MessageFilter(pipeline_id=note.pipeline_id)) == []
+    logged = [line for line in log_lines if line["msg"].startswith("email not sent")]
+    assert [(line["pipeline_id"], line.get("reason")) for line in logged] == [
+        (note.pipeline_id, None),  # the traceback, once
+        (note.pipeline_id, "error"),
+    ]
+    assert "InjectedFault" in logged[0]["exc"]
+
+
+async def test_an_internationalised_domain_is_sent_in_its_idna_form(notifier, sink: MailSink) -> None:  # type: ignore[no-untyped-def]
+    note = notification(email="owner@exämple.com")
+
+    receipt = await run(notifier, note)
+
+    assert receipt.delivered
+    [message] = sink.store.find(MessageFilter(pipeline_id=note.pipeline_id))
+    assert message.header("To") == "owner@xn--exmple-cua.com"
 
 
 FAILURE = RunError(type="SparkException", message="task count failed")

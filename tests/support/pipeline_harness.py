@@ -191,6 +191,11 @@ class Harness:
                     return DatabricksRun.model_validate(record.value.data["run"])
                 await asyncio.sleep(0.01)
 
+    def promise_ids(self, pipeline_id: str) -> list[str]:
+        """The ids of every promise of the pipeline the in-process server holds."""
+        server = self.resonate._network.state  # the in-process server's tables
+        return [p.id for p in server.promises.values() if p.tags.get("resonate:origin") == pipeline_id]
+
     async def promises_get(self, promise_id: str) -> Any:
         try:
             return await self.resonate.promises.get(promise_id)

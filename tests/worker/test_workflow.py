@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from resonate.error import ApplicationError
 
 from pipeline_shared import ids
 from pipeline_shared.callbacks import create_callback_promise, stored_settlement
@@ -174,10 +175,23 @@ async def test_timeout_cancels_the_run_and_says_how_long_it_waited(harness: Harn
     assert harness.notifications[0].waited_seconds == 1
 
 
-async def test_notifier_giving_up_is_recorded_not_fatal(harness: Harness) -> None:
-    from resonate.error import ApplicationError
-
-    harness.notifier_failure = ApplicationError("SMTP unreachable after 8 attempts")
+@pytest.mark.parametrize(
+    ("failure", "recorded"),
+    [
+        (
+            ApplicationError("SMTP unreachable after 8 attempts"),
+            "notification failed: ApplicationError: SMTP unreachable after 8 attempts",
+        ),
+        # Resonate hands the awaiter the notifier's own exception when it can be
+        # unpickled here (a ValueError, an email.errors defect), not an ApplicationError.
+        (
+            ValueError("local-part contains non-ASCII characters"),
+            "notification failed: ValueError: local-part contains non-ASCII characters",
+        ),
+    ],
+)
+async def test_notifier_giving_up_is_recorded_not_fatal(harness: Harness, failure: Exception, recorded: str) -> None:
+    harness.notifier_failure = failure
     spec, handle = harness.start()
     await harness.wait_for_run(spec)
     await harness.settle(spec, status="success", result={"rows": 1})
@@ -186,7 +200,7 @@ async def test_notifier_giving_up_is_recorded_not_fatal(harness: Harness) -> Non
 
     assert outcome.state is PipelineState.SUCCEEDED
     assert outcome.notification is not None and not outcome.notification.delivered
-    assert "SMTP unreachable" in (outcome.notification.error or "")
+    assert outcome.notification.error == recorded
 
 
 @pytest.mark.parametrize(

@@ -99,13 +99,14 @@ def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> l
     crash or a throttled ``run-now`` can be later than the run's own
     callback: the run existed by its first sign of life, so that is when it
     shows as triggered or repaired (``recorded_at`` keeps the step's time). And a check of the run that read
-    it after the pipeline had finished tells nothing about the pipeline: it is
-    left out.
+    it after the pipeline had finished, or a Databricks notification that came after it, tells nothing
+    about the pipeline: it is left out (the gateway acts on no such notification, but one may have
+    arrived in the moment the pipeline finished).
     """
     events = list(_events(root, promises))
     ended = root.settled_at if root.state != "pending" else None
     if ended is not None:
-        events = [e for e in events if e.kind != "databricks_state" or e.at_ms <= ended]
+        events = [e for e in events if e.kind not in _MOOT_AFTER_THE_END or e.at_ms <= ended]
     first_sign: dict[int, int] = {}
     for event in events:
         if event.kind in _SIGNS_OF_THE_RUN:
@@ -115,6 +116,8 @@ def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> l
     return sorted(events, key=lambda event: event.order)
 
 
+#: Events that tell nothing about a pipeline that had finished when they happened.
+_MOOT_AFTER_THE_END = frozenset({"databricks_state", "notification_received"})
 #: Events only a running attempt (the original run, or a repair of it) can cause.
 _SIGNS_OF_THE_RUN = frozenset(
     {"callback_received", "outcome_read_from_run", "notification_received", "databricks_state"}

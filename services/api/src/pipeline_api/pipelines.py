@@ -458,7 +458,10 @@ class Pipelines:
         ``scheduled``: a check is on its way; ``already_scheduled``: this
         window's check for this event exists already (the notification was a
         repeat, or a flood); ``ignored``: no pipeline is waiting on the run
-        (not ours, or the pipeline has its outcome).
+        (not ours, or the pipeline has its outcome: it is notifying, awaits
+        repair, or has finished). An ignored notification is still
+        acknowledged (202), so Databricks does not send it again and again;
+        nothing is dispatched, so nothing joins the pipeline's timeline.
         """
         # A repaired run keeps its id; each repair of it has an index of its own. The latest is the one waited on.
         index = await self._get(ids.run_index_id(run_id))
@@ -471,6 +474,11 @@ class Pipelines:
         try:
             watch = WatchRequest.model_validate(index.param.data)
         except ValidationError:
+            return "ignored"
+        # The index stays pending until its own timeout, long after the run's
+        # outcome is known; the callback promise says whether anyone still waits.
+        callback = await self._get(watch.promise_id)
+        if callback is None or callback.state != "pending":
             return "ignored"
         window = now_ms() // (1000 * self._settings.NOTIFICATION_CHECK_WINDOW_SECONDS)
         nonce = uuid.uuid4().hex

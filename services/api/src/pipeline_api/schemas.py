@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     StrictInt,
     StringConstraints,
@@ -28,6 +27,7 @@ from pipeline_shared.catalogue import (
     ParameterName,
 )
 from pipeline_shared.models import Attempt, PipelineId, PipelineState, RunError, RunReport
+from pipeline_shared.recipients import RecipientAddress
 
 #: The pipeline's own job parameters: no request may set one.
 RESERVED_PARAMETERS = frozenset(PIPELINE_PARAMETERS)
@@ -51,7 +51,10 @@ class PipelineRequest(_Document):
         description="The catalogue job to run (see GET /jobs); omitted: the catalogue's default job.",
         json_schema_extra={"pattern": JOB_NAME_PATTERN},
     )
-    email: EmailStr = Field(description="Who is told how the pipeline ended.")
+    email: RecipientAddress = Field(
+        description="Who is told how the pipeline ended: one bare address (no display name), at most 64 "
+        "characters before the @ and 254 in all, ASCII before the @ (the domain may be internationalised)."
+    )
     parameters: dict[ParameterName, str] = Field(
         default_factory=dict,
         description="The job's parameters, as strings, as GET /jobs declares them; e.g. "

@@ -34,12 +34,28 @@ state from the subject would buy those clients one conversation at the cost
 of the inbox no longer saying which email wants action; the headers already
 give every other client one.
 
-Much of what goes into the email comes from users (the pipeline id, its
-parameters, a repair's reason) or from a notebook (the result, the error
-text), so everything is bounded in size, stripped of control characters where
-it must fit on one line, kept out of headers except the validated pipeline
-id, the job's one-line title and well-formed Message-IDs, and escaped in the
-HTML part.
+Much of what goes into the email comes from whoever started the pipeline
+(its id, its parameters, a repair's reason) or from a notebook working on
+their data (the result, the error text), and the recipient is whoever they
+named. So the email carries their text as data, never as words of ours:
+
+- bounded: a value shows at most :data:`MAX_PARAMETER_CHARS` characters
+  (:data:`MAX_VALUE_CHARS` for a result's), then ``… (N more characters)``;
+  at most :data:`MAX_PARAMETERS` parameters, :data:`MAX_RESULT_ENTRIES`
+  result values, :data:`MAX_TASKS` tasks and :data:`MAX_ERROR_CHARS` of an
+  error: about 4,000 characters of a caller's text in all, where 30
+  parameters of 200 characters once carried 6,000;
+- quoted and labelled: parameters are listed as ``name = "value"`` (JSON
+  string syntax, so a quote or a newline in a value shows as ``\"`` or
+  ``\n``) under a heading that says they are given by whoever started the
+  pipeline; results and errors under headings that say who reported them;
+- not clickable: ``scheme://`` in their text is shown as ``scheme[:]//``, so
+  "Click http://evil to verify your account" in a parameter is no link from
+  us (mail clients turn a URL in plain text into one);
+- one line where a line is expected, without control or format characters
+  (no CR/LF, no bidirectional overrides); kept out of headers except the
+  validated pipeline id, the job's one-line title and well-formed
+  Message-IDs; escaped in the HTML part.
 """
 
 from __future__ import annotations
@@ -60,6 +76,7 @@ from urllib.parse import urlsplit
 
 from pipeline_shared.ids import email_message_id
 from pipeline_shared.models import PIPELINE_ID, Attempt, Notification, PipelineState, RunError
+from pipeline_shared.recipients import check_recipient
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
@@ -68,17 +85,24 @@ PIPELINE_ID_HEADER = "X-Pipeline-Id"
 PIPELINE_STATE_HEADER = "X-Pipeline-State"
 
 #: Result entries shown at most; a notebook may return thousands of keys.
-MAX_RESULT_ENTRIES = 30
+MAX_RESULT_ENTRIES = 20
 #: How deep nested result objects are followed before they are shown as JSON.
 MAX_RESULT_DEPTH = 4
 #: Items of a list shown before "(+N more)".
 MAX_LIST_ITEMS = 10
-#: Parameters shown at most.
-MAX_PARAMETERS = 30
-#: Characters of one shown value or key; longer ones are cut with an ellipsis.
-MAX_VALUE_CHARS = 200
-#: Characters of Databricks' error message shown; stack traces run long.
-MAX_ERROR_CHARS = 4000
+#: Parameters shown at most; the catalogue's jobs take a handful.
+MAX_PARAMETERS = 10
+#: Characters of a parameter's value shown; longer ones end "… (N more characters)".
+MAX_PARAMETER_CHARS = 100
+#: Characters of a parameter's name shown.
+MAX_NAME_CHARS = 40
+#: Characters of one shown result value; longer ones end "… (N more characters)".
+MAX_VALUE_CHARS = 100
+#: Tasks of a multi-task run listed at most.
+MAX_TASKS = 10
+#: Characters of Databricks' error message shown: enough for the exception
+#: and the lines that raised it; the whole trace is on the run's page.
+MAX_ERROR_CHARS = 1000
 #: Characters of the pipeline id in the subject, should an unvalidated one
 #: ever arrive.
 MAX_SUBJECT_ID_CHARS = 64
@@ -142,14 +166,43 @@ def _visible(text: str, *, keep_newlines: bool) -> str:
     return "".join(out)
 
 
+#: ``scheme://`` at the start of a URL.
+_URL_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
+
+
+def _unlinked(text: str) -> str:
+    """``text`` with every ``scheme://`` shown as ``scheme[:]//``: no mail client makes a link of it.
+
+    The security trade's usual "defanging": a reader still sees the URL and
+    can copy it on purpose, but nothing a caller wrote is one click away.
+    """
+    return _URL_SCHEME.sub(r"\1[:]", text)
+
+
+def _more(count: int) -> str:
+    return f"… ({count:,} more character{'' if count == 1 else 's'})"
+
+
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[:limit] + _more(len(text) - limit)
 
 
 def _one_line(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    """A value as one bounded line: a parameter cannot fake extra lines."""
+    """A value as one bounded line: a parameter cannot fake extra lines, nor a link."""
     text = value if isinstance(value, str) else str(value)
-    return _cut(" ".join(_visible(text, keep_newlines=False).split()), limit)
+    return _cut(_unlinked(" ".join(_visible(text, keep_newlines=False).split())), limit)
+
+
+def _quoted(value: str, limit: int = MAX_PARAMETER_CHARS) -> str:
+    """A caller's value as a quoted string: ``"text"``, or ``"text…" (N more characters)`` past ``limit``.
+
+    JSON's string syntax shows a quote, a backslash, a newline or a tab in
+    the value as an escape, so the value cannot end its quotes or its line.
+    """
+    shown = json.dumps(_unlinked(_visible(value[:limit], keep_newlines=True)), ensure_ascii=False)
+    if len(value) <= limit:
+        return shown
+    return f'{shown[:-1]}…" ({len(value) - limit:,} more characters)'
 
 
 def _scalar(value: Any) -> str:
@@ -256,6 +309,13 @@ class _Facts:
 
 
 @dataclass(frozen=True, slots=True)
+class _Data:
+    """Values someone else gave, each ``name = "value"``, set apart as a quotation."""
+
+    rows: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class _Pre:
     text: str
 
@@ -272,7 +332,13 @@ class _Table:
     rows: list[list[str]]
 
 
-_Block = _Para | _Heading | _Facts | _Pre | _Link | _Table
+_Block = _Para | _Heading | _Facts | _Data | _Pre | _Link | _Table
+
+#: Said above the parameters: whose words they are.
+PARAMETERS_NOTE = (
+    "As given by whoever started the pipeline, quoted as data: not written or checked by us, "
+    "and no link in them is ours."
+)
 
 
 def _run_blocks(notification: Notification) -> list[_Block]:
@@ -285,15 +351,14 @@ def _run_blocks(notification: Notification) -> list[_Block]:
     return [_Link(f"Databricks run {run.run_id}", url)]
 
 
-def _error_blocks(error: RunError | None, heading: str = "What went wrong") -> list[_Block]:
+def _error_blocks(error: RunError | None, heading: str = "What went wrong, as Databricks reported it") -> list[_Block]:
     if error is None:
         return [_Para("Databricks did not say why.")]
-    message = _visible(error.message, keep_newlines=True).strip()
+    message = _unlinked(_visible(error.message, keep_newlines=True).strip())
     blocks: list[_Block] = [_Heading(heading), _Para(_one_line(error.type))]
     if message:
         if len(message) > MAX_ERROR_CHARS:
-            cut = len(message) - MAX_ERROR_CHARS
-            message = f"{message[:MAX_ERROR_CHARS]}\n… ({cut:,} more characters not shown)"
+            message = f"{message[:MAX_ERROR_CHARS]}\n{_more(len(message) - MAX_ERROR_CHARS)} not shown"
         blocks.append(_Pre(message))
     return blocks
 
@@ -304,7 +369,7 @@ def _result_blocks(notification: Notification) -> list[_Block]:
     if not notification.result:
         return [_Para("The notebook reported an empty result.")]
     rows, left_out = _result_rows(notification.result)
-    blocks: list[_Block] = [_Heading("Result"), _Facts(rows)]
+    blocks: list[_Block] = [_Heading("Result, as the notebook reported it"), _Facts(rows)]
     if left_out:
         blocks.append(_Para(f"… and {left_out:,} more values not shown."))
     return blocks
@@ -316,15 +381,15 @@ def _task_blocks(notification: Notification) -> list[_Block]:
     if report is None or not report.tasks:
         return []
     rows = []
-    for task in report.tasks[:MAX_PARAMETERS]:
+    for task in report.tasks[:MAX_TASKS]:
         outcome = task.result_state or task.life_cycle_state or "unknown"
         detail = _visible(task.state_message, keep_newlines=False).strip()
         if task.truncated:
             detail = f"{detail} (its output is cut)".strip()
         rows.append((_one_line(task.task_key, 80), _one_line(f"{outcome}: {detail}" if detail else outcome)))
     blocks: list[_Block] = [_Heading("Tasks"), _Facts(rows)]
-    if len(report.tasks) > MAX_PARAMETERS:
-        blocks.append(_Para(f"… and {len(report.tasks) - MAX_PARAMETERS:,} more tasks."))
+    if len(report.tasks) > MAX_TASKS:
+        blocks.append(_Para(f"… and {len(report.tasks) - MAX_TASKS:,} more tasks."))
     return blocks
 
 
@@ -339,10 +404,14 @@ def _parameter_blocks(notification: Notification) -> list[_Block]:
     items = sorted(notification.parameters.items())
     if not items:
         return []
-    rows = [(_one_line(k, 80), _one_line(v)) for k, v in items[:MAX_PARAMETERS]]
-    blocks: list[_Block] = [_Heading("Parameters"), _Facts(rows)]
+    rows = [(_one_line(k, MAX_NAME_CHARS), _quoted(v)) for k, v in items[:MAX_PARAMETERS]]
+    blocks: list[_Block] = [
+        _Heading("Parameters"),
+        _Para(PARAMETERS_NOTE),
+        _Data(rows),
+    ]
     if len(items) > MAX_PARAMETERS:
-        blocks.append(_Para(f"… and {len(items) - MAX_PARAMETERS:,} more parameters."))
+        blocks.append(_Para(f"… and {len(items) - MAX_PARAMETERS:,} more parameters not shown."))
     return blocks
 
 
@@ -352,8 +421,7 @@ def _repair_blocks(notification: Notification, pipeline: str) -> list[_Block]:
         deadline = "If it is neither repaired nor abandoned before its repair window ends, the pipeline fails."
     else:
         deadline = (
-            f"If it is neither repaired nor abandoned by {_utc(notification.repair_deadline)}, "
-            "the pipeline fails."
+            f"If it is neither repaired nor abandoned by {_utc(notification.repair_deadline)}, the pipeline fails."
         )
     return [
         _Heading("How to repair it"),
@@ -401,7 +469,8 @@ def _attempt_blocks(notification: Notification) -> list[_Block]:
             _one_line(_attempt_outcome(attempt), 80),
         ]
         if changed:
-            row.append(_one_line(", ".join(f"{k}={v}" for k, v in sorted((attempt.parameters or {}).items())) or "-"))
+            changes = sorted((attempt.parameters or {}).items())[:MAX_PARAMETERS]
+            row.append(", ".join(f"{_one_line(k, MAX_NAME_CHARS)} = {_quoted(v)}" for k, v in changes) or "-")
         rows.append(row)
     blocks: list[_Block] = [_Heading("Attempts"), _Table(columns, rows)]
     if len(attempts) > MAX_ATTEMPTS:
@@ -423,8 +492,9 @@ def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str
     if error is None:
         return None
     if error.type == ABANDONED:
-        # The worker writes "abandoned by <principal>"; any other wording still reads.
-        who = _one_line(error.message) or "abandoned"
+        # The worker writes "abandoned by <principal>; the run stays failed: <cause>"; the cause has
+        # a section of its own below. Any other wording still reads.
+        who = _one_line(error.message.partition(";")[0], MAX_NAME_CHARS + 20) or "abandoned"
         return f"Pipeline {pipeline} failed: it was {who} instead of repaired."
     if error.type == REPAIR_WINDOW_EXPIRED:
         return f"Pipeline {pipeline} failed: nobody repaired or abandoned it before its repair window ended."
@@ -457,12 +527,8 @@ def _content(notification: Notification, pipeline: str) -> list[_Block]:
             blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
         case PipelineState.TIMED_OUT:
             waited = n.waited_seconds
-            how_long = (
-                f"after waiting {_duration(waited)}" if waited is not None else "at its time limit"
-            )
-            headline = (
-                f"Pipeline {pipeline} timed out: it stopped waiting for Databricks {how_long}."
-            )
+            how_long = f"after waiting {_duration(waited)}" if waited is not None else "at its time limit"
+            headline = f"Pipeline {pipeline} timed out: it stopped waiting for Databricks {how_long}."
             blocks = [_Para(headline), *_run_blocks(n)]
         case PipelineState.CANCELLED if not started:
             blocks = [_Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
@@ -485,6 +551,8 @@ def _render_text(blocks: list[_Block], footer: str) -> str:
                 lines += [f"{label}: {url}", ""]
             case _Facts(rows):
                 lines += [f"  {key}: {value}" for key, value in rows] + [""]
+            case _Data(rows):
+                lines += [f"  | {key} = {value}" for key, value in rows] + [""]
             case _Pre(text):
                 lines += ["  " + line for line in text.splitlines()] + [""]
             case _Table(columns, rows):
@@ -499,6 +567,7 @@ def _render_text(blocks: list[_Block], footer: str) -> str:
 
 
 _CELL = 'style="padding:2px 12px 2px 0;vertical-align:top"'
+_QUOTE = "margin:4px 0;padding:2px 10px;border-left:3px solid #bbb;color:#333;background:#fafafa"
 
 
 def _render_html(blocks: list[_Block], title: str, footer: str) -> str:
@@ -519,15 +588,17 @@ def _render_html(blocks: list[_Block], title: str, footer: str) -> str:
                 parts.append(f'<p><a href="{e(url, quote=True)}">{e(label)}</a></p>')
             case _Facts(rows):
                 cells = "".join(
-                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}>{e(value)}</td></tr>"
-                    for key, value in rows
+                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}>{e(value)}</td></tr>" for key, value in rows
                 )
                 parts.append(f"<table>{cells}</table>")
-            case _Pre(text):
-                parts.append(
-                    '<pre style="white-space:pre-wrap;background:#f6f6f6;padding:8px">'
-                    f"{e(text)}</pre>"
+            case _Data(rows):
+                cells = "".join(
+                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}><code>{e(value)}</code></td></tr>"
+                    for key, value in rows
                 )
+                parts.append(f'<blockquote style="{_QUOTE}"><table>{cells}</table></blockquote>')
+            case _Pre(text):
+                parts.append(f'<pre style="white-space:pre-wrap;background:#f6f6f6;padding:8px">{e(text)}</pre>')
             case _Table(columns, rows):
                 head = "".join(f'<th {_CELL} align="left">{e(column)}</th>' for column in columns)
                 body = "".join(
@@ -598,8 +669,11 @@ def compose_email(
 
     Raises :class:`NotFinalStateError` for a state its kind of email is not
     for (an outcome of a pipeline that has not ended, a wait for repair of a
-    pipeline that does not await one) and ``ValueError`` for a sender or
-    domain that cannot go in a header.
+    pipeline that does not await one),
+    :class:`~pipeline_shared.recipients.RecipientRefused` for an address the
+    notifier cannot send to (the gateway refuses those at start; a pipeline
+    accepted before it did may still hold one) and ``ValueError`` for a
+    sender or domain that cannot go in a header.
     """
     state = notification.state
     awaiting = notification.kind == "awaiting_repair"
@@ -611,6 +685,7 @@ def compose_email(
         )
     if not _DOMAIN.fullmatch(message_id_domain):
         raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
+    recipient = check_recipient(notification.email)
     pipeline = _header_pipeline_id(notification.pipeline_id)
     subject = f"{_base_subject(notification, pipeline)} {_SUBJECT_STATES[state]}"
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
@@ -626,7 +701,8 @@ def compose_email(
     message = EmailMessage(policy=SMTP)
     message["Subject"] = subject
     message["From"] = _sender_address(sender)
-    message["To"] = Address(addr_spec=notification.email)
+    # The IDNA form of the domain: it needs no SMTPUTF8 from the relay.
+    message["To"] = Address(addr_spec=recipient.smtp_address)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
     references = _references(notification.thread, message_id)

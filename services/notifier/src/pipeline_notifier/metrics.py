@@ -19,7 +19,9 @@ EMAILS_SENT = Counter(
 )
 EMAILS_FAILED = Counter(
     "emails_failed_total",
-    "Emails that could not be sent, by reason: permanent (5xx) or transient (retried later).",
+    "Emails that could not be sent, by reason: permanent (5xx), transient (retried later), configuration (the "
+    "SMTP settings are wrong; retried), address (the notifier cannot send to it) or error (composing or sending "
+    "failed unexpectedly).",
     ["reason"],
 )
 CALLBACK_TO_EMAIL_SECONDS = Histogram(
@@ -45,5 +47,5 @@ SMTP_DELIVERY_SECONDS = Histogram(
 # otherwise appears only at its first increment, already at 1, and the
 # alerts on its increase (infra/observability/prometheus/alerts.yml) could
 # not see that first failure, which for "permanent" may be the only one.
-for _reason in ("permanent", "transient", "configuration"):
+for _reason in ("permanent", "transient", "configuration", "address", "error"):
     EMAILS_FAILED.labels(reason=_reason)

@@ -12,6 +12,10 @@ worker's and the notifier's ops servers gain:
 - ``GET /test-hooks``: which pipelines are stopped at which point, so the test
   kills the container only once all of them are there.
 
+A point named ``fail_...`` raises :class:`InjectedFault` for the armed
+pipelines instead of stopping them: an unexpected error at that line, which
+the service must turn into an outcome rather than a pipeline stuck forever.
+
 Arming lives in this process's memory. The process that replaces a killed one
 starts unarmed and runs through every point, which is the recovery under test.
 """
@@ -33,9 +37,15 @@ logger = logging.getLogger(__name__)
 #: before the repair step's result is recorded; after the email was sent,
 #: before the workflow records its outcome.
 WORKER_POINTS = ("before_run_now", "after_run_now", "after_repair_run", "after_email")
-#: The notifier's point: the mail server accepted the email, and the email
-#: step's result is not recorded yet.
-NOTIFIER_POINTS = ("after_smtp",)
+#: The notifier's points: the mail server accepted the email, and the email
+#: step's result is not recorded yet; composing the email is about to fail.
+NOTIFIER_POINTS = ("after_smtp", "fail_composing")
+#: Points that raise rather than stop.
+FAULT_PREFIX = "fail_"
+
+
+class InjectedFault(RuntimeError):
+    """The unexpected error a fault test asked for at a ``fail_...`` point."""
 
 
 class TestHooks:
@@ -45,11 +55,17 @@ class TestHooks:
         self._armed: dict[str, set[str]] = defaultdict(set)
         self._stopped: dict[str, set[str]] = defaultdict(set)
 
+    def arm(self, point: str, pipelines: list[str]) -> None:
+        self._armed[point].update(pipelines)
+
     async def checkpoint(self, point: str, pipeline_id: str) -> None:
-        """Return at once, unless ``point`` is armed for ``pipeline_id``: then never."""
+        """Return at once, unless ``point`` is armed for ``pipeline_id``: then never, or raise for a fault point."""
         if not self.enabled or pipeline_id not in self._armed[point]:
             return
         self._stopped[point].add(pipeline_id)
+        if point.startswith(FAULT_PREFIX):
+            logger.warning("test hook: fault injected at %s", point, extra={"fields": {"pipeline_id": pipeline_id}})
+            raise InjectedFault(f"test hook {point} failed on purpose")
         logger.warning("test hook: pipeline stopped at %s", point, extra={"fields": {"pipeline_id": pipeline_id}})
         await asyncio.Event().wait()
 
@@ -72,7 +88,7 @@ class TestHooks:
                     {"code": "invalid_request", "message": 'body must be {"pipelines": ["<pipeline id>", ...]}'},
                     status_code=422,
                 )
-            self._armed[point].update(pipelines)
+            self.arm(point, pipelines)
             return JSONResponse({"point": point, "armed": sorted(self._armed[point])})
 
         async def state(_: Request) -> JSONResponse:

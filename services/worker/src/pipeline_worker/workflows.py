@@ -273,9 +273,13 @@ async def _await_settlement(ctx: Context, callback, promise_id: str) -> Settleme
 async def _notify(ctx: Context, notification: Notification) -> NotificationReceipt:
     try:
         value = await ctx.options(target=names.NOTIFIER_GROUP).rpc(names.SEND_PIPELINE_EMAIL, notification)
-    except ApplicationError as exc:
+    except Exception as exc:
         # The notifier retries transient SMTP trouble itself; reaching here
         # means it gave up (or its promise timed out). The pipeline's outcome
-        # stands, and the failed notification is recorded with it.
-        return NotificationReceipt(delivered=False, error=f"notification failed: {exc}")
+        # stands, and the failed notification is recorded with it. Any
+        # exception, not only ApplicationError: Resonate hands the awaiter the
+        # notifier's own exception whenever this process can unpickle it (a
+        # ValueError, an email.errors defect), and the pipeline must end all
+        # the same. Suspension is a BaseException and passes through.
+        return NotificationReceipt(delivered=False, error=f"notification failed: {exc.__class__.__name__}: {exc}")
     return NotificationReceipt.model_validate(value)
