@@ -166,3 +166,17 @@ async def test_follow_exits_4_for_a_cancelled_pipeline(
     assert cancelled == 0
     assert followed == cli.OUTCOME_EXIT["cancelled"] == 4
     assert out.splitlines()[-1].split()[1:3] == [f"{pipeline_id}:", "cancelled"]
+
+
+def test_status_shows_a_long_result_cut_with_an_ellipsis_and_how_to_see_it_whole() -> None:
+    """Issue 20, finding 7: `status` cut a long result mid-JSON, with nothing saying so."""
+    doc = {"id": "p1", "state": "succeeded", "result": {"columns": [f"column_{n}" for n in range(100)]}}
+    whole = json.dumps(doc["result"], sort_keys=True)
+
+    line = cli._describe(doc)
+
+    shown = line.split(" | result ", 1)[1]
+    assert shown.startswith(whole[: cli.RESULT_CHARACTERS_SHOWN] + "…"), shown
+    assert f"({len(whole)} characters; `pipelines status p1 --json` shows it whole)" in shown
+    short = cli._describe({**doc, "result": {"rows": 3}})
+    assert short == 'p1: succeeded | result {"rows": 3}', "a short result is shown whole, with no ellipsis"
