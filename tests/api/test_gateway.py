@@ -210,6 +210,7 @@ async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_cha
 
     assert repaired.status_code == 202, repaired.text
     assert (repaired.json()["parameters"], repaired.json()["parameters_at_start"]) == (fixed, started_with)
+    assert repaired.json()["error"] is None, "the failed attempt's error is in attempts, not the pipeline's"
     waiting = await gateway.wait_for_state(pipeline_id, "waiting")
     assert (waiting["parameters"], waiting["parameters_at_start"]) == (fixed, started_with)
 

@@ -260,7 +260,9 @@ class Pipelines:
                 )
                 state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
                 if repairing:
-                    # The repair being made reruns with the decision's parameters (its record is not written yet).
+                    # The repair being made reruns with the decision's parameters (its record is not written
+                    # yet); the failed attempt's error is history (in ``attempts``), as once the record is.
+                    report, error = None, None
                     with contextlib.suppress(ValidationError):
                         in_use = RepairDecision.model_validate(decision.value.data).parameters or in_use
         elif callback is not None and callback.state != "pending":
