@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pipeline_api import keys as api_keys
 from pipeline_api.app import PublicRoute, _refuse_routes_without_a_scope, create_app
 from pipeline_api.auth import Authenticator
-from pipeline_api.keys import DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, mint
+from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, mint
 from pipeline_api.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names
@@ -426,10 +426,11 @@ class TestTheKeysFile:
         now[0] += 5
         assert ring.principal_for(ALICE_KEY).name == "alice"  # type: ignore[union-attr]
 
-    def test_a_file_listing_the_development_key_is_refused_outside_development(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("key", [DEVELOPMENT_API_KEY, DEVELOPMENT_ADMIN_API_KEY])
+    def test_a_file_listing_a_development_key_is_refused_outside_development(self, tmp_path: Path, key: str) -> None:
         path = tmp_path / "keys.toml"
-        write_keys(path, KeyEntry(id="dev", hash=api_keys.key_digest(DEVELOPMENT_API_KEY), principal="x", scopes=ALL))
-        with pytest.raises(ValidationError, match=r"API_KEYS_FILE: .*lists the development API key"):
+        write_keys(path, KeyEntry(id="dev", hash=api_keys.key_digest(key), principal="x", scopes=ALL))
+        with pytest.raises(ValidationError, match=r"API_KEYS_FILE: .*lists a development API key"):
             GatewaySettings(
                 ENVIRONMENT="production",
                 RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
@@ -462,14 +463,21 @@ class TestTheKeysFile:
 # ── development ──────────────────────────────────────────────────────────────
 
 
-class TestTheDevelopmentKey:
-    async def test_accepted_in_development_without_a_keys_file(self) -> None:
+class TestTheDevelopmentKeys:
+    @pytest.mark.parametrize(
+        ("key", "principal_id", "scopes"),
+        [(DEVELOPMENT_API_KEY, "key:dev", ALL), (DEVELOPMENT_ADMIN_API_KEY, "key:dev-admin", {Scope.ADMIN})],
+    )
+    async def test_accepted_in_development_without_a_keys_file(
+        self, key: str, principal_id: str, scopes: set[Scope]
+    ) -> None:
         settings = GatewaySettings(RESONATE_DATABASE_URL=UNUSED_DATABASE_URL, CALLBACK_SIGNING_SECRET=SECRET)
-        principal = await Authenticator.from_settings(settings).principal_for(DEVELOPMENT_API_KEY)
-        assert (principal.id, principal.scopes) == ("key:dev", ALL)
+        principal = await Authenticator.from_settings(settings).principal_for(key)
+        assert (principal.id, principal.scopes) == (principal_id, scopes)
 
+    @pytest.mark.parametrize("key", [DEVELOPMENT_API_KEY, DEVELOPMENT_ADMIN_API_KEY])
     @pytest.mark.parametrize("environment", ["test", "production"])
-    async def test_refused_in_any_other_environment(self, issuer: Issuer, environment: str) -> None:
+    async def test_refused_in_any_other_environment(self, issuer: Issuer, environment: str, key: str) -> None:
         from pipeline_shared.errors import InvalidCredentials
 
         settings = GatewaySettings(
@@ -481,16 +489,17 @@ class TestTheDevelopmentKey:
             OIDC_AUDIENCE=AUDIENCE,
         )
         with pytest.raises(InvalidCredentials):
-            await Authenticator.from_settings(settings).principal_for(DEVELOPMENT_API_KEY)
+            await Authenticator.from_settings(settings).principal_for(key)
 
-    async def test_refused_in_development_when_there_is_a_keys_file(self, keys_file: Path) -> None:
+    @pytest.mark.parametrize("key", [DEVELOPMENT_API_KEY, DEVELOPMENT_ADMIN_API_KEY])
+    async def test_refused_in_development_when_there_is_a_keys_file(self, keys_file: Path, key: str) -> None:
         from pipeline_shared.errors import InvalidCredentials
 
         settings = GatewaySettings(
             RESONATE_DATABASE_URL=UNUSED_DATABASE_URL, CALLBACK_SIGNING_SECRET=SECRET, API_KEYS_FILE=keys_file
         )
         with pytest.raises(InvalidCredentials):
-            await Authenticator.from_settings(settings).principal_for(DEVELOPMENT_API_KEY)
+            await Authenticator.from_settings(settings).principal_for(key)
 
     def test_outside_development_the_gateway_will_not_start_without_a_way_in(self) -> None:
         with pytest.raises(ValidationError, match="set API_KEYS_FILE"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,12 @@ from pipeline_api import cli
 from pipeline_api.app import create_app
 from pipeline_api.keys import mint
 from pipeline_api.principals import Scope
+from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink
 from tests.api.test_gateway import SETTINGS
 from tests.api.test_listeners import loopback_socket, serving, url_of
-from tests.support.pipeline_harness import Harness
+from tests.support.pipeline_harness import CATALOGUE_FILE, Harness
 
 KEY, ENTRY = mint("cli-user", frozenset({Scope.START, Scope.READ, Scope.CANCEL}))
 
@@ -166,3 +169,51 @@ async def test_follow_exits_4_for_a_cancelled_pipeline(
     assert cancelled == 0
     assert followed == cli.OUTCOME_EXIT["cancelled"] == 4
     assert out.splitlines()[-1].split()[1:3] == [f"{pipeline_id}:", "cancelled"]
+
+
+def test_status_shows_a_long_result_cut_with_an_ellipsis_and_how_to_see_it_whole() -> None:
+    """Issue 20, finding 7: `status` cut a long result mid-JSON, with nothing saying so."""
+    doc = {"id": "p1", "state": "succeeded", "result": {"columns": [f"column_{n}" for n in range(100)]}}
+    whole = json.dumps(doc["result"], sort_keys=True)
+
+    line = cli._describe(doc)
+
+    shown = line.split(" | result ", 1)[1]
+    assert shown.startswith(whole[: cli.RESULT_CHARACTERS_SHOWN] + "…"), shown
+    assert f"({len(whole)} characters; `pipelines status p1 --json` shows it whole)" in shown
+    short = cli._describe({**doc, "result": {"rows": 3}})
+    assert short == 'p1: succeeded | result {"rows": 3}', "a short result is shown whole, with no ellipsis"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_commands(program: str) -> list[str]:
+    """Every command line of README's ``sh`` blocks that runs ``program``, continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if program in line and not line.lstrip().startswith("#")]
+
+
+def test_every_cli_example_in_the_readme_is_a_command_it_takes_with_its_jobs_parameters() -> None:
+    """Issue 20, finding 10: README's examples are what a newcomer types first; each must at least parse."""
+    catalogue = Catalogue.load(CATALOGUE_FILE)
+    examples = readme_commands("uv run pipelines ")
+    assert len(examples) > 10, "README's examples were not found"
+    for example in examples:
+        words = shlex.split(example.split("uv run pipelines ", 1)[1], comments=True)
+        try:
+            args = cli._parser().parse_args(words)
+        except SystemExit:
+            pytest.fail(f"README: the CLI refuses {example!r}")
+        if args.command == "start":
+            job = catalogue.job(args.job)
+            given = {pair.partition("=")[0] for pair in args.param}
+            assert given <= set(job.parameters), f"README: {example!r} names parameters {job.name} lacks"
+            assert {name for name, p in job.parameters.items() if p.required} <= given, f"README: {example!r}"
+
+
+def test_the_readmes_examples_need_no_internet() -> None:
+    """Issue 20, finding 10: the first CLI example fetched https://example.com/data.csv."""
+    for example in readme_commands("pipelines") + readme_commands("curl "):
+        assert "https://example.com" not in example, example

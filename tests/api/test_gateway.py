@@ -188,6 +188,64 @@ async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline
     assert [(a["number"], a["outcome"]) for a in done["attempts"]] == [(0, "failure"), (1, "success")]
 
 
+async def fail_the_run(gateway: Gateway, promise_id: str) -> None:
+    """The notebook of the run reporting on ``promise_id`` calls back a failure."""
+    error = {"type": "FileNotFoundError", "message": "no such file"}
+    body = json.dumps({"promise_id": promise_id, "status": "failure", "error": error}).encode()
+    signed = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
+    assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
+
+
+async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_changing_nothing_keeps_them(
+    gateway: Gateway,
+) -> None:
+    """Issue 20, finding 7: after a repair changed ``source`` the status document showed the start's."""
+    started_with = {"source": "/data/typo.csv"}
+    pipeline_id = (await gateway.start(parameters=started_with)).json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    await fail_the_run(gateway, ids.callback_promise_id(pipeline_id))
+    await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+    fixed = {"source": "/data/fixed.csv"}
+    repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": fixed})
+
+    assert repaired.status_code == 202, repaired.text
+    assert (repaired.json()["parameters"], repaired.json()["parameters_at_start"]) == (fixed, started_with)
+    assert repaired.json()["error"] is None, "the failed attempt's error is in attempts, not the pipeline's"
+    waiting = await gateway.wait_for_state(pipeline_id, "waiting")
+    assert (waiting["parameters"], waiting["parameters_at_start"]) == (fixed, started_with)
+
+    # The repaired run fails too; a repair that names no parameter reruns with what it ran with.
+    [run] = gateway.harness.jobs.runs_by_token.values()
+    async with asyncio.timeout(5):
+        while not gateway.harness.jobs.repairs.get(run.run_id):
+            await asyncio.sleep(0.02)
+    await fail_the_run(gateway, gateway.harness.jobs.repairs[run.run_id][0]["callback_promise_id"])
+    again = await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+    assert (again["parameters"], again["parameters_at_start"]) == (fixed, started_with)
+    assert (await gateway.client.post(f"/pipelines/{pipeline_id}/repair")).status_code == 202
+    async with asyncio.timeout(5):
+        while len(gateway.harness.jobs.repairs[run.run_id]) < 2:
+            await asyncio.sleep(0.02)
+    assert gateway.harness.jobs.repairs[run.run_id][1]["source"] == fixed["source"]
+    second = gateway.harness.jobs.repairs[run.run_id][1]["callback_promise_id"]
+    body = json.dumps({"promise_id": second, "status": "success", "result": {"rows": 9}}).encode()
+    signed = sign_callback(derive_callback_key(SECRET, second), body) | {"content-type": "application/json"}
+    assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
+
+    done = await gateway.wait_for_state(pipeline_id, "succeeded")
+    assert (done["parameters"], done["parameters_at_start"]) == (fixed, started_with)
+    assert [a["parameters"] for a in done["attempts"]] == [None, fixed, fixed]
+    # Each email shows what the attempt it tells of ran with, as the status document does.
+    told = [(n.kind, n.parameters) for n in gateway.harness.notifications]
+    assert told == [("awaiting_repair", started_with), ("awaiting_repair", fixed), ("outcome", fixed)]
+
+
+async def test_a_pipeline_never_repaired_shows_its_parameters_and_no_start_parameters(gateway: Gateway) -> None:
+    pipeline_id = (await gateway.start(parameters={"source": "/data/a.csv"})).json()["id"]
+    waiting = await gateway.wait_for_state(pipeline_id, "waiting")
+    assert (waiting["parameters"], waiting["parameters_at_start"]) == ({"source": "/data/a.csv"}, None)
+
+
 async def test_abandon_ends_it_failed_and_only_a_pipeline_awaiting_repair_can_be_decided(gateway: Gateway) -> None:
     pipeline_id = (await gateway.start()).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY
 from pipeline_shared import ids
 from tests.api.test_gateway import SETTINGS, Gateway, serve
 from tests.support.pipeline_harness import JOB_IDS, run_state
@@ -110,6 +111,24 @@ async def test_a_job_reserved_to_admins_is_403_for_others_and_nothing_starts(gat
     assert 'scope="admin"' in response.headers["www-authenticate"]
     await asyncio.sleep(0.1)
     assert gateway.harness.jobs.run_now_calls == []
+
+
+async def test_the_development_admin_key_starts_the_job_reserved_to_admins(gateway: Gateway) -> None:
+    """Issue 20, finding 10: customer-report, the example of `poll`, could not be tried on the development stack."""
+    admin = {"authorization": f"Bearer {DEVELOPMENT_ADMIN_API_KEY}"}
+    listed = (await gateway.client.get("/jobs", headers=admin)).json()["jobs"]
+    started = await gateway.client.post(
+        "/pipelines",
+        json={"email": "ops@example.com", "job": "customer-report", "parameters": {"customer": "C-1042"}},
+        headers=admin,
+    )
+
+    assert "customer-report" in [job["name"] for job in listed]
+    assert started.status_code == 202, started.text
+    async with asyncio.timeout(5):
+        while not gateway.harness.jobs.run_now_calls:
+            await asyncio.sleep(0.02)
+    assert gateway.harness.jobs.run_now_calls == [{"customer": "C-1042", "period": "month"}]
 
 
 # ── notifications ────────────────────────────────────────────────────────────

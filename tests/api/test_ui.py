@@ -30,6 +30,7 @@ from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_api.ui.views import CHART_WIDTH, LABEL_WIDTH, Phase, chart, phases, result_view
+from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UI_SECRET, UNUSED_DATABASE_URL, Harness
 
@@ -357,6 +358,22 @@ async def test_repair_and_abandon_are_refused_with_the_reason_when_not_awaiting_
     assert response.status_code == 409
     assert f"pipeline &#39;{pipeline_id}&#39; is not awaiting repair: it is waiting" in response.text
     assert "Traceback" not in response.text
+
+
+async def test_after_a_repair_changing_a_parameter_the_page_shows_the_new_value_and_the_start_one(page: Page) -> None:
+    """Issue 20, finding 7: the page showed the start's ``source`` while the run and the email used the repair's."""
+    await page.sign_in()
+    pipeline_id = await page.start(**{"param.source": "/data/missing.csv"})
+    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.settle_id(pipeline_id, status="failure", error=RunError(type="FileNotFoundError", message="x"))
+    await wait_for_state(page, pipeline_id, "awaiting_repair")
+
+    response = await page.post(f"/ui/pipelines/{pipeline_id}/repair", {"param.source": "/data/fixed.csv"})
+    assert response.status_code == 303, response.text
+    html = await wait_for_state(page, pipeline_id, "waiting")
+
+    row = html[html.index('<th scope="row">source</th>') :].split("</tr>", 1)[0]
+    assert "/data/fixed.csv" in row and "(changed by a repair; started with /data/missing.csv)" in row
 
 
 async def test_another_principals_pipeline_is_a_404_page_like_a_missing_one(page: Page) -> None:

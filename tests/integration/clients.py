@@ -189,6 +189,14 @@ def assert_timeline_tells(doc: dict[str, Any], events: list[dict[str, Any]]) -> 
         outcomes = [kind for kind in kinds if kind in OUTCOME_EVENTS]
         assert len(outcomes) == max(1, len(doc["attempts"])), f"{where}: outcomes {outcomes}, {doc['attempts']}"
         assert kinds.index("run_triggered") < kinds.index(outcomes[0]), where
+    # The status document's parameters are what the run last used: the last repair's, else the start's.
+    started_with = events[0]["data"]["parameters"]
+    asked = [event["data"]["parameters"] for event in events if event["kind"] == "repair_requested"]
+    in_use = next((parameters for parameters in reversed(asked) if parameters), started_with)
+    assert (doc["parameters"], doc["parameters_at_start"]) == (
+        in_use,
+        started_with if in_use != started_with else None,
+    ), f"{where}: parameters"
     emails = [event for event in events if event["kind"] in {"email_delivered", "email_refused"}]
     note = doc["notification"]
     if note is not None:

@@ -55,6 +55,8 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 
 FINAL_STATES = views.FINAL_STATES
 
+#: How much of a result a one-line summary shows; ``--json`` shows it whole.
+RESULT_CHARACTERS_SHOWN = 500
 #: `follow`'s exit status for a pipeline that stopped to wait for a repair.
 AWAITING_REPAIR_EXIT = 3
 #: The exit status for a command line or gateway error (argparse's own, too).
@@ -179,7 +181,7 @@ def _describe(doc: dict[str, Any]) -> str:
     if doc.get("error"):
         parts.append(f"{doc['error']['type']}: {doc['error']['message']}")
     if doc["state"] == "succeeded" and doc.get("result") is not None:
-        parts.append("result " + json.dumps(doc["result"], sort_keys=True)[:500])
+        parts.append("result " + _bounded(json.dumps(doc["result"], sort_keys=True, ensure_ascii=False), doc["id"]))
     if doc["state"] == "awaiting_repair":
         parts.append(
             f"awaiting repair until {doc.get('repair_deadline')}: `pipelines repair {doc['id']}` "
@@ -189,6 +191,16 @@ def _describe(doc: dict[str, Any]) -> str:
         note = doc["notification"]
         parts.append("email sent" if note["delivered"] else f"email NOT sent: {note.get('error')}")
     return " | ".join(parts)
+
+
+def _bounded(text: str, pipeline_id: str) -> str:
+    """``text`` whole if it is short enough for one line, else its start, an ellipsis and where to read it all."""
+    if len(text) <= RESULT_CHARACTERS_SHOWN:
+        return text
+    return (
+        f"{text[:RESULT_CHARACTERS_SHOWN]}… ({len(text)} characters; "
+        f"`pipelines status {pipeline_id} --json` shows it whole)"
+    )
 
 
 def follow(

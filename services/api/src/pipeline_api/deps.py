@@ -279,7 +279,7 @@ async def _repair_request(request: Request, pipeline: CancellablePipeline) -> Re
             ) from None
     pipelines: Pipelines = request.app.state.pipelines
     try:
-        parameters = pipelines.parameters_for_repair(pipeline.root, document.parameters)
+        parameters = await pipelines.parameters_for_repair(pipeline.root, document.parameters)
     except InvalidParameters as exc:
         raise _invalid(exc) from None
     return Repair(pipeline, parameters)

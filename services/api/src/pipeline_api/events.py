@@ -40,6 +40,7 @@ from pipeline_shared.models import (
     RunReport,
     Settlement,
     TriggerOutcome,
+    changed_parameters,
 )
 
 #: Where a kind goes among events of the same millisecond: the order they happen in.
@@ -165,7 +166,7 @@ def _events(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> Itera
         elif match := _CHECK.search(child):
             yield from _checked(promise, int(match["attempt"] or 0))
         elif match := _AWAIT.search(child):
-            yield from _awaited(promise, int(match["n"]), promises)
+            yield from _awaited(promise, int(match["n"]), promises, spec.parameters)
         elif match := _ATTEMPT.search(child):
             yield from _repaired(promise, int(match["n"]))
         elif _function(promise) == names.SEND_PIPELINE_EMAIL:
@@ -229,8 +230,9 @@ def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
     elif settlement.source == "user":
         by = settlement.by
         yield Event(f"outcome:{attempt}", at, "cancel_requested", f"cancelled by {by or 'a user'}", {"by": by})
-    if settlement.report is not None:
-        yield _state_seen(f"state:{attempt}:outcome", at, settlement.report, settlement.source, attempt)
+    # A settlement read from the run (``settlement.report``) is the reading of
+    # the check that made it, which tells that reading itself (see _checked):
+    # telling it here too showed the same state twice at the same moment.
 
 
 #: A run's outcome, by who reported it: its event and sentence.
@@ -277,7 +279,9 @@ def _state_seen(key: str, at: int, report: RunReport, source: str, attempt: int)
     )
 
 
-def _awaited(window: PromiseRecord, number: int, promises: Mapping[str, PromiseRecord]) -> Iterator[Event]:
+def _awaited(
+    window: PromiseRecord, number: int, promises: Mapping[str, PromiseRecord], started_with: dict[str, str]
+) -> Iterator[Event]:
     record = _parsed(AttemptRecord, window.param.data)
     if record is None:
         return
@@ -304,7 +308,11 @@ def _awaited(window: PromiseRecord, number: int, promises: Mapping[str, PromiseR
     elif decision.state == "resolved" and (decided := _parsed(RepairDecision, decision.value.data)):
         at = decided.decided_at or _settled_at(decision)
         if decided.action == "repair":
-            changed = f", changing {', '.join(sorted(decided.parameters))}" if decided.parameters else ""
+            # The decision carries every parameter the repair reruns with: the
+            # ones it changes are those that differ from what the failed attempt ran with.
+            before = record.attempt.parameters or started_with
+            changes = changed_parameters(before, decided.parameters or before)
+            changed = f", changing {', '.join(changes)}" if changes else " with the same parameters"
             yield Event(
                 f"decision:{number}",
                 at,

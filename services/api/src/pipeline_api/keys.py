@@ -20,8 +20,9 @@ Mint a key and print its entry for the file::
 
 Development: with ``ENVIRONMENT=development`` and no ``API_KEYS_FILE``,
 :data:`DEVELOPMENT_API_KEY` (principal ``dev``, scopes start, read and
-cancel) is the one key accepted. It is refused in any other environment, and
-so is a keys file that lists it.
+cancel) and :data:`DEVELOPMENT_ADMIN_API_KEY` (principal ``dev-admin``, scope
+admin, for trying the jobs only operators may start) are the keys accepted.
+Both are refused in any other environment, and so is a keys file that lists either.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ DEVELOPMENT_API_KEY = "pl_dev_development-only-insecure-api-key"
 #: deployment does, rather than an admin's view in which every check passes.
 DEVELOPMENT_SCOPES = frozenset({Scope.START, Scope.READ, Scope.CANCEL})
 DEVELOPMENT_PRINCIPAL = "dev"
+#: The development stack's admin key, public like the one above: it lets a
+#: newcomer try the catalogue's jobs that only operators may start
+#: (``start_scopes = ["admin"]``) on the development stack, nowhere else.
+DEVELOPMENT_ADMIN_API_KEY = "pl_devadmin_development-only-insecure-admin-key"
+DEVELOPMENT_ADMIN_PRINCIPAL = "dev-admin"
+#: Every public development key, by key id: refused outside ENVIRONMENT=development.
+DEVELOPMENT_KEYS = {
+    "dev": (DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, DEVELOPMENT_SCOPES),
+    "devadmin": (DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_ADMIN_PRINCIPAL, frozenset({Scope.ADMIN})),
+}
 
 #: How often the keys file is looked at for changes, at most.
 RELOAD_CHECK_SECONDS = 1.0
@@ -135,8 +146,9 @@ def load_keys_file(path: Path, environment: str) -> dict[str, KeyEntry]:
             for error in exc.errors(include_input=False, include_url=False)
         ]
         raise InvalidKeysFile(f"{path}: " + "; ".join(problems)) from None
-    if environment != "development" and any(e.hash == key_digest(DEVELOPMENT_API_KEY) for e in entries):
-        raise InvalidKeysFile(f"{path}: lists the development API key, refused for ENVIRONMENT={environment}")
+    public = {key_digest(key) for key, _, _ in DEVELOPMENT_KEYS.values()}
+    if environment != "development" and any(e.hash in public for e in entries):
+        raise InvalidKeysFile(f"{path}: lists a development API key, refused for ENVIRONMENT={environment}")
     return {entry.id: entry for entry in entries}
 
 
@@ -177,13 +189,13 @@ class ApiKeys:
 
     @classmethod
     def development(cls) -> ApiKeys:
-        entry = KeyEntry(
-            id="dev",
-            hash=key_digest(DEVELOPMENT_API_KEY),
-            principal=DEVELOPMENT_PRINCIPAL,
-            scopes=DEVELOPMENT_SCOPES,
+        """The public development keys; only ever built for ENVIRONMENT=development (see GatewaySettings)."""
+        return cls(
+            {
+                key_id: KeyEntry(id=key_id, hash=key_digest(key), principal=principal, scopes=scopes)
+                for key_id, (key, principal, scopes) in DEVELOPMENT_KEYS.items()
+            }
         )
-        return cls({entry.id: entry})
 
     @staticmethod
     def looks_like_key(credential: str) -> bool:

@@ -18,6 +18,7 @@ Whose a pipeline is, is recorded with it, durably: the root promise's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
@@ -58,6 +59,7 @@ from pipeline_shared.models import (
     Settlement,
     TriggerOutcome,
     WatchRequest,
+    parameters_in_use,
 )
 
 from . import metrics
@@ -197,7 +199,6 @@ class Pipelines:
             "id": spec.id,
             "job": spec.job or self._settings.catalogue.default,
             "email": spec.email,
-            "parameters": spec.parameters,
             "timeout_seconds": spec.timeout_seconds,
             "created_at": _iso(root.created_at),
         }
@@ -206,6 +207,7 @@ class Pipelines:
             receipt = outcome.notification
             return PipelineStatus(
                 **base,
+                **_parameters_view(spec, parameters_in_use(spec.parameters, outcome.attempts)),
                 state=outcome.state,
                 databricks=_run_view(outcome.run, outcome.report),
                 result=outcome.result,
@@ -217,6 +219,7 @@ class Pipelines:
         if root.state != "pending":
             return PipelineStatus(
                 **base,
+                **_parameters_view(spec, spec.parameters),
                 state=PipelineState.FAILED,
                 databricks=None,
                 error=RunError(
@@ -237,6 +240,7 @@ class Pipelines:
         run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
 
         state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
+        in_use = parameters_in_use(spec.parameters, progress.attempts)
         window = progress.open_window
         if window is not None:
             # The run failed; a person may repair or abandon it until the deadline.
@@ -255,6 +259,12 @@ class Pipelines:
                     and decision.value.data.get("action") == "repair"
                 )
                 state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
+                if repairing:
+                    # The repair being made reruns with the decision's parameters (its record is not written
+                    # yet); the failed attempt's error is history (in ``attempts``), as once the record is.
+                    report, error = None, None
+                    with contextlib.suppress(ValidationError):
+                        in_use = RepairDecision.model_validate(decision.value.data).parameters or in_use
         elif callback is not None and callback.state != "pending":
             # The outcome is known; the workflow is repairing, cancelling or emailing.
             state = PipelineState.NOTIFYING
@@ -266,6 +276,7 @@ class Pipelines:
             error = run.error
         return PipelineStatus(
             **base,
+            **_parameters_view(spec, in_use),
             state=state,
             databricks=_run_view(run.run if run else None, report),
             result=result,
@@ -386,11 +397,16 @@ class Pipelines:
         metrics.REPAIR_DECISIONS.labels(action=action).inc()
         return await self.status(await self.root(pipeline_id))
 
-    def parameters_for_repair(self, root: PromiseRecord, changes: dict[str, str]) -> dict[str, str]:
-        """The parameters a repair reruns with: the pipeline's, with ``changes``, checked as at start."""
+    async def parameters_for_repair(self, root: PromiseRecord, changes: dict[str, str]) -> dict[str, str]:
+        """The parameters a repair reruns with: those the run now uses, with ``changes``, checked as at start.
+
+        What the run now uses is the start's, or an earlier repair's: a repair
+        that changes nothing reruns with what the failed attempt ran with.
+        """
         spec = _spec_of(root)
         job = self._settings.catalogue.job(spec.job)
-        return job.resolve(spec.parameters | changes)
+        progress = await self._progress_of(root.id)
+        return job.resolve(parameters_in_use(spec.parameters, progress.attempts) | changes)
 
     # ── callback ─────────────────────────────────────────────────────────
 
@@ -538,6 +554,11 @@ def _spec_of(root: PromiseRecord) -> PipelineSpec:
         # An id taken by something other than a pipeline (or a corrupted
         # record): never start a second thing under it.
         raise PipelineConflict(f"id {root.id!r} belongs to something that is not a pipeline") from exc
+
+
+def _parameters_view(spec: PipelineSpec, in_use: dict[str, str]) -> dict[str, Any]:
+    """The status document's parameters: what the run now uses, and the start's when a repair changed them."""
+    return {"parameters": in_use, "parameters_at_start": spec.parameters if in_use != spec.parameters else None}
 
 
 def _differences(stored: PipelineSpec, requested: PipelineSpec) -> list[str]:

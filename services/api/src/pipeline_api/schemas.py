@@ -158,7 +158,13 @@ class PipelineStatus(BaseModel):
     state: PipelineState
     job: str
     email: str
-    parameters: dict[str, str]
+    parameters: dict[str, str] = Field(
+        description="The job's parameters its run now uses: those it was started with, or a repair's."
+    )
+    parameters_at_start: dict[str, str] | None = Field(
+        default=None,
+        description="When a repair changed the parameters: those the pipeline was started with (else null).",
+    )
     timeout_seconds: int
     databricks: DatabricksRunView | None = Field(description="The Databricks run, once triggered.")
     result: dict[str, Any] | None = None

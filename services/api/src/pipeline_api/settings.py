@@ -175,7 +175,7 @@ class GatewaySettings(CatalogueSettings):
 
     @property
     def accepts_development_key(self) -> bool:
-        """The development API key is the one key, in development with no keys file."""
+        """The development API keys (keys.DEVELOPMENT_KEYS) are the keys, in development with no keys file."""
         return self.ENVIRONMENT == "development" and self.API_KEYS_FILE is None
 
     @model_validator(mode="after")

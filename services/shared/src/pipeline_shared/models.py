@@ -216,11 +216,22 @@ class Attempt(_Model):
     by: str | None = None
     #: The tasks it reran (empty: all of them, for the original run).
     rerun_tasks: list[str] = Field(default_factory=list)
-    #: Parameters changed for this repair, if any.
+    #: Every parameter this attempt ran with, when they differ from the pipeline's start
+    #: (a person's repair changed one, here or in an earlier attempt); None: the start's.
     parameters: dict[str, str] | None = None
     #: How it ended: success, failure or cancelled; None while it runs.
     outcome: Literal["success", "failure", "cancelled"] | None = None
     error: RunError | None = None
+
+
+def parameters_in_use(started_with: dict[str, str], attempts: list[Attempt]) -> dict[str, str]:
+    """The parameters the pipeline's latest attempt runs with: a repair's, else the start's."""
+    return (attempts[-1].parameters if attempts else None) or started_with
+
+
+def changed_parameters(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The names of the parameters whose value differs between ``before`` and ``after``, sorted."""
+    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
 
 
 class RepairDecision(_Model):

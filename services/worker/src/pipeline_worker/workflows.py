@@ -91,19 +91,26 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
             automatic += 1
             kind = report.termination_code or report.termination_type if report else "transient"
             attempt = Attempt(
-                number=number, started_at=0, reason=f"automatic repair of a transient failure ({kind})", by="automatic"
+                number=number,
+                started_at=0,
+                reason=f"automatic repair of a transient failure ({kind})",
+                by="automatic",
+                parameters=_if_changed(parameters, spec),
             )
         elif policy.manual_window_seconds > 0 and manual < policy.manual_attempts:
             manual += 1
-            decision, receipt_ids = await _await_decision(ctx, spec, job, settlement, run, attempts, thread)
+            decision, receipt_ids = await _await_decision(ctx, spec, job, settlement, run, attempts, thread, parameters)
             thread.extend(receipt_ids)
             if decision is None or decision.action == "abandon":
                 error = _not_repaired(decision, policy.manual_window_seconds, error)
                 break
             parameters = decision.parameters or parameters
-            changed = decision.parameters if decision.parameters not in (None, spec.parameters) else None
             attempt = Attempt(
-                number=number, started_at=0, reason="repair asked for", by=decision.by, parameters=changed
+                number=number,
+                started_at=0,
+                reason="repair asked for",
+                by=decision.by,
+                parameters=_if_changed(parameters, spec),
             )
         else:
             break
@@ -193,6 +200,11 @@ def _ended(attempt: Attempt, settlement: Settlement) -> Attempt:
     return attempt.model_copy(update={"outcome": settlement.status, "error": settlement.error})
 
 
+def _if_changed(parameters: dict[str, str], spec: PipelineSpec) -> dict[str, str] | None:
+    """An attempt's parameters as its record holds them: all of them if a repair changed any, else None."""
+    return parameters if parameters != spec.parameters else None
+
+
 def _not_repaired(decision: RepairDecision | None, window_seconds: int, cause: RunError | None) -> RunError:
     failed = f": {cause.type}: {cause.message}" if cause else ""
     if decision is None:
@@ -212,6 +224,7 @@ async def _await_decision(
     run: DatabricksRun,
     attempts: list[Attempt],
     thread: list[str],
+    parameters: dict[str, str],
 ) -> tuple[RepairDecision | None, list[str]]:
     """Wait, holding nothing, for a person to repair or abandon the pipeline; None when the window ends.
 
@@ -236,7 +249,8 @@ async def _await_decision(
         email=spec.email,
         state=PipelineState.AWAITING_REPAIR,
         kind="awaiting_repair",
-        parameters=spec.parameters,
+        # What the failed attempt ran with: a repair may have changed the start's.
+        parameters=parameters,
         run=run,
         error=settlement.error,
         job=job.name,

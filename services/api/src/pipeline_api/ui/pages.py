@@ -730,7 +730,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
                 current = (await pipelines.status(owned.root)).parameters
                 changed = {name: value for name, value in changes.items() if current.get(name) != value}
                 try:
-                    parameters = pipelines.parameters_for_repair(owned.root, changed)
+                    parameters = await pipelines.parameters_for_repair(owned.root, changed)
                 except ValueError as exc:
                     problems = getattr(exc, "problems", [])
                     errors = {f"param.{p.name}": p.problem for p in problems}
