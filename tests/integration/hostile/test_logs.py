@@ -67,6 +67,9 @@ def listed(gateway: Gateway) -> str:
 
 
 CURSORS = {
+    # As cursors were before they carried a check: what a client would edit an issued one into.
+    "nul, as cursors were": lambda issued: encoded(["2026-12-01T09:30:00+00:00", "csv\x00"]),
+    "lone surrogate, as cursors were": lambda issued: encoded(["2026-12-01T09:30:00+00:00", "\ud800"]),
     "nul": lambda issued: encoded(["2026-12-01T09:30:00+00:00", "csv\x00", "0" * 24]),
     "lone surrogate": lambda issued: encoded(["2026-12-01T09:30:00+00:00", "\ud800", "0" * 24]),
     "nul in the time": lambda issued: encoded(["2026-12-01T09:30:00\x00+00:00", "csv-1", "0" * 24]),
@@ -121,7 +124,7 @@ def test_the_page_refuses_a_bad_cursor_with_a_422_page(
     [
         ("GET", "/ui/static/nope", False),
         ("GET", "/ui/static/nope", True),
-        ("GET", "/ui/static/vendor/../../../etc/passwd", True),
+        ("GET", "/ui/static/vendor/%2e%2e/%2e%2e/ui.css", True),
         ("GET", "/ui/pipelines/x/bogus", True),
         ("GET", "/ui/pipelines/{waiting}/bogus", True),
         ("POST", "/ui/pipelines/{waiting}/bogus", True),
