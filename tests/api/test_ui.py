@@ -32,6 +32,7 @@ from pipeline_api.schemas import PipelineEvent
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
+from pipeline_api.ui.sign_outs import LocalSignOuts
 from pipeline_api.ui.views import CHART_WIDTH, LABEL_WIDTH, Phase, chart, phases, result_view
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
@@ -251,6 +252,18 @@ async def test_a_cookie_copied_before_sign_out_is_refused_after_it(page: Page) -
     await page.sign_in()
     assert 'id="pipeline-state">waiting<' in (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
     assert (await page.client.get("/ui/start")).status_code == 200, "a new session is not the one signed out"
+
+
+async def test_signed_out_sessions_are_forgotten_once_they_would_have_expired() -> None:
+    now = [1_000.0]
+    sign_outs = LocalSignOuts(clock=lambda: now[0])
+    await sign_outs.end("morning", ends_at=1_500)
+    await sign_outs.end("noon", ends_at=3_000)
+    now[0] = 2_000.0
+
+    await sign_outs.end("evening", ends_at=5_000)
+
+    assert [await sign_outs.ended(sid) for sid in ("morning", "noon", "evening", "never")] == [False, True, True, False]
 
 
 def forged_session(**document: Any) -> str:

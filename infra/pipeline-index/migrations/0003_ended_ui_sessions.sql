@@ -6,8 +6,8 @@
 -- cookie taken before signing out is worthless afterwards, whichever replica
 -- it is shown to. A row is needed only until the session would have expired
 -- by itself (its cookie is refused then anyway): the gateway deletes rows past
--- ends_at whenever it records a sign-out, so the table holds at most a working
--- day's sign-outs.
+-- ends_at (and a margin for clocks) whenever it records a sign-out, so the
+-- table holds about a working day's sign-outs.
 --
 -- The id is not a secret on its own: a cookie cannot be made from it without
 -- the gateway's signing secret.

@@ -61,6 +61,11 @@ def test_a_cookie_copied_before_sign_out_is_refused_after_it_even_by_a_restarted
     browser.sign_in()
     assert browser.http.get(f"/ui/pipelines/{waiting}").status_code == 200
     copied, csrf = browser.http.cookies[SESSION_COOKIE], browser.csrf
+    with psycopg.connect(stack.resonate_dsn(), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pipelines.ended_ui_session (session_id, ends_at) "
+            "VALUES ('expired-before-this-test', now() - interval '1 hour')"
+        )
 
     signed_out = browser.http.post("/ui/sign-out", data={"csrf_token": csrf})
     assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/ui/sign-in?signed_out=1")
@@ -72,8 +77,12 @@ def test_a_cookie_copied_before_sign_out_is_refused_after_it_even_by_a_restarted
     assert_unchanged(gateway, emulator, waiting)
     # Kept where every replica reads it, not in the gateway's memory: a gateway started afresh refuses it too.
     with psycopg.connect(stack.resonate_dsn(), autocommit=True) as conn:
-        rows = conn.execute("SELECT count(*) FROM pipelines.ended_ui_session WHERE ends_at > now()").fetchone()
-    assert rows is not None and rows[0] >= 1
+        live = conn.execute("SELECT count(*) FROM pipelines.ended_ui_session WHERE ends_at > now()").fetchone()
+        expired = conn.execute(
+            "SELECT count(*) FROM pipelines.ended_ui_session WHERE session_id = 'expired-before-this-test'"
+        ).fetchone()
+    assert live is not None and live[0] >= 1
+    assert expired == (0,), "a sign-out deletes the records of sessions that have expired by themselves"
     stack.restart("api")
     assert "signed out" in sent_to_sign_in(thief.cancel(waiting, csrf))
     assert_unchanged(gateway, emulator, waiting)

@@ -13,7 +13,9 @@ checked by the same code (:func:`pipeline_api.deps.checked_start`).
 
 State-changing requests (start, cancel, repair, abandon, sign-out) are POSTs
 and are refused before anything is read unless they carry the session's CSRF
-token and do not come from another site (:mod:`.sessions`). Every action
+token and do not come from another site (:mod:`.sessions`). Each records who
+made it, exactly as the JSON API does. Sign-out is recorded on the server
+(:mod:`.sign_outs`), and every request's session is checked against it. Every action
 goes through a confirmation page of its own (a real page, so it works with
 the keyboard and without JavaScript).
 

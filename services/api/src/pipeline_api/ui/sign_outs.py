@@ -7,8 +7,9 @@ session is checked against the record, so the copy is refused at once.
 
 The record lives in the resonate-pg database, schema ``pipelines`` (migration
 ``0003_ended_ui_sessions``), so every gateway replica sees every sign-out. A
-row is kept only until the session would have expired by itself; recording a
-sign-out deletes the rows past that. A gateway without a database (in process,
+row is kept only until the session would have expired by itself (and
+:data:`CLOCK_MARGIN_SECONDS` more); recording a sign-out deletes the rows past
+that. A gateway without a database (in process,
 in tests) keeps the record in memory (:class:`LocalSignOuts`), which is right
 for one process only.
 
@@ -31,6 +32,11 @@ from pipeline_shared.errors import CoordinatorUnavailable
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
+
+
+#: How long a record outlives its session's end: the database's clock decides when it goes, each
+#: gateway's when a cookie has expired, and a gateway whose clock is behind must still find it.
+CLOCK_MARGIN_SECONDS = 600
 
 
 class SignOuts(Protocol):
@@ -58,7 +64,10 @@ class DatabaseSignOuts:
                     (session_id, ends_at),
                 )
                 # Past its end a session's cookie is refused by its own expiry; its row is no longer needed.
-                await conn.execute("DELETE FROM pipelines.ended_ui_session WHERE ends_at < now()")
+                await conn.execute(
+                    "DELETE FROM pipelines.ended_ui_session WHERE ends_at < now() - make_interval(secs => %s)",
+                    (CLOCK_MARGIN_SECONDS,),
+                )
         except (psycopg.OperationalError, PoolTimeout, psycopg.errors.UndefinedTable) as exc:
             raise CoordinatorUnavailable(f"the sign-out cannot be recorded now; try again: {exc}") from exc
 
