@@ -27,11 +27,13 @@ def encoded(document: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
 
 
-def test_a_cursor_leads_back_to_the_row_it_was_issued_after_whatever_the_page_size() -> None:
+def test_a_cursor_leads_back_to_its_row_whatever_the_page_size_and_time_window() -> None:
     cursor = _encode_cursor(ALICE, QUERY, ROW)
+    # As the CLI asks for `--created-after 1h` on two calls a few seconds apart.
+    moved = ListQuery(states=QUERY.states, limit=50, created_after=datetime(2026, 12, 1, 8, 0, 5, tzinfo=UTC))
 
     assert _decode_cursor(ALICE, QUERY, cursor) == (ROW["created_at"], ROW["id"])
-    assert _decode_cursor(ALICE, ListQuery(states=QUERY.states, limit=50), cursor) == (ROW["created_at"], "csv-1")
+    assert _decode_cursor(ALICE, moved, cursor) == (ROW["created_at"], "csv-1")
 
 
 def tampered() -> str:

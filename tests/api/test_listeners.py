@@ -150,18 +150,22 @@ async def test_the_gateway_port_still_serves_everything(listeners: Listeners) ->
 
 
 @pytest.mark.parametrize(
-    ("listener", "path"),
-    [("callbacks", "/callbacks/databricks"), ("gateway", "/pipelines")],
+    ("listener", "path", "media_type"),
+    [
+        ("callbacks", "/callbacks/databricks", "application/json"),
+        ("gateway", "/pipelines", "application/json"),
+        ("gateway", "/ui/sign-in", "application/x-www-form-urlencoded"),
+    ],
 )
 async def test_a_client_that_goes_away_mid_body_is_one_info_line_without_a_traceback(
-    listeners: Listeners, caplog: pytest.LogCaptureFixture, listener: str, path: str
+    listeners: Listeners, caplog: pytest.LogCaptureFixture, listener: str, path: str, media_type: str
 ) -> None:
     port = getattr(listeners, listener).base_url.port
     with caplog.at_level(logging.INFO):
         for _ in range(3):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
-                f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTHORIZATION}Content-Type: application/json\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTHORIZATION}Content-Type: {media_type}\r\n"
                 'Content-Length: 1000\r\n\r\n{"promise_id": '.encode()
             )
             await writer.drain()

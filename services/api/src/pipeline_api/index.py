@@ -513,24 +513,18 @@ def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, di
 
 
 def _query_check(principal: Principal, query: ListQuery, created: str, pipeline_id: str) -> str:
-    """What ties a cursor to the page it was issued for: whose list, which filters, which row.
+    """What ties a cursor to the list it was issued for: whose, of which states and job, after which row.
 
     A digest, not a signature: a cursor grants nothing (the principal's
     visibility and the filters apply whatever it says), so the check only has
-    to tell a cursor this query was given from anything else (another query's,
-    edited, or made up) and no secret is needed for that. The page size is
-    left out: a client may change it between pages.
+    to tell a cursor this list was given from anything else (another list's,
+    edited, or made up) and no secret is needed for that. The page size and
+    the time window are left out: a client may change them between pages (the
+    CLI turns ``--created-after 1h`` into a new time at every call), and a
+    position in the newest-first order means the same whatever they are.
     """
     document = json.dumps(
-        [
-            principal.id,
-            sorted(state.value for state in query.states),
-            query.job,
-            query.created_after.isoformat() if query.created_after else None,
-            query.created_before.isoformat() if query.created_before else None,
-            created,
-            pipeline_id,
-        ],
+        [principal.id, sorted(state.value for state in query.states), query.job, created, pipeline_id],
         separators=(",", ":"),
     )
     return hashlib.sha256(document.encode()).hexdigest()[:CURSOR_CHECK_LENGTH]
