@@ -57,13 +57,15 @@ def encoded(document: object) -> str:
 @pytest.fixture(scope="module")
 def listed(gateway: Gateway) -> str:
     """Two pipelines of the development key, so that a first page of one has a next_cursor; its cursor."""
-    for _ in range(2):
-        assert gateway.start(new_id("hostile-cursor")).status_code == 202
+    started = {new_id("hostile-cursor") for _ in range(2)}
+    for pipeline_id in started:
+        assert gateway.start(pipeline_id).status_code == 202
     deadline = time.monotonic() + 30
-    while (page := gateway.page(limit=1))["next_cursor"] is None:
-        assert time.monotonic() < deadline, page
+    # Once the index lists both, the probes' "nothing changed" counts a settled list.
+    while not started <= {item["id"] for item in gateway.page(limit=200)["items"]}:
+        assert time.monotonic() < deadline, "the index does not list the pipelines started"
         time.sleep(0.2)
-    return page["next_cursor"]
+    return gateway.page(limit=1)["next_cursor"]
 
 
 CURSORS = {
