@@ -27,11 +27,13 @@ from pydantic import ValidationError
 
 from pipeline_api import keys as api_keys
 from pipeline_api.app import PublicRoute, _refuse_routes_without_a_scope, create_app
-from pipeline_api.auth import Authenticator
-from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, mint
-from pipeline_api.principals import Scope
+from pipeline_api.auth import API_KEY_METHOD, Authenticator, oidc_method
+from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, key_digest, mint
+from pipeline_api.oidc import OidcVerifier
+from pipeline_api.principals import Principal, Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names
+from pipeline_shared.errors import InvalidCredentials
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import PipelineSpec
@@ -689,3 +691,38 @@ def derive_key(secret: str, pipeline_id: str) -> str:
     from pipeline_shared.signing import derive_callback_key
 
     return derive_callback_key(secret, ids.callback_promise_id(pipeline_id))
+
+
+# ── sessions: how they were signed in ────────────────────────────────────────
+
+
+def test_a_session_stands_only_while_the_way_it_signed_in_is_configured(keys_file: Path) -> None:
+    keys = ApiKeys.from_file(keys_file, "test")
+    subject = Principal("oidc", "mallory", frozenset({Scope.ADMIN}))
+    alice = keys.principal_for(ALICE_KEY)
+    assert alice is not None
+    with_oidc = Authenticator(keys, OidcVerifier("https://idp.example", AUDIENCE))
+    keys_only = Authenticator(keys, None)
+    oidc_only = Authenticator(None, OidcVerifier("https://idp.example", AUDIENCE))
+    from_idp = oidc_method("https://idp.example")
+
+    assert with_oidc.still_signed_in(subject, None, from_idp) == subject
+    assert keys_only.still_signed_in(alice, key_digest(ALICE_KEY), API_KEY_METHOD) == alice
+    refusals = {
+        "OIDC switched off": (keys_only, subject, None, from_idp),
+        "another issuer": (
+            Authenticator(keys, OidcVerifier("https://other.example", AUDIENCE)),
+            subject,
+            None,
+            from_idp,
+        ),
+        "API keys switched off": (oidc_only, alice, key_digest(ALICE_KEY), API_KEY_METHOD),
+        "an OIDC subject claiming a key's method": (with_oidc, subject, None, API_KEY_METHOD),
+        "a key's principal claiming OIDC": (with_oidc, alice, key_digest(ALICE_KEY), from_idp),
+        "no method": (with_oidc, subject, None, ""),
+        "a key not the one signed in with": (with_oidc, alice, key_digest(BOB_KEY), API_KEY_METHOD),
+    }
+    for what, (authenticator, principal, digest, method) in refusals.items():
+        with pytest.raises(InvalidCredentials) as refused:
+            authenticator.still_signed_in(principal, digest, method)
+        assert refused.value.message, what

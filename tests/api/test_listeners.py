@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,12 +20,17 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from pipeline_api.__main__ import listening_socket
 from pipeline_api.app import ByListener, create_app, create_callback_app
 from pipeline_shared import ids
+from pipeline_shared.logs import configure_logging
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.api.test_gateway import AUTHENTICATED, SETTINGS
 from tests.support.pipeline_harness import SECRET, Harness
+
+#: The AUTHENTICATED headers' Authorization, as a raw request line.
+AUTHORIZATION = "".join(f"{name}: {value}\r\n" for name, value in AUTHENTICATED.items())
 
 
 def loopback_socket() -> socket.socket:
@@ -141,3 +147,52 @@ async def test_the_gateway_port_still_serves_everything(listeners: Listeners) ->
     assert "/callbacks/databricks" in (await listeners.gateway.get("/openapi.json")).json()["paths"]
     anonymous = await listeners.gateway.get("/pipelines/some-id", headers={"authorization": ""})
     assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("listener", "path", "media_type"),
+    [
+        ("callbacks", "/callbacks/databricks", "application/json"),
+        ("gateway", "/pipelines", "application/json"),
+        ("gateway", "/ui/sign-in", "application/x-www-form-urlencoded"),
+    ],
+)
+async def test_a_client_that_goes_away_mid_body_is_one_info_line_without_a_traceback(
+    listeners: Listeners, caplog: pytest.LogCaptureFixture, listener: str, path: str, media_type: str
+) -> None:
+    port = getattr(listeners, listener).base_url.port
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTHORIZATION}Content-Type: {media_type}\r\n"
+                'Content-Length: 1000\r\n\r\n{"promise_id": '.encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await writer.wait_closed()
+        async with asyncio.timeout(5):
+            while sum("went away" in r.getMessage() for r in caplog.records) < 3:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in gone] == [(logging.INFO, None)] * 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
+    assert (await listeners.gateway.get("/healthz")).json() == {"status": "ok"}
+
+
+def test_the_callback_listeners_socket_leaves_the_json_logging_alone() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("api", "INFO")
+        with contextlib.closing(listening_socket(create_callback_app(create_app(SETTINGS)), 0)):
+            pass
+        access = logging.getLogger("uvicorn.access")
+        assert access.level == logging.WARNING and not access.handlers, "uvicorn's access lines stay off"
+        assert not logging.getLogger("uvicorn").handlers and not logging.getLogger("uvicorn.error").handlers
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

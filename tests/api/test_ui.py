@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from pipeline_api import keys as api_keys
 from pipeline_api.app import create_app
@@ -29,7 +32,9 @@ from pipeline_api.schemas import PipelineEvent
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
+from pipeline_api.ui.sign_outs import LocalSignOuts
 from pipeline_api.ui.views import CHART_WIDTH, LABEL_WIDTH, Phase, chart, phases, result_view
+from pipeline_shared import ids
 from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UI_SECRET, UNUSED_DATABASE_URL, Harness
@@ -232,6 +237,81 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(page: Page) ->
     assert (await page.client.get("/ui/start")).status_code == 303
 
 
+async def test_a_cookie_copied_before_sign_out_is_refused_after_it(page: Page) -> None:
+    await page.sign_in()
+    pipeline_id = await page.start()
+    await page.harness.wait_for_run_of(pipeline_id)
+    copied, csrf = page.client.cookies[SESSION_COOKIE], page.csrf
+
+    assert (await page.post("/ui/sign-out")).status_code == 303
+
+    page.client.cookies.set(SESSION_COOKIE, copied)
+    read = await page.client.get(f"/ui/pipelines/{pipeline_id}")
+    assert read.status_code == 303 and "signed+out" in read.headers["location"]
+    cancel = await page.client.post(f"/ui/pipelines/{pipeline_id}/cancel", data={"csrf_token": csrf})
+    assert cancel.status_code == 303 and cancel.headers["location"].startswith("/ui/sign-in?")
+    assert not page.harness.jobs.cancelled, "nothing was cancelled"
+    page.client.cookies.clear()
+    await page.sign_in()
+    assert 'id="pipeline-state">waiting<' in (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
+    assert (await page.client.get("/ui/start")).status_code == 200, "a new session is not the one signed out"
+
+
+async def test_signed_out_sessions_are_forgotten_once_they_would_have_expired() -> None:
+    now = [1_000.0]
+    sign_outs = LocalSignOuts(clock=lambda: now[0])
+    await sign_outs.end("morning", ends_at=1_500)
+    await sign_outs.end("noon", ends_at=3_000)
+    now[0] = 2_000.0
+
+    await sign_outs.end("evening", ends_at=5_000)
+
+    assert [await sign_outs.ended(sid) for sid in ("morning", "noon", "evening", "never")] == [False, True, True, False]
+
+
+def forged_session(**document: Any) -> str:
+    """A session cookie made by someone who knows the signing secret, as the gateway's serializer makes them."""
+    serializer = URLSafeTimedSerializer(UI_SECRET, salt="pipelines-ui-session")
+    return serializer.dumps(
+        {
+            "sid": "forged-session",
+            "kind": "oidc",
+            "name": "mallory",
+            "scopes": ["admin"],
+            "key_id": None,
+            "key_digest": None,
+            "expires_at": int(time.time()) + 3600,
+            "csrf": "forged-csrf",
+        }
+        | document
+    )
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"method": "oidc https://idp.example"},
+        {},  # no method at all: a cookie of the format before sessions named one
+        {"method": "api_key"},  # an OIDC principal claiming to have signed in with a key
+    ],
+    ids=["oidc-while-off", "no-method", "method-not-the-principals"],
+)
+async def test_a_session_naming_a_way_of_signing_in_that_is_not_configured_is_refused(
+    page: Page, document: dict[str, str]
+) -> None:
+    await page.sign_in()
+    pipeline_id = await page.start()
+    await page.harness.wait_for_run_of(pipeline_id)
+    page.client.cookies.clear()
+    page.client.cookies.set(SESSION_COOKIE, forged_session(**document))
+
+    read = await page.client.get("/ui/")
+    assert read.status_code == 303 and read.headers["location"].startswith("/ui/sign-in")
+    cancel = await page.client.post(f"/ui/pipelines/{pipeline_id}/cancel", data={"csrf_token": "forged-csrf"})
+    assert cancel.status_code == 303 and cancel.headers["location"].startswith("/ui/sign-in")
+    assert not page.harness.jobs.cancelled
+
+
 # ── CSRF on every action ─────────────────────────────────────────────────────
 
 
@@ -349,6 +429,17 @@ async def test_cancel_goes_through_a_confirmation_and_cancels(page: Page) -> Non
     assert page.harness.jobs.cancelled, "the run was cancelled"
 
 
+async def test_a_cancel_from_the_page_records_who_cancelled(page: Page) -> None:
+    await page.sign_in()
+    pipeline_id = await page.start()
+    await page.harness.wait_for_run_of(pipeline_id)
+
+    assert (await page.post(f"/ui/pipelines/{pipeline_id}/cancel")).status_code == 303
+
+    settled = await page.harness.promises_get(ids.callback_promise_id(pipeline_id))
+    assert settled.value.data["source"] == "user" and settled.value.data["by"] == "key:alice"
+
+
 @pytest.mark.parametrize("action", ["repair", "abandon"])
 async def test_repair_and_abandon_are_refused_with_the_reason_when_not_awaiting_repair(page: Page, action: str) -> None:
     await page.sign_in()
@@ -444,6 +535,32 @@ async def test_bad_input_gets_a_page_saying_what_was_wrong(page: Page) -> None:
         "/ui/start", content=b"{}", headers={"content-type": "application/json", "x-csrf-token": page.csrf}
     )
     assert not_a_form.status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/ui/static/nope"),
+        ("GET", "/ui/static/../ui.css"),
+        ("GET", "/ui/pipelines/{id}/bogus"),
+        ("POST", "/ui/pipelines/{id}/bogus"),
+        ("GET", "/ui/pipelines/x/bogus"),
+    ],
+)
+async def test_unknown_static_files_and_actions_are_404_pages_and_log_no_error(
+    page: Page, caplog: pytest.LogCaptureFixture, method: str, path: str
+) -> None:
+    await page.sign_in()
+    pipeline_id = await page.start()
+    await page.harness.wait_for_run_of(pipeline_id)
+
+    with caplog.at_level(logging.INFO):
+        response = await page.post(path.format(id=pipeline_id)) if method == "POST" else None
+        response = response or await page.client.get(path.format(id=pipeline_id))
+
+    assert response.status_code == 404 and "No such page" in response.text, response.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not page.harness.jobs.cancelled
 
 
 # ── the page's place in the gateway ──────────────────────────────────────────

@@ -1,4 +1,4 @@
-"""What integration tests do to the stack: call the gateway, steer the emulator, read the mail sink.
+"""What integration tests do to the stack: call the gateway, use its web page, steer the emulator, read the mail sink.
 
 Each helper talks to a published port on 127.0.0.1 only, and waits with a
 deadline rather than sleeping.
@@ -7,6 +7,7 @@ deadline rather than sleeping.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from pipeline_api.keys import DEVELOPMENT_API_KEY
+from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_shared import ids
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
@@ -97,6 +99,42 @@ class Gateway:
 
     def post_callback(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         return self.http.post("/callbacks/databricks", content=body, headers=headers)
+
+
+class UiBrowser:
+    """One cookie jar on the stack's web page, and the CSRF token the page last showed."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.csrf = ""
+
+    def sign_in(self, credential: str = DEVELOPMENT_API_KEY) -> None:
+        """Sign in as the sign-in form does."""
+        form = self.http.get("/ui/sign-in").text
+        signed = self.http.post(
+            "/ui/sign-in",
+            data={
+                "credential": credential,
+                "sign_in_token": hidden(form, "sign_in_token"),
+                "next": "/ui/",
+            },
+        )
+        assert signed.status_code == 303, signed.text
+        self.csrf = hidden(self.http.get("/ui/").text, "csrf_token")
+
+    def use(self, cookie: str) -> None:
+        """Hold this session cookie, and no other."""
+        self.http.cookies.clear()
+        self.http.cookies.set(SESSION_COOKIE, cookie)
+
+    def cancel(self, pipeline_id: str, csrf: str | None = None) -> httpx.Response:
+        return self.http.post(f"/ui/pipelines/{pipeline_id}/cancel", data={"csrf_token": csrf or self.csrf})
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden {name} in the page"
+    return match.group(1)
 
 
 class Emulator:

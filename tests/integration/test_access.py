@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
-from tests.integration.clients import Emulator, Gateway, new_id
+from tests.integration.clients import Emulator, Gateway, UiBrowser, new_id
 from tests.stack import DEVELOPMENT_SUPERUSER_PASSWORD, Stack
 
 pytestmark = pytest.mark.integration
@@ -190,9 +190,37 @@ def test_the_public_listener_answers_only_the_callback(stack: Stack, gateway: Ga
     assert gateway.wait_for(pipeline_id, "succeeded")["result"] == {"rows": 1}
 
 
+def _send_a_key_everywhere(stack: Stack, key: str) -> None:
+    """``key`` in every place a client may put one, on both listeners and the page; none of it may be logged."""
+    with (
+        httpx.Client(base_url=stack.api_url, timeout=30) as api,
+        httpx.Client(base_url=stack.callback_url, timeout=30) as public,
+    ):
+        for http in (api, public):
+            for name in ("access_token", "api_key", "token", "key"):
+                http.get("/pipelines", params={name: key})
+                http.post("/callbacks/databricks", params={name: key}, json={"promise_id": "p:1", "status": "success"})
+            http.get("/pipelines", headers=_bearer(key) | {"x-api-key": key, "x-auth-token": key})
+            http.post("/callbacks/databricks", json={"promise_id": "p:1", "status": "success", "token": key})
+            http.get("/pipelines", headers={"cookie": f"pipelines_ui_session={key}; api_key={key}"})
+            http.post("/callbacks/databricks", content=f"credential={key}&api_key={key}".encode())
+        # A JSON body field (a start the gateway refuses: the email is the key), a form field, a cookie.
+        api.post("/pipelines", json={"email": key, "api_key": key, "parameters": {"token": key}}, headers=_bearer(key))
+        api.get("/ui/", params={"access_token": key}, headers={"cookie": f"pipelines_ui_session={key}"})
+        api.post("/ui/sign-in", data={"credential": key, "sign_in_token": "not-the-forms"})
+        browser = UiBrowser(stack.api_url)
+        browser.sign_in(key)
+        browser.http.get("/ui/", params={"api_key": key})
+        browser.http.post("/ui/start", data={"csrf_token": browser.csrf, "email": key, "param.source": key})
+        browser.http.post("/ui/sign-out", data={"csrf_token": browser.csrf})
+
+
 def test_no_secret_reaches_a_log_line(stack: Stack) -> None:
     # Runs after the probes above (same module, in order): they sent every key
-    # and token to the gateway, refused and accepted.
+    # and token to the gateway, refused and accepted; here a real key goes
+    # everywhere else a client may put one.
+    _send_a_key_everywhere(stack, stack.keys.keys["other"])
+    time.sleep(1)  # the containers' last lines reach the log
     logs = stack.logs()
     secrets = {f"API key {name}": key for name, key in stack.keys.keys.items()}
     secrets |= {

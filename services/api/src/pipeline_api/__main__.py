@@ -8,7 +8,10 @@ the latter to the Databricks workspace.
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
+from starlette.types import ASGIApp
 
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
@@ -29,8 +32,20 @@ def main() -> None:
     app = ByListener(gateway, create_callback_app(gateway), settings.CALLBACK_PORT)
     config = uvicorn.Config(app, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True)
     # One server on both sockets: one lifespan, one set of signal handlers.
-    sockets = [config.bind_socket(), uvicorn.Config(app, host=HOST, port=settings.CALLBACK_PORT).bind_socket()]
+    sockets = [config.bind_socket(), listening_socket(app, settings.CALLBACK_PORT)]
     uvicorn.Server(config).run(sockets=sockets)
+
+
+def listening_socket(app: ASGIApp, port: int) -> socket.socket:
+    """A socket bound to ``port`` for the one server to serve too.
+
+    Through a uvicorn Config with ``log_config=None`` like the server's own:
+    with its default, making the Config reconfigures logging, which turned on
+    uvicorn's plain-text access lines (every path with its query string, so
+    a key sent as ``?access_token=`` was written out) and took uvicorn's
+    lines out of the JSON log.
+    """
+    return uvicorn.Config(app, host=HOST, port=port, log_config=None).bind_socket()
 
 
 if __name__ == "__main__":

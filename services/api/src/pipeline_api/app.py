@@ -30,6 +30,7 @@ from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,6 +101,7 @@ from .schemas import (
 from .settings import GatewaySettings
 from .streams import StreamEvent, event_stream
 from .ui import PublicPage, create_ui_app
+from .ui.sign_outs import DatabaseSignOuts, LocalSignOuts
 
 logger = logging.getLogger("pipeline_api")
 
@@ -253,6 +255,7 @@ def create_app(
         # The index lives in the resonate-pg database; in process (tests) there is none.
         index = PipelineIndex(link.database, settings) if link.database is not None else None
         app.state.index = index
+        app.state.sign_outs = DatabaseSignOuts(link.database) if link.database is not None else LocalSignOuts()
         projector = asyncio.create_task(index.run(), name="pipeline-index") if index else None
         try:
             yield
@@ -561,6 +564,7 @@ def create_app(
     # The web page: an app of its own (session cookies, HTML refusals), held to the same rule.
     # Mounted here only, so the callback listener (create_callback_app) never serves it.
     ui = create_ui_app(app, lambda exc: _STATUS_BY_ERROR.get(type(exc), 500))
+    ui.add_exception_handler(ClientDisconnect, _client_went_away)
     _refuse_routes_without_a_scope(ui, PublicPage)
     app.mount("/ui", ui)
     return app
@@ -692,6 +696,19 @@ async def _too_deep(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, "invalid_request", "body: the JSON is nested too deeply")
 
 
+async def _client_went_away(request: Request, _: Exception) -> JSONResponse:
+    """A client that closed its connection before sending its whole body: routine on a public listener.
+
+    One INFO line, no traceback; nothing was read, so nothing was done. The
+    answer goes nowhere (uvicorn drops what is sent on a closed connection).
+    """
+    logger.info(
+        "the client went away before sending its whole request; nothing was done",
+        extra={"fields": {"method": request.method, "path": request.url.path}},
+    )
+    return _error(400, "client_disconnected", "the request body ended before it was complete")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error")
     return _error(500, "internal_error", "the gateway failed unexpectedly; the request may be retried")
@@ -702,6 +719,7 @@ _ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Coroutine[
     RequestValidationError: _invalid_request,
     StarletteHTTPException: _http_error,
     RecursionError: _too_deep,
+    ClientDisconnect: _client_went_away,
     Exception: _unexpected,
 }
 

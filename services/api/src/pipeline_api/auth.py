@@ -55,6 +55,18 @@ class SignIn:
     #: :meth:`Authenticator.still_signed_in` checks the key against later.
     #: Not the key, and no way to one.
     key_digest: str | None
+    #: How: :data:`API_KEY_METHOD`, or :func:`oidc_method` of the issuer.
+    #: A session keeps it, and is refused once the gateway no longer signs in that way.
+    method: str
+
+
+#: The sign-in method of an API key of the gateway's keys file (or its development key).
+API_KEY_METHOD = "api_key"
+
+
+def oidc_method(issuer: str) -> str:
+    """The sign-in method of an OIDC access token from ``issuer``: a token of another issuer is another method."""
+    return f"oidc {issuer}"
 
 
 class Authenticator:
@@ -101,24 +113,42 @@ class Authenticator:
         """:meth:`principal_for`, with what a session needs to keep checking the credential without holding it."""
         principal = await self.principal_for(credential)
         if principal.kind == "key":
-            return SignIn(principal, None, key_digest(credential))
+            return SignIn(principal, None, key_digest(credential), API_KEY_METHOD)
+        assert self._oidc is not None  # principal_for makes an OIDC principal only with a verifier
         # Verified just now, signature and all: reading exp unverified reads the verified claim.
         exp = jwt.decode(credential, options={"verify_signature": False}).get("exp")
-        return SignIn(principal, int(exp) if isinstance(exp, int | float) else None, None)
+        return SignIn(
+            principal, int(exp) if isinstance(exp, int | float) else None, None, oidc_method(self._oidc.issuer)
+        )
 
-    def still_signed_in(self, principal: Principal, digest: str | None) -> Principal | None:
-        """The principal a session speaks for now, or None once its API key is revoked or reissued.
+    def still_signed_in(self, principal: Principal, digest: str | None, method: str) -> Principal:
+        """The principal a session signed in by ``method`` speaks for now.
 
+        Refused (InvalidCredentials, saying why) when the gateway no longer
+        signs in that way (API keys without a keys file, OIDC switched off or
+        another issuer), when the method is not the principal's kind (a session
+        the gateway did not make), and when its API key is revoked or reissued.
         An API key's principal comes from the keys file as it is now (its
         scopes too, so a narrowed key is narrowed at once). An OIDC
         principal stands until its token's expiry, which bounds its session.
         Raises AuthenticationUnavailable while the keys file is unusable.
         """
-        if principal.kind != "key":
+        if method == API_KEY_METHOD and principal.kind == "key":
+            if self._keys is None:
+                raise InvalidCredentials("this gateway no longer accepts API keys")
+            current = (
+                self._keys.current(principal.key_id, digest)
+                if principal.key_id is not None and digest is not None
+                else None
+            )
+            if current is None:
+                raise InvalidCredentials("your API key is no longer valid (revoked or replaced)")
+            return current
+        if method.startswith(oidc_method("")) and principal.kind == "oidc":
+            if self._oidc is None or method != oidc_method(self._oidc.issuer):
+                raise InvalidCredentials("this gateway no longer accepts OIDC tokens of the issuer you signed in with")
             return principal
-        if self._keys is None or principal.key_id is None or digest is None:
-            return None
-        return self._keys.current(principal.key_id, digest)
+        raise InvalidCredentials("this session names a way of signing in that this gateway never offered")
 
 
 def missing_credentials(authorization: str | None) -> Unauthenticated:

@@ -35,6 +35,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -52,7 +54,7 @@ from resonate.error import ServerError
 from resonate.types import PromiseRecord, Value
 
 from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, PipelineConflict
-from pipeline_shared.models import PipelineState
+from pipeline_shared.models import PIPELINE_ID, PipelineState
 
 from . import metrics
 from .events import KINDS, Event, timeline_of
@@ -68,8 +70,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations).
-INDEX_MIGRATION = 1
+INDEX_MIGRATION = 3
 
+#: Hex digits of a cursor's check (:func:`_query_check`): enough that a cursor made up or edited never passes by chance.
+CURSOR_CHECK_LENGTH = 24
 #: Largest page a client may ask for.
 MAX_PAGE = 200
 #: Counted exactly up to here; beyond, the total is not worth a scan of every row.
@@ -134,7 +138,7 @@ class PipelineIndex:
         where, params = _filters(principal, query)
         after = where
         if query.cursor is not None:
-            created, pipeline_id = _decode_cursor(query.cursor)
+            created, pipeline_id = _decode_cursor(principal, query, query.cursor)
             after = sql.SQL("{} AND (created_at, id) < (%(cursor_at)s, %(cursor_id)s)").format(where)
             params |= {"cursor_at": created, "cursor_id": pipeline_id}
         rows = await self._fetch(
@@ -154,7 +158,7 @@ class PipelineIndex:
         more = len(rows) > query.limit
         return PipelinePage(
             items=items,
-            next_cursor=_encode_cursor(rows[query.limit - 1]) if more else None,
+            next_cursor=_encode_cursor(principal, query, rows[query.limit - 1]) if more else None,
             total=total if total <= TOTAL_LIMIT else None,
             stream_position=position,
         )
@@ -508,15 +512,52 @@ def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, di
     return sql.SQL(" AND ").join(clauses), params
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
+def _query_check(principal: Principal, query: ListQuery, created: str, pipeline_id: str) -> str:
+    """What ties a cursor to the list it was issued for: whose, of which states and job, after which row.
+
+    A digest, not a signature: a cursor grants nothing (the principal's
+    visibility and the filters apply whatever it says), so the check only has
+    to tell a cursor this list was given from anything else (another list's,
+    edited, or made up) and no secret is needed for that. The page size and
+    the time window are left out: a client may change them between pages (the
+    CLI turns ``--created-after 1h`` into a new time at every call), and a
+    position in the newest-first order means the same whatever they are.
+    """
+    document = json.dumps(
+        [principal.id, sorted(state.value for state in query.states), query.job, created, pipeline_id],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(document.encode()).hexdigest()[:CURSOR_CHECK_LENGTH]
+
+
+def _encode_cursor(principal: Principal, query: ListQuery, row: dict[str, Any]) -> str:
     """Where the next page starts: after this row, in the list's order. Opaque to clients."""
-    document = json.dumps([row["created_at"].isoformat(), row["id"]], separators=(",", ":"))
+    created = row["created_at"].isoformat()
+    check = _query_check(principal, query, created, row["id"])
+    document = json.dumps([created, row["id"], check], separators=(",", ":"))
     return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(principal: Principal, query: ListQuery, cursor: str) -> tuple[datetime, str]:
+    """The row a cursor this query was given starts after; InvalidListQuery for anything else.
+
+    Checked whole before anything reaches the database: a NUL or a lone
+    surrogate in a made-up cursor would otherwise fail there as a 500.
+    """
+    refusal = InvalidListQuery(
+        "cursor: not a cursor this gateway gave for this query; pass next_cursor as it came, with the same filters"
+    )
     try:
-        created, pipeline_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(pipeline_id)
+        created, pipeline_id, check = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        moment = datetime.fromisoformat(created)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidListQuery("cursor: not a cursor this gateway gave; pass next_cursor as it came") from None
+        raise refusal from None
+    if (
+        not isinstance(pipeline_id, str)
+        or not PIPELINE_ID.fullmatch(pipeline_id)
+        or moment.tzinfo is None
+        or not isinstance(check, str)
+        or not hmac.compare_digest(check.encode(), _query_check(principal, query, created, pipeline_id).encode())
+    ):
+        raise refusal
+    return moment, pipeline_id

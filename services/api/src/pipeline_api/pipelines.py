@@ -327,8 +327,12 @@ class Pipelines:
 
     # ── cancel ───────────────────────────────────────────────────────────
 
-    async def cancel(self, root: PromiseRecord, principal_id: str | None = None) -> PipelineStatus:
-        """Settle the pipeline as cancelled; the worker then cancels the run and emails."""
+    async def cancel(self, root: PromiseRecord, principal_id: str) -> PipelineStatus:
+        """Settle the pipeline as cancelled, recording who asked; the worker then cancels the run and emails.
+
+        ``principal_id`` has no default: every caller (the JSON API, the web
+        page) must say who it acts for, or the timeline would show nobody.
+        """
         pipeline_id = root.id
         spec = _spec_of(root)
         if root.state != "pending":

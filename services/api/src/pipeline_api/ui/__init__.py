@@ -2,7 +2,8 @@
 
 Server-rendered (Jinja2), with htmx for the parts that update live; no
 build step, readable without JavaScript. See :mod:`.pages` for the routes,
-:mod:`.sessions` for sign-in and CSRF, :mod:`.views` for what the pages
+:mod:`.sessions` for sign-in and CSRF, :mod:`.sign_outs` for the sessions
+signed out (kept on the server), :mod:`.views` for what the pages
 work out from the gateway's documents.
 """
 

@@ -13,7 +13,9 @@ checked by the same code (:func:`pipeline_api.deps.checked_start`).
 
 State-changing requests (start, cancel, repair, abandon, sign-out) are POSTs
 and are refused before anything is read unless they carry the session's CSRF
-token and do not come from another site (:mod:`.sessions`). Every action
+token and do not come from another site (:mod:`.sessions`). Each records who
+made it, exactly as the JSON API does. Sign-out is recorded on the server
+(:mod:`.sign_outs`), and every request's session is checked against it. Every action
 goes through a confirmation page of its own (a real page, so it works with
 the keyboard and without JavaScript).
 
@@ -45,12 +47,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pipeline_shared.catalogue import Job, UnknownJob
 from pipeline_shared.errors import (
     AccessRefused,
     AuthenticationUnavailable,
     InsufficientScope,
+    InvalidCredentials,
     InvalidListQuery,
     PipelineConflict,
     PipelineError,
@@ -79,6 +83,7 @@ from .sessions import (
     csrf_problem,
     set_cookie,
 )
+from .sign_outs import SignOuts
 
 logger = logging.getLogger("pipeline_api.ui")
 
@@ -191,6 +196,8 @@ def _page_route_class(pages: Pages, status_of: Callable[[PipelineError], int]) -
             async def page_handler(request: Request) -> Response:
                 try:
                     return await handler(request)
+                except (StarletteHTTPException, ClientDisconnect):
+                    raise  # the app's handlers answer these: a 404 page, or nobody (the client went away)
                 except SignInRequired as exc:
                     return _to_sign_in(request, exc.reason)
                 except RequestRefused as exc:
@@ -285,10 +292,14 @@ def _session_dependency(cookies: SessionCookies) -> Callable[..., Awaitable[Sess
         session = cookies.load(request.cookies.get(SESSION_COOKIE))
         if session is None:
             raise SignInRequired()
+        sign_outs: SignOuts = request.app.state.sign_outs
+        if await sign_outs.ended(session.session_id):
+            raise SignInRequired("That session was signed out: sign in again.")
         authenticator: Authenticator = request.app.state.authenticator
-        principal = authenticator.still_signed_in(session.principal, session.key_digest)
-        if principal is None:
-            raise SignInRequired("Your API key is no longer valid (revoked or replaced): sign in with a current one.")
+        try:
+            principal = authenticator.still_signed_in(session.principal, session.key_digest, session.method)
+        except InvalidCredentials as exc:
+            raise SignInRequired(f"Signed out: {exc.message}. Sign in again.") from None
         session = replace(session, principal=principal)
         if request.method not in ("GET", "HEAD"):
             await refuse_cross_site(request, session)
@@ -619,10 +630,13 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
         # Public so that any session, whatever its scopes, can end; the CSRF token is checked all the same.
         session = cookies.load(request.cookies.get(SESSION_COOKIE))
         await refuse_cross_site(request, session)
+        if session is not None:
+            # On the server, before the cookie goes: a copy of it is refused from now on, by every replica.
+            sign_outs: SignOuts = request.app.state.sign_outs
+            await sign_outs.end(session.session_id, session.expires_at)
+            logger.info("signed out of the web page", extra={"fields": audit_fields(session.principal)})
         response = RedirectResponse("/ui/sign-in?signed_out=1", status_code=303, headers={"Cache-Control": "no-store"})
         clear_cookie(response, request, SESSION_COOKIE)
-        if session is not None:
-            logger.info("signed out of the web page", extra={"fields": audit_fields(session.principal)})
         return response
 
     @public("/static/{name:path}", "GET")
@@ -718,7 +732,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
         form = await form_of(request)
         try:
             if action == "cancel":
-                await pipelines.cancel(owned.root)
+                await pipelines.cancel(owned.root, session.principal.id)
             elif action == "abandon":
                 await pipelines.decide(owned.root, session.principal.id, "abandon")
             else:

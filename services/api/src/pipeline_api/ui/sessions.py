@@ -2,14 +2,18 @@
 
 A session is a cookie the gateway signed (itsdangerous, the library
 Starlette's own sessions sign with; keyed by ``UI_SESSION_SECRET``). It holds
-who signed in (principal kind, name, scopes, API key id), the API key's digest
-as the keys file lists it (never the key: a digest is no way in), when it
-expires (:data:`SESSION_SECONDS` after sign-in, or an OIDC token's ``exp`` if
-that is sooner) and the session's CSRF token. It is signed, not encrypted:
-nothing in it is secret from the person holding it. Nothing is kept on the
-server, so a session ends when it expires, when the person signs out (the
-cookie is deleted), when its API key leaves the keys file (checked on every
-request, see :meth:`Authenticator.still_signed_in`) or when the secret
+a random session id, who signed in (principal kind, name, scopes, API key id)
+and how (:attr:`Session.method`: an API key, or OIDC tokens of one issuer),
+the API key's digest as the keys file lists it (never the key: a digest is no
+way in), when it expires (:data:`SESSION_SECONDS` after sign-in, or an OIDC
+token's ``exp`` if that is sooner) and the session's CSRF token. It is
+signed, not encrypted: nothing in it is secret from the person holding it.
+
+A session ends when it expires; when the person signs out (its id is
+recorded on the server, :mod:`.sign_outs`, so a copy of the cookie is refused
+by every replica afterwards); when the way it was signed in is no longer
+configured, or its API key leaves the keys file (both checked on every
+request, see :meth:`Authenticator.still_signed_in`); or when the secret
 changes (everybody).
 
 Cross-site requests are refused three ways, any one of which suffices in a
@@ -49,6 +53,8 @@ COOKIE_PATH = "/ui"
 #: A working day: long enough not to interrupt one, short enough that a
 #: forgotten browser does not stay signed in for the week.
 SESSION_SECONDS = 8 * 3600
+#: A session id's randomness: 128 bits, never guessed or repeated.
+SESSION_ID_BYTES = 16
 #: How long a sign-in form may stay open before it must be reloaded.
 SIGN_IN_FORM_SECONDS = 3600
 #: The header htmx sends the CSRF token in (hx-headers on <body>); forms send CSRF_FIELD.
@@ -60,7 +66,11 @@ SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
 
 @dataclass(frozen=True)
 class Session:
+    #: Random; what a sign-out records (:mod:`.sign_outs`).
+    session_id: str
     principal: Principal
+    #: How it was signed in (:attr:`SignIn.method`), re-checked against what the gateway accepts now.
+    method: str
     #: Seconds since the epoch.
     expires_at: int
     csrf_token: str
@@ -81,12 +91,21 @@ class SessionCookies:
         expires = now + SESSION_SECONDS
         if signed_in.expires_at is not None:
             expires = min(expires, signed_in.expires_at)
-        return Session(signed_in.principal, expires, secrets.token_urlsafe(32), signed_in.key_digest)
+        return Session(
+            secrets.token_urlsafe(SESSION_ID_BYTES),
+            signed_in.principal,
+            signed_in.method,
+            expires,
+            secrets.token_urlsafe(32),
+            signed_in.key_digest,
+        )
 
     def dump(self, session: Session) -> str:
         principal = session.principal
         return self._sessions.dumps(
             {
+                "sid": session.session_id,
+                "method": session.method,
                 "kind": principal.kind,
                 "name": principal.name,
                 "scopes": sorted(principal.scopes),
@@ -98,7 +117,7 @@ class SessionCookies:
         )
 
     def load(self, cookie: str | None) -> Session | None:
-        """The session the cookie holds, or None: absent, forged, tampered with or expired."""
+        """The session the cookie holds, or None: absent, forged, tampered with, expired or of an older format."""
         if not cookie:
             return None
         try:
@@ -109,7 +128,14 @@ class SessionCookies:
                 frozenset(Scope(scope) for scope in data["scopes"]),
                 key_id=data["key_id"],
             )
-            session = Session(principal, int(data["expires_at"]), str(data["csrf"]), data["key_digest"])
+            session = Session(
+                str(data["sid"]),
+                principal,
+                str(data["method"]),
+                int(data["expires_at"]),
+                str(data["csrf"]),
+                data["key_digest"],
+            )
         except (BadSignature, KeyError, TypeError, ValueError):
             return None
         if session.expires_at <= self._clock() or principal.kind not in ("key", "oidc"):
