@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+import httpx
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
@@ -346,7 +347,7 @@ def test_unknown_run_and_job(workspace, emulator, control):
 def test_authentication(emulator, control):
     with pytest.raises(PermissionDenied, match="Invalid access token"):
         emulator.client(token="dapi-wrong").jobs.get(emulator.job_id)
-    response = control.get(f"/api/2.2/jobs/get?job_id={emulator.job_id}")
+    response = httpx.get(f"{emulator.url}/api/2.2/jobs/get?job_id={emulator.job_id}")
     assert response.status_code == 401
     assert response.json() == {
         "error_code": 401,
