@@ -272,7 +272,9 @@ async def test_the_start_form_documents_each_parameter(page: Page) -> None:
     assert '<select id="param-table" name="param.table"' in html
     assert all(f'<option value="{v}"' in html for v in ("sales", "inventory", "customers"))
     words = (await page.client.get("/ui/start?job=word-frequencies")).text
-    assert "The text to count words in." in words and "(required)" in words and "^(100|[1-9][0-9]?)$" in words
+    assert "The text to count words in." in words and "(required)" in words and "A whole number from 1 to 100." in words
+    csv = (await page.client.get("/ui/start?job=csv-statistics")).text
+    assert "A path under <code>/Workspace/Shared/pipelines/</code>." in csv
     admin_only = (await page.client.get("/ui/start?job=customer-report")).text
     assert "You may not start a job called &#39;customer-report&#39;" in admin_only
 
@@ -295,7 +297,7 @@ async def test_start_form_errors_are_shown_at_the_field_they_concern(page: Page)
     for name in ("email", "id", "param-text", "param-top"):
         assert f'id="{name}-error"' in html, name
     assert re.search(r'id="param-text-error">is required', html)
-    assert 'id="param-top-error">must match' in html
+    assert 'id="param-top-error">is 0; it must be from 1 to 100' in html
     assert 'value="not-an-email"' in html, "what was typed is kept"
     assert page.harness.jobs.runs_by_token == {}
     too_long = await page.post(
