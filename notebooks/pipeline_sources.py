@@ -43,6 +43,8 @@ from pathlib import Path
 POLICY_FILE = Path(__file__).with_name("pipeline_sources.json")
 #: The driver's environment variable naming another rule file.
 POLICY_FILE_VARIABLE = "PIPELINE_SOURCES_FILE"
+#: IPv6's private addresses (RFC 4193), named apart so a refusal says which.
+UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 #: Where Databricks mounts DBFS on the driver.
 DBFS_MOUNT = "/dbfs/"
 
@@ -114,7 +116,10 @@ def address_refusal(policy: SourcePolicy, address: str) -> str | None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     if any(ip in network for network in policy.networks if network.version == ip.version):
         return None
-    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+    if ip in UNIQUE_LOCAL:
+        return f"{ip} is a unique-local address"
+    # Most specific first: 0.0.0.0, 127/8 and 240/4 count as private too.
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return f"{ip} is a {kind.replace('_', '-')} address"
     if not ip.is_global:  # e.g. 100.64.0.0/10, shared by carriers and clouds
