@@ -111,6 +111,11 @@ def test_a_repair_with_a_parameter_outside_its_rule_is_422_and_changes_nothing(
     assert gateway.http.post(f"/pipelines/{words_id}/abandon").status_code == 202
 
 
+def bare(emulator: Emulator, path: str) -> str:
+    """The emulator's URL for ``path``, for a client without its token."""
+    return str(emulator.http.base_url).rstrip("/") + path
+
+
 def pipeline_job_id(emulator: Emulator) -> int:
     jobs = emulator.http.get("/healthz").json()["jobs"]
     [job_id] = [int(job_id) for job_id, name in jobs.items() if name == "Resonate pipeline"]
@@ -160,7 +165,7 @@ def test_a_run_started_past_the_gateway_is_refused_by_the_notebook(
     assert says in task["error"]["message"]
     assert victim_key not in str(run) and "root:" not in str(run), "nothing was read"
     # The emulator's control routes, where the key would have been, need its token and redact it.
-    assert httpx.get(f"{emulator.http.base_url}emulator/runs", params={"pipeline_id": victim}).status_code == 401
+    assert httpx.get(bare(emulator, "/emulator/runs"), params={"pipeline_id": victim}).status_code == 401
     [listed] = emulator.runs(victim)
     assert listed["job_parameters"]["callback_signing_key"] == "(redacted)"
     after = gateway.status(victim)
@@ -170,12 +175,12 @@ def test_a_run_started_past_the_gateway_is_refused_by_the_notebook(
 
 @pytest.mark.parametrize("path", ["/emulator/runs", "/emulator/faults", "/emulator/pipelines/x", "/emulator/oauth"])
 def test_the_emulators_control_routes_refuse_a_caller_without_its_token(emulator: Emulator, path: str) -> None:
-    url = f"{emulator.http.base_url}{path.lstrip('/')}"
+    url = bare(emulator, path)
     before = emulator.http.get("/emulator/faults").json()
 
     without = httpx.get(url)
     wrong = httpx.get(url, headers={"authorization": "Bearer dapi-guess"})
-    changed = httpx.put(f"{emulator.http.base_url}emulator/faults", json={"notebook": "fail"})
+    changed = httpx.put(bare(emulator, "/emulator/faults"), json={"notebook": "fail"})
 
     assert (without.status_code, wrong.status_code, changed.status_code) == (401, 403, 401)
     assert all(set(r.json()) == {"error_code", "message"} for r in (without, wrong, changed))
