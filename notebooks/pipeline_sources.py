@@ -196,10 +196,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
-def fetch(checked: CheckedUrl, max_bytes: int, timeout: float) -> bytes:
-    """GET the checked URL from its checked address: at most ``max_bytes + 1`` bytes; a redirect is refused."""
+def fetch(checked: CheckedUrl, max_bytes: int, timeout: float, context: ssl.SSLContext | None = None) -> bytes:
+    """GET the checked URL from its checked address: at most ``max_bytes + 1`` bytes; a redirect is refused.
+
+    ``context``: the TLS settings (default: the system's trusted authorities, names verified).
+    """
     if checked.parts.scheme.lower() == "https":
-        connection: http.client.HTTPConnection = _PinnedHTTPSConnection(checked, timeout)
+        connection: http.client.HTTPConnection = _PinnedHTTPSConnection(checked, timeout, context)
     else:
         connection = _PinnedHTTPConnection(checked, timeout)
     target = urllib.parse.urlunsplit(("", "", checked.parts.path or "/", checked.parts.query, ""))

@@ -13,9 +13,14 @@ import json
 import os
 import re
 import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.databricks_emulator.helpers import import_notebook_module
 from tests.databricks_emulator.receiver import CallbackReceiver
@@ -195,3 +200,50 @@ def test_the_rule_comes_from_the_drivers_environment_when_it_names_a_file(tmp_pa
         sources.load_policy({sources.POLICY_FILE_VARIABLE: str(rule)})
     assert sources.load_policy({}) == DEPLOYED, "unset: the file beside the module"
     assert os.environ.get(sources.POLICY_FILE_VARIABLE) is None
+
+
+@pytest.fixture
+def tls_server() -> Iterator[tuple[int, ssl.SSLContext]]:
+    """An https server on 127.0.0.1 whose certificate names data.example.test, and a context trusting it."""
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("data.example.test").configure_cert(served)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"host\n{self.headers['Host']}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = served.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    try:
+        yield server.server_address[1], trusting
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_hosts_name(tls_server) -> None:  # type: ignore[no-untyped-def]
+    port, trusting = tls_server
+    policy = sources.SourcePolicy(hosts=("data.example.test", "other.example.test"), networks=LOOPBACK.networks)
+    checked = sources.checked_url(policy, f"https://data.example.test:{port}/a.csv", resolve=resolving_to("127.0.0.1"))
+
+    assert (
+        sources.fetch(checked, max_bytes=100, timeout=5, context=trusting)
+        == f"host\ndata.example.test:{port}\n".encode()
+    )
+
+    # The same address under another name: the certificate does not name it, so nothing is read.
+    other = sources.checked_url(policy, f"https://other.example.test:{port}/a.csv", resolve=resolving_to("127.0.0.1"))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        sources.fetch(other, max_bytes=100, timeout=5, context=trusting)
