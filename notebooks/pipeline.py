@@ -21,8 +21,8 @@
 # MAGIC
 # MAGIC **Data step**: reads the CSV at `source` (a small built-in sample when there is none) if
 # MAGIC the operator's rule allows it (`pipeline_sources.json` beside this notebook: folders, https
-# MAGIC hosts; never loopback, link-local or private addresses unless listed), and
-# MAGIC counts rows and columns, and describes each column: numeric columns get
+# MAGIC hosts; never loopback, link-local or private addresses unless listed), counts rows and
+# MAGIC columns, and describes each column: numeric columns get
 # MAGIC count/min/max/mean, other columns their number of distinct values.
 # MAGIC
 # MAGIC **Callback**: `{"promise_id", "status": "success", "result"}`, or
@@ -45,7 +45,6 @@ import io
 import math
 
 import pipeline_sources
-from pipeline_sources import load_policy
 
 #: A CSV larger than this is refused rather than read into the driver's memory.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
@@ -71,7 +70,7 @@ def read_source(source, policy=None):
     file is opened or the connection made (`pipeline_sources`): a source outside it is refused
     before anything is read.
     """
-    policy = policy or load_policy()
+    policy = policy or pipeline_sources.load_policy()
     raw = pipeline_sources.read_source(source, policy, MAX_SOURCE_BYTES, SOURCE_TIMEOUT_SECONDS)
     if len(raw) > MAX_SOURCE_BYTES:
         raise ValueError(f"source {source} is larger than {MAX_SOURCE_BYTES} bytes")

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 #: A value that starts with this has a scheme, and is judged as a URL.
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-#: Characters no URL or path parameter may hold: C0 controls, DEL and whitespace
-#: other than the space, which a log line, a header or a shell would read as a break.
+#: Characters no URL or path parameter may hold: C0 controls (tab and line breaks among them)
+#: and DEL, which a log line, a header or a shell would read as a break.
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 #: A whole number as a person writes it: an optional minus sign, no leading zeros, at most 18 digits.
 WHOLE_NUMBER = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")
