@@ -10,7 +10,7 @@
 # MAGIC
 # MAGIC | widget | meaning |
 # MAGIC | --- | --- |
-# MAGIC | `source` | the CSV to read: a path or an http(s) URL; empty for a built-in sample |
+# MAGIC | `source` | the CSV: a workspace file or an https URL the operator allows; empty for a built-in sample |
 # MAGIC | `pipeline_id` | the pipeline this run belongs to (for the log) |
 # MAGIC | `callback_promise_id` | the promise the callback settles |
 # MAGIC | `callback_url` | where to `POST` the outcome; empty when run by hand |
@@ -19,8 +19,10 @@
 # MAGIC `source` is this notebook's own parameter (the job and the catalogue declare it); the
 # MAGIC other four are the pipeline's, set by the service and read by `pipeline_callback`.
 # MAGIC
-# MAGIC **Data step**: reads the CSV at `source` (a small built-in sample when there is none),
-# MAGIC counts rows and columns, and describes each column: numeric columns get
+# MAGIC **Data step**: reads the CSV at `source` (a small built-in sample when there is none) if
+# MAGIC the operator's rule allows it (`pipeline_sources.json` beside this notebook: folders, https
+# MAGIC hosts; never loopback, link-local or private addresses unless listed), counts rows and
+# MAGIC columns, and describes each column: numeric columns get
 # MAGIC count/min/max/mean, other columns their number of distinct values.
 # MAGIC
 # MAGIC **Callback**: `{"promise_id", "status": "success", "result"}`, or
@@ -41,8 +43,8 @@
 import csv
 import io
 import math
-import urllib.parse
-import urllib.request
+
+import pipeline_sources
 
 #: A CSV larger than this is refused rather than read into the driver's memory.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
@@ -60,26 +62,16 @@ Bologna,Italy,387971,140.86,
 """
 
 
-def read_source(source):
-    """The text of the CSV at `source`: an http(s) URL, a `dbfs:/` URI or a local path.
+def read_source(source, policy=None):
+    """The text of the CSV at `source`: an https URL of a listed host, or a file under a listed folder.
 
-    Unity Catalog volumes (`/Volumes/...`) and workspace files are local paths on the driver.
+    Workspace files (`/Workspace/...`) and Unity Catalog volumes (`/Volumes/...`) are local paths
+    on the driver; `dbfs:/x` is `/dbfs/x`. What is allowed is the operator's rule, checked where the
+    file is opened or the connection made (`pipeline_sources`): a source outside it is refused
+    before anything is read.
     """
-    scheme = urllib.parse.urlsplit(source).scheme.lower()
-    if scheme in ("http", "https"):
-        with urllib.request.urlopen(source, timeout=SOURCE_TIMEOUT_SECONDS) as response:
-            raw = response.read(MAX_SOURCE_BYTES + 1)
-    elif scheme == "dbfs":
-        # DBFS is mounted on the driver under /dbfs.
-        return read_source("/dbfs/" + source[len("dbfs:") :].lstrip("/"))
-    elif scheme in ("", "file") or len(scheme) == 1:  # a one-letter scheme is a Windows drive
-        path = urllib.parse.urlsplit(source).path if scheme == "file" else source
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SOURCE_BYTES + 1)
-    else:
-        raise ValueError(
-            f"parameter 'source' must be a path or an http(s) URL, not a {scheme}: URL: {source}"
-        )
+    policy = policy or pipeline_sources.load_policy()
+    raw = pipeline_sources.read_source(source, policy, MAX_SOURCE_BYTES, SOURCE_TIMEOUT_SECONDS)
     if len(raw) > MAX_SOURCE_BYTES:
         raise ValueError(f"source {source} is larger than {MAX_SOURCE_BYTES} bytes")
     return raw.decode("utf-8-sig")

@@ -35,8 +35,9 @@ RUN set -eu; \
     for path in $SOURCES; do \
         test -d "$path" || { echo "SOURCES names $path, which is not a folder" >&2; exit 1; }; \
         mkdir -p "/keep/$(dirname "$path")" && cp -a "$path" "/keep/$path"; \
+        if [ -d "$path/workspace" ]; then mkdir -p /keep/Workspace && cp -a "$path/workspace/." /keep/Workspace/; fi; \
     done; \
-    mkdir -p /keep/notebooks
+    mkdir -p /keep/notebooks /keep/Workspace
 
 FROM ${PYTHON_IMAGE} AS build
 ARG PACKAGE
@@ -67,6 +68,9 @@ COPY --from=build /app/.venv /app/.venv
 # Data files a service reads at run time: the emulator serves the bundle's jobs
 # and runs their notebooks, which the bundle names as ../../notebooks.
 COPY --from=sources /keep/notebooks /app/notebooks
+# Workspace files a driver holds, from a SOURCES folder's workspace/ (the emulator's sample
+# data at /Workspace/Shared/pipelines/samples/); empty in the other images.
+COPY --from=sources /keep/Workspace /Workspace
 # The job catalogue the gateway and the worker read by default (JOB_CATALOGUE_FILE).
 COPY infra/catalogue.toml /app/infra/catalogue.toml
 COPY --from=sources /src/infra/databricks /app/infra/databricks

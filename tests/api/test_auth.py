@@ -251,9 +251,15 @@ class TestStartsOfAnIdSomeoneElseHas:
     async def test_another_principal_gets_the_same_409_whether_or_not_its_request_matches(
         self, gateway: WitnessedGateway
     ) -> None:
-        alices = await started(gateway, email="alice@example.com", parameters={"source": "/secret/sauce.csv"})
-        identical = {"id": alices, "email": "alice@example.com", "parameters": {"source": "/secret/sauce.csv"}}
-        different = identical | {"parameters": {"source": "/secret/other-sauce.csv"}}
+        alices = await started(
+            gateway, email="alice@example.com", parameters={"source": "/Workspace/Shared/pipelines/sauce.csv"}
+        )
+        identical = {
+            "id": alices,
+            "email": "alice@example.com",
+            "parameters": {"source": "/Workspace/Shared/pipelines/sauce.csv"},
+        }
+        different = identical | {"parameters": {"source": "/Workspace/Shared/pipelines/other-sauce.csv"}}
 
         answers = [
             await gateway.client.post("/pipelines", json=body, headers=bearer(BOB_KEY))

@@ -105,7 +105,9 @@ async def test_the_cli_follows_to_awaiting_repair_then_repairs(
         await harness.settle_id(pipeline_id, status="failure", error=RunError(type="KeyError", message="'colum'"))
         followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id)
         follow_out = capsys.readouterr().out
-        repaired = await run_cli(monkeypatch, KEY, *gateway, "repair", pipeline_id, "--param", "source=/ok.csv")
+        repaired = await run_cli(
+            monkeypatch, KEY, *gateway, "repair", pipeline_id, "--param", "source=/Workspace/Shared/pipelines/ok.csv"
+        )
         repair_out = capsys.readouterr()
 
     assert followed == cli.AWAITING_REPAIR_EXIT
@@ -114,7 +116,7 @@ async def test_the_cli_follows_to_awaiting_repair_then_repairs(
     async with asyncio.timeout(5):
         while run.run_id not in harness.jobs.repairs:
             await asyncio.sleep(0.02)
-    assert harness.jobs.repairs[run.run_id][0]["source"] == "/ok.csv"
+    assert harness.jobs.repairs[run.run_id][0]["source"] == "/Workspace/Shared/pipelines/ok.csv"
 
 
 async def test_every_command_prints_json_with_json_before_or_after_it(
@@ -123,7 +125,16 @@ async def test_every_command_prints_json_with_json_before_or_after_it(
     harness, app, sock = keyed_gateway(tmp_path)
     gateway = ["--gateway", url_of(sock), "--interval", "0.05"]
     pipeline_id = f"cli-{uuid.uuid4().hex[:8]}"
-    start = ["start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id, "--param", "source=/a.csv"]
+    start = [
+        "start",
+        "--no-follow",
+        "--email",
+        "c@x.io",
+        "--id",
+        pipeline_id,
+        "--param",
+        "source=/Workspace/Shared/pipelines/a.csv",
+    ]
 
     async with serving(app, sock):
         started = await run_cli(monkeypatch, KEY, *gateway, *start, "--json")
@@ -141,7 +152,9 @@ async def test_every_command_prints_json_with_json_before_or_after_it(
 
     assert started == status == listed == 0
     assert start_doc["id"] == status_doc["id"] == pipeline_id
-    assert status_doc["parameters"] == {"source": "/a.csv"} and status_doc["email"] == "c@x.io"
+    assert (
+        status_doc["parameters"] == {"source": "/Workspace/Shared/pipelines/a.csv"} and status_doc["email"] == "c@x.io"
+    )
     assert "csv-statistics" in [job["name"] for job in jobs_doc["jobs"]]
     assert followed == 0 and follow_lines[-1]["state"] == "succeeded"
     assert follow_lines[-1]["result"] == {"rows": 3}

@@ -94,11 +94,11 @@ async def test_a_pipeline_that_succeeds_tells_its_start_run_callback_email_and_e
 async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and_the_repair() -> None:
     harness = Harness()
     try:
-        spec, handle = harness.start(parameters={"source": "/data/typo.csv"})
+        spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/typo.csv"})
         await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
         await told(harness, spec.id)
-        await harness.decide(spec, 1, "repair", parameters={"source": "/data/fixed.csv"})
+        await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
         record = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
         await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})
         await finished(handle)
@@ -109,7 +109,7 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         assert by_kind["awaiting_repair"].data["repair_deadline"].endswith("Z")
         assert by_kind["repair_requested"].data == {
             "by": "key:tester",
-            "parameters": {"source": "/data/fixed.csv"},
+            "parameters": {"source": "/Workspace/Shared/pipelines/fixed.csv"},
             "attempt": 1,
         }
         assert by_kind["repaired"].data["by"] == "key:tester" and by_kind["repaired"].data["attempt"] == 1
@@ -130,11 +130,11 @@ async def test_a_repair_names_only_the_parameters_it_changes() -> None:
     """
     harness = Harness()
     try:
-        spec, handle = harness.start(parameters={"source": "/data/typo.csv", "sep": ","})
+        spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/typo.csv", "sep": ","})
         await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
         await told(harness, spec.id)
-        fixed = {"source": "/data/fixed.csv", "sep": ","}
+        fixed = {"source": "/Workspace/Shared/pipelines/fixed.csv", "sep": ","}
         await harness.decide(spec, 1, "repair", parameters=fixed)
         first = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
         await harness.settle(spec, first.callback_promise_id, status="failure", error=BUG)

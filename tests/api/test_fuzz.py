@@ -829,9 +829,12 @@ class TestBodies:
         # Each parameter up to the length its job declares (csv-statistics' source: 2,000), all of
         # them up to 8,000 bytes of JSON (catalogue.MAX_PARAMETERS_BYTES); and a body past the
         # gateway's 64 KiB bound on start requests, refused unread.
-        limit = SETTINGS.catalogue.job("csv-statistics").parameters["source"].max_length
-        fits = {"source": "v" * limit}
-        too_long = {"source": "v" * (limit + 1)}
+        source = SETTINGS.catalogue.job("csv-statistics").parameters["source"]
+        limit = source.max_length
+        assert source.path is not None
+        folder = source.path.prefixes[0]
+        fits = {"source": folder + "v" * (limit - len(folder))}
+        too_long = {"source": fits["source"] + "v"}
         too_many = {f"p{i:05d}": "v" for i in range(2_000)}
         assert 8_000 < len(json.dumps(too_many)) < 64 * 1024
         far_too_many = {f"p{i:05d}": "v" for i in range(20_000)}
@@ -869,15 +872,17 @@ class TestIds:
             assert response.json()["code"] in {"invalid_request", "not_found"}
 
     async def test_unicode_parameter_values_reach_the_run_unchanged(self, gateway: WitnessedGateway) -> None:
-        values = {"source": "🚀✨ שלום עולם e\u0301 a\u0000b \t\r\n\u001b[31m \ufeffx \U0010fffd"}
-        started = await gateway.start(parameters=values)
+        # A text parameter (word-frequencies' text) takes any text; a path or URL parameter refuses
+        # control characters (tests/shared/test_catalogue.py).
+        values = {"text": "🚀✨ שלום עולם e\u0301 a\u0000b \t\r\n\u001b[31m \ufeffx \U0010fffd", "top": "10"}
+        started = await gateway.start(job="word-frequencies", parameters=values)
 
         assert started.status_code == 202, started.text
         pipeline_id = started.json()["id"]
         status = await gateway.wait_for_state(pipeline_id, "waiting")
         assert status["parameters"] == values
         [call] = [c for c in gateway.harness.jobs.run_now_calls if c["pipeline_id"] == pipeline_id]
-        assert call["source"] == values["source"]
+        assert call["text"] == values["text"]
 
     @pytest.mark.parametrize("path_id", ["a:1", "a:watch1", "a::", ":1"])
     async def test_ids_with_resonates_separator_are_422_on_the_read_and_cancel_routes(

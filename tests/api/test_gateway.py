@@ -92,7 +92,9 @@ async def gateway() -> AsyncIterator[Gateway]:
 
 
 async def test_start_answers_202_with_the_status_document_and_location(gateway: Gateway) -> None:
-    response = await gateway.start(id="nightly-1", parameters={"source": "s3://b/k.csv"}, timeout_seconds=90)
+    response = await gateway.start(
+        id="nightly-1", parameters={"source": "/Workspace/Shared/pipelines/k.csv"}, timeout_seconds=90
+    )
 
     assert response.status_code == 202
     assert response.headers["location"] == "/pipelines/nightly-1"
@@ -100,7 +102,7 @@ async def test_start_answers_202_with_the_status_document_and_location(gateway: 
     assert doc["id"] == "nightly-1" and doc["state"] in {"starting", "waiting"}
     assert (doc["email"], doc["parameters"], doc["timeout_seconds"]) == (
         "user@example.com",
-        {"source": "s3://b/k.csv"},
+        {"source": "/Workspace/Shared/pipelines/k.csv"},
         90,
     )
     waiting = await gateway.wait_for_state("nightly-1", "waiting")
@@ -154,7 +156,7 @@ async def test_failure_callback_fails_the_pipeline_with_the_cause(gateway: Gatew
 
 
 async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline_to_success(gateway: Gateway) -> None:
-    pipeline_id = (await gateway.start(parameters={"source": "/data/typo.csv"})).json()["id"]
+    pipeline_id = (await gateway.start(parameters={"source": "/Workspace/Shared/pipelines/typo.csv"})).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
     error = {"type": "KeyError", "message": "'colum'"}
     await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": error})
@@ -166,15 +168,27 @@ async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline
     assert (cancel.status_code, cancel.json()["code"]) == (409, "pipeline_awaiting_repair")
     bad = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"colour": "red"}})
     assert bad.status_code == 422 and bad.json()["message"].startswith("body.parameters.colour: ")
+    for source, rule in [("/etc/passwd", "must be a path under"), ("http://127.0.0.1:8080/x", "scheme 'http'")]:
+        refused = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": source}})
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
+        assert refused.json()["message"].startswith("body.parameters.source: ") and rule in refused.json()["message"]
+    assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json()["state"] == "awaiting_repair"
+    assert not gateway.harness.jobs.repairs
 
-    repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": "/ok.csv"}})
+    repaired = await gateway.client.post(
+        f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": "/Workspace/Shared/pipelines/ok.csv"}}
+    )
     assert repaired.status_code == 202, repaired.text
     again = await gateway.client.post(f"/pipelines/{pipeline_id}/repair")
     assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_repair")
 
     waiting = await gateway.wait_for_state(pipeline_id, "waiting")
     record = waiting["attempts"][-1]
-    assert (record["number"], record["by"], record["parameters"]) == (1, "key:dev", {"source": "/ok.csv"})
+    assert (record["number"], record["by"], record["parameters"]) == (
+        1,
+        "key:dev",
+        {"source": "/Workspace/Shared/pipelines/ok.csv"},
+    )
     [run] = gateway.harness.jobs.runs_by_token.values()
     [repair] = gateway.harness.jobs.repairs[run.run_id]
     promise_id = repair["callback_promise_id"]
@@ -200,12 +214,12 @@ async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_cha
     gateway: Gateway,
 ) -> None:
     """Issue 20, finding 7: after a repair changed ``source`` the status document showed the start's."""
-    started_with = {"source": "/data/typo.csv"}
+    started_with = {"source": "/Workspace/Shared/pipelines/typo.csv"}
     pipeline_id = (await gateway.start(parameters=started_with)).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
     await fail_the_run(gateway, ids.callback_promise_id(pipeline_id))
     await gateway.wait_for_state(pipeline_id, "awaiting_repair")
-    fixed = {"source": "/data/fixed.csv"}
+    fixed = {"source": "/Workspace/Shared/pipelines/fixed.csv"}
     repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": fixed})
 
     assert repaired.status_code == 202, repaired.text
@@ -241,9 +255,31 @@ async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_cha
 
 
 async def test_a_pipeline_never_repaired_shows_its_parameters_and_no_start_parameters(gateway: Gateway) -> None:
-    pipeline_id = (await gateway.start(parameters={"source": "/data/a.csv"})).json()["id"]
+    pipeline_id = (await gateway.start(parameters={"source": "/Workspace/Shared/pipelines/a.csv"})).json()["id"]
     waiting = await gateway.wait_for_state(pipeline_id, "waiting")
-    assert (waiting["parameters"], waiting["parameters_at_start"]) == ({"source": "/data/a.csv"}, None)
+    assert (waiting["parameters"], waiting["parameters_at_start"]) == (
+        {"source": "/Workspace/Shared/pipelines/a.csv"},
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "rule"),
+    [
+        ("/etc/passwd", "must be a path under /Workspace/Shared/pipelines/"),
+        ("file:///etc/passwd", "is a URL of scheme 'file'"),
+        ("https://example.com/a.csv", "names host 'example.com', which is not an allowed host"),
+    ],
+)
+async def test_a_source_outside_the_rule_is_422_naming_it_and_nothing_starts(
+    gateway: Gateway, source: str, rule: str
+) -> None:
+    response = await gateway.start(id="refused-1", parameters={"source": source})
+
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_request"), response.text
+    assert response.json()["message"].startswith("body.parameters.source: ") and rule in response.json()["message"]
+    assert (await gateway.client.get("/pipelines/refused-1")).status_code == 404
+    assert gateway.harness.jobs.run_now_calls == []
 
 
 async def test_abandon_ends_it_failed_and_only_a_pipeline_awaiting_repair_can_be_decided(gateway: Gateway) -> None:
@@ -264,8 +300,8 @@ async def test_abandon_ends_it_failed_and_only_a_pipeline_awaiting_repair_can_be
 
 
 async def test_same_request_again_is_the_same_pipeline(gateway: Gateway) -> None:
-    first = await gateway.start(id="same-1", parameters={"source": "1"})
-    again = await gateway.start(id="same-1", parameters={"source": "1"})
+    first = await gateway.start(id="same-1", parameters={"source": "/Workspace/Shared/pipelines/1.csv"})
+    again = await gateway.start(id="same-1", parameters={"source": "/Workspace/Shared/pipelines/1.csv"})
 
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json()["id"] == "same-1"
@@ -314,9 +350,9 @@ async def test_identical_starts_that_all_read_before_any_creates_get_one_202(
 
 
 async def test_same_id_with_a_different_request_is_a_conflict(gateway: Gateway) -> None:
-    await gateway.start(id="taken-1", parameters={"source": "1"})
+    await gateway.start(id="taken-1", parameters={"source": "/Workspace/Shared/pipelines/1.csv"})
 
-    response = await gateway.start(id="taken-1", parameters={"source": "2"})
+    response = await gateway.start(id="taken-1", parameters={"source": "/Workspace/Shared/pipelines/2.csv"})
 
     assert response.status_code == 409
     body = response.json()

@@ -54,10 +54,16 @@ async def test_jobs_lists_what_the_caller_may_start_with_its_parameters(gateway:
     assert names == ["csv-statistics", "word-frequencies", "nightly-refresh"]
     words = listed[1]
     assert (words["default"], words["completion"], listed[0]["default"]) == (False, "callback", True)
-    assert {p["name"]: (p["required"], p["default"], p["pattern"]) for p in words["parameters"]} == {
+    assert {p["name"]: (p["required"], p["default"], p["integer"]) for p in words["parameters"]} == {
         "text": (True, None, None),
-        "top": (False, "10", "^(100|[1-9][0-9]?)$"),
+        "top": (False, "10", {"minimum": 1, "maximum": 100}),
     }
+    [source] = listed[0]["parameters"]
+    assert (source["url"], source["path"], source["allow_empty"]) == (
+        {"schemes": ["https"], "hosts": []},
+        {"prefixes": ["/Workspace/Shared/pipelines/"]},
+        True,
+    ), "a client sees what the parameter may be"
 
 
 async def test_a_job_is_started_by_name_with_its_parameters_resolved(gateway: Gateway) -> None:
@@ -86,7 +92,11 @@ async def test_a_job_that_never_calls_back_gets_only_its_own_parameters(gateway:
         ({"job": "nope"}, "body.job", "no job 'nope' in the catalogue; known: csv-statistics"),
         ({"job": "Bad Name"}, "body.job", "String should match pattern"),
         ({"job": "word-frequencies"}, "body.parameters.text", "is required (job 'word-frequencies')"),
-        ({"job": "word-frequencies", "parameters": {"text": "x", "top": "0"}}, "body.parameters.top", "must match"),
+        (
+            {"job": "word-frequencies", "parameters": {"text": "x", "top": "0"}},
+            "body.parameters.top",
+            "is 0; it must be from 1 to 100",
+        ),
         ({"parameters": {"colour": "blue"}}, "body.parameters.colour", "its parameters: source"),
         ({"job": "nightly-refresh", "parameters": {"table": "payroll"}}, "body.parameters.table", "must be one of"),
         ({"job": "nightly-refresh", "timeout_seconds": 86401}, "body.timeout_seconds", "at most 86400"),

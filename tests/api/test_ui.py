@@ -355,7 +355,9 @@ async def test_the_start_form_documents_each_parameter(page: Page) -> None:
     assert '<select id="param-table" name="param.table"' in html
     assert all(f'<option value="{v}"' in html for v in ("sales", "inventory", "customers"))
     words = (await page.client.get("/ui/start?job=word-frequencies")).text
-    assert "The text to count words in." in words and "(required)" in words and "^(100|[1-9][0-9]?)$" in words
+    assert "The text to count words in." in words and "(required)" in words and "A whole number from 1 to 100." in words
+    csv = (await page.client.get("/ui/start?job=csv-statistics")).text
+    assert "A path under <code>/Workspace/Shared/pipelines/</code>." in csv
     admin_only = (await page.client.get("/ui/start?job=customer-report")).text
     assert "You may not start a job called &#39;customer-report&#39;" in admin_only
 
@@ -378,7 +380,7 @@ async def test_start_form_errors_are_shown_at_the_field_they_concern(page: Page)
     for name in ("email", "id", "param-text", "param-top"):
         assert f'id="{name}-error"' in html, name
     assert re.search(r'id="param-text-error">is required', html)
-    assert 'id="param-top-error">must match' in html
+    assert 'id="param-top-error">is 0; it must be from 1 to 100' in html
     assert 'value="not-an-email"' in html, "what was typed is kept"
     assert page.harness.jobs.runs_by_token == {}
     too_long = await page.post(
@@ -456,17 +458,22 @@ async def test_repair_and_abandon_are_refused_with_the_reason_when_not_awaiting_
 async def test_after_a_repair_changing_a_parameter_the_page_shows_the_new_value_and_the_start_one(page: Page) -> None:
     """Issue 20, finding 7: the page showed the start's ``source`` while the run and the email used the repair's."""
     await page.sign_in()
-    pipeline_id = await page.start(**{"param.source": "/data/missing.csv"})
+    pipeline_id = await page.start(**{"param.source": "/Workspace/Shared/pipelines/missing.csv"})
     await page.harness.wait_for_run_of(pipeline_id)
     await page.harness.settle_id(pipeline_id, status="failure", error=RunError(type="FileNotFoundError", message="x"))
     await wait_for_state(page, pipeline_id, "awaiting_repair")
 
-    response = await page.post(f"/ui/pipelines/{pipeline_id}/repair", {"param.source": "/data/fixed.csv"})
+    response = await page.post(
+        f"/ui/pipelines/{pipeline_id}/repair", {"param.source": "/Workspace/Shared/pipelines/fixed.csv"}
+    )
     assert response.status_code == 303, response.text
     html = await wait_for_state(page, pipeline_id, "waiting")
 
     row = html[html.index('<th scope="row">source</th>') :].split("</tr>", 1)[0]
-    assert "/data/fixed.csv" in row and "(changed by a repair; started with /data/missing.csv)" in row
+    assert (
+        "/Workspace/Shared/pipelines/fixed.csv" in row
+        and "(changed by a repair; started with /Workspace/Shared/pipelines/missing.csv)" in row
+    )
 
 
 async def test_another_principals_pipeline_is_a_404_page_like_a_missing_one(page: Page) -> None:

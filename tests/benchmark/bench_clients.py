@@ -111,6 +111,8 @@ class Gateway:
 class Emulator:
     def __init__(self, url: str) -> None:
         self.http = new_session(url)
+        #: The control routes (/emulator) and the Jobs API alike need the token.
+        self.http.headers["authorization"] = f"Bearer {EMULATOR_TOKEN}"
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         async with self.http.request(method, path, **kwargs) as response:

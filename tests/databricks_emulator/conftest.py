@@ -108,7 +108,12 @@ class Emulator:
         return WorkspaceClient(config=config)
 
     def oauth_counters(self) -> dict:
-        return httpx.get(f"{self.url}/emulator/oauth", timeout=10).json()
+        return httpx.get(f"{self.url}/emulator/oauth", headers=self.bearer, timeout=10).json()
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        """The header the Jobs API and the control routes need."""
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def start_emulator(
@@ -216,8 +221,10 @@ def workspace(emulator: Emulator) -> WorkspaceClient:
 
 @pytest.fixture
 def control(emulator: Emulator) -> Iterator[httpx.Client]:
-    """The emulator's control API (and raw HTTP for wire-level assertions)."""
-    with httpx.Client(base_url=emulator.url, timeout=30) as client:
+    """The emulator's control API, with the token it needs (and raw HTTP for wire-level assertions)."""
+    with httpx.Client(
+        base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.token}"}, timeout=30
+    ) as client:
         yield client
 
 

@@ -112,15 +112,20 @@ def counters(control: httpx.Client, pipeline_id: str) -> dict:
     return response.json()
 
 
-def import_callback_helper() -> ModuleType:
-    """notebooks/pipeline_callback.py, as the module the notebooks import (loaded once)."""
-    if "pipeline_callback" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("pipeline_callback", NOTEBOOKS / "pipeline_callback.py")
+def import_notebook_module(name: str) -> ModuleType:
+    """notebooks/<name>.py, as the module the notebooks import (loaded once)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, NOTEBOOKS / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules["pipeline_callback"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["pipeline_callback"]
+    return sys.modules[name]
+
+
+def import_callback_helper() -> ModuleType:
+    """notebooks/pipeline_callback.py, as the module the notebooks import (loaded once)."""
+    return import_notebook_module("pipeline_callback")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 It listens on 127.0.0.1 in a thread, keeps every request's exact bytes and
 headers (signatures are over bytes), answers each POST with the next status
 from a script (200 once the script runs out), and serves CSV files for the
-notebook's http(s) ``source``.
+notebook's http(s) ``source`` (recording each GET, and answering a redirect
+where told to).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class CallbackReceiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.files: dict[str, bytes] = {}
+        #: Paths answered with a 302 to the given location.
+        self.redirects: dict[str, str] = {}
+        #: Every GET's path, in order.
+        self.fetched: list[str] = []
         self._script: list[int] = []
         self._changed = threading.Condition()
         receiver = self
@@ -47,11 +52,18 @@ class CallbackReceiver:
                 self._answer(status, b'{"detail": "scripted answer"}')
 
             def do_GET(self) -> None:
+                with receiver._changed:
+                    receiver.fetched.append(self.path)
+                if self.path in receiver.redirects:
+                    self._answer(302, b"", location=receiver.redirects[self.path])
+                    return
                 content = receiver.files.get(self.path)
                 self._answer(200 if content is not None else 404, content or b"not found")
 
-            def _answer(self, status: int, content: bytes) -> None:
+            def _answer(self, status: int, content: bytes, location: str | None = None) -> None:
                 self.send_response(status)
+                if location is not None:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content)

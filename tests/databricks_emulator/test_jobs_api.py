@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+import httpx
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
@@ -343,10 +344,46 @@ def test_unknown_run_and_job(workspace, emulator, control):
     }
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/emulator/runs"),
+        ("GET", "/emulator/runs/1"),
+        ("GET", "/emulator/faults"),
+        ("PUT", "/emulator/faults"),
+        ("DELETE", "/emulator/faults"),
+        ("PUT", "/emulator/faults/pipelines/x"),
+        ("GET", "/emulator/pipelines/x"),
+        ("GET", "/emulator/notifications"),
+        ("PUT", "/emulator/notifications"),
+        ("GET", "/emulator/oauth"),
+        ("POST", "/emulator/oauth/expire"),
+    ],
+)
+def test_the_control_routes_need_the_token(emulator, control, method, path):
+    before = control.get("/emulator/faults").json()
+    for headers, status in [({}, 401), ({"Authorization": "Bearer dapi-wrong"}, 403)]:
+        refused = httpx.request(method, f"{emulator.url}{path}", headers=headers, json={"enabled": False})
+        assert refused.status_code == status and set(refused.json()) == {"error_code", "message"}, refused.text
+    assert control.get("/emulator/faults").json() == before, "nothing changed"
+    assert control.get("/emulator/notifications").json()["enabled"] is True
+
+
+def test_no_listing_hands_out_a_runs_signing_key(emulator, workspace, control, receiver, pipeline_id):
+    pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
+    run = run_to_end(workspace, emulator.job_id, pipeline)
+
+    [listed] = control.get("/emulator/runs", params={"pipeline_id": pipeline_id}).json()["runs"]
+    assert listed["job_parameters"]["callback_signing_key"] == "(redacted)"
+    assert listed["job_parameters"]["callback_promise_id"] == pipeline.promise_id, "the rest is shown"
+    for shown in (control.get("/emulator/runs"), control.get(f"/emulator/runs/{run.run_id}"), httpx.get(emulator.url)):
+        assert shown.status_code == 200 and pipeline.key not in shown.text
+
+
 def test_authentication(emulator, control):
     with pytest.raises(PermissionDenied, match="Invalid access token"):
         emulator.client(token="dapi-wrong").jobs.get(emulator.job_id)
-    response = control.get(f"/api/2.2/jobs/get?job_id={emulator.job_id}")
+    response = httpx.get(f"{emulator.url}/api/2.2/jobs/get?job_id={emulator.job_id}")
     assert response.status_code == 401
     assert response.json() == {
         "error_code": 401,

@@ -8,6 +8,7 @@ Its callback is notebooks/pipeline_callback.py's (test_pipeline_callback.py).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -19,9 +20,20 @@ from databricks_emulator.harness import (
     parse_notebook,
 )
 from tests.databricks_emulator.conftest import NOTEBOOK
-from tests.databricks_emulator.helpers import run_notebook
+from tests.databricks_emulator.helpers import import_notebook_module, run_notebook
 
 CELLS = parse_notebook(NOTEBOOK.read_text())
+#: The data step imports it, as on a workspace where it sits beside the notebook.
+import_notebook_module("pipeline_sources")
+
+
+@pytest.fixture
+def readable(tmp_path, monkeypatch):
+    """tmp_path, made a folder the notebook's source rule allows (the driver's environment names the rule)."""
+    rule = tmp_path / "rule.json"
+    rule.write_text(json.dumps({"path_prefixes": [f"{tmp_path}/"]}))
+    monkeypatch.setenv("PIPELINE_SOURCES_FILE", str(rule))
+    return tmp_path
 
 
 def cells(*titles: str) -> dict:
@@ -42,8 +54,8 @@ def test_notebook_is_in_databricks_source_format():
     assert not CELLS[0].is_python, "the first cell is the markdown introduction"
 
 
-def test_statistics_of_a_csv_file(tmp_path):
-    source = tmp_path / "measurements.csv"
+def test_statistics_of_a_csv_file(readable):
+    source = readable / "measurements.csv"
     source.write_text("\ufeffsite,depth,temp\nA,1.5,nan\nB,,12\nA,2.5,14\n")
 
     result = DATA["summarise"]({"source": str(source)})
@@ -68,16 +80,24 @@ def test_statistics_of_a_csv_file(tmp_path):
     ("content", "message"),
     [("", "no header row"), ("a,b\n1,2\n3\n", "row 3 has 1 fields; the header has 2")],
 )
-def test_bad_csv_says_what_is_wrong(tmp_path, content, message):
-    source = tmp_path / "bad.csv"
+def test_bad_csv_says_what_is_wrong(readable, content, message):
+    source = readable / "bad.csv"
     source.write_text(content)
     with pytest.raises(ValueError, match=message):
         DATA["summarise"]({"source": str(source)})
 
 
-def test_unsupported_source_scheme_is_named():
-    with pytest.raises(ValueError, match="'source'"):
-        DATA["summarise"]({"source": "s3://bucket/data.csv"})
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("s3://bucket/data.csv", "a s3: URL is refused"),
+        ("/etc/passwd", "not under an allowed folder (/Workspace/Shared/pipelines/)"),
+        ("http://127.0.0.1:8080/emulator/runs", "scheme 'http' is not allowed"),
+    ],
+)
+def test_a_source_outside_the_deployed_rule_is_refused_naming_it(source, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        DATA["summarise"]({"source": source})
 
 
 def test_dbutils_stand_in_behaves_like_job_widgets():

@@ -27,7 +27,7 @@ NIGHTLY_REFRESH = NOTEBOOKS / "nightly_refresh.py"
 CUSTOMER_EXTRACT = NOTEBOOKS / "customer_extract.py"
 CUSTOMER_PUBLISH = NOTEBOOKS / "customer_publish.py"
 #: What a notebook may import besides the standard library: the helper synced beside it.
-NOTEBOOK_MODULES = {"pipeline_callback"}
+NOTEBOOK_MODULES = {"pipeline_callback", "pipeline_sources"}
 
 
 @pytest.fixture
@@ -95,9 +95,18 @@ def test_readme_three_lines_are_the_word_frequencies_notebook():
 # -- pipeline.py ------------------------------------------------------------------------------
 
 
-def test_pipeline_reads_its_source_widget_and_calls_back(receiver, pipeline, tmp_path):
-    source = tmp_path / "sales.csv"
+def source_rule(monkeypatch, tmp_path, **rule):
+    """The driver's environment names a rule file (as a cluster's configuration would) for the notebooks run."""
+    path = tmp_path / "pipeline_sources.json"
+    path.write_text(json.dumps(rule))
+    monkeypatch.setenv("PIPELINE_SOURCES_FILE", str(path))
+
+
+def test_pipeline_reads_its_source_widget_and_calls_back(receiver, pipeline, tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    source = tmp_path / "data" / "sales.csv"
     source.write_text("region,units\nnorth,3\nsouth,5\n")
+    source_rule(monkeypatch, tmp_path, path_prefixes=[f"{tmp_path}/data/"])
 
     run = run_notebook(PIPELINE, {**pipeline.inputs, "source": str(source)}, tmp_path / "run")
 
@@ -107,8 +116,22 @@ def test_pipeline_reads_its_source_widget_and_calls_back(receiver, pipeline, tmp
     assert "success callback accepted: HTTP 200 after 1 attempt" in run.stdout
 
 
-def test_pipeline_reads_an_http_source(receiver, pipeline, tmp_path):
+def test_pipeline_refuses_a_loopback_or_local_source_and_reads_nothing(receiver, pipeline, tmp_path):
+    # The deployed rule, as a run-now that bypassed the gateway meets it.
+    receiver.files["/data/sales.csv"] = b"region\nnorth\n"
+    for number, source in enumerate([f"{receiver.url}/data/sales.csv", "/etc/passwd", "file:///etc/passwd"]):
+        run = run_notebook(PIPELINE, {**pipeline.inputs, "source": source}, tmp_path / f"run-{number}")
+
+        assert run.returncode == 1 and run.error["type"] == "SourceRefused", run.error
+        assert "root:" not in json.dumps(run.error)
+    assert receiver.fetched == [], "nothing was fetched"
+    reported = [json.loads(r.body) for r in receiver.requests]
+    assert [p["error"]["type"] for p in reported] == ["SourceRefused"] * 3, "each run reported its refusal"
+
+
+def test_pipeline_reads_an_http_source_its_rule_lists(receiver, pipeline, tmp_path, monkeypatch):
     receiver.files["/data/sales.csv"] = b"region,units,price\nnorth,3,2.5\nsouth,,4\nnorth,5,1.5\n"
+    source_rule(monkeypatch, tmp_path, schemes=["http"], hosts=["127.0.0.1"], networks=["127.0.0.0/8"])
 
     run = run_notebook(PIPELINE, {**pipeline.inputs, "source": f"{receiver.url}/data/sales.csv"}, tmp_path)
 
@@ -120,8 +143,9 @@ def test_pipeline_reads_an_http_source(receiver, pipeline, tmp_path):
     assert callback_of(receiver, pipeline)["result"] == run.result
 
 
-def test_pipeline_with_a_missing_source_reports_the_error_and_fails(receiver, pipeline, tmp_path):
+def test_pipeline_with_a_missing_source_reports_the_error_and_fails(receiver, pipeline, tmp_path, monkeypatch):
     missing = tmp_path / "missing.csv"
+    source_rule(monkeypatch, tmp_path, path_prefixes=[f"{tmp_path}/"])
 
     run = run_notebook(PIPELINE, {**pipeline.inputs, "source": str(missing)}, tmp_path / "run")
 

@@ -69,7 +69,7 @@ def test_an_expired_token_is_refused_and_a_fresh_one_works(emulator):
     token = token_request(emulator, user=(emulator.client_id, emulator.client_secret)).json()["access_token"]
     assert jobs_get(emulator, token).status_code == 200
 
-    assert httpx.post(f"{emulator.url}/emulator/oauth/expire").json()["expired"] >= 1
+    assert httpx.post(f"{emulator.url}/emulator/oauth/expire", headers=emulator.bearer).json()["expired"] >= 1
 
     refused = jobs_get(emulator, token)
     assert refused.status_code == 403

@@ -34,6 +34,9 @@ NOTIFICATION_CREDENTIALS = ("databricks", "dev-only-insecure-notification-passwo
 
 #: The development stack accepts the development API key (the test stack's keys file lists it too).
 AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
+#: The development stack's Databricks emulator token (compose.yaml's DATABRICKS_EMULATOR_TOKEN
+#: default): its Jobs API and its /emulator control routes need it.
+EMULATOR_TOKEN = "dapi-emulator-dev-token"
 
 
 def new_id(label: str = "it") -> str:
@@ -138,8 +141,8 @@ def hidden(html: str, name: str) -> str:
 
 
 class Emulator:
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
+    def __init__(self, url: str, token: str = EMULATOR_TOKEN) -> None:
+        self.http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30)
 
     def plan(self, pipeline_id: str, **plan: Any) -> None:
         """Fault and timing plan for this pipeline's runs (see the emulator's README)."""

@@ -98,7 +98,7 @@ def test_duplicate_start_gives_exactly_one_run(gateway: Gateway, emulator: Emula
 
     first = gateway.start(pipeline_id, parameters={"source": ""})
     second = gateway.start(pipeline_id, parameters={"source": ""})
-    different = gateway.start(pipeline_id, parameters={"source": "/elsewhere.csv"})
+    different = gateway.start(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/elsewhere.csv"})
 
     assert (first.status_code, second.status_code, different.status_code) == (202, 200, 409)
     gateway.wait_for(pipeline_id, "succeeded")

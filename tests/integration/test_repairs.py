@@ -47,7 +47,7 @@ def test_a_notebook_bug_awaits_a_person_who_repairs_it_with_a_changed_parameter(
     gateway: Gateway, emulator: Emulator, mail: MailSink
 ) -> None:
     pipeline_id = new_id("typo")
-    gateway.start(pipeline_id, parameters={"source": "/data/does-not-exist.csv"})
+    gateway.start(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/samples/missing.csv"})
 
     awaiting = gateway.wait_for(pipeline_id, "awaiting_repair")
     assert awaiting["error"]["type"] == "FileNotFoundError" and awaiting["repair_deadline"]
@@ -56,16 +56,18 @@ def test_a_notebook_bug_awaits_a_person_who_repairs_it_with_a_changed_parameter(
     cancel = gateway.http.post(f"/pipelines/{pipeline_id}/cancel")
     assert (cancel.status_code, cancel.json()["code"]) == (409, "pipeline_awaiting_repair")
 
-    repaired = gateway.http.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": ""}})
+    # The right path: the sample the development stack's workspace holds.
+    fixed = {"source": "/Workspace/Shared/pipelines/samples/customers.csv"}
+    repaired = gateway.http.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": fixed})
     assert repaired.status_code == 202, repaired.text
 
     done = gateway.wait_for(pipeline_id, "succeeded", timeout=90)
-    assert done["result"]["source"] == "built-in sample"
+    assert (done["result"]["source"], done["result"]["row_count"]) == (fixed["source"], 8)
     # What the run now uses, and what it was started with (issue 20, finding 7: it showed only the start's).
-    assert done["parameters"] == {"source": ""}
-    assert done["parameters_at_start"] == {"source": "/data/does-not-exist.csv"}
+    assert done["parameters"] == fixed
+    assert done["parameters_at_start"] == {"source": "/Workspace/Shared/pipelines/samples/missing.csv"}
     last = done["attempts"][-1]
-    assert (last["number"], last["by"], last["parameters"]) == (1, "key:dev", {"source": ""})
+    assert (last["number"], last["by"], last["parameters"]) == (1, "key:dev", fixed)
     emulated = emulator.run(done["databricks"]["run_id"])
     assert len(emulated["repairs"]) == 1, "one run, repaired once; never a second run"
     assert emulator.counters(pipeline_id)["runs"] == 1
@@ -76,7 +78,7 @@ def test_a_notebook_bug_awaits_a_person_who_repairs_it_with_a_changed_parameter(
 
 def test_abandon_ends_it_failed_and_tells_the_owner(gateway: Gateway, mail: MailSink) -> None:
     pipeline_id = new_id("giveup")
-    gateway.start(pipeline_id, parameters={"source": "/data/does-not-exist.csv"})
+    gateway.start(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/samples/missing.csv"})
     gateway.wait_for(pipeline_id, "awaiting_repair")
 
     assert gateway.http.post(f"/pipelines/{pipeline_id}/abandon").status_code == 202

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def test_the_repositorys_catalogue_loads_with_its_default_first() -> None:
         ('[jobs.one.parameters.p]\ndescription = "x"', "either required or has a default"),
         ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = "a"\npattern = "["', "not a regular expression"),
         ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = "z"\nallowed = ["a", "b"]', "is itself invalid"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = "0"\ninteger = {minimum = 1, maximum = 9}', "itself"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = "5"\ninteger = {minimum = 9, maximum = 1}', "exceeds"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = ""\npath = {prefixes = ["data/"]}', "prefixes"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = ""\npath = {prefixes = ["/data"]}', "prefixes"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = ""\nurl = {schemes = ["ftp"]}', "schemes"),
+        ('[jobs.one.parameters.p]\ndescription = "x"\ndefault = ""\nurl = {hosts = ["Ex ample"]}', "hosts"),
+        (
+            '[jobs.one.parameters.p]\ndescription = "x"\ndefault = "1"\nallowed = ["1"]\n'
+            "integer = {minimum = 1, maximum = 2}",
+            "neither a URL",
+        ),
     ],
 )
 def test_a_bad_catalogue_is_refused_naming_the_field(tmp_path: Path, change: str, named: str) -> None:
@@ -77,7 +89,7 @@ def test_parameters_are_resolved_with_defaults_and_every_problem_named() -> None
     assert problems == {
         "colour": "is not a parameter of this job",
         "text": "is required",
-        "top": "must match ^(100|[1-9][0-9]?)$",
+        "top": "is 0; it must be from 1 to 100",
     }
     assert caught.value.problems[0].declared == ["text", "top"]
 
@@ -92,3 +104,82 @@ def test_allowed_values_and_timeouts() -> None:
         refresh.timeout(refresh.max_timeout_seconds + 1)
     with pytest.raises(UnknownJob, match="known: csv-statistics, customer-report"):
         catalogue.job("nope")
+
+
+#: The rule of csv-statistics' source in the repository's catalogue.
+SOURCE = Catalogue.load(REPO_CATALOGUE).job("csv-statistics").parameters["source"]
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("/etc/passwd", "must be a path under /Workspace/Shared/pipelines/"),
+        ("file:///etc/passwd", "is a URL of scheme 'file'; the schemes allowed are https"),
+        ("http://127.0.0.1:8080/emulator/runs?pipeline_id=X", "is a URL of scheme 'http'"),
+        ("http://169.254.169.254/latest/meta-data/", "is a URL of scheme 'http'"),
+        ("https://example.com/data.csv", "names host 'example.com', which is not an allowed host (none listed)"),
+        ("https://169.254.169.254/x.csv", "names host '169.254.169.254', which is not an allowed host"),
+        ("https://user@example.com/data.csv", "credentials before its host"),
+        ("dbfs:/FileStore/x.csv", "is a URL of scheme 'dbfs'"),
+        ("/Workspace/Shared/other/x.csv", "must be a path under /Workspace/Shared/pipelines/"),
+        ("/Workspace/Shared/pipelinesX/x.csv", "must be a path under /Workspace/Shared/pipelines/"),
+        ("/Workspace/Shared/pipelines/../../../etc/passwd", "without '.' or '..' segments"),
+        ("/Workspace/Shared/pipelines/./x.csv", "without '.' or '..' segments"),
+        ("/Workspace/Shared/pipelines//x.csv", "without empty segments"),
+        ("/Workspace/Shared/pipelines/", "without empty segments"),
+        ("/Workspace/Shared/pipelines/x.csv\nrm -rf", "holds a control character"),
+        ("samples/customers.csv", "must be a path under /Workspace/Shared/pipelines/"),
+    ],
+)
+def test_a_source_outside_the_rule_is_refused_naming_the_rule(value: str, rule: str) -> None:
+    assert rule in (SOURCE.problem_with(value) or "allowed")
+
+
+@pytest.mark.parametrize(
+    "value", ["", "/Workspace/Shared/pipelines/samples/customers.csv", "/Workspace/Shared/pipelines/a b.csv"]
+)
+def test_a_source_inside_the_rule_or_empty_is_allowed(value: str) -> None:
+    assert SOURCE.problem_with(value) is None
+
+
+def test_a_listed_host_and_scheme_are_allowed_and_nothing_else(tmp_path: Path) -> None:
+    catalogue = load(
+        tmp_path,
+        MINIMAL
+        + '[jobs.one.parameters.src]\ndescription = "x"\nrequired = true\n'
+        + 'url = {schemes = ["https", "http"], hosts = ["data.example.com"]}\n',
+    )
+    source = catalogue.job("one").parameters["src"]
+    assert source.problem_with("https://data.example.com/a.csv") is None
+    assert source.problem_with("http://DATA.example.com./a.csv") is None, "host names compare as DNS does"
+    assert "not an allowed host" in (source.problem_with("https://data.example.com.evil.io/a.csv") or "")
+    assert "must be an absolute URL" in (source.problem_with("/etc/passwd") or "")
+    assert "must be an absolute URL" in (source.problem_with("") or ""), "allow_empty is off by default"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("1", None),
+        ("100", None),
+        ("0", "is 0; it must be from 1 to 100"),
+        ("101", "is 101; it must be from 1 to 100"),
+        ("-5", "is -5; it must be from 1 to 100"),
+        ("07", "must be a whole number from 1 to 100"),
+        ("1e2", "must be a whole number from 1 to 100"),
+        (" 5", "must be a whole number from 1 to 100"),
+        ("9" * 40, "must be a whole number from 1 to 100"),
+    ],
+)
+def test_an_integer_parameter_takes_whole_numbers_in_its_range(value: str, problem: str | None) -> None:
+    top = Catalogue.load(REPO_CATALOGUE).job("word-frequencies").parameters["top"]
+    assert top.problem_with(value) == problem
+
+
+def test_the_notebooks_own_source_rule_is_the_catalogues() -> None:
+    """The notebook enforces its copy where it reads (notebooks/pipeline_sources.json); the two never drift."""
+    policy = json.loads((REPO_CATALOGUE.parents[1] / "notebooks" / "pipeline_sources.json").read_text())
+    assert SOURCE.url is not None and SOURCE.path is not None
+    assert tuple(policy["schemes"]) == SOURCE.url.schemes
+    assert tuple(policy["hosts"]) == SOURCE.url.hosts
+    assert tuple(policy["path_prefixes"]) == SOURCE.path.prefixes

@@ -173,7 +173,7 @@ class Harness:
             **{
                 "id": f"p-{uuid.uuid4().hex[:12]}",
                 "email": "user@example.com",
-                "parameters": {"source": "sample"},
+                "parameters": {"source": "/Workspace/Shared/pipelines/sample.csv"},
                 "timeout_seconds": 600,
                 **overrides,
             }

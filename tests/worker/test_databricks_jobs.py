@@ -98,7 +98,9 @@ async def start_run(
     """A new pipeline under this fault plan, and the run the worker's client started for it."""
     pipeline = new_pipeline(receiver)
     if plan:
-        httpx.put(f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json=plan)
+        httpx.put(
+            f"{emulator.url}/emulator/faults/pipelines/{pipeline.pipeline_id}", json=plan, headers=emulator.bearer
+        )
     run = await jobs.run_now(JOB_ID, pipeline.job_parameters, ids.idempotency_token("test", pipeline.pipeline_id))
     return pipeline, run
 
@@ -172,7 +174,7 @@ async def test_throttling_is_ridden_through_with_one_run(
         jobs, emulator, receiver, run_now_errors=2, run_now_error_status=503, retry_after_seconds=0
     )
 
-    counters = httpx.get(f"{emulator.url}/emulator/pipelines/{pipeline.pipeline_id}").json()
+    counters = httpx.get(f"{emulator.url}/emulator/pipelines/{pipeline.pipeline_id}", headers=emulator.bearer).json()
     assert counters["run_ids"] == [run.run_id] and counters["run_now_rejected"] == 2
 
 

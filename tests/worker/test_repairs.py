@@ -40,26 +40,28 @@ async def repaired_promise(harness: Harness, pipeline_id: str, attempt: int) -> 
 async def test_a_person_repairs_with_a_changed_parameter_and_the_same_pipeline_succeeds() -> None:
     harness = Harness()
     try:
-        spec, handle = harness.start(parameters={"source": "/data/typo.csv"})
+        spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/typo.csv"})
         run = await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
 
         record = await harness.wait_for_record(ids.repair_window_id(spec.id, 1))
         assert record.repair_deadline is not None and record.attempt.outcome == "failure"
-        await harness.decide(spec, 1, "repair", parameters={"source": "/data/fixed.csv"})
+        await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
         promise_id = await repaired_promise(harness, spec.id, 1)
         await harness.settle(spec, promise_id, status="success", result={"rows": 7})
         outcome = await outcome_of(handle)
 
         assert outcome.state is PipelineState.SUCCEEDED and outcome.result == {"rows": 7}
         [repair] = harness.jobs.repairs[run.run_id]
-        assert repair["source"] == "/data/fixed.csv" and repair["callback_promise_id"] == promise_id
+        assert (
+            repair["source"] == "/Workspace/Shared/pipelines/fixed.csv" and repair["callback_promise_id"] == promise_id
+        )
         assert repair["callback_signing_key"] == derive_callback_key(SECRET, promise_id)
         assert [(a.number, a.by, a.outcome) for a in outcome.attempts] == [
             (0, None, "failure"),
             (1, "key:tester", "success"),
         ]
-        assert outcome.attempts[1].parameters == {"source": "/data/fixed.csv"}
+        assert outcome.attempts[1].parameters == {"source": "/Workspace/Shared/pipelines/fixed.csv"}
         awaiting, final = harness.notifications
         assert (awaiting.kind, awaiting.state, awaiting.error) == (
             "awaiting_repair",
@@ -179,5 +181,23 @@ async def test_a_repair_databricks_refuses_fails_the_pipeline_with_its_reason() 
 
         assert outcome.state is PipelineState.FAILED and outcome.error == refusal
         assert [n.kind for n in harness.notifications] == ["awaiting_repair", "outcome"]
+    finally:
+        await harness.resonate.stop()
+
+
+async def test_a_repair_with_a_parameter_the_catalogue_refuses_never_reaches_databricks() -> None:
+    # A decision written past the gateway (or under an older catalogue): the worker checks again.
+    harness = Harness()
+    try:
+        spec, handle = harness.start()
+        run = await harness.wait_for_run(spec)
+        await harness.settle(spec, status="failure", error=BUG)
+        await harness.decide(spec, 1, "repair", parameters={"source": "file:///etc/passwd"})
+
+        outcome = await outcome_of(handle)
+
+        assert outcome.state is PipelineState.FAILED and outcome.error is not None
+        assert outcome.error.type == "InvalidParameters" and "source is a URL of scheme 'file'" in outcome.error.message
+        assert not harness.jobs.repairs.get(run.run_id), "Databricks was never asked"
     finally:
         await harness.resonate.stop()

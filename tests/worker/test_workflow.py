@@ -62,7 +62,7 @@ async def test_children_sit_where_the_gateway_looks_for_them(harness: Harness) -
 async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Harness) -> None:
     from pipeline_shared.signing import derive_callback_key
 
-    spec, handle = harness.start(parameters={"source": "s3://bucket/x.csv"})
+    spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/x.csv"})
     await harness.wait_for_run(spec)
     [params] = harness.jobs.run_now_calls
     promise_id = ids.callback_promise_id(spec.id)
@@ -71,11 +71,27 @@ async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Har
         "callback_promise_id": promise_id,
         "callback_url": "http://api.test/callbacks/databricks",
         "callback_signing_key": derive_callback_key(SECRET, promise_id),
-        "source": "s3://bucket/x.csv",
+        "source": "/Workspace/Shared/pipelines/x.csv",
     }
     assert list(harness.jobs.runs_by_token) == [ids.idempotency_token("unit", spec.id)]
     await harness.settle(spec, status="success", result={})
     await outcome_of(handle)
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "http://169.254.169.254/latest/meta-data/"])
+async def test_a_parameter_the_catalogue_refuses_fails_the_pipeline_and_never_reaches_databricks(
+    harness: Harness, source: str
+) -> None:
+    # A spec stored past the gateway (or under an older catalogue): the worker checks again.
+    _, handle = harness.start(parameters={"source": source})
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error is not None
+    assert outcome.error.type == "InvalidParameters" and outcome.error.message.startswith(
+        "job 'csv-statistics': source "
+    )
+    assert harness.jobs.run_now_calls == [], "Databricks was never asked"
 
 
 async def test_notebook_failure_fails_the_pipeline_with_its_cause(harness: Harness) -> None:

@@ -8,10 +8,18 @@ body alike (``params``), as declared in ``surface``. Answers, errors and
 status codes follow the real API; the other Jobs endpoints answer 501 naming
 themselves. See the package README for what is and is not modelled.
 
+The emulator-only control API under ``/emulator`` (fault plans, counters,
+runs and their tasks, webhook deliveries, OAuth tokens) needs the same token:
+it changes how runs fail and shows every run, and the notebooks it runs share
+its host, so whatever a notebook can be made to fetch must not reach it
+without a credential. Its listings never show a run's callback signing key
+(``REDACTED_PARAMETERS``): a key settles its pipeline, and nothing a run can
+read may hand out another pipeline's.
+
 Unauthenticated: host metadata and OAuth discovery and tokens (``oauth``),
-``/healthz``, the run page at ``/`` and the emulator-only control API under
-``/emulator`` (fault plans, counters, runs and their tasks, webhook
-deliveries, OAuth tokens, and the sink that swallows dropped callbacks).
+``/healthz``, the run page at ``/`` (run ids, states and messages only), and
+the sink that swallows dropped callbacks (``/emulator/callback-sink``: where
+a notebook posts, with nothing to hand out).
 """
 
 from __future__ import annotations
@@ -313,7 +321,9 @@ for _endpoint in NOT_MODELLED_ENDPOINTS:
     )
 
 
-control = APIRouter(prefix="/emulator")
+control = APIRouter(prefix="/emulator", dependencies=[Depends(_authenticate)])
+#: Where notebooks post dropped callbacks: they hold no token, and it only counts.
+callback_sink = APIRouter(prefix="/emulator")
 
 
 def _checked(plan: FaultPlan, jobs: list[JobSpec]) -> FaultPlan:
@@ -464,7 +474,7 @@ async def expire_oauth_tokens(tokens: IssuerDep) -> dict[str, Any]:
     return {"expired": tokens.expire_all()}
 
 
-@control.post("/callback-sink/{run_id}")
+@callback_sink.post("/callback-sink/{run_id}")
 async def swallow_callback(run_id: int, workspace: WorkspaceDep) -> dict[str, Any]:
     """Where a ``drop_callback`` run's callback goes: accepted, counted, never delivered."""
     run = workspace.job_run_of(run_id)
@@ -523,6 +533,7 @@ def create_app(settings: Settings | None = None, bundle: Bundle | None = None) -
     app.include_router(jobs)
     app.include_router(discovery)
     app.include_router(control)
+    app.include_router(callback_sink)
 
     @app.middleware("http")
     async def org_id_header(request: Request, call_next):  # type: ignore[no-untyped-def]

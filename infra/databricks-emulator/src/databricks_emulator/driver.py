@@ -70,6 +70,15 @@ HARNESS_PATH: Final = Path(harness.__file__)
 FAILURE_HANDLING: Final = ("ALL_DONE", "AT_LEAST_ONE_FAILED", "ALL_FAILED")
 
 
+def notebook_environment() -> dict[str, str]:
+    """The environment a notebook's process gets: the emulator's, without its own settings.
+
+    Those hold the workspace's token and OAuth secret, which a notebook's code
+    (or whatever it can be made to read, such as /proc/self/environ) must not see.
+    """
+    return {name: value for name, value in os.environ.items() if not name.startswith("DATABRICKS_EMULATOR_")}
+
+
 class Outcome(Enum):
     """How a task's latest attempt counts for its dependents and for the run."""
 
@@ -498,6 +507,7 @@ class Driver:
                 stdout=stdout,
                 stderr=stderr,
                 cwd=attempt.run_dir,
+                env=notebook_environment(),
                 start_new_session=True,
             )
         attempt.pid = process.pid

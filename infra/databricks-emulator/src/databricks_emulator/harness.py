@@ -17,7 +17,8 @@ What it stands in for:
 Faults are induced from outside, leaving the notebook untouched:
 
 - ``fail``: the ``source`` widget (the job parameter the pipeline notebook
-  reads its data from) names a file that does not exist, so the notebook
+  reads its data from) names a file that does not exist, in the folder the
+  development stack's notebook may read, so the notebook
   fails as it would on bad input, and reports that itself;
 - ``hang``: the harness blocks before the first cell and never finishes (the
   emulator ends it by cancel or timeout, or kills it to model a platform
@@ -61,6 +62,9 @@ FAULT_FAIL = "fail"
 FAULT_HANG = "hang"
 FAULT_DROP_CALLBACK = "drop_callback"
 FAULTS = (FAULT_NONE, FAULT_FAIL, FAULT_HANG, FAULT_DROP_CALLBACK)
+#: The ``source`` of a ``fail`` run: a file that is not there, in the folder the development
+#: stack's notebook may read (so it fails on the missing file, not on the folder).
+FAULT_MISSING_SOURCE = "/Workspace/Shared/pipelines/emulator-fault-injected/missing.csv"
 
 
 class NotebookFormatError(ValueError):
@@ -177,7 +181,7 @@ def induce_fault(fault: str, widgets: dict[str, str], spec: dict) -> dict[str, s
     """The widget values a run sees under ``fault``; ``hang`` blocks here for good."""
     widgets = dict(widgets)
     if fault == FAULT_FAIL:
-        widgets["source"] = str(Path(spec["run_dir"]) / "emulator-fault-injected" / "missing.csv")
+        widgets["source"] = FAULT_MISSING_SOURCE
     elif fault == FAULT_DROP_CALLBACK:
         widgets["callback_url"] = spec["callback_sink_url"]
     elif fault == FAULT_HANG:
@@ -192,7 +196,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python harness.py SPEC.json", file=sys.stderr)
         return 2
-    spec = json.loads(Path(argv[1]).read_text())
+    spec_path = Path(argv[1])
+    spec = json.loads(spec_path.read_text())
+    # The spec holds the run's widgets, its callback signing key among them: once read, it
+    # leaves the disk, where another run's code might look for it.
+    spec_path.unlink(missing_ok=True)
     sys.path.insert(0, str(Path(spec["notebook_path"]).resolve().parent))
     outcome: dict = {"exit_value": None, "error": None}
     status = 0

@@ -30,6 +30,10 @@ from databricks_emulator.jobspec import USER_NAME, JobSpec, TaskSpec
 
 #: get-output returns at most the first 5 MB of a notebook's exit value.
 MAX_EXIT_VALUE_BYTES: Final = 5 * 1024 * 1024
+#: Job parameters the control API never shows: the pipeline's callback signing key settles its
+#: pipeline, and a listing of runs is no place for it (the run's own notebook gets it as a widget).
+REDACTED_PARAMETERS: Final = frozenset({"callback_signing_key"})
+REDACTED: Final = "(redacted)"
 #: A state message quotes at most this much of an error.
 MAX_STATE_MESSAGE_CHARS: Final = 1000
 
@@ -403,7 +407,9 @@ class JobRun(Progress):
             "termination": self.termination.as_json() if self.termination else None,
             "plan": self.plan.model_dump(),
             "timeout_seconds": self.timeout_seconds,
-            "job_parameters": dict(self.job_parameters),
+            "job_parameters": {
+                name: REDACTED if name in REDACTED_PARAMETERS else value for name, value in self.job_parameters.items()
+            },
             "repairs": [
                 {"repair_id": entry.id, "rerun_tasks": entry.rerun_tasks, "task_run_ids": entry.task_run_ids}
                 for entry in self.history[1:]

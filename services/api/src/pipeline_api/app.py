@@ -501,6 +501,10 @@ def create_app(
                             pattern=parameter.pattern,
                             allowed=list(parameter.allowed) if parameter.allowed else None,
                             max_length=parameter.max_length,
+                            url=parameter.url,
+                            path=parameter.path,
+                            integer=parameter.integer,
+                            allow_empty=parameter.allow_empty,
                         )
                         for name, parameter in job.parameters.items()
                     ],

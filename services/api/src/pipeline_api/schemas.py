@@ -27,6 +27,7 @@ from pipeline_shared.catalogue import (
     ParameterName,
 )
 from pipeline_shared.models import Attempt, PipelineId, PipelineState, RunError, RunReport
+from pipeline_shared.parameter_rules import IntegerRule, PathRule, UrlRule
 from pipeline_shared.recipients import RecipientAddress
 
 #: The pipeline's own job parameters: no request may set one.
@@ -125,6 +126,10 @@ class ParameterView(BaseModel):
     pattern: str | None
     allowed: list[str] | None
     max_length: int
+    url: UrlRule | None = Field(default=None, description="A URL: the schemes and hosts it may name.")
+    path: PathRule | None = Field(default=None, description="A path: the folders it may be under.")
+    integer: IntegerRule | None = Field(default=None, description="A whole number: its range, ends included.")
+    allow_empty: bool = Field(default=False, description='"" is accepted whatever the rule.')
 
 
 class JobView(BaseModel):

@@ -8,9 +8,12 @@ its end. A catalogue that does not load stops the service with every problem
 named, field by field.
 
 A request's parameters are checked here, before anything is stored: every
-parameter must be declared, every required one given, every value must match
-the declared pattern or set. The resolved parameters (defaults filled in) are
-what the pipeline's spec records and what the job receives.
+parameter must be declared, every required one given, every value must be
+what the parameter declares it is (a pattern, a set, or a typed rule of
+:mod:`.parameter_rules`: a URL, a path, a whole number). The resolved
+parameters (defaults filled in) are what the pipeline's spec records and what
+the job receives. The gateway resolves at start and at repair, and the worker
+checks again before Databricks is given a value (:meth:`Job.refusal`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from . import names
+from .parameter_rules import IntegerRule, PathRule, UrlRule, location_problem
 
 #: A catalogue entry's name: what a client sends as ``"job"``.
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -82,11 +86,21 @@ class Parameter(_Entry):
     #: The values allowed, when they can be listed.
     allowed: tuple[str, ...] | None = Field(default=None, min_length=1)
     max_length: int = Field(default=MAX_PARAMETERS_BYTES, ge=1, le=MAX_PARAMETERS_BYTES)
+    #: What it is, when more than text: a URL, a path (both: either), a whole number.
+    url: UrlRule | None = None
+    path: PathRule | None = None
+    integer: IntegerRule | None = None
+    #: Whether "" is accepted whatever the typed rule (the job then uses its own fallback).
+    allow_empty: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.required == (self.default is not None):
             raise ValueError("a parameter is either required or has a default, not both and not neither")
+        if self.integer is not None and (self.url, self.path, self.allowed) != (None, None, None):
+            raise ValueError("an integer parameter is neither a URL, a path nor a set of allowed values")
+        if self.allowed is not None and (self.url, self.path) != (None, None):
+            raise ValueError("give a URL or path rule or a set of allowed values, not both")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -102,8 +116,14 @@ class Parameter(_Entry):
         """Why ``value`` is not acceptable, or None."""
         if len(value) > self.max_length:
             return f"is {len(value)} characters long; at most {self.max_length}"
+        if value == "" and self.allow_empty:
+            return None
         if self.allowed is not None and value not in self.allowed:
             return f"must be one of {', '.join(map(repr, self.allowed))}"
+        if self.integer is not None and (problem := self.integer.problem_with(value)):
+            return problem
+        if (self.url or self.path) and (problem := location_problem(self.url, self.path, value)):
+            return problem
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             return f"must match {self.pattern}"
         return None
@@ -220,6 +240,19 @@ class Job(_Entry):
         if problems:
             raise InvalidParameters(self.name, problems)
         return resolved
+
+    def refusal(self, parameters: dict[str, str]) -> InvalidParameters | None:
+        """Why ``parameters`` (resolved, as a spec holds them) may not be given to the job, or None.
+
+        The worker's check before Databricks is given a value: the gateway
+        resolved them, but the catalogue may have tightened since, or the
+        request may not have come through the gateway.
+        """
+        try:
+            self.resolve(parameters)
+        except InvalidParameters as exc:
+            return exc
+        return None
 
     def timeout(self, requested: int | None) -> int:
         """The pipeline's timeout for ``requested`` (None: the job's default)."""

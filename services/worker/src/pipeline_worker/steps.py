@@ -27,6 +27,7 @@ from pipeline_shared.models import (
     PipelineOutcome,
     PipelineSpec,
     RepairOutcome,
+    RunError,
     Settlement,
     TriggerOutcome,
 )
@@ -88,6 +89,8 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
             logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
             return TriggerOutcome()
         job = job_of(deps, spec.job)
+        if (refused := refused_parameters(job, spec.parameters)) is not None:
+            return TriggerOutcome(error=refused)
         parameters = job_parameters(deps, spec, spec.parameters, promise_id)
         token = ids.idempotency_token(deps.idempotency_namespace, spec.id)
         await deps.hooks.checkpoint("before_run_now", spec.id)
@@ -113,6 +116,18 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
             extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url}},
         )
         return TriggerOutcome(run=run, started_at=now_ms())
+
+
+def refused_parameters(job: Job, parameters: dict[str, str]) -> RunError | None:
+    """Why the catalogue refuses ``parameters`` for ``job`` now, as the pipeline's error; None if it does not.
+
+    Databricks is never given a value the catalogue refuses, whatever let it in.
+    """
+    refusal = job.refusal(parameters)
+    if refusal is None:
+        return None
+    logger.warning("parameters refused by the catalogue; Databricks is not called: %s", refusal)
+    return RunError(type="InvalidParameters", message=str(refusal))
 
 
 def job_parameters(deps: WorkerDeps, spec: PipelineSpec, parameters: dict[str, str], promise_id: str) -> dict[str, str]:
@@ -142,6 +157,8 @@ async def repair_databricks_run(
     """
     deps = ctx.get_dependency(WorkerDeps)
     with pipeline_context(spec.id):
+        if (refused := refused_parameters(job_of(deps, spec.job), parameters)) is not None:
+            return RepairOutcome(error=refused)
         every = job_parameters(deps, spec, parameters, promise_id)
         try:
             made = await deps.databricks.repair(run_id, attempt=attempt.number, job_parameters=every)
