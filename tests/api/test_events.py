@@ -130,11 +130,12 @@ async def test_a_repair_names_only_the_parameters_it_changes() -> None:
     """
     harness = Harness()
     try:
-        spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/typo.csv", "sep": ","})
+        started = {"text": "to be or not to be", "top": "3"}
+        spec, handle = harness.start(job="word-frequencies", parameters=started)
         await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
         await told(harness, spec.id)
-        fixed = {"source": "/Workspace/Shared/pipelines/fixed.csv", "sep": ","}
+        fixed = started | {"text": "to be or not to be, that is the question"}
         await harness.decide(spec, 1, "repair", parameters=fixed)
         first = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
         await harness.settle(spec, first.callback_promise_id, status="failure", error=BUG)
@@ -146,7 +147,7 @@ async def test_a_repair_names_only_the_parameters_it_changes() -> None:
 
         asked = [e.summary for e in timeline(harness, spec.id) if e.kind == "repair_requested"]
         assert asked == [
-            "key:tester asked for a repair, changing source",
+            "key:tester asked for a repair, changing text",
             "key:tester asked for a repair with the same parameters",
         ]
     finally:
