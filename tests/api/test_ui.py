@@ -689,7 +689,8 @@ async def test_the_elapsed_time_of_a_phase_still_going_ticks_on_the_page(
     await browser.goto(url + f"/ui/pipelines/{pipeline_id}")
     so_far = browser.locator(".chart .phase-running .elapsed")
     first = await so_far.text_content()
-    assert first is not None and re.fullmatch(r"1[12]\.\d s so far", first), first
+    assert first is not None and re.fullmatch(r"\d+\.\d s so far", first), first
+    assert 11 <= float(first.split()[0]) < 30, "counted from the run's trigger, 11 s before the page was made"
 
     # Without a reload: the page's own script counts on between the server's answers.
     await expect(so_far).not_to_have_text(first, timeout=3000)
