@@ -217,6 +217,13 @@ async def line_count(page: Page, selector: str) -> list[int]:
     )
 
 
-async def sideways_overflow(page: Page) -> dict[str, int]:
-    """The document's scroll width and the window's inner width: equal when nothing scrolls sideways."""
-    return await page.evaluate("({document: document.documentElement.scrollWidth, window: window.innerWidth})")
+async def sideways_overflow(page: Page) -> int:
+    """How many CSS pixels the document is wider than the viewport the page was opened with (0: none).
+
+    Compared with the viewport asked for, not ``innerWidth``: on a mobile
+    viewport Chromium widens the layout viewport to fit a page that overflows
+    (as a phone zooms out), and ``innerWidth`` grows with it.
+    """
+    assert page.viewport_size is not None
+    document = await page.evaluate("Math.max(document.documentElement.scrollWidth, window.innerWidth)")
+    return max(document - page.viewport_size["width"], 0)

@@ -7,11 +7,12 @@ the decisions without a browser.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from ..schemas import PipelineEvent
 
@@ -226,12 +227,9 @@ def cell(value: Any) -> str:
 
 
 #: Where a long path, address or identifier may wrap on a narrow screen: after these, never inside a word.
-WRAP_AFTER = ("/", "_", ".", "@", "?", "&", "=")
+WRAP_AFTER = re.compile(r"(?<=[/_.@?&=])")
 
 
 def wrappable(value: Any) -> Markup:
-    """``cell(value)``, escaped, with a line-break opportunity (``<wbr>``) after each of WRAP_AFTER."""
-    text = str(escape(cell(value)))
-    for mark in WRAP_AFTER:
-        text = text.replace(mark, mark + "<wbr>")
-    return Markup(text)
+    """``cell(value)``, escaped, with a line-break opportunity (``<wbr>``) after each / _ . @ ? & =."""
+    return Markup("<wbr>").join(WRAP_AFTER.split(cell(value)))
