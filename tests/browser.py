@@ -166,3 +166,64 @@ def screenshots(request: pytest.FixtureRequest) -> Screenshots:
     directory = request.config.rootpath / SCREENSHOT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     return Screenshots(directory, _file_name(request.node.name))
+
+
+#: Letters or digits on both sides of a line break inside an element's text:
+#: a word (or a number) the layout broke in two. A break after a space, a
+#: hyphen or a slash is where text may wrap and is not counted.
+_BROKEN_WORDS_JS = r"""
+(elements) => {
+  const broken = [];
+  const range = document.createRange();
+  const wordChar = /[\p{L}\p{N}]/u;
+  for (const element of elements) {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const text = node.textContent;
+      let previous = null;
+      for (let i = 0; i < text.length; i++) {
+        range.setStart(node, i);
+        range.setEnd(node, i + 1);
+        const rect = range.getBoundingClientRect();
+        if (rect.width === 0 && rect.height === 0) { previous = null; continue; }
+        if (previous && wordChar.test(text[i]) && wordChar.test(text[i - 1])
+            && rect.top > previous.top + previous.height / 2) {
+          const start = text.lastIndexOf(" ", i) + 1;
+          const end = text.indexOf(" ", i);
+          broken.push(text.slice(start, end === -1 ? undefined : end));
+        }
+        previous = rect;
+      }
+    }
+  }
+  return broken;
+}
+"""
+
+
+async def broken_words(page: Page, selector: str) -> list[str]:
+    """The words (and numbers) that the elements matching ``selector`` show broken across two lines."""
+    return await page.locator(selector).evaluate_all(_BROKEN_WORDS_JS)
+
+
+async def line_count(page: Page, selector: str) -> list[int]:
+    """How many lines the content of each element matching ``selector`` takes."""
+    return await page.locator(selector).evaluate_all(
+        """elements => elements.map(element => {
+             const range = document.createRange();
+             range.selectNodeContents(element);
+             return new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top))).size;
+           })"""
+    )
+
+
+async def sideways_overflow(page: Page) -> int:
+    """How many CSS pixels the document is wider than the viewport the page was opened with (0: none).
+
+    Compared with the viewport asked for, not ``innerWidth``: on a mobile
+    viewport Chromium widens the layout viewport to fit a page that overflows
+    (as a phone zooms out), and ``innerWidth`` grows with it.
+    """
+    assert page.viewport_size is not None
+    document = await page.evaluate("Math.max(document.documentElement.scrollWidth, window.innerWidth)")
+    return max(document - page.viewport_size["width"], 0)

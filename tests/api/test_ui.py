@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,21 +23,34 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
+import uvicorn
 from itsdangerous import URLSafeTimedSerializer
+from playwright.async_api import Request as BrowserRequest
+from playwright.async_api import expect
 
 from pipeline_api import keys as api_keys
 from pipeline_api.app import create_app
 from pipeline_api.keys import KeyEntry, mint
 from pipeline_api.principals import Scope
-from pipeline_api.schemas import PipelineEvent
+from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineSummary
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_api.ui.sign_outs import LocalSignOuts
-from pipeline_api.ui.views import CHART_WIDTH, LABEL_WIDTH, Phase, chart, phases, result_view
+from pipeline_api.ui.views import Phase, chart, phases, result_view, wrappable
 from pipeline_shared import ids
-from pipeline_shared.models import RunError
+from pipeline_shared.models import PipelineState, RunError
 from pipeline_shared.resonate_client import ResonateLink
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    OpenPage,
+    Screenshots,
+    broken_words,
+    browser_test,
+    sideways_overflow,
+)
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UI_SECRET, UNUSED_DATABASE_URL, Harness
 
 ALICE_KEY, ALICE = mint("alice", frozenset({Scope.START, Scope.READ, Scope.CANCEL}), key_id="alice")
@@ -469,7 +483,7 @@ async def test_after_a_repair_changing_a_parameter_the_page_shows_the_new_value_
     assert response.status_code == 303, response.text
     html = await wait_for_state(page, pipeline_id, "waiting")
 
-    row = html[html.index('<th scope="row">source</th>') :].split("</tr>", 1)[0]
+    row = html[html.index('<th scope="row">source</th>') :].split("</tr>", 1)[0].replace("<wbr>", "")
     assert (
         "/Workspace/Shared/pipelines/fixed.csv" in row
         and "(changed by a repair; started with /Workspace/Shared/pipelines/missing.csv)" in row
@@ -506,7 +520,8 @@ async def test_a_finished_pipeline_shows_its_result_as_tables_and_its_email(keys
     assert "hx-trigger" not in html, "a final pipeline stops polling"
     message_id = f"<{pipeline_id}.0@test>"
     assert "http://localhost:8025/ui/by-message-id/%3C" in html and "Open it in the mail sink" in html
-    assert message_id.replace("<", "&lt;").replace(">", "&gt;") in html
+    # Shown escaped, with places to wrap on a phone (<wbr>) after its dots and @.
+    assert message_id.replace("<", "&lt;").replace(">", "&gt;") in html.replace("<wbr>", "")
 
 
 async def test_without_an_index_the_list_and_timeline_say_they_are_unavailable(page: Page) -> None:
@@ -604,6 +619,10 @@ def test_a_development_session_secret_is_refused_outside_development(keys_file: 
         settings_for(keys_file, UI_SESSION_SECRET="dev-only-insecure-ui-session-secret-change-me")
 
 
+def test_a_long_value_may_wrap_after_its_separators_and_stays_escaped() -> None:
+    assert str(wrappable("<a.b@c/d&e>")) == "&lt;a.<wbr>b@<wbr>c/<wbr>d&amp;<wbr>e&gt;"
+
+
 def test_result_view_lays_out_records_as_tables_and_the_rest_as_fields() -> None:
     view = result_view(CSV_RESULT)
     assert [name for name, _ in view.fields] == ["source", "row_count", "column_count"]
@@ -611,7 +630,7 @@ def test_result_view_lays_out_records_as_tables_and_the_rest_as_fields() -> None
     assert columns.headers[:2] == ["name", "type"] and columns.rows[0][0] == "city"
 
 
-def test_the_chart_draws_each_phase_on_one_time_axis_with_its_duration_where_it_can_be_read() -> None:
+def test_the_chart_draws_each_phase_on_one_time_axis_with_its_duration_above_it() -> None:
     t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     drawn = [
         Phase("queued", t0, t0 + timedelta(milliseconds=130)),
@@ -621,13 +640,15 @@ def test_the_chart_draws_each_phase_on_one_time_axis_with_its_duration_where_it_
     drawing = chart(drawn)
     assert drawing is not None
     queued, running, emailing = drawing.bars
-    assert queued.x == LABEL_WIDTH and round(emailing.x + emailing.width) <= CHART_WIDTH - 30
-    assert queued.x + queued.width == pytest.approx(running.x, abs=0.2)
+    # Places in percent of the chart's width: it fits any screen, and its text keeps the page's size.
+    assert queued.x == 0 and emailing.x + emailing.width == pytest.approx(100, abs=0.01)
+    assert queued.x + queued.width == pytest.approx(running.x, abs=0.02)
     assert running.width > 5 * emailing.width
-    # Beside the bar where there is room; the last, at the axis's end, gets its label on its left.
-    assert running.label_at[1:] == ("start", False) and running.label_at[0] > running.x + running.width
-    assert emailing.label_at[1:] == ("end", False) and emailing.label_at[0] < emailing.x
-    assert [text for _, text in drawing.ticks][-1] == "2.0 s"
+    # Each label above its bar: from its start in the left half, up to its end in the right half.
+    assert running.label_at == (running.x, "start")
+    assert emailing.label_at == (pytest.approx(100, abs=0.01), "end")
+    assert [(tick.x, tick.anchor) for tick in drawing.ticks] == [(0, "start"), (50, "middle"), (100, "end")]
+    assert drawing.ticks[-1].text == "2.0 s"
 
 
 def test_a_repaired_pipelines_phases_are_read_off_its_timeline() -> None:
@@ -649,3 +670,283 @@ def test_a_repaired_pipelines_phases_are_read_off_its_timeline() -> None:
     ]
     still = phases(events[:4], final=False, now=t0 + timedelta(seconds=95))
     assert (still[-1].name, still[-1].open, still[-1].seconds) == ("awaiting repair", True, 65)
+
+
+# ── in a browser ─────────────────────────────────────────────────────────────
+# The gateway served over loopback by uvicorn, on the browser's loop (tests/browser.py).
+# In process there is no pipeline index: a ShownIndex stands in for it with the
+# list and timelines a test gives it, so the list and the chart can be looked at.
+
+#: A result as wide as a real one gets: many columns, long names and values.
+WIDE_RESULT = {
+    "source": "/Workspace/Shared/pipelines/samples/customers-with-a-rather-long-file-name.csv",
+    "row_count": 1200,
+    "column_count": 3,
+    "columns": [
+        {
+            "name": name,
+            "type": kind,
+            "count": 1200,
+            "missing": 3,
+            "distinct": 1187,
+            "min": "Aaliyah" if kind == "string" else 0.5,
+            "max": "Zimmermann-Oppenheimer" if kind == "string" else 98765.4321,
+            "mean": None if kind == "string" else 4321.125,
+            "most_common": "Montgomery-Wellington",
+        }
+        for name, kind in (
+            ("customer_identifier", "string"),
+            ("lifetime_value_in_euros", "number"),
+            ("postal_address_city", "string"),
+        )
+    ],
+}
+
+
+class ShownIndex:
+    """The pipeline index as the page reads it (a page of the list, a timeline), holding what a test gives it."""
+
+    def __init__(self) -> None:
+        self.summaries: list[PipelineSummary] = []
+        self.timelines: dict[str, list[PipelineEvent]] = {}
+
+    async def page(self, principal: Any, query: Any) -> PipelinePage:
+        return PipelinePage(items=self.summaries, next_cursor=None, total=len(self.summaries))
+
+    async def timeline(self, pipeline_id: str) -> list[PipelineEvent]:
+        return self.timelines.get(pipeline_id, [])
+
+    def add(self, pipeline_id: str, *kinds_ago: tuple[str, float], state: str = "waiting") -> None:
+        """A pipeline in the list, and its timeline: each event a kind and how many seconds ago it happened."""
+        now = datetime.now(UTC)
+        self.timelines[pipeline_id] = [
+            PipelineEvent(seq=n, at=now - timedelta(seconds=ago), kind=kind, summary=f"{kind.replace('_', ' ')}.")
+            for n, (kind, ago) in enumerate(kinds_ago)
+        ]
+        self.summaries.append(
+            PipelineSummary(
+                id=pipeline_id,
+                job="csv-statistics",
+                state=PipelineState(state),
+                owner="key:alice",
+                email="someone-with-a-long-address@example.com",
+                created_at=now,
+                updated_at=now,
+                run_id=1234567890123,
+                run_page_url="http://localhost:8080/?o=1#job/1001/run/1234567890123",
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def serve_http(keys_file: Path) -> AsyncIterator[tuple[str, Page, ShownIndex]]:
+    """The gateway on a free loopback port: its URL, a signed-in client of its own, and its stand-in index."""
+    harness = Harness(autostart=False)
+    app = create_app(settings_for(keys_file), connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        while not server.started:
+            assert not serving.done(), "the gateway stopped while starting"
+            await asyncio.sleep(0.01)
+        index = ShownIndex()
+        app.state.index = index
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            page = Page(client, harness, keys_file)
+            await page.sign_in()
+            yield f"http://127.0.0.1:{listening.getsockname()[1]}", page, index
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served(keys_file: Path) -> AsyncIterator[tuple[str, Page, ShownIndex]]:
+    async with serve_http(keys_file) as found:
+        yield found
+
+
+async def browser_signed_in(open_page: OpenPage, url: str, **viewport: Any) -> Any:
+    browser = await open_page(**(viewport or DESKTOP))
+    await browser.goto(url + "/ui/sign-in")
+    await browser.get_by_label("API key").fill(ALICE_KEY)
+    await browser.get_by_role("button", name="Sign in").click()
+    await expect(browser.get_by_text("Signed in as key:alice")).to_be_visible()
+    return browser
+
+
+#: The smallest size a chart's text may be drawn at, in CSS pixels.
+MIN_CHART_TEXT_PX = 11
+
+
+@browser_test
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+async def test_every_page_reads_without_sideways_scrolling_or_broken_words(
+    served: tuple[str, Page, ShownIndex], open_page: OpenPage, screenshots: Screenshots, viewport: dict[str, Any]
+) -> None:
+    url, client, index = served
+    # 60 characters with nowhere to wrap, in the page's title, its facts and the email's Message-ID.
+    pipeline_id = await client.start(id=f"ui{uuid.uuid4().hex}{uuid.uuid4().hex[:26]}")
+    await client.harness.wait_for_run_of(pipeline_id)
+    await client.harness.settle_id(pipeline_id, status="success", result=WIDE_RESULT)
+    await wait_for_state(client, pipeline_id, "succeeded")
+    index.add(
+        pipeline_id,
+        ("started", 75),
+        ("run_triggered", 74.8),
+        ("callback_received", 5),
+        ("email_delivered", 4.5),
+        ("finished", 4.5),
+        state="succeeded",
+    )
+    browser = await browser_signed_in(open_page, url, **viewport)
+
+    for step, path in (
+        ("list", "/ui/"),
+        ("start", "/ui/start"),
+        ("pipeline", f"/ui/pipelines/{pipeline_id}"),
+        ("cancel", f"/ui/pipelines/{pipeline_id}/cancel"),
+        ("not-found", "/ui/pipelines/nobody-knows"),
+    ):
+        await browser.goto(url + path)
+        await screenshots.take(browser, step)
+        assert await sideways_overflow(browser) == 0, f"the {step} page scrolls sideways"
+
+    await browser.goto(url + f"/ui/pipelines/{pipeline_id}")
+    assert await broken_words(browser, ".result-table, #result-fields, .facts, .phases") == []
+    # The result table scrolls in its own box instead.
+    await expect(browser.locator("#result-columns")).to_be_visible()
+    # Drawn sizes, after the chart is scaled to the page: the font size times the drawing's scale.
+    sizes = await browser.locator("figure.chart svg text").evaluate_all(
+        "texts => texts.map(t => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)"
+    )
+    assert sizes and min(sizes) >= MIN_CHART_TEXT_PX, sizes
+
+
+@browser_test
+async def test_the_elapsed_time_of_a_phase_still_going_ticks_on_the_page(
+    served: tuple[str, Page, ShownIndex], open_page: OpenPage, screenshots: Screenshots
+) -> None:
+    url, client, index = served
+    pipeline_id = await client.start()
+    await client.harness.wait_for_run_of(pipeline_id)
+    index.add(pipeline_id, ("started", 12), ("run_triggered", 11))
+    browser = await browser_signed_in(open_page, url)
+    await browser.goto(url + f"/ui/pipelines/{pipeline_id}")
+    so_far = browser.locator(".chart .phase-running .elapsed")
+    first = await so_far.text_content()
+    assert first is not None and re.fullmatch(r"\d+\.\d s so far", first), first
+    assert 11 <= float(first.split()[0]) < 30, "counted from the run's trigger, 11 s before the page was made"
+
+    # Without a reload: the page's own script counts on between the server's answers.
+    await expect(so_far).not_to_have_text(first, timeout=3000)
+    later = await so_far.text_content()
+    assert later is not None and float(later.split()[0]) > float(first.split()[0]), (first, later)
+    await expect(browser.locator(".phases .elapsed")).to_have_text(later)
+    await screenshots.take(browser, "running")
+
+
+async def result_wording(page: Page, pipeline_id: str) -> str:
+    html = (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
+    found = re.search(r'<p class="none" id="no-result">([^<]*)</p>', html)
+    assert found, "no word about the result"
+    return found.group(1)
+
+
+async def test_a_pipeline_without_a_result_says_why_by_its_state(page: Page) -> None:
+    await page.sign_in()
+    running = await page.start()
+    await page.harness.wait_for_run_of(running)
+    await wait_for_state(page, running, "waiting")
+    assert await result_wording(page, running) == "None yet: the run has not reported."
+
+    failed = await page.start(job="nightly-refresh")  # no repair window: a failure ends it
+    await page.harness.wait_for_run_of(failed)
+    await page.harness.settle_id(failed, status="failure", error={"type": "KeyError", "message": "'colum'"})
+    await wait_for_state(page, failed, "failed")
+    assert await result_wording(page, failed) == "None: the pipeline failed before its run reported one."
+
+    cancelled = await page.start()
+    await page.harness.wait_for_run_of(cancelled)
+    await page.post(f"/ui/pipelines/{cancelled}/cancel")
+    await wait_for_state(page, cancelled, "cancelled")
+    assert await result_wording(page, cancelled) == "None: the pipeline was cancelled before its run reported one."
+
+
+async def test_after_a_repair_is_asked_for_the_page_shows_it_running_and_the_error_as_history(page: Page) -> None:
+    await page.sign_in()
+    pipeline_id = await page.start()
+    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.settle_id(pipeline_id, status="failure", error={"type": "KeyError", "message": "'colum'"})
+    awaiting = await wait_for_state(page, pipeline_id, "awaiting_repair")
+    assert 'id="current-error"' in awaiting and "KeyError" in awaiting
+
+    repaired = await page.post(f"/ui/pipelines/{pipeline_id}/repair", {"param.source": ""})
+    assert repaired.status_code == 303, repaired.text
+    html = await wait_for_state(page, pipeline_id, "waiting")
+    assert 'id="current-error"' not in html, "the old error is not what is happening now"
+    assert 'id="now-happening"' in html
+    async with asyncio.timeout(5):  # once the repair is made, the page names its attempt
+        while "Attempt 1 is running" not in html:
+            await asyncio.sleep(0.05)
+            html = (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
+    now = re.search(r'<p class="notice" id="now-happening">(.*?)</p>', html, re.S)
+    assert now and "Attempt 1 is running: a repair asked for by key:alice" in " ".join(now.group(1).split())
+    assert 'id="current-error"' not in html
+    history = html[html.index('id="earlier-error"') :]
+    assert "Why attempt 0 failed" in history and "KeyError" in history
+
+
+async def test_the_pages_and_the_gateway_answer_with_its_icon(page: Page) -> None:
+    await page.sign_in()
+    html = (await page.client.get("/ui/start")).text
+    assert '<link rel="icon" href="/ui/static/favicon.svg" type="image/svg+xml">' in html
+    for path in ("/ui/static/favicon.svg", "/favicon.ico"):
+        icon = await page.client.get(path, headers={"authorization": "", "cookie": ""})
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml", path
+        assert icon.content.startswith(b"<svg"), path
+
+
+async def test_the_api_documentation_pages_use_only_assets_the_gateway_serves(page: Page) -> None:
+    for path, count in (("/docs", 2), ("/redoc", 1)):
+        html = (await page.client.get(path)).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), (path, assets)
+        assert len([a for a in assets if a.startswith("/docs/assets/")]) == count, (path, assets)
+        assert "https://" not in html.replace("https://validator", ""), path
+        for asset in assets:
+            answered = await page.client.get(asset)
+            assert answered.status_code == 200, asset
+    missing = await page.client.get("/docs/assets/nothing.js")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+
+
+@browser_test
+@pytest.mark.parametrize(("path", "shown"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+async def test_the_api_documentation_renders_with_no_request_leaving_the_machine(
+    served: tuple[str, Page, ShownIndex], open_page: OpenPage, screenshots: Screenshots, path: str, shown: str
+) -> None:
+    url, _, _ = served
+    browser = await open_page()
+    requested: list[str] = []
+
+    blocked: list[tuple[str, str]] = []
+
+    def note(request: BrowserRequest) -> None:
+        requested.append(request.url)
+
+    def refused(request: BrowserRequest) -> None:
+        if not request.url.startswith("http://127.0.0.1:"):
+            blocked.append((request.url, request.failure or ""))
+
+    browser.on("requestfinished", note)
+    browser.on("requestfailed", refused)
+    await browser.goto(url + path)
+    await expect(browser.locator(shown).first).to_be_visible(timeout=15_000)
+    await expect(browser.get_by_text("/pipelines/{pipeline_id}").first).to_be_attached()
+    await screenshots.take(browser, path.strip("/"))
+    # A bundle that tries to reach out (ReDoc's footer logo) is stopped by the page's policy: nothing leaves.
+    elsewhere = [u for u in requested if not u.startswith(("http://127.0.0.1:", "data:", "blob:"))]
+    assert elsewhere == [], elsewhere
+    assert [u for u in blocked if u[1] not in ("csp", "net::ERR_BLOCKED_BY_CSP")] == [], blocked

@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser import PHONE, OpenPage, Screenshots, browser_test
+from tests.browser import PHONE, OpenPage, Screenshots, broken_words, browser_test, sideways_overflow
 from tests.integration.clients import Emulator, Gateway, new_id
 from tests.stack import Stack
 from tests.support.gateway_page import sign_in, start_from_form
@@ -99,15 +99,51 @@ async def test_a_refused_action_names_what_was_wrong(page: Page, stack: Stack, g
     await expect(page.locator("#action-problem")).to_contain_text("already finished")
 
 
-async def test_the_pages_read_on_a_phone(open_page: OpenPage, stack: Stack, screenshots: Screenshots) -> None:
+#: The smallest size a chart's text may be drawn at, in CSS pixels.
+MIN_CHART_TEXT_PX = 11
+
+
+async def test_the_pages_read_on_a_phone(
+    open_page: OpenPage, stack: Stack, gateway: Gateway, screenshots: Screenshots
+) -> None:
+    pipeline_id = new_id("ui-phone")
+    assert gateway.start(pipeline_id).status_code == 202
+    gateway.wait_for_timeline(pipeline_id, "succeeded", timeout=RUN_TIMEOUT_MS / 1000)
     page = await open_page(**PHONE)
+    refused: list[str] = []
+    page.on("response", lambda response: refused.append(response.url) if response.status >= 400 else None)
     await sign_in(page, stack)
-    await page.goto(stack.api_url + "/ui/")
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 375, f"the list is {width} px wide on a 375 px phone"
-    await screenshots.take(page, "phone-list")
-    await page.goto(stack.api_url + "/ui/start")
-    await screenshots.take(page, "phone-start")
+
+    for step, path in (("list", "/ui/"), ("start", "/ui/start"), ("pipeline", f"/ui/pipelines/{pipeline_id}")):
+        await page.goto(stack.api_url + path)
+        await screenshots.take(page, f"phone-{step}")
+        assert await sideways_overflow(page) == 0, f"the {step} page scrolls sideways on a 375 px phone"
+
+    await expect(page.locator("#result-columns")).to_be_visible()
+    assert await broken_words(page, ".result-table, #result-fields, .phases") == []
+    sizes = await page.locator("figure.chart svg text").evaluate_all(
+        "texts => texts.map(t => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)"
+    )
+    assert sizes and min(sizes) >= MIN_CHART_TEXT_PX, sizes
+    assert refused == [], "every request answered, the icon too"
+
+
+async def test_the_run_link_opens_that_run_in_the_emulator(
+    page: Page, stack: Stack, gateway: Gateway, screenshots: Screenshots
+) -> None:
+    pipeline_id = new_id("ui-run-link")
+    assert gateway.start(pipeline_id).status_code == 202
+    run_id = gateway.wait_for(pipeline_id, "succeeded")["databricks"]["run_id"]
+    await sign_in(page, stack)
+    await page.goto(stack.api_url + f"/ui/pipelines/{pipeline_id}")
+
+    await page.locator("#run-link").click()
+
+    shown = page.locator("section.run:visible")
+    await expect(shown).to_have_count(1)
+    await expect(shown.get_by_role("heading", level=2)).to_have_text(re.compile(rf"^Run {run_id} of "))
+    await expect(shown).to_contain_text(pipeline_id)
+    await screenshots.take(page, "emulator-run")
 
 
 async def test_the_skip_link_is_the_first_stop_of_the_keyboard(page: Page, stack: Stack) -> None:

@@ -12,15 +12,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from urllib.parse import quote
 
 import aiosmtplib
+import httpx
+import pytest
 import pytest_asyncio
 from playwright.async_api import Locator, Page, expect
 
 from mailsink import MailSink
-from tests.browser import PHONE, OpenPage, Screenshots, browser_test
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    OpenPage,
+    Screenshots,
+    broken_words,
+    browser_test,
+    line_count,
+    sideways_overflow,
+)
 from tests.mailsink.testkit import make_message, unique_address
 
 pytestmark = browser_test
@@ -303,3 +316,38 @@ async def test_the_pages_fit_a_phone_without_sideways_scrolling(
         "e => getComputedStyle(e, '::before').content"
     )
     assert label == '"From: "'
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+async def test_the_lists_numbers_and_dates_stay_whole_and_subjects_wrap_between_words(
+    open_page: OpenPage, screenshots: Screenshots, viewport: dict[str, object]
+) -> None:
+    async with MailSink() as sink:
+        to = unique_address("a-rather-long-recipient-name")
+        for number in range(1, 13):
+            message = make_message(
+                to=to,
+                subject=f"Pipeline nightly-customer-statistics-{number} succeeded after a repair "
+                "of its csv-statistics task, with every column summarised",
+                pipeline_id=f"nightly-customer-statistics-{number}",
+            )
+            message["Date"] = format_datetime(datetime(2026, 12, 5, 6, number, 7, tzinfo=UTC))
+            await send(sink, message)
+        page = await open_page(**viewport)
+        await page.goto(sink.http_url + "/ui")
+        await screenshots.take(page, "list")
+
+        assert await line_count(page, "tr.message td[data-label='#']") == [1] * 12
+        assert await line_count(page, "tr.message td[data-label='Deliveries']") == [1] * 12
+        assert await line_count(page, "tr.message time") == [1] * 12
+        assert await broken_words(page, "tr.message td[data-label='#'], tr.message .subject, tr.message time") == []
+        assert await sideways_overflow(page) == 0, "the list scrolls sideways"
+
+
+async def test_every_page_has_an_icon_and_favicon_ico_answers(mailbox: Mailbox) -> None:
+    async with httpx.AsyncClient(base_url=mailbox.sink.http_url) as client:
+        icon = await client.get("/favicon.ico")
+        page = await client.get("/ui")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
+    assert '<link rel="icon" href="data:image/svg+xml;base64,' in page.text

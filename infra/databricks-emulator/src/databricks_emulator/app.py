@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from databricks_emulator import run_page
 from databricks_emulator.bundle import Bundle, BundleError, load_bundle
 from databricks_emulator.driver import tail
 from databricks_emulator.errors import ApiError, invalid_parameter, not_modelled
@@ -578,21 +578,8 @@ def create_app(settings: Settings | None = None, bundle: Bundle | None = None) -
         }
 
     @app.get("/", response_class=HTMLResponse)
-    async def run_page(workspace: WorkspaceDep) -> str:
-        """Where run_page_url lands: every run, newest first (the URL's fragment names one)."""
-        rows = "".join(
-            f"<tr id='run-{run.run_id}'><td>{run.run_id}</td>"
-            f"<td>{html.escape(run.job.name)} ({run.job.job_id})</td>"
-            f"<td>{html.escape(run.pipeline_id)}</td>"
-            f"<td>{run.life_cycle.value}</td><td>{(run.result_state or '')}</td>"
-            f"<td>{html.escape(run.state_message)}</td></tr>"
-            for run in sorted(workspace.runs.values(), key=lambda r: r.start_time, reverse=True)
-        )
-        return (
-            "<!doctype html><title>Databricks emulator: runs</title>"
-            f"<h1>{html.escape(workspace.bundle.name)}: runs</h1>"
-            "<table><tr><th>run</th><th>job</th><th>pipeline</th><th>state</th><th>result</th><th>message</th></tr>"
-            f"{rows}</table>"
-        )
+    async def runs_page(workspace: WorkspaceDep) -> str:
+        """Where run_page_url lands: the run its fragment names, or every run (see run_page)."""
+        return run_page.render(workspace.bundle.name, workspace.runs.values())
 
     return app

@@ -27,7 +27,7 @@ from mailsink.api import create_app
 from mailsink.faults import FaultPlan
 from mailsink.smtp import SinkStats, SmtpOptions, smtp_protocol_factory
 from mailsink.store import Limits, MailStore
-from mailsink.ui import create_ui_router
+from mailsink.ui import create_icon_router, create_ui_router
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class MailSink:
         self.http_port = http_socket.getsockname()[1]
         app = create_app(self.store, self.faults, self.stats, self.probe_smtp)
         app.include_router(create_ui_router(self.store))
+        app.include_router(create_icon_router())
         config = uvicorn.Config(
             app,
             log_config=None,

@@ -22,8 +22,11 @@ JSON API would give; the API's own errors stay JSON.
 
 from __future__ import annotations
 
+import base64
 import importlib.resources
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -38,6 +41,7 @@ from mailsink.store import (
     MESSAGE_ID_PATTERN,
     MailStore,
     MessageFilter,
+    StoredMessage,
     message_ids,
     normalise_message_id,
 )
@@ -59,6 +63,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+#: The sink's icon. Linked from each page as a data: URL, the only images the
+#: policy above allows, and answered at /favicon.ico, where browsers look unasked.
+ICON_FILE = "static/favicon.svg"
 #: The one refresh interval the list offers; any other can be typed in the URL.
 DEFAULT_REFRESH_SECONDS = 5
 #: Longer than any pipeline id or header a test would filter by.
@@ -74,8 +81,22 @@ RefreshQuery = Annotated[
 ]
 
 
+def icon() -> bytes:
+    return importlib.resources.files("mailsink").joinpath(ICON_FILE).read_bytes()
+
+
+def sent_at(message: StoredMessage) -> datetime:
+    """When ``message`` says it was sent (its Date header), in UTC; when it arrived if it says nothing readable."""
+    try:
+        moment = parsedate_to_datetime(message.header("Date") or "")
+    except (TypeError, ValueError):
+        return message.received_at.astimezone(UTC)
+    # A Date without a zone (RFC 5322's -0000) is read as UTC, as the rest of the page is.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("mailsink", "templates"),
         # Every template, whatever its name: a page that forgets to escape
         # is the one bug this page must not have.
@@ -84,6 +105,9 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.globals["sent_at"] = sent_at
+    environment.globals["icon_url"] = "data:image/svg+xml;base64," + base64.b64encode(icon()).decode()
+    return environment
 
 
 def _list_url(*, pipeline: str | None = None, refresh: int | None = None) -> str:
@@ -224,6 +248,22 @@ def create_ui_router(store: MailStore) -> APIRouter:
             return RedirectResponse(f"/ui?{query}" if query else "/ui", status_code=308)
         return pages.error(
             404, "page_not_found", "No such page", f"There is no page at /ui/{rest}."
+        )
+
+    return router
+
+
+def create_icon_router() -> APIRouter:
+    """``/favicon.ico``: the sink's icon, for a browser that asks for it unasked."""
+    router = APIRouter(include_in_schema=False)
+    served = icon()
+
+    @router.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(
+            served,
+            media_type="image/svg+xml",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"},
         )
 
     return router

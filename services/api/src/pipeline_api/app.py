@@ -80,6 +80,7 @@ from .deps import (
     authenticate,
     may_start,
 )
+from .docs import add_documentation
 from .index import MAX_PAGE, ListQuery, PipelineIndex
 from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
 from .pipelines import Pipelines
@@ -273,7 +274,11 @@ def create_app(
         lifespan=lifespan,
         # Every route authenticates unless it is a PublicRoute (see deps).
         dependencies=[Depends(authenticate)],
+        # Served by add_documentation from assets installed with the gateway, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    add_documentation(app)
     app.state.settings = settings
     app.state.callback_signing_secrets = settings.callback_signing_secrets
     # Built here, not in the lifespan: it holds no connection, and a bad keys

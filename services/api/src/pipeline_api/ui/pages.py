@@ -110,7 +110,12 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 #: The files under static/ the page serves, with their media types; nothing else is served.
-STATIC_FILES = {"ui.css": "text/css", "vendor/htmx.min.js": "text/javascript"}
+STATIC_FILES = {
+    "ui.css": "text/css",
+    "vendor/htmx.min.js": "text/javascript",
+    "elapsed.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 #: The actions a pipeline's page offers, what each needs, and how each is told.
 ACTIONS = {
     "cancel": "Cancel",
@@ -151,8 +156,14 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.globals |= {"duration": views.duration, "cell": views.cell, "poll_seconds": POLL_SECONDS}
+    environment.globals |= {
+        "duration": views.duration,
+        "cell": views.cell,
+        "wrappable": views.wrappable,
+        "poll_seconds": POLL_SECONDS,
+    }
     environment.filters["when"] = _when
+    environment.filters["clock"] = _clock
     return environment
 
 
@@ -162,6 +173,11 @@ def _when(moment: datetime | int | None) -> str:
     if isinstance(moment, int):  # epoch milliseconds, as attempts record them
         moment = datetime.fromtimestamp(moment / 1000, UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clock(moment: datetime) -> str:
+    """The time of day alone, where the day is on the page already (a phase's start and end)."""
+    return moment.astimezone(UTC).strftime("%H:%M:%S")
 
 
 class Pages:

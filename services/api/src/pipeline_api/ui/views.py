@@ -7,9 +7,12 @@ the decisions without a browser.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from markupsafe import Markup
 
 from ..schemas import PipelineEvent
 
@@ -22,10 +25,15 @@ DECISION_KINDS = frozenset({"repair_requested", "abandoned", "repair_window_expi
 #: Events that end the outcome's email.
 EMAIL_KINDS = frozenset({"email_delivered", "email_refused"})
 
-#: The chart's drawing, in SVG user units (it scales to the page's width).
-CHART_WIDTH = 1000
-ROW_HEIGHT = 34
-LABEL_WIDTH = 170
+#: The chart's rows, in CSS pixels: each phase's name and duration on a line, its bar below.
+#: Horizontal places are percentages of the chart's width, so the drawing fits any screen
+#: while its text keeps the page's size (a scaled drawing shrank it to 5 px on a phone).
+ROW_HEIGHT = 42
+LABEL_LINE = 16
+BAR_HEIGHT = 14
+AXIS_HEIGHT = 26
+#: The time axis's ticks, start, middle and end, and how each label is anchored to stay inside the chart.
+TICK_ANCHORS = ("start", "middle", "end")
 
 
 @dataclass(frozen=True)
@@ -101,26 +109,30 @@ def phases(events: list[PipelineEvent], *, final: bool, now: datetime) -> list[P
     return done
 
 
-#: Room a bar's duration label takes, in SVG user units (about 12 characters).
-DURATION_LABEL_WIDTH = 110
-
-
 @dataclass(frozen=True)
 class Bar:
     phase: Phase
-    y: float
+    #: Top of its row, in pixels.
+    y: int
+    #: Where it starts and how wide it is, in percent of the chart's width.
     x: float
     width: float
 
     @property
-    def label_at(self) -> tuple[float, str, bool]:
-        """Where its duration goes: (x, text-anchor, inside the bar). Beside it where there is room, else inside."""
-        right = self.x + self.width + 4
-        if right + DURATION_LABEL_WIDTH <= CHART_WIDTH:
-            return round(right, 1), "start", False
-        if self.x - LABEL_WIDTH >= DURATION_LABEL_WIDTH:
-            return round(self.x - 4, 1), "end", False
-        return round(self.x + self.width - 6, 1), "end", True
+    def label_at(self) -> tuple[float, str]:
+        """Where its name and duration go, above it: (x in percent, text-anchor). From its start in the
+        left half, up to its end in the right half, so the text stays inside the chart."""
+        if self.x <= 50:
+            return self.x, "start"
+        return round(self.x + self.width, 2), "end"
+
+
+@dataclass(frozen=True)
+class Tick:
+    #: In percent of the chart's width.
+    x: float
+    text: str
+    anchor: str
 
 
 @dataclass(frozen=True)
@@ -128,11 +140,9 @@ class Chart:
     """A time chart of the phases: one row each, bars placed on one time axis."""
 
     bars: list[Bar]
-    width: int
     height: int
-    label_width: int
     total: str
-    ticks: list[tuple[float, str]] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
 
 
 def chart(drawn: list[Phase]) -> Chart | None:
@@ -141,17 +151,15 @@ def chart(drawn: list[Phase]) -> Chart | None:
         return None
     start = min(p.start for p in drawn)
     span = max((max(p.end for p in drawn) - start).total_seconds(), 0.001)
-    # Room on the right for the last tick's label, centred on the axis's end.
-    plot = CHART_WIDTH - LABEL_WIDTH - 30
     bars = []
     for row, phase in enumerate(drawn):
-        x = LABEL_WIDTH + plot * (phase.start - start).total_seconds() / span
+        x = 100 * (phase.start - start).total_seconds() / span
         # At least a sliver, so an instant phase is still seen.
-        width = max(plot * phase.seconds / span, 3.0)
-        bars.append(Bar(phase, y=row * ROW_HEIGHT + 4, x=round(x, 1), width=round(min(width, CHART_WIDTH - x), 1)))
-    ticks = [(round(LABEL_WIDTH + plot * part / 4, 1), duration(span * part / 4)) for part in range(5)]
-    height = len(drawn) * ROW_HEIGHT + 30
-    return Chart(bars, CHART_WIDTH, height, LABEL_WIDTH, duration(span), ticks)
+        width = max(100 * phase.seconds / span, 0.4)
+        bars.append(Bar(phase, y=row * ROW_HEIGHT, x=round(min(x, 99.6), 2), width=round(min(width, 100 - x), 2)))
+    # Three ticks: their labels fit side by side on a phone.
+    ticks = [Tick(50.0 * part, duration(span * part / 2), anchor) for part, anchor in enumerate(TICK_ANCHORS)]
+    return Chart(bars, len(drawn) * ROW_HEIGHT + AXIS_HEIGHT, duration(span), ticks)
 
 
 def duration(seconds: float) -> str:
@@ -216,3 +224,12 @@ def cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {cell(v)}" for k, v in value.items())
     return str(value)
+
+
+#: Where a long path, address or identifier may wrap on a narrow screen: after these, never inside a word.
+WRAP_AFTER = re.compile(r"(?<=[/_.@?&=])")
+
+
+def wrappable(value: Any) -> Markup:
+    """``cell(value)``, escaped, with a line-break opportunity (``<wbr>``) after each / _ . @ ? & =."""
+    return Markup("<wbr>").join(WRAP_AFTER.split(cell(value)))
