@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The index migration this code reads and writes (infra/pipeline-index/migrations).
-INDEX_MIGRATION = 1
+#: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the start limits.
+INDEX_MIGRATION = 2
 
 #: Largest page a client may ask for.
 MAX_PAGE = 200
