@@ -83,7 +83,7 @@ from .deps import (
     may_start,
 )
 from .index import MAX_PAGE, ListQuery, PipelineIndex
-from .limits import DatabaseStartAdmission, RecipientDomains, StartLimits
+from .limits import DatabaseStartAdmission, RecipientDomains, StartAdmission, StartLimits
 from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
 from .pipelines import Pipelines
 from .schemas import (
@@ -243,8 +243,9 @@ class PlainRoute(PublicRoute):
 def create_app(
     settings: GatewaySettings,
     connect_resonate: Callable[[GatewaySettings], ResonateLink] | None = None,
+    admission: StartAdmission | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``connect_resonate`` is the test seam for the Resonate client."""
+    """Build the gateway. ``connect_resonate`` and ``admission`` (the start limits) are test seams."""
 
     def default_connect(s: GatewaySettings) -> ResonateLink:
         # Send-only: the gateway starts, reads and settles; it runs no work.
@@ -256,12 +257,10 @@ def create_app(
         link.resonate.start()
         app.state.link = link
         # The index and the start limits live in the resonate-pg database; in process (tests) there is none.
-        admission = (
-            DatabaseStartAdmission(link.database, StartLimits.from_settings(settings))
-            if link.database is not None
-            else None
-        )
-        app.state.pipelines = Pipelines(link.resonate.promises, settings, admission)
+        limits = admission
+        if limits is None and link.database is not None:
+            limits = DatabaseStartAdmission(link.database, StartLimits.from_settings(settings))
+        app.state.pipelines = Pipelines(link.resonate.promises, settings, limits)
         index = PipelineIndex(link.database, settings) if link.database is not None else None
         app.state.index = index
         projector = asyncio.create_task(index.run(), name="pipeline-index") if index else None

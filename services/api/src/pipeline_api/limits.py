@@ -81,11 +81,11 @@ class StartLimits:
     def from_settings(cls, settings: GatewaySettings) -> StartLimits:
         by_principal: dict[str, PrincipalLimits] = {}
         for entry in settings.PRINCIPAL_START_LIMITS:
-            principal, _, limits = entry.partition("=")
+            principal, _, limits = entry.rpartition("=")
             rate, _, waiting = limits.partition("/")
             if not principal.strip() or not rate.strip().isdigit() or not waiting.strip().isdigit():
                 raise InvalidLimit(
-                    f"PRINCIPAL_START_LIMITS: {entry!r} is not principal=RATE/WAITING (e.g. svc-reports=600/1000)"
+                    f"PRINCIPAL_START_LIMITS: {entry!r} is not principal=RATE/WAITING (e.g. key:svc-reports=600/1000)"
                 )
             by_principal[principal.strip()] = PrincipalLimits(int(rate), int(waiting))
         default = PrincipalLimits(settings.START_RATE_PER_MINUTE, settings.PIPELINES_WAITING_PER_PRINCIPAL)
@@ -122,12 +122,16 @@ class DatabaseStartAdmission:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise CoordinatorUnavailable(f"the start limits cannot be checked: {exc}") from exc
         except psycopg.errors.UndefinedFunction as exc:
-            raise CoordinatorUnavailable("the start limits are not in the database (migration 0002 has not run)") from exc
+            raise CoordinatorUnavailable(
+                "the start limits are not in the database (migration 0002 has not run)"
+            ) from exc
         assert row is not None
         raise_if_refused(limits, *row)
 
 
-def raise_if_refused(limits: PrincipalLimits, refused: str | None, retry_after: float | None, counted: int | None) -> None:
+def raise_if_refused(
+    limits: PrincipalLimits, refused: str | None, retry_after: float | None, counted: int | None
+) -> None:
     """Raise what ``pipelines.admit_start`` decided, in words; nothing when it admitted the start."""
     if refused == "rate":
         raise StartRateLimited(

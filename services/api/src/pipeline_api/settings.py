@@ -83,7 +83,7 @@ class GatewaySettings(CatalogueSettings):
     #: Pipelines of one principal that may be waiting (not yet final) at once; 0: no limit.
     PIPELINES_WAITING_PER_PRINCIPAL: int = Field(default=100, ge=0)
     #: Other limits for named principals, comma-separated ``principal=RATE/WAITING``
-    #: (e.g. ``svc-reports=600/1000``; 0 is no limit).
+    #: with the principal as pipelines record their owner (e.g. ``key:svc-reports=600/1000``; 0 is no limit).
     PRINCIPAL_START_LIMITS: Annotated[tuple[str, ...], NoDecode] = ()
     #: The domains pipelines may email, comma-separated: ``example.com`` allows
     #: that domain, ``.example.com`` its subdomains, ``*`` any. Required outside
