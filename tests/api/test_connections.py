@@ -167,10 +167,13 @@ async def test_headers_sent_too_slowly_are_408_and_others_are_served_meanwhile(p
     assert time.monotonic() - started < GATEWAY.header_timeout + 1
 
 
-async def test_a_silent_connection_is_closed_with_408(ports: Ports) -> None:
+async def test_a_silent_connection_is_closed_unanswered_within_the_bound(ports: Ports) -> None:
+    started = time.monotonic()
+
     reply = await exchange(ports.callbacks)
 
-    assert reply is not None and (reply.status, reply.body["code"]) == (408, "request_timeout")
+    assert reply is None
+    assert time.monotonic() - started < CALLBACKS.header_timeout + 0.5
 
 
 async def test_a_trickled_body_is_dropped_with_408_within_the_bound(ports: Ports) -> None:

@@ -93,6 +93,7 @@ def test_a_recipient_domain_that_is_not_a_domain_is_refused(entry: str) -> None:
         ("a@example.org", False),
         ("a@evilexample.org", False),
         ("a@example.com.evil.net", False),
+        ("a@bücher.example.org", True),
     ],
 )
 def test_recipient_domains_allow_exact_domains_and_the_subdomains_of_dotted_ones(address: str, allowed: bool) -> None:
@@ -103,6 +104,13 @@ def test_recipient_domains_allow_exact_domains_and_the_subdomains_of_dotted_ones
     assert (refusal is None) is allowed
     if not allowed:
         assert repr(address.rpartition("@")[2].lower()) in refusal  # type: ignore[operator]
+
+
+def test_an_internationalized_domain_matches_in_either_form() -> None:
+    domains = RecipientDomains.from_settings(settings(RECIPIENT_DOMAINS="bücher.example"))
+
+    assert domains.refusal("a@xn--bcher-kva.example") is None
+    assert domains.refusal("a@BÜCHER.example") is None
 
 
 def test_in_development_any_domain_by_default_and_star_means_any_anywhere() -> None:

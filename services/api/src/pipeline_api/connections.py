@@ -10,7 +10,8 @@ says, with the gateway's JSON error body, and the connection is closed:
   reading the rest (so a 32 MB header costs at most the bound plus one
   socket read);
 - headers not all in within ``header_timeout`` of the connection opening
-  (or of the request's first byte): 408;
+  (or of the request's first byte): 408 (a connection that sent nothing is
+  closed without one);
 - a body not all in within ``body_timeout`` of its headers: 408;
 - more than ``max_connections`` open on the listener: 503 with
   ``Retry-After``, once the request's headers are in (answered before
@@ -209,7 +210,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _headers_too_slow(self) -> None:
         self.header_timer = None
-        if self.awaiting_headers and not self.transport.is_closing():
+        if not self.awaiting_headers or self.transport.is_closing():
+            return
+        if self.received_before_headers == 0:
+            # Nothing was asked (a browser's spare connection, say): closed without an answer.
+            self.transport.close()
+        else:
             self._refuse(
                 _Refused(
                     408,

@@ -185,11 +185,17 @@ class RecipientDomains:
         """Why ``address`` may not be emailed, or None when it may."""
         if self.exact is None:
             return None
-        domain = _domain(address.rpartition("@")[2])
+        given = address.rpartition("@")[2]
+        domain = _domain(given)
         if domain in self.exact or any(domain.endswith(parent) for parent in self.parents):
             return None
-        return f"the domain {domain!r} is not one this gateway may email (RECIPIENT_DOMAINS)"
+        return f"the domain {given.lower()!r} is not one this gateway may email (RECIPIENT_DOMAINS)"
 
 
 def _domain(text: str) -> str:
-    return text.strip().rstrip(".").lower()
+    """A domain as compared: lower case, no final dot, internationalized ones in their ASCII (IDNA) form."""
+    domain = text.strip().rstrip(".").lower()
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain

@@ -1,0 +1,1 @@
+"""Hostile clients on the compose stack: each test asserts the refusal and that nothing changed."""
