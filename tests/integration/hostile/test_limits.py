@@ -16,8 +16,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.integration.clients import Emulator, Gateway, MailSink, new_id
@@ -103,6 +106,39 @@ def test_a_recipient_outside_the_allowed_domains_is_422_naming_the_domain(
     assert refused.json()["details"][0]["loc"] == ["body", "email"]
     assert subdomain.status_code == 202, subdomain.text
     assert_nothing_started(gateway, emulator, mail, pipeline_id)
+
+
+def test_the_start_log_admits_the_rate_over_any_minute_and_counts_a_repeat_once(stack: Stack) -> None:
+    """``pipelines.admit_start`` itself, at chosen instants: the rate, its Retry-After, repeats, the waiting gap."""
+    rate, quota = new_id("sql-rate"), new_id("sql-quota")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def admit(principal: str, pipeline_id: str, per_minute: int, waiting: int, seconds: float) -> tuple[Any, ...]:
+        row = conn.execute(
+            "SELECT refused, retry_after_seconds, counted FROM pipelines.admit_start(%s, %s, %s, %s, %s)",
+            (principal, pipeline_id, per_minute, waiting, t0 + timedelta(seconds=seconds)),
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    with psycopg.connect(stack.resonate_dsn(), autocommit=True) as conn:
+        admitted = [admit(rate, f"p{n}", 3, 0, 10 * n)[0] for n in range(3)]
+        over = admit(rate, "p3", 3, 0, 30)
+        repeat = admit(rate, "p0", 3, 0, 30)
+        logged = conn.execute("SELECT count(*) FROM pipelines.start_log WHERE principal = %s", (rate,)).fetchone()
+        once_p0_left = admit(rate, "p3", 3, 0, 60)
+
+        # Starts the index does not show yet count as waiting.
+        waiting = [admit(quota, f"q{n}", 0, 2, n)[0] for n in range(2)]
+        over_quota = admit(quota, "q2", 0, 2, 2)
+
+    assert admitted == [None, None, None]
+    assert over == ("rate", 30.0, 3)
+    assert repeat[0] is None
+    assert logged == (3,), "neither the refusal nor the repeat was logged"
+    assert once_p0_left[0] is None
+    assert waiting == [None, None]
+    assert (over_quota[0], over_quota[2]) == ("waiting", 2)
 
 
 # ── connections ──────────────────────────────────────────────────────────────
