@@ -14,9 +14,11 @@
 -- at most a minute's worth per principal.
 --
 -- The waiting quota counts the principal's pipelines the index shows as not
--- final (pipelines.pipeline), plus its starts logged in the last minute that
--- the index does not show yet (the projector trails Resonate by a fraction of
--- a second, and a burst must not slip through that gap).
+-- final (pipelines.pipeline), plus its logged starts admitted after the newest
+-- pipeline the index shows for it was created: those the index does not show
+-- yet (the projector trails Resonate by a fraction of a second, and a burst
+-- must not slip through that gap). Found through two indexes, however many
+-- pipelines the principal has.
 
 CREATE TABLE pipelines.start_log (
     principal   text NOT NULL,
@@ -58,7 +60,8 @@ BEGIN
                   AND p.state IN ('starting', 'waiting', 'awaiting_repair', 'notifying'))
              + (SELECT count(*) FROM pipelines.start_log l
                 WHERE l.principal = admit_start.principal
-                  AND NOT EXISTS (SELECT FROM pipelines.pipeline p WHERE p.id = l.pipeline_id))
+                  AND l.started_at > coalesce((SELECT max(p.created_at) FROM pipelines.pipeline p
+                                               WHERE p.owner = admit_start.principal), '-infinity'))
           INTO counted;
         IF counted >= waiting_limit THEN
             refused := 'waiting';

@@ -21,9 +21,11 @@ gateway's read, counts once.
 **The waiting quota** (``PIPELINES_WAITING_PER_PRINCIPAL``) counts the
 principal's pipelines not yet final. Its source of truth is the pipeline
 index, which trails Resonate by a projection (about
-``index.PROJECTION_DELAY_SECONDS``); the principal's starts of the last minute
-that the index does not show yet are counted too, so a burst does not slip
-through the gap. A pipeline that has just finished may still count for that
+``index.PROJECTION_DELAY_SECONDS``); the principal's starts admitted since
+the newest of its pipelines the index shows was created are counted too, so
+a burst does not slip through the gap. (A start admitted just before that one
+but projected after it is missed for that moment: the count is short by at
+most what the projector has in hand.) A pipeline that has just finished may still count for that
 fraction of a second. ``Retry-After`` is a guess (pipelines take minutes).
 
 With both limits 0 for a principal (the benchmark's setting), the database is
