@@ -10,7 +10,10 @@ let N replicas admit N times the limit. One call of the stored function
 ``pipelines.admit_start`` decides a start and logs it when it admits it: one
 round trip, made only for a start that would create a pipeline (a repeat of
 an existing id is answered before, from Resonate, and costs nothing here).
-A refused start writes nothing: no promise, no run, no email.
+A refused start writes nothing: no promise, no run, no email. Measured on the
+development stack: 0.4-0.6 ms a call at the default limits, about 1 ms with
+5,000 starts in a principal's last minute; one principal's calls are taken one
+at a time (an advisory lock), other principals' side by side.
 
 **The rate** (``START_RATE_PER_MINUTE``) is exact over any minute: the log
 holds each admitted start of the last minute, and ``Retry-After`` is when the
