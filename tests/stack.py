@@ -77,6 +77,10 @@ DEFAULT_HOST_PORTS = {
     "NOTIFIER_OPS_HOST_PORT": 9102,
 }
 
+#: Test principals with small start limits of their own: 2 starts a minute; 1 pipeline waiting.
+LIMITED_PRINCIPAL = "test-limited"
+QUOTA_PRINCIPAL = "test-quota"
+
 #: Settings compose.yaml reads from the environment, tuned so that tests of
 #: slow paths finish in seconds. Everything else runs with compose's defaults.
 TEST_SETTINGS = {
@@ -90,6 +94,23 @@ TEST_SETTINGS = {
     "WORKER_TEST_HOOKS": "1",
     # A Databricks answer slower than this is retried; fault tests make one slow.
     "DATABRICKS_HTTP_TIMEOUT_SECONDS": "5",
+    # Start limits: every start goes through them, but the suite starts batches of
+    # 20+ (faults), 45 (the index's paging) and 200 racing identical starts (abuse),
+    # mostly as the development principal, so the defaults are raised well above
+    # what it starts in a minute. The principals that test the limits have small
+    # ones of their own (tests/integration/hostile/test_limits.py).
+    "START_RATE_PER_MINUTE": "600",
+    "PIPELINES_WAITING_PER_PRINCIPAL": "1000",
+    "PRINCIPAL_START_LIMITS": f"key:{LIMITED_PRINCIPAL}=2/0,key:{QUOTA_PRINCIPAL}=0/1",
+    # What every test emails (example.com and its subdomains); others are refused.
+    "RECIPIENT_DOMAINS": "example.com,.example.com",
+    # Short enough for tests of slow and crowding clients to finish in seconds;
+    # the callback listener takes fewer connections than by default, still more than the suite opens at once.
+    "HTTP_HEADER_TIMEOUT_SECONDS": "5",
+    "HTTP_BODY_TIMEOUT_SECONDS": "5",
+    "CALLBACK_HEADER_TIMEOUT_SECONDS": "3",
+    "CALLBACK_BODY_TIMEOUT_SECONDS": "3",
+    "CALLBACK_MAX_CONNECTIONS": "100",
     **{name: str(port + PORT_OFFSET) for name, port in DEFAULT_HOST_PORTS.items()},
 }
 
@@ -128,6 +149,9 @@ class TestKeys:
             "starter": {Scope.START},
             # Lists only what tests/integration/test_index.py starts with it.
             "lister": {Scope.START, Scope.READ, Scope.CANCEL},
+            # Start limits of their own (TEST_SETTINGS' PRINCIPAL_START_LIMITS).
+            "limited": {Scope.START, Scope.READ, Scope.CANCEL},
+            "quota": {Scope.START, Scope.READ, Scope.CANCEL},
         }.items():
             key, entry = mint(f"test-{name}", frozenset(scopes), key_id=name)
             self.keys[name], self._entries[name] = key, entry

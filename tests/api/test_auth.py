@@ -77,6 +77,7 @@ def deployed_settings(keys_file: Path, issuer: Issuer, **overrides: Any) -> Gate
     return GatewaySettings(
         **{
             "ENVIRONMENT": "test",
+            "RECIPIENT_DOMAINS": "*",
             "RESONATE_DATABASE_URL": UNUSED_DATABASE_URL,
             "CALLBACK_SIGNING_SECRET": SECRET,
             "UI_SESSION_SECRET": UI_SECRET,
@@ -490,6 +491,7 @@ class TestTheDevelopmentKeys:
 
         settings = GatewaySettings(
             ENVIRONMENT=environment,
+            RECIPIENT_DOMAINS="*",
             RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
             CALLBACK_SIGNING_SECRET=SECRET,
             UI_SESSION_SECRET=UI_SECRET,

@@ -38,7 +38,9 @@ def keyed_gateway(tmp_path: Path) -> tuple[Harness, Any, Any]:
     """A gateway that takes only KEY, on a fresh in-process pipeline, and a loopback socket to serve it on."""
     keys_file = tmp_path / "keys.toml"
     keys_file.write_text(ENTRY.as_toml())
-    settings = SETTINGS.model_copy(update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file})
+    settings = SETTINGS.model_copy(
+        update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file, "RECIPIENT_DOMAINS": ("*",)}
+    )
     harness = Harness(autostart=False)
     app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
     return harness, app, loopback_socket()

@@ -123,6 +123,7 @@ def settings_for(keys_file: Path, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(
         **{
             "ENVIRONMENT": "test",
+            "RECIPIENT_DOMAINS": "*",
             "RESONATE_DATABASE_URL": UNUSED_DATABASE_URL,
             "CALLBACK_SIGNING_SECRET": SECRET,
             "UI_SESSION_SECRET": UI_SECRET,

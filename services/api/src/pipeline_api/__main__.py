@@ -3,7 +3,8 @@
 One process, one event loop, one Resonate link; with ``CALLBACK_PORT`` set, two
 listeners: ``PORT`` serves the whole gateway, ``CALLBACK_PORT`` the callback
 route alone (see app.create_callback_app), so a deployment can publish only
-the latter to the Databricks workspace.
+the latter to the Databricks workspace. Each listener has its own bounds on
+what a connection may cost (see connections).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
 
 from .app import ByListener, create_app, create_callback_app
+from .connections import limited_protocol, listener_limits
 from .settings import GatewaySettings
 
 HOST = "0.0.0.0"
@@ -26,11 +28,12 @@ def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("api", settings.LOG_LEVEL)
     gateway = create_app(settings)
+    protocol = limited_protocol(listener_limits(settings))
     if settings.CALLBACK_PORT is None:
-        uvicorn.run(gateway, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True)
+        uvicorn.run(gateway, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True, http=protocol)
         return
     app = ByListener(gateway, create_callback_app(gateway), settings.CALLBACK_PORT)
-    config = uvicorn.Config(app, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True)
+    config = uvicorn.Config(app, host=HOST, port=settings.PORT, log_config=None, proxy_headers=True, http=protocol)
     # One server on both sockets: one lifespan, one set of signal handlers.
     sockets = [config.bind_socket(), listening_socket(app, settings.CALLBACK_PORT)]
     uvicorn.Server(config).run(sockets=sockets)

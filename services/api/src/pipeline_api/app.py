@@ -56,6 +56,9 @@ from pipeline_shared.errors import (
     PipelineConflict,
     PipelineError,
     PipelineNotFound,
+    StartLimited,
+    StartRateLimited,
+    TooManyWaiting,
     Unauthenticated,
     UnknownCallbackPromise,
 )
@@ -82,6 +85,7 @@ from .deps import (
 )
 from .docs import add_documentation
 from .index import MAX_PAGE, ListQuery, PipelineIndex
+from .limits import DatabaseStartAdmission, RecipientDomains, StartAdmission, StartLimits
 from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
 from .pipelines import Pipelines
 from .schemas import (
@@ -126,6 +130,8 @@ _STATUS_BY_ERROR: dict[type[PipelineError], int] = {
     InvalidNotification: 422,
     IndexUnavailable: 503,
     InvalidListQuery: 422,
+    StartRateLimited: 429,
+    TooManyWaiting: 429,
 }
 
 CALLBACK_PATH = "/callbacks/databricks"
@@ -240,8 +246,9 @@ class PlainRoute(PublicRoute):
 def create_app(
     settings: GatewaySettings,
     connect_resonate: Callable[[GatewaySettings], ResonateLink] | None = None,
+    admission: StartAdmission | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``connect_resonate`` is the test seam for the Resonate client."""
+    """Build the gateway. ``connect_resonate`` and ``admission`` (the start limits) are test seams."""
 
     def default_connect(s: GatewaySettings) -> ResonateLink:
         # Send-only: the gateway starts, reads and settles; it runs no work.
@@ -252,8 +259,11 @@ def create_app(
         link = (connect_resonate or default_connect)(settings)
         link.resonate.start()
         app.state.link = link
-        app.state.pipelines = Pipelines(link.resonate.promises, settings)
-        # The index lives in the resonate-pg database; in process (tests) there is none.
+        # The index and the start limits live in the resonate-pg database; in process (tests) there is none.
+        limits = admission
+        if limits is None and link.database is not None:
+            limits = DatabaseStartAdmission(link.database, StartLimits.from_settings(settings))
+        app.state.pipelines = Pipelines(link.resonate.promises, settings, limits)
         index = PipelineIndex(link.database, settings) if link.database is not None else None
         app.state.index = index
         app.state.sign_outs = DatabaseSignOuts(link.database) if link.database is not None else LocalSignOuts()
@@ -284,6 +294,7 @@ def create_app(
     # Built here, not in the lifespan: it holds no connection, and a bad keys
     # file must stop the gateway before it serves anything.
     app.state.authenticator = Authenticator.from_settings(settings)
+    app.state.recipient_domains = RecipientDomains.from_settings(settings)
     # Every job's series from 0, so that the first start of a job is an increase.
     for job in settings.catalogue.jobs:
         metrics.PIPELINES_STARTED.labels(job=job)
@@ -673,6 +684,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if status == 503:
         # The database or the identity provider is away; say when to try again.
         headers = (headers or {}) | RETRY_LATER
+    if isinstance(exc, StartLimited):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     return _error(status, exc.code, exc.message, exc.details, headers=headers)
 
 

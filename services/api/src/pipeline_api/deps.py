@@ -46,6 +46,7 @@ from pipeline_shared.resonate_client import ResonateLink
 
 from .auth import Authenticator, audit_refusal, missing_credentials
 from .index import PipelineIndex
+from .limits import RecipientDomains
 from .pipelines import Pipelines, owner_of
 from .principals import Principal, Scope
 from .schemas import PipelineRequest, RepairRequest
@@ -229,7 +230,7 @@ def checked_start(request: Request, principal: Principal, document: PipelineRequ
     """A well-formed start request checked against the catalogue: its job, the caller's scope for it, its values.
 
     The one decision of what may be started, for the JSON route and the web
-    page's form alike. Raises RequestValidationError (422, each problem at
+    page's form alike, the operator's recipient domains included. Raises RequestValidationError (422, each problem at
     its field) or InsufficientScope.
     """
     catalogue: Catalogue = request.app.state.settings.catalogue
@@ -248,6 +249,10 @@ def checked_start(request: Request, principal: Principal, document: PipelineRequ
         timeout = job.timeout(document.timeout_seconds)
     except InvalidParameters as exc:
         raise _invalid(exc) from None
+    recipients: RecipientDomains = request.app.state.recipient_domains
+    refused = recipients.refusal(str(document.email))
+    if refused is not None:
+        raise RequestValidationError([{"type": "recipient_not_allowed", "loc": ("body", "email"), "msg": refused}])
     return StartRequest(document, principal, job, parameters, timeout)
 
 

@@ -69,7 +69,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The index migration this code reads and writes (infra/pipeline-index/migrations).
+#: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
+#: start limits, 3 the web page's signed-out sessions.
 INDEX_MIGRATION = 3
 
 #: Hex digits of a cursor's check (:func:`_query_check`): enough that a cursor made up or edited never passes by chance.

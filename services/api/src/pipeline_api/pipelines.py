@@ -66,6 +66,7 @@ from . import metrics
 
 if TYPE_CHECKING:
     from .deps import StartRequest
+    from .limits import StartAdmission
 from .schemas import (
     CallbackRequest,
     DatabricksRunView,
@@ -100,9 +101,11 @@ def _iso(ms: int) -> datetime:
 
 
 class Pipelines:
-    def __init__(self, promises: Promises, settings: GatewaySettings) -> None:
+    def __init__(self, promises: Promises, settings: GatewaySettings, admission: StartAdmission | None = None) -> None:
         self._promises = promises
         self._settings = settings
+        #: The start limits (see pipeline_api.limits); None: none.
+        self._admission = admission
         #: Callback promises this process saw settled, by id. A settled promise
         #: never changes, so a repeated callback (the notebook retrying, a
         #: replay) is answered from here without asking Resonate again.
@@ -150,6 +153,9 @@ class Pipelines:
         record = await self._get(spec.id)
         created = False
         if record is None:
+            if self._admission is not None:
+                # Only a start that would create a pipeline is counted; a repeat was answered by the read.
+                await self._admission.admit(principal.id, spec.id)
             nonce = uuid.uuid4().hex
             record = await self._create_root(spec, nonce, principal.id)
             created = record.tags.get(CREATED_BY_TAG) == nonce

@@ -16,6 +16,7 @@ from pipeline_shared.settings import (
 )
 
 from .keys import InvalidKeysFile, load_keys_file
+from .limits import InvalidLimit, RecipientDomains, StartLimits
 from .oidc import ASYMMETRIC_ALGORITHMS
 
 #: Signs the web page's session cookies on the development stack. Public on
@@ -75,6 +76,38 @@ class GatewaySettings(CatalogueSettings):
     #: ``pipelines:`` when tokens carry ``pipelines:start``.
     OIDC_SCOPE_PREFIX: str = ""
 
+    # ── start limits (see pipeline_api.limits) ──────────────────────────
+    #: Pipelines one principal may start in any minute; 0: no limit. A repeat
+    #: of a start (same id) is not counted again.
+    START_RATE_PER_MINUTE: int = Field(default=60, ge=0)
+    #: Pipelines of one principal that may be waiting (not yet final) at once; 0: no limit.
+    PIPELINES_WAITING_PER_PRINCIPAL: int = Field(default=100, ge=0)
+    #: Other limits for named principals, comma-separated ``principal=RATE/WAITING``
+    #: with the principal as pipelines record their owner (e.g. ``key:svc-reports=600/1000``; 0 is no limit).
+    PRINCIPAL_START_LIMITS: Annotated[tuple[str, ...], NoDecode] = ()
+    #: The domains pipelines may email, comma-separated: ``example.com`` allows
+    #: that domain, ``.example.com`` its subdomains, ``*`` any. Required outside
+    #: development (no open mail relay by default); empty in development: any.
+    RECIPIENT_DOMAINS: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # ── what one connection may cost (see pipeline_api.connections) ──────
+    #: On the gateway's listener (PORT): largest request line and headers, in bytes; larger is 431.
+    HTTP_MAX_HEADER_BYTES: int = Field(default=16 * 1024, ge=1024)
+    #: Most header lines a request may have; more is 431.
+    HTTP_MAX_HEADERS: int = Field(default=100, ge=8)
+    #: Seconds a client has to send a request's headers; slower is 408.
+    HTTP_HEADER_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    #: Seconds a client has to send a request's body once its headers are in; slower is 408.
+    HTTP_BODY_TIMEOUT_SECONDS: float = Field(default=30, gt=0)
+    #: Connections open at once; one more is answered 503 with Retry-After and closed.
+    HTTP_MAX_CONNECTIONS: int = Field(default=1000, ge=1)
+    #: The same, for the callback listener (CALLBACK_PORT): as tight as a callback allows.
+    CALLBACK_MAX_HEADER_BYTES: int = Field(default=8 * 1024, ge=1024)
+    CALLBACK_MAX_HEADERS: int = Field(default=32, ge=8)
+    CALLBACK_HEADER_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
+    CALLBACK_BODY_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    CALLBACK_MAX_CONNECTIONS: int = Field(default=200, ge=1)
+
     # ── the web page (see pipeline_api.ui) ──────────────────────────────
     #: Signs the page's session cookies (at least 32 characters). Changing it
     #: signs everybody out.
@@ -83,9 +116,13 @@ class GatewaySettings(CatalogueSettings):
     #: pipeline's email receipt then links to the email as it arrived. Unset: no link.
     MAILSINK_UI_URL: str | None = None
 
-    _split_lists = field_validator("CALLBACK_SIGNING_PREVIOUS_SECRETS", "OIDC_ALGORITHMS", mode="before")(
-        _comma_separated
-    )
+    _split_lists = field_validator(
+        "CALLBACK_SIGNING_PREVIOUS_SECRETS",
+        "OIDC_ALGORITHMS",
+        "PRINCIPAL_START_LIMITS",
+        "RECIPIENT_DOMAINS",
+        mode="before",
+    )(_comma_separated)
 
     @field_validator(
         "CALLBACK_PORT",
@@ -171,6 +208,15 @@ class GatewaySettings(CatalogueSettings):
                 f"no way for clients to authenticate in ENVIRONMENT={self.ENVIRONMENT}: "
                 "set API_KEYS_FILE (see python -m pipeline_api.keys), OIDC_ISSUER and OIDC_AUDIENCE, or both"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _limits_are_readable(self) -> Self:
+        try:
+            StartLimits.from_settings(self)
+            RecipientDomains.from_settings(self)
+        except InvalidLimit as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     @property

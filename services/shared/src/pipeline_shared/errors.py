@@ -11,6 +11,9 @@
     ├── UnknownCallbackPromise      unknown_promise             404
     ├── CallbackConflict            settlement_conflict         409
     ├── CoordinatorUnavailable      resonate_unavailable        503
+    ├── StartLimited                                            429
+    │   ├── StartRateLimited        start_rate_limited          429
+    │   └── TooManyWaiting          too_many_waiting            429
     └── AccessRefused
         ├── Unauthenticated         unauthenticated             401
         ├── InvalidCredentials      invalid_token               401
@@ -124,6 +127,28 @@ class InvalidListQuery(PipelineError):
     """A list filter or cursor that cannot be used; the message names which."""
 
     code = "invalid_request"
+
+
+class StartLimited(PipelineError):
+    """A start refused by a limit on the caller; it may be tried again after ``retry_after_seconds``."""
+
+    code = "start_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class StartRateLimited(StartLimited):
+    """The caller started as many pipelines in the last minute as it may."""
+
+    code = "start_rate_limited"
+
+
+class TooManyWaiting(StartLimited):
+    """The caller has as many unfinished pipelines as it may."""
+
+    code = "too_many_waiting"
 
 
 class AccessRefused(PipelineError):
