@@ -4,7 +4,7 @@ Each probe is checked for its answer (a 4xx with a stable code, or a 404
 page), for what it must not leave in the gateway's log (an ERROR line or a
 traceback) and for what it must not change (the pipelines the index lists).
 That no credential reaches a log line, wherever a client puts it, is tested
-with the other access checks (tests/integration/test_access.py,
+with the other access checks (tests/integration/hostile/test_access.py,
 ``test_no_secret_reaches_a_log_line``).
 """
 
