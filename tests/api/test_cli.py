@@ -200,12 +200,15 @@ def test_status_shows_a_long_result_cut_with_an_ellipsis_and_how_to_see_it_whole
     assert short == 'p1: succeeded | result {"rows": 3}', "a short result is shown whole, with no ellipsis"
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+#: The guide a newcomer reads: README.md, and docs/ where the CLI's examples now live.
+GUIDE = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def readme_commands(program: str) -> list[str]:
-    """Every command line of README's ``sh`` blocks that runs ``program``, continuation lines joined."""
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    """Every command line of the guide's ``sh`` blocks that runs ``program``, continuation lines joined."""
+    text = "\n".join(page.read_text(encoding="utf-8") for page in GUIDE)
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [line.strip() for line in lines if program in line and not line.lstrip().startswith("#")]
 
