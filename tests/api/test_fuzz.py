@@ -69,7 +69,7 @@ QUIET_POLLS = 3
 QUIET_POLL_SECONDS = 0.002
 #: A workflow busier than this after a request is itself a failure worth seeing.
 QUIET_TIMEOUT_SECONDS = 5.0
-#: The gateway's callback body limit (README: 413 over 1 MiB).
+#: The gateway's callback body limit (docs/api.md: 413 over 1 MiB).
 CALLBACK_LIMIT = SETTINGS.CALLBACK_MAX_BODY_BYTES
 #: Deep enough to exhaust any recursive parser, small enough to fit under the body limit.
 NESTING_DEPTH = 100_000
@@ -301,7 +301,7 @@ async def test_the_witness_fails_a_refusal_that_changes_state_and_passes_one_tha
 
 
 def assert_error_document(status: int, body: bytes, what: str) -> None:
-    """Every 4xx is JSON with a non-empty string ``code`` and ``message`` (README, "The API")."""
+    """Every 4xx is JSON with a non-empty string ``code`` and ``message`` (docs/api.md)."""
     if not 400 <= status < 500:
         return
     try:
@@ -791,7 +791,7 @@ class TestBodies:
         ids=["latin-1", "invalid-utf8"],
     )
     async def test_a_start_body_that_is_not_utf8_is_422(self, gateway: WitnessedGateway, content: bytes) -> None:
-        # README, "The API": invalid input is 422.
+        # docs/api.md: invalid input is 422.
         response = await gateway.client.post(
             "/pipelines", content=content, headers={"content-type": "application/json"}
         )

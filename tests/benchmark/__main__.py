@@ -6,7 +6,7 @@ By default it builds and starts its own compose stack (project
 ``bench-results/<time>/{results.json,summary.md,plot.png}`` and removes the
 stack. ``--use-running`` measures a benchmark stack that is already up (one
 left by ``--keep``) instead of rebuilding it, ``--publish`` copies the
-results to ``tests/benchmark/results/`` where README shows them.
+results to ``tests/benchmark/results/`` where docs/benchmark.md shows them.
 
 The whole run is bounded: ``--quick`` aims at 3 minutes, the full run at 20
 on two cores. The capacity phase, the only open-ended one, stops filling

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 
 from .bench_load import spread
 
-#: Where `--publish` copies the latest figures; README shows them from there.
+#: Where `--publish` copies the latest figures; docs/benchmark.md shows them from there.
 PUBLISHED_DIR = Path(__file__).parent / "results"
 RESULT_FILES = ("results.json", "summary.md", "plot.png")
 

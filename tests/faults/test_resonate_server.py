@@ -74,7 +74,7 @@ def test_resonate_killed_during_a_burst_of_callbacks(stack: Stack, batch: Batch)
     batch.wait_for("succeeded", timeout=180)
     # The first pipelines to be settled are sending their email when the
     # server dies; like those in the next test, an email may reach the mail
-    # server twice under one Message-ID (see there, and README's Reliability).
+    # server twice under one Message-ID (see there, and docs/reliability.md).
     batch.assert_exactly_once(deliveries=range(1, 3))
 
 

@@ -1,6 +1,6 @@
 """The pipeline index on the compose stack: lists, paging, filters, timelines, streams, and who sees what.
 
-The index trails Resonate by a projection (README, "The pipeline index"), so
+The index trails Resonate by a projection (docs/architecture.md, "The pipeline index"), so
 a test waits for it to show a state rather than expecting it at once; what
 it must never do is show a state the pipeline was not in, lose a pipeline,
 or show one twice.

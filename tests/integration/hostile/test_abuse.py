@@ -36,7 +36,7 @@ BURST = 200
 DUPLICATES = 20
 #: The notebook starts this late, so that only the test's callbacks reach the gateway.
 QUIET_PLAN = {"notebook": "drop_callback", "start_delay_seconds": 30}
-#: The gateway's callback body limit (README: 413 over 1 MiB).
+#: The gateway's callback body limit (docs/api.md: 413 over 1 MiB).
 CALLBACK_LIMIT = 1024 * 1024
 #: How long a second email about one pipeline is waited for: the notifier
 #: sends right after the outcome, so a duplicate would arrive well within it.
