@@ -951,3 +951,19 @@ async def test_the_api_documentation_renders_with_no_request_leaving_the_machine
     elsewhere = [u for u in requested if not u.startswith(("http://127.0.0.1:", "data:", "blob:"))]
     assert elsewhere == [], elsewhere
     assert [u for u in blocked if u[1] not in ("csp", "net::ERR_BLOCKED_BY_CSP")] == [], blocked
+
+
+async def test_a_final_pipeline_keeps_polling_until_the_index_shows_its_end(keys_file: Path) -> None:
+    """The state comes from Resonate, the timeline from the index, which trails it: stopping at the
+    final state left a page whose timeline never showed the end (seen in a CI run under load)."""
+    async with serve_http(keys_file) as (_, page, index):
+        pipeline_id = await page.start()
+        await page.harness.wait_for_run_of(pipeline_id)
+        await page.harness.settle_id(pipeline_id, status="success", result=CSV_RESULT)
+        index.add(pipeline_id, ("started", 3), ("run_triggered", 2), state="waiting")
+        behind = await wait_for_state(page, pipeline_id, "succeeded")
+        assert "hx-trigger" in behind, "the index has not shown the end yet: the page must keep asking"
+
+        index.add(pipeline_id, ("started", 3), ("run_triggered", 2), ("finished", 0), state="succeeded")
+        caught_up = (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
+        assert "hx-trigger" not in caught_up, "a final pipeline whose timeline has ended stops polling"

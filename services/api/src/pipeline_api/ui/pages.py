@@ -499,8 +499,14 @@ async def _pipeline_context(request: Request, session: Session, pipeline_id: str
         "mail_link": mailsink_link(settings, status.notification.message_id if status.notification else None),
         "job": settings.catalogue.jobs.get(status.job),
         "version": version,
-        "live": not status.state.is_final,
+        # The timeline comes from the index, which trails Resonate a little: a page that
+        # stopped polling at the final state could keep a timeline without its end.
+        "live": not status.state.is_final or (events is not None and not _ended(events)),
     }
+
+
+def _ended(events: list[PipelineEvent]) -> bool:
+    return any(event.kind == "finished" for event in events)
 
 
 # ── starting ─────────────────────────────────────────────────────────────────
