@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from resonate.types import PromiseRecord
 
-from pipeline_shared.models import PipelineOutcome, RunReport, changed_parameters
+from pipeline_shared.models import RunReport, changed_parameters
 from pipeline_shared.promise_tree import (
     AttemptStep,
     Callback,
@@ -152,7 +151,7 @@ def _events(tree: PipelineTree) -> Iterator[Event]:
                 yield from _emailed(child)
 
     if tree.root.state != "pending":
-        yield _finished(tree.root)
+        yield _finished(tree)
 
 
 # ── one promise each ─────────────────────────────────────────────────────────
@@ -363,8 +362,8 @@ def _emailed(step: EmailStep) -> Iterator[Event]:
     )
 
 
-def _finished(root: PromiseRecord) -> Event:
-    outcome = _parsed(PipelineOutcome, root.value.data) if root.state == "resolved" else None
+def _finished(tree: PipelineTree) -> Event:
+    root, outcome = tree.root, tree.outcome
     if outcome is None:
         ended = root.state.replace("_", " ")
         error = {"type": "WorkflowEnded", "message": f"the pipeline's workflow ended {ended} before finishing"}
@@ -387,13 +386,6 @@ def _finished(root: PromiseRecord) -> Event:
 
 
 # ── reading promises ─────────────────────────────────────────────────────────
-
-
-def _parsed[M: BaseModel](model: type[M], data: Any) -> M | None:
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None
 
 
 def _settled_at(promise: PromiseRecord) -> int:

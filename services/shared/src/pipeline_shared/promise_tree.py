@@ -57,6 +57,7 @@ from .models import (
     CheckOutcome,
     Notification,
     NotificationReceipt,
+    PipelineOutcome,
     PipelineSpec,
     RepairDecision,
     Settlement,
@@ -304,6 +305,11 @@ class PipelineTree:
         if not isinstance(data, dict) or data.get("func") != names.RUN_PIPELINE:
             return None
         return _parsed(PipelineSpec, _first_argument(data))
+
+    @property
+    def outcome(self) -> PipelineOutcome | None:
+        """How it ended; None while it runs, when its workflow ended otherwise, or unreadable."""
+        return _parsed(PipelineOutcome, self.root.value.data) if self.root.state == "resolved" else None
 
     @property
     def owner(self) -> str | None:
