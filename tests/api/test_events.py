@@ -213,7 +213,8 @@ async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one()
         spec, promises = await a_succeeded_pipeline(harness)
         trigger = promises[promise_tree.trigger_step_id(spec.id)]
         promises[trigger.id] = msgspec.structs.replace(trigger, value=Value(data={"run": "not a run"}))
-        promises[f"{spec.id}:await1"] = msgspec.structs.replace(trigger, id=f"{spec.id}:await1", param=Value(data=[1]))
+        window = promise_tree.repair_window_id(spec.id, 1)
+        promises[window] = msgspec.structs.replace(trigger, id=window, param=Value(data=[1]))
         events = timeline_of(PipelineTree(promises[spec.id], promises))
         assert kinds(events) == ["started", "callback_received", "email_delivered", "finished"]
     finally:
