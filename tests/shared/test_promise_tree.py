@@ -123,152 +123,143 @@ async def finished(handle: Any) -> PipelineOutcome:
     return PipelineOutcome.model_validate(await asyncio.wait_for(handle.result(), 10))
 
 
-async def emailed(harness: Harness, spec: PipelineSpec) -> None:
-    """Until the workflow's first email is answered: a person decides once told."""
-    async with asyncio.timeout(5):
-        while not any(isinstance(c, EmailStep) and c.receipt for c in (await tree_of(harness, spec)).children()):
-            await asyncio.sleep(0.01)
-
-
 def of_type[C](tree: PipelineTree, kind: type[C]) -> list[C]:
     return [child for child in tree.children() if isinstance(child, kind)]
 
 
-async def test_a_pipeline_that_succeeds_reads_as_its_spec_run_callback_and_email() -> None:
-    harness = Harness()
-    try:
-        spec, handle = harness.start()
-        run = await harness.wait_for_run(spec)
-        await harness.settle(spec, status="success", result={"rows": 3})
-        outcome = await finished(handle)
-
-        tree = await tree_of(harness, spec)
-        assert tree.spec == spec and tree.outcome == outcome and tree.owner is None
-        [trigger] = of_type(tree, Trigger)
-        assert trigger.outcome is not None and trigger.outcome.run == run
-        [callback] = of_type(tree, Callback)
-        assert callback.attempt == 0 and callback.settlement is not None and callback.settlement.result == {"rows": 3}
-        [email] = of_type(tree, EmailStep)
-        assert email.notification.kind == "outcome" and email.receipt is not None and email.receipt.delivered
-        assert of_type(tree, RepairWindow) == [] and of_type(tree, AttemptStep) == []
-        repairs = tree.repairs()
-        assert repairs.attempts == [] and repairs.open_window is None
-        assert repairs.current_callback_id == promise_tree.callback_promise_id(spec.id)
-    finally:
-        await harness.resonate.stop()
+@pytest.fixture
+async def harness():
+    h = Harness()
+    yield h
+    await h.resonate.stop()
 
 
-async def test_a_repaired_pipeline_reads_as_its_window_decision_attempt_and_both_callbacks() -> None:
-    harness = Harness()
-    try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        await harness.settle(spec, status="failure", error=BUG)
-        await emailed(harness, spec)
-
-        # Awaiting: the gateway's spine read finds the open window and its pending decision.
-        root = await harness.promises_get(spec.id)
-        spine = await read_pipeline_tree(root, harness.promises_get)
-        window = spine.repairs().open_window
-        assert window is not None and window.attempt.number == 0 and window.attempt.outcome == "failure"
-        assert spine.get(window.decision_promise_id).state == "pending"
-
-        await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
-        record = await harness.wait_for_record(promise_tree.attempt_record_id(spec.id, 1))
-        await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})
-        await finished(handle)
-
-        tree = await tree_of(harness, spec)
-        assert [(c.attempt, c.settlement.status) for c in of_type(tree, Callback)] == [(0, "failure"), (1, "success")]
-        [waited] = of_type(tree, RepairWindow)
-        assert waited.number == 1 and waited.decided is not None and waited.decided.action == "repair"
-        [step] = of_type(tree, AttemptStep)
-        assert step.number == 1 and step.record == record
-        assert [e.notification.kind for e in of_type(tree, EmailStep)] == ["awaiting_repair", "outcome"]
-        repairs = tree.repairs()
-        assert [a.number for a in repairs.attempts] == [0, 1] and repairs.open_window is None
-        assert repairs.current_callback_id == record.callback_promise_id
-    finally:
-        await harness.resonate.stop()
+@pytest.fixture
+async def watched():
+    """A harness whose watchdog checks the run every 50 ms."""
+    h = Harness(watchdog_interval=0.05)
+    yield h
+    await h.resonate.stop()
 
 
-async def test_an_abandoned_pipeline_reads_as_its_window_and_the_decision_to_abandon() -> None:
-    harness = Harness()
-    try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        await harness.settle(spec, status="failure", error=BUG)
-        await emailed(harness, spec)
-        await harness.decide(spec, 1, "abandon")
-        outcome = await finished(handle)
-
-        tree = await tree_of(harness, spec)
-        [window] = of_type(tree, RepairWindow)
-        assert window.decided is not None and window.decided.action == "abandon" and window.decided.by == "key:tester"
-        assert of_type(tree, AttemptStep) == [] and tree.outcome == outcome
-        assert outcome.error is not None and outcome.error.type == "Abandoned"
-    finally:
-        await harness.resonate.stop()
+async def awaiting_repair(harness: Harness) -> tuple[PipelineSpec, Any]:
+    """A pipeline whose run failed, once its email saying it awaits repair is answered: a person decides once told."""
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    await harness.settle(spec, status="failure", error=BUG)
+    async with asyncio.timeout(5):
+        while not any(isinstance(c, EmailStep) and c.receipt for c in (await tree_of(harness, spec)).children()):
+            await asyncio.sleep(0.01)
+    return spec, handle
 
 
-async def test_a_cancelled_pipeline_with_a_refused_email_reads_as_both() -> None:
-    harness = Harness()
+async def test_a_pipeline_that_succeeds_reads_as_its_spec_run_callback_and_email(harness: Harness) -> None:
+    spec, handle = harness.start()
+    run = await harness.wait_for_run(spec)
+    await harness.settle(spec, status="success", result={"rows": 3})
+    outcome = await finished(handle)
+
+    tree = await tree_of(harness, spec)
+    assert tree.spec == spec and tree.outcome == outcome and tree.owner is None
+    [trigger] = of_type(tree, Trigger)
+    assert trigger.outcome is not None and trigger.outcome.run == run
+    [callback] = of_type(tree, Callback)
+    assert callback.attempt == 0 and callback.settlement is not None and callback.settlement.result == {"rows": 3}
+    [email] = of_type(tree, EmailStep)
+    assert email.notification.kind == "outcome" and email.receipt is not None and email.receipt.delivered
+    assert of_type(tree, RepairWindow) == [] and of_type(tree, AttemptStep) == []
+    repairs = tree.repairs()
+    assert repairs.attempts == [] and repairs.open_window is None
+    assert repairs.current_callback_id == promise_tree.callback_promise_id(spec.id)
+
+
+async def test_a_repaired_pipeline_reads_as_its_window_decision_attempt_and_both_callbacks(harness: Harness) -> None:
+    spec, handle = await awaiting_repair(harness)
+
+    # Awaiting: the gateway's spine read finds the open window and its pending decision.
+    root = await harness.promises_get(spec.id)
+    spine = await read_pipeline_tree(root, harness.promises_get)
+    window = spine.repairs().open_window
+    assert window is not None and window.attempt.number == 0 and window.attempt.outcome == "failure"
+    assert spine.get(window.decision_promise_id).state == "pending"
+
+    await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
+    record = await harness.wait_for_record(promise_tree.attempt_record_id(spec.id, 1))
+    await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})
+    await finished(handle)
+
+    tree = await tree_of(harness, spec)
+    assert [(c.attempt, c.settlement.status) for c in of_type(tree, Callback)] == [(0, "failure"), (1, "success")]
+    [waited] = of_type(tree, RepairWindow)
+    assert waited.number == 1 and waited.decided is not None and waited.decided.action == "repair"
+    [step] = of_type(tree, AttemptStep)
+    assert step.number == 1 and step.record == record
+    assert [e.notification.kind for e in of_type(tree, EmailStep)] == ["awaiting_repair", "outcome"]
+    repairs = tree.repairs()
+    assert [a.number for a in repairs.attempts] == [0, 1] and repairs.open_window is None
+    assert repairs.current_callback_id == record.callback_promise_id
+
+
+async def test_an_abandoned_pipeline_reads_as_its_window_and_the_decision_to_abandon(harness: Harness) -> None:
+    spec, handle = await awaiting_repair(harness)
+    await harness.decide(spec, 1, "abandon")
+    outcome = await finished(handle)
+
+    tree = await tree_of(harness, spec)
+    [window] = of_type(tree, RepairWindow)
+    assert window.decided is not None and window.decided.action == "abandon" and window.decided.by == "key:tester"
+    assert of_type(tree, AttemptStep) == [] and tree.outcome == outcome
+    assert outcome.error is not None and outcome.error.type == "Abandoned"
+
+
+async def test_a_cancelled_pipeline_with_a_refused_email_reads_as_both(harness: Harness) -> None:
     harness.notifier_failure = ApplicationError("the notifier gave up: 550 mailbox unavailable")
-    try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        await harness.settle(spec, status="cancelled", source="user", by="key:alice", error=BUG)
-        await finished(handle)
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    await harness.settle(spec, status="cancelled", source="user", by="key:alice", error=BUG)
+    await finished(handle)
 
-        tree = await tree_of(harness, spec)
-        [callback] = of_type(tree, Callback)
-        assert callback.settlement is not None and (callback.settlement.source, callback.settlement.by) == (
-            "user",
-            "key:alice",
-        )
-        [email] = of_type(tree, EmailStep)
-        assert email.promise.state.startswith("rejected") and email.receipt is None
-    finally:
-        await harness.resonate.stop()
+    tree = await tree_of(harness, spec)
+    [callback] = of_type(tree, Callback)
+    assert callback.settlement is not None and (callback.settlement.source, callback.settlement.by) == (
+        "user",
+        "key:alice",
+    )
+    [email] = of_type(tree, EmailStep)
+    assert email.promise.state.startswith("rejected") and email.receipt is None
 
 
-async def test_a_timed_out_pipeline_reads_as_its_callback_timed_out_and_the_checks_it_made() -> None:
-    harness = Harness(watchdog_interval=0.05)
-    try:
-        spec, handle = harness.start(timeout_seconds=1)
-        run = await harness.wait_for_run(spec)
-        harness.jobs.states[run.run_id] = run_state("RUNNING")
-        await asyncio.sleep(1.2)
-        # Resonate's in-process model times a bare promise out when it is next touched.
-        await harness.promises_get(promise_tree.callback_promise_id(spec.id))
-        outcome = await finished(handle)
+async def test_a_timed_out_pipeline_reads_as_its_callback_timed_out_and_the_checks_it_made(watched: Harness) -> None:
+    harness = watched
+    spec, handle = harness.start(timeout_seconds=1)
+    run = await harness.wait_for_run(spec)
+    harness.jobs.states[run.run_id] = run_state("RUNNING")
+    await asyncio.sleep(1.2)
+    # Resonate's in-process model times a bare promise out when it is next touched.
+    await harness.promises_get(promise_tree.callback_promise_id(spec.id))
+    outcome = await finished(handle)
 
-        tree = await tree_of(harness, spec)
-        [callback] = of_type(tree, Callback)
-        assert callback.promise.state == "rejected_timedout" and callback.settlement is None
-        checks = of_type(tree, Check)
-        assert checks and all(c.attempt == 0 and c.hint is None for c in checks)
-        assert tree.outcome == outcome and outcome.state == "timed_out"
-    finally:
-        await harness.resonate.stop()
+    tree = await tree_of(harness, spec)
+    [callback] = of_type(tree, Callback)
+    assert callback.promise.state == "rejected_timedout" and callback.settlement is None
+    checks = of_type(tree, Check)
+    assert checks and all(c.attempt == 0 and c.hint is None for c in checks)
+    assert tree.outcome == outcome and outcome.state == "timed_out"
 
 
-async def test_the_spine_read_for_the_status_holds_no_checks_or_emails() -> None:
-    harness = Harness(watchdog_interval=0.05)
-    try:
-        spec, handle = harness.start()
-        await harness.wait_for_run(spec)
-        spine = await read_pipeline_tree(await harness.promises_get(spec.id), harness.promises_get)
-        assert set(spine.promises) == {
-            spec.id,
-            promise_tree.callback_promise_id(spec.id),
-            promise_tree.trigger_step_id(spec.id),
-        }
-        assert {type(child) for child in spine.children()} == {Callback, Trigger}
-        await harness.settle(spec, status="success", result={})
-        await finished(handle)
-    finally:
-        await harness.resonate.stop()
+async def test_the_spine_read_for_the_status_holds_no_checks_or_emails(watched: Harness) -> None:
+    harness = watched
+    spec, handle = harness.start()
+    await harness.wait_for_run(spec)
+    spine = await read_pipeline_tree(await harness.promises_get(spec.id), harness.promises_get)
+    assert set(spine.promises) == {
+        spec.id,
+        promise_tree.callback_promise_id(spec.id),
+        promise_tree.trigger_step_id(spec.id),
+    }
+    assert {type(child) for child in spine.children()} == {Callback, Trigger}
+    await harness.settle(spec, status="success", result={})
+    await finished(handle)
 
 
 @pytest.mark.parametrize("param", [{"func": "something_else", "args": [{}]}, {"func": "run_pipeline"}, None, "x"])
