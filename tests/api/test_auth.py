@@ -695,10 +695,10 @@ async def test_no_secret_reaches_a_log_line_an_error_body_or_a_header(keys_file:
 
 
 def derive_key(secret: str, pipeline_id: str) -> str:
-    from pipeline_shared import ids
+    from pipeline_shared import promise_tree
     from pipeline_shared.signing import derive_callback_key
 
-    return derive_callback_key(secret, ids.callback_promise_id(pipeline_id))
+    return derive_callback_key(secret, promise_tree.callback_promise_id(pipeline_id))
 
 
 # ── sessions: how they were signed in ────────────────────────────────────────

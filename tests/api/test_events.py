@@ -18,8 +18,9 @@ from resonate.error import ApplicationError
 from resonate.types import PromiseRecord, Value
 
 from pipeline_api.events import Event, timeline_of
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, RunError
+from pipeline_shared.promise_tree import PipelineTree
 from tests.integration.clients import REPAIRED_BY_A_PERSON
 from tests.support.pipeline_harness import Harness, run_state
 
@@ -41,7 +42,7 @@ def _record(raw: dict[str, Any]) -> PromiseRecord:
 
 def timeline(harness: Harness, pipeline_id: str) -> list[Event]:
     promises = promises_of(harness, pipeline_id)
-    return timeline_of(promises[pipeline_id], promises)
+    return timeline_of(PipelineTree(promises[pipeline_id], promises))
 
 
 async def finished(handle: Any) -> PipelineOutcome:
@@ -99,7 +100,7 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         await harness.settle(spec, status="failure", error=BUG)
         await told(harness, spec.id)
         await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
-        record = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
+        record = await harness.wait_for_record(promise_tree.attempt_record_id(spec.id, 1))
         await harness.settle(spec, record.callback_promise_id, status="success", result={"rows": 7})
         await finished(handle)
 
@@ -137,11 +138,11 @@ async def test_a_repair_names_only_the_parameters_it_changes() -> None:
         await told(harness, spec.id)
         fixed = started | {"text": "to be or not to be, that is the question"}
         await harness.decide(spec, 1, "repair", parameters=fixed)
-        first = await harness.wait_for_record(ids.attempt_record_id(spec.id, 1))
+        first = await harness.wait_for_record(promise_tree.attempt_record_id(spec.id, 1))
         await harness.settle(spec, first.callback_promise_id, status="failure", error=BUG)
-        await harness.wait_for_record(ids.repair_window_id(spec.id, 2))
+        await harness.wait_for_record(promise_tree.repair_window_id(spec.id, 2))
         await harness.decide(spec, 2, "repair", parameters=fixed)
-        second = await harness.wait_for_record(ids.attempt_record_id(spec.id, 2))
+        second = await harness.wait_for_record(promise_tree.attempt_record_id(spec.id, 2))
         await harness.settle(spec, second.callback_promise_id, status="success", result={"rows": 7})
         await finished(handle)
 
@@ -187,7 +188,7 @@ async def test_the_watchdogs_readings_are_the_databricks_states_seen() -> None:
         spec, handle = harness.start()
         run = await harness.wait_for_run(spec)
         # The fake workspace shows the run RUNNING; let a few checks see it, then end it.
-        callback = ids.callback_promise_id(spec.id)
+        callback = promise_tree.callback_promise_id(spec.id)
         async with asyncio.timeout(5):
             while not any(e.kind == "databricks_state" for e in timeline(harness, spec.id)):
                 await asyncio.sleep(0.02)
@@ -210,10 +211,11 @@ async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one()
     harness = Harness()
     try:
         spec, promises = await a_succeeded_pipeline(harness)
-        trigger = promises[ids.trigger_step_id(spec.id)]
+        trigger = promises[promise_tree.trigger_step_id(spec.id)]
         promises[trigger.id] = msgspec.structs.replace(trigger, value=Value(data={"run": "not a run"}))
-        promises[f"{spec.id}:await1"] = msgspec.structs.replace(trigger, id=f"{spec.id}:await1", param=Value(data=[1]))
-        events = timeline_of(promises[spec.id], promises)
+        window = promise_tree.repair_window_id(spec.id, 1)
+        promises[window] = msgspec.structs.replace(trigger, id=window, param=Value(data=[1]))
+        events = timeline_of(PipelineTree(promises[spec.id], promises))
         assert kinds(events) == ["started", "callback_received", "email_delivered", "finished"]
     finally:
         await harness.resonate.stop()
@@ -224,7 +226,7 @@ async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_
     harness = Harness()
     try:
         spec, promises = await a_succeeded_pipeline(harness)
-        root, trigger = promises[spec.id], promises[ids.trigger_step_id(spec.id)]
+        root, trigger = promises[spec.id], promises[promise_tree.trigger_step_id(spec.id)]
         called_at = next(e.at_ms for e in timeline(harness, spec.id) if e.kind == "callback_received")
         late = {**trigger.value.data, "started_at": called_at + 5_000}
         promises[trigger.id] = msgspec.structs.replace(trigger, value=Value(data=late))
@@ -235,7 +237,7 @@ async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_
         )
         promises[check.id] = check
 
-        events = timeline_of(root, promises)
+        events = timeline_of(PipelineTree(root, promises))
         assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
         assert events[1].at_ms == called_at and events[1].data["recorded_at"].endswith("Z")
     finally:
@@ -247,7 +249,7 @@ async def test_a_notification_after_the_pipeline_finished_is_left_out() -> None:
     harness = Harness()
     try:
         spec, promises = await a_succeeded_pipeline(harness)
-        root, trigger = promises[spec.id], promises[ids.trigger_step_id(spec.id)]
+        root, trigger = promises[spec.id], promises[promise_tree.trigger_step_id(spec.id)]
         hint = msgspec.structs.replace(
             trigger,
             id=f"{spec.id}:hint-on_failure-1",
@@ -256,7 +258,7 @@ async def test_a_notification_after_the_pipeline_finished_is_left_out() -> None:
         )
         promises[hint.id] = hint
 
-        events = timeline_of(root, promises)
+        events = timeline_of(PipelineTree(root, promises))
         assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
     finally:
         await harness.resonate.stop()

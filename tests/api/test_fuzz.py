@@ -50,7 +50,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from pipeline_api.app import PublicRoute, create_app
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.api.test_gateway import AUTHENTICATED, SETTINGS, Gateway
@@ -435,8 +435,14 @@ def callback_documents(promise_ids: st.SearchStrategy[str]) -> st.SearchStrategy
 
 def test_signed_generated_callbacks_settle_once_and_refusals_change_nothing(fuzzed: FuzzedGateway) -> None:
     pipelines = [fuzzed.start_waiting() for _ in range(4)]
-    promise_ids = st.sampled_from([ids.callback_promise_id(p) for p in pipelines]) | st.sampled_from(
-        [ids.callback_promise_id("never-started"), ids.trigger_step_id(pipelines[0]), pipelines[0], "", "x" * 201]
+    promise_ids = st.sampled_from([promise_tree.callback_promise_id(p) for p in pipelines]) | st.sampled_from(
+        [
+            promise_tree.callback_promise_id("never-started"),
+            promise_tree.trigger_step_id(pipelines[0]),
+            pipelines[0],
+            "",
+            "x" * 201,
+        ]
     )
     accepted: dict[str, dict[str, Any]] = {}
 
@@ -461,7 +467,7 @@ def test_signed_generated_callbacks_settle_once_and_refusals_change_nothing(fuzz
         if response.status_code != 200:
             return
         receipt = response.json()
-        pipeline_id = ids.pipeline_id_of(promise_id)
+        pipeline_id = promise_tree.pipeline_id_of(promise_id)
         assert receipt["pipeline_id"] == pipeline_id and receipt["promise_id"] == promise_id
         if receipt["outcome"] == "duplicate":
             assert not fuzzed.witness.last.changes(), f"{what}: a duplicate changed promises"
@@ -587,7 +593,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
         self, gateway: WitnessedGateway
     ) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id} | SUCCESS).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), body)
 
@@ -649,7 +655,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
 
     async def test_concurrent_identical_callbacks_settle_once(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id} | SUCCESS).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), body)
 
@@ -703,8 +709,8 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
 
 async def test_a_callback_signed_with_another_live_pipelines_key_is_401(gateway: WitnessedGateway) -> None:
     mine, theirs = await gateway.waiting(), await gateway.waiting()
-    their_key = derive_callback_key(SECRET, ids.callback_promise_id(theirs))
-    my_key = derive_callback_key(SECRET, ids.callback_promise_id(mine))
+    their_key = derive_callback_key(SECRET, promise_tree.callback_promise_id(theirs))
+    my_key = derive_callback_key(SECRET, promise_tree.callback_promise_id(mine))
 
     responses = [await gateway.callback(mine, key=their_key), await gateway.callback(theirs, key=my_key)]
 
@@ -755,7 +761,7 @@ class TestBodies:
         self, gateway: WitnessedGateway, declared: str, size: int
     ) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         document = {"promise_id": promise_id, "status": "success", "result": {"pad": ""}}
         padding = size - len(json.dumps(document))
         raw = json.dumps(document | {"result": {"pad": "x" * max(padding, 0)}}).encode()
@@ -778,7 +784,7 @@ class TestBodies:
 
     async def test_a_utf16_callback_is_refused_and_changes_nothing(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        document = {"promise_id": ids.callback_promise_id(pipeline_id)} | SUCCESS
+        document = {"promise_id": promise_tree.callback_promise_id(pipeline_id)} | SUCCESS
 
         response = await gateway.client.post(CALLBACK_PATH, content=json.dumps(document).encode("utf-16"))
 
@@ -811,7 +817,7 @@ class TestBodies:
             )
             expected = "invalid_request"
         else:
-            promise_id = ids.callback_promise_id(pipeline_id)
+            promise_id = promise_tree.callback_promise_id(pipeline_id)
             body = b'{"promise_id": "%s", "status": "success", "result": {"deep": %s}}' % (promise_id.encode(), nested)
             assert len(body) < CALLBACK_LIMIT
             if where == "callback-signed":
@@ -949,7 +955,7 @@ class TestValuesTheContractDoesNotCarry:
         # anyway, and 1e400 reads as infinity. The notebook never sends them
         # (it dumps with allow_nan=False); a caller that does must be refused.
         pipeline_id = await gateway.waiting()
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         raw = b'{"promise_id": "%s", "status": "success", "result": {"x": %s}}' % (promise_id.encode(), value.encode())
 
         response = await gateway.callback(pipeline_id, raw=raw)
@@ -959,7 +965,7 @@ class TestValuesTheContractDoesNotCarry:
 
     async def test_a_lone_surrogate_in_a_signed_result_is_422_not_503(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         raw = b'{"promise_id": "%s", "status": "success", "result": {"s": "\\ud800"}}' % promise_id.encode()
 
         response = await gateway.callback(pipeline_id, raw=raw)

@@ -20,7 +20,7 @@ import pytest
 
 from pipeline_api.app import create_app
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.integration.clients import AUTHENTICATED
@@ -60,7 +60,7 @@ class Gateway:
         at: datetime | None = None,
         raw: bytes | None = None,
     ) -> httpx.Response:
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         document = {"promise_id": promise_id, "status": "success", "result": {"rows": 3}} | (body or {})
         content = raw if raw is not None else json.dumps(document).encode()
         headers = sign_callback(key or derive_callback_key(SECRET, promise_id), content, at=at)
@@ -132,7 +132,7 @@ async def test_signed_callback_settles_the_pipeline(gateway: Gateway) -> None:
 
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "promise_id": ids.callback_promise_id(pipeline_id),
+        "promise_id": promise_tree.callback_promise_id(pipeline_id),
         "pipeline_id": pipeline_id,
         "outcome": "accepted",
     }
@@ -192,7 +192,7 @@ async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline
     [run] = gateway.harness.jobs.runs_by_token.values()
     [repair] = gateway.harness.jobs.repairs[run.run_id]
     promise_id = repair["callback_promise_id"]
-    assert promise_id != ids.callback_promise_id(pipeline_id)
+    assert promise_id != promise_tree.callback_promise_id(pipeline_id)
     body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 9}}).encode()
     signed = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
     assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
@@ -217,7 +217,7 @@ async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_cha
     started_with = {"source": "/Workspace/Shared/pipelines/typo.csv"}
     pipeline_id = (await gateway.start(parameters=started_with)).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
-    await fail_the_run(gateway, ids.callback_promise_id(pipeline_id))
+    await fail_the_run(gateway, promise_tree.callback_promise_id(pipeline_id))
     await gateway.wait_for_state(pipeline_id, "awaiting_repair")
     fixed = {"source": "/Workspace/Shared/pipelines/fixed.csv"}
     repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": fixed})
@@ -459,7 +459,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_tampered_body_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         signed = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 1}}).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), signed)
         tampered = signed.replace(b'"rows": 1', b'"rows": 9')
@@ -471,7 +471,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_missing_signature_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        body = {"promise_id": ids.callback_promise_id(pipeline_id), "status": "success", "result": {}}
+        body = {"promise_id": promise_tree.callback_promise_id(pipeline_id), "status": "success", "result": {}}
 
         response = await gateway.client.post("/callbacks/databricks", json=body)
 
@@ -494,7 +494,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_another_pipelines_key_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        other_key = derive_callback_key(SECRET, ids.callback_promise_id("some-other-pipeline"))
+        other_key = derive_callback_key(SECRET, promise_tree.callback_promise_id("some-other-pipeline"))
 
         response = await gateway.callback(pipeline_id, key=other_key)
 
@@ -530,7 +530,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_a_promise_that_is_not_a_callback_is_404(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        trigger_id = ids.trigger_step_id(pipeline_id)
+        trigger_id = promise_tree.trigger_step_id(pipeline_id)
         body = json.dumps({"promise_id": trigger_id, "status": "success", "result": {}}).encode()
         headers = sign_callback(derive_callback_key(SECRET, trigger_id), body)
         response = await gateway.client.post("/callbacks/databricks", content=body, headers=headers)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from tests.api.test_gateway import SETTINGS, Gateway, serve
 from tests.support.pipeline_harness import JOB_IDS, run_state
 
@@ -148,7 +148,7 @@ async def waiting_refresh(gateway: Gateway) -> tuple[str, int]:
     pipeline_id = (await gateway.start(job="nightly-refresh")).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
     async with asyncio.timeout(5):  # the worker indexes the run as it starts watching it
-        while await gateway.harness.promises_get(ids.run_index_id(run_id := _run_of(gateway))) is None:
+        while await gateway.harness.promises_get(promise_tree.run_index_id(run_id := _run_of(gateway))) is None:
             await asyncio.sleep(0.01)
     return pipeline_id, run_id
 

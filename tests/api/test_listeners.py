@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 
 from pipeline_api.__main__ import listening_socket
 from pipeline_api.app import ByListener, create_app, create_callback_app
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
@@ -88,7 +88,7 @@ async def test_a_callback_on_the_callback_port_settles_a_pipeline_started_on_the
     async with asyncio.timeout(10):
         while (await listeners.gateway.get(f"/pipelines/{pipeline_id}")).json()["state"] != "waiting":
             await asyncio.sleep(0.02)
-    promise_id = ids.callback_promise_id(pipeline_id)
+    promise_id = promise_tree.callback_promise_id(pipeline_id)
     body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"port": "callback"}}).encode()
     headers = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
 

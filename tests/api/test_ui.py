@@ -39,7 +39,7 @@ from pipeline_api.ui import PublicPage
 from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_api.ui.sign_outs import LocalSignOuts
 from pipeline_api.ui.views import Phase, chart, phases, result_view, wrappable
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineState, RunError
 from pipeline_shared.resonate_client import ResonateLink
 from tests.browser import (
@@ -453,7 +453,7 @@ async def test_a_cancel_from_the_page_records_who_cancelled(page: Page) -> None:
 
     assert (await page.post(f"/ui/pipelines/{pipeline_id}/cancel")).status_code == 303
 
-    settled = await page.harness.promises_get(ids.callback_promise_id(pipeline_id))
+    settled = await page.harness.promises_get(promise_tree.callback_promise_id(pipeline_id))
     assert settled.value.data["source"] == "user" and settled.value.data["by"] == "key:alice"
 
 

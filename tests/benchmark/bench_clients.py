@@ -27,7 +27,7 @@ from psycopg import sql
 from resonate.codec import Codec, NoopEncryptor
 from resonate.types import Value
 
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.integration.clients import AUTHENTICATED
@@ -70,7 +70,7 @@ class SignedCallback:
 
 def signed_callback(pipeline_id: str) -> SignedCallback:
     """A success callback for ``pipeline_id``, signed with its own key; each call gets a new webhook-id."""
-    promise_id = ids.callback_promise_id(pipeline_id)
+    promise_id = promise_tree.callback_promise_id(pipeline_id)
     body = json.dumps({"promise_id": promise_id, "status": "success", "result": CALLBACK_RESULT}).encode()
     headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body)
     return SignedCallback(pipeline_id, body, headers | {"content-type": "application/json"})

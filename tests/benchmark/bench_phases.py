@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline_shared.ids import callback_promise_id
+from pipeline_shared.promise_tree import callback_promise_id
 
 from .bench_clients import (
     RESONATE_TABLES,

@@ -18,7 +18,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunTask
 
 from databricks_emulator import harness
-from pipeline_shared.ids import callback_promise_id
+from pipeline_shared.promise_tree import callback_promise_id
 from pipeline_shared.signing import derive_callback_key
 from tests.databricks_emulator.conftest import NOTEBOOKS
 
@@ -167,6 +167,8 @@ def run_notebook(notebook: Path, widgets: dict[str, str], run_dir: Path, timeout
     )
     outcome = json.loads((run_dir / "outcome.json").read_text())
     return NotebookRun(process.returncode, outcome["exit_value"], outcome["error"], process.stdout)
+
+
 def start(workspace: WorkspaceClient, job_id: int, pipeline_id: str | None = None, **parameters: str) -> int:
     """run-now of ``job_id`` (with ``pipeline_id`` for its fault plan, if given); the run id."""
     if pipeline_id is not None:

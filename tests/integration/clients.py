@@ -17,7 +17,7 @@ import httpx
 
 from pipeline_api.keys import DEVELOPMENT_API_KEY
 from pipeline_api.ui.sessions import SESSION_COOKIE
-from pipeline_shared import ids
+from pipeline_shared import ids, promise_tree
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
 
@@ -95,7 +95,7 @@ class Gateway:
         self, pipeline_id: str, document: dict[str, Any], *, at: datetime | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """A callback body and headers signed as the pipeline's notebook would sign them."""
-        promise_id = ids.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id} | document).encode()
         headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body, at=at)
         return body, headers | {"content-type": "application/json"}

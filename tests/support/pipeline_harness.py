@@ -17,7 +17,7 @@ from typing import Any
 from resonate.testing import local_resonate
 from resonate.types import Value
 
-from pipeline_shared import ids, names
+from pipeline_shared import names, promise_tree
 from pipeline_shared.callbacks import settle_callback
 from pipeline_shared.catalogue import Catalogue, Job
 from pipeline_shared.models import (
@@ -186,7 +186,7 @@ class Harness:
     async def wait_for_run_of(self, pipeline_id: str) -> DatabricksRun:
         async with asyncio.timeout(5):
             while True:
-                record = await self.promises_get(ids.trigger_step_id(pipeline_id))
+                record = await self.promises_get(promise_tree.trigger_step_id(pipeline_id))
                 if record is not None and record.state == "resolved":
                     return DatabricksRun.model_validate(record.value.data["run"])
                 await asyncio.sleep(0.01)
@@ -207,7 +207,7 @@ class Harness:
 
     async def settle_id(self, pipeline_id: str, promise_id: str | None = None, **fields: Any) -> None:
         settlement = Settlement(**{"source": "callback", "received_at": now_ms(), **fields})
-        promise_id = promise_id or ids.callback_promise_id(pipeline_id)
+        promise_id = promise_id or promise_tree.callback_promise_id(pipeline_id)
         result = await settle_callback(self.resonate.promises, promise_id, settlement)
         assert result.accepted(settlement)
 
@@ -220,7 +220,7 @@ class Harness:
 
     async def decide(self, spec: PipelineSpec, attempt: int, action: str, **fields: Any) -> None:
         """Repair or abandon a pipeline awaiting repair before ``attempt``, as the gateway does."""
-        record = await self.wait_for_record(ids.repair_window_id(spec.id, attempt))
+        record = await self.wait_for_record(promise_tree.repair_window_id(spec.id, attempt))
         decision = RepairDecision(action=action, by="key:tester", decided_at=now_ms(), **fields)
         assert record.decision_promise_id is not None
         await self.resonate.promises.resolve(record.decision_promise_id, Value(data=decision))

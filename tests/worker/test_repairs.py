@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.catalogue import Catalogue, RepairPolicy
 from pipeline_shared.models import PipelineOutcome, PipelineState, RunError, TaskOutcome
 from pipeline_shared.signing import derive_callback_key
@@ -32,7 +32,7 @@ async def outcome_of(handle: Any) -> PipelineOutcome:
 
 
 async def repaired_promise(harness: Harness, pipeline_id: str, attempt: int) -> str:
-    record = await harness.wait_for_record(ids.attempt_record_id(pipeline_id, attempt))
+    record = await harness.wait_for_record(promise_tree.attempt_record_id(pipeline_id, attempt))
     assert record.callback_promise_id is not None
     return record.callback_promise_id
 
@@ -44,7 +44,7 @@ async def test_a_person_repairs_with_a_changed_parameter_and_the_same_pipeline_s
         run = await harness.wait_for_run(spec)
         await harness.settle(spec, status="failure", error=BUG)
 
-        record = await harness.wait_for_record(ids.repair_window_id(spec.id, 1))
+        record = await harness.wait_for_record(promise_tree.repair_window_id(spec.id, 1))
         assert record.repair_deadline is not None and record.attempt.outcome == "failure"
         await harness.decide(spec, 1, "repair", parameters={"source": "/Workspace/Shared/pipelines/fixed.csv"})
         promise_id = await repaired_promise(harness, spec.id, 1)

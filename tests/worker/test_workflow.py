@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from resonate.error import ApplicationError
 
-from pipeline_shared import ids
+from pipeline_shared import ids, promise_tree
 from pipeline_shared.callbacks import create_callback_promise, stored_settlement
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, PipelineState, RunError, RunReport
 from pipeline_worker.databricks import (
@@ -52,7 +52,7 @@ async def test_success_resumes_on_callback_and_emails_the_result(harness: Harnes
 async def test_children_sit_where_the_gateway_looks_for_them(harness: Harness) -> None:
     spec, handle = harness.start()
     await harness.wait_for_run(spec)
-    callback = await harness.resonate.promises.get(ids.callback_promise_id(spec.id))
+    callback = await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id))
     assert callback.state == "pending" and callback.tags.get("resonate:external") == "true"
     assert callback.timeout_at - callback.created_at == pytest.approx(spec.timeout_seconds * 1000, abs=1000)
     await harness.settle(spec, status="success", result={})
@@ -65,7 +65,7 @@ async def test_run_now_gets_the_notebook_inputs_and_a_derived_token(harness: Har
     spec, handle = harness.start(parameters={"source": "/Workspace/Shared/pipelines/x.csv"})
     await harness.wait_for_run(spec)
     [params] = harness.jobs.run_now_calls
-    promise_id = ids.callback_promise_id(spec.id)
+    promise_id = promise_tree.callback_promise_id(spec.id)
     assert params == {
         "pipeline_id": spec.id,
         "callback_promise_id": promise_id,
@@ -129,7 +129,7 @@ async def test_permanent_trigger_error_fails_without_waiting(harness: Harness) -
 
     assert outcome.state is PipelineState.FAILED and outcome.error == refused and outcome.run is None
     assert len(harness.jobs.run_now_calls) == 1
-    stored = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+    stored = stored_settlement(await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id)))
     assert stored.stored is not None and stored.stored.source == "worker"
 
 
@@ -181,7 +181,7 @@ async def test_timeout_cancels_the_run_and_says_how_long_it_waited(harness: Harn
     await asyncio.sleep(1.2)
     # Resonate's in-process model times a bare promise out when it is next
     # touched (the real server's tick does it unprompted).
-    await harness.promises_get(ids.callback_promise_id(spec.id))
+    await harness.promises_get(promise_tree.callback_promise_id(spec.id))
 
     outcome = await outcome_of(handle)
 
@@ -249,7 +249,7 @@ async def test_watchdog_settles_a_run_that_ended_without_calling_back(
         else:
             assert outcome.error is not None and outcome.error.type == error_type
             assert outcome.error.message == snapshot.state_message
-        settled = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+        settled = stored_settlement(await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id)))
         assert settled.stored is not None and settled.stored.source == "watchdog"
     finally:
         await harness.resonate.stop()
@@ -267,7 +267,7 @@ async def test_watchdog_never_overrides_a_callback() -> None:
         await asyncio.sleep(0.3)  # let watchdog links that were already scheduled run
 
         assert outcome.result == {"from": "callback"}
-        settled = stored_settlement(await harness.resonate.promises.get(ids.callback_promise_id(spec.id)))
+        settled = stored_settlement(await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id)))
         assert settled.stored is not None and settled.stored.source == "callback"
     finally:
         await harness.resonate.stop()

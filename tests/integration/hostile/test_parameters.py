@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline_shared import ids
+from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key
 from tests.integration.clients import SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 
@@ -150,7 +150,7 @@ def test_a_run_started_past_the_gateway_is_refused_by_the_notebook(
     emulator.plan(victim, notebook="hang")
     assert gateway.start(victim, timeout_seconds=120).status_code == 202
     before = gateway.wait_for(victim, "waiting")
-    victim_key = derive_callback_key(SIGNING_SECRET, ids.callback_promise_id(victim))
+    victim_key = derive_callback_key(SIGNING_SECRET, promise_tree.callback_promise_id(victim))
 
     # Someone holding a Jobs API token calls run-now directly, with no pipeline behind it.
     started = emulator.http.post(

@@ -1,9 +1,9 @@
 """A pipeline's timeline, read off its promises: what happened, when, and who did it.
 
 Every step of a pipeline leaves a promise in Resonate (see
-:mod:`pipeline_api.pipelines` for the ones the gateway reads), and each
-promise records when it was created and settled. :func:`timeline_of` turns
-one pipeline's promises into events: the root's creation is ``started``, the
+:mod:`pipeline_shared.promise_tree`, which names them and reads them), and
+each promise records when it was created and settled. :func:`timeline_of`
+turns one pipeline's promises, read as a :class:`PipelineTree`, into events: the root's creation is ``started``, the
 trigger step's value ``run_triggered``, a callback promise's settlement
 ``callback_received`` (or ``outcome_read_from_run`` when the watchdog read the
 run), each watchdog check's reading ``databricks_state``, the notifier's
@@ -19,28 +19,22 @@ than a wrong one.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from resonate.types import PromiseRecord
 
-from pipeline_shared import ids, names
-from pipeline_shared.models import (
-    AttemptRecord,
-    CheckOutcome,
-    Notification,
-    NotificationReceipt,
-    PipelineOutcome,
-    PipelineSpec,
-    RepairDecision,
-    RunReport,
-    Settlement,
-    TriggerOutcome,
-    changed_parameters,
+from pipeline_shared.models import RunReport, changed_parameters
+from pipeline_shared.promise_tree import (
+    AttemptStep,
+    Callback,
+    Check,
+    EmailStep,
+    PipelineTree,
+    RepairWindow,
+    Trigger,
 )
 
 #: Where a kind goes among events of the same millisecond: the order they happen in.
@@ -65,13 +59,6 @@ KINDS = (
 )
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 
-#: ``{id}:hint{attempt}-{event}-{window}``: the check a notification prompted (see notifications.py).
-_HINT = re.compile(r":hint(?P<attempt>\d*)-(?P<event>[a-z_]+)-\d+$")
-#: ``{id}:watch{n}`` or ``{id}:r{attempt}watch{n}``: a scheduled watchdog check.
-_CHECK = re.compile(r":(?:r(?P<attempt>\d+))?watch(?P<check>\d+)$")
-_AWAIT = re.compile(r":await(?P<n>\d+)$")
-_ATTEMPT = re.compile(r":attempt(?P<n>\d+)$")
-
 
 @dataclass(frozen=True)
 class Event:
@@ -92,8 +79,8 @@ class Event:
         return self.at_ms, _RANK[self.kind]
 
 
-def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> list[Event]:
-    """The events of the pipeline whose root is ``root``, given all its promises by id, in order.
+def timeline_of(tree: PipelineTree) -> list[Event]:
+    """The events of the pipeline whose promises (all of them) ``tree`` holds, in order.
 
     Two times are corrected by what the other events prove. The trigger and
     repair steps record their run when they complete, which after a worker
@@ -104,7 +91,8 @@ def timeline_of(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> l
     about the pipeline: it is left out (the gateway acts on no such notification, but one may have
     arrived in the moment the pipeline finished).
     """
-    events = list(_events(root, promises))
+    root = tree.root
+    events = list(_events(tree))
     ended = root.settled_at if root.state != "pending" else None
     if ended is not None:
         events = [e for e in events if e.kind not in _MOOT_AFTER_THE_END or e.at_ms <= ended]
@@ -133,57 +121,47 @@ def _no_later_than(event: Event, at_ms: int | None) -> Event:
     return Event(event.key, at_ms, event.kind, event.summary, {**event.data, "recorded_at": _iso(event.at_ms)})
 
 
-def _events(root: PromiseRecord, promises: Mapping[str, PromiseRecord]) -> Iterator[Event]:
-    pipeline_id = root.id
-    spec = _parsed(PipelineSpec, _args(root.param.data))
+def _events(tree: PipelineTree) -> Iterator[Event]:
+    spec = tree.spec
     if spec is None:
         return
-    owner = root.tags.get("pipeline:owner")
+    owner = tree.owner
     yield Event(
         "started",
-        root.created_at,
+        tree.root.created_at,
         "started",
         f"started by {owner or 'an unknown principal'} (job {spec.job})",
         {"by": owner, "job": spec.job, "parameters": spec.parameters},
     )
+    for child in tree.children():
+        match child:
+            case Trigger():
+                yield from _triggered(child)
+            case Callback():
+                yield from _settled(child)
+            case Check(hint=str()):
+                yield from _hinted(child)
+            case Check():
+                yield from _checked(child)
+            case RepairWindow():
+                yield from _awaited(child, spec.parameters)
+            case AttemptStep():
+                yield from _repaired(child)
+            case EmailStep():
+                yield from _emailed(child)
 
-    # Callback promises by attempt: the original run's, then each repaired run's (from its record).
-    callbacks = {ids.callback_promise_id(pipeline_id): 0}
-    for promise in promises.values():
-        match = _ATTEMPT.search(promise.id)
-        record = _parsed(AttemptRecord, promise.param.data) if match else None
-        if match and record and record.callback_promise_id:
-            callbacks[record.callback_promise_id] = int(match["n"])
-
-    for promise in promises.values():
-        child = promise.id.removeprefix(pipeline_id)
-        if promise.id == ids.trigger_step_id(pipeline_id):
-            yield from _triggered(promise)
-        elif promise.id in callbacks:
-            yield from _settled(promise, callbacks[promise.id])
-        elif match := _HINT.search(child):
-            yield from _hinted(promise, match)
-        elif match := _CHECK.search(child):
-            yield from _checked(promise, int(match["attempt"] or 0))
-        elif match := _AWAIT.search(child):
-            yield from _awaited(promise, int(match["n"]), promises, spec.parameters)
-        elif match := _ATTEMPT.search(child):
-            yield from _repaired(promise, int(match["n"]))
-        elif _function(promise) == names.SEND_PIPELINE_EMAIL:
-            yield from _emailed(promise)
-
-    if root.state != "pending":
-        yield _finished(root)
+    if tree.root.state != "pending":
+        yield _finished(tree)
 
 
 # ── one promise each ─────────────────────────────────────────────────────────
 
 
-def _triggered(step: PromiseRecord) -> Iterator[Event]:
-    trigger = _parsed(TriggerOutcome, step.value.data) if step.state == "resolved" else None
+def _triggered(step: Trigger) -> Iterator[Event]:
+    trigger = step.outcome
     if trigger is None:
         return
-    at = trigger.started_at or _settled_at(step)
+    at = trigger.started_at or _settled_at(step.promise)
     if trigger.run is not None:
         run = trigger.run
         yield Event(
@@ -203,17 +181,18 @@ def _triggered(step: PromiseRecord) -> Iterator[Event]:
         )
 
 
-def _settled(callback: PromiseRecord, attempt: int) -> Iterator[Event]:
-    if callback.state == "rejected_timedout":
+def _settled(callback: Callback) -> Iterator[Event]:
+    attempt = callback.attempt
+    if callback.promise.state == "rejected_timedout":
         yield Event(
             f"outcome:{attempt}",
-            _settled_at(callback),
+            _settled_at(callback.promise),
             "timed_out",
             "no outcome from Databricks before the pipeline's timeout",
             {"attempt": attempt},
         )
         return
-    settlement = _parsed(Settlement, callback.value.data) if callback.state == "resolved" else None
+    settlement = callback.settlement
     if settlement is None:
         return
     at = settlement.received_at
@@ -242,25 +221,26 @@ _SETTLED_BY = {
 }
 
 
-def _hinted(check: PromiseRecord, match: re.Match[str]) -> Iterator[Event]:
-    attempt = int(match["attempt"] or 0)
-    event = match["event"]
+def _hinted(check: Check) -> Iterator[Event]:
+    attempt, event = check.attempt, check.hint
     yield Event(
-        f"hint:{check.id}",
-        check.created_at,
+        f"hint:{check.promise.id}",
+        check.promise.created_at,
         "notification_received",
         f"Databricks notified {event}" + (f" for repair {attempt}" if attempt else ""),
         {"event": event, "attempt": attempt},
     )
-    yield from _checked(check, attempt, source="notification")
+    yield from _checked(check)
 
 
-def _checked(check: PromiseRecord, attempt: int, source: str = "watchdog") -> Iterator[Event]:
-    seen = _parsed(CheckOutcome, check.value.data) if check.state == "resolved" else None
+def _checked(check: Check) -> Iterator[Event]:
+    seen = check.outcome
     if seen is None or seen.life_cycle_state is None:
         return
     report = RunReport(life_cycle_state=seen.life_cycle_state, result_state=seen.result_state)
-    yield _state_seen(f"state:{check.id}", seen.read_at or _settled_at(check), report, source, attempt)
+    source = "notification" if check.hint is not None else "watchdog"
+    at = seen.read_at or _settled_at(check.promise)
+    yield _state_seen(f"state:{check.promise.id}", at, report, source, check.attempt)
 
 
 def _state_seen(key: str, at: int, report: RunReport, source: str, attempt: int) -> Event:
@@ -279,22 +259,20 @@ def _state_seen(key: str, at: int, report: RunReport, source: str, attempt: int)
     )
 
 
-def _awaited(
-    window: PromiseRecord, number: int, promises: Mapping[str, PromiseRecord], started_with: dict[str, str]
-) -> Iterator[Event]:
-    record = _parsed(AttemptRecord, window.param.data)
+def _awaited(window: RepairWindow, started_with: dict[str, str]) -> Iterator[Event]:
+    record, number = window.record, window.number
     if record is None:
         return
     deadline = record.repair_deadline
     yield Event(
         f"await:{number}",
-        window.created_at,
+        window.promise.created_at,
         "awaiting_repair",
         "the run failed; waiting for a person to repair or abandon it"
         + (f" until {_iso(deadline)}" if deadline else ""),
         {"attempt": number, "repair_deadline": _iso(deadline) if deadline else None},
     )
-    decision = promises.get(record.decision_promise_id or "")
+    decision = window.decision
     if decision is None:
         return
     if decision.state == "rejected_timedout":
@@ -305,7 +283,7 @@ def _awaited(
             "nobody repaired or abandoned it within its repair window",
             {"attempt": number},
         )
-    elif decision.state == "resolved" and (decided := _parsed(RepairDecision, decision.value.data)):
+    elif decided := window.decided:
         at = decided.decided_at or _settled_at(decision)
         if decided.action == "repair":
             # The decision carries every parameter the repair reruns with: the
@@ -330,15 +308,15 @@ def _awaited(
             )
 
 
-def _repaired(record_promise: PromiseRecord, number: int) -> Iterator[Event]:
-    record = _parsed(AttemptRecord, record_promise.param.data)
+def _repaired(step: AttemptStep) -> Iterator[Event]:
+    record, number = step.record, step.number
     if record is None:
         return
     attempt = record.attempt
     tasks = f" (rerunning {', '.join(attempt.rerun_tasks)})" if attempt.rerun_tasks else ""
     yield Event(
         f"repair:{number}",
-        attempt.started_at or record_promise.created_at,
+        attempt.started_at or step.promise.created_at,
         "repaired",
         f"repair {number} of the run made{tasks}: {attempt.reason}",
         {
@@ -351,13 +329,13 @@ def _repaired(record_promise: PromiseRecord, number: int) -> Iterator[Event]:
     )
 
 
-def _emailed(call: PromiseRecord) -> Iterator[Event]:
-    notification = _parsed(Notification, _args(call.param.data))
-    if notification is None or call.state == "pending":
+def _emailed(step: EmailStep) -> Iterator[Event]:
+    call, notification = step.promise, step.notification
+    if call.state == "pending":
         return
     kind = notification.kind
     about = "saying it awaits repair" if kind == "awaiting_repair" else f"with the outcome ({notification.state})"
-    receipt = _parsed(NotificationReceipt, call.value.data) if call.state == "resolved" else None
+    receipt = step.receipt
     if receipt is not None and receipt.delivered:
         yield Event(
             f"email:{call.id}",
@@ -384,8 +362,8 @@ def _emailed(call: PromiseRecord) -> Iterator[Event]:
     )
 
 
-def _finished(root: PromiseRecord) -> Event:
-    outcome = _parsed(PipelineOutcome, root.value.data) if root.state == "resolved" else None
+def _finished(tree: PipelineTree) -> Event:
+    root, outcome = tree.root, tree.outcome
     if outcome is None:
         ended = root.state.replace("_", " ")
         error = {"type": "WorkflowEnded", "message": f"the pipeline's workflow ended {ended} before finishing"}
@@ -408,25 +386,6 @@ def _finished(root: PromiseRecord) -> Event:
 
 
 # ── reading promises ─────────────────────────────────────────────────────────
-
-
-def _parsed[M: BaseModel](model: type[M], data: Any) -> M | None:
-    try:
-        return model.model_validate(data)
-    except ValidationError:
-        return None
-
-
-def _args(invocation: Any) -> Any:
-    """The first argument of an invocation's param (``{"func", "args": [...]}``)."""
-    if isinstance(invocation, dict) and isinstance(invocation.get("args"), list) and invocation["args"]:
-        return invocation["args"][0]
-    return None
-
-
-def _function(promise: PromiseRecord) -> str | None:
-    data = promise.param.data
-    return data.get("func") if isinstance(data, dict) else None
 
 
 def _settled_at(promise: PromiseRecord) -> int:

@@ -14,10 +14,11 @@ How it keeps up, without ever disagreeing for long:
    with what it notes, whichever service or crash is involved.
 2. The projector (:meth:`PipelineIndex.run`, in every gateway; an advisory
    lock lets one work at a time) takes the notes, reads the noted
-   pipelines' promises in one statement, and rewrites each one's row and events
-   from them: the state by the very code that answers ``GET
-   /pipelines/{id}`` (:class:`Pipelines`, run over that snapshot), the events
-   by :func:`.events.timeline_of`. It deletes the notes it handled in the
+   pipelines' promises in one statement, reads each one's as a
+   :class:`~pipeline_shared.promise_tree.PipelineTree`, and rewrites its row
+   and events from it: the state by the very code that answers ``GET
+   /pipelines/{id}`` (:func:`.pipelines.status_of`), the events by
+   :func:`.events.timeline_of`. It deletes the notes it handled in the
    same transaction, so a projector killed half way leaves them for the next.
 3. A reader sees, between a change in Resonate and its projection (about
    :data:`PROJECTION_DELAY_SECONDS` while the gateway runs, which lets a
@@ -50,15 +51,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 from resonate.codec import Codec, NoopEncryptor
-from resonate.error import ServerError
 from resonate.types import PromiseRecord, Value
 
 from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, PipelineConflict
 from pipeline_shared.models import PIPELINE_ID, PipelineState
+from pipeline_shared.promise_tree import PipelineTree
 
 from . import metrics
 from .events import KINDS, Event, timeline_of
-from .pipelines import Pipelines, owner_of
+from .pipelines import spec_of, status_of
 from .principals import Principal, Scope
 from .schemas import PipelineEvent, PipelinePage, PipelineSummary
 
@@ -330,17 +331,18 @@ class PipelineIndex:
     async def _projection(self, pipeline_id: str, promises: dict[str, PromiseRecord]) -> _Projection:
         """One pipeline's row and events from its promises as they are now; no row: it is gone."""
         root = promises.get(pipeline_id)
+        tree = PipelineTree(root, promises) if root else None
         try:
-            status = await Pipelines(_Snapshot(promises), self._settings).status(root) if root else None
+            status = status_of(tree, spec_of(root), self._settings.catalogue.default) if tree else None
         except PipelineConflict:
             status = None  # an id holding something other than a pipeline
-        if root is None or status is None:
+        if tree is None or status is None:
             # Gone (collected after its retention period): its events go with it.
             return _Projection(pipeline_id, None, [])
         run = status.databricks
         row = {
             "id": pipeline_id,
-            "owner": owner_of(root),
+            "owner": tree.owner,
             "job": status.job,
             "state": status.state.value,
             "email": status.email,
@@ -349,7 +351,7 @@ class PipelineIndex:
             "run_id": run.run_id if run else None,
             "run_page_url": run.run_page_url if run else None,
         }
-        return _Projection(pipeline_id, row, timeline_of(root, promises))
+        return _Projection(pipeline_id, row, timeline_of(tree))
 
     async def _listen(self) -> None:
         """Wake the projector and the followers on the database's notifications; reconnect when it goes away."""
@@ -456,19 +458,6 @@ async def _write_all(conn: Any, projections: list[_Projection]) -> None:
             await cursor.executemany(_UPSERT_PIPELINE, rows)
         if events:
             await cursor.executemany(_INSERT_EVENT, events)
-
-
-class _Snapshot:
-    """Resonate's promises of one pipeline, as read in one statement, answering ``Promises.get``."""
-
-    def __init__(self, promises: dict[str, PromiseRecord]) -> None:
-        self._promises = promises
-
-    async def get(self, promise_id: str) -> PromiseRecord:
-        try:
-            return self._promises[promise_id]
-        except KeyError:
-            raise ServerError(404, f"promise {promise_id} not found") from None
 
 
 def _record(row: tuple[Any, ...]) -> PromiseRecord:

@@ -2,14 +2,12 @@
 
 Everything here reads and writes Resonate's durable state and nothing else,
 so what the gateway says about a pipeline is the same after any restart of
-any service. A pipeline is:
-
-- its root promise (id = pipeline id), whose param holds the workflow's
-  :class:`PipelineSpec` and whose value, once settled, the final
-  :class:`PipelineOutcome`;
-- the callback promise ``{id}:1``, settled by the notebook, the watchdog, a
-  cancel or the worker;
-- the trigger step ``{id}:2``, whose value records the Databricks run.
+any service. A pipeline is a tree of promises (see
+:mod:`pipeline_shared.promise_tree`, which names them and reads them): its
+root (id = pipeline id) holding the workflow's :class:`PipelineSpec` and, once
+settled, the final :class:`PipelineOutcome`; the callback promise of each run,
+settled by the notebook, the watchdog, a cancel or the worker; the trigger
+step recording the Databricks run; and each repair's records.
 
 Whose a pipeline is, is recorded with it, durably: the root promise's
 ``pipeline:owner`` tag holds the id of the principal that started it.
@@ -22,7 +20,6 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +28,7 @@ from resonate.error import ResonateError, ServerError
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
 
-from pipeline_shared import ids, names
+from pipeline_shared import names, promise_tree
 from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback, stored_settlement
 from pipeline_shared.catalogue import MAX_ATTEMPTS
 from pipeline_shared.errors import (
@@ -46,9 +43,6 @@ from pipeline_shared.errors import (
 )
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
-    PIPELINE_ID,
-    Attempt,
-    AttemptRecord,
     DatabricksRun,
     PipelineOutcome,
     PipelineSpec,
@@ -61,6 +55,7 @@ from pipeline_shared.models import (
     WatchRequest,
     parameters_in_use,
 )
+from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree, Repairs, read_pipeline_tree
 
 from . import metrics
 
@@ -79,17 +74,10 @@ from .settings import GatewaySettings
 #: bytes each).
 SETTLED_CACHE_SIZE = 10_000
 
-#: Tag on a pipeline's root promise holding the nonce of the start request
-#: that created it: Resonate hands a repeated create the stored record.
-CREATED_BY_TAG = "pipeline:created-by"
-
-#: Tag on a pipeline's root promise holding the id of the principal that started it.
-OWNER_TAG = "pipeline:owner"
-
 
 def owner_of(root: PromiseRecord) -> str | None:
     """Who started the pipeline; None for one started before owners were recorded."""
-    return root.tags.get(OWNER_TAG)
+    return PipelineTree(root, {}).owner
 
 
 def now_ms() -> int:
@@ -161,7 +149,7 @@ class Pipelines:
             created = record.tags.get(CREATED_BY_TAG) == nonce
         if not created and not principal.may_see(owner_of(record)):
             raise PipelineConflict(f"pipeline id {spec.id!r} is already taken; use another id")
-        stored = _spec_of(record)
+        stored = spec_of(record)
         if stored != spec:
             raise PipelineConflict(
                 f"pipeline {spec.id!r} was already started with a different request "
@@ -198,138 +186,19 @@ class Pipelines:
         return record
 
     async def status(self, root: PromiseRecord) -> PipelineStatus:
-        return await self._status_of(root, _spec_of(root))
+        return await self._status_of(root, spec_of(root))
 
     async def _status_of(self, root: PromiseRecord, spec: PipelineSpec) -> PipelineStatus:
-        base: dict[str, Any] = {
-            "id": spec.id,
-            "job": spec.job or self._settings.catalogue.default,
-            "email": spec.email,
-            "timeout_seconds": spec.timeout_seconds,
-            "created_at": _iso(root.created_at),
-        }
-        if root.state == "resolved":
-            outcome = PipelineOutcome.model_validate(root.value.data)
-            receipt = outcome.notification
-            return PipelineStatus(
-                **base,
-                **_parameters_view(spec, parameters_in_use(spec.parameters, outcome.attempts)),
-                state=outcome.state,
-                databricks=_run_view(outcome.run, outcome.report),
-                result=outcome.result,
-                error=outcome.error,
-                notification=NotificationView(**receipt.model_dump()) if receipt else None,
-                attempts=outcome.attempts,
-                updated_at=_iso(root.settled_at or root.created_at),
-            )
         if root.state != "pending":
-            return PipelineStatus(
-                **base,
-                **_parameters_view(spec, spec.parameters),
-                state=PipelineState.FAILED,
-                databricks=None,
-                error=RunError(
-                    type="WorkflowEnded",
-                    message=f"the pipeline's workflow ended {root.state.replace('_', ' ')} before finishing",
-                ),
-                updated_at=_iso(root.settled_at or root.created_at),
-            )
+            return status_of(PipelineTree(root, {root.id: root}), spec, self._settings.catalogue.default)
+        return status_of(await self._tree(root), spec, self._settings.catalogue.default)
 
-        callback, trigger = await asyncio.gather(
-            self._get(ids.callback_promise_id(spec.id)), self._get(ids.trigger_step_id(spec.id))
-        )
-        progress = await self._progress(spec.id, callback)
-        if progress.current_callback_id != ids.callback_promise_id(spec.id):
-            callback = await self._get(progress.current_callback_id)
-        touched = [r for r in (root, callback, trigger, *progress.records) if r is not None]
-        updated = max(r.settled_at or r.created_at for r in touched)
-        run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
+    async def _tree(self, root: PromiseRecord) -> PipelineTree:
+        """The pipeline's promises that say where it stands, read along its spine."""
+        return await read_pipeline_tree(root, self._get)
 
-        state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
-        in_use = parameters_in_use(spec.parameters, progress.attempts)
-        window = progress.open_window
-        if window is not None:
-            # The run failed; a person may repair or abandon it until the deadline.
-            # Its report is the failed run's, as the awaiting email shows it.
-            failed = stored_settlement(callback).stored if callback is not None else None
-            report, error = (failed.report if failed is not None else None), window.attempt.error
-            decision = await self._get(window.decision_promise_id) if window.decision_promise_id else None
-            if decision is not None and decision.state == "pending":
-                state = PipelineState.AWAITING_REPAIR
-                deadline = _iso(window.repair_deadline) if window.repair_deadline else None
-            else:
-                # Decided (the repair is being made), or the window ended (the email is on its way).
-                repairing = (
-                    decision is not None
-                    and decision.state == "resolved"
-                    and decision.value.data.get("action") == "repair"
-                )
-                state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
-                if repairing:
-                    # The repair being made reruns with the decision's parameters (its record is not written
-                    # yet); the failed attempt's error is history (in ``attempts``), as once the record is.
-                    report, error = None, None
-                    with contextlib.suppress(ValidationError):
-                        in_use = RepairDecision.model_validate(decision.value.data).parameters or in_use
-        elif callback is not None and callback.state != "pending":
-            # The outcome is known; the workflow is repairing, cancelling or emailing.
-            state = PipelineState.NOTIFYING
-            settled = stored_settlement(callback).stored
-            if settled is not None:
-                result, error, report = settled.result, settled.error, settled.report
-        elif run is not None:
-            state = PipelineState.WAITING if run.run is not None else PipelineState.NOTIFYING
-            error = run.error
-        return PipelineStatus(
-            **base,
-            **_parameters_view(spec, in_use),
-            state=state,
-            databricks=_run_view(run.run if run else None, report),
-            result=result,
-            error=error,
-            attempts=progress.attempts,
-            repair_deadline=deadline,
-            updated_at=_iso(updated),
-        )
-
-    async def _progress_of(self, pipeline_id: str) -> Progress:
-        """The pipeline's repair progress, its first callback promise read here."""
-        return await self._progress(pipeline_id, await self._get(ids.callback_promise_id(pipeline_id)))
-
-    async def _progress(self, pipeline_id: str, first_callback: PromiseRecord | None) -> Progress:
-        """The pipeline's repair attempts so far, read from the records its workflow writes.
-
-        Only a pipeline whose first run failed can have any, so no other costs
-        a read. Attempt ``n`` may have a repair-window record (``{id}:awaitN``:
-        it waited for a person) and an attempt record (``{id}:attemptN``: it
-        was repaired, and its run reports on its own callback promise).
-        """
-        progress = Progress(current_callback_id=ids.callback_promise_id(pipeline_id))
-        first = stored_settlement(first_callback).stored if first_callback is not None else None
-        if first is None or first.status != "failure":
-            return progress
-        known: dict[int, Attempt] = {}
-        for number in range(1, MAX_ATTEMPTS + 1):
-            waited, repaired = await asyncio.gather(
-                self._get(ids.repair_window_id(pipeline_id, number)),
-                self._get(ids.attempt_record_id(pipeline_id, number)),
-            )
-            if waited is None and repaired is None:
-                break
-            for record in (waited, repaired):
-                if record is not None:
-                    progress.records.append(record)
-            # The window before attempt N records attempt N-1 as it ended; attempt N's record, N as it began.
-            if waited is not None:
-                progress.open_window = AttemptRecord.model_validate(waited.param.data)
-                known[progress.open_window.attempt.number] = progress.open_window.attempt
-            if repaired is not None:
-                attempt = AttemptRecord.model_validate(repaired.param.data)
-                progress.open_window = None
-                progress.current_callback_id = attempt.callback_promise_id or progress.current_callback_id
-                known.setdefault(attempt.attempt.number, attempt.attempt)
-        progress.attempts = [known[number] for number in sorted(known)]
-        return progress
+    async def _repairs(self, root: PromiseRecord) -> Repairs:
+        return (await self._tree(root)).repairs()
 
     # ── cancel ───────────────────────────────────────────────────────────
 
@@ -340,18 +209,18 @@ class Pipelines:
         page) must say who it acts for, or the timeline would show nobody.
         """
         pipeline_id = root.id
-        spec = _spec_of(root)
+        spec = spec_of(root)
         if root.state != "pending":
             state = (await self._status_of(root, spec)).state
             raise PipelineAlreadyFinished(f"pipeline {pipeline_id!r} already finished: {state.value}")
 
-        progress = await self._progress_of(pipeline_id)
-        if progress.open_window is not None:
+        repairs = await self._repairs(root)
+        if repairs.open_window is not None:
             raise PipelineAwaitingRepair(
                 f"pipeline {pipeline_id!r} awaits repair: its run failed; repair it "
                 f"(POST /pipelines/{pipeline_id}/repair) or abandon it (POST /pipelines/{pipeline_id}/abandon)"
             )
-        promise_id = progress.current_callback_id
+        promise_id = repairs.current_callback_id
         cancel = Settlement(
             status="cancelled",
             error=RunError(type="Cancelled", message="cancelled at the user's request"),
@@ -389,8 +258,8 @@ class Pipelines:
         pipeline_id = root.id
         if root.state != "pending":
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} already finished; there is nothing to repair")
-        progress = await self._progress_of(pipeline_id)
-        window = progress.open_window
+        repairs = await self._repairs(root)
+        window = repairs.open_window
         if window is None or window.decision_promise_id is None:
             state = (await self.status(root)).state.value
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} is not awaiting repair: it is {state}")
@@ -413,10 +282,10 @@ class Pipelines:
         What the run now uses is the start's, or an earlier repair's: a repair
         that changes nothing reruns with what the failed attempt ran with.
         """
-        spec = _spec_of(root)
+        spec = spec_of(root)
         job = self._settings.catalogue.job(spec.job)
-        progress = await self._progress_of(root.id)
-        return job.resolve(parameters_in_use(spec.parameters, progress.attempts) | changes)
+        repairs = await self._repairs(root)
+        return job.resolve(parameters_in_use(spec.parameters, repairs.attempts) | changes)
 
     # ── callback ─────────────────────────────────────────────────────────
 
@@ -426,16 +295,13 @@ class Pipelines:
         Returns the pipeline id and whether this callback settled it (False:
         it repeated the recorded outcome).
         """
-        pipeline_id = ids.pipeline_id_of(callback.promise_id)
         # Only a pipeline's callback promise can be settled here; checking the
         # shape first also keeps arbitrary bytes out of requests to Resonate.
         # A repaired run reports on a callback promise of its own, a later
-        # child (``{id}:N``); its key is derived from that id, so only the run
-        # that was handed the key can sign for it.
-        child = callback.promise_id.removeprefix(f"{pipeline_id}:")
-        if not PIPELINE_ID.fullmatch(pipeline_id) or not child.isdigit() or child.startswith("0"):
-            raise UnknownCallbackPromise(callback.promise_id)
-        if child != str(ids.CALLBACK_PROMISE_SEQ) and int(child) <= ids.TRIGGER_STEP_SEQ:
+        # child; its key is derived from that id, so only the run that was
+        # handed the key can sign for it.
+        pipeline_id = promise_tree.callback_pipeline_of(callback.promise_id)
+        if pipeline_id is None:
             raise UnknownCallbackPromise(callback.promise_id)
         known = self._settled.get(callback.promise_id)
         if known is not None:
@@ -490,9 +356,9 @@ class Pipelines:
         nothing is dispatched, so nothing joins the pipeline's timeline.
         """
         # A repaired run keeps its id; each repair of it has an index of its own. The latest is the one waited on.
-        index = await self._get(ids.run_index_id(run_id))
+        index = await self._get(promise_tree.run_index_id(run_id))
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            if index is None or (later := await self._get(ids.run_index_id(run_id, attempt))) is None:
+            if index is None or (later := await self._get(promise_tree.run_index_id(run_id, attempt))) is None:
                 break
             index = later
         if index is None or index.state != "pending":
@@ -511,7 +377,7 @@ class Pipelines:
         record = await self._call(
             dispatch(
                 self._promises,
-                f"{watch.pipeline_id}:hint{watch.attempt or ''}-{event}-{window}",
+                promise_tree.hint_check_id(watch.pipeline_id, watch.attempt, event, window),
                 names.WATCH_DATABRICKS_RUN,
                 watch.model_dump(mode="json"),
                 group=names.WORKER_GROUP,
@@ -543,27 +409,104 @@ class Pipelines:
             raise CoordinatorUnavailable(f"the Resonate server is unreachable: {exc}") from exc
 
 
-@dataclass
-class Progress:
-    """Where a pipeline's repairs stand: the records read, its attempts, the callback its run reports on."""
+def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> PipelineStatus:
+    """The status document of the pipeline whose promises ``tree`` holds (its spine at least)."""
+    root = tree.root
+    base: dict[str, Any] = {
+        "id": spec.id,
+        "job": spec.job or default_job,
+        "email": spec.email,
+        "timeout_seconds": spec.timeout_seconds,
+        "created_at": _iso(root.created_at),
+    }
+    if root.state == "resolved":
+        outcome = PipelineOutcome.model_validate(root.value.data)
+        receipt = outcome.notification
+        return PipelineStatus(
+            **base,
+            **_parameters_view(spec, parameters_in_use(spec.parameters, outcome.attempts)),
+            state=outcome.state,
+            databricks=_run_view(outcome.run, outcome.report),
+            result=outcome.result,
+            error=outcome.error,
+            notification=NotificationView(**receipt.model_dump()) if receipt else None,
+            attempts=outcome.attempts,
+            updated_at=_iso(root.settled_at or root.created_at),
+        )
+    if root.state != "pending":
+        return PipelineStatus(
+            **base,
+            **_parameters_view(spec, spec.parameters),
+            state=PipelineState.FAILED,
+            databricks=None,
+            error=RunError(
+                type="WorkflowEnded",
+                message=f"the pipeline's workflow ended {root.state.replace('_', ' ')} before finishing",
+            ),
+            updated_at=_iso(root.settled_at or root.created_at),
+        )
 
-    current_callback_id: str
-    records: list[PromiseRecord] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
-    #: The record of a repair window not yet followed by a repair.
-    open_window: AttemptRecord | None = None
+    trigger = tree.trigger
+    repairs = tree.repairs()
+    callback = tree.get(repairs.current_callback_id)
+    touched = [r for r in (root, callback, trigger, *repairs.records) if r is not None]
+    updated = max(r.settled_at or r.created_at for r in touched)
+    run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
+
+    state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
+    in_use = parameters_in_use(spec.parameters, repairs.attempts)
+    window = repairs.open_window
+    if window is not None:
+        # The run failed; a person may repair or abandon it until the deadline.
+        # Its report is the failed run's, as the awaiting email shows it.
+        failed = stored_settlement(callback).stored if callback is not None else None
+        report, error = (failed.report if failed is not None else None), window.attempt.error
+        decision = tree.get(window.decision_promise_id)
+        if decision is not None and decision.state == "pending":
+            state = PipelineState.AWAITING_REPAIR
+            deadline = _iso(window.repair_deadline) if window.repair_deadline else None
+        else:
+            # Decided (the repair is being made), or the window ended (the email is on its way).
+            repairing = (
+                decision is not None and decision.state == "resolved" and decision.value.data.get("action") == "repair"
+            )
+            state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
+            if repairing:
+                # The repair being made reruns with the decision's parameters (its record is not written
+                # yet); the failed attempt's error is history (in ``attempts``), as once the record is.
+                report, error = None, None
+                with contextlib.suppress(ValidationError):
+                    in_use = RepairDecision.model_validate(decision.value.data).parameters or in_use
+    elif callback is not None and callback.state != "pending":
+        # The outcome is known; the workflow is repairing, cancelling or emailing.
+        state = PipelineState.NOTIFYING
+        settled = stored_settlement(callback).stored
+        if settled is not None:
+            result, error, report = settled.result, settled.error, settled.report
+    elif run is not None:
+        state = PipelineState.WAITING if run.run is not None else PipelineState.NOTIFYING
+        error = run.error
+    return PipelineStatus(
+        **base,
+        **_parameters_view(spec, in_use),
+        state=state,
+        databricks=_run_view(run.run if run else None, report),
+        result=result,
+        error=error,
+        attempts=repairs.attempts,
+        repair_deadline=deadline,
+        updated_at=_iso(updated),
+    )
 
 
-def _spec_of(root: PromiseRecord) -> PipelineSpec:
-    data = root.param.data
-    try:
-        if not isinstance(data, dict) or data.get("func") != names.RUN_PIPELINE:
-            raise ValueError(f"not a pipeline: {data!r:.200}")
-        return PipelineSpec.model_validate(data["args"][0])
-    except (ValueError, KeyError, IndexError, TypeError, ValidationError) as exc:
+def spec_of(root: PromiseRecord) -> PipelineSpec:
+    """The pipeline's spec; PipelineConflict when the root is not a pipeline's."""
+    spec = PipelineTree(root, {}).spec
+    if spec is None:
         # An id taken by something other than a pipeline (or a corrupted
         # record): never start a second thing under it.
-        raise PipelineConflict(f"id {root.id!r} belongs to something that is not a pipeline") from exc
+        raise PipelineConflict(f"id {root.id!r} belongs to something that is not a pipeline")
+    return spec
 
 
 def _parameters_view(spec: PipelineSpec, in_use: dict[str, str]) -> dict[str, Any]:

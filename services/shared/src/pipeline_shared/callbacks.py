@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
 
-from . import ids
+from . import promise_tree
 from .models import Settlement
 
 
@@ -47,7 +47,7 @@ async def create_callback_promise(promises: Promises, pipeline_id: str, timeout_
     creates it first (a cancel arriving before any worker picked the pipeline
     up) makes the workflow find it, already settled, instead of a new one.
     """
-    promise_id = ids.callback_promise_id(pipeline_id)
+    promise_id = promise_tree.callback_promise_id(pipeline_id)
     return await promises.create(
         promise_id,
         timeout_at=timeout_at,

@@ -246,7 +246,10 @@ class RepairDecision(_Model):
 
 
 class AttemptRecord(_Model):
-    """Where a repair attempt's promises are, for the gateway: the value of ``{id}:attempt{n}``."""
+    """Where a repair attempt's promises are, for the gateway: the param of its record or window.
+
+    See :mod:`pipeline_shared.promise_tree` for where those are.
+    """
 
     attempt: Attempt
     #: The promise a person's decision settles, while the pipeline awaits repair.
@@ -310,12 +313,6 @@ class WatchRequest(_Model):
     hint: bool = False
     #: The repair attempt whose run this watches (0: the original run).
     attempt: int = Field(default=0, ge=0)
-
-    @property
-    def check_id(self) -> str:
-        """The id of this check's invocation: one per pipeline, attempt and check number."""
-        prefix = "" if self.attempt == 0 else f"r{self.attempt}"
-        return f"{self.pipeline_id}:{prefix}watch{self.check}"
 
 
 RepairOutcome.model_rebuild()

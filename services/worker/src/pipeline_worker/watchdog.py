@@ -16,7 +16,7 @@ Jobs that send webhook notifications (catalogue completion ``notification``)
 get the same check sooner: the gateway, told by Databricks that a run started
 or ended, dispatches one extra check at once (see
 :func:`pipeline_api.notifications`). It finds the pipeline through the run's
-index promise (:func:`pipeline_shared.ids.run_index_id`), which
+index promise (:func:`pipeline_shared.promise_tree.run_index_id`), which
 :func:`start_watching` writes. A notification only prompts a check; the
 outcome is always read from the Jobs API, so a forged one changes nothing.
 """
@@ -31,7 +31,7 @@ from resonate.context import Context
 from resonate.retry import Exponential
 from resonate.types import Value
 
-from pipeline_shared import ids, names
+from pipeline_shared import names, promise_tree
 from pipeline_shared.callbacks import SettleResult, settle_callback
 from pipeline_shared.catalogue import Completion, Job
 from pipeline_shared.invocations import dispatch
@@ -63,7 +63,7 @@ async def start_watching(ctx: Context, watch: WatchRequest) -> bool:
         # notification prompts. Creating it again returns it unchanged.
         hint = watch.model_copy(update={"hint": True, "check": 1})
         await deps.promises.create(
-            ids.run_index_id(watch.run_id, watch.attempt),
+            promise_tree.run_index_id(watch.run_id, watch.attempt),
             timeout_at=callback.timeout_at,
             param=Value(data=hint.model_dump(mode="json")),
             tags={"resonate:origin": watch.pipeline_id},
@@ -88,7 +88,7 @@ async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
         return False
     await dispatch(
         deps.promises,
-        watch.check_id,
+        promise_tree.check_id(watch.pipeline_id, watch.check, watch.attempt),
         names.WATCH_DATABRICKS_RUN,
         watch.model_dump(mode="json"),
         group=names.WORKER_GROUP,

@@ -4,8 +4,8 @@
 in :mod:`.steps` or a call to another service by name. It replays from the top
 whenever it resumes, so it must create its children in the same order every
 time: the callback promise first, the trigger step second
-(:data:`pipeline_shared.ids.CALLBACK_PROMISE_SEQ` and
-:data:`~pipeline_shared.ids.TRIGGER_STEP_SEQ`), because the gateway finds them
+(:data:`pipeline_shared.promise_tree.CALLBACK_PROMISE_SEQ` and
+:data:`~pipeline_shared.promise_tree.TRIGGER_STEP_SEQ`), because the gateway finds them
 by those positions.
 
 While the workflow waits for Databricks it is suspended on the callback
@@ -20,7 +20,7 @@ from resonate.context import Context
 from resonate.error import ApplicationError
 from resonate.retry import Exponential
 
-from pipeline_shared import ids, names
+from pipeline_shared import names, promise_tree
 from pipeline_shared.catalogue import Job
 from pipeline_shared.models import (
     Attempt,
@@ -130,7 +130,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
             break
         attempts.append(made.attempt)
         record = AttemptRecord(attempt=attempts[-1], callback_promise_id=repaired_id)
-        await ctx.run(steps.record_attempt, spec.id, ids.attempt_record_id(spec.id, number), record)
+        await ctx.run(steps.record_attempt, spec.id, promise_tree.attempt_record_id(spec.id, number), record)
         await ctx.run(watchdog.start_watching, _watch(deps, spec, repaired_id, run.run_id, number))
         settlement = await _await_settlement(ctx, repaired, repaired_id)
         state, result, error = _ending(settlement, spec)
@@ -240,7 +240,7 @@ async def _await_decision(
     record = await ctx.run(
         steps.record_attempt,
         spec.id,
-        ids.repair_window_id(spec.id, number),
+        promise_tree.repair_window_id(spec.id, number),
         AttemptRecord(attempt=attempts[-1], decision_promise_id=decision_id),
         window,
     )
