@@ -28,7 +28,7 @@ PACKAGES = sorted(path.parent.name for path in ROOT.glob("services/*/src/*/__ini
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph(*PACKAGES, include_external_packages=True)
+    return grimp.build_graph(*PACKAGES, include_external_packages=True, cache_dir=None)
 
 
 def circles(graph: grimp.ImportGraph) -> list[str]:

@@ -25,12 +25,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from pipeline_api import keys as api_keys
 from pipeline_api.app import PublicRoute, _refuse_routes_without_a_scope, create_app
-from pipeline_api.auth import API_KEY_METHOD, Authenticator, oidc_method
-from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, key_digest, mint
-from pipeline_api.oidc import OidcVerifier
-from pipeline_api.principals import Principal, Scope
+from pipeline_api.auth import keys as api_keys
+from pipeline_api.auth.authenticator import API_KEY_METHOD, Authenticator, oidc_method
+from pipeline_api.auth.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, key_digest, mint
+from pipeline_api.auth.oidc import OidcVerifier
+from pipeline_api.auth.principals import Principal, Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names
 from pipeline_shared.errors import InvalidCredentials

@@ -671,7 +671,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
         # identical callbacks stamped alike are indistinguishable from the one
         # that settled the promise.
         pipeline_id = await gateway.waiting()
-        monkeypatch.setattr("pipeline_api.pipelines.now_ms", lambda: 1_800_000_000_000)
+        monkeypatch.setattr("pipeline_api.domain.pipelines.now_ms", lambda: 1_800_000_000_000)
 
         first = await gateway.callback(pipeline_id)
         again = await gateway.callback(pipeline_id)

@@ -29,10 +29,10 @@ from itsdangerous import URLSafeTimedSerializer
 from playwright.async_api import Request as BrowserRequest
 from playwright.async_api import expect
 
-from pipeline_api import keys as api_keys
 from pipeline_api.app import create_app
-from pipeline_api.keys import KeyEntry, mint
-from pipeline_api.principals import Scope
+from pipeline_api.auth import keys as api_keys
+from pipeline_api.auth.keys import KeyEntry, mint
+from pipeline_api.auth.principals import Scope
 from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineSummary
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage

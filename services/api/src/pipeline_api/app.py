@@ -67,8 +67,7 @@ from pipeline_shared.models import PipelineState
 from pipeline_shared.resonate_client import ResonateLink, connect
 
 from . import metrics
-from .auth import Authenticator, audit_fields, challenge
-from .callbacks import authenticate_callback
+from .auth.authenticator import Authenticator, audit_fields, challenge
 from .deps import (
     AuthorizedRepair,
     AuthorizedStart,
@@ -84,10 +83,12 @@ from .deps import (
     may_start,
 )
 from .docs import add_documentation
-from .index import MAX_PAGE, ListQuery, PipelineIndex
-from .limits import DatabaseStartAdmission, RecipientDomains, StartAdmission, StartLimits
-from .notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
-from .pipelines import Pipelines
+from .domain.callbacks import authenticate_callback
+from .domain.limits import DatabaseStartAdmission, RecipientDomains, StartAdmission, StartLimits
+from .domain.notifications import NOTIFICATION_PATH, authenticate_notification, parse_notification
+from .domain.pipelines import Pipelines
+from .index.queries import MAX_PAGE, ListQuery, PipelineIndex
+from .routes.streams import StreamEvent, event_stream
 from .schemas import (
     CallbackReceipt,
     CallbackRequest,
@@ -104,7 +105,6 @@ from .schemas import (
     RepairRequest,
 )
 from .settings import GatewaySettings
-from .streams import StreamEvent, event_stream
 from .ui import PublicPage, create_ui_app
 from .ui.sign_outs import DatabaseSignOuts, LocalSignOuts
 

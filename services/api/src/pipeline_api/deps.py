@@ -44,11 +44,11 @@ from pipeline_shared.errors import AccessRefused, IndexUnavailable, Insufficient
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
 
-from .auth import Authenticator, audit_refusal, missing_credentials
-from .index import PipelineIndex
-from .limits import RecipientDomains
-from .pipelines import Pipelines, owner_of
-from .principals import Principal, Scope
+from .auth.authenticator import Authenticator, audit_refusal, missing_credentials
+from .auth.principals import Principal, Scope
+from .domain.limits import RecipientDomains
+from .domain.pipelines import Pipelines, owner_of
+from .index.queries import PipelineIndex
 from .schemas import PipelineRequest, RepairRequest
 
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]

@@ -62,11 +62,11 @@ from pipeline_shared.errors import (
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import PIPELINE_ID, PipelineState
 
-from ..auth import Authenticator, audit_fields, audit_refusal
+from ..auth.authenticator import Authenticator, audit_fields, audit_refusal
+from ..auth.principals import Scope
 from ..deps import checked_start, may_start, visible
-from ..index import ListQuery
-from ..pipelines import Pipelines
-from ..principals import Scope
+from ..domain.pipelines import Pipelines
+from ..index.queries import ListQuery
 from ..schemas import PipelineEvent, PipelineRequest, PipelineStatus
 from ..settings import GatewaySettings
 from . import views

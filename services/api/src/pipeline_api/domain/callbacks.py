@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from pipeline_shared.errors import CallbackUnauthorized, InvalidCallback
 from pipeline_shared.signing import CallbackSignatureError, derive_callback_key, verify_callback
 
-from .schemas import CallbackRequest
+from ..schemas import CallbackRequest
 
 #: A JSON escape of a UTF-16 surrogate: the only way parsed text can fail to encode.
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")

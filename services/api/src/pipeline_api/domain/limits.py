@@ -52,7 +52,7 @@ from pipeline_shared.errors import CoordinatorUnavailable, StartRateLimited, Too
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
 
-    from .settings import GatewaySettings
+    from ..settings import GatewaySettings
 
 #: Told to a caller refused by the waiting quota: pipelines take minutes, and
 #: how long its own will take is not known here.

@@ -56,16 +56,16 @@ from resonate.types import PromiseRecord, Value
 from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, PipelineConflict
 from pipeline_shared.models import PIPELINE_ID, PipelineState
 
-from . import metrics
+from .. import metrics
+from ..auth.principals import Principal, Scope
+from ..domain.pipelines import Pipelines, owner_of
+from ..schemas import PipelineEvent, PipelinePage, PipelineSummary
 from .events import KINDS, Event, timeline_of
-from .pipelines import Pipelines, owner_of
-from .principals import Principal, Scope
-from .schemas import PipelineEvent, PipelinePage, PipelineSummary
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
 
-    from .settings import GatewaySettings
+    from ..settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A pipeline's timeline, read off its promises: what happened, when, and who did it.
 
 Every step of a pipeline leaves a promise in Resonate (see
-:mod:`pipeline_api.pipelines` for the ones the gateway reads), and each
+:mod:`pipeline_api.domain.pipelines` for the ones the gateway reads), and each
 promise records when it was created and settled. :func:`timeline_of` turns
 one pipeline's promises into events: the root's creation is ``started``, the
 trigger step's value ``run_triggered``, a callback promise's settlement
