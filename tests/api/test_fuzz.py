@@ -48,7 +48,8 @@ from schemathesis import GenerationMode
 from schemathesis import checks as schema_checks
 from schemathesis.python import asgi as schemathesis_asgi
 
-from pipeline_api.app import PublicRoute, create_app
+from pipeline_api.app import create_app
+from pipeline_api.routing import PublicRoute
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink

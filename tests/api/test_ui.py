@@ -597,7 +597,7 @@ def test_the_pages_anyone_may_open_are_sign_in_sign_out_and_the_static_files(key
 
 
 async def test_the_callback_listener_does_not_serve_the_page(keys_file: Path) -> None:
-    from pipeline_api.app import create_callback_app
+    from pipeline_api.listeners import create_callback_app
 
     app = create_callback_app(create_app(settings_for(keys_file)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callbacks") as client:

@@ -65,7 +65,7 @@ from pipeline_shared.models import (
 from .. import metrics
 
 if TYPE_CHECKING:
-    from ..deps import StartRequest
+    from .commands import StartRequest
     from .limits import StartAdmission
 from ..schemas import (
     CallbackRequest,

@@ -8,8 +8,8 @@ default dependency) unless it is made a :class:`PublicPage` (sign-in,
 sign-out, the static files; the set is pinned by a test), and every other
 page must name the scope it needs (checked when the app is built, by the
 same check as the JSON API's). Access to a pipeline is decided exactly as
-the JSON API decides it (:func:`pipeline_api.deps.visible`), and a start is
-checked by the same code (:func:`pipeline_api.deps.checked_start`).
+the JSON API decides it (:func:`pipeline_api.domain.access.visible`), and a start is
+checked by the same code (:func:`pipeline_api.domain.access.checked_start`).
 
 State-changing requests (start, cancel, repair, abandon, sign-out) are POSTs
 and are refused before anything is read unless they carry the session's CSRF
@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -63,10 +64,12 @@ from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import PIPELINE_ID, PipelineState
 
 from ..auth.authenticator import Authenticator, audit_fields, audit_refusal
-from ..auth.principals import Scope
-from ..deps import checked_start, may_start, visible
+from ..auth.principals import Principal, Scope
+from ..domain.access import InvalidRequest, may_start, visible
+from ..domain.access import checked_start as checked_by_the_domain
+from ..domain.commands import OwnedPipeline, StartRequest
 from ..domain.pipelines import Pipelines
-from ..index.queries import ListQuery
+from ..index.cursor import ListQuery
 from ..schemas import PipelineEvent, PipelineRequest, PipelineStatus
 from ..settings import GatewaySettings
 from . import views
@@ -481,7 +484,7 @@ def mailsink_link(settings: GatewaySettings, message_id: str | None) -> str | No
 
 
 async def _pipeline_context(request: Request, session: Session, pipeline_id: str) -> dict[str, Any]:
-    owned = await visible(request, session.principal, pipeline_id)
+    owned = await _visible(request, session.principal, pipeline_id)
     pipelines: Pipelines = request.app.state.pipelines
     status = await pipelines.status(owned.root)
     events = await _timeline(request, pipeline_id)
@@ -504,6 +507,21 @@ async def _pipeline_context(request: Request, session: Session, pipeline_id: str
 
 
 # ── starting ─────────────────────────────────────────────────────────────────
+
+
+async def _visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
+    return await visible(request.app.state.pipelines, principal, pipeline_id, partial(audit_refusal, request))
+
+
+def checked_start(request: Request, principal: Principal, document: PipelineRequest) -> StartRequest:
+    """The domain's check of a start, its problems as the 422 the page's handlers answer."""
+    settings: GatewaySettings = request.app.state.settings
+    recipients = request.app.state.recipient_domains
+    audit = partial(audit_refusal, request)
+    try:
+        return checked_by_the_domain(settings.catalogue, recipients, principal, document, audit)
+    except InvalidRequest as exc:
+        raise RequestValidationError(exc.problems) from None
 
 
 def startable_jobs(session: Session, settings: GatewaySettings) -> list[Job]:
@@ -743,7 +761,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
     async def take_action(request: Request, pipeline_id: str, action: str, session: canceller) -> Response:
         if action not in ACTIONS:
             raise StarletteHTTPException(404)
-        owned = await visible(request, session.principal, pipeline_id_of(pipeline_id))
+        owned = await _visible(request, session.principal, pipeline_id_of(pipeline_id))
         pipelines: Pipelines = request.app.state.pipelines
         form = await form_of(request)
         try:
