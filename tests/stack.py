@@ -32,8 +32,15 @@ from pathlib import Path
 import pytest
 from testcontainers.compose import DockerCompose
 
-from pipeline_api.keys import DEVELOPMENT_API_KEY, DEVELOPMENT_PRINCIPAL, DEVELOPMENT_SCOPES, KeyEntry, key_digest, mint
-from pipeline_api.principals import Scope
+from pipeline_api.auth.keys import (
+    DEVELOPMENT_API_KEY,
+    DEVELOPMENT_PRINCIPAL,
+    DEVELOPMENT_SCOPES,
+    KeyEntry,
+    key_digest,
+    mint,
+)
+from pipeline_api.auth.principals import Scope
 from pipeline_shared.catalogue import Catalogue
 
 #: The repository root, where compose.yaml lives and compose paths start.

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline_api import cli
 from pipeline_api.app import create_app
-from pipeline_api.keys import mint
-from pipeline_api.principals import Scope
+from pipeline_api.auth.keys import mint
+from pipeline_api.auth.principals import Scope
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink

@@ -1,6 +1,6 @@
 """A pipeline's timeline, derived from its promises, on Resonate's in-process server.
 
-The same pure function (:func:`pipeline_api.events.timeline_of`) runs in the
+The same pure function (:func:`pipeline_api.index.events.timeline_of`) runs in the
 gateway's projector over a snapshot of ``resonate.promises``; here it runs
 over the in-process server's promises after real workflows, so each kind of
 history is checked in milliseconds. The stack tests
@@ -17,7 +17,7 @@ from resonate.codec import Codec, NoopEncryptor
 from resonate.error import ApplicationError
 from resonate.types import PromiseRecord, Value
 
-from pipeline_api.events import Event, timeline_of
+from pipeline_api.index.events import Event, timeline_of
 from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, RunError
 from pipeline_shared.promise_tree import PipelineTree

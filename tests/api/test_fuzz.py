@@ -48,7 +48,8 @@ from schemathesis import GenerationMode
 from schemathesis import checks as schema_checks
 from schemathesis.python import asgi as schemathesis_asgi
 
-from pipeline_api.app import PublicRoute, create_app
+from pipeline_api.app import create_app
+from pipeline_api.routing import PublicRoute
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
 from pipeline_shared.resonate_client import ResonateLink
@@ -677,7 +678,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
         # identical callbacks stamped alike are indistinguishable from the one
         # that settled the promise.
         pipeline_id = await gateway.waiting()
-        monkeypatch.setattr("pipeline_api.pipelines.now_ms", lambda: 1_800_000_000_000)
+        monkeypatch.setattr("pipeline_api.domain.pipelines.now_ms", lambda: 1_800_000_000_000)
 
         first = await gateway.callback(pipeline_id)
         again = await gateway.callback(pipeline_id)

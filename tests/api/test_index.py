@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_api.index import ListQuery, _decode_cursor, _encode_cursor
-from pipeline_api.principals import Principal, Scope
+from pipeline_api.auth.principals import Principal, Scope
+from pipeline_api.index.cursor import ListQuery, _decode_cursor, _encode_cursor
 from pipeline_shared.errors import InvalidListQuery
 from pipeline_shared.models import PipelineState
 

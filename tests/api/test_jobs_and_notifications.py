@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from pipeline_api.keys import DEVELOPMENT_ADMIN_API_KEY
+from pipeline_api.auth.keys import DEVELOPMENT_ADMIN_API_KEY
 from pipeline_shared import promise_tree
 from tests.api.test_gateway import SETTINGS, Gateway, serve
 from tests.support.pipeline_harness import JOB_IDS, run_state

@@ -19,8 +19,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline_api.app import create_app
-from pipeline_api.keys import DEVELOPMENT_API_KEY
-from pipeline_api.limits import (
+from pipeline_api.auth.keys import DEVELOPMENT_API_KEY
+from pipeline_api.domain.limits import (
     PrincipalLimits,
     RecipientDomains,
     StartLimits,

@@ -21,7 +21,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from pipeline_api.__main__ import listening_socket
-from pipeline_api.app import ByListener, create_app, create_callback_app
+from pipeline_api.app import create_app
+from pipeline_api.listeners import ByListener, create_callback_app
 from pipeline_shared import promise_tree
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.resonate_client import ResonateLink

@@ -2,7 +2,7 @@
 
 The in-process worker derives each run's key from SECRET, as a worker that
 has not been rotated yet does; the gateway is configured as after step 2 of
-the procedure in pipeline_api.callbacks (a new secret, SECRET listed as
+the procedure in pipeline_api.domain.callbacks (a new secret, SECRET listed as
 previous) or after step 4 (SECRET removed).
 """
 

@@ -29,10 +29,10 @@ from itsdangerous import URLSafeTimedSerializer
 from playwright.async_api import Request as BrowserRequest
 from playwright.async_api import expect
 
-from pipeline_api import keys as api_keys
 from pipeline_api.app import create_app
-from pipeline_api.keys import KeyEntry, mint
-from pipeline_api.principals import Scope
+from pipeline_api.auth import keys as api_keys
+from pipeline_api.auth.keys import KeyEntry, mint
+from pipeline_api.auth.principals import Scope
 from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineSummary
 from pipeline_api.settings import GatewaySettings
 from pipeline_api.ui import PublicPage
@@ -597,7 +597,7 @@ def test_the_pages_anyone_may_open_are_sign_in_sign_out_and_the_static_files(key
 
 
 async def test_the_callback_listener_does_not_serve_the_page(keys_file: Path) -> None:
-    from pipeline_api.app import create_callback_app
+    from pipeline_api.listeners import create_callback_app
 
     app = create_callback_app(create_app(settings_for(keys_file)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://callbacks") as client:

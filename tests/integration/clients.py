@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from pipeline_api.keys import DEVELOPMENT_API_KEY
+from pipeline_api.auth.keys import DEVELOPMENT_API_KEY
 from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_shared import ids, promise_tree
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET

@@ -152,7 +152,10 @@ def test_filters_by_state_job_and_creation_time(gateway: Gateway, emulator: Emul
 def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(gateway: Gateway, mail: MailSink) -> None:
     pipeline_id = new_id("timeline")
     # A source that is not there: the notebook fails, and a repair with the right one succeeds.
-    assert gateway.start(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/samples/missing.csv"}).status_code == 202
+    assert (
+        gateway.start(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/samples/missing.csv"}).status_code
+        == 202
+    )
     gateway.wait_for(pipeline_id, "awaiting_repair")
 
     with gateway.http.stream("GET", f"/pipelines/{pipeline_id}/events", params={"follow": "true"}) as response:

@@ -17,8 +17,9 @@ from starlette.types import ASGIApp
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
 
-from .app import ByListener, create_app, create_callback_app
+from .app import create_app
 from .connections import limited_protocol, listener_limits
+from .listeners import ByListener, create_callback_app
 from .settings import GatewaySettings
 
 HOST = "0.0.0.0"

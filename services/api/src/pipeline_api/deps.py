@@ -1,54 +1,54 @@
-"""Request dependencies: what routes may use, and the one place access is decided.
+"""Request dependencies: the ``Annotated`` getters routes take their arguments from, and nothing else.
 
 Access, in the order a request meets it, each step before the next reads anything:
 
 1. :func:`authenticate` is the app's default dependency, so every route runs
    it, including one added later that forgets to ask (only the routes made
-   with ``PublicRoute`` in app.py are exempt: the health checks and the
+   with ``PublicRoute`` in :mod:`.routing` are exempt: the health checks and the
    signed callback). No credentials or wrong ones: 401, before the body is
    read and before any request to Resonate.
 2. :func:`allowed` checks the scope the route needs: 403. A route that names
-   no scope does not get past ``create_app`` (see app.py).
+   no scope does not get past ``create_app`` (see :mod:`.routing`).
 3. The pipeline dependencies (:data:`ReadablePipeline` and the others) read
    the pipeline's root promise and hand it to the route only if the caller
-   may see it; another principal's pipeline is a 404 exactly like a pipeline
-   that does not exist. The start route's body is read only at this step too
-   (:data:`AuthorizedStart`), after the caller is known to be allowed to start.
+   may see it (:func:`pipeline_api.domain.access.visible`). The start route's
+   body is read only at this step too (:data:`AuthorizedStart`), after the
+   caller is known to be allowed to start.
 
-Route bodies never check access themselves. Starting is the one decision
-that cannot be made here, because whose an id is is known only from the
-answer to the create; ``Pipelines.start`` makes it with the same rule
-(:meth:`Principal.may_see`).
+Route bodies never check access themselves; the rules are the domain's
+(:mod:`pipeline_api.domain.access`), and these getters apply them. Starting is
+the one decision that cannot be made here, because whose an id is is known
+only from the answer to the create; ``Pipelines.start`` makes it with the same
+rule (:meth:`Principal.may_see`).
 
 They are ``async def`` although most only read ``app.state``: FastAPI runs a
 plain ``def`` dependency in a worker thread, which cost the callback route two
 thread hand-offs per request (about a fifth of its CPU under load, measured
 by tests/benchmark). The callback route, the hottest, takes none at all
-(see app.py).
+(see :mod:`.routes.callbacks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
-from resonate.types import PromiseRecord
 
-from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
-from pipeline_shared.errors import AccessRefused, IndexUnavailable, InsufficientScope, PipelineNotFound
+from pipeline_shared.catalogue import Catalogue
+from pipeline_shared.errors import AccessRefused, IndexUnavailable, InsufficientScope
 from pipeline_shared.models import PIPELINE_ID_PATTERN
 from pipeline_shared.resonate_client import ResonateLink
 
-from .auth import Authenticator, audit_refusal, missing_credentials
-from .index import PipelineIndex
-from .limits import RecipientDomains
-from .pipelines import Pipelines, owner_of
-from .principals import Principal, Scope
+from .auth.authenticator import Authenticator, audit_refusal, missing_credentials
+from .auth.principals import Principal, Scope
+from .bodies import as_validation_error, parsed, read_json
+from .domain.access import InvalidRequest, checked_repair, checked_start, visible
+from .domain.commands import OwnedPipeline, Repair, StartRequest
+from .domain.pipelines import Pipelines
+from .index.queries import PipelineIndex
 from .schemas import PipelineRequest, RepairRequest
 
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
@@ -76,9 +76,14 @@ async def _index(request: Request) -> PipelineIndex:
     return index
 
 
+async def _catalogue(request: Request) -> Catalogue:
+    return request.app.state.settings.catalogue
+
+
 LinkDep = Annotated[ResonateLink, Depends(_link)]
 IndexDep = Annotated[PipelineIndex, Depends(_index)]
 PipelinesDep = Annotated[Pipelines, Depends(_pipelines)]
+CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
 
 
 # ── 1. who is calling ────────────────────────────────────────────────────────
@@ -100,15 +105,16 @@ async def authenticate(
         raise
 
 
+Authenticated = Annotated[Principal, Depends(authenticate)]
+
+
 # ── 2. may it do this ────────────────────────────────────────────────────────
 
 
 def allowed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, if its scopes grant ``scope``; 403 otherwise."""
 
-    async def principal_with_scope(
-        request: Request, principal: Annotated[Principal, Depends(authenticate)]
-    ) -> Principal:
+    async def principal_with_scope(request: Request, principal: Authenticated) -> Principal:
         if not principal.allows(scope):
             refusal = InsufficientScope(scope.value)
             audit_refusal(request, refusal, principal, f"lacks the {scope.value} scope")
@@ -127,36 +133,22 @@ Canceller = Annotated[Principal, Depends(allowed(Scope.CANCEL))]
 # ── 3. on which pipeline ─────────────────────────────────────────────────────
 
 
-@dataclass(frozen=True)
-class OwnedPipeline:
-    """A pipeline's root promise, read for a principal that may see it."""
-
-    root: PromiseRecord
-    principal: Principal
+async def _readable(
+    request: Request, pipeline_id: PipelineIdPath, principal: Reader, pipelines: PipelinesDep
+) -> OwnedPipeline:
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request))
 
 
-async def visible(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
-    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's."""
-    pipelines: Pipelines = request.app.state.pipelines
-    root = await pipelines.root(pipeline_id)
-    if not principal.may_see(owner_of(root)):
-        # The same answer as for no pipeline at all: whether the id is taken is not the caller's to know.
-        refusal = PipelineNotFound(pipeline_id)
-        audit_refusal(request, refusal, principal, "the pipeline belongs to another principal")
-        raise refusal
-    return OwnedPipeline(root, principal)
+async def _readable_by_query(
+    request: Request, pipeline_id: PipelineIdQuery, principal: Reader, pipelines: PipelinesDep
+) -> OwnedPipeline:
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request))
 
 
-async def _readable(request: Request, pipeline_id: PipelineIdPath, principal: Reader) -> OwnedPipeline:
-    return await visible(request, principal, pipeline_id)
-
-
-async def _readable_by_query(request: Request, pipeline_id: PipelineIdQuery, principal: Reader) -> OwnedPipeline:
-    return await visible(request, principal, pipeline_id)
-
-
-async def _cancellable(request: Request, pipeline_id: PipelineIdPath, principal: Canceller) -> OwnedPipeline:
-    return await visible(request, principal, pipeline_id)
+async def _cancellable(
+    request: Request, pipeline_id: PipelineIdPath, principal: Canceller, pipelines: PipelinesDep
+) -> OwnedPipeline:
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request))
 
 
 ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]
@@ -164,130 +156,32 @@ ReadablePipelineByQuery = Annotated[OwnedPipeline, Depends(_readable_by_query)]
 CancellablePipeline = Annotated[OwnedPipeline, Depends(_cancellable)]
 
 
-@dataclass(frozen=True)
-class StartRequest:
-    request: PipelineRequest
-    principal: Principal
-    #: The catalogue entry it starts, its parameters with defaults filled in, its timeout.
-    job: Job
-    parameters: dict[str, str]
-    timeout_seconds: int
-
-
-async def _catalogue(request: Request) -> Catalogue:
-    return request.app.state.settings.catalogue
-
-
-CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
-
-
-def may_start(principal: Principal, job: Job) -> bool:
-    """Whether ``principal`` holds one of the scopes ``job`` may be started with."""
-    return any(principal.allows(Scope(scope)) for scope in job.start_scopes)
-
-
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
-
-
-def _invalid(exc: InvalidParameters) -> RequestValidationError:
-    """A 422 naming each parameter (or the timeout) that does not fit the job."""
-
-    def where(problem: ParameterProblem) -> tuple[str, ...]:
-        return ("body", "parameters", problem.name) if exc.field == "parameters" else ("body", exc.field)
-
-    def says(problem: ParameterProblem) -> str:
-        declared = f"; its parameters: {', '.join(problem.declared) or 'none'}" if problem.declared is not None else ""
-        return f"{problem.problem} (job {exc.job!r}){declared}"
-
-    return RequestValidationError(
-        [{"type": "invalid_parameter", "loc": where(p), "msg": says(p)} for p in exc.problems]
-    )
-
-
 async def _start_request(request: Request, principal: Starter) -> StartRequest:
-    """The start request's body, read only once the caller may start pipelines.
-
-    Read here rather than declared as the route's body parameter, which FastAPI
-    would read and parse before running any dependency: a stranger's body is
-    never parsed. Errors are the same 422 documents FastAPI's would be.
-    """
-    if not _is_json(request.headers.get("content-type", "")):
-        raise RequestValidationError(
-            [{"type": "content_type", "loc": ("body",), "msg": "send JSON, with content-type: application/json"}]
+    """The start request's body, read only once the caller may start pipelines (see :mod:`.bodies`)."""
+    document = await read_json(request, PipelineRequest)
+    try:
+        return checked_start(
+            request.app.state.settings.catalogue,
+            request.app.state.recipient_domains,
+            principal,
+            document,
+            partial(audit_refusal, request),
         )
-    try:
-        document = PipelineRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from None
-    return checked_start(request, principal, document)
-
-
-def checked_start(request: Request, principal: Principal, document: PipelineRequest) -> StartRequest:
-    """A well-formed start request checked against the catalogue: its job, the caller's scope for it, its values.
-
-    The one decision of what may be started, for the JSON route and the web
-    page's form alike, the operator's recipient domains included. Raises RequestValidationError (422, each problem at
-    its field) or InsufficientScope.
-    """
-    catalogue: Catalogue = request.app.state.settings.catalogue
-    try:
-        job = catalogue.job(document.job)
-    except UnknownJob as exc:
-        raise RequestValidationError([{"type": "unknown_job", "loc": ("body", "job"), "msg": str(exc)}]) from None
-    if not may_start(principal, job):
-        refusal = InsufficientScope(" ".join(job.start_scopes))
-        needed = " or ".join(repr(scope) for scope in job.start_scopes)
-        refusal.message = f"starting job {job.name!r} needs the {needed} scope, which your credentials do not grant"
-        audit_refusal(request, refusal, principal, f"may not start job {job.name}")
-        raise refusal
-    try:
-        parameters = job.resolve(document.parameters)
-        timeout = job.timeout(document.timeout_seconds)
-    except InvalidParameters as exc:
-        raise _invalid(exc) from None
-    recipients: RecipientDomains = request.app.state.recipient_domains
-    refused = recipients.refusal(str(document.email))
-    if refused is not None:
-        raise RequestValidationError([{"type": "recipient_not_allowed", "loc": ("body", "email"), "msg": refused}])
-    return StartRequest(document, principal, job, parameters, timeout)
+    except InvalidRequest as exc:
+        raise as_validation_error(exc) from None
 
 
 AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]
 
 
-@dataclass(frozen=True)
-class Repair:
-    """A repair of a pipeline the caller may cancel, with the parameters it reruns with."""
-
-    pipeline: OwnedPipeline
-    parameters: dict[str, str]
-
-
-async def _repair_request(request: Request, pipeline: CancellablePipeline) -> Repair:
+async def _repair_request(request: Request, pipeline: CancellablePipeline, pipelines: PipelinesDep) -> Repair:
     """The repair request's body (optional), read only once the caller may decide about this pipeline."""
     body = await request.body()
-    document = RepairRequest()
-    if body.strip():
-        if not _is_json(request.headers.get("content-type", "")):
-            raise RequestValidationError(
-                [{"type": "content_type", "loc": ("body",), "msg": "send JSON, with content-type: application/json"}]
-            )
-        try:
-            document = RepairRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-            ) from None
-    pipelines: Pipelines = request.app.state.pipelines
+    document = parsed(RepairRequest, request.headers.get("content-type", ""), body) if body.strip() else RepairRequest()
     try:
-        parameters = await pipelines.parameters_for_repair(pipeline.root, document.parameters)
-    except InvalidParameters as exc:
-        raise _invalid(exc) from None
-    return Repair(pipeline, parameters)
+        return await checked_repair(pipelines, pipeline, document.parameters)
+    except InvalidRequest as exc:
+        raise as_validation_error(exc) from None
 
 
 AuthorizedRepair = Annotated[Repair, Depends(_repair_request)]

@@ -15,9 +15,9 @@ from pipeline_shared.settings import (
     CatalogueSettings,
 )
 
-from .keys import InvalidKeysFile, load_keys_file
-from .limits import InvalidLimit, RecipientDomains, StartLimits
-from .oidc import ASYMMETRIC_ALGORITHMS
+from .auth.keys import InvalidKeysFile, load_keys_file
+from .auth.oidc import ASYMMETRIC_ALGORITHMS
+from .domain.limits import InvalidLimit, RecipientDomains, StartLimits
 
 #: Signs the web page's session cookies on the development stack. Public on
 #: purpose, like the development signing secret, and refused elsewhere.
@@ -41,7 +41,7 @@ class GatewaySettings(CatalogueSettings):
     #: Signing secrets replaced by CALLBACK_SIGNING_SECRET, comma-separated:
     #: callbacks signed with a key derived from one of them are still
     #: accepted, so pipelines started before a rotation can finish. See
-    #: pipeline_api.callbacks for the rotation procedure.
+    #: pipeline_api.domain.callbacks for the rotation procedure.
     CALLBACK_SIGNING_PREVIOUS_SECRETS: Annotated[tuple[str, ...], NoDecode] = ()
 
     #: When set, the gateway also listens on this port, and serves there the
@@ -49,7 +49,7 @@ class GatewaySettings(CatalogueSettings):
     #: deployment exposes to the Databricks workspace.
     CALLBACK_PORT: int | None = Field(default=None, ge=1, le=65535)
 
-    # ── Databricks' job notifications (see pipeline_api.notifications) ──
+    # ── Databricks' job notifications (see pipeline_api.domain.notifications) ──
     #: The basic-auth credentials the workspace's webhook notification
     #: destination sends. Without a password the notification route is off (404).
     DATABRICKS_NOTIFICATION_USERNAME: str = Field(default="databricks", min_length=1)
@@ -59,7 +59,7 @@ class GatewaySettings(CatalogueSettings):
     NOTIFICATION_CHECK_WINDOW_SECONDS: int = Field(default=10, ge=1, le=3600)
 
     # ── client authentication (see pipeline_api.deps) ───────────────────
-    #: The API keys file (TOML; see pipeline_api.keys). Re-read when it changes.
+    #: The API keys file (TOML; see pipeline_api.auth.keys). Re-read when it changes.
     API_KEYS_FILE: Path | None = None
     #: The OIDC issuer whose access tokens are accepted, exactly as tokens name it in ``iss``.
     OIDC_ISSUER: str | None = None
@@ -76,7 +76,7 @@ class GatewaySettings(CatalogueSettings):
     #: ``pipelines:`` when tokens carry ``pipelines:start``.
     OIDC_SCOPE_PREFIX: str = ""
 
-    # ── start limits (see pipeline_api.limits) ──────────────────────────
+    # ── start limits (see pipeline_api.domain.limits) ──────────────────────────
     #: Pipelines one principal may start in any minute; 0: no limit. A repeat
     #: of a start (same id) is not counted again.
     START_RATE_PER_MINUTE: int = Field(default=60, ge=0)
@@ -206,7 +206,7 @@ class GatewaySettings(CatalogueSettings):
         elif self.OIDC_ISSUER is None and self.ENVIRONMENT != "development":
             raise ValueError(
                 f"no way for clients to authenticate in ENVIRONMENT={self.ENVIRONMENT}: "
-                "set API_KEYS_FILE (see python -m pipeline_api.keys), OIDC_ISSUER and OIDC_AUDIENCE, or both"
+                "set API_KEYS_FILE (see python -m pipeline_api.auth.keys), OIDC_ISSUER and OIDC_AUDIENCE, or both"
             )
         return self
 

@@ -55,7 +55,7 @@ MAX_PARAMETERS_BYTES = 8_000
 #: parking a pipeline for a century.
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 
-#: The scopes a catalogue may name (the gateway's; see pipeline_api.principals).
+#: The scopes a catalogue may name (the gateway's; see pipeline_api.auth.principals).
 StartScope = Literal["start", "admin"]
 
 

@@ -15,7 +15,7 @@ lease, and no execution's history grows with the length of the wait.
 Jobs that send webhook notifications (catalogue completion ``notification``)
 get the same check sooner: the gateway, told by Databricks that a run started
 or ended, dispatches one extra check at once (see
-:func:`pipeline_api.notifications`). It finds the pipeline through the run's
+:func:`pipeline_api.domain.notifications`). It finds the pipeline through the run's
 index promise (:func:`pipeline_shared.promise_tree.run_index_id`), which
 :func:`start_watching` writes. A notification only prompts a check; the
 outcome is always read from the Jobs API, so a forged one changes nothing.

@@ -42,8 +42,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth import SignIn
-from ..principals import Principal, Scope
+from ..auth.authenticator import SignIn
+from ..auth.principals import Principal, Scope
 
 #: The session cookie; scoped to the page's path, so the JSON API never sees it.
 SESSION_COOKIE = "pipelines_ui_session"

@@ -29,10 +29,10 @@ from pipeline_shared.errors import (
     Unauthenticated,
 )
 
+from ..settings import GatewaySettings
 from .keys import ApiKeys, key_digest
 from .oidc import OidcVerifier
 from .principals import Principal
-from .settings import GatewaySettings
 
 logger = logging.getLogger("pipeline_api.audit")
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StringConstraints, Valida
 
 from pipeline_shared.errors import InvalidNotification, NotificationsDisabled, NotificationUnauthorized
 
-from .settings import GatewaySettings
+from ..settings import GatewaySettings
 
 NOTIFICATION_PATH = "/notifications/databricks"
 

@@ -16,7 +16,7 @@ until it is fixed, rather than keep accepting a key someone just revoked.
 
 Mint a key and print its entry for the file::
 
-    python -m pipeline_api.keys mint --principal billing-service --scopes start,read,cancel
+    python -m pipeline_api.auth.keys mint --principal billing-service --scopes start,read,cancel
 
 Development: with ``ENVIRONMENT=development`` and no ``API_KEYS_FILE``,
 :data:`DEVELOPMENT_API_KEY` (principal ``dev``, scopes start, read and
@@ -272,7 +272,7 @@ def mint(principal: str, scopes: frozenset[Scope], key_id: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_api.keys", description="Mint gateway API keys.")
+    parser = argparse.ArgumentParser(prog="python -m pipeline_api.auth.keys", description="Mint gateway API keys.")
     commands = parser.add_subparsers(dest="command", required=True)
     minting = commands.add_parser("mint", help="make a new key and print it with its entry for API_KEYS_FILE")
     minting.add_argument("--principal", required=True, help="who the key speaks for, e.g. billing-service")

@@ -52,7 +52,21 @@ from pipeline_shared.errors import CoordinatorUnavailable, StartRateLimited, Too
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
 
-    from .settings import GatewaySettings
+
+class LimitSettings(Protocol):
+    """The settings the limits are read from (GatewaySettings'); named here because the settings import this module."""
+
+    @property
+    def ENVIRONMENT(self) -> str: ...
+    @property
+    def START_RATE_PER_MINUTE(self) -> int: ...
+    @property
+    def PIPELINES_WAITING_PER_PRINCIPAL(self) -> int: ...
+    @property
+    def PRINCIPAL_START_LIMITS(self) -> tuple[str, ...]: ...
+    @property
+    def RECIPIENT_DOMAINS(self) -> tuple[str, ...]: ...
+
 
 #: Told to a caller refused by the waiting quota: pipelines take minutes, and
 #: how long its own will take is not known here.
@@ -83,7 +97,7 @@ class StartLimits:
     by_principal: dict[str, PrincipalLimits]
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> StartLimits:
+    def from_settings(cls, settings: LimitSettings) -> StartLimits:
         by_principal: dict[str, PrincipalLimits] = {}
         for entry in settings.PRINCIPAL_START_LIMITS:
             principal, _, limits = entry.rpartition("=")
@@ -169,7 +183,7 @@ class RecipientDomains:
     parents: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> RecipientDomains:
+    def from_settings(cls, settings: LimitSettings) -> RecipientDomains:
         entries = [_domain(entry) for entry in settings.RECIPIENT_DOMAINS]
         if "*" in entries or (not entries and settings.ENVIRONMENT == "development"):
             return cls(exact=None)

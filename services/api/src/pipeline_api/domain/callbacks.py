@@ -46,7 +46,10 @@ from pydantic import ValidationError
 from pipeline_shared.errors import CallbackUnauthorized, InvalidCallback
 from pipeline_shared.signing import CallbackSignatureError, derive_callback_key, verify_callback
 
-from .schemas import CallbackRequest
+from ..schemas import CallbackRequest
+
+#: Where the notebook sends its signed callback (on both listeners).
+CALLBACK_PATH = "/callbacks/databricks"
 
 #: A JSON escape of a UTF-16 surrogate: the only way parsed text can fail to encode.
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")

@@ -17,7 +17,7 @@ How it keeps up, without ever disagreeing for long:
    pipelines' promises in one statement, reads each one's as a
    :class:`~pipeline_shared.promise_tree.PipelineTree`, and rewrites its row
    and events from it: the state by the very code that answers ``GET
-   /pipelines/{id}`` (:func:`.pipelines.status_of`), the events by
+   /pipelines/{id}`` (:func:`..domain.pipelines.status_of`), the events by
    :func:`.events.timeline_of`. It deletes the notes it handled in the
    same transaction, so a projector killed half way leaves them for the next.
 3. A reader sees, between a change in Resonate and its projection (about
@@ -33,49 +33,41 @@ which a projection NOTIFYs, and read again at least every
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
-from resonate.codec import Codec, NoopEncryptor
-from resonate.types import PromiseRecord, Value
+from resonate.types import PromiseRecord
 
-from pipeline_shared.errors import CoordinatorUnavailable, InvalidListQuery, PipelineConflict
-from pipeline_shared.models import PIPELINE_ID, PipelineState
+from pipeline_shared.errors import CoordinatorUnavailable, PipelineConflict
 from pipeline_shared.promise_tree import PipelineTree
 
-from . import metrics
-from .events import KINDS, Event, timeline_of
-from .pipelines import spec_of, status_of
-from .principals import Principal, Scope
-from .schemas import PipelineEvent, PipelinePage, PipelineSummary
+from .. import metrics
+from ..auth.principals import Principal
+from ..domain.pipelines import spec_of, status_of
+from ..schemas import PipelineEvent, PipelinePage, PipelineSummary
+from .cursor import ListQuery, _decode_cursor, _encode_cursor, _filters
+from .events import KINDS, timeline_of
+from .projector import _Projection, _snapshots, _write
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
 
-    from .settings import GatewaySettings
+    from ..settings import GatewaySettings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipeline_api.index")
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
 #: start limits, 3 the web page's signed-out sessions.
 INDEX_MIGRATION = 3
 
-#: Hex digits of a cursor's check (:func:`_query_check`): enough that a cursor made up or edited never passes by chance.
-CURSOR_CHECK_LENGTH = 24
 #: Largest page a client may ask for.
 MAX_PAGE = 200
 #: Counted exactly up to here; beyond, the total is not worth a scan of every row.
@@ -92,18 +84,6 @@ PROJECTION_DELAY_SECONDS = 0.25
 NOT_INDEXED_SECONDS = 60.0
 #: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
 PROJECTOR_LOCK = 0x70_69_70_65  # "pipe"
-
-_CODEC = Codec(NoopEncryptor())
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    states: frozenset[PipelineState] = frozenset()
-    job: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    limit: int = 50
-    cursor: str | None = None
 
 
 @dataclass
@@ -376,178 +356,5 @@ class PipelineIndex:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
 
-@dataclass(frozen=True)
-class _Projection:
-    pipeline_id: str
-    #: Its row in pipelines.pipeline; None when the pipeline is gone.
-    row: dict[str, Any] | None
-    events: list[Event]
-
-
-_UPSERT_PIPELINE = """
-    INSERT INTO pipelines.pipeline AS p (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
-    VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s, %(run_id)s,
-            %(run_page_url)s)
-    ON CONFLICT (id) DO UPDATE SET
-        state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
-        run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
-    WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
-          IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
-"""
-
-_INSERT_EVENT = (
-    "INSERT INTO pipelines.event (pipeline_id, key, at, kind, summary, data) "
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, key) DO NOTHING"
-)
-
-
-async def _snapshots(conn: Any, pipeline_ids: list[str]) -> dict[str, dict[str, PromiseRecord]]:
-    """Every promise of each pipeline, read in one statement (one snapshot of them all), by pipeline and id."""
-    cursor = await conn.execute(
-        "SELECT p.origin_id, p.id, p.state, p.param_headers, p.param_data, p.value_headers, p.value_data, p.tags, "
-        "p.timeout_at, p.created_at, p.settled_at "
-        "FROM unnest(%s::text[]) AS noted(id), LATERAL pipelines.promises_of(noted.id) AS p",
-        (pipeline_ids,),
-    )
-    snapshots: dict[str, dict[str, PromiseRecord]] = {}
-    for origin, *columns in await cursor.fetchall():
-        record = _record(tuple(columns))
-        snapshots.setdefault(origin, {})[record.id] = record
-    return snapshots
-
-
-async def _write(conn: Any, projections: list[_Projection]) -> list[str]:
-    """Write the projections; the ids written. All at once, or one by one when that fails, skipping the failures."""
-    try:
-        async with conn.transaction():
-            await _write_all(conn, projections)
-        return [projection.pipeline_id for projection in projections]
-    except psycopg.OperationalError:
-        raise
-    except psycopg.Error:
-        logger.warning("pipeline index: a batch did not write; writing its pipelines one by one")
-    written = []
-    for projection in projections:
-        try:
-            async with conn.transaction():
-                await _write_all(conn, [projection])
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error:
-            logger.exception("pipeline index: could not write pipeline %r; will retry", projection.pipeline_id)
-            metrics.INDEX_PROJECTION_FAILURES.inc()
-            continue
-        written.append(projection.pipeline_id)
-    return written
-
-
-async def _write_all(conn: Any, projections: list[_Projection]) -> None:
-    gone = [(p.pipeline_id,) for p in projections if p.row is None]
-    rows = [p.row for p in projections if p.row is not None]
-    # Each pipeline's events in the order they happened, so that each one's seq follows the one before.
-    events = [
-        (p.pipeline_id, e.key, e.at, e.kind, e.summary, json.dumps(e.data, default=str))
-        for p in projections
-        if p.row is not None
-        for e in p.events
-    ]
-    async with conn.cursor() as cursor:
-        if gone:
-            await cursor.executemany("DELETE FROM pipelines.pipeline WHERE id = %s", gone)
-        if rows:
-            await cursor.executemany(_UPSERT_PIPELINE, rows)
-        if events:
-            await cursor.executemany(_INSERT_EVENT, events)
-
-
-def _record(row: tuple[Any, ...]) -> PromiseRecord:
-    """A row of ``resonate.promises`` as the SDK hands a promise to its callers, data decoded."""
-    pid, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, created_at, settled_at = row
-    raw = PromiseRecord(
-        id=pid,
-        state=state,
-        param=Value(headers=param_headers or None, data=param_data),
-        value=Value(headers=value_headers or None, data=value_data),
-        tags=tags or {},
-        timeout_at=timeout_at,
-        created_at=created_at,
-        settled_at=settled_at,
-    )
-    return _CODEC.decode_promise(raw)
-
-
 def _summary(row: dict[str, Any]) -> PipelineSummary:
     return PipelineSummary(**{name: row[name] for name in PipelineSummary.model_fields})
-
-
-def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, dict[str, Any]]:
-    """The WHERE clause for what ``principal`` may see of ``query``'s filters."""
-    clauses: list[sql.Composable] = [sql.SQL("true")]
-    params: dict[str, Any] = {}
-    if Scope.ADMIN not in principal.scopes:
-        clauses.append(sql.SQL("owner = %(owner)s"))
-        params["owner"] = principal.id
-    if query.states:
-        clauses.append(sql.SQL("state = ANY(%(states)s)"))
-        params["states"] = sorted(state.value for state in query.states)
-    if query.job is not None:
-        clauses.append(sql.SQL("job = %(job)s"))
-        params["job"] = query.job
-    if query.created_after is not None:
-        clauses.append(sql.SQL("created_at >= %(created_after)s"))
-        params["created_after"] = query.created_after
-    if query.created_before is not None:
-        clauses.append(sql.SQL("created_at < %(created_before)s"))
-        params["created_before"] = query.created_before
-    return sql.SQL(" AND ").join(clauses), params
-
-
-def _query_check(principal: Principal, query: ListQuery, created: str, pipeline_id: str) -> str:
-    """What ties a cursor to the list it was issued for: whose, of which states and job, after which row.
-
-    A digest, not a signature: a cursor grants nothing (the principal's
-    visibility and the filters apply whatever it says), so the check only has
-    to tell a cursor this list was given from anything else (another list's,
-    edited, or made up) and no secret is needed for that. The page size and
-    the time window are left out: a client may change them between pages (the
-    CLI turns ``--created-after 1h`` into a new time at every call), and a
-    position in the newest-first order means the same whatever they are.
-    """
-    document = json.dumps(
-        [principal.id, sorted(state.value for state in query.states), query.job, created, pipeline_id],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(document.encode()).hexdigest()[:CURSOR_CHECK_LENGTH]
-
-
-def _encode_cursor(principal: Principal, query: ListQuery, row: dict[str, Any]) -> str:
-    """Where the next page starts: after this row, in the list's order. Opaque to clients."""
-    created = row["created_at"].isoformat()
-    check = _query_check(principal, query, created, row["id"])
-    document = json.dumps([created, row["id"], check], separators=(",", ":"))
-    return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(principal: Principal, query: ListQuery, cursor: str) -> tuple[datetime, str]:
-    """The row a cursor this query was given starts after; InvalidListQuery for anything else.
-
-    Checked whole before anything reaches the database: a NUL or a lone
-    surrogate in a made-up cursor would otherwise fail there as a 500.
-    """
-    refusal = InvalidListQuery(
-        "cursor: not a cursor this gateway gave for this query; pass next_cursor as it came, with the same filters"
-    )
-    try:
-        created, pipeline_id, check = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise refusal from None
-    if (
-        not isinstance(pipeline_id, str)
-        or not PIPELINE_ID.fullmatch(pipeline_id)
-        or moment.tzinfo is None
-        or not isinstance(check, str)
-        or not hmac.compare_digest(check.encode(), _query_check(principal, query, created, pipeline_id).encode())
-    ):
-        raise refusal
-    return moment, pipeline_id

@@ -57,18 +57,18 @@ from pipeline_shared.models import (
 )
 from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree, Repairs, read_pipeline_tree
 
-from . import metrics
+from .. import metrics
 
 if TYPE_CHECKING:
-    from .deps import StartRequest
+    from .commands import StartRequest
     from .limits import StartAdmission
-from .schemas import (
+from ..schemas import (
     CallbackRequest,
     DatabricksRunView,
     NotificationView,
     PipelineStatus,
 )
-from .settings import GatewaySettings
+from ..settings import GatewaySettings
 
 #: Settled callback promises remembered per gateway process (a few hundred
 #: bytes each).
@@ -92,7 +92,7 @@ class Pipelines:
     def __init__(self, promises: Promises, settings: GatewaySettings, admission: StartAdmission | None = None) -> None:
         self._promises = promises
         self._settings = settings
-        #: The start limits (see pipeline_api.limits); None: none.
+        #: The start limits (see pipeline_api.domain.limits); None: none.
         self._admission = admission
         #: Callback promises this process saw settled, by id. A settled promise
         #: never changes, so a repeated callback (the notebook retrying, a

@@ -1,0 +1,124 @@
+"""The projector's writing side: a snapshot of each noted pipeline's promises, and its row and events written.
+
+How the projector keeps up (notes, the advisory lock, the delay) is told in :mod:`.queries`, whose
+:meth:`~.queries.PipelineIndex.run` drives it; this module reads the noted pipelines' promises in one
+statement and writes their projections, all at once or one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from resonate.codec import Codec, NoopEncryptor
+from resonate.types import PromiseRecord, Value
+
+from .. import metrics
+from .events import Event
+
+logger = logging.getLogger("pipeline_api.index")
+
+_CODEC = Codec(NoopEncryptor())
+
+
+@dataclass(frozen=True)
+class _Projection:
+    pipeline_id: str
+    #: Its row in pipelines.pipeline; None when the pipeline is gone.
+    row: dict[str, Any] | None
+    events: list[Event]
+
+
+_UPSERT_PIPELINE = """
+    INSERT INTO pipelines.pipeline AS p (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
+    VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s, %(run_id)s,
+            %(run_page_url)s)
+    ON CONFLICT (id) DO UPDATE SET
+        state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
+        run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
+    WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
+          IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
+"""
+
+_INSERT_EVENT = (
+    "INSERT INTO pipelines.event (pipeline_id, key, at, kind, summary, data) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline_id, key) DO NOTHING"
+)
+
+
+async def _snapshots(conn: Any, pipeline_ids: list[str]) -> dict[str, dict[str, PromiseRecord]]:
+    """Every promise of each pipeline, read in one statement (one snapshot of them all), by pipeline and id."""
+    cursor = await conn.execute(
+        "SELECT p.origin_id, p.id, p.state, p.param_headers, p.param_data, p.value_headers, p.value_data, p.tags, "
+        "p.timeout_at, p.created_at, p.settled_at "
+        "FROM unnest(%s::text[]) AS noted(id), LATERAL pipelines.promises_of(noted.id) AS p",
+        (pipeline_ids,),
+    )
+    snapshots: dict[str, dict[str, PromiseRecord]] = {}
+    for origin, *columns in await cursor.fetchall():
+        record = _record(tuple(columns))
+        snapshots.setdefault(origin, {})[record.id] = record
+    return snapshots
+
+
+async def _write(conn: Any, projections: list[_Projection]) -> list[str]:
+    """Write the projections; the ids written. All at once, or one by one when that fails, skipping the failures."""
+    try:
+        async with conn.transaction():
+            await _write_all(conn, projections)
+        return [projection.pipeline_id for projection in projections]
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error:
+        logger.warning("pipeline index: a batch did not write; writing its pipelines one by one")
+    written = []
+    for projection in projections:
+        try:
+            async with conn.transaction():
+                await _write_all(conn, [projection])
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            logger.exception("pipeline index: could not write pipeline %r; will retry", projection.pipeline_id)
+            metrics.INDEX_PROJECTION_FAILURES.inc()
+            continue
+        written.append(projection.pipeline_id)
+    return written
+
+
+async def _write_all(conn: Any, projections: list[_Projection]) -> None:
+    gone = [(p.pipeline_id,) for p in projections if p.row is None]
+    rows = [p.row for p in projections if p.row is not None]
+    # Each pipeline's events in the order they happened, so that each one's seq follows the one before.
+    events = [
+        (p.pipeline_id, e.key, e.at, e.kind, e.summary, json.dumps(e.data, default=str))
+        for p in projections
+        if p.row is not None
+        for e in p.events
+    ]
+    async with conn.cursor() as cursor:
+        if gone:
+            await cursor.executemany("DELETE FROM pipelines.pipeline WHERE id = %s", gone)
+        if rows:
+            await cursor.executemany(_UPSERT_PIPELINE, rows)
+        if events:
+            await cursor.executemany(_INSERT_EVENT, events)
+
+
+def _record(row: tuple[Any, ...]) -> PromiseRecord:
+    """A row of ``resonate.promises`` as the SDK hands a promise to its callers, data decoded."""
+    pid, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, created_at, settled_at = row
+    raw = PromiseRecord(
+        id=pid,
+        state=state,
+        param=Value(headers=param_headers or None, data=param_data),
+        value=Value(headers=value_headers or None, data=value_data),
+        tags=tags or {},
+        timeout_at=timeout_at,
+        created_at=created_at,
+        settled_at=settled_at,
+    )
+    return _CODEC.decode_promise(raw)
