@@ -26,7 +26,7 @@ PROMISE_KINDS = re.compile(r"databricks-run/|:(?:await|attempt|hint)|watch(?:[({
 JOINED_AT_A_COLON = re.compile(r"^:(?!\s|//)")
 #: Id-shaped text that is no promise's: (module, what the check says of it). A principal's
 #: id (``kind:name``) is recorded as a pipeline's owner, never as a promise's id.
-NOT_PROMISE_IDS = {("api/src/pipeline_api/principals.py", "joins a value to ':'")}
+NOT_PROMISE_IDS = {("api/src/pipeline_api/auth/principals.py", "joins a value to ':'")}
 
 
 def _sources() -> list[Path]:
