@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline_api import cli
+from pipeline_client.cli import commands as cli
 from pipeline_api.app import create_app
 from pipeline_api.keys import mint
 from pipeline_api.principals import Scope
