@@ -47,8 +47,8 @@ from typing import Any, NoReturn
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
-from . import views
 from ..keys import DEVELOPMENT_API_KEY
+from . import views
 
 #: Where the gateway listens when run with `docker compose up`.
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
