@@ -180,7 +180,8 @@ class Client:
             remaining = deadline() - time.monotonic()
             if remaining <= 0:
                 raise _wire.unreachable(self._http.base_url, Exception(f"the stream {path} dropped ({reason})"))
-            headers = {"accept": "text/event-stream"} | ({"last-event-id": str(last_seq)} if last_seq else {})
+            # connect_sse asks for text/event-stream itself.
+            headers = {"last-event-id": str(last_seq)} if last_seq else {}
             timeout = _wire.stream_timeout(self._http.timeout.connect, remaining)
             try:
                 with connect_sse(
