@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .errors import PipelineError, RateLimited, Unavailable, connection_failed, error_from_response
+from .errors import ConnectionFailed, PipelineError, RateLimited, Unavailable, connection_failed, error_from_response
 from .keys import DEVELOPMENT_API_KEY
 from .models import PipelineState, PipelineStatus
 
@@ -33,8 +33,9 @@ RECONNECT_DELAY = 1.0
 STREAM_FAILURES_BEFORE_POLLING = 3
 #: Between two reads of the status document when ``wait`` polls.
 DEFAULT_POLL_INTERVAL = 2.0
-#: A stream's answers worth reconnecting on: the gateway or its database is momentarily away.
-RECONNECTABLE = (Unavailable, RateLimited)
+#: A stream's failures worth reconnecting on: the connection dropped, or the gateway or its
+#: database is momentarily away.
+RECONNECTABLE = (Unavailable, RateLimited, ConnectionFailed)
 
 
 def api_key_or_default(api_key: str | None) -> tuple[str, bool]:
@@ -49,7 +50,7 @@ def headers(api_key: str) -> dict[str, str]:
 
 def development_key_hint(response: httpx.Response, using_development_key: bool) -> str:
     if response.status_code == 401 and using_development_key:
-        return " (no api_key and no PIPELINES_API_KEY, so the development key was sent)"
+        return " (PIPELINES_API_KEY is not set, so the development key was sent)"
     return ""
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Self
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 from . import _wire
 from .client import _later, _StreamFailed
@@ -57,7 +58,13 @@ class AsyncClient:
 
     # ── one request ──────────────────────────────────────────────────────────
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call of the gateway's API; its JSON document as sent, untyped.
+
+        For tools that show documents whole (the ``pipelines`` command's
+        ``--json``); the typed methods below are built on it. A refusal
+        raises by kind; 503 and 429 are retried within ``max_retry_wait``.
+        """
         budget = _wire.RetryBudget(self.max_retry_wait)
         while True:
             try:
@@ -74,6 +81,32 @@ class AsyncClient:
                 continue
             return response.json()
 
+    @asynccontextmanager
+    async def open_stream(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        last_event_id: str | None = None,
+        read_timeout: float = _wire.STREAM_READ_TIMEOUT,
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """One connection to an event stream (``?follow=true``), its messages as they come.
+
+        No reconnection here: a refusal raises by kind, a connection that
+        drops raises :class:`ConnectionFailed` (status None). ``events`` and
+        ``wait`` resume after the last event; so does the CLI, its own way.
+        """
+        headers = {"last-event-id": last_event_id} if last_event_id else {}
+        timeout = _wire.stream_timeout(self._http.timeout.connect, read_timeout)
+        params = {**(params or {}), "follow": "true"}
+        try:
+            async with aconnect_sse(self._http, "GET", path, params=params, headers=headers, timeout=timeout) as source:
+                if source.response.is_error:
+                    await source.response.aread()
+                    _wire.raise_for(source.response, self._using_development_key)
+                yield _messages(source.aiter_sse(), self._http.base_url)
+        except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+            raise _wire.unreachable(self._http.base_url, exc) from exc
+
     # ── the API ──────────────────────────────────────────────────────────────
 
     async def start(
@@ -87,25 +120,25 @@ class AsyncClient:
     ) -> PipelineStatus:
         """Start a pipeline; with an ``id`` already started by the same request, the existing one."""
         body = _wire.start_body(job, email, parameters, id, timeout_seconds)
-        return PipelineStatus.model_validate(await self._request("POST", "/pipelines", json=body))
+        return PipelineStatus.model_validate(await self.request("POST", "/pipelines", json=body))
 
     async def get(self, pipeline_id: str) -> PipelineStatus:
-        return PipelineStatus.model_validate(await self._request("GET", f"/pipelines/{pipeline_id}"))
+        return PipelineStatus.model_validate(await self.request("GET", f"/pipelines/{pipeline_id}"))
 
     async def cancel(self, pipeline_id: str) -> PipelineStatus:
-        return PipelineStatus.model_validate(await self._request("POST", f"/pipelines/{pipeline_id}/cancel"))
+        return PipelineStatus.model_validate(await self.request("POST", f"/pipelines/{pipeline_id}/cancel"))
 
     async def repair(self, pipeline_id: str, parameters: Mapping[str, str] | None = None) -> PipelineStatus:
         """Rerun the failed tasks of a pipeline awaiting repair, with ``parameters`` changed."""
         body = {"parameters": dict(parameters or {})}
-        return PipelineStatus.model_validate(await self._request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
+        return PipelineStatus.model_validate(await self.request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
 
     async def abandon(self, pipeline_id: str) -> PipelineStatus:
         """Give up on a pipeline awaiting repair: it ends failed."""
-        return PipelineStatus.model_validate(await self._request("POST", f"/pipelines/{pipeline_id}/abandon"))
+        return PipelineStatus.model_validate(await self.request("POST", f"/pipelines/{pipeline_id}/abandon"))
 
     async def jobs(self) -> list[Job]:
-        return JobList.model_validate(await self._request("GET", "/jobs")).jobs
+        return JobList.model_validate(await self.request("GET", "/jobs")).jobs
 
     async def list_page(
         self,
@@ -119,7 +152,7 @@ class AsyncClient:
     ) -> PipelinePage:
         """One page of the pipelines this key may see, newest first."""
         params = _wire.list_params(state, job, created_after, created_before, limit, cursor)
-        return PipelinePage.model_validate(await self._request("GET", "/pipelines", params=params))
+        return PipelinePage.model_validate(await self.request("GET", "/pipelines", params=params))
 
     async def list(
         self,
@@ -149,7 +182,7 @@ class AsyncClient:
             cursor = page.next_cursor
 
     async def timeline(self, pipeline_id: str) -> PipelineTimeline:
-        return PipelineTimeline.model_validate(await self._request("GET", f"/pipelines/{pipeline_id}/events"))
+        return PipelineTimeline.model_validate(await self.request("GET", f"/pipelines/{pipeline_id}/events"))
 
     async def events(
         self, pipeline_id: str, follow: bool = False, *, after: int = 0, reconnect_for: float = 60.0
@@ -186,17 +219,10 @@ class AsyncClient:
             remaining = deadline() - time.monotonic()
             if remaining <= 0:
                 raise _wire.unreachable(self._http.base_url, Exception(f"the stream {path} dropped ({reason})"))
-            # connect_sse asks for text/event-stream itself.
-            headers = {"last-event-id": str(last_seq)} if last_seq else {}
-            timeout = _wire.stream_timeout(self._http.timeout.connect, remaining)
+            last = str(last_seq) if last_seq else None
             try:
-                async with aconnect_sse(
-                    self._http, "GET", path, params={"follow": "true"}, headers=headers, timeout=timeout
-                ) as source:
-                    if source.response.is_error:
-                        await source.response.aread()
-                        _wire.raise_for(source.response, self._using_development_key)
-                    async for message in source.aiter_sse():
+                async with self.open_stream(path, None, last, min(_wire.STREAM_READ_TIMEOUT, remaining)) as messages:
+                    async for message in messages:
                         if message.retry:
                             delay = message.retry / 1000
                         if message.event == "timeline":
@@ -212,8 +238,6 @@ class AsyncClient:
                             yield "end", message.json()
                             return
                 reason = "the gateway closed it"
-            except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
-                reason = str(exc) or type(exc).__name__
             except _wire.RECONNECTABLE as exc:
                 reason = str(exc)
             failures += 1
@@ -261,3 +285,12 @@ class AsyncClient:
                 return status
             await asyncio.sleep(min(poll_interval, max(remaining, 0)))
         raise WaitTimedOut(f"{pipeline_id} is still {status.state} after {timeout:g} s", status)
+
+
+async def _messages(messages: AsyncIterator[ServerSentEvent], base_url: object) -> AsyncIterator[ServerSentEvent]:
+    """``messages``, with a connection dropping mid-stream raised as ConnectionFailed."""
+    try:
+        async for message in messages:
+            yield message
+    except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+        raise _wire.unreachable(base_url, exc) from exc

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Self
 
 import httpx
-from httpx_sse import SSEError, connect_sse
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
 from . import _wire
 from .errors import PipelineError, WaitTimedOut
@@ -54,7 +55,13 @@ class Client:
 
     # ── one request ──────────────────────────────────────────────────────────
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call of the gateway's API; its JSON document as sent, untyped.
+
+        For tools that show documents whole (the ``pipelines`` command's
+        ``--json``); the typed methods below are built on it. A refusal
+        raises by kind; 503 and 429 are retried within ``max_retry_wait``.
+        """
         budget = _wire.RetryBudget(self.max_retry_wait)
         while True:
             try:
@@ -71,6 +78,32 @@ class Client:
                 continue
             return response.json()
 
+    @contextmanager
+    def open_stream(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        last_event_id: str | None = None,
+        read_timeout: float = _wire.STREAM_READ_TIMEOUT,
+    ) -> Iterator[Iterator[ServerSentEvent]]:
+        """One connection to an event stream (``?follow=true``), its messages as they come.
+
+        No reconnection here: a refusal raises by kind, a connection that
+        drops raises :class:`ConnectionFailed` (status None). ``events`` and
+        ``wait`` resume after the last event; so does the CLI, its own way.
+        """
+        headers = {"last-event-id": last_event_id} if last_event_id else {}
+        timeout = _wire.stream_timeout(self._http.timeout.connect, read_timeout)
+        params = {**(params or {}), "follow": "true"}
+        try:
+            with connect_sse(self._http, "GET", path, params=params, headers=headers, timeout=timeout) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    _wire.raise_for(source.response, self._using_development_key)
+                yield _messages(source.iter_sse(), self._http.base_url)
+        except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+            raise _wire.unreachable(self._http.base_url, exc) from exc
+
     # ── the API ──────────────────────────────────────────────────────────────
 
     def start(
@@ -84,25 +117,25 @@ class Client:
     ) -> PipelineStatus:
         """Start a pipeline; with an ``id`` already started by the same request, the existing one."""
         body = _wire.start_body(job, email, parameters, id, timeout_seconds)
-        return PipelineStatus.model_validate(self._request("POST", "/pipelines", json=body))
+        return PipelineStatus.model_validate(self.request("POST", "/pipelines", json=body))
 
     def get(self, pipeline_id: str) -> PipelineStatus:
-        return PipelineStatus.model_validate(self._request("GET", f"/pipelines/{pipeline_id}"))
+        return PipelineStatus.model_validate(self.request("GET", f"/pipelines/{pipeline_id}"))
 
     def cancel(self, pipeline_id: str) -> PipelineStatus:
-        return PipelineStatus.model_validate(self._request("POST", f"/pipelines/{pipeline_id}/cancel"))
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/cancel"))
 
     def repair(self, pipeline_id: str, parameters: Mapping[str, str] | None = None) -> PipelineStatus:
         """Rerun the failed tasks of a pipeline awaiting repair, with ``parameters`` changed."""
         body = {"parameters": dict(parameters or {})}
-        return PipelineStatus.model_validate(self._request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
 
     def abandon(self, pipeline_id: str) -> PipelineStatus:
         """Give up on a pipeline awaiting repair: it ends failed."""
-        return PipelineStatus.model_validate(self._request("POST", f"/pipelines/{pipeline_id}/abandon"))
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/abandon"))
 
     def jobs(self) -> list[Job]:
-        return JobList.model_validate(self._request("GET", "/jobs")).jobs
+        return JobList.model_validate(self.request("GET", "/jobs")).jobs
 
     def list_page(
         self,
@@ -116,7 +149,7 @@ class Client:
     ) -> PipelinePage:
         """One page of the pipelines this key may see, newest first."""
         params = _wire.list_params(state, job, created_after, created_before, limit, cursor)
-        return PipelinePage.model_validate(self._request("GET", "/pipelines", params=params))
+        return PipelinePage.model_validate(self.request("GET", "/pipelines", params=params))
 
     def list(
         self,
@@ -145,7 +178,7 @@ class Client:
             cursor = page.next_cursor
 
     def timeline(self, pipeline_id: str) -> PipelineTimeline:
-        return PipelineTimeline.model_validate(self._request("GET", f"/pipelines/{pipeline_id}/events"))
+        return PipelineTimeline.model_validate(self.request("GET", f"/pipelines/{pipeline_id}/events"))
 
     def events(
         self, pipeline_id: str, follow: bool = False, *, after: int = 0, reconnect_for: float = 60.0
@@ -180,17 +213,10 @@ class Client:
             remaining = deadline() - time.monotonic()
             if remaining <= 0:
                 raise _wire.unreachable(self._http.base_url, Exception(f"the stream {path} dropped ({reason})"))
-            # connect_sse asks for text/event-stream itself.
-            headers = {"last-event-id": str(last_seq)} if last_seq else {}
-            timeout = _wire.stream_timeout(self._http.timeout.connect, remaining)
+            last = str(last_seq) if last_seq else None
             try:
-                with connect_sse(
-                    self._http, "GET", path, params={"follow": "true"}, headers=headers, timeout=timeout
-                ) as source:
-                    if source.response.is_error:
-                        source.response.read()
-                        _wire.raise_for(source.response, self._using_development_key)
-                    for message in source.iter_sse():
+                with self.open_stream(path, None, last, min(_wire.STREAM_READ_TIMEOUT, remaining)) as messages:
+                    for message in messages:
                         if message.retry:
                             delay = message.retry / 1000
                         if message.event == "timeline":
@@ -206,8 +232,6 @@ class Client:
                             yield "end", message.json()
                             return
                 reason = "the gateway closed it"
-            except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
-                reason = str(exc) or type(exc).__name__
             except _wire.RECONNECTABLE as exc:
                 reason = str(exc)
             failures += 1
@@ -259,6 +283,14 @@ class Client:
 
 class _StreamFailed(Exception):
     """The event stream could not be had: ``wait`` polls instead."""
+
+
+def _messages(messages: Iterator[ServerSentEvent], base_url: object) -> Iterator[ServerSentEvent]:
+    """``messages``, with a connection dropping mid-stream raised as ConnectionFailed."""
+    try:
+        yield from messages
+    except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+        raise _wire.unreachable(base_url, exc) from exc
 
 
 def _later(seconds: float) -> Any:
