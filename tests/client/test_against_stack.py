@@ -7,7 +7,9 @@ runs with ENVIRONMENT=development, so the client's default key is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,6 +20,15 @@ from tests.stack import Stack
 pytestmark = pytest.mark.integration
 
 SAMPLES = "/Workspace/Shared/pipelines/samples"
+
+
+def eventually(read: Callable[[], set[str]], expected: set[str], timeout: float = 30) -> set[str]:
+    """What ``read`` gives once it includes ``expected``; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not expected <= (seen := read()):
+        assert time.monotonic() < deadline, f"still missing {expected - seen}"
+        time.sleep(0.2)
+    return seen
 
 
 @pytest.fixture
@@ -44,8 +55,9 @@ def test_list_reads_every_page_and_filters(client: Client) -> None:
     for pipeline_id in ids:
         client.wait(pipeline_id, timeout=120)
 
+    # The index trails Resonate by a projection: wait for it to show them succeeded.
+    succeeded = eventually(lambda: {s.id for s in client.list(job=job, state=["succeeded"], page_size=2)}, ids)
     listed = [summary.id for summary in client.list(job=job, page_size=2)]
-    succeeded = {summary.id for summary in client.list(job=job, state=["succeeded"], page_size=2)}
 
     assert ids <= set(listed) and len(listed) == len(set(listed)), "every page, no pipeline twice"
     assert ids <= succeeded
@@ -105,7 +117,10 @@ async def test_the_async_client_starts_waits_lists_and_follows(stack: Stack) -> 
         pipeline = await client.start(email="you@example.com", parameters={"source": f"{SAMPLES}/customers.csv"})
         followed = [event.kind async for event in client.events(pipeline.id, follow=True)]
         done = await client.wait(pipeline.id, timeout=120)
-        listed = [summary.id async for summary in client.list(state="succeeded", page_size=5)]
+        deadline = time.monotonic() + 30
+        while pipeline.id not in (listed := [s.id async for s in client.list(state="succeeded", page_size=5)]):
+            assert time.monotonic() < deadline, "the index never showed it succeeded"
+            await asyncio.sleep(0.2)
         with pytest.raises(NotFound) as missing:
             await client.cancel(new_id("never-started"))
 

@@ -58,6 +58,21 @@ async def test_events_follow_resumes_a_dropped_stream_after_the_last_event_and_r
     assert [s.last_event_id for s in gateway.seen if s.path.endswith("/events")][-1] == "102"
 
 
+async def test_a_quiet_followed_stream_is_kept_past_reconnect_for(fake: tuple[FakeGateway, str]) -> None:
+    """``reconnect_for`` bounds the time without a connection, not the time without an event."""
+    gateway, url = fake
+    events = timeline_events("demo-5", "awaiting_repair")
+    gateway.timelines["demo-5"] = FakeTimeline(events, shown=0, end_state=None)  # then keepalives only
+    async with AsyncClient(url, api_key=FAKE_KEY) as client:
+        stream = client.events("demo-5", follow=True, reconnect_for=0.3)
+        seen = [await anext(stream) for _ in events]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(stream), 1.0)
+
+    assert [event.kind for event in seen][-1] == "awaiting_repair"
+    assert gateway.timelines["demo-5"].connections == 1
+
+
 async def test_the_sync_client_follows_events_through_a_drop_and_503s(fake: tuple[FakeGateway, str]) -> None:
     gateway, url = fake
     events = timeline_events("demo-2", "failed")

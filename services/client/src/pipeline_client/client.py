@@ -202,8 +202,9 @@ class Client:
     ) -> Iterator[tuple[str, Any]]:
         """``("timeline", PipelineEvent)`` and finally ``("end", {...})`` from the event stream, across drops.
 
-        ``deadline()`` is when to stop trying; with ``refresh``, every event
-        moves it that far ahead (a stream that works is not given up on).
+        ``deadline()`` is when to stop trying; with ``refresh``, every
+        connection made and every event moves it that far ahead, so only
+        ``refresh`` seconds without a connection give up.
         ``give_up`` connections failed in a row raise :class:`_StreamFailed`.
         """
         path = f"/pipelines/{pipeline_id}/events"
@@ -214,8 +215,13 @@ class Client:
             if remaining <= 0:
                 raise _wire.unreachable(self._http.base_url, Exception(f"the stream {path} dropped ({reason})"))
             last = str(last_seq) if last_seq else None
+            # Following for its own sake, a quiet stream is fine (keepalives come every 15 s); a wait's
+            # stream is read no longer than the wait has left.
+            read_timeout = min(_wire.STREAM_READ_TIMEOUT, remaining if refresh is None else _wire.STREAM_READ_TIMEOUT)
             try:
-                with self.open_stream(path, None, last, min(_wire.STREAM_READ_TIMEOUT, remaining)) as messages:
+                with self.open_stream(path, None, last, read_timeout) as messages:
+                    if refresh is not None:
+                        deadline = _later(refresh)  # connected again: the time to give up starts anew
                     for message in messages:
                         if message.retry:
                             delay = message.retry / 1000
