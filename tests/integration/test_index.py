@@ -303,7 +303,7 @@ def test_the_cli_lists_watches_and_tells_the_timeline_of_a_pipeline(stack: Stack
     """`pipelines list`, `watch` and `events` against the stack's gateway, as a script would run them."""
     pipeline_id, since = new_id("cli-watch"), _now()
     assert gateway.start(pipeline_id).status_code == 202
-    cli = [sys.executable, "-m", "pipeline_api.cli", "--gateway", stack.api_url, "--json"]
+    cli = [sys.executable, "-m", "pipeline_client.cli", "--gateway", stack.api_url, "--json"]
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=120, env=os.environ)

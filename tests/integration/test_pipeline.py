@@ -201,7 +201,7 @@ def test_transient_databricks_errors_still_succeed_with_one_run(gateway: Gateway
 def test_the_cli_starts_and_follows_a_pipeline(stack) -> None:  # type: ignore[no-untyped-def]
     pipeline_id = new_id("cli")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline_api.cli", "--gateway", stack.api_url, "--interval", "0.3",
+        [sys.executable, "-m", "pipeline_client.cli", "--gateway", stack.api_url, "--interval", "0.3",
          "start", "--id", pipeline_id, "--email", "cli@example.com", "--param", "source="],
         capture_output=True, text=True, timeout=120, env=os.environ,
     )

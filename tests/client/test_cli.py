@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pipeline_api import cli
 from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
+from pipeline_client.cli import commands as cli
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink

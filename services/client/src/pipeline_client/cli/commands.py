@@ -44,11 +44,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-import httpx
-from httpx_sse import ServerSentEvent, SSEError, connect_sse
+from httpx_sse import ServerSentEvent
 
-from . import cli_views as views
-from .auth.keys import DEVELOPMENT_API_KEY
+from ..client import Client
+from ..errors import PipelineError
+from . import views
 
 #: Where the gateway listens when run with `docker compose up`.
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
@@ -78,11 +78,15 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 
 class GatewayError(Exception):
-    """The gateway refused, or could not be reached (``status`` None)."""
+    """The gateway refused, or could not be reached (``status`` None): a client error, as the CLI reports it."""
 
     def __init__(self, status: int | None, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}" if status else message)
         self.status, self.code, self.message = status, code, message
+
+    @classmethod
+    def of(cls, error: PipelineError) -> GatewayError:
+        return cls(error.status, error.code, error.message)
 
     @property
     def retryable(self) -> bool:
@@ -93,30 +97,25 @@ class GatewayError(Exception):
 
 
 class Gateway:
+    """The gateway's documents as sent, through :class:`pipeline_client.Client`.
+
+    The CLI prints documents whole (``--json``), so it reads them untyped
+    with ``Client.request``; it asks the gateway once and reports what it
+    said (no retry after 503 or 429: a person or script at the prompt
+    decides), as it always has.
+    """
+
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 15.0) -> None:
-        self._using_development_key = api_key is None
-        headers = {"authorization": f"Bearer {api_key or DEVELOPMENT_API_KEY}"}
-        self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
-
-    def _unreachable(self, exc: Exception) -> GatewayError:
-        return GatewayError(None, "unreachable", f"cannot reach the gateway at {self._client.base_url}: {exc}")
-
-    def _refusal(self, response: httpx.Response) -> GatewayError:
-        body = _json(response)
-        hint = ""
-        if response.status_code == 401 and self._using_development_key:
-            hint = " (PIPELINES_API_KEY is not set, so the development key was sent)"
-        code = str(body.get("code", ""))
-        return GatewayError(response.status_code, code, f"{body.get('message', response.text)}{hint}")
+        # No key: the client sends the development key, and says so in a 401's message.
+        self._client = Client(base_url, api_key, timeout=timeout, max_retry_wait=0)
+        self._base_url = base_url
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        if response.is_error:
-            raise self._refusal(response)
-        return _json(response)
+            body = self._client.request(method, path, **kwargs)
+        except PipelineError as exc:
+            raise GatewayError.of(exc) from exc
+        return body if isinstance(body, dict) else {"message": str(body)}
 
     def stream(
         self, path: str, params: dict[str, Any], last_event_id: str | None, reconnect_for: float
@@ -126,21 +125,15 @@ class Gateway:
         A drop (the gateway restarting, a proxy cutting an idle line, a 503
         while Postgres is away) reconnects with ``Last-Event-ID`` so the server
         resumes after the last event seen; after ``reconnect_for`` seconds
-        without an event it gives up. httpx-sse parses the stream; it leaves
-        reconnection to its caller, which is this.
+        without an event it gives up. ``Client.open_stream`` makes each
+        connection; reconnecting is this loop's.
         """
-        params = {**params, "follow": "true"}
         delay = RECONNECT_DELAY
         lost_since: float | None = None
         while True:
-            headers = {"last-event-id": last_event_id} if last_event_id else {}
-            timeout = httpx.Timeout(self._client.timeout.connect, read=STREAM_READ_TIMEOUT)
             try:
-                with connect_sse(self._client, "GET", path, params=params, headers=headers, timeout=timeout) as source:
-                    if source.response.is_error:
-                        source.response.read()
-                        raise self._refusal(source.response)
-                    for event in source.iter_sse():
+                with self._client.open_stream(path, params, last_event_id, STREAM_READ_TIMEOUT) as messages:
+                    for event in messages:
                         if event.data:  # an event, not a bare `retry:`: the stream works again
                             lost_since = None
                         last_event_id = event.id or last_event_id
@@ -148,30 +141,22 @@ class Gateway:
                             delay = event.retry / 1000
                         yield event
                 reason = "the gateway closed it"
-            except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
-                reason = str(exc) or type(exc).__name__
-            except GatewayError as exc:
-                if not exc.retryable:
-                    raise
-                reason = str(exc)
+            except PipelineError as exc:
+                error = GatewayError.of(exc)
+                if not error.retryable:
+                    raise error from exc
+                cause = exc.__cause__ if exc.status is None and exc.__cause__ else error
+                reason = str(cause) or type(cause).__name__
             now = time.monotonic()
             lost_since = lost_since or now
             if now - lost_since >= reconnect_for:
                 raise GatewayError(
                     None,
                     "stream_lost",
-                    f"the stream {path} from {self._client.base_url} dropped ({reason}) and could not be "
+                    f"the stream {path} from {self._base_url} dropped ({reason}) and could not be "
                     f"resumed within {reconnect_for:g} s",
                 )
             time.sleep(delay)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {"message": response.text}
-    return body if isinstance(body, dict) else {"message": str(body)}
 
 
 def _describe(doc: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """``pipelines list``, ``events``, ``watch``: the CLI against a contract-faithful fake gateway on loopback.
 
 The routes they read (issue 14's index) are built in parallel with the CLI;
-tests/api/fake_gateway.py serves the contract's documents and real event
+tests/client/fake_gateway.py serves the contract's documents and real event
 streams, checks the bearer key and records what the CLI asked for.
 """
 
@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline_api import cli
-from tests.api.fake_gateway import FAKE_KEY, FakeGateway, FakeTimeline, summary, timeline_events
-from tests.api.test_cli import run_cli
+from pipeline_client.cli import commands as cli
 from tests.api.test_listeners import loopback_socket, serving, url_of
+from tests.client.fake_gateway import FAKE_KEY, FakeGateway, FakeTimeline, summary, timeline_events
+from tests.client.test_cli import run_cli
 
 OUTCOMES = [("succeeded", 0), ("failed", 1), ("cancelled", 4), ("timed_out", 5)]
 

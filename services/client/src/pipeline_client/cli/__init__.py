@@ -1,0 +1,1 @@
+"""The ``pipelines`` command (needs the ``cli`` extra, for rich)."""

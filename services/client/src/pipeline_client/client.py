@@ -1,0 +1,304 @@
+"""The blocking client: for scripts, and for backends that do not run an event loop.
+
+Each call is one request (two or three when the gateway asks it to retry
+later); ``wait`` and ``events(follow=True)`` hold one Server-Sent Events
+stream open and reconnect it, with ``Last-Event-ID``, when it drops.
+:class:`pipeline_client.aio.AsyncClient` is the same, awaited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Self
+
+import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
+
+from . import _wire
+from .errors import PipelineError, WaitTimedOut
+from .models import Job, JobList, PipelineEvent, PipelinePage, PipelineStatus, PipelineSummary, PipelineTimeline
+
+
+class Client:
+    """A gateway, from a blocking program.
+
+    ``api_key`` defaults to ``$PIPELINES_API_KEY``, then to the development
+    key that only the compose stack on a laptop accepts. ``max_retry_wait``
+    bounds how long one call waits in all for a gateway that answers 503 or
+    429 (after each ``Retry-After``); ``transport`` is a test seam.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = _wire.DEFAULT_TIMEOUT,
+        max_retry_wait: float = _wire.DEFAULT_MAX_RETRY_WAIT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        key, self._using_development_key = _wire.api_key_or_default(api_key)
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=_wire.headers(key), transport=transport)
+        self.max_retry_wait = max_retry_wait
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ── one request ──────────────────────────────────────────────────────────
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call of the gateway's API; its JSON document as sent, untyped.
+
+        For tools that show documents whole (the ``pipelines`` command's
+        ``--json``); the typed methods below are built on it. A refusal
+        raises by kind; 503 and 429 are retried within ``max_retry_wait``.
+        """
+        budget = _wire.RetryBudget(self.max_retry_wait)
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise _wire.unreachable(self._http.base_url, exc) from exc
+            try:
+                _wire.raise_for(response, self._using_development_key)
+            except PipelineError as exc:
+                delay = budget.delay_for(exc)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                continue
+            return response.json()
+
+    @contextmanager
+    def open_stream(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        last_event_id: str | None = None,
+        read_timeout: float = _wire.STREAM_READ_TIMEOUT,
+    ) -> Iterator[Iterator[ServerSentEvent]]:
+        """One connection to an event stream (``?follow=true``), its messages as they come.
+
+        No reconnection here: a refusal raises by kind, a connection that
+        drops raises :class:`ConnectionFailed` (status None). ``events`` and
+        ``wait`` resume after the last event; so does the CLI, its own way.
+        """
+        headers = {"last-event-id": last_event_id} if last_event_id else {}
+        timeout = _wire.stream_timeout(self._http.timeout.connect, read_timeout)
+        params = {**(params or {}), "follow": "true"}
+        try:
+            with connect_sse(self._http, "GET", path, params=params, headers=headers, timeout=timeout) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    _wire.raise_for(source.response, self._using_development_key)
+                yield _messages(source.iter_sse(), self._http.base_url)
+        except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+            raise _wire.unreachable(self._http.base_url, exc) from exc
+
+    # ── the API ──────────────────────────────────────────────────────────────
+
+    def start(
+        self,
+        *,
+        email: str,
+        job: str | None = None,
+        parameters: Mapping[str, str] | None = None,
+        id: str | None = None,
+        timeout_seconds: int | None = None,
+    ) -> PipelineStatus:
+        """Start a pipeline; with an ``id`` already started by the same request, the existing one."""
+        body = _wire.start_body(job, email, parameters, id, timeout_seconds)
+        return PipelineStatus.model_validate(self.request("POST", "/pipelines", json=body))
+
+    def get(self, pipeline_id: str) -> PipelineStatus:
+        return PipelineStatus.model_validate(self.request("GET", f"/pipelines/{pipeline_id}"))
+
+    def cancel(self, pipeline_id: str) -> PipelineStatus:
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/cancel"))
+
+    def repair(self, pipeline_id: str, parameters: Mapping[str, str] | None = None) -> PipelineStatus:
+        """Rerun the failed tasks of a pipeline awaiting repair, with ``parameters`` changed."""
+        body = {"parameters": dict(parameters or {})}
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
+
+    def abandon(self, pipeline_id: str) -> PipelineStatus:
+        """Give up on a pipeline awaiting repair: it ends failed."""
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/abandon"))
+
+    def jobs(self) -> list[Job]:
+        return JobList.model_validate(self.request("GET", "/jobs")).jobs
+
+    def list_page(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        job: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> PipelinePage:
+        """One page of the pipelines this key may see, newest first."""
+        params = _wire.list_params(state, job, created_after, created_before, limit, cursor)
+        return PipelinePage.model_validate(self.request("GET", "/pipelines", params=params))
+
+    def list(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        job: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        page_size: int = 50,
+    ) -> Iterator[PipelineSummary]:
+        """Every matching pipeline, newest first, reading each page as the one before runs out."""
+        guard, cursor = _wire.CursorGuard(), None
+        while True:
+            page = self.list_page(
+                state=state,
+                job=job,
+                created_after=created_after,
+                created_before=created_before,
+                limit=page_size,
+                cursor=cursor,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            guard.check(page.next_cursor)
+            cursor = page.next_cursor
+
+    def timeline(self, pipeline_id: str) -> PipelineTimeline:
+        return PipelineTimeline.model_validate(self.request("GET", f"/pipelines/{pipeline_id}/events"))
+
+    def events(
+        self, pipeline_id: str, follow: bool = False, *, after: int = 0, reconnect_for: float = 60.0
+    ) -> Iterator[PipelineEvent]:
+        """The pipeline's events so far; with ``follow``, then each new one until the pipeline has finished.
+
+        A followed stream that drops is resumed after the last event seen;
+        after ``reconnect_for`` seconds without getting it back, ConnectionFailed.
+        """
+        if not follow:
+            yield from (event for event in self.timeline(pipeline_id).events if event.seq > after)
+            return
+        deadline = time.monotonic() + reconnect_for
+        for kind, data in self._timeline_stream(pipeline_id, after, lambda: deadline, refresh=reconnect_for):
+            if kind == "end":
+                return
+            yield data
+
+    def _timeline_stream(
+        self, pipeline_id: str, after: int, deadline: Any, refresh: float | None = None, give_up: int | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """``("timeline", PipelineEvent)`` and finally ``("end", {...})`` from the event stream, across drops.
+
+        ``deadline()`` is when to stop trying; with ``refresh``, every
+        connection made and every event moves it that far ahead, so only
+        ``refresh`` seconds without a connection give up.
+        ``give_up`` connections failed in a row raise :class:`_StreamFailed`.
+        """
+        path = f"/pipelines/{pipeline_id}/events"
+        last_seq, delay, failures = after, _wire.RECONNECT_DELAY, 0
+        reason = "no answer"
+        while True:
+            remaining = deadline() - time.monotonic()
+            if remaining <= 0:
+                raise _wire.unreachable(self._http.base_url, Exception(f"the stream {path} dropped ({reason})"))
+            last = str(last_seq) if last_seq else None
+            # Following for its own sake, a quiet stream is fine (keepalives come every 15 s); a wait's
+            # stream is read no longer than the wait has left.
+            read_timeout = min(_wire.STREAM_READ_TIMEOUT, remaining if refresh is None else _wire.STREAM_READ_TIMEOUT)
+            try:
+                with self.open_stream(path, None, last, read_timeout) as messages:
+                    if refresh is not None:
+                        deadline = _later(refresh)  # connected again: the time to give up starts anew
+                    for message in messages:
+                        if message.retry:
+                            delay = message.retry / 1000
+                        if message.event == "timeline":
+                            failures = 0
+                            event = PipelineEvent.model_validate_json(message.data)
+                            if event.seq <= last_seq:
+                                continue
+                            last_seq = event.seq
+                            if refresh is not None:
+                                deadline = _later(refresh)
+                            yield "timeline", event
+                        elif message.event == "end":
+                            yield "end", message.json()
+                            return
+                reason = "the gateway closed it"
+            except _wire.RECONNECTABLE as exc:
+                reason = str(exc)
+            failures += 1
+            if give_up is not None and failures >= give_up:
+                raise _StreamFailed(reason)
+            time.sleep(min(delay, max(deadline() - time.monotonic(), 0)))
+
+    def wait(
+        self,
+        pipeline_id: str,
+        timeout: float = 600.0,
+        *,
+        stop_at_awaiting_repair: bool = True,
+        poll_interval: float = _wire.DEFAULT_POLL_INTERVAL,
+    ) -> PipelineStatus:
+        """The pipeline's status once it has ended, or is awaiting repair (unless told to wait through that).
+
+        It follows the pipeline's event stream and reads the status when an
+        event may have ended the wait; when the stream cannot be had it reads
+        the status every ``poll_interval`` seconds instead. After ``timeout``
+        seconds, :class:`WaitTimedOut` (the pipeline itself goes on).
+        """
+        ends_at = time.monotonic() + timeout
+        status = self.get(pipeline_id)
+        if _wire.wait_is_over(status, stop_at_awaiting_repair):
+            return status
+        try:
+            stream = self._timeline_stream(
+                pipeline_id, 0, lambda: ends_at, give_up=_wire.STREAM_FAILURES_BEFORE_POLLING
+            )
+            for kind, data in stream:
+                if kind == "end" or data.kind in _wire.OUTCOME_EVENT_KINDS:
+                    status = self.get(pipeline_id)
+                    if _wire.wait_is_over(status, stop_at_awaiting_repair):
+                        stream.close()
+                        return status
+        except _StreamFailed:
+            pass
+        except PipelineError as exc:
+            if exc.status is not None:
+                raise
+        while (remaining := ends_at - time.monotonic()) > 0:
+            status = self.get(pipeline_id)
+            if _wire.wait_is_over(status, stop_at_awaiting_repair):
+                return status
+            time.sleep(min(poll_interval, max(remaining, 0)))
+        raise WaitTimedOut(f"{pipeline_id} is still {status.state} after {timeout:g} s", status)
+
+
+class _StreamFailed(Exception):
+    """The event stream could not be had: ``wait`` polls instead."""
+
+
+def _messages(messages: Iterator[ServerSentEvent], base_url: object) -> Iterator[ServerSentEvent]:
+    """``messages``, with a connection dropping mid-stream raised as ConnectionFailed."""
+    try:
+        yield from messages
+    except (httpx.TransportError, httpx.StreamError, SSEError) as exc:
+        raise _wire.unreachable(base_url, exc) from exc
+
+
+def _later(seconds: float) -> Any:
+    at = time.monotonic() + seconds
+    return lambda: at
