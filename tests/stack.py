@@ -178,6 +178,13 @@ class PublishedPort:
 #: tests look at the database as an operator would.
 DEVELOPMENT_SUPERUSER_PASSWORD = "dev-only-insecure-superuser-password"
 
+#: compose.yaml's services, their database roles and development passwords.
+SERVICE_ROLES = {
+    "api": ("pipeline_api", "dev-only-insecure-api-db-password"),
+    "worker": ("pipeline_worker", "dev-only-insecure-worker-db-password"),
+    "notifier": ("pipeline_notifier", "dev-only-insecure-notifier-db-password"),
+}
+
 #: The ports tests reach, by what the test calls them.
 API = PublishedPort("api", 8000)
 API_CALLBACKS = PublishedPort("api", 8002)

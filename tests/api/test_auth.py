@@ -38,8 +38,8 @@ from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import PipelineSpec
 from tests.api.oidc_issuer import AUDIENCE, Issuer, serve_issuer
-from tests.api.test_fuzz import WitnessedGateway, serve_witnessed
 from tests.support.pipeline_harness import SECRET, UI_SECRET, UNUSED_DATABASE_URL
+from tests.support.state_witness import WitnessedGateway, serve_witnessed
 
 ALL = frozenset({Scope.START, Scope.READ, Scope.CANCEL})
 ALICE_KEY, ALICE = mint("alice", ALL)

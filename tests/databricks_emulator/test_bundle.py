@@ -20,7 +20,7 @@ from databricks.bundles.jobs import Job
 
 from databricks_emulator.bundle import load_bundle
 from pipeline_shared.catalogue import PIPELINE_PARAMETERS, Catalogue, Completion
-from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
+from tests.support.emulator_process import NOTEBOOK, REPO_ROOT
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
 CATALOGUE = REPO_ROOT / "infra" / "catalogue.toml"

@@ -16,16 +16,9 @@ import psycopg
 import pytest
 
 from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION, ResonateDatabase, conninfo
-from tests.stack import RESONATE, Stack
+from tests.stack import RESONATE, SERVICE_ROLES, Stack
 
 pytestmark = pytest.mark.integration
-
-#: compose.yaml's services, their database roles and development passwords.
-SERVICE_ROLES = {
-    "api": ("pipeline_api", "dev-only-insecure-api-db-password"),
-    "worker": ("pipeline_worker", "dev-only-insecure-worker-db-password"),
-    "notifier": ("pipeline_notifier", "dev-only-insecure-notifier-db-password"),
-}
 
 DAY_MS = 86_400_000
 
