@@ -73,7 +73,7 @@ def test_the_check_sees_each_kind_of_import() -> None:
         "from tests.databricks_emulator import conftest\n"
         "import tests.notifier.test_email\n"
         "from tests.support.gateway_app import Gateway\n"
-        "from tests.stack import Stack\n"
+        "from tests.support.stack import Stack\n"
     )
     imports = _imported_modules(TESTS / "api" / "not_a_file.py", source)
     assert [module for _, module in imports if _is_test_module_or_conftest(module)] == [

@@ -20,8 +20,8 @@ from resonate.types import PromiseRecord, Value
 from pipeline_api.events import Event, timeline_of
 from pipeline_shared import ids
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, RunError
-from tests.integration.clients import REPAIRED_BY_A_PERSON
 from tests.support.pipeline_harness import Harness, run_state
+from tests.support.stack_clients import REPAIRED_BY_A_PERSON
 
 BUG = RunError(type="KeyError", message="'colum'")
 

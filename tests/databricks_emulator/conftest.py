@@ -23,7 +23,7 @@ import httpx
 import pytest
 from databricks.sdk import WorkspaceClient
 
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.callback_receiver import CallbackReceiver
 from tests.support.emulator_process import (
     DESTINATION_CREDENTIALS,
     DESTINATION_ID,

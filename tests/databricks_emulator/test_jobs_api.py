@@ -32,7 +32,7 @@ from databricks.sdk.service.jobs import (
 )
 
 from pipeline_shared.signing import verify_callback
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     Pipeline,
     counters,
     run_details,

@@ -15,8 +15,8 @@ import json
 import pytest
 from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState
 
-from tests.databricks_emulator.helpers import deliveries, set_job_plan, start, wait_terminated, wait_until
 from tests.support.emulator_process import DESTINATION_CREDENTIALS, DESTINATION_ID
+from tests.support.emulator_runs import deliveries, set_job_plan, start, wait_terminated, wait_until
 
 
 def received(sink, run_id: int) -> list[tuple[dict, dict]]:  # type: ignore[no-untyped-def]

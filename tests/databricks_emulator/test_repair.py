@@ -21,7 +21,7 @@ from databricks.sdk.service.jobs import (
     TerminationCodeCode,
 )
 
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     Pipeline,
     deliveries,
     latest_tasks,

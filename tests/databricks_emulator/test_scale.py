@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from tests.databricks_emulator.helpers import POLL_SECONDS, set_plan, start_runs
+from tests.support.emulator_runs import POLL_SECONDS, set_plan, start_runs
 
 #: The concurrency the emulator must hold without falling over.
 CONCURRENT_RUNS = 500

@@ -23,8 +23,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
-from tests.stack import SERVICE_ROLES, Stack
+from tests.support.stack import SERVICE_ROLES, Stack
+from tests.support.stack_clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.clients import Emulator, Gateway, MailSink, new_id
+from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION, ResonateDatabase, conninfo
-from tests.stack import RESONATE, SERVICE_ROLES, Stack
+from tests.support.stack import RESONATE, SERVICE_ROLES, Stack
 
 pytestmark = pytest.mark.integration
 

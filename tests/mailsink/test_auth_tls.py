@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mailsink import Credentials, MailSink, SmtpOptions
-from tests.mailsink.testkit import TlsMaterial, make_message, unique_address
+from tests.support.mail_messages import TlsMaterial, make_message, unique_address
 
 CREDENTIALS = Credentials("notifier", "s3cret-for-tests")
 

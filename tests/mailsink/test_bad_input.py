@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from mailsink import MailSink, SmtpOptions
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 #: Small, so the oversized message a test sends stays cheap.
 SMALL_LIMIT = 64 * 1024

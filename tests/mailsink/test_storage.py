@@ -15,7 +15,7 @@ import pytest
 from mailsink import Limits, MailSink
 from mailsink.api import create_app
 from mailsink.server import probe_smtp
-from tests.mailsink.testkit import make_message, unique_address, until_waiting
+from tests.support.mail_messages import make_message, unique_address, until_waiting
 
 
 async def send(sink: MailSink, message, **kwargs) -> None:

@@ -3,7 +3,7 @@
 Each test starts its own sink, sends it real mail over SMTP (a plain email
 delivered twice, an HTML email with a script in it and an attachment, and a
 conversation of three), and looks at ``/ui`` in headless Chromium
-(tests/browser.py). Screenshots of every page land in
+(tests/support/browser.py). Screenshots of every page land in
 ``test-artifacts/screenshots/``.
 """
 
@@ -24,7 +24,7 @@ import pytest_asyncio
 from playwright.async_api import Locator, Page, expect
 
 from mailsink import MailSink
-from tests.browser import (
+from tests.support.browser import (
     DESKTOP,
     PHONE,
     OpenPage,
@@ -34,7 +34,7 @@ from tests.browser import (
     line_count,
     sideways_overflow,
 )
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 pytestmark = browser_test
 
@@ -73,7 +73,7 @@ async def send(sink: MailSink, message: EmailMessage) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def mailbox() -> AsyncIterator[Mailbox]:
-    # On the session's loop, the browser's: see tests/browser.py.
+    # On the session's loop, the browser's: see tests/support/browser.py.
     async with MailSink() as sink:
         run = uuid.uuid4().hex[:8]
         to = unique_address()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mailsink import MailSink
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 HOSTILE = '<script>alert("x")</script>'
 

@@ -23,7 +23,7 @@ from pipeline_notifier.smtp import (
     deliver,
 )
 from pipeline_shared.models import DatabricksRun, Notification, PipelineState
-from tests.mailsink.testkit import TlsMaterial
+from tests.support.mail_messages import TlsMaterial
 
 #: Retries fast enough for a test, and as many as a test needs.
 FAST = RetryPolicy(max_attempts=4, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)

@@ -1,7 +1,7 @@
 """The Databricks emulator as a real subprocess on a free loopback port, and what a client needs to reach it.
 
 It serves the emulator tests' own bundle (``tests/databricks_emulator/bundle``)
-wrapped in the check of :mod:`tests.databricks_emulator.sdk_models`, so every
+wrapped in the check of :mod:`tests.support.sdk_model_check`, so every
 answer reads back unchanged through databricks-sdk's models; stopping it fails
 on any answer that did not.
 """
@@ -21,7 +21,7 @@ import httpx
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
 
-from tests.databricks_emulator.sdk_models import LOG_ENV, problems_logged
+from tests.support.sdk_model_check import LOG_ENV, problems_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -140,7 +140,7 @@ def start_emulator(
     log = tmp / f"emulator-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.databricks_emulator.sdk_models"],
+            [sys.executable, "-m", "tests.support.sdk_model_check"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -22,8 +22,8 @@ from pipeline_api.settings import GatewaySettings
 from pipeline_shared import ids
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.integration.clients import AUTHENTICATED
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
+from tests.support.stack_clients import AUTHENTICATED
 
 SETTINGS = GatewaySettings(
     RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,

@@ -28,7 +28,7 @@ import psycopg
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from tests.stack import REPO_ROOT, compose_files
+from tests.support.stack import REPO_ROOT, compose_files
 
 #: The compose project the image is built under; compose tags it ``<project>-resonate``.
 IMAGE_PROJECT = "resonate-databricks-index-tests"

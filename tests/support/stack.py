@@ -37,7 +37,7 @@ from pipeline_api.principals import Scope
 from pipeline_shared.catalogue import Catalogue
 
 #: The repository root, where compose.yaml lives and compose paths start.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Always used; COMPOSE_FILE may add overrides after it.
 BASE_COMPOSE_FILE = "compose.yaml"
 #: Keeps the test stack's containers and volumes apart from a developer's.
