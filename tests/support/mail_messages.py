@@ -1,4 +1,4 @@
-"""Helpers the sink's test modules import: unique addresses and test messages."""
+"""Test mail for the mail sink: unique addresses, messages, its parked long polls, TLS material."""
 
 from __future__ import annotations
 

@@ -35,9 +35,6 @@ QUIET_POLL_SECONDS = 0.002
 QUIET_TIMEOUT_SECONDS = 5.0
 
 
-# ── the witness ──────────────────────────────────────────────────────────────
-
-
 Snapshot = dict[str, bytes]
 
 
