@@ -5,7 +5,7 @@ change and the functions the gateway calls. Only a real Postgres with the
 project's schema can tell whether they do what the code expects, so these
 tests run the gateway's own index code (:class:`PipelineIndex`, the start
 limits, the sign-out record) against the stack's resonate-pg image started
-once for the session (tests/support/resonate_pg.py), as the gateway's own
+once for them all (tests/support/resonate_pg.py), as the gateway's own
 database role. Each test uses principals and pipeline ids of its own, so the
 tests share the server without sharing state.
 """
@@ -27,8 +27,9 @@ from tests.support.pipeline_promises import PipelinePromises
 from tests.support.resonate_pg import ResonatePg, running_resonate_pg
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def resonate_pg() -> Iterator[ResonatePg]:
+    """The server, started once for the tests of this folder and stopped after them (before the stack tiers run)."""
     with running_resonate_pg() as server:
         yield server
 

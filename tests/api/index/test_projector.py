@@ -1,6 +1,9 @@
-"""The projector's batch: notes read, rows and events written, notes deleted; one projector at a time."""
+"""The projector: its batch (notes read, rows and events written, notes deleted), one at a time, and its loop."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 import psycopg
 from psycopg.rows import dict_row
@@ -120,3 +123,23 @@ async def test_while_another_projector_holds_the_lock_a_batch_projects_nothing_a
 
 async def test_an_index_at_its_migration_has_no_problem(index: PipelineIndex) -> None:
     assert await index.problem() is None
+
+
+async def test_the_running_projector_projects_each_change_within_moments(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    projector = asyncio.create_task(index.run())
+    try:
+        pipeline_id = await promises.start(principal())
+        async with asyncio.timeout(5):
+            while await index.summary(pipeline_id) is None:
+                await asyncio.sleep(0.05)
+        await promises.finish(pipeline_id, PipelineState.SUCCEEDED)
+        async with asyncio.timeout(5):
+            while (summary := await index.summary(pipeline_id)) is None or not summary.state.is_final:
+                await asyncio.sleep(0.05)
+    finally:
+        projector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await projector
+    assert summary.state == PipelineState.SUCCEEDED
