@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import browser, open_page, page, screenshots  # noqa: F401  (browser tests)
-from tests.integration.clients import Emulator, Gateway, MailSink
-from tests.stack import Stack, stack  # noqa: F401  (the session-wide compose stack fixture)
+from tests.support.browser import browser, open_page, page, screenshots  # noqa: F401  (browser tests)
+from tests.support.stack import Stack, stack  # noqa: F401  (the session-wide compose stack fixture)
+from tests.support.stack_clients import Emulator, Gateway, MailSink
 
 
 @pytest.fixture(scope="session")

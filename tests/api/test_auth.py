@@ -2,7 +2,7 @@
 
 The gateway runs as in a deployment (``ENVIRONMENT=test``): API keys from a
 keys file in a temporary folder, and OIDC tokens from an issuer the tests run
-on loopback (tests.api.oidc_issuer). Every request goes through the fuzz
+on loopback (tests.support.oidc_issuer). Every request goes through the fuzz
 suite's StateWitness, so a refused request that changed a promise fails where
 it was made.
 """
@@ -38,9 +38,9 @@ from pipeline_shared.errors import InvalidCredentials
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import PipelineSpec
-from tests.api.oidc_issuer import AUDIENCE, Issuer, serve_issuer
-from tests.api.test_fuzz import WitnessedGateway, serve_witnessed
+from tests.support.oidc_issuer import AUDIENCE, Issuer, serve_issuer
 from tests.support.pipeline_harness import SECRET, UI_SECRET, UNUSED_DATABASE_URL
+from tests.support.state_witness import WitnessedGateway, serve_witnessed
 
 ALL = frozenset({Scope.START, Scope.READ, Scope.CANCEL})
 ALICE_KEY, ALICE = mint("alice", ALL)

@@ -21,8 +21,8 @@ from pipeline_api.index.events import Event, timeline_of
 from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineOutcome, PipelineSpec, RunError
 from pipeline_shared.promise_tree import PipelineTree
-from tests.integration.clients import REPAIRED_BY_A_PERSON
 from tests.support.pipeline_harness import Harness, run_state
+from tests.support.stack_clients import REPAIRED_BY_A_PERSON
 
 BUG = RunError(type="KeyError", message="'colum'")
 

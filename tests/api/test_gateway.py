@@ -8,81 +8,17 @@ tests.support.pipeline_harness.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
-from pipeline_api.app import create_app
-from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
-from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.integration.clients import AUTHENTICATED
-from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
-
-SETTINGS = GatewaySettings(
-    RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
-    CALLBACK_SIGNING_SECRET=SECRET,
-    JOB_CATALOGUE_FILE=CATALOGUE_FILE,
-    DATABRICKS_NOTIFICATION_PASSWORD="unit-test-notification-password",
-)
-
-
-class Gateway:
-    def __init__(self, client: httpx.AsyncClient, harness: Harness) -> None:
-        self.client = client
-        self.harness = harness
-
-    async def start(self, **body: Any) -> httpx.Response:
-        payload = {"id": f"p-{uuid.uuid4().hex[:12]}", "email": "user@example.com", "parameters": {}} | body
-        return await self.client.post("/pipelines", json=payload)
-
-    async def wait_for_state(self, pipeline_id: str, *states: str) -> dict[str, Any]:
-        async with asyncio.timeout(10):
-            while True:
-                doc = (await self.client.get(f"/pipelines/{pipeline_id}")).json()
-                if doc["state"] in states:
-                    return doc
-                await asyncio.sleep(0.02)
-
-    async def callback(
-        self,
-        pipeline_id: str,
-        body: dict[str, Any] | None = None,
-        *,
-        key: str | None = None,
-        at: datetime | None = None,
-        raw: bytes | None = None,
-    ) -> httpx.Response:
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
-        document = {"promise_id": promise_id, "status": "success", "result": {"rows": 3}} | (body or {})
-        content = raw if raw is not None else json.dumps(document).encode()
-        headers = sign_callback(key or derive_callback_key(SECRET, promise_id), content, at=at)
-        return await self.client.post(
-            "/callbacks/databricks", content=content, headers=headers | {"content-type": "application/json"}
-        )
-
-
-# What every request of these tests carries (AUTHENTICATED): the development
-# key, which SETTINGS (ENVIRONMENT=development, no keys file) accept, as the
-# compose stack does. Authentication itself is tested in test_auth.py.
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
-    """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
-    harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
-            yield Gateway(client, harness)
+from tests.support.gateway_app import SETTINGS, Gateway, serve
+from tests.support.pipeline_harness import SECRET
 
 
 @pytest.fixture

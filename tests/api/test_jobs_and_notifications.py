@@ -16,7 +16,7 @@ import pytest
 
 from pipeline_api.auth.keys import DEVELOPMENT_ADMIN_API_KEY
 from pipeline_shared import promise_tree
-from tests.api.test_gateway import SETTINGS, Gateway, serve
+from tests.support.gateway_app import SETTINGS, Gateway, serve
 from tests.support.pipeline_harness import JOB_IDS, run_state
 
 NOTIFICATION_USER = SETTINGS.DATABRICKS_NOTIFICATION_USERNAME

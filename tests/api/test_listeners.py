@@ -11,14 +11,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
-from starlette.types import ASGIApp
 
 from pipeline_api.__main__ import listening_socket
 from pipeline_api.app import create_app
@@ -27,43 +24,18 @@ from pipeline_shared import promise_tree
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.api.test_gateway import AUTHENTICATED, SETTINGS
+from tests.support.gateway_app import AUTHENTICATED, SETTINGS
+from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import SECRET, Harness
 
 #: The AUTHENTICATED headers' Authorization, as a raw request line.
 AUTHORIZATION = "".join(f"{name}: {value}\r\n" for name, value in AUTHENTICATED.items())
 
 
-def loopback_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @dataclass
 class Listeners:
     gateway: httpx.AsyncClient
     callbacks: httpx.AsyncClient
-
-
-@contextlib.asynccontextmanager
-async def serving(app: ASGIApp, *sockets: socket.socket) -> AsyncIterator[None]:
-    """Serve ``app`` on ``sockets`` with uvicorn, in this event loop, until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=list(sockets)))
-    async with asyncio.timeout(10):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
-def url_of(sock: socket.socket) -> str:
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names, promise_tree
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.api.test_gateway import SETTINGS, Gateway, serve
+from tests.support.gateway_app import SETTINGS, Gateway, serve
 from tests.support.pipeline_harness import SECRET, UNUSED_DATABASE_URL
 
 NEW_SECRET = "rotated-secret-rotated-secret-rotated-0001"

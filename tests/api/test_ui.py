@@ -42,7 +42,7 @@ from pipeline_api.ui.views import Phase, chart, phases, result_view, wrappable
 from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineState, RunError
 from pipeline_shared.resonate_client import ResonateLink
-from tests.browser import (
+from tests.support.browser import (
     DESKTOP,
     PHONE,
     OpenPage,
@@ -674,7 +674,7 @@ def test_a_repaired_pipelines_phases_are_read_off_its_timeline() -> None:
 
 
 # ── in a browser ─────────────────────────────────────────────────────────────
-# The gateway served over loopback by uvicorn, on the browser's loop (tests/browser.py).
+# The gateway served over loopback by uvicorn, on the browser's loop (tests/support/browser.py).
 # In process there is no pipeline index: a ShownIndex stands in for it with the
 # list and timelines a test gives it, so the list and the chart can be looked at.
 

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.stack import REPO_ROOT
+from tests.support.stack import REPO_ROOT
 
 from . import bench_phases as phases
 from .bench_report import aggregate, publish, targets, write

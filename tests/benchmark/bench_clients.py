@@ -30,7 +30,7 @@ from resonate.types import Value
 from pipeline_shared import promise_tree
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.integration.clients import AUTHENTICATED
+from tests.support.stack_clients import AUTHENTICATED
 
 #: compose.yaml's development values: the benchmark signs as the notebook does
 #: and calls the emulator as the worker does.

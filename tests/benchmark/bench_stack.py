@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import docker
 from docker.models.containers import Container
 
-from tests.stack import DEFAULT_HOST_PORTS, DEVELOPMENT_SUPERUSER_PASSWORD, REPO_ROOT, compose_files
+from tests.support.stack import DEFAULT_HOST_PORTS, DEVELOPMENT_SUPERUSER_PASSWORD, REPO_ROOT, compose_files
 
 #: Keeps the benchmark's containers apart from a developer's stack and the tests'.
 PROJECT_NAME = "resonate-databricks-bench"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,12 @@ from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_shared.resonate_client import ResonateLink
-from tests.api.test_gateway import SETTINGS
-from tests.api.test_listeners import loopback_socket, serving, url_of
+from tests.support.gateway_app import SETTINGS
+from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import Harness
+from tests.support.served_gateway import ServedGateway
 
 CLIENT_KEY, CLIENT_KEY_ENTRY = mint("client-user", frozenset({Scope.START, Scope.READ, Scope.CANCEL}))
-
-
-@dataclass
-class ServedGateway:
-    url: str
-    key: str
-    harness: Harness
 
 
 @pytest.fixture

@@ -19,19 +19,12 @@ from pipeline_client.cli import commands as cli
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.models import RunError
 from pipeline_shared.resonate_client import ResonateLink
-from tests.api.test_gateway import SETTINGS
-from tests.api.test_listeners import loopback_socket, serving, url_of
+from tests.support.cli_runner import run_cli
+from tests.support.gateway_app import SETTINGS
+from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import CATALOGUE_FILE, Harness
 
 KEY, ENTRY = mint("cli-user", frozenset({Scope.START, Scope.READ, Scope.CANCEL}))
-
-
-async def run_cli(monkeypatch: pytest.MonkeyPatch, api_key: str | None, *argv: str) -> int:
-    if api_key is None:
-        monkeypatch.delenv("PIPELINES_API_KEY", raising=False)
-    else:
-        monkeypatch.setenv("PIPELINES_API_KEY", api_key)
-    return await asyncio.to_thread(cli.main, list(argv))
 
 
 def keyed_gateway(tmp_path: Path) -> tuple[Harness, Any, Any]:

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline_client.cli import commands as cli
-from tests.api.test_listeners import loopback_socket, serving, url_of
 from tests.client.fake_gateway import FAKE_KEY, FakeGateway, FakeTimeline, summary, timeline_events
-from tests.client.test_cli import run_cli
+from tests.support.cli_runner import run_cli
+from tests.support.loopback_server import loopback_socket, serving, url_of
 
 OUTCOMES = [("succeeded", 0), ("failed", 1), ("cancelled", 4), ("timed_out", 5)]
 

@@ -24,7 +24,7 @@ from pipeline_client import (
     WaitTimedOut,
 )
 from pipeline_shared.models import RunError
-from tests.client.conftest import ServedGateway
+from tests.support.served_gateway import ServedGateway
 
 SOURCE = "/Workspace/Shared/pipelines/samples/customers.csv"
 

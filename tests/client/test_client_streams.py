@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from pipeline_client import AsyncClient, Client, NotFound, PipelineState, RateLimited, Unavailable
-from tests.api.test_listeners import loopback_socket, serving, url_of
 from tests.client.fake_gateway import FAKE_KEY, FakeGateway, FakeTimeline, summary, timeline_events
+from tests.support.loopback_server import loopback_socket, serving, url_of
 
 
 @pytest.fixture

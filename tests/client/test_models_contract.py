@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pipeline_api.app import create_app
 from pipeline_client import _wire
 from pipeline_client.models import ErrorBody, JobList, PipelinePage, PipelineStatus, PipelineTimeline
-from tests.api.test_gateway import SETTINGS
+from tests.support.gateway_app import SETTINGS
 
 Schema = dict[str, Any]
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.databricks_emulator.conftest import start_emulator, stop_emulator
-from tests.databricks_emulator.helpers import Pipeline, start_runs
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.callback_receiver import CallbackReceiver
+from tests.support.emulator_process import start_emulator, stop_emulator
+from tests.support.emulator_runs import Pipeline, start_runs
 
 #: No phase of the benchmark may take longer than this.
 PHASE_DEADLINE_SECONDS = 600

@@ -20,7 +20,7 @@ from databricks.bundles.jobs import Job
 
 from databricks_emulator.bundle import load_bundle
 from pipeline_shared.catalogue import PIPELINE_PARAMETERS, Catalogue, Completion
-from tests.databricks_emulator.conftest import NOTEBOOK, REPO_ROOT
+from tests.support.emulator_process import NOTEBOOK, REPO_ROOT
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
 CATALOGUE = REPO_ROOT / "infra" / "catalogue.toml"
@@ -34,6 +34,8 @@ TARGET_KEYS = {
     "artifacts", "bundle", "cluster_id", "compute_id", "default", "git", "mode", "permissions",
     "presets", "resources", "run_as", "sync", "variables", "workspace",
 }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def bundle() -> dict:
     return yaml.safe_load(BUNDLE.read_text())
@@ -51,9 +53,7 @@ def test_bundle_uses_only_known_mappings(bundle):
 
 def test_every_job_definition_is_valid_for_databricks(bundle):
     definitions = list(bundle["resources"]["jobs"].values()) + [
-        job
-        for target in bundle["targets"].values()
-        for job in target.get("resources", {}).get("jobs", {}).values()
+        job for target in bundle["targets"].values() for job in target.get("resources", {}).get("jobs", {}).values()
     ]
     for definition in definitions:
         Job.from_dict(definition)  # raises on any field or value Databricks does not define

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from databricks_emulator.bundle import BundleError, load_bundle
-from tests.databricks_emulator.conftest import REPO_ROOT, TEST_BUNDLE, start_emulator, stop_emulator
+from tests.support.emulator_process import REPO_ROOT, TEST_BUNDLE, start_emulator, stop_emulator
 
 NOTEBOOK = "# Databricks notebook source\nprint('hello')\n"
 

@@ -32,7 +32,7 @@ from databricks.sdk.service.jobs import (
 )
 
 from pipeline_shared.signing import verify_callback
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     Pipeline,
     counters,
     run_details,
@@ -107,16 +107,12 @@ def test_job_parameters_reach_the_notebook_as_widgets(workspace, emulator, recei
     }
 
 
-def test_run_passes_through_its_states_and_waits_without_a_process(
-    workspace, emulator, control, receiver, pipeline_id
-):
+def test_run_passes_through_its_states_and_waits_without_a_process(workspace, emulator, control, receiver, pipeline_id):
     set_plan(control, pipeline_id, start_delay_seconds=1.0)
     pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
     run_id = workspace.jobs.run_now(emulator.job_id, job_parameters=pipeline.job_parameters).run_id
 
-    pending = wait_until(
-        workspace, run_id, lambda r: r.state.life_cycle_state == RunLifeCycleState.PENDING
-    )
+    pending = wait_until(workspace, run_id, lambda r: r.state.life_cycle_state == RunLifeCycleState.PENDING)
     assert pending.status.state == RunLifecycleStateV2State.PENDING
     assert run_details(control, run_id)["tasks"][0]["pid"] is None, "a delayed run must not hold a process"
 
@@ -124,19 +120,14 @@ def test_run_passes_through_its_states_and_waits_without_a_process(
     run = wait_until(
         workspace,
         run_id,
-        lambda r: (
-            seen.add(r.state.life_cycle_state)
-            or r.state.life_cycle_state == RunLifeCycleState.TERMINATED
-        ),
+        lambda r: seen.add(r.state.life_cycle_state) or r.state.life_cycle_state == RunLifeCycleState.TERMINATED,
     )
     assert RunLifeCycleState.RUNNING in seen
     assert run.state.result_state == RunResultState.SUCCESS
     assert run.tasks[0].setup_duration >= 1000
 
 
-def test_same_idempotency_token_gives_one_run_also_concurrently(
-    workspace, emulator, control, receiver, pipeline_id
-):
+def test_same_idempotency_token_gives_one_run_also_concurrently(workspace, emulator, control, receiver, pipeline_id):
     pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
     token = f"tok-{pipeline_id}"
     run_ids: list[int] = []
@@ -210,9 +201,7 @@ def test_cancel_kills_the_notebook_process(workspace, emulator, control, receive
 
 def test_cancel_while_waiting_to_start(workspace, emulator, control, pipeline_id):
     set_plan(control, pipeline_id, start_delay_seconds=60)
-    run_id = workspace.jobs.run_now(
-        emulator.job_id, job_parameters={"pipeline_id": pipeline_id}
-    ).run_id
+    run_id = workspace.jobs.run_now(emulator.job_id, job_parameters={"pipeline_id": pipeline_id}).run_id
     wait_until(workspace, run_id, lambda r: r.state.life_cycle_state == RunLifeCycleState.PENDING)
 
     workspace.jobs.cancel_run(run_id)
@@ -225,9 +214,7 @@ def test_cancel_while_waiting_to_start(workspace, emulator, control, pipeline_id
 
 def test_run_over_its_timeout_is_timed_out_and_killed(workspace, emulator, control, pipeline_id):
     set_plan(control, pipeline_id, notebook="hang", timeout_seconds=1)
-    run_id = workspace.jobs.run_now(
-        emulator.job_id, job_parameters={"pipeline_id": pipeline_id}
-    ).run_id
+    run_id = workspace.jobs.run_now(emulator.job_id, job_parameters={"pipeline_id": pipeline_id}).run_id
     wait_until(workspace, run_id, lambda r: r.state.life_cycle_state == RunLifeCycleState.RUNNING)
     pid = run_details(control, run_id)["tasks"][0]["pid"]
 
@@ -242,12 +229,8 @@ def test_run_over_its_timeout_is_timed_out_and_killed(workspace, emulator, contr
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_sdk_rides_through_throttling_without_a_second_run(
-    workspace, emulator, control, receiver, pipeline_id, status
-):
-    set_plan(
-        control, pipeline_id, run_now_errors=2, run_now_error_status=status, retry_after_seconds=0
-    )
+def test_sdk_rides_through_throttling_without_a_second_run(workspace, emulator, control, receiver, pipeline_id, status):
+    set_plan(control, pipeline_id, run_now_errors=2, run_now_error_status=status, retry_after_seconds=0)
     pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
 
     waiter = workspace.jobs.run_now(
@@ -262,17 +245,13 @@ def test_sdk_rides_through_throttling_without_a_second_run(
     assert wait_terminated(workspace, waiter.run_id).state.result_state == RunResultState.SUCCESS
 
 
-def test_a_client_timing_out_on_a_slow_answer_finds_the_same_run(
-    emulator, control, receiver, pipeline_id
-):
+def test_a_client_timing_out_on_a_slow_answer_finds_the_same_run(emulator, control, receiver, pipeline_id):
     # The first answer comes after the client gave up; the run exists already,
     # so the SDK's retry with the same token must get it back, not a new one.
     set_plan(control, pipeline_id, slow_run_now_responses=1, slow_response_seconds=3)
     pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
     impatient = WorkspaceClient(
-        config=Config(
-            host=emulator.url, token=emulator.token, http_timeout_seconds=1, retry_timeout_seconds=20
-        )
+        config=Config(host=emulator.url, token=emulator.token, http_timeout_seconds=1, retry_timeout_seconds=20)
     )
 
     waiter = impatient.jobs.run_now(
@@ -284,9 +263,7 @@ def test_a_client_timing_out_on_a_slow_answer_finds_the_same_run(
 
 
 def test_throttle_answers_on_the_wire(control, emulator, pipeline_id):
-    set_plan(
-        control, pipeline_id, run_now_errors=1, run_now_error_status=429, retry_after_seconds=7
-    )
+    set_plan(control, pipeline_id, run_now_errors=1, run_now_error_status=429, retry_after_seconds=7)
     response = control.post(
         "/api/2.2/jobs/run-now",
         json={"job_id": emulator.job_id, "job_parameters": {"pipeline_id": pipeline_id}},
@@ -297,9 +274,7 @@ def test_throttle_answers_on_the_wire(control, emulator, pipeline_id):
     assert response.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
 
 
-def test_lost_callback_run_still_succeeds_with_its_output(
-    workspace, emulator, control, receiver, pipeline_id
-):
+def test_lost_callback_run_still_succeeds_with_its_output(workspace, emulator, control, receiver, pipeline_id):
     set_plan(control, pipeline_id, notebook="drop_callback")
     pipeline = Pipeline(pipeline_id, f"{receiver.url}/cb")
 
@@ -312,12 +287,8 @@ def test_lost_callback_run_still_succeeds_with_its_output(
     assert result["row_count"] == 6
 
 
-def test_get_output_of_the_job_run_is_refused_as_on_a_real_workspace(
-    workspace, emulator, control, pipeline_id
-):
-    run_id = workspace.jobs.run_now(
-        emulator.job_id, job_parameters={"pipeline_id": pipeline_id}
-    ).run_id
+def test_get_output_of_the_job_run_is_refused_as_on_a_real_workspace(workspace, emulator, control, pipeline_id):
+    run_id = workspace.jobs.run_now(emulator.job_id, job_parameters={"pipeline_id": pipeline_id}).run_id
     with pytest.raises(InvalidParameterValue, match="output of each individual task run"):
         workspace.jobs.get_run_output(run_id)
     task_run = workspace.jobs.get_run(workspace.jobs.get_run(run_id).tasks[0].run_id)
@@ -334,9 +305,7 @@ def test_unknown_run_and_job(workspace, emulator, control):
     with pytest.raises(InvalidParameterValue, match="does not exist"):
         workspace.jobs.run_now(999_999)
     # On the wire it is the real API's 400, which the SDK maps to ResourceDoesNotExist.
-    response = control.get(
-        "/api/2.2/jobs/runs/get?run_id=1", headers={"Authorization": f"Bearer {emulator.token}"}
-    )
+    response = control.get("/api/2.2/jobs/runs/get?run_id=1", headers={"Authorization": f"Bearer {emulator.token}"})
     assert response.status_code == 400
     assert response.json() == {
         "error_code": "INVALID_PARAMETER_VALUE",

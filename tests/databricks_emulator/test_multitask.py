@@ -18,7 +18,7 @@ from databricks.sdk.service.jobs import (
     TerminationTypeType,
 )
 
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     latest_tasks,
     results,
     run_details,

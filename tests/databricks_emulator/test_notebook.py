@@ -19,8 +19,8 @@ from databricks_emulator.harness import (
     cell_titled,
     parse_notebook,
 )
-from tests.databricks_emulator.conftest import NOTEBOOK
-from tests.databricks_emulator.helpers import import_notebook_module, run_notebook
+from tests.support.emulator_process import NOTEBOOK
+from tests.support.emulator_runs import import_notebook_module, run_notebook
 
 CELLS = parse_notebook(NOTEBOOK.read_text())
 #: The data step imports it, as on a workspace where it sits beside the notebook.

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from pipeline_shared.signing import verify_callback
-from tests.databricks_emulator.conftest import NOTEBOOKS, REPO_ROOT
-from tests.databricks_emulator.helpers import Pipeline, run_notebook
+from tests.support.emulator_process import NOTEBOOKS, REPO_ROOT
+from tests.support.emulator_runs import Pipeline, run_notebook
 
 BUNDLE = REPO_ROOT / "infra" / "databricks" / "databricks.yml"
 PIPELINE = NOTEBOOKS / "pipeline.py"

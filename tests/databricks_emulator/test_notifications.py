@@ -11,24 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState
 
-from tests.databricks_emulator.conftest import DESTINATION_CREDENTIALS, DESTINATION_ID
-from tests.databricks_emulator.helpers import POLL_SECONDS, set_job_plan, start, wait_terminated, wait_until
-
-
-def deliveries(control, run_id: int, count: int, timeout: float = 15) -> list[dict]:  # type: ignore[no-untyped-def]
-    """The run's first ``count`` deliveries once each is no longer pending."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = control.get("/emulator/notifications", params={"run_id": run_id}).json()["deliveries"]
-        if len(found) >= count and all(delivery["status"] != "pending" for delivery in found):
-            return found
-        assert time.monotonic() < deadline, f"deliveries of run {run_id} after {timeout}s: {found}"
-        time.sleep(POLL_SECONDS)
+from tests.support.emulator_process import DESTINATION_CREDENTIALS, DESTINATION_ID
+from tests.support.emulator_runs import deliveries, set_job_plan, start, wait_terminated, wait_until
 
 
 def received(sink, run_id: int) -> list[tuple[dict, dict]]:  # type: ignore[no-untyped-def]

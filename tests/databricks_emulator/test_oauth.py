@@ -14,8 +14,8 @@ import time
 import httpx
 import pytest
 
-from tests.databricks_emulator.conftest import OAUTH_TOKEN_LIFETIME_SECONDS, SDK_REFRESHES_AFTER_SECONDS
-from tests.databricks_emulator.helpers import wait_terminated
+from tests.support.emulator_process import OAUTH_TOKEN_LIFETIME_SECONDS, SDK_REFRESHES_AFTER_SECONDS
+from tests.support.emulator_runs import wait_terminated
 
 FORM = "application/x-www-form-urlencoded"
 GRANT = "grant_type=client_credentials&scope=all-apis"

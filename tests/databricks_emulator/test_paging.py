@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.databricks_emulator.helpers import start, wait_terminated
+from tests.support.emulator_runs import start, wait_terminated
 
 WIDE_TASKS = 105
 

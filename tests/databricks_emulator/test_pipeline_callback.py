@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from databricks_emulator.harness import Dbutils, NotebookExit
 from pipeline_shared.signing import derive_callback_key, sign_callback, verify_callback
-from tests.databricks_emulator.conftest import free_port
-from tests.databricks_emulator.helpers import Pipeline, import_callback_helper
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.callback_receiver import CallbackReceiver
+from tests.support.emulator_process import free_port
+from tests.support.emulator_runs import Pipeline, import_callback_helper
 
 helper = import_callback_helper()
 #: Backoff short enough for tests; the deadline stays the default's unless a test sets one.

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.databricks_emulator.helpers import import_notebook_module
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.callback_receiver import CallbackReceiver
+from tests.support.emulator_runs import import_notebook_module
 
 sources = import_notebook_module("pipeline_sources")
 

@@ -26,7 +26,7 @@ from databricks_emulator.surface import (
     STRUCTURE,
     Endpoint,
 )
-from tests.databricks_emulator.conftest import REPO_ROOT
+from tests.support.emulator_process import REPO_ROOT
 
 README = (REPO_ROOT / "infra" / "databricks-emulator" / "README.md").read_text()
 #: A value of each kind that the real API would accept, to probe a refused field with.

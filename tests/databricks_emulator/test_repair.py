@@ -21,8 +21,9 @@ from databricks.sdk.service.jobs import (
     TerminationCodeCode,
 )
 
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     Pipeline,
+    deliveries,
     latest_tasks,
     results,
     run_details,
@@ -32,7 +33,6 @@ from tests.databricks_emulator.helpers import (
     wait_terminated,
     wait_until,
 )
-from tests.databricks_emulator.test_notifications import deliveries
 
 
 def repair_to_end(workspace, run_id: int, **repair: object):  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """A run's run_page_url, opened in a browser, shows that run: the page a workspace's link lands on.
 
 The URL keeps a real workspace's shape (``/?o=<workspace>#job/<job>/run/<run>``),
-so the run is named only in the fragment; headless Chromium (tests/browser.py)
+so the run is named only in the fragment; headless Chromium (tests/support/browser.py)
 shows what a person clicking the gateway's "Databricks run" link sees.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from databricks.sdk import WorkspaceClient
 from playwright.async_api import expect
 
-from tests.browser import OpenPage, Screenshots, browser_test
-from tests.databricks_emulator.helpers import Pipeline, run_to_end
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.browser import OpenPage, Screenshots, browser_test
+from tests.support.callback_receiver import CallbackReceiver
+from tests.support.emulator_runs import Pipeline, run_to_end
 
 pytestmark = browser_test
 

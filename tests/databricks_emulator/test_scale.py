@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from tests.databricks_emulator.helpers import POLL_SECONDS, set_plan, start_runs
+from tests.support.emulator_runs import POLL_SECONDS, set_plan, start_runs
 
 #: The concurrency the emulator must hold without falling over.
 CONCURRENT_RUNS = 500
@@ -33,13 +33,9 @@ def wait_for_all(control: httpx.Client, pipeline_id: str, state: str, timeout: f
         time.sleep(POLL_SECONDS * 4)
 
 
-def test_500_concurrent_waiting_runs_cost_no_process_and_cancel_cleanly(
-    emulator, control, pipeline_id
-):
+def test_500_concurrent_waiting_runs_cost_no_process_and_cancel_cleanly(emulator, control, pipeline_id):
     set_plan(control, pipeline_id, start_delay_seconds=3600)
-    with httpx.Client(
-        base_url=emulator.url, timeout=30, headers={"Authorization": f"Bearer {emulator.token}"}
-    ) as api:
+    with httpx.Client(base_url=emulator.url, timeout=30, headers={"Authorization": f"Bearer {emulator.token}"}) as api:
         run_ids = start_runs(api, emulator.job_id, [{"pipeline_id": pipeline_id}] * CONCURRENT_RUNS)
         assert len(set(run_ids)) == CONCURRENT_RUNS
 

@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.databricks_emulator.sdk_models import SdkModelCheck, check_answer, problems_logged
+from tests.support.sdk_model_check import SdkModelCheck, check_answer, problems_logged
 
 RUN = {"run_id": 7, "state": {"life_cycle_state": "RUNNING", "state_message": ""}}
 

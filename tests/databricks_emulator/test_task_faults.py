@@ -22,7 +22,7 @@ from databricks.sdk.service.jobs import (
     TerminationTypeType,
 )
 
-from tests.databricks_emulator.helpers import (
+from tests.support.emulator_runs import (
     TERMINAL_STATES,
     Pipeline,
     latest_tasks,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.faults.batch import Batch, PausePoints
-from tests.integration.clients import Emulator, Gateway, MailSink
+from tests.support.fault_batch import Batch, PausePoints
+from tests.support.stack_clients import Emulator, Gateway, MailSink
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.faults.batch import BATCH_SIZE, Batch, PausePoints
+from tests.support.fault_batch import BATCH_SIZE, Batch, PausePoints
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tests.integration.clients import Gateway
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import Gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.after_faults]
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.faults.batch import PausePoints
-from tests.integration.clients import Gateway, MailSink, new_id
+from tests.support.fault_batch import PausePoints
+from tests.support.stack_clients import Gateway, MailSink, new_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -20,8 +20,8 @@ import time
 import httpx
 import pytest
 
-from tests.faults.batch import Batch
-from tests.stack import Stack
+from tests.support.fault_batch import Batch
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

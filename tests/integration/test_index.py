@@ -23,9 +23,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
-from tests.integration.test_resonate_server import SERVICE_ROLES
-from tests.stack import Stack
+from tests.support.stack import SERVICE_ROLES, Stack
+from tests.support.stack_clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
 
 pytestmark = pytest.mark.integration
 

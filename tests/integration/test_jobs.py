@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.clients import Emulator, Gateway, MailSink, new_id
+from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +124,7 @@ def test_cancel_cancels_the_databricks_run(gateway: Gateway, emulator: Emulator,
     assert gateway.http.post(f"/pipelines/{pipeline_id}/cancel").status_code == 409
 
 
-def test_timeout_times_out_cancels_the_run_and_emails(
-    gateway: Gateway, emulator: Emulator, mail: MailSink
-) -> None:
+def test_timeout_times_out_cancels_the_run_and_emails(gateway: Gateway, emulator: Emulator, mail: MailSink) -> None:
     pipeline_id = new_id("slow")
     emulator.plan(pipeline_id, notebook="hang")
 
@@ -168,9 +166,7 @@ def test_callback_before_the_workflow_suspends_still_works(
     assert mail.wait_for(pipeline_id)["deliveries"] == 1
 
 
-def test_replayed_callback_resumes_once_and_emails_once(
-    gateway: Gateway, emulator: Emulator, mail: MailSink
-) -> None:
+def test_replayed_callback_resumes_once_and_emails_once(gateway: Gateway, emulator: Emulator, mail: MailSink) -> None:
     pipeline_id = new_id("replay")
     emulator.plan(pipeline_id, notebook="drop_callback", start_delay_seconds=30)
     gateway.start(pipeline_id)
@@ -201,9 +197,26 @@ def test_transient_databricks_errors_still_succeed_with_one_run(gateway: Gateway
 def test_the_cli_starts_and_follows_a_pipeline(stack) -> None:  # type: ignore[no-untyped-def]
     pipeline_id = new_id("cli")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline_client.cli", "--gateway", stack.api_url, "--interval", "0.3",
-         "start", "--id", pipeline_id, "--email", "cli@example.com", "--param", "source="],
-        capture_output=True, text=True, timeout=120, env=os.environ,
+        [
+            sys.executable,
+            "-m",
+            "pipeline_client.cli",
+            "--gateway",
+            stack.api_url,
+            "--interval",
+            "0.3",
+            "start",
+            "--id",
+            pipeline_id,
+            "--email",
+            "cli@example.com",
+            "--param",
+            "source=",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

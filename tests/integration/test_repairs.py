@@ -3,15 +3,15 @@
 The emulator's repairs rerun the failed tasks of the same run (and those
 depending on them); its fault plans fail a task's first attempt only, so a
 repair can succeed. The test stack's catalogue shortens the backoffs and
-word-frequencies' repair window (tests.stack.STACK_CATALOGUE_CHANGES).
+word-frequencies' repair window (tests.support.stack.STACK_CATALOGUE_CHANGES).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.integration.clients import Emulator, Gateway, MailSink, new_id
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

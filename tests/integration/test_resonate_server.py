@@ -16,16 +16,9 @@ import psycopg
 import pytest
 
 from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION, ResonateDatabase, conninfo
-from tests.stack import RESONATE, Stack
+from tests.support.stack import RESONATE, SERVICE_ROLES, Stack
 
 pytestmark = pytest.mark.integration
-
-#: compose.yaml's services, their database roles and development passwords.
-SERVICE_ROLES = {
-    "api": ("pipeline_api", "dev-only-insecure-api-db-password"),
-    "worker": ("pipeline_worker", "dev-only-insecure-worker-db-password"),
-    "notifier": ("pipeline_notifier", "dev-only-insecure-notifier-db-password"),
-}
 
 DAY_MS = 86_400_000
 
@@ -99,8 +92,10 @@ def test_a_service_role_can_speak_the_protocol_and_nothing_else(stack: Stack, se
         assert connection.execute("SELECT resonate.get_schema_version()").fetchone() == (EXPECTED_SCHEMA_VERSION,)
         reply = connection.execute(
             "SELECT resonate.resonate_rpc(%s::jsonb)",
-            ('{"kind": "promise.get", "head": {"corrId": "t", "version": "2026-04-01"},'
-             ' "data": {"id": "never-created"}}',),
+            (
+                '{"kind": "promise.get", "head": {"corrId": "t", "version": "2026-04-01"},'
+                ' "data": {"id": "never-created"}}',
+            ),
         ).fetchone()[0]
         assert reply["head"]["status"] == 404, reply
         for forbidden in (

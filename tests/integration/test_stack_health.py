@@ -24,9 +24,7 @@ def test_gateway_answers_healthz(stack) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize(
-    "base_url", ["databricks_url", "mailsink_url", "worker_ops_url", "notifier_ops_url"]
-)
+@pytest.mark.parametrize("base_url", ["databricks_url", "mailsink_url", "worker_ops_url", "notifier_ops_url"])
 def test_published_health_endpoint_answers(stack, base_url: str) -> None:
     response = httpx.get(f"{getattr(stack, base_url)}/healthz", timeout=5)
     assert response.status_code == 200, response.text

@@ -1,6 +1,6 @@
 """The gateway's web page in a real browser on the compose stack: sign in, start, watch, cancel, be refused.
 
-Headless Chromium (tests/browser.py) against the stack's gateway; pipelines
+Headless Chromium (tests/support/browser.py) against the stack's gateway; pipelines
 run on the Databricks emulator and their emails reach the mail sink.
 Screenshots of every page land in ``test-artifacts/screenshots/``.
 """
@@ -12,10 +12,10 @@ import re
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser import PHONE, OpenPage, Screenshots, broken_words, browser_test, sideways_overflow
-from tests.integration.clients import Emulator, Gateway, new_id
-from tests.stack import Stack
+from tests.support.browser import PHONE, OpenPage, Screenshots, broken_words, browser_test, sideways_overflow
 from tests.support.gateway_page import sign_in, start_from_form
+from tests.support.stack import Stack
+from tests.support.stack_clients import Emulator, Gateway, new_id
 
 pytestmark = [pytest.mark.integration, browser_test]
 

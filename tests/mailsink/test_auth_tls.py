@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mailsink import Credentials, MailSink, SmtpOptions
-from tests.mailsink.testkit import TlsMaterial, make_message, unique_address
+from tests.support.mail_messages import TlsMaterial, make_message, unique_address
 
 CREDENTIALS = Credentials("notifier", "s3cret-for-tests")
 
@@ -26,13 +26,9 @@ async def stored(sink: MailSink, rcpt: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("mechanism", ["auth_plain", "auth_login"])
-async def test_correct_credentials_deliver_and_are_recorded(
-    auth_sink: MailSink, mechanism: str
-) -> None:
+async def test_correct_credentials_deliver_and_are_recorded(auth_sink: MailSink, mechanism: str) -> None:
     rcpt = unique_address()
-    client = aiosmtplib.SMTP(
-        hostname=auth_sink.smtp_host, port=auth_sink.smtp_port, start_tls=False
-    )
+    client = aiosmtplib.SMTP(hostname=auth_sink.smtp_host, port=auth_sink.smtp_port, start_tls=False)
     async with client:
         await client.ehlo()
         assert {"plain", "login"} <= set(client.server_auth_methods)
@@ -72,9 +68,7 @@ async def test_wrong_password_is_refused_with_535_and_counted(auth_sink: MailSin
     [(False, {"start_tls": True}), (True, {"use_tls": True})],
     ids=["starttls", "implicit"],
 )
-async def test_tls_is_negotiated_and_recorded(
-    tls: TlsMaterial, implicit_tls: bool, client_mode: dict
-) -> None:
+async def test_tls_is_negotiated_and_recorded(tls: TlsMaterial, implicit_tls: bool, client_mode: dict) -> None:
     rcpt = unique_address()
     options = SmtpOptions(tls_context=tls.server, implicit_tls=implicit_tls)
     async with MailSink(options=options) as sink:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from mailsink import MailSink, SmtpOptions
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 #: Small, so the oversized message a test sends stays cheap.
 SMALL_LIMIT = 64 * 1024
@@ -36,9 +36,7 @@ async def send_raw(sink: MailSink, rcpt: str, raw: bytes) -> None:
         await c.sendmail("sender@example.test", [rcpt], raw)
 
 
-async def test_malformed_message_is_stored_with_its_defects(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_malformed_message_is_stored_with_its_defects(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     raw = (
         b"From: <<<not an address\r\n"
@@ -91,9 +89,7 @@ async def test_oversized_message_announced_with_size_is_refused_at_mail(
 
 async def test_oversized_data_without_size_is_refused_after_data(small_sink: MailSink) -> None:
     body = b"Subject: big\r\n\r\n" + (b"y" * 900 + b"\r\n") * (SMALL_LIMIT // 900 * 2)
-    async with aiosmtplib.SMTP(
-        hostname=small_sink.smtp_host, port=small_sink.smtp_port, start_tls=False
-    ) as client:
+    async with aiosmtplib.SMTP(hostname=small_sink.smtp_host, port=small_sink.smtp_port, start_tls=False) as client:
         # mail() with no SIZE: the sink learns the size only while reading DATA.
         await client.mail("sender@example.test")
         await client.rcpt(unique_address())
@@ -135,9 +131,7 @@ async def test_protocol_garbage_gets_errors_not_a_crash(sink: MailSink) -> None:
     await still_serving(sink)
 
 
-async def test_client_vanishing_mid_data_leaves_nothing_behind(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_client_vanishing_mid_data_leaves_nothing_behind(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     reader, writer = await asyncio.open_connection(sink.smtp_host, sink.smtp_port)
     await reader.readline()

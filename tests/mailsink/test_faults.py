@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from mailsink import MailSink
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 
 async def send(sink: MailSink, message) -> None:
@@ -73,9 +73,7 @@ async def test_421_closes_the_connection(sink: MailSink, http: httpx.AsyncClient
     client.close()
 
 
-async def test_timed_transient_fault_lifts_by_itself(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_timed_transient_fault_lifts_by_itself(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     started = time.monotonic()
     await http.post("/faults/transient", json={"seconds": 0.3})
@@ -93,9 +91,7 @@ async def test_timed_transient_fault_lifts_by_itself(
     assert time.monotonic() - started >= 0.3
 
 
-async def test_permanent_fault_refuses_one_recipient_until_reset(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_permanent_fault_refuses_one_recipient_until_reset(sink: MailSink, http: httpx.AsyncClient) -> None:
     doomed, fine = unique_address("doomed"), unique_address("fine")
     response = await http.post("/faults/permanent", json={"recipient": doomed.upper()})
     assert response.json()["permanent"] == [
@@ -118,9 +114,7 @@ async def test_permanent_fault_refuses_one_recipient_until_reset(
     assert len((await http.get("/messages", params={"to": doomed})).json()["messages"]) == 1
 
 
-async def test_permanent_fault_at_data_refuses_the_whole_message(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_permanent_fault_at_data_refuses_the_whole_message(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     await http.post("/faults/permanent", json={"recipient": rcpt, "code": 554, "stage": "data"})
     with pytest.raises(aiosmtplib.SMTPDataError) as refused:

@@ -13,7 +13,7 @@ import time
 import aiosmtplib
 import httpx
 
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 
 def free_port() -> int:

@@ -15,16 +15,14 @@ import pytest
 from mailsink import Limits, MailSink
 from mailsink.api import create_app
 from mailsink.server import probe_smtp
-from tests.mailsink.testkit import make_message, unique_address, until_waiting
+from tests.support.mail_messages import make_message, unique_address, until_waiting
 
 
 async def send(sink: MailSink, message, **kwargs) -> None:
     await aiosmtplib.send(message, hostname=sink.smtp_host, port=sink.smtp_port, **kwargs)
 
 
-async def test_stored_message_has_envelope_headers_and_both_bodies(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_stored_message_has_envelope_headers_and_both_bodies(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     pipeline_id = f"p-{uuid.uuid4().hex[:8]}"
     message = make_message(
@@ -62,17 +60,11 @@ async def test_stored_message_has_envelope_headers_and_both_bodies(
     assert f"X-Pipeline-Id: {pipeline_id}".encode() in raw.content
 
 
-async def test_attachments_are_listed_with_their_decoded_size(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_attachments_are_listed_with_their_decoded_size(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     message = make_message(to=rcpt)
-    message.add_attachment(
-        b"\x00\x01" * 100, maintype="application", subtype="octet-stream", filename="run-output.bin"
-    )
-    message.add_attachment(
-        "ünïcode,1\n".encode(), maintype="text", subtype="csv", filename="résumé.csv"
-    )
+    message.add_attachment(b"\x00\x01" * 100, maintype="application", subtype="octet-stream", filename="run-output.bin")
+    message.add_attachment("ünïcode,1\n".encode(), maintype="text", subtype="csv", filename="résumé.csv")
     await send(sink, message)
 
     (stored,) = (await http.get("/messages", params={"to": rcpt})).json()["messages"]
@@ -99,9 +91,7 @@ async def test_filters_by_recipient_and_message_id(sink: MailSink, http: httpx.A
     assert both["messages"] == []
 
 
-async def test_same_message_id_twice_is_one_message_delivered_twice(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_same_message_id_twice_is_one_message_delivered_twice(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     message = make_message(to=rcpt)
     await send(sink, message)
@@ -115,9 +105,7 @@ async def test_same_message_id_twice_is_one_message_delivered_twice(
     assert stats["accepted"] == 2 and stats["duplicates"] == 1 and stats["messages"] == 1
 
 
-async def test_messages_without_message_id_are_each_new(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_messages_without_message_id_are_each_new(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     message = make_message(to=rcpt)
     del message["Message-ID"]
@@ -128,9 +116,7 @@ async def test_messages_without_message_id_are_each_new(
     assert [(m["message_id"], m["deliveries"]) for m in listed] == [(None, 1), (None, 1)]
 
 
-async def test_wait_answers_when_the_message_arrives(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_wait_answers_when_the_message_arrives(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     waiting = asyncio.create_task(http.get("/messages/wait", params={"to": rcpt, "timeout": 20}))
     await until_waiting(http, 1)
@@ -141,9 +127,7 @@ async def test_wait_answers_when_the_message_arrives(
     assert [m["subject"] for m in response.json()["messages"]] == ["awaited"]
 
 
-async def test_wait_for_a_second_delivery_and_for_a_count(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_wait_for_a_second_delivery_and_for_a_count(sink: MailSink, http: httpx.AsyncClient) -> None:
     rcpt = unique_address()
     message = make_message(to=rcpt)
     await send(sink, message)
@@ -153,9 +137,7 @@ async def test_wait_for_a_second_delivery_and_for_a_count(
             params={"message_id": message["Message-ID"], "min_deliveries": 2, "timeout": 20},
         )
     )
-    two_messages = asyncio.create_task(
-        http.get("/messages/wait", params={"to": rcpt, "count": 2, "timeout": 20})
-    )
+    two_messages = asyncio.create_task(http.get("/messages/wait", params={"to": rcpt, "count": 2, "timeout": 20}))
     await until_waiting(http, 2)
     await send(sink, message)
     assert (await second_delivery).json()["messages"][0]["deliveries"] == 2
@@ -228,9 +210,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("listener", ["nothing listening", "not an SMTP server"])
-async def test_healthz_fails_when_smtp_does_not_answer(
-    sink: MailSink, not_smtp: int, listener: str
-) -> None:
+async def test_healthz_fails_when_smtp_does_not_answer(sink: MailSink, not_smtp: int, listener: str) -> None:
     port = closed_port() if listener == "nothing listening" else not_smtp
     app = create_app(sink.store, sink.faults, sink.stats, partial(probe_smtp, "127.0.0.1", port))
     transport = httpx.ASGITransport(app=app)

@@ -8,18 +8,14 @@ from mailsink.store import Delivery, StoredMessage, parse_message
 from mailsink.threads import conversation_of, conversations
 
 
-def stored(
-    number: int, message_id: str | None, *, replying_to: str = "", extra: str = ""
-) -> StoredMessage:
+def stored(number: int, message_id: str | None, *, replying_to: str = "", extra: str = "") -> StoredMessage:
     headers = f"Subject: message {number}\r\n"
     if message_id:
         headers += f"Message-ID: {message_id}\r\n"
     if replying_to:
         headers += f"References: {replying_to}\r\n"
     raw = (headers + extra + "\r\nbody\r\n").encode()
-    return parse_message(
-        number, Delivery("s@example.test", ["r@example.test"], raw), datetime.now(UTC)
-    )
+    return parse_message(number, Delivery("s@example.test", ["r@example.test"], raw), datetime.now(UTC))
 
 
 def numbers(messages: list[StoredMessage]) -> list[list[int]]:

@@ -3,7 +3,7 @@
 Each test starts its own sink, sends it real mail over SMTP (a plain email
 delivered twice, an HTML email with a script in it and an attachment, and a
 conversation of three), and looks at ``/ui`` in headless Chromium
-(tests/browser.py). Screenshots of every page land in
+(tests/support/browser.py). Screenshots of every page land in
 ``test-artifacts/screenshots/``.
 """
 
@@ -24,7 +24,7 @@ import pytest_asyncio
 from playwright.async_api import Locator, Page, expect
 
 from mailsink import MailSink
-from tests.browser import (
+from tests.support.browser import (
     DESKTOP,
     PHONE,
     OpenPage,
@@ -34,7 +34,7 @@ from tests.browser import (
     line_count,
     sideways_overflow,
 )
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 pytestmark = browser_test
 
@@ -73,20 +73,16 @@ async def send(sink: MailSink, message: EmailMessage) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def mailbox() -> AsyncIterator[Mailbox]:
-    # On the session's loop, the browser's: see tests/browser.py.
+    # On the session's loop, the browser's: see tests/support/browser.py.
     async with MailSink() as sink:
         run = uuid.uuid4().hex[:8]
         to = unique_address()
-        plain = make_message(
-            to=to, subject=f"Pipeline plain-{run} succeeded", pipeline_id=f"plain-{run}", html=None
-        )
+        plain = make_message(to=to, subject=f"Pipeline plain-{run} succeeded", pipeline_id=f"plain-{run}", html=None)
         await send(sink, plain)
         await send(sink, plain)  # the sender retrying: one message, two deliveries
 
         html_subject = f'Report <script>alert("subject {run}")</script>'
-        html = make_message(
-            to=to, subject=html_subject, pipeline_id=f"html-{run}", html=HTML_WITH_SCRIPT
-        )
+        html = make_message(to=to, subject=html_subject, pipeline_id=f"html-{run}", html=HTML_WITH_SCRIPT)
         html.add_attachment(b"a,b\n1,2\n", maintype="text", subtype="csv", filename="result.csv")
         await send(sink, html)
 
@@ -128,9 +124,7 @@ async def mailbox() -> AsyncIterator[Mailbox]:
 
 async def row_numbers(within: Page | Locator) -> list[int]:
     """The message numbers of the list's rows, top to bottom."""
-    found = await within.locator("tr.message").evaluate_all(
-        "rows => rows.map(r => r.dataset.number)"
-    )
+    found = await within.locator("tr.message").evaluate_all("rows => rows.map(r => r.dataset.number)")
     return [int(n) for n in found]
 
 
@@ -154,17 +148,13 @@ async def test_the_list_shows_every_email_newest_first_with_the_conversation_mar
 
     conversation = page.locator("tbody.conversation")
     await expect(conversation).to_have_count(1)
-    await expect(conversation.locator(".conversation-head")).to_have_text(
-        "Conversation of 3 emails"
-    )
+    await expect(conversation.locator(".conversation-head")).to_have_text("Conversation of 3 emails")
     assert await row_numbers(conversation) == [5, 4, 3]
     await expect(conversation.locator(".badge")).to_have_count(2)  # the two replies
     await expect(page.locator("tbody:not(.conversation) .badge")).to_have_count(0)
 
 
-async def test_the_list_filters_by_pipeline_id(
-    mailbox: Mailbox, page: Page, screenshots: Screenshots
-) -> None:
+async def test_the_list_filters_by_pipeline_id(mailbox: Mailbox, page: Page, screenshots: Screenshots) -> None:
     await page.goto(mailbox.url("/ui"))
     await page.get_by_label("Pipeline id").fill(mailbox.thread_pipeline)
     await page.get_by_role("button", name="Filter").click()
@@ -242,9 +232,9 @@ async def test_thread_links_lead_through_the_conversation(
     await headers.locator("dt:text-is('In-Reply-To') + dd a").click()
     await page.wait_for_url(f"**/ui/messages/{second}")
     await screenshots.take(page, "second")
-    await expect(
-        page.locator("dl.headers").first.locator("dt:text-is('Message-ID') + dd")
-    ).to_have_text(mailbox.thread_ids[1])
+    await expect(page.locator("dl.headers").first.locator("dt:text-is('Message-ID') + dd")).to_have_text(
+        mailbox.thread_ids[1]
+    )
 
     await page.locator("section.thread").get_by_role("link").first.click()
     await page.wait_for_url(f"**/ui/messages/{first}")
@@ -253,9 +243,7 @@ async def test_thread_links_lead_through_the_conversation(
     await expect(page.locator("section.thread li")).to_have_count(3)
 
 
-async def test_a_message_id_alone_leads_to_the_email(
-    mailbox: Mailbox, page: Page, screenshots: Screenshots
-) -> None:
+async def test_a_message_id_alone_leads_to_the_email(mailbox: Mailbox, page: Page, screenshots: Screenshots) -> None:
     message_id = mailbox.thread_ids[2]
     await page.goto(mailbox.url(f"/ui/by-message-id/{quote(message_id, safe='')}"))
     await page.wait_for_url(f"**/ui/messages/{mailbox.thread[2]}")
@@ -263,9 +251,7 @@ async def test_a_message_id_alone_leads_to_the_email(
     await expect(page.locator("dt:text-is('Message-ID') + dd").first).to_have_text(message_id)
 
 
-async def test_the_keyboard_alone_opens_an_email(
-    mailbox: Mailbox, page: Page, screenshots: Screenshots
-) -> None:
+async def test_the_keyboard_alone_opens_an_email(mailbox: Mailbox, page: Page, screenshots: Screenshots) -> None:
     await page.goto(mailbox.url("/ui"))
 
     await page.keyboard.press("Tab")
@@ -305,9 +291,7 @@ async def test_the_pages_fit_a_phone_without_sideways_scrolling(
     ):
         await phone.goto(mailbox.url(path))
         await screenshots.take(phone, step)
-        widths = await phone.evaluate(
-            "({page: document.documentElement.scrollWidth, window: window.innerWidth})"
-        )
+        widths = await phone.evaluate("({page: document.documentElement.scrollWidth, window: window.innerWidth})")
         assert widths["page"] <= widths["window"] == PHONE["viewport"]["width"], (step, widths)
 
     # The list's rows are cards there: each cell stacked, labelled by its column.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mailsink import MailSink
-from tests.mailsink.testkit import make_message, unique_address
+from tests.support.mail_messages import make_message, unique_address
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -32,9 +32,7 @@ def assert_page(answer: httpx.Response, status: int, code: str) -> None:
     assert '<a href="/ui">' in answer.text, "a way back to the list"
 
 
-async def test_an_unknown_message_number_is_a_404_page(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_an_unknown_message_number_is_a_404_page(sink: MailSink, http: httpx.AsyncClient) -> None:
     answer = await http.get("/ui/messages/999")
     assert_page(answer, 404, "message_not_found")
     assert "No message 999 is stored" in answer.text
@@ -50,12 +48,8 @@ async def test_a_message_number_that_is_not_a_number_is_a_422_page(
     assert "<script>" not in answer.text
 
 
-@pytest.mark.parametrize(
-    "query", ["refresh=0", "refresh=soon", "refresh=99999", f"pipeline={'p' * 257}"]
-)
-async def test_bad_list_parameters_are_a_422_page(
-    sink: MailSink, http: httpx.AsyncClient, query: str
-) -> None:
+@pytest.mark.parametrize("query", ["refresh=0", "refresh=soon", "refresh=99999", f"pipeline={'p' * 257}"])
+async def test_bad_list_parameters_are_a_422_page(sink: MailSink, http: httpx.AsyncClient, query: str) -> None:
     assert_page(await http.get(f"/ui?{query}"), 422, "invalid_request")
 
 
@@ -69,9 +63,7 @@ async def test_an_unknown_page_is_a_404_page(sink: MailSink, http: httpx.AsyncCl
     assert (missing.status_code, missing.json()["code"]) == (404, "message_not_found")
 
 
-async def test_hostile_headers_and_bodies_are_text_on_every_page(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_hostile_headers_and_bodies_are_text_on_every_page(sink: MailSink, http: httpx.AsyncClient) -> None:
     await send(
         sink,
         subject=f"Report {HOSTILE}",
@@ -104,9 +96,7 @@ async def test_pages_forbid_scripts_and_sniffing(sink: MailSink, http: httpx.Asy
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
 
 
-async def test_live_refresh_is_a_meta_refresh_toggled_by_a_link(
-    sink: MailSink, http: httpx.AsyncClient
-) -> None:
+async def test_live_refresh_is_a_meta_refresh_toggled_by_a_link(sink: MailSink, http: httpx.AsyncClient) -> None:
     still = (await http.get("/ui", params={"pipeline": "p-1"})).text
     assert 'http-equiv="refresh"' not in still
     assert 'href="/ui?pipeline=p-1&amp;refresh=5"' in still
@@ -124,9 +114,7 @@ async def test_live_refresh_is_a_meta_refresh_toggled_by_a_link(
         "run.42/a=b@mail.example.test",  # without the angle brackets
     ],
 )
-async def test_a_message_id_redirects_to_its_page(
-    sink: MailSink, http: httpx.AsyncClient, given: str
-) -> None:
+async def test_a_message_id_redirects_to_its_page(sink: MailSink, http: httpx.AsyncClient, given: str) -> None:
     await send(sink)
     await send(sink, message_id="<run.42/a=b@mail.example.test>")
     answer = await http.get(f"/ui/by-message-id/{quote(given, safe='')}")
@@ -155,9 +143,7 @@ async def test_an_unknown_message_id_is_a_404_page(sink: MailSink, http: httpx.A
         HOSTILE,
     ],
 )
-async def test_a_malformed_message_id_is_a_422_page(
-    sink: MailSink, http: httpx.AsyncClient, given: str
-) -> None:
+async def test_a_malformed_message_id_is_a_422_page(sink: MailSink, http: httpx.AsyncClient, given: str) -> None:
     answer = await http.get(f"/ui/by-message-id/{quote(given, safe='')}")
     assert_page(answer, 422, "invalid_message_id")
     assert "<script>" not in answer.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mailsink import MailSink
-from tests.mailsink.testkit import TlsMaterial, tls_material
+from tests.support.mail_messages import TlsMaterial, tls_material
 
 
 @pytest.fixture

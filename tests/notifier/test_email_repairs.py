@@ -12,8 +12,8 @@ import pytest
 from pipeline_notifier.email import MAX_REFERENCES, NotFinalStateError
 from pipeline_shared.ids import email_message_id
 from pipeline_shared.models import Attempt, Notification, PipelineState, RunError, RunReport, TaskOutcome
-from tests.notifier.test_email import DOMAIN, compose, notification
-from tests.notifier.test_email import bodies as crlf_bodies
+from tests.support.notifier_emails import DOMAIN, compose, notification
+from tests.support.notifier_emails import bodies as crlf_bodies
 
 #: 2026-12-03 18:00 UTC, and the hours after it.
 T0 = 1_796_320_800_000

@@ -23,16 +23,14 @@ from pipeline_notifier.smtp import (
     deliver,
 )
 from pipeline_shared.models import DatabricksRun, Notification, PipelineState
-from tests.mailsink.testkit import TlsMaterial
+from tests.support.mail_messages import TlsMaterial
 
 #: Retries fast enough for a test, and as many as a test needs.
 FAST = RetryPolicy(max_attempts=4, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
 CREDENTIALS = Credentials("notifier", "smtp-test-password")
 
 
-def message_for(
-    rcpt: str | None = None, state: PipelineState = PipelineState.SUCCEEDED
-) -> EmailMessage:
+def message_for(rcpt: str | None = None, state: PipelineState = PipelineState.SUCCEEDED) -> EmailMessage:
     notification = Notification(
         pipeline_id=f"p-{uuid.uuid4().hex[:12]}",
         email=rcpt or f"user-{uuid.uuid4().hex[:8]}@example.com",
@@ -41,9 +39,7 @@ def message_for(
         run=DatabricksRun(run_id=1, run_page_url="https://dbc.example.com/run/1"),
         result={"rows": 10},
     )
-    return compose_email(
-        notification, sender="pipelines@example.com", message_id_domain="example.com"
-    )
+    return compose_email(notification, sender="pipelines@example.com", message_id_domain="example.com")
 
 
 def config_for(sink: MailSink, **fields: Any) -> SmtpConfig:
@@ -87,9 +83,7 @@ async def test_delivering_again_is_a_duplicate_to_the_recipient(sink: MailSink) 
 
 @pytest.mark.parametrize("stage", [Stage.MAIL, Stage.RCPT, Stage.DATA])
 @pytest.mark.parametrize("code", [421, 450, 451, 452])
-async def test_transient_replies_are_retried_until_delivered(
-    sink: MailSink, stage: Stage, code: int
-) -> None:
+async def test_transient_replies_are_retried_until_delivered(sink: MailSink, stage: Stage, code: int) -> None:
     sink.faults.set_transient(code=code, stage=stage, count=2)
     message = message_for()
     receipt = await deliver(message, config_for(sink))
@@ -114,9 +108,7 @@ async def test_transient_failures_past_the_attempts_raise(sink: MailSink) -> Non
 
 async def test_retries_stop_at_the_deadline(sink: MailSink) -> None:
     sink.faults.set_transient(code=450, count=100)
-    policy = RetryPolicy(
-        max_attempts=100, backoff_base_seconds=0.05, backoff_cap_seconds=0.05, deadline_seconds=0.2
-    )
+    policy = RetryPolicy(max_attempts=100, backoff_base_seconds=0.05, backoff_cap_seconds=0.05, deadline_seconds=0.2)
     with pytest.raises(SmtpTransientError) as raised:
         await deliver(message_for(), config_for(sink, retry=policy))
     # 0.2 s of 25-50 ms pauses: a handful of attempts, far fewer than 100.
@@ -261,12 +253,8 @@ async def test_credentials_are_used(auth_sink: MailSink) -> None:
     assert arrived.authenticated_as == "notifier"
 
 
-@pytest.mark.parametrize(
-    "credentials", [{"username": "notifier", "password": "wrong"}, {}], ids=["wrong", "missing"]
-)
-async def test_refused_or_missing_credentials_are_a_configuration_error(
-    auth_sink: MailSink, credentials: dict
-) -> None:
+@pytest.mark.parametrize("credentials", [{"username": "notifier", "password": "wrong"}, {}], ids=["wrong", "missing"])
+async def test_refused_or_missing_credentials_are_a_configuration_error(auth_sink: MailSink, credentials: dict) -> None:
     with pytest.raises(SmtpConfigurationError, match=r"refused to authenticate: 53[05]"):
         await deliver(message_for(), config_for(auth_sink, **credentials))
     assert len(auth_sink.store) == 0

@@ -44,7 +44,7 @@ from pipeline_notifier import metrics as notifier_metrics
 from pipeline_shared import errors
 from pipeline_shared.ops import ops_app
 from pipeline_worker import metrics as worker_metrics
-from tests.ops import promql
+from tests.support import promql
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "infra" / "observability"

@@ -62,7 +62,14 @@ def test_every_development_default_secret_is_refused_outside_development() -> No
 
 def test_the_connection_string_carries_the_timeouts_and_the_password() -> None:
     dsn = conninfo(DATABASE_URL, "pa ss'word", application_name="worker", keepalive_seconds=30)
-    for part in ("connect_timeout=5", "keepalives_idle=30", "keepalives_interval=10", "keepalives_count=3",
-                 "tcp_user_timeout=60000", "application_name=worker", "statement_timeout=30000"):
+    for part in (
+        "connect_timeout=5",
+        "keepalives_idle=30",
+        "keepalives_interval=10",
+        "keepalives_count=3",
+        "tcp_user_timeout=60000",
+        "application_name=worker",
+        "statement_timeout=30000",
+    ):
         assert part in dsn, dsn
     assert "password='pa ss\\'word'" in dsn

@@ -6,7 +6,7 @@ import re
 
 from playwright.async_api import Page, expect
 
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 async def sign_in(page: Page, stack: Stack, key: str = "dev") -> None:

@@ -30,7 +30,8 @@ from pipeline_worker.databricks import (
     TransientDatabricksError,
 )
 from pipeline_worker.watchdog import result_of
-from tests.databricks_emulator.conftest import (
+from tests.support.callback_receiver import CallbackReceiver
+from tests.support.emulator_process import (
     JOB_ID,
     JOB_IDS,
     SDK_REFRESHES_AFTER_SECONDS,
@@ -39,8 +40,7 @@ from tests.databricks_emulator.conftest import (
     start_emulator,
     stop_emulator,
 )
-from tests.databricks_emulator.helpers import Pipeline
-from tests.databricks_emulator.receiver import CallbackReceiver
+from tests.support.emulator_runs import Pipeline
 
 OUTPUT_BUDGET = 1024 * 1024
 

@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.integration.clients import AUTHENTICATED, SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
-from tests.stack import API
+from tests.support.stack import API
+from tests.support.stack_clients import AUTHENTICATED, SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

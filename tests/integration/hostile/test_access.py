@@ -1,6 +1,6 @@
 """Only those who should, on the compose stack: hostile clients, owners, revocation, the public listener, the logs.
 
-The test stack's gateway reads a keys file (tests/stack.py, ``TestKeys``)
+The test stack's gateway reads a keys file (tests/support/stack.py, ``TestKeys``)
 listing the development key and a few principals more. Every refused request
 is checked for what it must not do: change a pipeline, start a Databricks
 run, or say anything about a pipeline that is not the caller's.
@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
-from tests.integration.clients import Emulator, Gateway, UiBrowser, new_id
-from tests.stack import DEVELOPMENT_SUPERUSER_PASSWORD, Stack
+from tests.support.stack import DEVELOPMENT_SUPERUSER_PASSWORD, Stack
+from tests.support.stack_clients import Emulator, Gateway, UiBrowser, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from pipeline_notifier.email import MAX_PARAMETER_CHARS, PARAMETERS_NOTE
-from tests.integration.clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

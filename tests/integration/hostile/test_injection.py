@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser import OpenPage, Screenshots, browser_test
-from tests.integration.clients import Gateway, MailSink, new_id
-from tests.stack import Stack
+from tests.support.browser import OpenPage, Screenshots, browser_test
 from tests.support.gateway_page import sign_in
+from tests.support.stack import Stack
+from tests.support.stack_clients import Gateway, MailSink, new_id
 
 pytestmark = [pytest.mark.integration, browser_test]
 

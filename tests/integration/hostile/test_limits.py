@@ -1,7 +1,7 @@
 """Callers without limits, on the compose stack: each limit refuses, and the gateway serves others meanwhile.
 
 The start limits are tried with principals that have small ones of their own
-(tests/stack.py, ``PRINCIPAL_START_LIMITS``): ``limited`` may start 2
+(tests/support/stack.py, ``PRINCIPAL_START_LIMITS``): ``limited`` may start 2
 pipelines a minute, ``quota`` may have 1 waiting. The connection bounds are
 tried on both listeners with raw sockets to 127.0.0.1, as a hostile client
 would send: a 32 MB header, 100,000 headers, a body trickled a byte at a time,
@@ -23,12 +23,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.clients import Emulator, Gateway, MailSink, new_id
-from tests.stack import API, API_CALLBACKS, TEST_SETTINGS, Stack
+from tests.support.stack import API, API_CALLBACKS, TEST_SETTINGS, Stack
+from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 
-#: The test stack's bounds (tests/stack.py sets the timeouts and connections short).
+#: The test stack's bounds (tests/support/stack.py sets the timeouts and connections short).
 CALLBACK_BODY_TIMEOUT = float(TEST_SETTINGS["CALLBACK_BODY_TIMEOUT_SECONDS"])
 CALLBACK_MAX_CONNECTIONS = int(TEST_SETTINGS["CALLBACK_MAX_CONNECTIONS"])
 #: The gateway's peak memory may grow by this much while refusing a 32 MB header (it reached 381 MB before).

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.integration.clients import Gateway, UiBrowser, new_id
-from tests.stack import API_CALLBACKS, Stack
+from tests.support.stack import API_CALLBACKS, Stack
+from tests.support.stack_clients import Gateway, UiBrowser, new_id
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import pytest
 
 from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key
-from tests.integration.clients import SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
+from tests.support.stack_clients import SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 
 pytestmark = pytest.mark.integration
 

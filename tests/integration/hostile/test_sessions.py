@@ -20,8 +20,8 @@ from itsdangerous import URLSafeTimedSerializer
 
 from pipeline_api.settings import DEVELOPMENT_UI_SESSION_SECRET
 from pipeline_api.ui.sessions import SESSION_COOKIE
-from tests.integration.clients import Emulator, Gateway, UiBrowser, new_id
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import Emulator, Gateway, UiBrowser, new_id
 
 pytestmark = pytest.mark.integration
 

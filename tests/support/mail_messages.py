@@ -1,4 +1,4 @@
-"""Helpers the sink's test modules import: unique addresses and test messages."""
+"""Test mail for the mail sink: unique addresses, messages, its parked long polls, TLS material."""
 
 from __future__ import annotations
 
@@ -58,9 +58,7 @@ async def until_waiting(http: httpx.AsyncClient, expected: int, *, within: float
         if waiting >= expected:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{waiting} long poll(s) parked after {within} s, wanted {expected}"
-            )
+            raise AssertionError(f"{waiting} long poll(s) parked after {within} s, wanted {expected}")
         await asyncio.sleep(0.01)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.clients import FINAL_STATES, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
+from tests.support.stack_clients import FINAL_STATES, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
 
 BATCH_SIZE = 20
 

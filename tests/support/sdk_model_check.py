@@ -1,7 +1,7 @@
 """Every answer of the emulator, held to databricks-sdk's own models of it.
 
 The test suite starts the emulator through this module
-(``python -m tests.databricks_emulator.sdk_models``), which serves the real
+(``python -m tests.support.sdk_model_check``), which serves the real
 app wrapped in :class:`SdkModelCheck`: an ASGI middleware that reads each
 Databricks-facing answer before it leaves and checks it against the SDK's
 dataclass for that endpoint. ``Model.from_dict(body).as_dict()`` must give

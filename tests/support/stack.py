@@ -44,7 +44,7 @@ from pipeline_api.auth.principals import Scope
 from pipeline_shared.catalogue import Catalogue
 
 #: The repository root, where compose.yaml lives and compose paths start.
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Always used; COMPOSE_FILE may add overrides after it.
 BASE_COMPOSE_FILE = "compose.yaml"
 #: Keeps the test stack's containers and volumes apart from a developer's.
@@ -184,6 +184,13 @@ class PublishedPort:
 #: compose.yaml's development superuser password of the Resonate database:
 #: tests look at the database as an operator would.
 DEVELOPMENT_SUPERUSER_PASSWORD = "dev-only-insecure-superuser-password"
+
+#: compose.yaml's services, their database roles and development passwords.
+SERVICE_ROLES = {
+    "api": ("pipeline_api", "dev-only-insecure-api-db-password"),
+    "worker": ("pipeline_worker", "dev-only-insecure-worker-db-password"),
+    "notifier": ("pipeline_notifier", "dev-only-insecure-notifier-db-password"),
+}
 
 #: The ports tests reach, by what the test calls them.
 API = PublishedPort("api", 8000)

@@ -73,9 +73,7 @@ class CallbackReceiver:
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         # A short poll interval: shutdown waits for it, and every test shuts one down.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -94,9 +92,7 @@ class CallbackReceiver:
             while len(self.requests) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(
-                        f"{len(self.requests)} of {count} requests arrived in {timeout}s"
-                    )
+                    raise AssertionError(f"{len(self.requests)} of {count} requests arrived in {timeout}s")
                 self._changed.wait(remaining)
             return list(self.requests[:count])
 

@@ -20,7 +20,7 @@ from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunTask
 from databricks_emulator import harness
 from pipeline_shared.promise_tree import callback_promise_id
 from pipeline_shared.signing import derive_callback_key
-from tests.databricks_emulator.conftest import NOTEBOOKS
+from tests.support.emulator_process import NOTEBOOKS
 
 #: Poll often: the emulator's states last tenths of a second in these tests.
 POLL_SECONDS = 0.05
@@ -202,3 +202,14 @@ def watch(workspace: WorkspaceClient, run_id: int, timeout: float = 30) -> tuple
 def set_job_plan(control: httpx.Client, job_id: int, **plan: object) -> None:
     response = control.put(f"/emulator/faults/jobs/{job_id}", json=plan)
     assert response.status_code == 200, response.text
+
+
+def deliveries(control, run_id: int, count: int, timeout: float = 15) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The run's first ``count`` deliveries once each is no longer pending."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = control.get("/emulator/notifications", params={"run_id": run_id}).json()["deliveries"]
+        if len(found) >= count and all(delivery["status"] != "pending" for delivery in found):
+            return found
+        assert time.monotonic() < deadline, f"deliveries of run {run_id} after {timeout}s: {found}"
+        time.sleep(POLL_SECONDS)

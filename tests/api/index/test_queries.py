@@ -1,0 +1,158 @@
+"""What the index answers: a page of pipelines (filters, visibility, cursor), a timeline, and the streams."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pipeline_api.auth.principals import Scope
+from pipeline_api.index.cursor import ListQuery
+from pipeline_api.index.queries import PipelineIndex
+from pipeline_shared.errors import InvalidListQuery
+from pipeline_shared.models import PipelineState
+from tests.support.pipeline_promises import PipelinePromises, principal, project_everything
+
+
+async def test_a_page_shows_the_principals_own_pipelines_newest_first_and_an_admin_sees_everyones(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    alice, bob = principal(), principal()
+    older = await promises.start(alice)
+    bobs = await promises.start(bob)
+    newer = await promises.start(alice)
+    await project_everything(index)
+
+    page = await index.page(alice, ListQuery())
+    admin = await index.page(principal(Scope.ADMIN), ListQuery(limit=200))
+
+    assert [item.id for item in page.items] == [newer, older]
+    assert (page.total, page.next_cursor) == (2, None)
+    assert {item.owner for item in page.items} == {alice.id}
+    assert {older, bobs, newer} <= {item.id for item in admin.items}
+
+
+async def test_filters_by_state_job_and_creation_time_combine(index: PipelineIndex, promises: PipelinePromises) -> None:
+    who = principal()
+    failed = await promises.start(who)
+    words = await promises.start(who, job="word-frequencies")
+    starting = await promises.start(who)
+    await promises.finish(failed, PipelineState.FAILED)
+    await project_everything(index)
+    created = {item.id: item.created_at for item in (await index.page(who, ListQuery())).items}
+
+    async def ids_of(**filters: Any) -> list[str]:
+        return [item.id for item in (await index.page(who, ListQuery(**filters))).items]
+
+    assert await ids_of(states=frozenset({PipelineState.FAILED})) == [failed]
+    assert await ids_of(states=frozenset({PipelineState.STARTING})) == [starting, words]
+    assert await ids_of(job="word-frequencies") == [words]
+    assert await ids_of(job="csv-statistics", states=frozenset({PipelineState.STARTING})) == [starting]
+    assert await ids_of(created_after=created[words]) == [starting, words]
+    assert await ids_of(created_before=created[words]) == [failed]
+    assert await ids_of(created_after=created[starting] + timedelta(seconds=1)) == []
+
+
+async def test_a_cursor_pages_through_every_pipeline_once_in_order(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    who = principal()
+    started = [await promises.start(who) for _ in range(5)]
+    await project_everything(index)
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = await index.page(who, ListQuery(limit=2, cursor=cursor))
+        pages += 1
+        assert page.total == 5
+        seen += [item.id for item in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert pages == 3
+    assert seen == list(reversed(started))
+
+
+async def test_a_cursor_given_for_another_list_is_refused(index: PipelineIndex, promises: PipelinePromises) -> None:
+    who = principal()
+    for _ in range(3):
+        await promises.start(who)
+    await project_everything(index)
+    cursor = (await index.page(who, ListQuery(limit=1))).next_cursor
+    assert cursor is not None
+
+    for whose, query in [
+        (principal(), ListQuery(limit=1, cursor=cursor)),
+        (who, ListQuery(limit=1, cursor=cursor, job="csv-statistics")),
+        (who, ListQuery(limit=1, cursor=cursor, states=frozenset({PipelineState.STARTING}))),
+        (who, ListQuery(limit=1, cursor=cursor[:-2] + "xx")),
+        (who, ListQuery(limit=1, cursor="not a cursor")),
+    ]:
+        with pytest.raises(InvalidListQuery, match="cursor"):
+            await index.page(whose, query)
+    # The page size may change between pages: the same list, a bigger page.
+    assert len((await index.page(who, ListQuery(limit=5, cursor=cursor))).items) == 2
+
+
+async def test_a_timeline_after_an_event_holds_only_the_later_ones(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    pipeline_id = await promises.start(principal())
+    run = await promises.trigger(pipeline_id, run_id=7002)
+    await promises.finish(pipeline_id, PipelineState.SUCCEEDED, run=run, result={"rows": 1})
+    await project_everything(index)
+
+    events = await index.timeline(pipeline_id)
+    later = await index.timeline(pipeline_id, after=events[0].seq)
+
+    assert [event.kind for event in events] == ["started", "run_triggered", "finished"]
+    assert events[1].data["run_id"] == 7002
+    assert later == events[1:]
+    assert await index.timeline("idx-no-such-pipeline") == []
+
+
+async def test_following_a_timeline_yields_every_event_and_ends_once_the_pipeline_has_finished(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    pipeline_id = await promises.start(principal())
+    await project_everything(index)
+    followed: list[str] = []
+
+    async def follow() -> None:
+        async for event in index.follow_timeline(pipeline_id):
+            followed.append(event.kind)
+
+    follower = asyncio.create_task(follow())
+    async with asyncio.timeout(10):
+        while followed != ["started"]:
+            await asyncio.sleep(0.05)
+    await promises.finish(pipeline_id, PipelineState.CANCELLED)
+    await project_everything(index)
+
+    async with asyncio.timeout(10):
+        await follower
+    assert followed == ["started", "finished"]
+
+
+async def test_following_a_list_yields_each_change_after_the_page_it_resumes_from(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    who = principal()
+    pipeline_id = await promises.start(who)
+    await project_everything(index)
+    page = await index.page(who, ListQuery())
+    changes = index.follow_list(who, ListQuery(), after=page.stream_position)
+
+    await promises.finish(pipeline_id, PipelineState.SUCCEEDED)
+    other = await promises.start(principal())  # another principal's: not in this list
+    await project_everything(index)
+
+    async with asyncio.timeout(10):
+        version, summary = await anext(changes)
+    await changes.aclose()
+    assert (summary.id, summary.state) == (pipeline_id, PipelineState.SUCCEEDED)
+    assert version > page.stream_position
+    assert other != pipeline_id

@@ -1,0 +1,128 @@
+"""One resonate-pg server in a container, for tests of the code that reads and writes its database in process.
+
+The image is the stack's own (infra/resonate-pg), built by compose from the
+same files the test stack uses (``compose.yaml`` plus ``COMPOSE_FILE``, so
+CI's offline override applies), under a project name of its own so that its
+tag is predictable and never one the compose test stack or a developer's
+stack uses. Building is a cache hit once the image exists, and a rebuild
+when a migration or the schema changed, so the tests never run old SQL.
+
+The container is started by testcontainers, apart from any compose stack:
+its own name, a random host port, and the same entrypoint as at stack start,
+so resonate.sql, the pipeline index's migrations and the login roles are in
+place once it accepts connections. Ryuk (testcontainers' reaper) is not
+used: its image comes from a registry CI machines cannot reach; the fixture
+that starts the container stops it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+
+from tests.support.stack import REPO_ROOT, compose_files
+
+#: The compose project the image is built under; compose tags it ``<project>-resonate``.
+IMAGE_PROJECT = "resonate-databricks-index-tests"
+#: The image the tests run.
+IMAGE = f"{IMAGE_PROJECT}-resonate"
+#: Longest a build may take (cold, offline: Debian's postgresql-17 installed into the base image).
+BUILD_TIMEOUT_SECONDS = 900
+#: Longest the server may take from start to accepting connections (first start: initdb, schema, migrations).
+READY_TIMEOUT_SECONDS = 120
+#: The gateway's login role, as compose.yaml names it; it is given the index's role as at stack start.
+GATEWAY_ROLE = "pipeline_api"
+#: The database the entrypoint makes.
+DATABASE = "resonate"
+
+
+@dataclass(frozen=True)
+class ResonatePg:
+    """Where the running server answers, and the passwords this session gave it."""
+
+    host: str
+    port: int
+    superuser_password: str
+    gateway_password: str
+
+    @property
+    def superuser_dsn(self) -> str:
+        """The superuser: what tests use to look at or arrange the database, as an operator would."""
+        return f"postgresql://postgres:{self.superuser_password}@{self.host}:{self.port}/{DATABASE}"
+
+    @property
+    def gateway_url(self) -> str:
+        """RESONATE_DATABASE_URL for a gateway: its own role, the password given apart."""
+        return f"postgresql://{GATEWAY_ROLE}@{self.host}:{self.port}/{DATABASE}"
+
+
+def build_image() -> str:
+    """Build (or find in the cache) the resonate-pg image as compose builds it; its tag."""
+    files = [argument for path in compose_files() for argument in ("--file", path)]
+    command = ["docker", "compose", "--project-name", IMAGE_PROJECT, *files, "build", "resonate"]
+    try:
+        subprocess.run(
+            command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS
+        )
+    except subprocess.CalledProcessError as exc:
+        tail = "\n".join((exc.stderr or "").splitlines()[-20:])
+        raise RuntimeError(
+            f"the resonate-pg image did not build ({' '.join(command)}):\n{tail}\n"
+            "On a machine without an image registry, run infra/offline/setup.sh and set "
+            "COMPOSE_FILE=compose.yaml:infra/offline/compose.yaml."
+        ) from exc
+    return IMAGE
+
+
+@contextmanager
+def running_resonate_pg() -> Iterator[ResonatePg]:
+    """A fresh resonate-pg server (no volume: it starts empty), stopped and removed when the block ends."""
+    image = build_image()
+    testcontainers_config.ryuk_disabled = True
+    superuser_password, gateway_password = secrets.token_hex(16), secrets.token_hex(16)
+    container = (
+        DockerContainer(image)
+        .with_env("POSTGRES_PASSWORD", superuser_password)
+        .with_env("RESONATE_PG_LOGINS", GATEWAY_ROLE)
+        .with_env(f"RESONATE_PG_PASSWORD_{GATEWAY_ROLE}", gateway_password)
+        .with_env("RESONATE_PG_INDEX_LOGINS", GATEWAY_ROLE)
+        .with_exposed_ports(5432)
+    )
+    container.start()
+    try:
+        server = ResonatePg(
+            container.get_container_host_ip(),
+            int(container.get_exposed_port(5432)),
+            superuser_password,
+            gateway_password,
+        )
+        _wait_until_ready(container, server)
+        yield server
+    finally:
+        container.stop()
+
+
+def _wait_until_ready(container: DockerContainer, server: ResonatePg) -> None:
+    """Block until the server takes connections: the entrypoint listens on TCP only once it has bootstrapped."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        try:
+            with psycopg.connect(server.superuser_dsn, connect_timeout=2) as conn:
+                conn.execute("SELECT 1 FROM pipelines.schema_migrations")
+                return
+        except psycopg.Error as exc:
+            container.get_wrapped_container().reload()
+            status = container.get_wrapped_container().status
+            if status in {"exited", "dead"} or time.monotonic() > deadline:
+                stdout, stderr = container.get_logs()
+                logs = (stdout + stderr).decode(errors="replace")[-4000:]
+                raise RuntimeError(f"resonate-pg did not become ready ({status}; last error: {exc}):\n{logs}") from exc
+            time.sleep(0.5)
