@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pipeline_client import AsyncClient, Client, Conflict, InvalidRequest, NotFound, PipelineState
-from tests.integration.clients import Emulator, new_id
-from tests.stack import Stack
+from tests.support.stack import Stack
+from tests.support.stack_clients import Emulator, new_id
 
 pytestmark = pytest.mark.integration
 
