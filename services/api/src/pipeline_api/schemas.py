@@ -272,7 +272,9 @@ class PipelineEvent(BaseModel):
     at: datetime
     kind: str
     summary: str = Field(description="One sentence for a person.")
-    data: dict[str, Any] = Field(default_factory=dict, description="The facts, by kind (see README).")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The facts, by kind (docs/api.md#a-pipelines-timeline)."
+    )
 
 
 class PipelineTimeline(BaseModel):

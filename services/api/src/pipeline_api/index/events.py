@@ -8,7 +8,7 @@ trigger step's value ``run_triggered``, a callback promise's settlement
 ``callback_received`` (or ``outcome_read_from_run`` when the watchdog read the
 run), each watchdog check's reading ``databricks_state``, the notifier's
 answers ``email_delivered`` or ``email_refused``, and so on (the table is in
-README.md, "A pipeline's timeline").
+docs/api.md, "A pipeline's timeline").
 
 It is a pure function of the promises, so projecting a pipeline again gives
 the same events under the same keys: the index (:mod:`.index`) stores each

@@ -36,7 +36,7 @@ router = APIRouter(tags=["index"])
     "`cursor` from the previous page's `next_cursor`). With `follow=true` (no paging): a stream of "
     "Server-Sent Events, `event: pipeline` with the pipeline's summary each time one that matches "
     "changes; it resumes after `Last-Event-ID`. Read from the pipeline index, which trails Resonate "
-    "by the time a projection takes (see README).",
+    "by the time a projection takes (docs/architecture.md#the-pipeline-index).",
 )
 async def list_pipelines(
     principal: Reader,
