@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 
-from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_client.cli import commands as cli
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.models import RunError
-from pipeline_shared.resonate_client import ResonateLink
 from tests.support.cli_runner import run_cli
-from tests.support.gateway_app import SETTINGS
+from tests.support.gateway_app import keyed_app
 from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import CATALOGUE_FILE, Harness
 
@@ -29,13 +27,7 @@ KEY, ENTRY = mint("cli-user", frozenset({Scope.START, Scope.READ, Scope.CANCEL})
 
 def keyed_gateway(tmp_path: Path) -> tuple[Harness, Any, Any]:
     """A gateway that takes only KEY, on a fresh in-process pipeline, and a loopback socket to serve it on."""
-    keys_file = tmp_path / "keys.toml"
-    keys_file.write_text(ENTRY.as_toml())
-    settings = SETTINGS.model_copy(
-        update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file, "RECIPIENT_DOMAINS": ("*",)}
-    )
-    harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    harness, app = keyed_app(tmp_path / "keys.toml", ENTRY)
     return harness, app, loopback_socket()
 
 

@@ -13,11 +13,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from pipeline_api.app import create_app
+from pipeline_api.auth.keys import KeyEntry
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
 from pipeline_shared.resonate_client import ResonateLink
@@ -82,3 +84,13 @@ async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
             yield Gateway(client, harness)
+
+
+def keyed_app(keys_file: Path, entry: KeyEntry) -> tuple[Harness, Any]:
+    """A gateway app that takes only ``entry``'s key (written to ``keys_file``), on a fresh in-process pipeline."""
+    keys_file.write_text(entry.as_toml())
+    settings = SETTINGS.model_copy(
+        update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file, "RECIPIENT_DOMAINS": ("*",)}
+    )
+    harness = Harness(autostart=False)
+    return harness, create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
