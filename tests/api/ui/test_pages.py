@@ -607,7 +607,7 @@ async def test_the_callback_listener_does_not_serve_the_page(keys_file: Path) ->
 async def test_the_vendored_htmx_is_the_one_the_readme_names(page: Page) -> None:
     import hashlib
 
-    readme = (Path(__file__).parents[2] / "services/api/src/pipeline_api/ui/static/vendor/README.md").read_text()
+    readme = (Path(__file__).parents[3] / "services/api/src/pipeline_api/ui/static/vendor/README.md").read_text()
     served = await page.client.get("/ui/static/vendor/htmx.min.js")
     assert served.headers["content-type"].startswith("text/javascript")
     assert hashlib.sha256(served.content).hexdigest() in readme
