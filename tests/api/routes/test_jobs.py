@@ -207,7 +207,7 @@ async def test_a_notification_about_a_finished_pipeline_is_acknowledged_and_igno
 
     assert [(r.status_code, r.json()["outcome"]) for r in late] == [(202, "ignored")] * 2
     assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json() == done
-    # Nothing acted on: no check of the run, so nothing for the timeline (tests/api/test_events.py).
+    # Nothing acted on: no check of the run, so nothing for the timeline (tests/api/index/test_events.py).
     assert [p for p in gateway.harness.promise_ids(pipeline_id) if ":hint" in p] == checks_before
 
 
