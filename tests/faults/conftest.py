@@ -1,10 +1,8 @@
 """What every fault test uses: a batch, the pause points, the mail sink's faults, and a stack put back.
 
-The folder is the tier: every test under it is marked ``integration`` (it
-needs the stack) and ``faults`` (it kills containers, so tests/conftest.py
-runs it last). A ``pytestmark`` in a conftest.py is not inherited by the
-modules beside it, so the marks are added here to each collected item whose
-file lies under this folder.
+The folder is the tier (tests/support/tiers.py): every test under it is
+marked ``integration`` (it needs the stack) and ``faults`` (it kills
+containers, so tests/conftest.py runs it last).
 """
 
 from __future__ import annotations
@@ -17,17 +15,12 @@ import pytest
 
 from tests.support.fault_batch import Batch, PausePoints
 from tests.support.stack_clients import Emulator, Gateway, MailSink
-
-HERE = Path(__file__).resolve().parent
+from tests.support.tiers import mark_folder
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ours before ``-m`` selects and tests/conftest.py orders the tiers by marker."""
-    for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.faults)
+    mark_folder(items, Path(__file__).resolve().parent, pytest.mark.integration, pytest.mark.faults)
 
 
 @pytest.fixture
