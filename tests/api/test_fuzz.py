@@ -20,7 +20,7 @@ Two kinds of input:
   and deeply nested bodies, huge parameter sets, unicode and separator
   characters in ids.
 
-Behaviour already asserted identically in ``test_gateway.py`` is not repeated.
+Behaviour already asserted identically in ``routes/test_pipelines.py`` is not repeated.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ SCHEMA.config.generation.update(
 #: its probes go out without the test's ASGI session, so they cannot reach an
 #: in-process gateway; the same request without credentials is what
 #: test_generated_requests_without_credentials_are_401_and_change_nothing sends,
-#: and test_auth.py sends the bad ones.
+#: and auth/test_authenticator.py sends the bad ones.
 RESPONSE_CHECKS = [
     schema_checks.not_a_server_error,
     schema_checks.status_code_conformance,
@@ -182,7 +182,7 @@ def fuzzed_gateway(headers: dict[str, str]) -> Iterator[FuzzedGateway]:
 
 @pytest.fixture
 def fuzzed() -> Iterator[FuzzedGateway]:
-    """A gateway whose every request carries the development key (see test_gateway.AUTHENTICATED)."""
+    """A gateway whose every request carries the development key (``tests.support.gateway_app.AUTHENTICATED``)."""
     with fuzzed_gateway(AUTHENTICATED) as gateway:
         yield gateway
 

@@ -1,14 +1,26 @@
-"""What every fault test uses: a batch, the pause points, the mail sink's faults, and a stack put back."""
+"""What every fault test uses: a batch, the pause points, the mail sink's faults, and a stack put back.
+
+The folder is the tier (tests/support/tiers.py): every test under it is
+marked ``integration`` (it needs the stack) and ``faults`` (it kills
+containers, so tests/conftest.py runs it last).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.fault_batch import Batch, PausePoints
 from tests.support.stack_clients import Emulator, Gateway, MailSink
+from tests.support.tiers import mark_folder
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_folder(items, Path(__file__).resolve().parent, pytest.mark.integration, pytest.mark.faults)
 
 
 @pytest.fixture

@@ -22,12 +22,8 @@ import time
 import uuid
 
 import httpx
-import pytest
 
 from tests.support.fault_batch import BATCH_SIZE, Batch, PausePoints
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 
 # ── the worker killed at each point ─────────────────────────────────────────
 

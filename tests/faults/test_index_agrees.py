@@ -20,7 +20,7 @@ import pytest
 from tests.support.stack import Stack
 from tests.support.stack_clients import Gateway
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.after_faults]
+pytestmark = pytest.mark.after_faults
 
 #: Longest the projector may take to work through what the faults left noted.
 CATCH_UP_SECONDS = 60

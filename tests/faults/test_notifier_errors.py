@@ -16,13 +16,10 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fault_batch import PausePoints
 from tests.support.stack_clients import Gateway, MailSink, new_id
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def emails_failed(ops_url: str, reason: str) -> float:

@@ -18,12 +18,9 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
 from tests.support.fault_batch import Batch
 from tests.support.stack import Stack
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 #: How long the server stays down after a SIGKILL; longer than the gateway's
 #: 5 s wait for a connection, so requests really are refused meanwhile.

@@ -26,8 +26,6 @@ import pytest
 from tests.support.stack import SERVICE_ROLES, Stack
 from tests.support.stack_clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
 
-pytestmark = pytest.mark.integration
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()

@@ -14,8 +14,6 @@ import pytest
 from tests.support.stack import Stack
 from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def database(stack: Stack) -> psycopg.Connection:

@@ -14,11 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
-
-pytestmark = pytest.mark.integration
 
 
 def test_happy_path_runs_the_notebook_and_emails_the_result(

@@ -8,12 +8,8 @@ word-frequencies' repair window (tests.support.stack.STACK_CATALOGUE_CHANGES).
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support.stack import Stack
 from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
-
-pytestmark = pytest.mark.integration
 
 #: A driver lost on the first attempt: a cloud failure, worth an automatic repair.
 LOST_DRIVER_ONCE = {"code": "DRIVER_ERROR", "fail_attempts": 1, "message": "The driver was lost"}

@@ -18,8 +18,6 @@ import pytest
 from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION, ResonateDatabase, conninfo
 from tests.support.stack import RESONATE, SERVICE_ROLES, Stack
 
-pytestmark = pytest.mark.integration
-
 DAY_MS = 86_400_000
 
 

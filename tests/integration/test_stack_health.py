@@ -5,8 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-pytestmark = pytest.mark.integration
-
 #: What runs in every mode (Postgres only runs behind the official server).
 EXPECTED_SERVICES = {"resonate", "databricks", "mailsink", "api", "worker", "notifier"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.async_api import Page, expect
 
 from tests.support.browser import PHONE, OpenPage, Screenshots, broken_words, browser_test, sideways_overflow
@@ -17,7 +16,7 @@ from tests.support.gateway_page import sign_in, start_from_form
 from tests.support.stack import Stack
 from tests.support.stack_clients import Emulator, Gateway, new_id
 
-pytestmark = [pytest.mark.integration, browser_test]
+pytestmark = browser_test
 
 #: A pipeline runs for a few seconds on the emulator; the page polls every 2.
 RUN_TIMEOUT_MS = 90_000

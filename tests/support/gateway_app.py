@@ -72,7 +72,7 @@ class Gateway:
 
 # What every request of these tests carries (AUTHENTICATED): the development
 # key, which SETTINGS (ENVIRONMENT=development, no keys file) accept, as the
-# compose stack does. Authentication itself is tested in test_auth.py.
+# compose stack does. Authentication itself is tested in tests/api/auth/test_authenticator.py.
 
 
 @contextlib.asynccontextmanager

@@ -28,8 +28,6 @@ from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.stack import API
 from tests.support.stack_clients import AUTHENTICATED, SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 
-pytestmark = pytest.mark.integration
-
 #: Identical start requests sent at once.
 BURST = 200
 #: Identical signed callbacks sent at once.

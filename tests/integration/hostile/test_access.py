@@ -8,7 +8,7 @@ run, or say anything about a pipeline that is not the caller's.
 JSON Web Tokens are refused here without an identity provider configured on
 the stack: what the gateway checks in a token (signature, expiry, audience,
 issuer, key id, ``alg=none``) is shown in process against an issuer the tests
-run on loopback (tests/api/test_auth.py).
+run on loopback (tests/api/auth/test_authenticator.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import pytest
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from tests.support.stack import DEVELOPMENT_SUPERUSER_PASSWORD, Stack
 from tests.support.stack_clients import Emulator, Gateway, UiBrowser, new_id
-
-pytestmark = pytest.mark.integration
 
 
 def _jwt(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"not-a-signature") -> str:

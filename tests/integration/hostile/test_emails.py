@@ -19,8 +19,6 @@ from pipeline_notifier.email import MAX_PARAMETER_CHARS, PARAMETERS_NOTE
 from tests.support.stack import Stack
 from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 
-pytestmark = pytest.mark.integration
-
 #: Addresses no email can honestly go to, and the words the refusal must contain.
 UNDELIVERABLE = [
     # RFC 6531: a non-ASCII local part needs the relay's SMTPUTF8, known only when sending.

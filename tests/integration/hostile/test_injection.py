@@ -17,7 +17,7 @@ from tests.support.gateway_page import sign_in
 from tests.support.stack import Stack
 from tests.support.stack_clients import Gateway, MailSink, new_id
 
-pytestmark = [pytest.mark.integration, browser_test]
+pytestmark = browser_test
 
 #: Markup in each context a page could put it: element, attribute, URL, template.
 HOSTILE_TEXT = (

@@ -26,8 +26,6 @@ import pytest
 from tests.support.stack import API, API_CALLBACKS, TEST_SETTINGS, Stack
 from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
-pytestmark = pytest.mark.integration
-
 #: The test stack's bounds (tests/support/stack.py sets the timeouts and connections short).
 CALLBACK_BODY_TIMEOUT = float(TEST_SETTINGS["CALLBACK_BODY_TIMEOUT_SECONDS"])
 CALLBACK_MAX_CONNECTIONS = int(TEST_SETTINGS["CALLBACK_MAX_CONNECTIONS"])

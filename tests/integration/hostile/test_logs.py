@@ -23,8 +23,6 @@ import pytest
 from tests.support.stack import API_CALLBACKS, Stack
 from tests.support.stack_clients import Gateway, UiBrowser, new_id
 
-pytestmark = pytest.mark.integration
-
 
 def api_log_lines(stack: Stack) -> list[dict[str, object]]:
     """The gateway's log as JSON lines (anything else it wrote, such as a plain-text traceback, as its text)."""

@@ -22,8 +22,6 @@ from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key
 from tests.support.stack_clients import SIGNING_SECRET, Emulator, Gateway, MailSink, new_id
 
-pytestmark = pytest.mark.integration
-
 #: What the gateway must refuse, by job and parameter, and the rule its 422 names.
 REFUSED_AT_START = [
     ("csv-statistics", "source", "/etc/passwd", "must be a path under /Workspace/Shared/pipelines/"),

@@ -23,8 +23,6 @@ from pipeline_api.ui.sessions import SESSION_COOKIE
 from tests.support.stack import Stack
 from tests.support.stack_clients import Emulator, Gateway, UiBrowser, new_id
 
-pytestmark = pytest.mark.integration
-
 
 def sent_to_sign_in(response: httpx.Response) -> str:
     """Why the page sent the request to sign in (the notice it will show), failing if it did not."""

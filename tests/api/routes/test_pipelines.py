@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,14 +16,8 @@ import pytest
 
 from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import SETTINGS, Gateway, serve
+from tests.support.gateway_app import SETTINGS, Gateway
 from tests.support.pipeline_harness import SECRET
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    async with serve() as gateway:
-        yield gateway
 
 
 async def test_start_answers_202_with_the_status_document_and_location(gateway: Gateway) -> None:

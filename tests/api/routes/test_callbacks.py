@@ -1,4 +1,4 @@
-"""The catalogue at the gateway (GET /jobs, starting any job) and Databricks' job notifications.
+"""Databricks' job notifications at the gateway (routes/callbacks.py): a hint that prompts a read of the run.
 
 In process, on the real workflow (tests.support.pipeline_harness): Databricks
 is the harness's fake workspace, whose run states the tests set.
@@ -9,24 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from pipeline_api.auth.keys import DEVELOPMENT_ADMIN_API_KEY
 from pipeline_shared import promise_tree
 from tests.support.gateway_app import SETTINGS, Gateway, serve
-from tests.support.pipeline_harness import JOB_IDS, run_state
+from tests.support.pipeline_harness import run_state
 
 NOTIFICATION_USER = SETTINGS.DATABRICKS_NOTIFICATION_USERNAME
 NOTIFICATION_PASSWORD = SETTINGS.DATABRICKS_NOTIFICATION_PASSWORD.get_secret_value()
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    async with serve() as gateway:
-        yield gateway
 
 
 def basic(user: str = NOTIFICATION_USER, password: str = NOTIFICATION_PASSWORD) -> dict[str, str]:
@@ -41,104 +33,6 @@ async def notify(gateway: Gateway, run_id: int | str, event: str = "jobs.on_succ
         "job": {"job_id": 1003, "name": "Nightly refresh"},
     }
     return await gateway.client.post("/notifications/databricks", json=payload, headers=headers or basic())
-
-
-# ── the catalogue ────────────────────────────────────────────────────────────
-
-
-async def test_jobs_lists_what_the_caller_may_start_with_its_parameters(gateway: Gateway) -> None:
-    listed = (await gateway.client.get("/jobs")).json()["jobs"]
-
-    names = [job["name"] for job in listed]
-    # The development key holds start/read/cancel; customer-report needs admin.
-    assert names == ["csv-statistics", "word-frequencies", "nightly-refresh"]
-    words = listed[1]
-    assert (words["default"], words["completion"], listed[0]["default"]) == (False, "callback", True)
-    assert {p["name"]: (p["required"], p["default"], p["integer"]) for p in words["parameters"]} == {
-        "text": (True, None, None),
-        "top": (False, "10", {"minimum": 1, "maximum": 100}),
-    }
-    [source] = listed[0]["parameters"]
-    assert (source["url"], source["path"], source["allow_empty"]) == (
-        {"schemes": ["https"], "hosts": []},
-        {"prefixes": ["/Workspace/Shared/pipelines/"]},
-        True,
-    ), "a client sees what the parameter may be"
-
-
-async def test_a_job_is_started_by_name_with_its_parameters_resolved(gateway: Gateway) -> None:
-    started = await gateway.start(job="word-frequencies", parameters={"text": "to be or not to be"})
-
-    assert started.status_code == 202, started.text
-    doc = started.json()
-    assert (doc["job"], doc["parameters"]) == ("word-frequencies", {"text": "to be or not to be", "top": "10"})
-    assert doc["timeout_seconds"] == SETTINGS.catalogue.job("word-frequencies").default_timeout_seconds
-    await gateway.wait_for_state(doc["id"], "waiting")
-    [call] = gateway.harness.jobs.run_now_calls
-    assert (call["text"], call["top"]) == ("to be or not to be", "10")
-    assert gateway.harness.jobs.run_now_jobs == [JOB_IDS["word-frequencies"]]
-
-
-async def test_a_job_that_never_calls_back_gets_only_its_own_parameters(gateway: Gateway) -> None:
-    started = await gateway.start(job="nightly-refresh", parameters={"table": "inventory"})
-    await gateway.wait_for_state(started.json()["id"], "waiting")
-
-    assert gateway.harness.jobs.run_now_calls == [{"table": "inventory"}]
-
-
-@pytest.mark.parametrize(
-    ("body", "where", "says"),
-    [
-        ({"job": "nope"}, "body.job", "no job 'nope' in the catalogue; known: csv-statistics"),
-        ({"job": "Bad Name"}, "body.job", "String should match pattern"),
-        ({"job": "word-frequencies"}, "body.parameters.text", "is required (job 'word-frequencies')"),
-        (
-            {"job": "word-frequencies", "parameters": {"text": "x", "top": "0"}},
-            "body.parameters.top",
-            "is 0; it must be from 1 to 100",
-        ),
-        ({"parameters": {"colour": "blue"}}, "body.parameters.colour", "its parameters: source"),
-        ({"job": "nightly-refresh", "parameters": {"table": "payroll"}}, "body.parameters.table", "must be one of"),
-        ({"job": "nightly-refresh", "timeout_seconds": 86401}, "body.timeout_seconds", "at most 86400"),
-    ],
-)
-async def test_a_request_that_does_not_fit_its_job_is_422_naming_it(
-    gateway: Gateway, body: dict, where: str, says: str
-) -> None:
-    response = await gateway.start(**body)
-
-    assert response.status_code == 422, response.text
-    assert response.json()["message"].startswith(f"{where}: "), response.text
-    assert says in response.text
-    assert gateway.harness.jobs.run_now_calls == []
-
-
-async def test_a_job_reserved_to_admins_is_403_for_others_and_nothing_starts(gateway: Gateway) -> None:
-    response = await gateway.start(job="customer-report", parameters={"customer": "C-1"})
-
-    assert response.status_code == 403
-    assert response.json()["code"] == "insufficient_scope" and "'customer-report'" in response.json()["message"]
-    assert 'scope="admin"' in response.headers["www-authenticate"]
-    await asyncio.sleep(0.1)
-    assert gateway.harness.jobs.run_now_calls == []
-
-
-async def test_the_development_admin_key_starts_the_job_reserved_to_admins(gateway: Gateway) -> None:
-    """Issue 20, finding 10: customer-report, the example of `poll`, could not be tried on the development stack."""
-    admin = {"authorization": f"Bearer {DEVELOPMENT_ADMIN_API_KEY}"}
-    listed = (await gateway.client.get("/jobs", headers=admin)).json()["jobs"]
-    started = await gateway.client.post(
-        "/pipelines",
-        json={"email": "ops@example.com", "job": "customer-report", "parameters": {"customer": "C-1042"}},
-        headers=admin,
-    )
-
-    assert "customer-report" in [job["name"] for job in listed]
-    assert started.status_code == 202, started.text
-    async with asyncio.timeout(5):
-        while not gateway.harness.jobs.run_now_calls:
-            await asyncio.sleep(0.02)
-    assert gateway.harness.jobs.run_now_calls == [{"customer": "C-1042", "period": "month"}]
 
 
 # ── notifications ────────────────────────────────────────────────────────────
@@ -207,7 +101,7 @@ async def test_a_notification_about_a_finished_pipeline_is_acknowledged_and_igno
 
     assert [(r.status_code, r.json()["outcome"]) for r in late] == [(202, "ignored")] * 2
     assert (await gateway.client.get(f"/pipelines/{pipeline_id}")).json() == done
-    # Nothing acted on: no check of the run, so nothing for the timeline (tests/api/test_events.py).
+    # Nothing acted on: no check of the run, so nothing for the timeline (tests/api/index/test_events.py).
     assert [p for p in gateway.harness.promise_ids(pipeline_id) if ":hint" in p] == checks_before
 
 
