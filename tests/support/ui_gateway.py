@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from pipeline_api.app import create_app
-from pipeline_api.auth.keys import KeyEntry, mint
+from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared.resonate_client import ResonateLink
@@ -47,12 +47,6 @@ CSV_RESULT = {
         },
     ],
 }
-
-
-def write_keys(path: Path, *entries: KeyEntry) -> None:
-    draft = path.with_suffix(".new")
-    draft.write_text("\n\n".join(entry.as_toml() for entry in entries) + "\n")
-    draft.replace(path)
 
 
 class Page:

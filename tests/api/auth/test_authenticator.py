@@ -38,6 +38,7 @@ from pipeline_shared.errors import InvalidCredentials
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import JsonFormatter
 from pipeline_shared.models import PipelineSpec
+from tests.support.keys_files import write_keys
 from tests.support.oidc_issuer import AUDIENCE, Issuer, serve_issuer
 from tests.support.pipeline_harness import SECRET, UI_SECRET, UNUSED_DATABASE_URL
 from tests.support.state_witness import WitnessedGateway, serve_witnessed
@@ -52,13 +53,6 @@ REVOKED_KEY, REVOKED = mint("alice", ALL)
 
 def bearer(credential: str) -> dict[str, str]:
     return {"authorization": f"Bearer {credential}"}
-
-
-def write_keys(path: Path, *entries: KeyEntry) -> None:
-    """Write the keys file whole and rename it into place, as an operator should."""
-    staged = path.with_suffix(".staged")
-    staged.write_text("\n\n".join(entry.as_toml() for entry in entries) + "\n")
-    os.replace(staged, path)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.keys_files import write_keys
 from tests.support.ui_gateway import (
     ALICE,
     BOB,
     READER,
     Page,
     serve,
-    write_keys,
 )
 
 

@@ -16,10 +16,10 @@ from urllib.parse import unquote_plus
 import httpx
 import psycopg
 import pytest
-from itsdangerous import URLSafeTimedSerializer
 
 from pipeline_api.settings import DEVELOPMENT_UI_SESSION_SECRET
 from pipeline_api.ui.sessions import SESSION_COOKIE
+from tests.support.forged_sessions import forged_session
 from tests.support.stack import Stack
 from tests.support.stack_clients import Emulator, Gateway, UiBrowser, new_id
 
@@ -89,25 +89,6 @@ def test_a_cookie_copied_before_sign_out_is_refused_after_it_even_by_a_restarted
     assert browser.http.get(f"/ui/pipelines/{waiting}").status_code == 200
 
 
-def forged(**document: object) -> str:
-    """A session cookie signed with the development stack's session secret, which is public."""
-    serializer = URLSafeTimedSerializer(DEVELOPMENT_UI_SESSION_SECRET, salt="pipelines-ui-session")
-    return serializer.dumps(
-        {
-            "sid": "forged",
-            "method": "oidc https://idp.example",
-            "kind": "oidc",
-            "name": "mallory",
-            "scopes": ["admin"],
-            "key_id": None,
-            "key_digest": None,
-            "expires_at": int(time.time()) + 3600,
-            "csrf": "forged-csrf",
-        }
-        | document
-    )
-
-
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
@@ -122,7 +103,8 @@ def test_a_forged_session_naming_oidc_while_oidc_is_off_is_refused(
     stack: Stack, gateway: Gateway, emulator: Emulator, waiting: str, document: dict[str, object], reason: str
 ) -> None:
     browser = UiBrowser(stack.api_url)
-    browser.use(forged(**document))
+    claims = {"sid": "forged", "method": "oidc https://idp.example"} | document
+    browser.use(forged_session(DEVELOPMENT_UI_SESSION_SECRET, **claims))
 
     assert reason in sent_to_sign_in(browser.http.get("/ui/"))
     sent_to_sign_in(browser.http.get(f"/ui/pipelines/{waiting}"))

@@ -6,16 +6,15 @@ Signing in and out, the session cookie, and the sessions refused.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from itsdangerous import URLSafeTimedSerializer
 
 from pipeline_api.auth import keys as api_keys
 from pipeline_api.ui.sessions import SESSION_COOKIE
 from pipeline_api.ui.sign_outs import LocalSignOuts
+from tests.support.forged_sessions import forged_session
+from tests.support.keys_files import write_keys
 from tests.support.pipeline_harness import UI_SECRET
 from tests.support.ui_gateway import (
     ALICE_KEY,
@@ -23,7 +22,6 @@ from tests.support.ui_gateway import (
     READER,
     Page,
     serve,
-    write_keys,
 )
 
 
@@ -140,24 +138,6 @@ async def test_signed_out_sessions_are_forgotten_once_they_would_have_expired() 
     assert [await sign_outs.ended(sid) for sid in ("morning", "noon", "evening", "never")] == [False, True, True, False]
 
 
-def forged_session(**document: Any) -> str:
-    """A session cookie made by someone who knows the signing secret, as the gateway's serializer makes them."""
-    serializer = URLSafeTimedSerializer(UI_SECRET, salt="pipelines-ui-session")
-    return serializer.dumps(
-        {
-            "sid": "forged-session",
-            "kind": "oidc",
-            "name": "mallory",
-            "scopes": ["admin"],
-            "key_id": None,
-            "key_digest": None,
-            "expires_at": int(time.time()) + 3600,
-            "csrf": "forged-csrf",
-        }
-        | document
-    )
-
-
 @pytest.mark.parametrize(
     "document",
     [
@@ -174,7 +154,7 @@ async def test_a_session_naming_a_way_of_signing_in_that_is_not_configured_is_re
     pipeline_id = await page.start()
     await page.harness.wait_for_run_of(pipeline_id)
     page.client.cookies.clear()
-    page.client.cookies.set(SESSION_COOKIE, forged_session(**document))
+    page.client.cookies.set(SESSION_COOKIE, forged_session(UI_SECRET, **({"sid": "forged-session"} | document)))
 
     read = await page.client.get("/ui/")
     assert read.status_code == 303 and read.headers["location"].startswith("/ui/sign-in")

@@ -78,12 +78,17 @@ class Session:
     key_digest: str | None
 
 
+#: What the session cookie's signature is salted with, apart from the sign-in form's token.
+SESSION_SALT = "pipelines-ui-session"
+SIGN_IN_SALT = "pipelines-ui-sign-in"
+
+
 class SessionCookies:
     """Issues and reads the signed cookies; the clock is a seam for tests."""
 
     def __init__(self, secret: str, clock: Callable[[], float] = time.time) -> None:
-        self._sessions = URLSafeTimedSerializer(secret, salt="pipelines-ui-session")
-        self._sign_ins = URLSafeTimedSerializer(secret, salt="pipelines-ui-sign-in")
+        self._sessions = URLSafeTimedSerializer(secret, salt=SESSION_SALT)
+        self._sign_ins = URLSafeTimedSerializer(secret, salt=SIGN_IN_SALT)
         self._clock = clock
 
     def new_session(self, signed_in: SignIn) -> Session:
