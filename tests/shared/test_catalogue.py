@@ -36,7 +36,7 @@ def test_the_repositorys_catalogue_loads_with_its_default_first() -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ('default = "two"', "default 'two' is not one of the jobs"),
+        ('default = "two"', "default 'two' is not one of the pipelines"),
         ("databricks_job_name = 'also'", "exactly one"),
         ('completion = "email"', "jobs.one.completion"),
         ("default_timeout_seconds = 100\nmax_timeout_seconds = 10", "exceeds max_timeout_seconds"),

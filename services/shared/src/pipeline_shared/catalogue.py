@@ -22,6 +22,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -177,32 +178,23 @@ class RepairPolicy(_Entry):
         return min(self.backoff_seconds * 2**repairs_before, self.max_backoff_seconds)
 
 
-class Job(_Entry):
-    """One entry of the catalogue: a Databricks job a client may start as a pipeline."""
+class _Startable(_Entry):
+    """What a client may start: its parameters, who may start it, and how long it may wait."""
 
     #: The entry's own name (the table's key), filled in when the catalogue loads.
     name: JobName
     title: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     description: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    #: The Databricks job, by name (resolved once through jobs/list) or by id.
-    databricks_job_name: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
-    databricks_job_id: int | None = Field(default=None, gt=0)
-    completion: Completion
-    #: Of a multi-task run, the task whose exit value is the pipeline's result.
-    result_task: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
     default_timeout_seconds: int = Field(default=6 * 3600, ge=1, le=MAX_TIMEOUT_SECONDS)
     max_timeout_seconds: int = Field(default=MAX_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
     #: A pipeline still waiting after this long counts as overdue.
     expected_duration_seconds: int | None = Field(default=None, ge=1)
-    #: A caller holding any one of these may start the job.
+    #: A caller holding any one of these may start it.
     start_scopes: tuple[StartScope, ...] = Field(default=("start",), min_length=1)
     parameters: dict[ParameterName, Parameter] = Field(default_factory=dict)
-    repair: RepairPolicy = Field(default_factory=RepairPolicy)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.databricks_job_name is None) == (self.databricks_job_id is None):
-            raise ValueError("name the Databricks job by databricks_job_name or databricks_job_id (exactly one)")
+    def _timeouts(self) -> Self:
         if self.default_timeout_seconds > self.max_timeout_seconds:
             raise ValueError(
                 f"default_timeout_seconds ({self.default_timeout_seconds}) exceeds "
@@ -212,11 +204,6 @@ class Job(_Entry):
         if reserved:
             raise ValueError(f"parameter names reserved for the pipeline itself: {', '.join(reserved)}")
         return self
-
-    @property
-    def databricks_job(self) -> str:
-        """The Databricks job as a person would name it."""
-        return f"job {self.databricks_job_id}" if self.databricks_job_id else f"job {self.databricks_job_name!r}"
 
     def resolve(self, given: dict[str, str]) -> dict[str, str]:
         """``given`` with defaults filled in; :class:`InvalidParameters` naming every problem."""
@@ -242,11 +229,12 @@ class Job(_Entry):
         return resolved
 
     def refusal(self, parameters: dict[str, str]) -> InvalidParameters | None:
-        """Why ``parameters`` (resolved, as a spec holds them) may not be given to the job, or None.
+        """Why ``parameters`` (resolved, as a spec holds them) may not be given to it, or None.
 
         The worker's check before Databricks is given a value: the gateway
-        resolved them, but the catalogue may have tightened since, or the
-        request may not have come through the gateway.
+        resolved them, but the catalogue may have tightened since, a
+        pipeline's code may have made them, or the request may not have come
+        through the gateway.
         """
         try:
             self.resolve(parameters)
@@ -255,7 +243,7 @@ class Job(_Entry):
         return None
 
     def timeout(self, requested: int | None) -> int:
-        """The pipeline's timeout for ``requested`` (None: the job's default)."""
+        """The pipeline's timeout for ``requested`` (None: the default)."""
         if requested is None:
             return self.default_timeout_seconds
         if requested > self.max_timeout_seconds:
@@ -269,6 +257,69 @@ class Job(_Entry):
                 field="timeout_seconds",
             )
         return requested
+
+
+class Job(_Startable):
+    """One Databricks job: how it is found, how a run reports its end, and how a failed run is repaired.
+
+    A job is a pipeline of its own (one job step), of the same name, unless
+    ``standalone`` is false: then only the pipelines that list it run it.
+    """
+
+    #: The Databricks job, by name (resolved once through jobs/list) or by id.
+    databricks_job_name: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    databricks_job_id: int | None = Field(default=None, gt=0)
+    completion: Completion
+    #: Of a multi-task run, the task whose exit value is the pipeline's result.
+    result_task: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    repair: RepairPolicy = Field(default_factory=RepairPolicy)
+    #: Whether a client may start it alone, as the one-job pipeline of its name.
+    standalone: bool = True
+
+    @model_validator(mode="after")
+    def _one_databricks_job(self) -> Self:
+        if (self.databricks_job_name is None) == (self.databricks_job_id is None):
+            raise ValueError("name the Databricks job by databricks_job_name or databricks_job_id (exactly one)")
+        return self
+
+    @property
+    def databricks_job(self) -> str:
+        """The Databricks job as a person would name it."""
+        return f"job {self.databricks_job_id}" if self.databricks_job_id else f"job {self.databricks_job_name!r}"
+
+
+#: The shipped pipeline function a standalone job runs as (pipeline_worker.shipped).
+ONE_JOB_FUNCTION = "one-job"
+
+
+class Schedule(_Entry):
+    """When a pipeline starts by itself, and with what."""
+
+    #: Five fields (minute hour day-of-month month day-of-week), in UTC.
+    cron: Annotated[str, StringConstraints(min_length=9, max_length=100)]
+    #: Who is emailed each firing's outcome.
+    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    parameters: dict[ParameterName, str] = Field(default_factory=dict)
+
+
+class PipelineEntry(_Startable):
+    """A pipeline: a function of the worker's (ours or a team's) that runs the listed jobs as steps."""
+
+    #: The registered name of its function (``@pipeline("...")``); the entry's name by default.
+    function: JobName | None = None
+    #: The function's version new pipelines start on; one started earlier finishes on its own.
+    version: int = Field(default=1, ge=1, le=10_000)
+    #: The catalogue jobs it may run; any other is refused at its step.
+    jobs: tuple[JobName, ...] = Field(min_length=1, max_length=100)
+    #: Starts it by itself, besides the clients' starts.
+    schedule: Schedule | None = None
+
+    @property
+    def function_name(self) -> str:
+        return self.function or self.name
+
+    def may_run(self, job: str) -> bool:
+        return job in self.jobs
 
 
 @dataclass(frozen=True)
@@ -312,25 +363,65 @@ class Catalogue(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: What a request that names nothing starts: a pipeline, or a standalone job.
     default: JobName
     jobs: dict[JobName, Job] = Field(min_length=1)
+    pipelines: dict[JobName, PipelineEntry] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _name_each_entry(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("jobs"), dict):
-            jobs = {
-                name: {"name": name, **entry} if isinstance(entry, dict) else entry
-                for name, entry in data["jobs"].items()
-            }
-            data = {**data, "jobs": jobs}
+        for table in ("jobs", "pipelines"):
+            if isinstance(data, dict) and isinstance(data.get(table), dict):
+                entries = {
+                    name: {"name": name, **entry} if isinstance(entry, dict) else entry
+                    for name, entry in data[table].items()
+                }
+                data = {**data, table: entries}
         return data
 
     @model_validator(mode="after")
-    def _default_is_listed(self) -> Self:
-        if self.default not in self.jobs:
-            raise ValueError(f"default {self.default!r} is not one of the jobs: {', '.join(self.jobs)}")
+    def _consistent(self) -> Self:
+        for pipeline in self.pipelines.values():
+            if pipeline.name in self.jobs and self.jobs[pipeline.name].standalone:
+                raise ValueError(
+                    f"pipeline {pipeline.name!r} has the name of a standalone job; "
+                    "rename one, or set standalone = false on the job"
+                )
+            unknown = [job for job in pipeline.jobs if job not in self.jobs]
+            if unknown:
+                raise ValueError(f"pipeline {pipeline.name!r} lists jobs the catalogue lacks: {', '.join(unknown)}")
+        if self.default not in self.startable:
+            raise ValueError(f"default {self.default!r} is not one of the pipelines: {', '.join(self.startable)}")
         return self
+
+    @cached_property
+    def startable(self) -> dict[str, PipelineEntry]:
+        """Every pipeline a client may start, by name: those listed, and each standalone job's own."""
+        implicit = {
+            name: PipelineEntry(
+                name=name,
+                title=job.title,
+                description=job.description,
+                function=ONE_JOB_FUNCTION,
+                jobs=(name,),
+                parameters=job.parameters,
+                start_scopes=job.start_scopes,
+                default_timeout_seconds=job.default_timeout_seconds,
+                max_timeout_seconds=job.max_timeout_seconds,
+                expected_duration_seconds=job.expected_duration_seconds,
+            )
+            for name, job in self.jobs.items()
+            if job.standalone
+        }
+        return implicit | dict(self.pipelines)
+
+    def pipeline(self, name: str | None) -> PipelineEntry:
+        """The pipeline called ``name`` (None: the default); UnknownJob if there is none."""
+        entry = self.startable.get(self.default if name is None else name)
+        if entry is None:
+            raise UnknownJob(str(name), sorted(self.startable))
+        return entry
 
     @classmethod
     def load(cls, path: Path) -> Catalogue:
@@ -351,7 +442,7 @@ class Catalogue(BaseModel):
             raise CatalogueError(f"job catalogue {path}: invalid\n" + "\n".join(problems)) from None
 
     def job(self, name: str | None) -> Job:
-        """The entry called ``name`` (None: the default); UnknownJob if there is none."""
+        """The Databricks job called ``name`` (None: the default's); UnknownJob if there is none."""
         entry = self.jobs.get(self.default if name is None else name)
         if entry is None:
             raise UnknownJob(str(name), sorted(self.jobs))

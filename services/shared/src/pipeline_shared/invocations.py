@@ -20,7 +20,7 @@ from resonate.connections.sse import resolve_target
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, TaskData, Value
 
-#: The version every function here is registered at.
+#: The version a function is dispatched at unless told otherwise.
 FUNCTION_VERSION = 1
 
 
@@ -35,6 +35,7 @@ async def dispatch(
     timeout_at: int,
     not_before: int | None = None,
     extra_tags: Mapping[str, str] | None = None,
+    version: int = FUNCTION_VERSION,
 ) -> PromiseRecord:
     """Create the invocation ``function(argument)`` on ``group``, idempotently by id.
 
@@ -56,8 +57,6 @@ async def dispatch(
     return await promises.create(
         promise_id,
         timeout_at=timeout_at,
-        param=Value(
-            data=TaskData(func=function, args=(argument,), kwargs={}, version=FUNCTION_VERSION)
-        ),
+        param=Value(data=TaskData(func=function, args=(argument,), kwargs={}, version=version)),
         tags=tags,
     )

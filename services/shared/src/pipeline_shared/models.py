@@ -11,6 +11,7 @@ what the services exchange lives here.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from enum import StrEnum
@@ -35,6 +36,9 @@ class PipelineState(StrEnum):
     #: Its run failed; it waits, holding nothing, for a person to repair or
     #: abandon it (POST /pipelines/{id}/repair or /abandon), until its repair window ends.
     AWAITING_REPAIR = "awaiting_repair"
+    #: It waits, holding nothing, at an approval gate for a person to approve
+    #: or reject (POST /pipelines/{id}/approve or /reject), until the gate's deadline.
+    AWAITING_APPROVAL = "awaiting_approval"
     NOTIFYING = "notifying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -70,6 +74,13 @@ class PipelineSpec(_Model):
     #: The catalogue entry it runs; None in specs stored before there was a
     #: catalogue, which ran the catalogue's default job.
     job: str | None = None
+    #: The version of the entry's pipeline function it runs (the catalogue's at
+    #: its start), which it keeps to the end whatever is deployed meanwhile.
+    #: None: a pipeline started before pipelines were code, which runs the
+    #: one-job workflow (``run_pipeline`` at Resonate version 1) to its end.
+    version: int | None = Field(default=None, ge=1)
+    #: For a pipeline a schedule started: the firing's time (epoch ms), from which its id derives.
+    scheduled_at: int | None = None
 
 
 class RunError(_Model):
@@ -187,7 +198,9 @@ class Notification(_Model):
     report: RunReport | None = None
     #: ``outcome``: the pipeline ended (state is final); ``awaiting_repair``:
     #: its run failed and it waits for a person to repair or abandon it.
-    kind: Literal["outcome", "awaiting_repair"] = "outcome"
+    #: ``step``: an email a pipeline's code asked for (:attr:`subject`,
+    #: :attr:`lines`); ``approval_request``: a gate waits for a person (:attr:`approval`).
+    kind: Literal["outcome", "awaiting_repair", "step", "approval_request"] = "outcome"
     #: The attempts so far, oldest first (empty for a pipeline never repaired).
     attempts: list[Attempt] = Field(default_factory=list)
     #: Message-IDs of the pipeline's earlier emails, oldest first: this one
@@ -198,6 +211,16 @@ class Notification(_Model):
     repair_deadline: int | None = None
     #: How long the pipeline waited for Databricks before timing out.
     waited_seconds: int | None = None
+    #: The step the email is about or is (its id, see :class:`StepSummary`);
+    #: None for an email about the whole pipeline.
+    step: str | None = None
+    #: For a ``step`` email: its subject and paragraphs, as the pipeline's code wrote them.
+    subject: Annotated[str, StringConstraints(max_length=200)] | None = None
+    lines: list[Annotated[str, StringConstraints(max_length=5000)]] = Field(default_factory=list, max_length=100)
+    #: The pipeline's steps, for an email about several of them (empty: a pipeline of one job).
+    steps: list[StepSummary] = Field(default_factory=list)
+    #: For an ``approval_request``: the gate.
+    approval: ApprovalRecord | None = None
     #: When the outcome became known (epoch ms), for the latency metric.
     settled_at: int | None = None
 
@@ -315,4 +338,150 @@ class WatchRequest(_Model):
     attempt: int = Field(default=0, ge=0)
 
 
+class StepKind(StrEnum):
+    JOB = "job"
+    APPROVAL = "approval"
+    EMAIL = "email"
+
+
+class StepState(StrEnum):
+    """Where one step of a pipeline stands. A job step's final states are the pipeline's own."""
+
+    #: A job step whose run is not started yet; an email being sent.
+    STARTING = "starting"
+    #: A job step whose run is going.
+    RUNNING = "running"
+    AWAITING_REPAIR = "awaiting_repair"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    #: An approval nobody decided before its deadline.
+    EXPIRED = "expired"
+    SENT = "sent"
+    #: An email the notifier could not deliver.
+    NOT_SENT = "not_sent"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in {
+            StepState.STARTING,
+            StepState.RUNNING,
+            StepState.AWAITING_REPAIR,
+            StepState.AWAITING_APPROVAL,
+        }
+
+
+#: A step's id: the position of its call in the pipeline function (``3`` for
+#: the child promise ``P:3``), stable across replays, versions aside.
+StepId = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,5}$")]
+#: A step's name as the pipeline's code gives it (a job's name by default, a gate's name).
+StepName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,79}$")]
+
+
+class JobStepRecord(_Model):
+    """What a job step runs: the param of its record (``P:N.job``), written before its run is started."""
+
+    step: StepId
+    name: StepName
+    #: The catalogue job it runs.
+    job: str
+    parameters: dict[str, str]
+    timeout_seconds: int = Field(ge=1)
+    started_at: int
+
+
+class JobRun(_Model):
+    """A job step's outcome: the value of its child workflow, and what ``Pipeline.job`` returns.
+
+    ``outputs`` has each task's exit value (JSON decoded when it is JSON),
+    so the next step can use them; ``result`` is the result task's.
+    """
+
+    step: StepId
+    name: StepName
+    job: str
+    state: PipelineState
+    parameters: dict[str, str]
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    run: DatabricksRun | None = None
+    report: RunReport | None = None
+    #: Every attempt, oldest first, when the run was repaired (empty otherwise).
+    attempts: list[Attempt] = Field(default_factory=list)
+    #: The email threads of the step's repair requests (Message-IDs), oldest first.
+    thread: list[str] = Field(default_factory=list)
+    started_at: int | None = None
+    ended_at: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is PipelineState.SUCCEEDED
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Each task's exit value by task key: the decoded JSON when it is JSON, else the text."""
+        values: dict[str, Any] = {}
+        for task in self.report.tasks if self.report else []:
+            if task.exit_value is None or task.truncated:
+                continue
+            try:
+                values[task.task_key] = json.loads(task.exit_value)
+            except ValueError:
+                values[task.task_key] = task.exit_value
+        return values
+
+
+class ApprovalRecord(_Model):
+    """An approval gate: the param of its record (``P:N.gate``), where the gateway finds its decision promise."""
+
+    step: StepId
+    name: StepName
+    message: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    #: A principal holding any one of these (or admin) may decide.
+    scopes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]] = Field(min_length=1)
+    #: When the gate closes undecided (epoch ms): the decision promise's timeout.
+    deadline: int
+    decision_promise_id: str
+    #: Who is emailed that the gate waits (empty: nobody).
+    notify: list[EmailStr] = Field(default_factory=list, max_length=20)
+    opened_at: int
+
+
+class ApprovalDecision(_Model):
+    """A person's decision at a gate: the value of its decision promise."""
+
+    action: Literal["approve", "reject", "cancel"]
+    #: The principal that decided (for ``cancel``: that cancelled the pipeline).
+    by: str
+    comment: Annotated[str, StringConstraints(max_length=2000)] = ""
+    decided_at: int
+
+
+class StepSummary(_Model):
+    """One step of a pipeline as the status document, the emails and the index show it."""
+
+    id: StepId
+    kind: StepKind
+    name: StepName
+    state: StepState
+    #: A job step's catalogue job, run and attempts (1: never repaired).
+    job: str | None = None
+    run: DatabricksRun | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    #: An approval's gate, and the decision that closed it.
+    approval: ApprovalRecord | None = None
+    decision: ApprovalDecision | None = None
+    #: An email step's Message-ID once sent.
+    message_id: str | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+
+
+Notification.model_rebuild()
 RepairOutcome.model_rebuild()

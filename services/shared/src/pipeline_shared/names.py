@@ -18,6 +18,11 @@ NOTIFIER_GROUP: Final = "notifier"
 #: The pipeline workflow, registered by the worker. Its root promise id is the
 #: pipeline id.
 RUN_PIPELINE: Final = "run_pipeline"
+#: Its versions (Resonate keeps a task's version for its whole life): 1, the
+#: one-job workflow that pipelines started before pipelines were code finish
+#: on; 2, the runner of a pipeline's function (``PipelineSpec.version`` set).
+RUN_PIPELINE_ONE_JOB_VERSION: Final = 1
+RUN_PIPELINE_VERSION: Final = 2
 #: One link of the missed-callback watchdog chain, registered by the worker.
 WATCH_DATABRICKS_RUN: Final = "watch_databricks_run"
 #: The email step, registered by the notifier.

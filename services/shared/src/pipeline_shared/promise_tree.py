@@ -46,21 +46,30 @@ from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from resonate.ids import join_id
 from resonate.types import PromiseRecord
 
 from . import names
 from .catalogue import MAX_ATTEMPTS
 from .models import (
     PIPELINE_ID,
+    ApprovalDecision,
+    ApprovalRecord,
     Attempt,
     AttemptRecord,
     CheckOutcome,
+    JobRun,
+    JobStepRecord,
     Notification,
     NotificationReceipt,
     PipelineOutcome,
     PipelineSpec,
     RepairDecision,
+    RunError,
     Settlement,
+    StepKind,
+    StepState,
+    StepSummary,
     TriggerOutcome,
 )
 
@@ -84,10 +93,17 @@ OWNER_TAG = "pipeline:owner"
 _RUN_INDEX_PREFIX = "databricks-run/"
 _RUN_INDEX = re.compile(r"databricks-run/(?P<run>[0-9]+)(?:/(?P<attempt>[1-9][0-9]*))?")
 _NUMBERED = re.compile(r"[1-9][0-9]*")
+_STEP = re.compile(r"(?P<step>[1-9][0-9]{0,5})(?:\.(?P<leaf>[A-Za-z0-9_-]+))?")
 _AWAIT = re.compile(r"await(?P<n>[0-9]+)")
 _ATTEMPT = re.compile(r"attempt(?P<n>[0-9]+)")
 _CHECK = re.compile(r"(?:r(?P<attempt>[0-9]+))?watch(?P<check>[0-9]+)")
 _HINT = re.compile(r"hint(?P<attempt>[0-9]*)-(?P<event>[a-z_]+)-(?P<window>[0-9]+)")
+
+#: The leaf of a job step's record and of an approval gate's record, under the step's own id.
+_JOB_RECORD = "job"
+_GATE_RECORD = "gate"
+#: The leaf of the marker a cancel leaves under a pipeline run by its code (see :func:`cancel_marker_id`).
+_CANCEL_MARKER = "cancelled"
 
 
 def pipeline_id_of(promise_id: str) -> str:
@@ -95,80 +111,131 @@ def pipeline_id_of(promise_id: str) -> str:
     return promise_id.split(":", 1)[0]
 
 
-def _child(pipeline_id: str, promise_id: str) -> str | None:
-    """What follows ``{pipeline_id}:`` in ``promise_id``; None for a promise not under that pipeline."""
+def _child(base: str, promise_id: str) -> str | None:
+    """What follows ``base`` in ``promise_id`` (a direct child's leaf); None for a promise not under it.
+
+    ``base`` is a pipeline (``P``, whose children are ``P:leaf``) or one of
+    its steps (``P:N``, whose children are ``P:N.leaf``): Resonate's own rule
+    for the ids below an origin (``resonate.ids.join_id``).
+    """
+    prefix = join_id(base, "")
+    leaf = promise_id[len(prefix) :] if promise_id.startswith(prefix) else None
+    return leaf if leaf and "." not in leaf else None
+
+
+# ── a pipeline's steps ──
+#
+# A pipeline run by its code (``PipelineSpec.version`` set) calls its
+# building blocks in order; each call is a child of the root, ``P:N``, ``N``
+# its position, which is the step's id. A job step (``P:N``) is today's
+# one-job workflow one level down: ``P:N.1`` its callback promise, ``P:N.2``
+# its trigger, and its records, checks and repair windows under ``P:N.``
+# with the leaves the one-job workflow uses under ``P:``. Every id function
+# below takes that ``base``: the pipeline id for a one-job workflow, the
+# step's id for a step.
+
+
+def step_base(pipeline_id: str, step: str) -> str:
+    """The id of step ``step``'s own promise (the building block's child workflow or call)."""
+    return f"{pipeline_id}:{step}"
+
+
+def step_of(pipeline_id: str, promise_id: str) -> str | None:
+    """The step (``N``) that ``promise_id`` is (``P:N``), or is under (``P:N.leaf``); None otherwise."""
     prefix = f"{pipeline_id}:"
-    return promise_id[len(prefix) :] if promise_id.startswith(prefix) else None
+    match = _STEP.fullmatch(promise_id[len(prefix) :]) if promise_id.startswith(prefix) else None
+    return match["step"] if match else None
 
 
-def callback_promise_id(pipeline_id: str) -> str:
-    """The promise the original run's notebook settles."""
-    return f"{pipeline_id}:{CALLBACK_PROMISE_SEQ}"
+def job_step_record_id(base: str) -> str:
+    """The record of what the job step at ``base`` runs (its :class:`JobStepRecord`)."""
+    return join_id(base, _JOB_RECORD)
 
 
-def trigger_step_id(pipeline_id: str) -> str:
-    """The step whose value records the Databricks run."""
-    return f"{pipeline_id}:{TRIGGER_STEP_SEQ}"
+def approval_record_id(base: str) -> str:
+    """The record of the approval gate at ``base`` (its :class:`ApprovalRecord`)."""
+    return join_id(base, _GATE_RECORD)
+
+
+def cancel_marker_id(pipeline_id: str) -> str:
+    """The marker a cancel of a pipeline run by its code leaves: no step starts after it is there."""
+    return f"{pipeline_id}:{_CANCEL_MARKER}"
+
+
+def callback_promise_id(base: str) -> str:
+    """The promise the original run's notebook settles (``base``: the pipeline, or its job step)."""
+    return join_id(base, str(CALLBACK_PROMISE_SEQ))
+
+
+def trigger_step_id(base: str) -> str:
+    """The step whose value records the Databricks run (``base``: the pipeline, or its job step)."""
+    return join_id(base, str(TRIGGER_STEP_SEQ))
 
 
 def callback_pipeline_of(promise_id: str) -> str | None:
     """The pipeline whose callback promise ``promise_id`` may be; None when it cannot be one.
 
-    The original run's is ``{id}:1``; a repaired run reports on a later child
-    of the workflow (``{id}:N``, N past the trigger step), whose id its record
-    names. Only the shape is checked: whether the promise exists is Resonate's
-    to say.
+    The original run's is ``{id}:1`` (a job step's: ``{id}:N.1``); a
+    repaired run reports on a later child of its workflow (``{id}:N``, or
+    ``{id}:N.M``, past the trigger step), whose id its record names. Only the
+    shape is checked: whether the promise exists is Resonate's to say, and a
+    callback must be signed with a key only its run was given.
     """
     pipeline_id, colon, child = promise_id.partition(":")
-    if not colon or not PIPELINE_ID.fullmatch(pipeline_id) or not _NUMBERED.fullmatch(child):
+    if not colon or not PIPELINE_ID.fullmatch(pipeline_id):
         return None
-    if int(child) != CALLBACK_PROMISE_SEQ and int(child) <= TRIGGER_STEP_SEQ:
+    step, dot, leaf = child.rpartition(".") if "." in child else ("", "", child)
+    if dot and not _NUMBERED.fullmatch(step):
+        return None
+    if not _NUMBERED.fullmatch(leaf):
+        return None
+    if int(leaf) != CALLBACK_PROMISE_SEQ and int(leaf) <= TRIGGER_STEP_SEQ:
         return None
     return pipeline_id
 
 
-def repair_window_id(pipeline_id: str, attempt: int) -> str:
+def repair_window_id(base: str, attempt: int) -> str:
     """The promise recording that repair attempt ``attempt`` waits for a person (its decision promise, deadline)."""
-    return f"{pipeline_id}:await{attempt}"
+    return join_id(base, f"await{attempt}")
 
 
-def repair_window_of(pipeline_id: str, promise_id: str) -> int | None:
-    """The attempt whose repair window ``promise_id`` is; None when it is not one of ``pipeline_id``'s."""
-    match = _AWAIT.fullmatch(_child(pipeline_id, promise_id) or "")
+def repair_window_of(base: str, promise_id: str) -> int | None:
+    """The attempt whose repair window ``promise_id`` is; None when it is not one of ``base``'s."""
+    match = _AWAIT.fullmatch(_child(base, promise_id) or "")
     return int(match["n"]) if match else None
 
 
-def attempt_record_id(pipeline_id: str, attempt: int) -> str:
+def attempt_record_id(base: str, attempt: int) -> str:
     """The promise recording repair attempt ``attempt`` (1, 2, ...): where the gateway finds its promises."""
-    return f"{pipeline_id}:attempt{attempt}"
+    return join_id(base, f"attempt{attempt}")
 
 
-def attempt_record_of(pipeline_id: str, promise_id: str) -> int | None:
-    """The attempt whose record ``promise_id`` is; None when it is not one of ``pipeline_id``'s."""
-    match = _ATTEMPT.fullmatch(_child(pipeline_id, promise_id) or "")
+def attempt_record_of(base: str, promise_id: str) -> int | None:
+    """The attempt whose record ``promise_id`` is; None when it is not one of ``base``'s."""
+    match = _ATTEMPT.fullmatch(_child(base, promise_id) or "")
     return int(match["n"]) if match else None
 
 
-def check_id(pipeline_id: str, check: int, attempt: int = 0) -> str:
-    """The invocation of watchdog check ``check`` of attempt ``attempt``'s run: one per pipeline, attempt and check."""
+def check_id(base: str, check: int, attempt: int = 0) -> str:
+    """The invocation of watchdog check ``check`` of attempt ``attempt``'s run: one per run, attempt and check."""
     prefix = "" if attempt == 0 else f"r{attempt}"
-    return f"{pipeline_id}:{prefix}watch{check}"
+    return join_id(base, f"{prefix}watch{check}")
 
 
-def check_of(pipeline_id: str, promise_id: str) -> tuple[int, int] | None:
-    """``(attempt, check)`` of a scheduled watchdog check of ``pipeline_id``; None for any other promise."""
-    match = _CHECK.fullmatch(_child(pipeline_id, promise_id) or "")
+def check_of(base: str, promise_id: str) -> tuple[int, int] | None:
+    """``(attempt, check)`` of a scheduled watchdog check under ``base``; None for any other promise."""
+    match = _CHECK.fullmatch(_child(base, promise_id) or "")
     return (int(match["attempt"] or 0), int(match["check"])) if match else None
 
 
-def hint_check_id(pipeline_id: str, attempt: int, event: str, window: int) -> str:
+def hint_check_id(base: str, attempt: int, event: str, window: int) -> str:
     """The check a Databricks notification of ``event`` prompted: at most one per event and time window."""
-    return f"{pipeline_id}:hint{attempt or ''}-{event}-{window}"
+    return join_id(base, f"hint{attempt or ''}-{event}-{window}")
 
 
-def hint_check_of(pipeline_id: str, promise_id: str) -> tuple[int, str] | None:
+def hint_check_of(base: str, promise_id: str) -> tuple[int, str] | None:
     """``(attempt, event)`` of a check a notification prompted; None for any other promise."""
-    match = _HINT.fullmatch(_child(pipeline_id, promise_id) or "")
+    match = _HINT.fullmatch(_child(base, promise_id) or "")
     return (int(match["attempt"] or 0), match["event"]) if match else None
 
 
@@ -198,6 +265,8 @@ class Callback:
 
     promise: PromiseRecord
     attempt: int
+    #: The job step it belongs to (None: a one-job workflow's own).
+    step: str | None = None
 
     @property
     def settlement(self) -> Settlement | None:
@@ -210,6 +279,7 @@ class Trigger:
     """The trigger step: the run Databricks started, or why it refused."""
 
     promise: PromiseRecord
+    step: str | None = None
 
     @property
     def outcome(self) -> TriggerOutcome | None:
@@ -223,6 +293,7 @@ class Check:
     promise: PromiseRecord
     attempt: int
     hint: str | None = None
+    step: str | None = None
 
     @property
     def outcome(self) -> CheckOutcome | None:
@@ -237,6 +308,7 @@ class RepairWindow:
     number: int
     record: AttemptRecord | None
     decision: PromiseRecord | None
+    step: str | None = None
 
     @property
     def decided(self) -> RepairDecision | None:
@@ -252,6 +324,7 @@ class AttemptStep:
     promise: PromiseRecord
     number: int
     record: AttemptRecord | None
+    step: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,13 +333,56 @@ class EmailStep:
 
     promise: PromiseRecord
     notification: Notification
+    #: The step it is (an email the pipeline's code asked for) or belongs to (a gate's, a repair's).
+    step: str | None = None
 
     @property
     def receipt(self) -> NotificationReceipt | None:
         return _parsed(NotificationReceipt, self.promise.value.data) if self.promise.state == "resolved" else None
 
 
-Child = Trigger | Callback | Check | RepairWindow | AttemptStep | EmailStep
+@dataclass(frozen=True)
+class JobStep:
+    """A job step's record (what it runs), and its own promise, whose value is its :class:`JobRun` once it ended."""
+
+    promise: PromiseRecord
+    record: JobStepRecord
+    own: PromiseRecord | None
+
+    @property
+    def step(self) -> str:
+        return self.record.step
+
+    @property
+    def run(self) -> JobRun | None:
+        own = self.own
+        return _parsed(JobRun, own.value.data) if own is not None and own.state == "resolved" else None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An approval gate's record, and its decision promise as read."""
+
+    promise: PromiseRecord
+    record: ApprovalRecord
+    decision: PromiseRecord | None
+
+    @property
+    def step(self) -> str:
+        return self.record.step
+
+    @property
+    def decided(self) -> ApprovalDecision | None:
+        """The decision; None while open, when its deadline passed, or unreadable."""
+        decision = self.decision
+        return _parsed(ApprovalDecision, decision.value.data) if decision and decision.state == "resolved" else None
+
+    @property
+    def expired(self) -> bool:
+        return self.decision is not None and self.decision.state == "rejected_timedout"
+
+
+Child = Trigger | Callback | Check | RepairWindow | AttemptStep | EmailStep | JobStep | Gate
 
 
 @dataclass
@@ -317,6 +433,19 @@ class PipelineTree:
         return self.root.tags.get(OWNER_TAG)
 
     @property
+    def composed(self) -> bool:
+        """Whether its code runs it as steps (a spec with a version), rather than the one-job workflow."""
+        return self.spec is not None and self.spec.version is not None
+
+    def step_of(self, promise_id: str) -> str | None:
+        """The step ``promise_id`` is or is under; None for a one-job workflow, whose promises are its own."""
+        return step_of(self.id, promise_id) if self.composed else None
+
+    def base(self, step: str | None) -> str:
+        """The id the promises of ``step`` hang off (None: the one-job workflow's, the pipeline's own)."""
+        return self.id if step is None else step_base(self.id, step)
+
+    @property
     def trigger(self) -> PromiseRecord | None:
         return self.get(trigger_step_id(self.id))
 
@@ -324,24 +453,25 @@ class PipelineTree:
     def first_callback(self) -> PromiseRecord | None:
         return self.get(callback_promise_id(self.id))
 
-    def repairs(self) -> Repairs:
-        """The repair attempts so far, read from the records the workflow writes.
+    def repairs(self, step: str | None = None) -> Repairs:
+        """The repair attempts so far of the one-job workflow's run, or of job step ``step``'s.
 
-        Only a pipeline whose first run failed can have any. Attempt ``n`` may
+        Only a run whose first attempt failed can have any. Attempt ``n`` may
         have a repair-window record (it waited for a person) and an attempt
         record (it was repaired, and its run reports on its own callback
         promise); the first number with neither ends them. A record that does
         not read as one raises ``ValidationError``: it is not a state to guess.
         """
-        repairs = Repairs(current_callback_id=callback_promise_id(self.id))
-        first = self.first_callback
+        base = self.base(step)
+        repairs = Repairs(current_callback_id=callback_promise_id(base))
+        first = self.get(callback_promise_id(base))
         if first is None or first.state != "resolved" or not isinstance(first.value.data, dict):
             return repairs
         if Settlement.model_validate(first.value.data).status != "failure":
             return repairs
         known: dict[int, Attempt] = {}
         for number in range(1, MAX_ATTEMPTS + 1):
-            waited, repaired = self.get(repair_window_id(self.id, number)), self.get(attempt_record_id(self.id, number))
+            waited, repaired = self.get(repair_window_id(base, number)), self.get(attempt_record_id(base, number))
             if waited is None and repaired is None:
                 break
             repairs.records += [record for record in (waited, repaired) if record is not None]
@@ -358,15 +488,98 @@ class PipelineTree:
         return repairs
 
     @cached_property
-    def callbacks(self) -> dict[str, int]:
-        """The callback promises' ids, by attempt: the original run's, then each repaired run's (from its record)."""
-        callbacks = {callback_promise_id(self.id): 0}
+    def callbacks(self) -> dict[str, tuple[str | None, int]]:
+        """The callback promises' ids: the step (None: the one-job workflow) and attempt whose run each one is.
+
+        The original run's is its base's first child; each repaired run's is
+        named by its attempt's record.
+        """
+        callbacks: dict[str, tuple[str | None, int]] = {}
+        for step in self.job_steps if self.composed else [None]:
+            callbacks[callback_promise_id(self.base(step))] = (step, 0)
         for promise in self.promises.values():
-            number = attempt_record_of(self.id, promise.id)
+            step = self.step_of(promise.id)
+            number = attempt_record_of(self.base(step), promise.id)
             record = _parsed(AttemptRecord, promise.param.data) if number is not None else None
             if record is not None and record.callback_promise_id:
-                callbacks[record.callback_promise_id] = number
+                callbacks[record.callback_promise_id] = (step, number or 0)
         return callbacks
+
+    @cached_property
+    def job_steps(self) -> dict[str, JobStep]:
+        """The job steps read, by step id, in the order of their steps."""
+        found = {}
+        for promise in self.promises.values():
+            step = self.step_of(promise.id)
+            if step is not None and promise.id == job_step_record_id(self.base(step)):
+                record = _parsed(JobStepRecord, promise.param.data)
+                if record is not None and record.step == step:
+                    found[step] = JobStep(promise, record, self.get(self.base(step)))
+        return dict(sorted(found.items(), key=lambda item: int(item[0])))
+
+    @cached_property
+    def gates(self) -> dict[str, Gate]:
+        """The approval gates read, by step id, in the order of their steps."""
+        found = {}
+        for promise in self.promises.values():
+            step = self.step_of(promise.id)
+            if step is not None and promise.id == approval_record_id(self.base(step)):
+                record = _parsed(ApprovalRecord, promise.param.data)
+                if record is not None and record.step == step:
+                    found[step] = Gate(promise, record, self.get(record.decision_promise_id))
+        return dict(sorted(found.items(), key=lambda item: int(item[0])))
+
+    def open_gates(self) -> list[Gate]:
+        """The gates waiting for a decision now."""
+        return [gate for gate in self.gates.values() if gate.decision is not None and gate.decision.state == "pending"]
+
+    def steps(self) -> list[StepSummary]:
+        """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""
+        summaries = [self._job_summary(job) for job in self.job_steps.values()]
+        summaries += [_gate_summary(gate) for gate in self.gates.values()]
+        for promise in self.promises.values():
+            step = self.step_of(promise.id)
+            email = self._child(promise) if step is not None and promise.id == self.base(step) else None
+            if isinstance(email, EmailStep) and email.notification.kind == "step":
+                summaries.append(_email_summary(step, email))
+        return sorted(summaries, key=lambda summary: int(summary.id))
+
+    def _job_summary(self, job: JobStep) -> StepSummary:
+        record = job.record
+        ended = job.run
+        if ended is not None:
+            return StepSummary(
+                id=record.step,
+                kind=StepKind.JOB,
+                name=record.name,
+                job=record.job,
+                state=StepState(ended.state.value),
+                run=ended.run,
+                attempts=max(1, len(ended.attempts)),
+                result=ended.result,
+                error=ended.error,
+                started_at=ended.started_at or record.started_at,
+                ended_at=ended.ended_at,
+            )
+        base = self.base(record.step)
+        trigger = self.get(trigger_step_id(base))
+        outcome = _parsed(TriggerOutcome, trigger.value.data) if trigger and trigger.state == "resolved" else None
+        repairs = self.repairs(record.step)
+        state = StepState.STARTING
+        if repairs.open_window is not None:
+            state = StepState.AWAITING_REPAIR
+        elif outcome is not None and outcome.run is not None:
+            state = StepState.RUNNING
+        return StepSummary(
+            id=record.step,
+            kind=StepKind.JOB,
+            name=record.name,
+            job=record.job,
+            state=state,
+            run=outcome.run if outcome else None,
+            attempts=1 + len([a for a in repairs.attempts if a.number > 0]),
+            started_at=record.started_at,
+        )
 
     def children(self) -> Iterator[Child]:
         """Each promise read that tells something, typed, in the order they were read; the others are skipped."""
@@ -376,25 +589,70 @@ class PipelineTree:
                 yield child
 
     def _child(self, promise: PromiseRecord) -> Child | None:
-        if promise.id == trigger_step_id(self.id):
-            return Trigger(promise)
+        step = self.step_of(promise.id)
+        # A step's own promise (``P:N``) hangs off the pipeline; what is under it, off the step.
+        base = self.id if step is None or promise.id == self.base(step) else self.base(step)
+        if promise.id == trigger_step_id(base) and (step is None or base != self.id):
+            return Trigger(promise, step=step)
         if promise.id in self.callbacks:
-            return Callback(promise, self.callbacks[promise.id])
-        if (hint := hint_check_of(self.id, promise.id)) is not None:
-            return Check(promise, hint[0], hint=hint[1])
-        if (check := check_of(self.id, promise.id)) is not None:
-            return Check(promise, check[0])
-        if (number := repair_window_of(self.id, promise.id)) is not None:
+            return Callback(promise, self.callbacks[promise.id][1], step=self.callbacks[promise.id][0])
+        if step is not None and step in self.job_steps and promise.id == job_step_record_id(base):
+            return self.job_steps[step]
+        if step is not None and step in self.gates and promise.id == approval_record_id(base):
+            return self.gates[step]
+        if (hint := hint_check_of(base, promise.id)) is not None:
+            return Check(promise, hint[0], hint=hint[1], step=step)
+        if (check := check_of(base, promise.id)) is not None:
+            return Check(promise, check[0], step=step)
+        if (number := repair_window_of(base, promise.id)) is not None:
             record = _parsed(AttemptRecord, promise.param.data)
             decision = self.get(record.decision_promise_id) if record else None
-            return RepairWindow(promise, number, record, decision)
-        if (number := attempt_record_of(self.id, promise.id)) is not None:
-            return AttemptStep(promise, number, _parsed(AttemptRecord, promise.param.data))
+            return RepairWindow(promise, number, record, decision, step=step)
+        if (number := attempt_record_of(base, promise.id)) is not None:
+            return AttemptStep(promise, number, _parsed(AttemptRecord, promise.param.data), step=step)
         data = promise.param.data
         if isinstance(data, dict) and data.get("func") == names.SEND_PIPELINE_EMAIL:
             notification = _parsed(Notification, _first_argument(data))
-            return EmailStep(promise, notification) if notification is not None else None
+            return EmailStep(promise, notification, step=step) if notification is not None else None
         return None
+
+
+def _gate_summary(gate: Gate) -> StepSummary:
+    decided = gate.decided
+    if decided is not None:
+        state = {"approve": StepState.APPROVED, "reject": StepState.REJECTED}.get(decided.action, StepState.CANCELLED)
+    elif gate.expired:
+        state = StepState.EXPIRED
+    else:
+        state = StepState.AWAITING_APPROVAL
+    return StepSummary(
+        id=gate.record.step,
+        kind=StepKind.APPROVAL,
+        name=gate.record.name,
+        state=state,
+        approval=gate.record,
+        decision=decided,
+        started_at=gate.record.opened_at,
+        ended_at=decided.decided_at if decided else (gate.record.deadline if gate.expired else None),
+    )
+
+
+def _email_summary(step: str, email: EmailStep) -> StepSummary:
+    receipt = email.receipt
+    if receipt is None:
+        state = StepState.STARTING if email.promise.state == "pending" else StepState.NOT_SENT
+    else:
+        state = StepState.SENT if receipt.delivered else StepState.NOT_SENT
+    return StepSummary(
+        id=step,
+        kind=StepKind.EMAIL,
+        name=email.notification.subject or "email",
+        state=state,
+        message_id=receipt.message_id if receipt else None,
+        error=None if receipt is None or receipt.delivered else RunError(type="NotSent", message=receipt.error or ""),
+        started_at=email.promise.created_at,
+        ended_at=email.promise.settled_at,
+    )
 
 
 async def read_pipeline_tree(

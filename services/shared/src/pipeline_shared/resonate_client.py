@@ -77,9 +77,7 @@ CHECK_AFTER_IDLE_SECONDS = 2.0
 POOL_MAX_SIZE = 16
 
 
-def conninfo(
-    url: str, password: str | None, *, application_name: str, keepalive_seconds: float
-) -> str:
+def conninfo(url: str, password: str | None, *, application_name: str, keepalive_seconds: float) -> str:
     """The libpq connection string for ``url`` with this project's timeouts."""
     idle = max(1, round(keepalive_seconds))
     return libpq.make_conninfo(
