@@ -136,6 +136,8 @@ class TriggerOutcome(_Model):
     error: RunError | None = None
     #: When the run was started (epoch ms).
     started_at: int | None = None
+    #: A job step of a pipeline cancelled before it started: who cancelled it (no run was started).
+    cancelled_by: str | None = None
 
 
 class RepairOutcome(_Model):
@@ -336,6 +338,8 @@ class WatchRequest(_Model):
     hint: bool = False
     #: The repair attempt whose run this watches (0: the original run).
     attempt: int = Field(default=0, ge=0)
+    #: The job step whose run it is (None: a one-job workflow's).
+    step: str | None = None
 
 
 class StepKind(StrEnum):
@@ -416,6 +420,8 @@ class JobRun(_Model):
     thread: list[str] = Field(default_factory=list)
     started_at: int | None = None
     ended_at: int | None = None
+    #: When a person cancelled the pipeline while its run went: who.
+    cancelled_by: str | None = None
 
     @property
     def succeeded(self) -> bool:

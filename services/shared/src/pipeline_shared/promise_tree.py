@@ -140,6 +140,11 @@ def step_base(pipeline_id: str, step: str) -> str:
     return f"{pipeline_id}:{step}"
 
 
+def base_of(pipeline_id: str, step: str | None) -> str:
+    """The id a run's promises hang off: the pipeline's (None: a one-job workflow), or its job step's."""
+    return pipeline_id if step is None else step_base(pipeline_id, step)
+
+
 def step_of(pipeline_id: str, promise_id: str) -> str | None:
     """The step (``N``) that ``promise_id`` is (``P:N``), or is under (``P:N.leaf``); None otherwise."""
     prefix = f"{pipeline_id}:"

@@ -12,20 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from resonate.context import Context
 from resonate.promises import Promises
 from resonate.types import Value
 
-from pipeline_shared import ids, names
+from pipeline_shared import ids, names, promise_tree
 from pipeline_shared.callbacks import settle_callback, stored_settlement
 from pipeline_shared.catalogue import Catalogue, Completion, Job
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import (
     Attempt,
     AttemptRecord,
+    JobStepRecord,
     PipelineOutcome,
-    PipelineSpec,
     RepairOutcome,
     RunError,
     Settlement,
@@ -36,6 +37,9 @@ from pipeline_shared.testhooks import TestHooks
 
 from . import metrics
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
+
+if TYPE_CHECKING:
+    from .job_runs import JobTarget
 
 logger = logging.getLogger(__name__)
 
@@ -70,30 +74,39 @@ def job_of(deps: WorkerDeps, name: str | None) -> Job:
     return deps.catalogue.job(name)
 
 
-async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: str) -> TriggerOutcome:
-    """Start the notebook job for ``spec``; the same pipeline never gets a second run.
+async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: str) -> TriggerOutcome:
+    """Start the job for ``target``; the same pipeline (or job step) never gets a second run.
 
     A cancel or a timeout may settle the callback promise before this step
     runs (say, while every worker was down); then nobody wants a run and none
-    is started. A callback may also be there already, when this step is
-    replayed after a crash that followed ``run_now``: then ``run_now`` runs
-    again with the same idempotency token, which returns the existing run, so
-    the pipeline still knows its run. Transient Databricks errors raise, and
-    Resonate retries the step with the same token.
+    is started, nor for a job step once its pipeline was cancelled. A
+    callback may also be there already, when this step is replayed after a
+    crash that followed ``run_now``: then ``run_now`` runs again with the
+    same idempotency token, which returns the existing run, so the pipeline
+    still knows its run. Transient Databricks errors raise, and Resonate
+    retries the step with the same token.
+
+    A job step's record (what it runs) is written first, so the gateway shows
+    the step from the moment it starts.
     """
     deps = ctx.get_dependency(WorkerDeps)
-    with pipeline_context(spec.id):
+    with pipeline_context(target.pipeline_id):
+        if target.step is not None:
+            cancelled = await _start_step(deps, target)
+            if cancelled is not None:
+                logger.info("pipeline cancelled by %s before step %s started; no run", cancelled, target.step)
+                return TriggerOutcome(cancelled_by=cancelled)
         known = stored_settlement(await deps.promises.get(promise_id))
         unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")
         if unwanted:
             logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
             return TriggerOutcome()
-        job = job_of(deps, spec.job)
-        if (refused := refused_parameters(job, spec.parameters)) is not None:
+        job = job_of(deps, target.catalogue_name)
+        if (refused := refused_parameters(job, target.parameters)) is not None:
             return TriggerOutcome(error=refused)
-        parameters = job_parameters(deps, spec, spec.parameters, promise_id)
-        token = ids.idempotency_token(deps.idempotency_namespace, spec.id)
-        await deps.hooks.checkpoint("before_run_now", spec.id)
+        parameters = job_parameters(deps, target, target.parameters, promise_id)
+        token = ids.idempotency_token(deps.idempotency_namespace, target.base)
+        await deps.hooks.checkpoint("before_run_now", target.pipeline_id)
         try:
             job_id = await deps.databricks.job_id(job)
             try:
@@ -109,13 +122,42 @@ async def trigger_databricks_run(ctx: Context, spec: PipelineSpec, promise_id: s
         except TransientDatabricksError as exc:
             logger.warning("Databricks unavailable, the step will be retried: %s", exc)
             raise
-        await deps.hooks.checkpoint("after_run_now", spec.id)
+        await deps.hooks.checkpoint("after_run_now", target.pipeline_id)
         metrics.RUNS_TRIGGERED.inc()
         logger.info(
             "Databricks run started",
-            extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url}},
+            extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url, "step": target.step}},
         )
         return TriggerOutcome(run=run, started_at=now_ms())
+
+
+async def _start_step(deps: WorkerDeps, target: JobTarget) -> str | None:
+    """Write the job step's record; who cancelled the pipeline, if someone did (then nothing may start)."""
+    assert target.step is not None
+    record = JobStepRecord(
+        step=target.step,
+        name=target.name,
+        job=target.job,
+        parameters=target.parameters,
+        timeout_seconds=target.timeout_seconds,
+        started_at=now_ms(),
+    )
+    await deps.promises.create(
+        promise_tree.job_step_record_id(target.base),
+        timeout_at=now_ms() + RECORD_RETENTION_MS,
+        param=Value(data=record.model_dump(mode="json")),
+        tags={"resonate:origin": target.pipeline_id},
+    )
+    return await cancelled_by(deps, target.pipeline_id)
+
+
+async def cancelled_by(deps: WorkerDeps, pipeline_id: str) -> str | None:
+    """Who cancelled the pipeline (its cancel marker's ``by``), or None while nobody has."""
+    marker = await deps.promises.get(promise_tree.cancel_marker_id(pipeline_id))
+    if marker is None:
+        return None
+    data = marker.param.data
+    return str(data.get("by") or "someone") if isinstance(data, dict) else "someone"
 
 
 def refused_parameters(job: Job, parameters: dict[str, str]) -> RunError | None:
@@ -130,12 +172,12 @@ def refused_parameters(job: Job, parameters: dict[str, str]) -> RunError | None:
     return RunError(type="InvalidParameters", message=str(refusal))
 
 
-def job_parameters(deps: WorkerDeps, spec: PipelineSpec, parameters: dict[str, str], promise_id: str) -> dict[str, str]:
+def job_parameters(deps: WorkerDeps, target: JobTarget, parameters: dict[str, str], promise_id: str) -> dict[str, str]:
     """Every job parameter of a run: the user's, and for a job that calls back, the pipeline's own."""
-    if job_of(deps, spec.job).completion is not Completion.CALLBACK:
+    if job_of(deps, target.catalogue_name).completion is not Completion.CALLBACK:
         return dict(parameters)
     return parameters | {
-        names.JOB_PARAM_PIPELINE_ID: spec.id,
+        names.JOB_PARAM_PIPELINE_ID: target.pipeline_id,
         names.JOB_PARAM_CALLBACK_PROMISE_ID: promise_id,
         names.JOB_PARAM_CALLBACK_URL: deps.callback_url,
         names.JOB_PARAM_CALLBACK_SIGNING_KEY: derive_callback_key(deps.signing_secret, promise_id),
@@ -143,7 +185,7 @@ def job_parameters(deps: WorkerDeps, spec: PipelineSpec, parameters: dict[str, s
 
 
 async def repair_databricks_run(
-    ctx: Context, spec: PipelineSpec, run_id: int, attempt: Attempt, promise_id: str, parameters: dict[str, str]
+    ctx: Context, target: JobTarget, run_id: int, attempt: Attempt, promise_id: str, parameters: dict[str, str]
 ) -> RepairOutcome:
     """Repair the run (rerun its failed tasks) as ``attempt``; exactly one repair however often this runs.
 
@@ -156,16 +198,16 @@ async def repair_databricks_run(
     retries the step.
     """
     deps = ctx.get_dependency(WorkerDeps)
-    with pipeline_context(spec.id):
-        if (refused := refused_parameters(job_of(deps, spec.job), parameters)) is not None:
+    with pipeline_context(target.pipeline_id):
+        if (refused := refused_parameters(job_of(deps, target.catalogue_name), parameters)) is not None:
             return RepairOutcome(error=refused)
-        every = job_parameters(deps, spec, parameters, promise_id)
+        every = job_parameters(deps, target, parameters, promise_id)
         try:
             made = await deps.databricks.repair(run_id, attempt=attempt.number, job_parameters=every)
         except PermanentDatabricksError as exc:
             logger.warning("Databricks refused to repair run %s: %s", run_id, exc)
             return RepairOutcome(error=exc.error)
-        await deps.hooks.checkpoint("after_repair_run", spec.id)
+        await deps.hooks.checkpoint("after_repair_run", target.pipeline_id)
         logger.info(
             "Databricks run repaired" if not made.adopted else "Databricks run's repair found already made",
             extra={"fields": {"run_id": run_id, "repair_id": made.repair_id, "attempt": attempt.number}},

@@ -88,7 +88,7 @@ async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
         return False
     await dispatch(
         deps.promises,
-        promise_tree.check_id(watch.pipeline_id, watch.check, watch.attempt),
+        promise_tree.check_id(promise_tree.base_of(watch.pipeline_id, watch.step), watch.check, watch.attempt),
         names.WATCH_DATABRICKS_RUN,
         watch.model_dump(mode="json"),
         group=names.WORKER_GROUP,

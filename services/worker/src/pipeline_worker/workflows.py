@@ -1,299 +1,64 @@
-"""The pipeline, top to bottom.
+"""The one-job workflow: how pipelines started before pipelines were code run to their end.
 
-``run_pipeline`` is deterministic orchestration only; every effect is a step
-in :mod:`.steps` or a call to another service by name. It replays from the top
-whenever it resumes, so it must create its children in the same order every
-time: the callback promise first, the trigger step second
-(:data:`pipeline_shared.promise_tree.CALLBACK_PROMISE_SEQ` and
-:data:`~pipeline_shared.promise_tree.TRIGGER_STEP_SEQ`), because the gateway finds them
-by those positions.
-
-While the workflow waits for Databricks it is suspended on the callback
-promise: no process, thread or lease is held, and any worker may resume it.
+Registered as ``run_pipeline`` at Resonate version 1
+(:data:`pipeline_shared.names.RUN_PIPELINE_ONE_JOB_VERSION`). Resonate keeps a
+task's version for its whole life, so a pipeline started on it replays this
+function, and only this one, after any redeploy: its children must keep the
+ids they were created with (``P:1`` the callback, ``P:2`` the trigger, ...),
+which :func:`.job_runs.run_job` creates in the same order as ever. New
+pipelines run their function through :mod:`.runner` (version 2).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from resonate.context import Context
-from resonate.error import ApplicationError
-from resonate.retry import Exponential
 
-from pipeline_shared import names, promise_tree
-from pipeline_shared.catalogue import Job
-from pipeline_shared.models import (
-    Attempt,
-    AttemptRecord,
-    DatabricksRun,
-    Notification,
-    NotificationReceipt,
-    PipelineOutcome,
-    PipelineSpec,
-    PipelineState,
-    RepairDecision,
-    RunError,
-    Settlement,
-    WatchRequest,
-)
+from pipeline_shared.models import Notification, PipelineOutcome, PipelineSpec, PipelineState
 
-from . import steps, watchdog
-
-#: Databricks outages must not fail a pipeline whose job is fine: retry the
-#: trigger for as long as the pipeline itself may wait, backing off to a minute.
-TRIGGER_RETRY = Exponential(delay=1, factor=2, max_delay=60, max_retries=100_000)
-
-#: Cancelling is best effort but worth a few tries: an orphaned run costs money.
-CANCEL_RETRY = Exponential(delay=1, factor=2, max_delay=30, max_retries=10)
-
-_STATE_BY_STATUS = {
-    "success": PipelineState.SUCCEEDED,
-    "failure": PipelineState.FAILED,
-    "cancelled": PipelineState.CANCELLED,
-}
+from . import steps
+from .job_runs import JobTarget, notify, run_job
 
 
 async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
     """Trigger the job, wait for the run's outcome, repair a failed run by its job's policy, email it."""
-    deps = ctx.get_dependency(steps.WorkerDeps)
-    job = steps.job_of(deps, spec.job)
-    callback = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
-    promise_id = await callback.id()
-
-    trigger = await ctx.options(retry_policy=TRIGGER_RETRY).run(steps.trigger_databricks_run, spec, promise_id)
-    run = trigger.run
-
-    settlement: Settlement | None
-    if trigger.error is not None:
-        # No run will ever call back: close the promise with the cause, unless
-        # a cancel got there first.
-        refused = Settlement(status="failure", error=trigger.error, source="worker", received_at=steps.now_ms())
-        settlement = await ctx.run(steps.settle_callback_promise, promise_id, refused)
-    else:
-        if run is not None:
-            await ctx.run(watchdog.start_watching, _watch(deps, spec, promise_id, run.run_id, 0))
-        settlement = await _await_settlement(ctx, callback, promise_id)
-
-    attempts = [Attempt(number=0, started_at=trigger.started_at or 0, reason="the original run")]
-    thread: list[str] = []
-    automatic = manual = 0
-    parameters = spec.parameters
-    state, result, error = _ending(settlement, spec)
-    while run is not None and state is PipelineState.FAILED and settlement is not None:
-        attempts[-1] = _ended(attempts[-1], settlement)
-        policy, number = job.repair, len(attempts)
-        report = settlement.report
-        transient = settlement.source != "callback" and policy.is_transient(
-            report.termination_type if report else None, report.termination_code if report else None
-        )
-        if transient and automatic < policy.automatic_attempts:
-            await ctx.sleep(timedelta(seconds=policy.backoff(automatic)))
-            automatic += 1
-            kind = report.termination_code or report.termination_type if report else "transient"
-            attempt = Attempt(
-                number=number,
-                started_at=0,
-                reason=f"automatic repair of a transient failure ({kind})",
-                by="automatic",
-                parameters=_if_changed(parameters, spec),
-            )
-        elif policy.manual_window_seconds > 0 and manual < policy.manual_attempts:
-            manual += 1
-            decision, receipt_ids = await _await_decision(ctx, spec, job, settlement, run, attempts, thread, parameters)
-            thread.extend(receipt_ids)
-            if decision is None or decision.action == "abandon":
-                error = _not_repaired(decision, policy.manual_window_seconds, error)
-                break
-            parameters = decision.parameters or parameters
-            attempt = Attempt(
-                number=number,
-                started_at=0,
-                reason="repair asked for",
-                by=decision.by,
-                parameters=_if_changed(parameters, spec),
-            )
-        else:
-            break
-        # The repaired run reports on a callback promise of its own: the first one is settled.
-        repaired = ctx.promise(timeout=timedelta(seconds=spec.timeout_seconds))
-        repaired_id = await repaired.id()
-        made = await ctx.options(retry_policy=TRIGGER_RETRY).run(
-            steps.repair_databricks_run, spec, run.run_id, attempt, repaired_id, parameters
-        )
-        if made.attempt is None:
-            # No repaired run will report on its promise: close it with the
-            # cause (every promise a workflow makes must be settled and awaited).
-            refused = Settlement(status="failure", error=made.error, source="worker", received_at=steps.now_ms())
-            await ctx.run(steps.settle_callback_promise, repaired_id, refused)
-            await _await_settlement(ctx, repaired, repaired_id)
-            error = made.error
-            break
-        attempts.append(made.attempt)
-        record = AttemptRecord(attempt=attempts[-1], callback_promise_id=repaired_id)
-        await ctx.run(steps.record_attempt, spec.id, promise_tree.attempt_record_id(spec.id, number), record)
-        await ctx.run(watchdog.start_watching, _watch(deps, spec, repaired_id, run.run_id, number))
-        settlement = await _await_settlement(ctx, repaired, repaired_id)
-        state, result, error = _ending(settlement, spec)
-    if settlement is not None and attempts[-1].outcome is None:
-        attempts[-1] = _ended(attempts[-1], settlement)
-
-    # A run nobody waits for any more is stopped. A run that ended by itself
-    # (success, failure, or cancelled in Databricks) needs nothing.
-    if run is not None and (state is PipelineState.TIMED_OUT or (settlement and settlement.source == "user")):
-        refusal = await ctx.options(retry_policy=CANCEL_RETRY).run(steps.cancel_databricks_run, spec.id, run.run_id)
-        if refusal is not None and state is PipelineState.TIMED_OUT:
-            error = RunError(
-                type="TimedOut",
-                message=f"no outcome from Databricks within {spec.timeout_seconds} s, and the run could not "
-                f"be cancelled: {refusal}",
-            )
-
-    report = settlement.report if settlement else None
-    history = attempts if len(attempts) > 1 else []
+    job = steps.job_of(ctx.get_dependency(steps.WorkerDeps), spec.job)
+    target = JobTarget(
+        pipeline_id=spec.id,
+        base=spec.id,
+        step=None,
+        name=job.name,
+        job=job.name,
+        parameters=spec.parameters,
+        email=str(spec.email),
+        timeout_seconds=spec.timeout_seconds,
+        catalogue_name=spec.job,
+    )
+    ran = await run_job(ctx, target)
     notification = Notification(
         pipeline_id=spec.id,
         email=spec.email,
-        state=state,
-        parameters=parameters,
-        run=run,
-        result=result,
-        error=error,
+        state=ran.state,
+        parameters=ran.parameters,
+        run=ran.run,
+        result=ran.result,
+        error=ran.error,
         job=job.name,
         job_title=job.title,
-        report=report,
-        attempts=history,
-        thread=thread,
-        waited_seconds=spec.timeout_seconds if state is PipelineState.TIMED_OUT else None,
-        settled_at=settlement.received_at if settlement else None,
+        report=ran.report,
+        attempts=ran.attempts,
+        thread=ran.thread,
+        waited_seconds=spec.timeout_seconds if ran.state is PipelineState.TIMED_OUT else None,
+        settled_at=ran.ended_at,
     )
-    receipt = await _notify(ctx, notification)
+    receipt = await notify(ctx, notification)
     outcome = PipelineOutcome(
-        state=state, result=result, error=error, run=run, notification=receipt, report=report, attempts=history
+        state=ran.state,
+        result=ran.result,
+        error=ran.error,
+        run=ran.run,
+        notification=receipt,
+        report=ran.report,
+        attempts=ran.attempts,
     )
     await ctx.run(steps.record_outcome, spec.id, outcome, job.name)
     return outcome
-
-
-def _watch(deps: steps.WorkerDeps, spec: PipelineSpec, promise_id: str, run_id: int, attempt: int) -> WatchRequest:
-    return WatchRequest(
-        pipeline_id=spec.id,
-        promise_id=promise_id,
-        run_id=run_id,
-        interval_seconds=deps.watchdog_interval_seconds,
-        job=spec.job,
-        attempt=attempt,
-    )
-
-
-def _ending(settlement: Settlement | None, spec: PipelineSpec) -> tuple[PipelineState, dict | None, RunError | None]:
-    """The state an outcome gives the pipeline (if nothing repairs it), its result and error."""
-    if settlement is None:
-        error = RunError(
-            type="TimedOut",
-            message=f"no outcome from Databricks within {spec.timeout_seconds} s; the run was stopped",
-        )
-        return PipelineState.TIMED_OUT, None, error
-    return _STATE_BY_STATUS[settlement.status], settlement.result, settlement.error
-
-
-def _ended(attempt: Attempt, settlement: Settlement) -> Attempt:
-    return attempt.model_copy(update={"outcome": settlement.status, "error": settlement.error})
-
-
-def _if_changed(parameters: dict[str, str], spec: PipelineSpec) -> dict[str, str] | None:
-    """An attempt's parameters as its record holds them: all of them if a repair changed any, else None."""
-    return parameters if parameters != spec.parameters else None
-
-
-def _not_repaired(decision: RepairDecision | None, window_seconds: int, cause: RunError | None) -> RunError:
-    failed = f": {cause.type}: {cause.message}" if cause else ""
-    if decision is None:
-        return RunError(
-            type="RepairWindowExpired",
-            message=f"nobody repaired or abandoned it within its repair window ({window_seconds} s); "
-            f"the run stays failed{failed}",
-        )
-    return RunError(type="Abandoned", message=f"abandoned by {decision.by}; the run stays failed{failed}")
-
-
-async def _await_decision(
-    ctx: Context,
-    spec: PipelineSpec,
-    job: Job,
-    settlement: Settlement,
-    run: DatabricksRun,
-    attempts: list[Attempt],
-    thread: list[str],
-    parameters: dict[str, str],
-) -> tuple[RepairDecision | None, list[str]]:
-    """Wait, holding nothing, for a person to repair or abandon the pipeline; None when the window ends.
-
-    The wait is a promise of the workflow's own (its timeout the repair
-    window), found by the gateway through the attempt's record, and settled
-    by ``POST /pipelines/{id}/repair`` or ``/abandon``. The person is told by
-    an email that says what failed and how to repair it.
-    """
-    window = job.repair.manual_window_seconds
-    decision = ctx.promise(timeout=timedelta(seconds=window))
-    decision_id = await decision.id()
-    number = len(attempts)
-    record = await ctx.run(
-        steps.record_attempt,
-        spec.id,
-        promise_tree.repair_window_id(spec.id, number),
-        AttemptRecord(attempt=attempts[-1], decision_promise_id=decision_id),
-        window,
-    )
-    notice = Notification(
-        pipeline_id=spec.id,
-        email=spec.email,
-        state=PipelineState.AWAITING_REPAIR,
-        kind="awaiting_repair",
-        # What the failed attempt ran with: a repair may have changed the start's.
-        parameters=parameters,
-        run=run,
-        error=settlement.error,
-        job=job.name,
-        job_title=job.title,
-        report=settlement.report,
-        attempts=attempts if len(attempts) > 1 else [],
-        thread=list(thread),
-        repair_deadline=record.repair_deadline,
-        settled_at=settlement.received_at,
-    )
-    receipt = await _notify(ctx, notice)
-    sent = [receipt.message_id] if receipt.delivered and receipt.message_id else []
-    try:
-        return RepairDecision.model_validate(await decision), sent
-    except ApplicationError:
-        # The promise's timeout (the repair window) passed; our services only resolve it.
-        return None, sent
-
-
-async def _await_settlement(ctx: Context, callback, promise_id: str) -> Settlement | None:
-    """The callback's settlement, or None when the promise timed out."""
-    try:
-        return Settlement.model_validate(await callback)
-    except ApplicationError:
-        # Our services only ever resolve this promise, so a rejection is the
-        # server's timeout, or someone settling it behind our back.
-        state = await ctx.run(steps.callback_promise_state, promise_id)
-        if state == "rejected_timedout":
-            return None
-        cause = RunError(type="CallbackRejected", message=f"the callback promise was {state} outside this system")
-        return Settlement(status="failure", error=cause, source="worker", received_at=steps.now_ms())
-
-
-async def _notify(ctx: Context, notification: Notification) -> NotificationReceipt:
-    try:
-        value = await ctx.options(target=names.NOTIFIER_GROUP).rpc(names.SEND_PIPELINE_EMAIL, notification)
-    except Exception as exc:
-        # The notifier retries transient SMTP trouble itself; reaching here
-        # means it gave up (or its promise timed out). The pipeline's outcome
-        # stands, and the failed notification is recorded with it. Any
-        # exception, not only ApplicationError: Resonate hands the awaiter the
-        # notifier's own exception whenever this process can unpickle it (a
-        # ValueError, an email.errors defect), and the pipeline must end all
-        # the same. Suspension is a BaseException and passes through.
-        return NotificationReceipt(delivered=False, error=f"notification failed: {exc.__class__.__name__}: {exc}")
-    return NotificationReceipt.model_validate(value)

@@ -377,7 +377,9 @@ class Pipelines:
         record = await self._call(
             dispatch(
                 self._promises,
-                promise_tree.hint_check_id(watch.pipeline_id, watch.attempt, event, window),
+                promise_tree.hint_check_id(
+                    promise_tree.base_of(watch.pipeline_id, watch.step), watch.attempt, event, window
+                ),
                 names.WATCH_DATABRICKS_RUN,
                 watch.model_dump(mode="json"),
                 group=names.WORKER_GROUP,
