@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from pipeline_shared.models import (
 )
 from pipeline_worker.databricks import RepairMade, RunView
 from pipeline_worker.run_states import verdict
+from pipeline_worker.runner import run_pipeline as run_pipeline_code
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
@@ -45,8 +47,53 @@ UNUSED_DATABASE_URL = "postgresql://unused@unused.invalid/resonate"
 #: The repository's job catalogue: unit tests start the jobs users start.
 CATALOGUE_FILE = Path(__file__).resolve().parents[2] / "infra" / "catalogue.toml"
 CATALOGUE = Catalogue.load(CATALOGUE_FILE)
+
+
+def _with_onboarding(catalogue: Catalogue) -> Catalogue:
+    """``catalogue`` and, if it lacks them, the onboarding example's three jobs and its pipeline."""
+    document = catalogue.model_dump(mode="json", exclude={"startable"})
+    step_job = {
+        "completion": "callback",
+        "standalone": False,
+        "databricks_job_id": None,
+        "repair": {"manual_window_seconds": 3600},
+    }
+    for name, parameter in (("ingest-upload", "upload"), ("risk-score", "table"), ("report-build", "table")):
+        document["jobs"].setdefault(
+            name,
+            step_job
+            | {
+                "name": name,
+                "title": name,
+                "description": name,
+                "databricks_job_name": name,
+                "parameters": {parameter: {"description": parameter, "required": True}},
+            },
+        )
+    document["pipelines"].setdefault(
+        "customer-onboarding",
+        {
+            "name": "customer-onboarding",
+            "title": "Customer onboarding",
+            "description": "Ingest, score and report, approve a high risk, email.",
+            "jobs": ["ingest-upload", "risk-score", "report-build"],
+            "parameters": {
+                "upload": {"description": "upload", "default": "/Workspace/Shared/pipelines/samples/customers.csv"},
+                "approval_threshold": {
+                    "description": "threshold",
+                    "default": "70",
+                    "integer": {"minimum": 0, "maximum": 100},
+                },
+            },
+        },
+    )
+    return Catalogue.model_validate(document)
+
+
+#: The catalogue with the onboarding example in it, whatever the repository's holds.
+COMPOSED_CATALOGUE = _with_onboarding(CATALOGUE)
 #: The Databricks job ids the fake workspace gives the catalogue's jobs found by name.
-JOB_IDS = {name: 1001 + i for i, name in enumerate(CATALOGUE.jobs)}
+JOB_IDS = {name: 1001 + i for i, name in enumerate(COMPOSED_CATALOGUE.jobs)}
 
 
 def run_state(
@@ -154,7 +201,8 @@ class Harness:
                 watchdog_interval_seconds=watchdog_interval,
             )
         )
-        self.resonate.register(run_pipeline, name=names.RUN_PIPELINE)
+        self.resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
+        self.resonate.register(run_pipeline_code, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_VERSION)
         self.resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
 
         async def send_pipeline_email(ctx: Any, notification: Notification) -> NotificationReceipt:
@@ -179,6 +227,29 @@ class Harness:
             }
         )
         return spec, self.resonate.run(spec.id, run_pipeline, spec)
+
+    def start_code(self, job: str, **overrides: Any) -> tuple[PipelineSpec, Any]:
+        """Start catalogue entry ``job`` as the gateway starts a pipeline today: its function, at its version."""
+        spec = PipelineSpec(
+            **{
+                "id": f"p-{uuid.uuid4().hex[:12]}",
+                "email": "user@example.com",
+                "parameters": {},
+                "timeout_seconds": 600,
+                "job": job,
+                "version": 1,
+                **overrides,
+            }
+        )
+        # As long as the gateway gives a pipeline run by its code: room for its steps and gates.
+        lifetime = timedelta(days=90)
+        resonate = self.resonate.options(version=names.RUN_PIPELINE_VERSION, timeout=lifetime)
+        handle = resonate.run(spec.id, names.RUN_PIPELINE, spec)
+        return spec, handle
+
+    async def wait_for_step_run(self, pipeline_id: str, step: str) -> DatabricksRun:
+        """The run of job step ``step``, once its trigger recorded it."""
+        return await self.wait_for_run_of(promise_tree.step_base(pipeline_id, step))
 
     async def wait_for_run(self, spec: PipelineSpec) -> DatabricksRun:
         return await self.wait_for_run_of(spec.id)

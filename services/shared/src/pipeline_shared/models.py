@@ -216,7 +216,8 @@ class Notification(_Model):
     #: The step the email is about or is (its id, see :class:`StepSummary`);
     #: None for an email about the whole pipeline.
     step: str | None = None
-    #: For a ``step`` email: its subject and paragraphs, as the pipeline's code wrote them.
+    #: For a ``step`` email: the step's name, its subject and paragraphs, as the pipeline's code wrote them.
+    step_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,79}$")] | None = None
     subject: Annotated[str, StringConstraints(max_length=200)] | None = None
     lines: list[Annotated[str, StringConstraints(max_length=5000)]] = Field(default_factory=list, max_length=100)
     #: The pipeline's steps, for an email about several of them (empty: a pipeline of one job).

@@ -651,7 +651,7 @@ def _email_summary(step: str, email: EmailStep) -> StepSummary:
     return StepSummary(
         id=step,
         kind=StepKind.EMAIL,
-        name=email.notification.subject or "email",
+        name=email.notification.step_name or "email",
         state=state,
         message_id=receipt.message_id if receipt else None,
         error=None if receipt is None or receipt.delivered else RunError(type="NotSent", message=receipt.error or ""),

@@ -15,10 +15,12 @@ from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
 
 from . import metrics
 from .databricks import DatabricksConfig, DatabricksJobs
+from .registration import load_pipelines
+from .runner import run_pipeline
 from .settings import WorkerSettings
 from .steps import WorkerDeps
 from .watchdog import WATCH_RETRY, watch_databricks_run
-from .workflows import run_pipeline
+from .workflows import run_pipeline as run_one_job_pipeline
 
 logger = logging.getLogger("pipeline_worker")
 
@@ -53,7 +55,9 @@ async def main() -> None:
         )
     )
     metrics.export_from_zero(list(settings.catalogue.jobs))
-    resonate.register(run_pipeline, name=names.RUN_PIPELINE)
+    load_pipelines(settings.pipeline_modules, settings.catalogue)
+    resonate.register(run_one_job_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
+    resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_VERSION)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
     logger.info(
         "Databricks at %s, signing in with %s; catalogue %s: %s",

@@ -16,7 +16,6 @@ process, thread or lease is held, and any worker may resume it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from resonate.context import Context
@@ -41,6 +40,7 @@ from pipeline_shared.models import (
 )
 
 from . import steps, watchdog
+from .calls import JobTarget
 
 #: Databricks outages must not fail a pipeline whose job is fine: retry the
 #: trigger for as long as the pipeline itself may wait, backing off to a minute.
@@ -54,25 +54,6 @@ _STATE_BY_STATUS = {
     "failure": PipelineState.FAILED,
     "cancelled": PipelineState.CANCELLED,
 }
-
-
-@dataclass(frozen=True)
-class JobTarget:
-    """What one run of a job is for: whose pipeline, which step, which job, with what."""
-
-    pipeline_id: str
-    #: The id its promises hang off: the pipeline's (a one-job workflow) or its step's (``P:N``).
-    base: str
-    #: The step's id (``N``); None for a one-job workflow.
-    step: str | None
-    #: The step's name (the job's, unless the pipeline's code named it).
-    name: str
-    job: str
-    parameters: dict[str, str]
-    email: str
-    timeout_seconds: int
-    #: The job as the start named it (None: a spec stored before the catalogue, the default job).
-    catalogue_name: str | None = None
 
 
 async def run_job(ctx: Context, target: JobTarget) -> JobRun:

@@ -52,6 +52,13 @@ class WorkerSettings(CatalogueSettings):
     REPORT_OUTPUT_BUDGET_BYTES: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Workflow executions held at once by this process (Resonate leases).
     MAX_CONCURRENT_TASKS: int = Field(default=256, gt=0)
+    #: A team's pipelines: importable modules (comma-separated) whose ``@pipeline``
+    #: functions are registered beside the shipped ones, e.g. ``acme_pipelines``.
+    PIPELINE_MODULES: str = ""
+
+    @property
+    def pipeline_modules(self) -> list[str]:
+        return [name.strip() for name in self.PIPELINE_MODULES.split(",") if name.strip()]
 
     @field_validator("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", mode="before")
     @classmethod

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
 from resonate.context import Context
+from resonate.error import ServerError
 from resonate.promises import Promises
 from resonate.types import Value
 
@@ -23,6 +24,8 @@ from pipeline_shared.callbacks import settle_callback, stored_settlement
 from pipeline_shared.catalogue import Catalogue, Completion, Job
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import (
+    ApprovalDecision,
+    ApprovalRecord,
     Attempt,
     AttemptRecord,
     JobStepRecord,
@@ -36,10 +39,8 @@ from pipeline_shared.signing import derive_callback_key
 from pipeline_shared.testhooks import TestHooks
 
 from . import metrics
+from .calls import GateCall, JobTarget
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
-
-if TYPE_CHECKING:
-    from .job_runs import JobTarget
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +154,58 @@ async def _start_step(deps: WorkerDeps, target: JobTarget) -> str | None:
 
 async def cancelled_by(deps: WorkerDeps, pipeline_id: str) -> str | None:
     """Who cancelled the pipeline (its cancel marker's ``by``), or None while nobody has."""
-    marker = await deps.promises.get(promise_tree.cancel_marker_id(pipeline_id))
-    if marker is None:
-        return None
+    try:
+        marker = await deps.promises.get(promise_tree.cancel_marker_id(pipeline_id))
+    except ServerError as exc:
+        if exc.code == 404:
+            return None
+        raise
     data = marker.param.data
     return str(data.get("by") or "someone") if isinstance(data, dict) else "someone"
+
+
+class OpenedGate(BaseModel):
+    """What opening an approval gate did: its record, and who cancelled the pipeline first, if anyone did."""
+
+    gate: ApprovalRecord
+    cancelled_by: str | None = None
+
+    @property
+    def notify(self) -> list[str]:
+        return list(self.gate.notify)
+
+
+async def open_gate(ctx: Context, call: GateCall, decision_id: str) -> OpenedGate:
+    """Write the gate's record where the gateway finds it; once cancelled, close it at once.
+
+    The deadline is the decision promise's own timeout, read back, so the
+    record and the wait end together.
+    """
+    deps = ctx.get_dependency(WorkerDeps)
+    decision = await deps.promises.get(decision_id)
+    record = ApprovalRecord(
+        step=call.step,
+        name=call.name,
+        message=call.message,
+        scopes=list(call.scopes),
+        deadline=decision.timeout_at,
+        decision_promise_id=decision_id,
+        notify=list(call.notify),
+        opened_at=now_ms(),
+    )
+    created = await deps.promises.create(
+        promise_tree.approval_record_id(promise_tree.step_base(call.pipeline_id, call.step)),
+        timeout_at=now_ms() + RECORD_RETENTION_MS,
+        param=Value(data=record.model_dump(mode="json")),
+        tags={"resonate:origin": call.pipeline_id},
+    )
+    by = await cancelled_by(deps, call.pipeline_id)
+    if by is not None and decision.state == "pending":
+        closed = ApprovalDecision(action="cancel", by=by, decided_at=now_ms())
+        await deps.promises.resolve(decision_id, Value(data=closed.model_dump(mode="json")))
+    with pipeline_context(call.pipeline_id):
+        logger.info("approval gate opened", extra={"fields": {"step": call.step, "gate": call.name}})
+    return OpenedGate(gate=ApprovalRecord.model_validate(created.param.data), cancelled_by=by)
 
 
 def refused_parameters(job: Job, parameters: dict[str, str]) -> RunError | None:

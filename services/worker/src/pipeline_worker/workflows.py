@@ -16,7 +16,8 @@ from resonate.context import Context
 from pipeline_shared.models import Notification, PipelineOutcome, PipelineSpec, PipelineState
 
 from . import steps
-from .job_runs import JobTarget, notify, run_job
+from .calls import JobTarget
+from .job_runs import notify, run_job
 
 
 async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:

@@ -1,0 +1,301 @@
+"""Pipelines run by their code (run_pipeline version 2) on Resonate's in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from resonate.types import Value
+
+from pipeline_shared import ids, promise_tree
+from pipeline_shared.models import (
+    ApprovalDecision,
+    ApprovalRecord,
+    JobStepRecord,
+    PipelineOutcome,
+    PipelineState,
+    StepKind,
+    StepState,
+)
+from pipeline_shared.promise_tree import PipelineTree
+from pipeline_worker.steps import now_ms
+from tests.support.pipeline_harness import COMPOSED_CATALOGUE, Harness
+
+ONBOARDING = "customer-onboarding"
+
+
+@pytest.fixture
+async def harness():
+    h = Harness(catalogue=COMPOSED_CATALOGUE)
+    yield h
+    await h.resonate.stop()
+
+
+async def outcome_of(handle: Any) -> PipelineOutcome:
+    return PipelineOutcome.model_validate(await asyncio.wait_for(handle.result(), 10))
+
+
+async def tree_of(harness: Harness, pipeline_id: str) -> PipelineTree:
+    """Every promise of the pipeline, read as the gateway reads them."""
+    records = {i: await harness.resonate.promises.get(i) for i in harness.promise_ids(pipeline_id)}
+    return PipelineTree(records.pop(pipeline_id), records)
+
+
+async def finish_step(harness: Harness, pipeline_id: str, step: str, result: dict, status: str = "success") -> None:
+    await harness.wait_for_step_run(pipeline_id, step)
+    base = promise_tree.step_base(pipeline_id, step)
+    await harness.settle_id(pipeline_id, promise_tree.callback_promise_id(base), status=status, result=result)
+
+
+async def open_gate(harness: Harness, pipeline_id: str, step: str) -> ApprovalRecord:
+    record_id = promise_tree.approval_record_id(promise_tree.step_base(pipeline_id, step))
+    async with asyncio.timeout(5):
+        while (record := await harness.promises_get(record_id)) is None:
+            await asyncio.sleep(0.01)
+    return ApprovalRecord.model_validate(record.param.data)
+
+
+async def decide_gate(harness: Harness, gate: ApprovalRecord, action: str, comment: str = "") -> None:
+    decision = ApprovalDecision(action=action, by="key:approver", comment=comment, decided_at=now_ms())
+    await harness.resonate.promises.resolve(gate.decision_promise_id, Value(data=decision.model_dump(mode="json")))
+
+
+# ── a standalone job: the one-job pipeline ────────────────────────────────────
+
+
+async def test_a_standalone_job_runs_as_one_job_step_and_reads_as_today(harness: Harness) -> None:
+    spec, handle = harness.start_code("csv-statistics", parameters={"source": ""})
+    run = await harness.wait_for_step_run(spec.id, "1")
+    base = promise_tree.step_base(spec.id, "1")
+    await harness.settle_id(spec.id, promise_tree.callback_promise_id(base), status="success", result={"rows": 3})
+
+    outcome = await outcome_of(handle)
+
+    assert (outcome.state, outcome.result, outcome.run) == (PipelineState.SUCCEEDED, {"rows": 3}, run)
+    [sent] = harness.notifications
+    assert (sent.kind, sent.state, sent.result, sent.run, sent.steps) == ("outcome", "succeeded", {"rows": 3}, run, [])
+    # One run, keyed by the step, and the step's record where the gateway finds it.
+    assert list(harness.jobs.runs_by_token) == [ids.idempotency_token("unit", base)]
+    record = await harness.promises_get(promise_tree.job_step_record_id(base))
+    assert JobStepRecord.model_validate(record.param.data).job == "csv-statistics"
+    [step] = (await tree_of(harness, spec.id)).steps()
+    assert (step.id, step.kind, step.name, step.state, step.run) == (
+        "1",
+        StepKind.JOB,
+        "csv-statistics",
+        "succeeded",
+        run,
+    )
+
+
+async def test_a_failed_standalone_job_fails_the_pipeline_with_its_cause(harness: Harness) -> None:
+    spec, handle = harness.start_code("nightly-refresh")
+    await harness.wait_for_step_run(spec.id, "1")
+    base = promise_tree.step_base(spec.id, "1")
+    error = {"type": "ValueError", "message": "bad table"}
+    await harness.settle_id(spec.id, promise_tree.callback_promise_id(base), status="failure", error=error)
+
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error.type == "ValueError"
+    assert harness.notifications[-1].state is PipelineState.FAILED
+
+
+# ── the onboarding example ───────────────────────────────────────────────────
+
+
+async def start_onboarding(harness: Harness, threshold: str = "70") -> tuple[Any, Any]:
+    return harness.start_code(
+        ONBOARDING,
+        parameters={"upload": "/Workspace/Shared/pipelines/samples/customers.csv", "approval_threshold": threshold},
+    )
+
+
+async def test_onboarding_runs_the_pair_side_by_side_from_ingests_output(harness: Harness) -> None:
+    spec, handle = await start_onboarding(harness)
+    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t1", "rows": 5})
+
+    # Both of the pair are started before either ends, with ingest's output.
+    score_run = await harness.wait_for_step_run(spec.id, "2")
+    report_run = await harness.wait_for_step_run(spec.id, "3")
+    assert score_run != report_run
+    tables = [call["table"] for call in harness.jobs.run_now_calls[1:]]
+    assert tables == ["/Volumes/onboarding/t1", "/Volumes/onboarding/t1"]
+
+    await finish_step(harness, spec.id, "3", {"report": {"columns": 4}, "rows": 5})
+    await finish_step(harness, spec.id, "2", {"score": 12, "rows": 5})
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED
+    assert outcome.result == {"table": "/Volumes/onboarding/t1", "score": 12, "report": {"columns": 4}}
+    # Below the threshold: no gate. The summary email, then the outcome's, listing every step.
+    kinds = [n.kind for n in harness.notifications]
+    assert kinds == ["step", "outcome"]
+    summary, ended = harness.notifications
+    assert summary.step == "4" and [s.name for s in summary.steps] == ["ingest-upload", "risk-score", "report-build"]
+    assert [(s.id, s.kind, s.state) for s in ended.steps] == [
+        ("1", "job", "succeeded"),
+        ("2", "job", "succeeded"),
+        ("3", "job", "succeeded"),
+        ("4", "email", "sent"),  # the summary
+    ]
+    steps = (await tree_of(harness, spec.id)).steps()
+    assert [(s.id, s.kind, s.state) for s in steps] == [(s.id, s.kind, s.state) for s in ended.steps]
+    assert len(harness.jobs.runs_by_token) == 3
+
+
+async def test_a_high_score_waits_for_approval_holding_nothing_then_carries_on(harness: Harness) -> None:
+    spec, handle = await start_onboarding(harness, threshold="50")
+    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t2", "rows": 5})
+    await finish_step(harness, spec.id, "2", {"score": 80, "rows": 5})
+    await finish_step(harness, spec.id, "3", {"report": {}, "rows": 5})
+
+    gate = await open_gate(harness, spec.id, "4")
+    assert (gate.name, gate.scopes, gate.notify) == ("high-risk", ["approve"], ["user@example.com"])
+    assert gate.deadline - gate.opened_at == pytest.approx(2 * 24 * 3600 * 1000, abs=2000)
+    [request] = [n for n in harness.notifications if n.kind == "approval_request"]
+    assert request.approval == gate and request.step == "4"
+    tree = await tree_of(harness, spec.id)
+    assert [g.record.name for g in tree.open_gates()] == ["high-risk"]
+    assert tree.steps()[-1].state is StepState.AWAITING_APPROVAL
+
+    await decide_gate(harness, gate, "approve", comment="known customer")
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED and outcome.result["score"] == 80
+    steps = (await tree_of(harness, spec.id)).steps()
+    assert [(s.kind, s.state) for s in steps] == [
+        ("job", "succeeded"),
+        ("job", "succeeded"),
+        ("job", "succeeded"),
+        ("approval", "approved"),
+        ("email", "sent"),
+    ]
+    assert steps[3].decision.comment == "known customer"
+
+
+async def test_a_rejection_ends_the_pipeline_failed_and_sends_no_summary(harness: Harness) -> None:
+    spec, handle = await start_onboarding(harness, threshold="0")
+    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t3", "rows": 1})
+    await finish_step(harness, spec.id, "2", {"score": 1, "rows": 1})
+    await finish_step(harness, spec.id, "3", {"report": {}, "rows": 1})
+    gate = await open_gate(harness, spec.id, "4")
+
+    await decide_gate(harness, gate, "reject", comment="no")
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error.type == "Rejected"
+    assert "no" in outcome.error.message
+    assert [n.kind for n in harness.notifications] == ["approval_request", "outcome"]
+
+
+async def test_a_failed_first_job_stops_the_pipeline_before_the_pair(harness: Harness) -> None:
+    spec, handle = await start_onboarding(harness)
+    await harness.wait_for_step_run(spec.id, "1")
+    base = promise_tree.step_base(spec.id, "1")
+    # A failure no person repairs: abandon it at once.
+    error = {"type": "FileNotFoundError", "message": "no upload"}
+    await harness.settle_id(spec.id, promise_tree.callback_promise_id(base), status="failure", error=error)
+    window = await harness.wait_for_record(promise_tree.repair_window_id(base, 1))
+    from pipeline_shared.models import RepairDecision
+
+    decision = RepairDecision(action="abandon", by="key:tester", decided_at=now_ms())
+    await harness.resonate.promises.resolve(window.decision_promise_id, Value(data=decision))
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error.type == "Abandoned"
+    assert len(harness.jobs.runs_by_token) == 1
+    assert [n.kind for n in harness.notifications] == ["awaiting_repair", "outcome"]
+
+
+async def test_a_middle_job_repaired_by_a_person_carries_the_pipeline_on_without_rerunning_the_first(
+    harness: Harness,
+) -> None:
+    spec, handle = await start_onboarding(harness)
+    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t4", "rows": 5})
+    await finish_step(harness, spec.id, "3", {"report": {}, "rows": 5})
+    score_run = await harness.wait_for_step_run(spec.id, "2")
+    base = promise_tree.step_base(spec.id, "2")
+    error = {"type": "RuntimeError", "message": "model not loaded"}
+    await harness.settle_id(spec.id, promise_tree.callback_promise_id(base), status="failure", error=error)
+    window = await harness.wait_for_record(promise_tree.repair_window_id(base, 1))
+    assert (await tree_of(harness, spec.id)).steps()[1].state is StepState.AWAITING_REPAIR
+    from pipeline_shared.models import RepairDecision
+
+    decision = RepairDecision(action="repair", by="key:tester", decided_at=now_ms())
+    await harness.resonate.promises.resolve(window.decision_promise_id, Value(data=decision))
+    attempt = await harness.wait_for_record(promise_tree.attempt_record_id(base, 1))
+    await harness.settle_id(spec.id, attempt.callback_promise_id, status="success", result={"score": 3, "rows": 5})
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.SUCCEEDED
+    assert len(harness.jobs.runs_by_token) == 3 and list(harness.jobs.repairs) == [score_run.run_id]
+    score = (await tree_of(harness, spec.id)).steps()[1]
+    assert (score.state, score.attempts) == (StepState.SUCCEEDED, 2)
+
+
+async def test_a_cancel_marker_stops_every_step_not_yet_started(harness: Harness) -> None:
+    spec, handle = await start_onboarding(harness)
+    await harness.wait_for_step_run(spec.id, "1")
+    await harness.resonate.promises.create(
+        promise_tree.cancel_marker_id(spec.id),
+        timeout_at=now_ms() + 3_600_000,
+        param=Value(data={"by": "key:owner", "at": now_ms()}),
+        tags={"resonate:origin": spec.id},
+    )
+    # The gateway also settles the running step's callback as cancelled.
+    base = promise_tree.step_base(spec.id, "1")
+    await harness.settle_id(
+        spec.id, promise_tree.callback_promise_id(base), status="cancelled", source="user", by="key:owner"
+    )
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.CANCELLED and "key:owner" in outcome.error.message
+    assert len(harness.jobs.runs_by_token) == 1 and len(harness.jobs.cancelled) == 1
+
+
+async def test_a_parameter_the_catalogue_refuses_fails_the_step_and_never_reaches_databricks(harness: Harness) -> None:
+    _, handle = harness.start_code("csv-statistics", parameters={"source": "/etc/passwd"})
+    outcome = await outcome_of(handle)
+
+    assert outcome.state is PipelineState.FAILED and outcome.error.type == "InvalidParameters"
+    assert "source" in outcome.error.message and harness.jobs.run_now_calls == []
+
+
+async def test_the_outcome_email_goes_once_even_when_the_code_raises(harness: Harness) -> None:
+    from pipeline_worker.pipelines import pipeline
+
+    @pipeline("test-raises")
+    async def raises(p: Any) -> None:
+        await p.job("not-listed")
+
+    catalogue = COMPOSED_CATALOGUE.model_copy()
+    entry = COMPOSED_CATALOGUE.pipeline(ONBOARDING).model_copy(
+        update={"name": "test-raises", "function": "test-raises"}
+    )
+    object.__setattr__(catalogue, "pipelines", {**catalogue.pipelines, "test-raises": entry})
+    catalogue.__dict__.pop("startable", None)
+    h = Harness(catalogue=catalogue)
+    try:
+        _, handle = h.start_code("test-raises")
+        outcome = await outcome_of(handle)
+    finally:
+        await h.resonate.stop()
+
+    assert outcome.state is PipelineState.FAILED and outcome.error.type == "PipelineCodeError"
+    assert "not-listed" in outcome.error.message
+    assert [n.kind for n in h.notifications] == ["outcome"]
+
+
+def test_results_are_json_of_bounded_size() -> None:
+    from pipeline_worker.runner import MAX_RESULT_BYTES, _returned
+
+    assert _returned({"a": 1}) == (PipelineState.SUCCEEDED, {"a": 1}, None)
+    assert _returned(7)[1] == {"value": 7}
+    state, _, error = _returned({"a": "x" * MAX_RESULT_BYTES})
+    assert state is PipelineState.FAILED and error.type == "ResultTooLarge"
+    state, _, error = _returned({"a": object()})
+    assert state is PipelineState.FAILED and error.type == "ResultNotJSON"
+    assert json.dumps(_returned(None)[1]) == "null"
