@@ -271,13 +271,7 @@ async def test_the_outcome_email_goes_once_even_when_the_code_raises(harness: Ha
     async def raises(p: Any) -> None:
         await p.job("not-listed")
 
-    catalogue = COMPOSED_CATALOGUE.model_copy()
-    entry = COMPOSED_CATALOGUE.pipeline(ONBOARDING).model_copy(
-        update={"name": "test-raises", "function": "test-raises"}
-    )
-    object.__setattr__(catalogue, "pipelines", {**catalogue.pipelines, "test-raises": entry})
-    catalogue.__dict__.pop("startable", None)
-    h = Harness(catalogue=catalogue)
+    h = Harness(catalogue=_catalogue_with("test-raises", 1))
     try:
         _, handle = h.start_code("test-raises")
         outcome = await outcome_of(handle)
@@ -299,3 +293,86 @@ def test_results_are_json_of_bounded_size() -> None:
     state, _, error = _returned({"a": object()})
     assert state is PipelineState.FAILED and error.type == "ResultNotJSON"
     assert json.dumps(_returned(None)[1]) == "null"
+
+
+# ── versions and a team's module ─────────────────────────────────────────────
+
+
+def _catalogue_with(name: str, version: int):
+    """The composed catalogue and pipeline ``name`` (its function's name too) at ``version``, running csv-statistics."""
+    from pipeline_shared.catalogue import Catalogue
+
+    document = COMPOSED_CATALOGUE.model_dump(mode="json")
+    document["pipelines"][name] = {
+        "name": name,
+        "title": name,
+        "description": name,
+        "version": version,
+        "jobs": ["csv-statistics"],
+    }
+    return Catalogue.model_validate(document)
+
+
+async def test_a_pipeline_started_on_one_version_finishes_on_it_after_the_next_is_deployed() -> None:
+    from pipeline_worker.pipelines import pipeline
+
+    @pipeline("test-versioned", version=1)
+    async def first(p: Any) -> dict:
+        await p.job("csv-statistics", {"source": ""})
+        return {"finished_on": 1}
+
+    h = Harness(catalogue=_catalogue_with("test-versioned", 1))
+    try:
+        old, old_handle = h.start_code("test-versioned", version=1)
+        await h.wait_for_step_run(old.id, "1")
+
+        # The next version is deployed: a second job first, then the same one. The catalogue now starts it.
+        @pipeline("test-versioned", version=2)
+        async def second(p: Any) -> dict:
+            await p.email("before", ["a step version 1 never had"])
+            await p.job("csv-statistics", {"source": ""})
+            return {"finished_on": 2}
+
+        new, new_handle = h.start_code("test-versioned", version=2)
+        await h.wait_for_step_run(new.id, "2")
+        for spec, step in ((old, "1"), (new, "2")):
+            callback = promise_tree.callback_promise_id(promise_tree.step_base(spec.id, step))
+            await h.settle_id(spec.id, callback, status="success", result={})
+
+        assert (await outcome_of(old_handle)).result == {"finished_on": 1}
+        assert (await outcome_of(new_handle)).result == {"finished_on": 2}
+        assert len(h.jobs.runs_by_token) == 2
+    finally:
+        await h.resonate.stop()
+
+
+def test_the_worker_loads_a_teams_module_and_refuses_a_catalogue_naming_a_missing_function() -> None:
+    from pipeline_worker.pipelines import registered
+    from pipeline_worker.registration import PipelinesNotLoaded, load_pipelines
+
+    load_pipelines(["tests.support.team_pipelines"], _catalogue_with("team-hello", 1))
+    assert registered("team-hello", 1) is not None
+
+    with pytest.raises(PipelinesNotLoaded, match=r"team-hello needs 'team-hello' version 3 \(registered: 1\)"):
+        load_pipelines([], _catalogue_with("team-hello", 3))
+    with pytest.raises(
+        PipelinesNotLoaded, match=r"'tests.support.no_such_module' does not import: ModuleNotFoundError"
+    ):
+        load_pipelines(["tests.support.no_such_module"], COMPOSED_CATALOGUE)
+
+
+def test_pipeline_code_mistakes_are_named() -> None:
+    from pipeline_worker.pipelines import pipeline
+
+    with pytest.raises(ValueError, match="must match"):
+        pipeline("Not A Name")
+    with pytest.raises(ValueError, match="version must be"):
+        pipeline("fine", version=0)
+
+    async def one(p: Any) -> None: ...
+
+    async def other(p: Any) -> None: ...
+
+    pipeline("test-twice")(one)
+    with pytest.raises(ValueError, match="registered twice"):
+        pipeline("test-twice")(other)
