@@ -439,6 +439,11 @@ STACK_CATALOGUE_CHANGES = {
 }
 
 
+#: A team's own pipeline module and its catalogue entry, which the test stack mounts and appends.
+TEAM_FOLDER = REPO_ROOT / "tests" / "support" / "team"
+TEAM_CATALOGUE = TEAM_FOLDER / "catalogue.toml"
+
+
 def write_stack_catalogue(folder: Path) -> Path:
     """The repository's catalogue with STACK_CATALOGUE_CHANGES applied, as a file compose can mount.
 
@@ -458,6 +463,8 @@ def write_stack_catalogue(folder: Path) -> Path:
         out.append(line)
         if header and section in STACK_CATALOGUE_CHANGES:
             out.extend(f"{name} = {value}" for name, value in STACK_CATALOGUE_CHANGES[section].items())
+    # A team's pipeline, mounted on the worker (TEAM_PIPELINES): its entry as the team writes it.
+    out.append(TEAM_CATALOGUE.read_text(encoding="utf-8"))
     path = folder / "catalogue.toml"
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     path.chmod(0o644)
@@ -493,6 +500,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "API_KEYS_DIR": str(folder),
             "API_KEYS_FILE": KEYS_FILE_IN_CONTAINER,
             "JOB_CATALOGUE": str(catalogue),
+            "TEAM_PIPELINES": str(TEAM_FOLDER),
+            "PIPELINE_MODULES": "team_pipelines",
         }
         compose = DockerCompose(context=REPO_ROOT, compose_file_name=compose_files())
         running = Stack(compose, keys, settings)

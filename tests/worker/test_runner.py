@@ -155,7 +155,10 @@ async def test_a_high_score_waits_for_approval_holding_nothing_then_carries_on(h
     gate = await open_gate(harness, spec.id, "4")
     assert (gate.name, gate.scopes, gate.notify) == ("high-risk", ["approve"], ["user@example.com"])
     assert gate.deadline - gate.opened_at == pytest.approx(2 * 24 * 3600 * 1000, abs=2000)
-    [request] = [n for n in harness.notifications if n.kind == "approval_request"]
+    async with asyncio.timeout(5):
+        while not (requests := [n for n in harness.notifications if n.kind == "approval_request"]):
+            await asyncio.sleep(0.01)
+    [request] = requests
     assert request.approval == gate and request.step == "4"
     tree = await tree_of(harness, spec.id)
     assert [g.record.name for g in tree.open_gates()] == ["high-risk"]
@@ -350,7 +353,7 @@ def test_the_worker_loads_a_teams_module_and_refuses_a_catalogue_naming_a_missin
     from pipeline_worker.pipelines import registered
     from pipeline_worker.registration import PipelinesNotLoaded, load_pipelines
 
-    load_pipelines(["tests.support.team_pipelines"], _catalogue_with("team-hello", 1))
+    load_pipelines(["tests.support.team.team_pipelines"], _catalogue_with("team-hello", 1))
     assert registered("team-hello", 1) is not None
 
     with pytest.raises(PipelinesNotLoaded, match=r"team-hello needs 'team-hello' version 3 \(registered: 1\)"):

@@ -107,7 +107,7 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
             return TriggerOutcome(error=refused)
         parameters = job_parameters(deps, target, target.parameters, promise_id)
         token = ids.idempotency_token(deps.idempotency_namespace, target.base)
-        await deps.hooks.checkpoint("before_run_now", target.pipeline_id)
+        await deps.hooks.checkpoint("before_run_now", target.base)
         try:
             job_id = await deps.databricks.job_id(job)
             try:
@@ -123,7 +123,7 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
         except TransientDatabricksError as exc:
             logger.warning("Databricks unavailable, the step will be retried: %s", exc)
             raise
-        await deps.hooks.checkpoint("after_run_now", target.pipeline_id)
+        await deps.hooks.checkpoint("after_run_now", target.base)
         metrics.RUNS_TRIGGERED.inc()
         logger.info(
             "Databricks run started",
@@ -255,7 +255,7 @@ async def repair_databricks_run(
         except PermanentDatabricksError as exc:
             logger.warning("Databricks refused to repair run %s: %s", run_id, exc)
             return RepairOutcome(error=exc.error)
-        await deps.hooks.checkpoint("after_repair_run", target.pipeline_id)
+        await deps.hooks.checkpoint("after_repair_run", target.base)
         logger.info(
             "Databricks run repaired" if not made.adopted else "Databricks run's repair found already made",
             extra={"fields": {"run_id": run_id, "repair_id": made.repair_id, "attempt": attempt.number}},
