@@ -96,7 +96,7 @@ def test_worker_killed_after_the_emails_before_the_outcome_is_recorded(
 
 def test_resonate_killed_while_the_pair_runs(stack: Stack, batch: Batch) -> None:
     # The pair's notebooks start after 10 s: every pipeline is suspended on two callbacks when the server dies.
-    batch.plan(tasks={SCORE_TASK: {"seconds": 10}})
+    batch.plan(tasks={SCORE_TASK: {"blocked_seconds": 10}})
     start(batch)
     batch.wait_until(
         lambda: all(len(doc["steps"]) == 3 for doc in batch.statuses().values()), "every pair started", timeout=180
