@@ -23,6 +23,12 @@ PIPELINE_OVERDUE_CHECKS = Counter(
     "Watchdog checks that found a pipeline still waiting past its job's expected duration, by catalogue job.",
     ["job"],
 )
+STEPS_FINISHED = Counter(
+    "pipeline_steps_finished_total",
+    "Steps of pipelines run by their code, counted when their pipeline ends, by kind (job, approval, email), "
+    "final state and pipeline.",
+    ["kind", "state", "pipeline"],
+)
 REPAIRS = Counter(
     "databricks_repairs_total",
     "Failed runs repaired (their failed tasks rerun), by who decided: automatic (the job's policy) or person.",

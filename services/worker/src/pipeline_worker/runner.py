@@ -90,7 +90,8 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
     only = runs[0] if len(runs) == 1 and len(p.steps) == 1 else None
     if only is not None and result is None:
         result = only.result
-    summaries = [] if only is not None else [_summary(step) for step in p.steps if step.done]
+    every = [_summary(step) for step in p.steps if step.done]
+    summaries = [] if only is not None else every
     notification = Notification(
         pipeline_id=spec.id,
         email=spec.email,
@@ -118,7 +119,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
         report=only.report if only else None,
         attempts=only.attempts if only else [],
     )
-    await ctx.run(steps.record_outcome, spec.id, outcome, p.name)
+    await ctx.run(steps.record_outcome, spec.id, outcome, p.name, every)
     return outcome
 
 

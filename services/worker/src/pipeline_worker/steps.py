@@ -33,6 +33,7 @@ from pipeline_shared.models import (
     RepairOutcome,
     RunError,
     Settlement,
+    StepSummary,
     TriggerOutcome,
 )
 from pipeline_shared.signing import derive_callback_key
@@ -319,11 +320,15 @@ async def cancel_databricks_run(ctx: Context, pipeline_id: str, run_id: int) -> 
         return None
 
 
-async def record_outcome(ctx: Context, pipeline_id: str, outcome: PipelineOutcome, job: str = "") -> None:
-    """Count and log the final outcome, once per pipeline (barring a crash here)."""
+async def record_outcome(
+    ctx: Context, pipeline_id: str, outcome: PipelineOutcome, job: str = "", steps: list[StepSummary] | None = None
+) -> None:
+    """Count and log the final outcome and its steps, once per pipeline (barring a crash here)."""
     await ctx.get_dependency(WorkerDeps).hooks.checkpoint("after_email", pipeline_id)
     with pipeline_context(pipeline_id):
         metrics.PIPELINES_FINISHED.labels(state=outcome.state.value, job=job).inc()
+        for step in steps or []:
+            metrics.STEPS_FINISHED.labels(kind=step.kind.value, state=step.state.value, pipeline=job).inc()
         logger.info(
             "pipeline finished",
             extra={
