@@ -46,15 +46,10 @@ def describe_column(name: str, values: list[str]) -> dict:
     (count/min/max/mean), any other has its number of distinct values.
     """
     present = [value for value in values if value.strip() != ""]
-    numbers = [parse_number(value) for value in present]
+    numbers = [number for number in map(parse_number, present) if number is not None]
     description: dict = {"name": name, "count": len(present), "missing": len(values) - len(present)}
-    if present and all(number is not None for number in numbers):
-        description.update(
-            type="numeric",
-            min=min(numbers),  # type: ignore[type-var]
-            max=max(numbers),  # type: ignore[type-var]
-            mean=math.fsum(numbers) / len(numbers),  # type: ignore[arg-type]
-        )
+    if present and len(numbers) == len(present):
+        description.update(type="numeric", min=min(numbers), max=max(numbers), mean=math.fsum(numbers) / len(numbers))
     else:
         description.update(type="text", distinct=len(set(present)))
     return description
