@@ -40,11 +40,8 @@
 
 # DBTITLE 1,Data step
 # ruff: noqa: E402, F821 (each cell imports what it uses; the runtime provides dbutils)
-import csv
-import io
-import math
-
 import pipeline_sources
+from csv_summary import csv_statistics
 
 #: A CSV larger than this is refused rather than read into the driver's memory.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
@@ -71,60 +68,7 @@ def read_source(source, policy=None):
     before anything is read.
     """
     policy = policy or pipeline_sources.load_policy()
-    raw = pipeline_sources.read_source(source, policy, MAX_SOURCE_BYTES, SOURCE_TIMEOUT_SECONDS)
-    if len(raw) > MAX_SOURCE_BYTES:
-        raise ValueError(f"source {source} is larger than {MAX_SOURCE_BYTES} bytes")
-    return raw.decode("utf-8-sig")
-
-
-def parse_number(text):
-    """The finite float in `text`, or None (NaN and infinities count as text)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def describe_column(name, values):
-    """Statistics of one column.
-
-    Empty cells are missing; a column whose other cells are all numbers is numeric.
-    """
-    present = [value for value in values if value.strip() != ""]
-    numbers = [parse_number(value) for value in present]
-    description = {"name": name, "count": len(present), "missing": len(values) - len(present)}
-    if present and all(number is not None for number in numbers):
-        description.update(
-            type="numeric",
-            min=min(numbers),
-            max=max(numbers),
-            mean=math.fsum(numbers) / len(numbers),
-        )
-    else:
-        description.update(type="text", distinct=len(set(present)))
-    return description
-
-
-def csv_statistics(text, source_name):
-    """Row and column statistics of a CSV document whose first row is the header."""
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise ValueError(f"{source_name} has no header row")
-    header, body = rows[0], [row for row in rows[1:] if row]
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise ValueError(
-                f"{source_name} row {number} has {len(row)} fields; the header has {len(header)}"
-            )
-    return {
-        "source": source_name,
-        "row_count": len(body),
-        "column_count": len(header),
-        "columns": [
-            describe_column(name, [row[i] for row in body]) for i, name in enumerate(header)
-        ],
-    }
+    return pipeline_sources.read_text(source, policy, MAX_SOURCE_BYTES, SOURCE_TIMEOUT_SECONDS)
 
 
 def summarise(user_parameters):

@@ -232,3 +232,11 @@ def read_source(source: str, policy: SourcePolicy, max_bytes: int, timeout: floa
         raise SourceRefused(f"source {source!r}: a {scheme}: URL is refused; give a listed folder's path or URL")
     with open(checked_path(policy, source), "rb") as handle:
         return handle.read(max_bytes + 1)
+
+
+def read_text(source: str, policy: SourcePolicy, max_bytes: int, timeout: float) -> str:
+    """The text (UTF-8, a byte-order mark dropped) at ``source``, if the policy allows it and it fits ``max_bytes``."""
+    raw = read_source(source, policy, max_bytes, timeout)
+    if len(raw) > max_bytes:
+        raise ValueError(f"source {source} is larger than {max_bytes} bytes")
+    return raw.decode("utf-8-sig")

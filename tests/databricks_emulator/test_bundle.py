@@ -103,6 +103,19 @@ def test_the_bundle_and_the_catalogue_describe_the_same_jobs(bundle):
     )
 
 
+def test_every_pipeline_runs_jobs_the_bundle_deploys(bundle):
+    """A pipeline's steps are catalogue jobs the bundle deploys; a job no client starts alone is some pipeline's."""
+    deployed = _jobs_by_name(bundle)
+    catalogue = Catalogue.load(CATALOGUE)
+    assert catalogue.pipelines, "the catalogue lists pipelines of several jobs"
+    for pipeline in catalogue.pipelines.values():
+        for name in pipeline.jobs:
+            assert catalogue.job(name).databricks_job_name in deployed, f"{pipeline.name}: {name} is not deployed"
+    listed = {name for pipeline in catalogue.pipelines.values() for name in pipeline.jobs}
+    steps_only = {name for name, job in catalogue.jobs.items() if not job.standalone}
+    assert steps_only <= listed, f"no pipeline runs {sorted(steps_only - listed)}, and no client may start them"
+
+
 def test_the_callback_helper_is_deployed_beside_the_notebooks(bundle):
     synced = [(BUNDLE.parent / p).resolve() for p in bundle["sync"]["paths"]]
     helper = (REPO_ROOT / "notebooks" / "pipeline_callback.py").resolve()

@@ -209,7 +209,10 @@ def test_by_default_the_emulator_serves_the_projects_bundle_from_the_working_dir
             "Word frequencies",
             "Nightly refresh",
             "Customer report",
+            "Onboarding ingest",
+            "Onboarding risk score",
+            "Onboarding report",
         ]
-        assert list(health["jobs"]) == ["1001", "1002", "1003", "1004"]
+        assert list(health["jobs"]) == ["1001", "1002", "1003", "1004", "1005", "1006", "1007"]
     finally:
         stop_emulator(emulator)

@@ -23,8 +23,9 @@ from tests.support.emulator_process import NOTEBOOK
 from tests.support.emulator_runs import import_notebook_module, run_notebook
 
 CELLS = parse_notebook(NOTEBOOK.read_text())
-#: The data step imports it, as on a workspace where it sits beside the notebook.
+#: The data step imports them, as on a workspace where they sit beside the notebook.
 import_notebook_module("pipeline_sources")
+import_notebook_module("csv_summary")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ NIGHTLY_REFRESH = NOTEBOOKS / "nightly_refresh.py"
 CUSTOMER_EXTRACT = NOTEBOOKS / "customer_extract.py"
 CUSTOMER_PUBLISH = NOTEBOOKS / "customer_publish.py"
 #: What a notebook may import besides the standard library: the helper synced beside it.
-NOTEBOOK_MODULES = {"pipeline_callback", "pipeline_sources"}
+NOTEBOOK_MODULES = {"pipeline_callback", "pipeline_sources", "csv_summary", "onboarding_tables"}
 
 
 @pytest.fixture
@@ -65,6 +65,9 @@ def test_every_file_the_bundle_runs_is_here():
         "customer_extract.py",
         "customer_aggregate.sql",
         "customer_publish.py",
+        "onboarding_ingest.py",
+        "onboarding_risk_score.py",
+        "onboarding_report.py",
     }
     for path in files:
         assert path.is_file(), path

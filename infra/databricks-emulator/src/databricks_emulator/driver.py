@@ -70,13 +70,20 @@ HARNESS_PATH: Final = Path(harness.__file__)
 FAILURE_HANDLING: Final = ("ALL_DONE", "AT_LEAST_ONE_FAILED", "ALL_FAILED")
 
 
-def notebook_environment() -> dict[str, str]:
+#: The driver's environment variable naming the folder that stands for /Volumes/
+#: (notebooks/onboarding_tables.py reads it).
+VOLUMES_ROOT_VARIABLE: Final = "PIPELINE_VOLUMES_ROOT"
+
+
+def notebook_environment(volumes: Path) -> dict[str, str]:
     """The environment a notebook's process gets: the emulator's, without its own settings.
 
     Those hold the workspace's token and OAuth secret, which a notebook's code
     (or whatever it can be made to read, such as /proc/self/environ) must not see.
+    It is told where the workspace's volumes are, as a driver has them at /Volumes/.
     """
-    return {name: value for name, value in os.environ.items() if not name.startswith("DATABRICKS_EMULATOR_")}
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("DATABRICKS_EMULATOR_")}
+    return {**inherited, VOLUMES_ROOT_VARIABLE: str(volumes)}
 
 
 class Outcome(Enum):
@@ -507,7 +514,7 @@ class Driver:
                 stdout=stdout,
                 stderr=stderr,
                 cwd=attempt.run_dir,
-                env=notebook_environment(),
+                env=notebook_environment(self.workspace.volumes),
                 start_new_session=True,
             )
         attempt.pid = process.pid

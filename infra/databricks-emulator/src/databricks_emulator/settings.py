@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     TERMINATING_SECONDS: float = Field(default=0.3, ge=0)
     #: SIGKILL follows SIGTERM this much later when a run's process group is ended.
     KILL_GRACE_SECONDS: float = Field(default=2.0, ge=0)
+    #: The folder that stands for the drivers' ``/Volumes/`` (Unity Catalog volumes), shared by
+    #: every run, as a workspace's volumes are; each notebook's process is told where it is in
+    #: ``PIPELINE_VOLUMES_ROOT``. Unset: a ``Volumes`` folder in the emulator's temporary run
+    #: directory, gone when the emulator stops (as its runs are).
+    VOLUMES_DIR: Path | None = None
 
     @field_validator("PUBLIC_URL")
     @classmethod

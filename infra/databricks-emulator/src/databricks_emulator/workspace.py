@@ -38,6 +38,9 @@ class Workspace:
     def __init__(self, settings: Settings, run_root: Path, bundle: Bundle, notifier: Notifier) -> None:
         self.settings = settings
         self.run_root = run_root
+        #: The folder standing for the drivers' /Volumes/, shared by every run.
+        self.volumes = settings.VOLUMES_DIR or run_root / "Volumes"
+        self.volumes.mkdir(parents=True, exist_ok=True)
         self.bundle = bundle
         self.jobs: dict[int, JobSpec] = {job.job_id: job for job in bundle.jobs}
         self.notifier = notifier
