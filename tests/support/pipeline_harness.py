@@ -49,51 +49,8 @@ CATALOGUE_FILE = Path(__file__).resolve().parents[2] / "infra" / "catalogue.toml
 CATALOGUE = Catalogue.load(CATALOGUE_FILE)
 
 
-def _with_onboarding(catalogue: Catalogue) -> Catalogue:
-    """``catalogue`` and, if it lacks them, the onboarding example's three jobs and its pipeline."""
-    document = catalogue.model_dump(mode="json", exclude={"startable"})
-    step_job = {
-        "completion": "callback",
-        "standalone": False,
-        "databricks_job_id": None,
-        "repair": {"manual_window_seconds": 3600},
-    }
-    for name, parameter in (("ingest-upload", "upload"), ("risk-score", "table"), ("report-build", "table")):
-        document["jobs"].setdefault(
-            name,
-            step_job
-            | {
-                "name": name,
-                "title": name,
-                "description": name,
-                "databricks_job_name": name,
-                "parameters": {parameter: {"description": parameter, "required": True}},
-            },
-        )
-    document["pipelines"].setdefault(
-        "customer-onboarding",
-        {
-            "name": "customer-onboarding",
-            "title": "Customer onboarding",
-            "description": "Ingest, score and report, approve a high risk, email.",
-            "jobs": ["ingest-upload", "risk-score", "report-build"],
-            "parameters": {
-                "upload": {"description": "upload", "default": "/Workspace/Shared/pipelines/samples/customers.csv"},
-                "approval_threshold": {
-                    "description": "threshold",
-                    "default": "70",
-                    "integer": {"minimum": 0, "maximum": 100},
-                },
-            },
-        },
-    )
-    return Catalogue.model_validate(document)
-
-
-#: The catalogue with the onboarding example in it, whatever the repository's holds.
-COMPOSED_CATALOGUE = _with_onboarding(CATALOGUE)
 #: The Databricks job ids the fake workspace gives the catalogue's jobs found by name.
-JOB_IDS = {name: 1001 + i for i, name in enumerate(COMPOSED_CATALOGUE.jobs)}
+JOB_IDS = {name: 1001 + i for i, name in enumerate(CATALOGUE.jobs)}
 
 
 def run_state(

@@ -21,14 +21,19 @@ from pipeline_shared.models import (
 )
 from pipeline_shared.promise_tree import PipelineTree
 from pipeline_worker.steps import now_ms
-from tests.support.pipeline_harness import COMPOSED_CATALOGUE, Harness
+from tests.support.pipeline_harness import CATALOGUE, Harness
 
 ONBOARDING = "customer-onboarding"
 
 
+def table(n: int) -> str:
+    """A table ingest could have written (notebooks/onboarding_tables.py's rule)."""
+    return f"/Volumes/main/onboarding/ingested/customers-{n:016x}.csv"
+
+
 @pytest.fixture
 async def harness():
-    h = Harness(catalogue=COMPOSED_CATALOGUE)
+    h = Harness(catalogue=CATALOGUE)
     yield h
     await h.resonate.stop()
 
@@ -115,21 +120,21 @@ async def start_onboarding(harness: Harness, threshold: str = "70") -> tuple[Any
 
 async def test_onboarding_runs_the_pair_side_by_side_from_ingests_output(harness: Harness) -> None:
     spec, handle = await start_onboarding(harness)
-    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t1", "rows": 5})
+    await finish_step(harness, spec.id, "1", {"table": table(1), "rows": 5})
 
     # Both of the pair are started before either ends, with ingest's output.
     score_run = await harness.wait_for_step_run(spec.id, "2")
     report_run = await harness.wait_for_step_run(spec.id, "3")
     assert score_run != report_run
     tables = [call["table"] for call in harness.jobs.run_now_calls[1:]]
-    assert tables == ["/Volumes/onboarding/t1", "/Volumes/onboarding/t1"]
+    assert tables == [table(1), table(1)]
 
     await finish_step(harness, spec.id, "3", {"report": {"columns": 4}, "rows": 5})
     await finish_step(harness, spec.id, "2", {"score": 12, "rows": 5})
     outcome = await outcome_of(handle)
 
     assert outcome.state is PipelineState.SUCCEEDED
-    assert outcome.result == {"table": "/Volumes/onboarding/t1", "score": 12, "report": {"columns": 4}}
+    assert outcome.result == {"table": table(1), "score": 12, "report": {"columns": 4}}
     # Below the threshold: no gate. The summary email, then the outcome's, listing every step.
     kinds = [n.kind for n in harness.notifications]
     assert kinds == ["step", "outcome"]
@@ -148,7 +153,7 @@ async def test_onboarding_runs_the_pair_side_by_side_from_ingests_output(harness
 
 async def test_a_high_score_waits_for_approval_holding_nothing_then_carries_on(harness: Harness) -> None:
     spec, handle = await start_onboarding(harness, threshold="50")
-    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t2", "rows": 5})
+    await finish_step(harness, spec.id, "1", {"table": table(2), "rows": 5})
     await finish_step(harness, spec.id, "2", {"score": 80, "rows": 5})
     await finish_step(harness, spec.id, "3", {"report": {}, "rows": 5})
 
@@ -181,7 +186,7 @@ async def test_a_high_score_waits_for_approval_holding_nothing_then_carries_on(h
 
 async def test_a_rejection_ends_the_pipeline_failed_and_sends_no_summary(harness: Harness) -> None:
     spec, handle = await start_onboarding(harness, threshold="0")
-    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t3", "rows": 1})
+    await finish_step(harness, spec.id, "1", {"table": table(3), "rows": 1})
     await finish_step(harness, spec.id, "2", {"score": 1, "rows": 1})
     await finish_step(harness, spec.id, "3", {"report": {}, "rows": 1})
     gate = await open_gate(harness, spec.id, "4")
@@ -217,7 +222,7 @@ async def test_a_middle_job_repaired_by_a_person_carries_the_pipeline_on_without
     harness: Harness,
 ) -> None:
     spec, handle = await start_onboarding(harness)
-    await finish_step(harness, spec.id, "1", {"table": "/Volumes/onboarding/t4", "rows": 5})
+    await finish_step(harness, spec.id, "1", {"table": table(4), "rows": 5})
     await finish_step(harness, spec.id, "3", {"report": {}, "rows": 5})
     score_run = await harness.wait_for_step_run(spec.id, "2")
     base = promise_tree.step_base(spec.id, "2")
@@ -305,7 +310,7 @@ def _catalogue_with(name: str, version: int):
     """The composed catalogue and pipeline ``name`` (its function's name too) at ``version``, running csv-statistics."""
     from pipeline_shared.catalogue import Catalogue
 
-    document = COMPOSED_CATALOGUE.model_dump(mode="json")
+    document = CATALOGUE.model_dump(mode="json")
     document["pipelines"][name] = {
         "name": name,
         "title": name,
@@ -361,7 +366,7 @@ def test_the_worker_loads_a_teams_module_and_refuses_a_catalogue_naming_a_missin
     with pytest.raises(
         PipelinesNotLoaded, match=r"'tests.support.no_such_module' does not import: ModuleNotFoundError"
     ):
-        load_pipelines(["tests.support.no_such_module"], COMPOSED_CATALOGUE)
+        load_pipelines(["tests.support.no_such_module"], CATALOGUE)
 
 
 def test_pipeline_code_mistakes_are_named() -> None:
