@@ -185,7 +185,9 @@ class Harness:
         )
         return spec, self.resonate.run(spec.id, run_pipeline, spec)
 
-    def start_code(self, job: str, **overrides: Any) -> tuple[PipelineSpec, Any]:
+    def start_code(
+        self, job: str, lifetime: timedelta = timedelta(days=90), **overrides: Any
+    ) -> tuple[PipelineSpec, Any]:
         """Start catalogue entry ``job`` as the gateway starts a pipeline today: its function, at its version."""
         spec = PipelineSpec(
             **{
@@ -198,8 +200,7 @@ class Harness:
                 **overrides,
             }
         )
-        # As long as the gateway gives a pipeline run by its code: room for its steps and gates.
-        lifetime = timedelta(days=90)
+        # ``lifetime``: the root's own timeout, which the gateway sets (room for every step and gate).
         resonate = self.resonate.options(version=names.RUN_PIPELINE_VERSION, timeout=lifetime)
         handle = resonate.run(spec.id, names.RUN_PIPELINE, spec)
         return spec, handle

@@ -95,6 +95,19 @@ async def test_a_standalone_job_runs_as_one_job_step_and_reads_as_today(harness:
     )
 
 
+async def test_a_wait_ends_before_the_pipeline_does_so_its_outcome_is_still_told(harness: Harness) -> None:
+    from datetime import timedelta
+
+    from pipeline_worker.pipelines import FINISH_MARGIN_SECONDS
+
+    spec, _ = harness.start_code("csv-statistics", lifetime=timedelta(seconds=600), timeout_seconds=3600)
+    await harness.wait_for_step_run(spec.id, "1")
+    callback = await harness.promises_get(promise_tree.callback_promise_id(promise_tree.step_base(spec.id, "1")))
+    root = await harness.promises_get(spec.id)
+
+    assert root.timeout_at - callback.timeout_at == pytest.approx(FINISH_MARGIN_SECONDS * 1000, abs=1500)
+
+
 async def test_a_failed_standalone_job_fails_the_pipeline_with_its_cause(harness: Harness) -> None:
     spec, handle = harness.start_code("nightly-refresh")
     await harness.wait_for_step_run(spec.id, "1")

@@ -59,6 +59,7 @@ from pipeline_shared.recipients import RecipientRefused, check_recipient
 from .blocks import approval_step, job_step
 from .calls import GateCall, JobTarget
 from .job_runs import receipt_of, send_email
+from .steps import now_ms
 
 #: What ``@pipeline`` accepts: an async function of a :class:`Pipeline`.
 PipelineFunction = Callable[["Pipeline"], Awaitable[Any]]
@@ -232,7 +233,7 @@ class Pipeline:
             job=job,
             parameters=_texts(job, parameters or {}),
             email=self.recipient,
-            timeout_seconds=self._spec.timeout_seconds,
+            timeout_seconds=self._left(self._spec.timeout_seconds),
             catalogue_name=job,
         )
         future = self._ctx.options(timeout=_STEP_LIFETIME).run(job_step, target)
@@ -261,6 +262,7 @@ class Pipeline:
         seconds = int(deadline.total_seconds())
         if not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
             raise PipelineCodeError(f"approval {label!r}: the deadline is 1 s to {MAX_TIMEOUT_SECONDS} s")
+        seconds = self._left(seconds)
         bad = [scope for scope in scopes if not _SCOPE.fullmatch(scope)]
         if not scopes or bad:
             raise PipelineCodeError(f"approval {label!r}: scopes must be one or more of {_SCOPE.pattern}: {bad}")
@@ -317,6 +319,16 @@ class Pipeline:
         future = send_email(self._ctx, notification)
         return Step(self, number, StepKind.EMAIL, "outcome", future, lambda receipt: receipt)
 
+    def _left(self, seconds: int) -> int:
+        """``seconds`` of waiting, or less: what is left of the pipeline's own time, less what ending it takes.
+
+        A wait must end before the pipeline does, or nobody would be told. Only
+        the first execution's figure counts: a replay finds the wait's promise
+        made, with the timeout it was made with.
+        """
+        left = (self._ctx.info.timeout_at - now_ms()) // 1000 - FINISH_MARGIN_SECONDS
+        return max(1, min(seconds, left))
+
     def _next(self) -> str:
         self._made += 1
         return str(self._made)
@@ -326,6 +338,9 @@ class Pipeline:
         return step
 
 
+#: What a pipeline keeps of its time for ending after its last wait (cancel a run, email, record):
+#: the least the gateway gives it (PIPELINE_FINISH_GRACE_SECONDS' minimum).
+FINISH_MARGIN_SECONDS = 60
 #: How long a job step's child workflow may live (Resonate caps it at the pipeline's own deadline).
 _STEP_LIFETIME = timedelta(seconds=3 * MAX_TIMEOUT_SECONDS)
 #: A gate's child outlives its deadline by this much, so its own wait times out first.
