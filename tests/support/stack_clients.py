@@ -224,6 +224,13 @@ def assert_timeline_tells(doc: dict[str, Any], events: list[dict[str, Any]]) -> 
     assert times == sorted(times), f"{where}: not in time order: {[event['at'] for event in events]}"
     assert len({event["seq"] for event in events}) == len(events), f"{where}: an event twice"
     triggered = [event["data"]["run_id"] for event in events if event["kind"] == "run_triggered"]
+    jobs = [step for step in doc.get("steps") or [] if step["kind"] == "job"]
+    if len(jobs) > 1:
+        # Several jobs: each step's run triggered once; what the document says of one run is its steps'.
+        runs = [step["run"]["run_id"] for step in jobs if step["run"]]
+        assert sorted(triggered) == sorted(runs), f"{where}: runs {triggered}, steps' {runs}"
+        assert_emails_told(doc, events, where)
+        return
     run = doc["databricks"]
     assert triggered == ([run["run_id"]] if run else []), f"{where}: runs {triggered}, status {run}"
     if run is not None:
@@ -238,6 +245,11 @@ def assert_timeline_tells(doc: dict[str, Any], events: list[dict[str, Any]]) -> 
         in_use,
         started_with if in_use != started_with else None,
     ), f"{where}: parameters"
+    assert_emails_told(doc, events, where)
+
+
+def assert_emails_told(doc: dict[str, Any], events: list[dict[str, Any]], where: str) -> None:
+    """The timeline's last email event is the outcome's, as the status document's receipt says."""
     emails = [event for event in events if event["kind"] in {"email_delivered", "email_refused"}]
     note = doc["notification"]
     if note is not None:
