@@ -102,9 +102,7 @@ class RetryPolicy:
         Exponential with "equal jitter": half fixed, half random, so notifier
         replicas that failed together do not all retry at the same instant.
         """
-        ceiling = min(
-            self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (failed_attempts - 1)
-        )
+        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (failed_attempts - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -193,9 +191,7 @@ def _classify(error: Exception) -> _Failure:
     """
     if (bad_certificate := _certificate_problem(error)) is not None:
         # Retrying cannot make an untrusted certificate trusted.
-        return _Failure(
-            "configuration", f"the server's TLS certificate is not trusted: {bad_certificate}"
-        )
+        return _Failure("configuration", f"the server's TLS certificate is not trusted: {bad_certificate}")
     match error:
         case aiosmtplib.SMTPRecipientsRefused(recipients=refused) if refused:
             failures = [_reply(r.code, r.message, f"RCPT TO {r.recipient}") for r in refused]
@@ -203,9 +199,7 @@ def _classify(error: Exception) -> _Failure:
             # makes the whole send worth retrying.
             return next((f for f in failures if f.kind != "permanent"), failures[0])
         case aiosmtplib.SMTPAuthenticationError(code=code, message=message):
-            return _Failure(
-                "configuration", f"the server refused to authenticate: {code} {message}", code
-            )
+            return _Failure("configuration", f"the server refused to authenticate: {code} {message}", code)
         case aiosmtplib.SMTPSenderRefused(code=code, message=message):
             return _reply(code, message, "MAIL FROM")
         case aiosmtplib.SMTPDataError(code=code, message=message):
@@ -286,8 +280,7 @@ async def deliver(message: EmailMessage, config: SmtpConfig) -> NotificationRece
 
         delay = policy.delay(attempt)
         out_of_time = (
-            policy.deadline_seconds is not None
-            and time.monotonic() - started + delay > policy.deadline_seconds
+            policy.deadline_seconds is not None and time.monotonic() - started + delay > policy.deadline_seconds
         )
         if attempt >= policy.max_attempts or out_of_time:
             raise SmtpTransientError(
