@@ -218,7 +218,18 @@ class Link:
 @dataclass(frozen=True, slots=True)
 class Table:
     columns: list[str]
-    rows: list[list[str]]
+    #: A cell is text, or a link (a Databricks run's page) shown as one in HTML and as its URL in text.
+    rows: list[list[str | Link]]
+
+
+def _cell_text(cell: str | Link) -> str:
+    return cell if isinstance(cell, str) else f"{cell.label} {cell.url}"
+
+
+def _cell_html(cell: str | Link) -> str:
+    if isinstance(cell, str):
+        return html.escape(cell)
+    return f'<a href="{html.escape(cell.url, quote=True)}">{html.escape(cell.label)}</a>'
 
 
 Block = Para | Heading | Facts | Data | Pre | Link | Table
@@ -241,10 +252,11 @@ def render_text(blocks: list[Block], footer: str) -> str:
             case Pre(text):
                 lines += ["  " + line for line in text.splitlines()] + [""]
             case Table(columns, rows):
-                widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+                cells = [columns, *([_cell_text(cell) for cell in row] for row in rows)]
+                widths = [max(len(cell) for cell in column) for column in zip(*cells, strict=True)]
                 lines += [
                     "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                    for row in [columns, *rows]
+                    for row in cells
                 ] + [""]
     lines += ["-- ", footer]
     text = "\n".join(lines)
@@ -287,7 +299,7 @@ def render_html(blocks: list[Block], title: str, footer: str) -> str:
             case Table(columns, rows):
                 head = "".join(f'<th {_CELL} align="left">{e(column)}</th>' for column in columns)
                 body = "".join(
-                    "<tr>" + "".join(f"<td {_CELL}>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows
+                    "<tr>" + "".join(f"<td {_CELL}>{_cell_html(cell)}</td>" for cell in row) + "</tr>" for row in rows
                 )
                 parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     parts += [f'<p style="color:#666;font-size:small">{e(footer)}</p>', "</body></html>"]

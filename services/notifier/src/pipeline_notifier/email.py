@@ -8,6 +8,14 @@ kind of email, the state and the latest attempt, so every composition of the
 same email is the same message to the receiving server, and each email of a
 repaired pipeline (each wait for repair, the outcome) is a message of its own.
 
+A pipeline run by its code sends more: the emails its code asks for (kind
+``step``), a request to the people who may decide at an approval gate (kind
+``approval_request``), and an outcome that sums up every step. What those
+say is :mod:`.step_emails`'s; their Message-IDs are keyed by the step (and
+kind) rather than the pipeline's state, so each step's email is one message
+however often it is sent, and apart from every other step's. A pipeline of
+one job (no steps) gets exactly the emails it always did.
+
 One pipeline, one conversation. A pipeline that is repaired gets several
 emails: one each time a failed run waits for a person, one at the end. Each
 names the earlier ones as RFC 5322 section 3.6.4 says a reply does:
@@ -97,12 +105,24 @@ from .blocks import (
     utc,
     visible,
 )
+from .step_emails import (
+    approval_recipients,
+    approval_request_blocks,
+    gate_name,
+    step_email_blocks,
+    step_subject,
+    summary_blocks,
+)
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
 PIPELINE_ID_HEADER = "X-Pipeline-Id"
 #: The header carrying the state (final, or awaiting repair), for filters and tests.
 PIPELINE_STATE_HEADER = "X-Pipeline-State"
+#: The header carrying the step an email is about or is (its id), for a pipeline run by its code.
+PIPELINE_STEP_HEADER = "X-Pipeline-Step"
+#: A step's id as a header may carry it (the model's own pattern, should an unvalidated one arrive).
+_STEP_ID = re.compile(r"^[1-9][0-9]{0,5}$")
 
 #: error.type of a pipeline a person gave up on while it awaited repair.
 ABANDONED = "Abandoned"
@@ -180,13 +200,13 @@ def _error_blocks(error: RunError | None, heading: str = "What went wrong, as Da
     return blocks
 
 
-def _result_blocks(notification: Notification) -> list[Block]:
+def _result_blocks(notification: Notification, by: str = "the notebook") -> list[Block]:
     if notification.result is None:
-        return [Para("The notebook reported no result.")]
+        return [Para(f"{by.capitalize()} reported no result.")]
     if not notification.result:
-        return [Para("The notebook reported an empty result.")]
+        return [Para(f"{by.capitalize()} reported an empty result.")]
     rows, left_out = result_rows(notification.result)
-    blocks: list[Block] = [Heading("Result, as the notebook reported it"), Facts(rows)]
+    blocks: list[Block] = [Heading(f"Result, as {by} reported it"), Facts(rows)]
     if left_out:
         blocks.append(Para(f"… and {left_out:,} more values not shown."))
     return blocks
@@ -318,6 +338,26 @@ def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str
     return None
 
 
+#: The headline of a pipeline of several steps that ended, by its state.
+_COMPOSED_HEADLINES = {
+    PipelineState.SUCCEEDED: "Pipeline {pipeline} finished successfully.",
+    PipelineState.FAILED: "Pipeline {pipeline} failed.",
+    PipelineState.TIMED_OUT: "Pipeline {pipeline} timed out.",
+    PipelineState.CANCELLED: "Pipeline {pipeline} was cancelled.",
+}
+
+
+def _composed_outcome(notification: Notification, pipeline: str) -> list[Block]:
+    """How a pipeline of several steps ended: every step, then its code's result or what went wrong."""
+    n = notification
+    blocks: list[Block] = [Para(_COMPOSED_HEADLINES[n.state].format(pipeline=pipeline)), *summary_blocks(n)]
+    if n.state is PipelineState.SUCCEEDED:
+        blocks += _result_blocks(n, by="the pipeline's code")
+    elif n.error is not None:
+        blocks += _error_blocks(n.error, "What went wrong, as the pipeline reported it")
+    return [*blocks, *_job_blocks(n), *_parameter_blocks(n)]
+
+
 def _content(notification: Notification, pipeline: str) -> list[Block]:
     n = notification
     started = n.run is not None
@@ -405,12 +445,15 @@ def compose_email(
     sender: str,
     message_id_domain: str,
     now: datetime | None = None,
+    page_url: str | None = None,
 ) -> EmailMessage:
-    """The email announcing ``notification``: the pipeline's outcome, or that it awaits repair.
+    """The email of ``notification``: its outcome, that it awaits repair, a step's email or a gate's request.
 
     ``sender`` is the From address (``"Pipelines <pipelines@example.com>"`` or
     a bare address); ``message_id_domain`` is the right-hand side of the
-    Message-ID; ``now`` is the Date (the current time when omitted). When
+    Message-ID; ``now`` is the Date (the current time when omitted);
+    ``page_url`` is the web page's base URL, which an approval request links
+    the pipeline's page under (no link without it). When
     ``notification.thread`` names earlier emails, this one replies to the
     last and references them all (see the module docstring).
 
@@ -420,36 +463,55 @@ def compose_email(
     :class:`~pipeline_shared.recipients.RecipientRefused` for an address the
     notifier cannot send to (the gateway refuses those at start; a pipeline
     accepted before it did may still hold one) and ``ValueError`` for a
-    sender or domain that cannot go in a header.
+    sender or domain that cannot go in a header, or an approval request
+    without its gate.
     """
-    state = notification.state
-    awaiting = notification.kind == "awaiting_repair"
-    if (state is PipelineState.AWAITING_REPAIR) != awaiting or not (awaiting or state.is_final):
-        wanted = "awaiting_repair" if awaiting else "a final state"
-        raise NotFinalStateError(
-            f"pipeline {notification.pipeline_id} is {state.value}; "
-            f"an email of kind {notification.kind} is sent only in {wanted}"
-        )
+    state, kind = notification.state, notification.kind
+    if kind in {"outcome", "awaiting_repair"}:
+        awaiting = kind == "awaiting_repair"
+        if (state is PipelineState.AWAITING_REPAIR) != awaiting or not (awaiting or state.is_final):
+            wanted = "awaiting_repair" if awaiting else "a final state"
+            raise NotFinalStateError(
+                f"pipeline {notification.pipeline_id} is {state.value}; "
+                f"an email of kind {kind} is sent only in {wanted}"
+            )
     if not _DOMAIN.fullmatch(message_id_domain):
         raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
-    recipient = check_recipient(notification.email)
     pipeline = _header_pipeline_id(notification.pipeline_id)
-    subject = f"{_base_subject(notification, pipeline)} {_SUBJECT_STATES[state]}"
+    base = _base_subject(notification, pipeline)
+    if kind == "approval_request":
+        recipients = approval_recipients(notification)
+        subject = f"{base} awaits approval: {gate_name(notification)}"
+        blocks = [
+            *approval_request_blocks(notification, pipeline, page_url),
+            *_job_blocks(notification),
+            *_parameter_blocks(notification),
+        ]
+    elif kind == "step":
+        recipients = [check_recipient(notification.email)]
+        subject = f"{base}: {step_subject(notification)}"
+        blocks = step_email_blocks(notification)
+    else:
+        recipients = [check_recipient(notification.email)]
+        subject = f"{base} {_SUBJECT_STATES[state]}"
+        composed = kind == "outcome" and notification.steps
+        blocks = _composed_outcome(notification, pipeline) if composed else _content(notification, pipeline)
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
-    blocks = _content(notification, pipeline)
+    step = notification.step if notification.step and _STEP_ID.fullmatch(notification.step) else None
     message_id = email_message_id(
         notification.pipeline_id,
         state.value,
         message_id_domain,
-        kind=notification.kind,
+        kind=kind,
         attempt=latest_attempt(notification),
+        step=step,
     )
 
     message = EmailMessage(policy=SMTP)
     message["Subject"] = subject
     message["From"] = _sender_address(sender)
     # The IDNA form of the domain: it needs no SMTPUTF8 from the relay.
-    message["To"] = Address(addr_spec=recipient.smtp_address)
+    message["To"] = [Address(addr_spec=recipient.smtp_address) for recipient in recipients]
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
     references = _references(notification.thread, message_id)
@@ -459,6 +521,8 @@ def compose_email(
         message["References"] = " ".join(references)
     message[PIPELINE_ID_HEADER] = pipeline
     message[PIPELINE_STATE_HEADER] = state.value
+    if step is not None:
+        message[PIPELINE_STEP_HEADER] = step
     # RFC 3834: a machine wrote this; auto-responders should not answer it.
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(render_text(blocks, footer))
