@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 from resonate.types import PromiseRecord
 
@@ -54,8 +55,9 @@ from ..auth.principals import Principal
 from ..domain.pipelines import spec_of, status_of
 from ..schemas import PipelineEvent, PipelinePage, PipelineSummary
 from .cursor import ListQuery, _decode_cursor, _encode_cursor, _filters
-from .events import KINDS, timeline_of
-from .projector import _Projection, _snapshots, _write
+from .event import KINDS
+from .events import timeline_of
+from .projector import _Projection, _snapshots, _write, composed_row
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
@@ -65,8 +67,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipeline_api.index")
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
-#: start limits, 3 the web page's signed-out sessions.
-INDEX_MIGRATION = 3
+#: start limits, 3 the web page's signed-out sessions, 4 each pipeline's steps and awaiting_approval.
+INDEX_MIGRATION = 4
 
 #: Largest page a client may ask for.
 MAX_PAGE = 200
@@ -312,6 +314,9 @@ class PipelineIndex:
         """One pipeline's row and events from its promises as they are now; no row: it is gone."""
         root = promises.get(pipeline_id)
         tree = PipelineTree(root, promises) if root else None
+        if tree is not None and tree.composed:
+            # A pipeline run by its code: its row comes from its steps (see .projector).
+            return _Projection(pipeline_id, composed_row(tree), timeline_of(tree))
         try:
             status = status_of(tree, spec_of(root), self._settings.catalogue.default) if tree else None
         except PipelineConflict:
@@ -330,6 +335,7 @@ class PipelineIndex:
             "updated_at": status.updated_at,
             "run_id": run.run_id if run else None,
             "run_page_url": run.run_page_url if run else None,
+            "steps": Jsonb([]),
         }
         return _Projection(pipeline_id, row, timeline_of(tree))
 
