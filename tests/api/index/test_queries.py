@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pipeline_api.auth.principals import Scope
 from pipeline_api.index.cursor import ListQuery, _query_check
@@ -234,3 +235,37 @@ async def test_a_cursor_given_before_the_step_filters_reads_as_it_did_and_theirs
     ):
         with pytest.raises(InvalidListQuery, match="cursor"):
             await index.page(who, query)
+
+
+def gauge(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels} is not exported"
+    return value
+
+
+async def test_the_metrics_read_from_the_index_count_who_waits_for_a_person_and_the_steps_in_flight(
+    index: PipelineIndex, composed: ComposedPromises
+) -> None:
+    await project_everything(index)
+    await index.observe()
+    approvals = gauge("pipelines_awaiting_people", awaiting="approval")
+    repairs = gauge("pipelines_awaiting_people", awaiting="repair")
+    running = gauge("pipeline_steps_in_flight", kind="job", state="running")
+    sent = gauge("pipeline_steps_in_flight", kind="email", state="sent")
+
+    gated = await composed.start(principal())
+    await composed.job_step(gated, "1", "risk-score", 1201)
+    await composed.gate(gated, "2", "high-risk")
+    await composed.email_step(gated, "3", "Told")
+    ended = await composed.start(principal())
+    await composed.job_step(ended, "1", "risk-score", 1202)
+    await composed.finish(ended, PipelineState.FAILED)
+    await project_everything(index)
+    await index.observe()
+
+    assert gauge("pipelines_awaiting_people", awaiting="approval") == approvals + 1
+    assert gauge("pipelines_awaiting_people", awaiting="repair") == repairs
+    # The steps of a pipeline that ended are no longer in flight.
+    assert gauge("pipeline_steps_in_flight", kind="job", state="running") == running + 1
+    assert gauge("pipeline_steps_in_flight", kind="email", state="sent") == sent + 1
+    assert gauge("pipeline_steps_in_flight", kind="approval", state="expired") >= 0
