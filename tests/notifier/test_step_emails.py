@@ -236,3 +236,15 @@ def test_a_composed_pipeline_that_failed_says_why_after_its_steps() -> None:
     text, _ = bodies(compose(n))
 
     assert text.index("Steps") < text.index("What went wrong, as the pipeline reported it") < text.index("JobFailed")
+
+
+def test_a_job_steps_wait_for_repair_says_which_step_to_repair_and_is_a_message_of_its_own() -> None:
+    fields: dict[str, Any] = {"kind": "awaiting_repair", "error": RunError(type="ValueError", message="bad")}
+    n = notification(PipelineState.AWAITING_REPAIR, step="3", **fields)
+    other = notification(PipelineState.AWAITING_REPAIR, pipeline_id=n.pipeline_id, step="5", **fields)
+    text, _ = bodies(compose(n))
+
+    assert '{"step": "3", "parameters": {"NAME": "VALUE"}}' in text
+    assert "Abandoning it fails this step now" in text
+    assert compose(n)["Message-ID"] != compose(other)["Message-ID"]
+    assert compose(n)[PIPELINE_STEP_HEADER] == "3"

@@ -252,6 +252,12 @@ def _parameter_blocks(notification: Notification) -> list[Block]:
     return blocks
 
 
+def _step_of(notification: Notification) -> str | None:
+    """The step the email is about or is, when it is a step's id (a header and a request body may carry it)."""
+    step = notification.step
+    return step if step is not None and _STEP_ID.fullmatch(step) else None
+
+
 def _repair_blocks(notification: Notification, pipeline: str) -> list[Block]:
     """How a person repairs or abandons a pipeline awaiting repair, and until when."""
     if notification.repair_deadline is None:
@@ -259,6 +265,14 @@ def _repair_blocks(notification: Notification, pipeline: str) -> list[Block]:
     else:
         deadline = (
             f"If it is neither repaired nor abandoned by {utc(notification.repair_deadline)}, the pipeline fails."
+        )
+    # A job step of a pipeline run by its code is named, for when several await repair at once.
+    step = _step_of(notification)
+    body, abandon = ('{"parameters": {"NAME": "VALUE"}}', "")
+    if step is not None:
+        body, abandon = (
+            f'{{"step": "{step}", "parameters": {{"NAME": "VALUE"}}}}',
+            f'\n    body: {{"step": "{step}"}}',
         )
     return [
         Heading("How to repair it"),
@@ -268,11 +282,15 @@ def _repair_blocks(notification: Notification, pipeline: str) -> list[Block]:
         ),
         Pre(
             f"POST /pipelines/{pipeline}/repair\n"
-            '    optional body: {"parameters": {"NAME": "VALUE"}}\n'
+            f"    optional body: {body}\n"
             f"pipelines repair {pipeline} [--param NAME=VALUE]"
         ),
-        Para("Abandoning it fails the pipeline now:"),
-        Pre(f"POST /pipelines/{pipeline}/abandon\npipelines abandon {pipeline}"),
+        Para(
+            "Abandoning it fails the pipeline now:"
+            if step is None
+            else "Abandoning it fails this step now (the pipeline's code decides what follows):"
+        ),
+        Pre(f"POST /pipelines/{pipeline}/abandon{abandon}\npipelines abandon {pipeline}"),
         Para(deadline),
     ]
 
@@ -497,7 +515,7 @@ def compose_email(
         composed = kind == "outcome" and notification.steps
         blocks = _composed_outcome(notification, pipeline) if composed else _content(notification, pipeline)
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
-    step = notification.step if notification.step and _STEP_ID.fullmatch(notification.step) else None
+    step = _step_of(notification)
     message_id = email_message_id(
         notification.pipeline_id,
         state.value,
