@@ -15,7 +15,7 @@ from pipeline_api.index.step_events import MAX_SUMMARY_TEXT
 from pipeline_api.schemas import PipelineEvent
 from pipeline_shared.models import ApprovalDecision, PipelineState
 from tests.support.composed_promises import ComposedPromises, now_ms
-from tests.support.pipeline_promises import principal, project_everything
+from tests.support.pipeline_promises import PipelinePromises, principal, project_everything
 
 HOSTILE_COMMENT = "fine\r\nBcc: x@example.com " + "y" * 3000
 
@@ -111,3 +111,18 @@ async def test_a_gate_rejected_cancelled_or_left_past_its_deadline_says_so(
     assert cancelled.summary == "finance: closed: the pipeline was cancelled by key:carol"
     [expired] = of_kind(events, "approval_expired")
     assert expired.data["step"] == "3" and expired.summary.startswith("high-risk: nobody approved or rejected it by ")
+
+
+async def test_a_one_job_pipeline_started_before_pipelines_were_code_names_no_step(
+    index: PipelineIndex, promises: PipelinePromises
+) -> None:
+    pid = await promises.start(principal())
+    run = await promises.trigger(pid, run_id=1301)
+    await promises.finish(pid, PipelineState.SUCCEEDED, run=run, result={"rows": 1})
+    await project_everything(index)
+
+    events = await index.timeline(pid)
+
+    assert [e.kind for e in events] == ["started", "run_triggered", "finished"]
+    assert events[1].summary == "Databricks run 1301 triggered (job 7)"
+    assert all("step" not in e.data and "step_name" not in e.data for e in events)
