@@ -248,3 +248,18 @@ def test_a_job_steps_wait_for_repair_says_which_step_to_repair_and_is_a_message_
     assert "Abandoning it fails this step now" in text
     assert compose(n)["Message-ID"] != compose(other)["Message-ID"]
     assert compose(n)[PIPELINE_STEP_HEADER] == "3"
+
+
+def test_a_gate_name_that_slipped_past_validation_stays_one_unlinked_line() -> None:
+    # The model refuses such a name; a record written by older or foreign code is not validated again.
+    hostile = gate().model_copy(update={"name": HOSTILE, "scopes": ["approve\r\nBcc: x@example.com"]})
+    message = compose(approval_request(approval=hostile), page_url=PAGE_URL)
+
+    assert "\n" not in message["Subject"] and "\r" not in message["Subject"]
+    assert message["Subject"].endswith(
+        "awaits approval: Click http[:]//evil.example/verify now Bcc: victim@example.com"
+    )
+    assert message["Bcc"] is None
+    text, html = bodies(message)
+    assert "http://evil" not in text and "http://evil" not in html
+    assert "\u202e" not in text
