@@ -7,16 +7,14 @@ from typing import Any
 
 import pytest
 
-from pipeline_notifier.email import (
+from pipeline_notifier.blocks import (
     MAX_ERROR_CHARS,
     MAX_PARAMETER_CHARS,
     MAX_PARAMETERS,
     MAX_RESULT_ENTRIES,
     MAX_VALUE_CHARS,
-    PARAMETERS_NOTE,
-    NotFinalStateError,
-    compose_email,
 )
+from pipeline_notifier.email import PARAMETERS_NOTE, NotFinalStateError, compose_email
 from pipeline_shared.ids import email_message_id
 from pipeline_shared.models import DatabricksRun, Notification, PipelineState, RunError
 from tests.support.notifier_emails import DOMAIN, RUN, SENDER, bodies, compose, notification

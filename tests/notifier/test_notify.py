@@ -282,3 +282,30 @@ async def test_an_email_awaiting_repair_sent_twice_is_one_email_delivered_twice(
     assert again[0] == again[1] and again[0].delivered
     [message] = sink.store.find(MessageFilter(pipeline_id=note.pipeline_id))
     assert message.deliveries == 2 and message.message_id == again[0].message_id
+
+
+def sent_of_kind(kind: str) -> float:
+    return REGISTRY.get_sample_value("emails_sent_by_kind_total", {"kind": kind}) or 0.0
+
+
+async def test_a_steps_email_sent_again_is_the_same_message_and_each_step_its_own(notifier, sink: MailSink) -> None:  # type: ignore[no-untyped-def]
+    pid = f"n-{uuid.uuid4().hex[:10]}"
+    before = sent_of_kind("step")
+    step = notification(
+        pipeline_id=pid, state=PipelineState.WAITING, kind="step", step="3", subject="Scored", lines=["Score 91"]
+    )
+
+    first = await run(notifier, step, "-3")
+    # A worker that crashed after the send asks again: the same email, not a second one.
+    again = await run(notifier, step, "-3-again")
+    other = await run(notifier, step.model_copy(update={"step": "6"}), "-6")
+
+    assert (
+        first.message_id
+        == again.message_id
+        == ids.email_message_id(pid, "waiting", "example.test", kind="step", step="3")
+    )
+    assert other.message_id != first.message_id
+    stored = {m.message_id: m for m in sink.store.find(MessageFilter(pipeline_id=pid))}
+    assert stored[first.message_id].deliveries == 2 and stored[other.message_id].deliveries == 1
+    assert sent_of_kind("step") == before + 3

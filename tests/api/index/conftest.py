@@ -22,6 +22,7 @@ from pipeline_api.index.queries import PipelineIndex
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names
 from pipeline_shared.resonate_client import ResonateDatabase, ResonateLink, connect
+from tests.support.composed_promises import ComposedPromises
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET
 from tests.support.pipeline_promises import PipelinePromises
 from tests.support.resonate_pg import ResonatePg, running_resonate_pg
@@ -68,6 +69,12 @@ def database(link: ResonateLink) -> ResonateDatabase:
 def promises(link: ResonateLink, settings: GatewaySettings) -> PipelinePromises:
     """Writes pipelines' promises into the server, as the gateway (the start) and the worker (the rest) do."""
     return PipelinePromises(link.resonate.promises, settings)
+
+
+@pytest.fixture
+def composed(link: ResonateLink) -> ComposedPromises:
+    """Writes the promises of pipelines run by their code (steps, gates, emails), as the worker leaves them."""
+    return ComposedPromises(link.resonate.promises)
 
 
 @pytest.fixture

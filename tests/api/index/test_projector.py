@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from pipeline_api.index.queries import PROJECTOR_LOCK, PipelineIndex
 from pipeline_shared.models import PipelineState
+from tests.support.composed_promises import ComposedPromises
 from tests.support.pipeline_promises import PipelinePromises, principal, project_everything
 
 
@@ -143,3 +145,75 @@ async def test_the_running_projector_projects_each_change_within_moments(
         with contextlib.suppress(asyncio.CancelledError):
             await projector
     assert summary.state == PipelineState.SUCCEEDED
+
+
+async def brief_of(superuser: psycopg.AsyncConnection, pipeline_id: str) -> dict[str, Any]:
+    """The row's state, steps and run: what a pipeline run by its code is listed with."""
+    row = await row_of(superuser, pipeline_id)
+    assert row is not None
+    return {name: row[name] for name in ("state", "steps", "run_id")}
+
+
+async def test_a_pipeline_run_by_its_code_is_projected_with_its_steps_and_the_wait_that_holds_it(
+    index: PipelineIndex, composed: ComposedPromises, superuser: psycopg.AsyncConnection
+) -> None:
+    who = principal()
+    pid = await composed.start(who)
+    await project_everything(index)
+    assert await brief_of(superuser, pid) == {"state": "starting", "steps": [], "run_id": None}
+
+    await composed.job_step(pid, "1", "ingest-upload", 501, outcome="success", ended=PipelineState.SUCCEEDED)
+    await composed.job_step(pid, "2", "risk-score", 502)
+    await project_everything(index)
+    assert await brief_of(superuser, pid) == {
+        "state": "waiting",
+        "steps": [
+            {"id": "1", "kind": "job", "name": "ingest-upload", "state": "succeeded"},
+            {"id": "2", "kind": "job", "name": "risk-score", "state": "running"},
+        ],
+        "run_id": None,  # two job steps: each run is on the pipeline's page
+    }
+
+    await composed.job_step(pid, "3", "report-build", 503, outcome="failure")
+    await composed.awaiting_repair(pid, "3")
+    await project_everything(index)
+    assert (await brief_of(superuser, pid))["state"] == "awaiting_repair"
+
+    # An open gate is what the pipeline waits for first, even beside a run awaiting repair.
+    await composed.gate(pid, "4", "high-risk")
+    await project_everything(index)
+    row = await brief_of(superuser, pid)
+    assert row["state"] == "awaiting_approval"
+    assert [(s["name"], s["state"]) for s in row["steps"]][2:] == [
+        ("report-build", "awaiting_repair"),
+        ("high-risk", "awaiting_approval"),
+    ]
+
+    await composed.finish(pid, PipelineState.FAILED)
+    await project_everything(index)
+    assert (await brief_of(superuser, pid))["state"] == "failed"
+
+
+async def test_a_pipeline_of_one_job_step_lists_its_run_as_a_one_job_pipeline_does(
+    index: PipelineIndex, composed: ComposedPromises, superuser: psycopg.AsyncConnection
+) -> None:
+    pid = await composed.start(principal())
+    await composed.job_step(pid, "1", "csv-statistics", 611, outcome="success", ended=PipelineState.SUCCEEDED)
+    await composed.outcome_email(pid, "2")
+    await project_everything(index)
+
+    assert await brief_of(superuser, pid) == {
+        "state": "notifying",
+        "steps": [{"id": "1", "kind": "job", "name": "csv-statistics", "state": "succeeded"}],
+        "run_id": 611,
+    }
+
+
+async def test_a_one_job_pipeline_started_before_pipelines_were_code_has_no_steps(
+    index: PipelineIndex, promises: PipelinePromises, superuser: psycopg.AsyncConnection
+) -> None:
+    pid = await promises.start(principal())
+    await promises.trigger(pid, 700)
+    await project_everything(index)
+
+    assert await brief_of(superuser, pid) == {"state": "waiting", "steps": [], "run_id": 700}

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pipeline_api.auth.principals import Scope
-from pipeline_api.index.cursor import ListQuery
+from pipeline_api.index.cursor import ListQuery, _query_check
 from pipeline_api.index.queries import PipelineIndex
 from pipeline_shared.errors import InvalidListQuery
 from pipeline_shared.models import PipelineState
+from tests.support.composed_promises import ComposedPromises
 from tests.support.pipeline_promises import PipelinePromises, principal, project_everything
 
 
@@ -156,3 +161,111 @@ async def test_following_a_list_yields_each_change_after_the_page_it_resumes_fro
     assert (summary.id, summary.state) == (pipeline_id, PipelineState.SUCCEEDED)
     assert version > page.stream_position
     assert other != pipeline_id
+
+
+async def test_filters_by_a_steps_name_and_by_what_a_pipeline_awaits(
+    index: PipelineIndex, promises: PipelinePromises, composed: ComposedPromises
+) -> None:
+    who = principal()
+    legacy = await promises.start(who)
+    scored = await composed.start(who)
+    await composed.job_step(scored, "1", "risk-score", 801)
+    gated = await composed.start(who)
+    await composed.job_step(gated, "1", "report-build", 802, outcome="failure")
+    await composed.awaiting_repair(gated, "1")
+    await composed.gate(gated, "2", "high-risk")
+    repairing = await composed.start(who)
+    await composed.job_step(repairing, "1", "risk-score", 803, outcome="failure")
+    await composed.awaiting_repair(repairing, "1")
+    await project_everything(index)
+
+    async def ids_of(**filters: Any) -> list[str]:
+        return [item.id for item in (await index.page(who, ListQuery(**filters))).items]
+
+    assert await ids_of(step="risk-score") == [repairing, scored]
+    assert await ids_of(step="high-risk") == [gated]
+    assert await ids_of(step="nothing-named-so") == []
+    assert await ids_of(awaiting="approval") == [gated]
+    # A run awaiting repair beside an open gate is found too, though the gate is what the pipeline's state names.
+    assert await ids_of(awaiting="repair") == [repairing, gated]
+    assert await ids_of(awaiting="repair", step="risk-score") == [repairing]
+    assert await ids_of(states=frozenset({PipelineState.AWAITING_APPROVAL})) == [gated]
+    assert legacy in await ids_of()
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"step": "risk-score'; DROP TABLE pipelines.pipeline; --"}, "step"),
+        ({"step": "\x00"}, "step"),
+        ({"step": ""}, "step"),
+        ({"step": "x" * 81}, "step"),
+        ({"awaiting": "lunch"}, "awaiting"),
+    ],
+)
+async def test_a_step_or_awaiting_filter_that_cannot_match_is_refused_naming_it(
+    index: PipelineIndex, filters: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidListQuery, match=f"^{field}:"):
+        await index.page(principal(), ListQuery(**filters))
+
+
+async def test_a_cursor_given_before_the_step_filters_reads_as_it_did_and_theirs_is_tied_to_them(
+    index: PipelineIndex, composed: ComposedPromises
+) -> None:
+    who = principal()
+    for _ in range(3):
+        pid = await composed.start(who)
+        await composed.job_step(pid, "1", "risk-score", 900)
+    await project_everything(index)
+    plain = (await index.page(who, ListQuery(limit=1))).next_cursor
+    stepped = (await index.page(who, ListQuery(limit=1, step="risk-score"))).next_cursor
+    assert plain is not None and stepped is not None
+
+    # A list without the new filters checks its cursor exactly as before them.
+    created, pipeline_id, _ = json.loads(base64.urlsafe_b64decode(plain + "=" * (-len(plain) % 4)))
+    before = json.dumps([who.id, [], None, created, pipeline_id], separators=(",", ":"))
+    assert _query_check(who, ListQuery(), created, pipeline_id) == hashlib.sha256(before.encode()).hexdigest()[:24]
+    assert len((await index.page(who, ListQuery(limit=5, cursor=plain))).items) == 2
+    assert len((await index.page(who, ListQuery(limit=5, cursor=stepped, step="risk-score"))).items) == 2
+    for query in (
+        ListQuery(cursor=stepped),
+        ListQuery(cursor=plain, step="risk-score"),
+        ListQuery(cursor=stepped, awaiting="repair"),
+    ):
+        with pytest.raises(InvalidListQuery, match="cursor"):
+            await index.page(who, query)
+
+
+def gauge(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels} is not exported"
+    return value
+
+
+async def test_the_metrics_read_from_the_index_count_who_waits_for_a_person_and_the_steps_in_flight(
+    index: PipelineIndex, composed: ComposedPromises
+) -> None:
+    await project_everything(index)
+    await index.observe()
+    approvals = gauge("pipelines_awaiting_people", awaiting="approval")
+    repairs = gauge("pipelines_awaiting_people", awaiting="repair")
+    running = gauge("pipeline_steps_in_flight", kind="job", state="running")
+    sent = gauge("pipeline_steps_in_flight", kind="email", state="sent")
+
+    gated = await composed.start(principal())
+    await composed.job_step(gated, "1", "risk-score", 1201)
+    await composed.gate(gated, "2", "high-risk")
+    await composed.email_step(gated, "3", "Told")
+    ended = await composed.start(principal())
+    await composed.job_step(ended, "1", "risk-score", 1202)
+    await composed.finish(ended, PipelineState.FAILED)
+    await project_everything(index)
+    await index.observe()
+
+    assert gauge("pipelines_awaiting_people", awaiting="approval") == approvals + 1
+    assert gauge("pipelines_awaiting_people", awaiting="repair") == repairs
+    # The steps of a pipeline that ended are no longer in flight.
+    assert gauge("pipeline_steps_in_flight", kind="job", state="running") == running + 1
+    assert gauge("pipeline_steps_in_flight", kind="email", state="sent") == sent + 1
+    assert gauge("pipeline_steps_in_flight", kind="approval", state="expired") >= 0

@@ -39,3 +39,14 @@ INDEX_LAG = Gauge(
     "pipeline_index_lag_seconds",
     "How long the oldest change the projector last took had waited: how far the index trails Resonate.",
 )
+INDEX_AWAITING_PEOPLE = Gauge(
+    "pipelines_awaiting_people",
+    "Pipelines the index shows waiting for a person, by what for: approval (a gate is open) or repair (a run "
+    "awaits repair). Read from the index by every gateway every few seconds.",
+    ["awaiting"],
+)
+INDEX_STEPS_IN_FLIGHT = Gauge(
+    "pipeline_steps_in_flight",
+    "Steps of the pipelines that have not ended, by kind (job, approval, email) and state, as the index shows them.",
+    ["kind", "state"],
+)

@@ -44,6 +44,7 @@ async def main() -> None:
             ),
             sender=settings.MAIL_FROM,
             message_id_domain=settings.message_id_domain,
+            page_url=settings.PAGE_URL,
             hooks=hooks,
         )
     )

@@ -8,6 +8,14 @@ kind of email, the state and the latest attempt, so every composition of the
 same email is the same message to the receiving server, and each email of a
 repaired pipeline (each wait for repair, the outcome) is a message of its own.
 
+A pipeline run by its code sends more: the emails its code asks for (kind
+``step``), a request to the people who may decide at an approval gate (kind
+``approval_request``), and an outcome that sums up every step. What those
+say is :mod:`.step_emails`'s; their Message-IDs are keyed by the step (and
+kind) rather than the pipeline's state, so each step's email is one message
+however often it is sent, and apart from every other step's. A pipeline of
+one job (no steps) gets exactly the emails it always did.
+
 One pipeline, one conversation. A pipeline that is repaired gets several
 emails: one each time a failed run waits for a person, one at the end. Each
 names the earlier ones as RFC 5322 section 3.6.4 says a reply does:
@@ -60,49 +68,66 @@ named. So the email carries their text as data, never as words of ours:
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
-from typing import Any
-from urllib.parse import urlsplit
 
 from pipeline_shared.ids import email_message_id
 from pipeline_shared.models import PIPELINE_ID, Attempt, Notification, PipelineState, RunError
 from pipeline_shared.recipients import check_recipient
+
+from .blocks import (
+    MAX_ERROR_CHARS,
+    MAX_NAME_CHARS,
+    MAX_PARAMETERS,
+    MAX_TASKS,
+    Block,
+    Data,
+    Facts,
+    Heading,
+    Link,
+    Para,
+    Pre,
+    Table,
+    duration,
+    more,
+    one_line,
+    quoted,
+    render_html,
+    render_text,
+    repairs_made,
+    result_rows,
+    safe_url,
+    unlinked,
+    utc,
+    visible,
+)
+from .step_emails import (
+    approval_recipients,
+    approval_request_blocks,
+    gate_name,
+    step_email_blocks,
+    step_subject,
+    summary_blocks,
+)
 
 #: The header carrying the pipeline id, so mail tools (and the test sink) can
 #: find one pipeline's email without parsing the body.
 PIPELINE_ID_HEADER = "X-Pipeline-Id"
 #: The header carrying the state (final, or awaiting repair), for filters and tests.
 PIPELINE_STATE_HEADER = "X-Pipeline-State"
+#: The header carrying the step an email is about or is (its id), for a pipeline run by its code.
+PIPELINE_STEP_HEADER = "X-Pipeline-Step"
+#: A step's id as a header may carry it (the model's own pattern, should an unvalidated one arrive).
+_STEP_ID = re.compile(r"^[1-9][0-9]{0,5}$")
 
-#: Result entries shown at most; a notebook may return thousands of keys.
-MAX_RESULT_ENTRIES = 20
-#: How deep nested result objects are followed before they are shown as JSON.
-MAX_RESULT_DEPTH = 4
-#: Items of a list shown before "(+N more)".
-MAX_LIST_ITEMS = 10
-#: Parameters shown at most; the catalogue's jobs take a handful.
-MAX_PARAMETERS = 10
-#: Characters of a parameter's value shown; longer ones end "… (N more characters)".
-MAX_PARAMETER_CHARS = 100
-#: Characters of a parameter's name shown.
-MAX_NAME_CHARS = 40
-#: Characters of one shown result value; longer ones end "… (N more characters)".
-MAX_VALUE_CHARS = 100
-#: Tasks of a multi-task run listed at most.
-MAX_TASKS = 10
-#: Characters of Databricks' error message shown: enough for the exception
-#: and the lines that raised it; the whole trace is on the run's page.
-MAX_ERROR_CHARS = 1000
+#: error.type of a pipeline a person gave up on while it awaited repair.
+ABANDONED = "Abandoned"
+#: error.type of a pipeline nobody repaired or abandoned within its repair window.
+REPAIR_WINDOW_EXPIRED = "RepairWindowExpired"
 #: Characters of the pipeline id in the subject, should an unvalidated one
 #: ever arrive.
 MAX_SUBJECT_ID_CHARS = 64
@@ -115,11 +140,6 @@ MAX_ATTEMPTS = 30
 #: the newest. Every repair adds one; a client needs the root and the parent,
 #: and a receiving server may refuse an unbounded header.
 MAX_REFERENCES = 20
-
-#: error.type of a pipeline a person gave up on while it awaited repair.
-ABANDONED = "Abandoned"
-#: error.type of a pipeline nobody repaired or abandoned within its repair window.
-REPAIR_WINDOW_EXPIRED = "RepairWindowExpired"
 
 #: A hostname-like Message-ID right-hand side: letters, digits, dots, hyphens.
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -146,193 +166,10 @@ class NotFinalStateError(ValueError):
     """
 
 
-# -- Making untrusted text presentable ------------------------------------------------
-
-
-def _visible(text: str, *, keep_newlines: bool) -> str:
-    """``text`` without control and format characters.
-
-    Format characters (Unicode category Cf) include the bidirectional
-    overrides that can make a value display as something it is not.
-    """
-    out = []
-    for char in text:
-        if keep_newlines and char in "\n\t":
-            out.append(char)
-        elif unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
-            out.append(" ")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-#: ``scheme://`` at the start of a URL.
-_URL_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
-
-
-def _unlinked(text: str) -> str:
-    """``text`` with every ``scheme://`` shown as ``scheme[:]//``: no mail client makes a link of it.
-
-    The security trade's usual "defanging": a reader still sees the URL and
-    can copy it on purpose, but nothing a caller wrote is one click away.
-    """
-    return _URL_SCHEME.sub(r"\1[:]", text)
-
-
-def _more(count: int) -> str:
-    return f"… ({count:,} more character{'' if count == 1 else 's'})"
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + _more(len(text) - limit)
-
-
-def _one_line(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    """A value as one bounded line: a parameter cannot fake extra lines, nor a link."""
-    text = value if isinstance(value, str) else str(value)
-    return _cut(_unlinked(" ".join(_visible(text, keep_newlines=False).split())), limit)
-
-
-def _quoted(value: str, limit: int = MAX_PARAMETER_CHARS) -> str:
-    """A caller's value as a quoted string: ``"text"``, or ``"text…" (N more characters)`` past ``limit``.
-
-    JSON's string syntax shows a quote, a backslash, a newline or a tab in
-    the value as an escape, so the value cannot end its quotes or its line.
-    """
-    shown = json.dumps(_unlinked(_visible(value[:limit], keep_newlines=True)), ensure_ascii=False)
-    if len(value) <= limit:
-        return shown
-    return f'{shown[:-1]}…" ({len(value) - limit:,} more characters)'
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) >= 1000 else f"{value:.6g}"
-    return _one_line(value)
-
-
-def _flatten(value: Any, prefix: str, depth: int) -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict) and value and depth < MAX_RESULT_DEPTH:
-        for key, item in value.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            yield from _flatten(item, name, depth + 1)
-    elif isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
-        shown = ", ".join(_scalar(v) for v in value[:MAX_LIST_ITEMS])
-        more = len(value) - MAX_LIST_ITEMS
-        yield prefix, _one_line(f"[{shown}]" + (f" (+{more} more)" if more > 0 else ""))
-    elif isinstance(value, list) and value and all(_is_flat_record(v) for v in value):
-        # A table, such as per-column statistics: one line per record, named
-        # by its "name" field when it has one.
-        for index, record in enumerate(value[:MAX_LIST_ITEMS]):
-            label = record.get("name", index)
-            fields = ", ".join(f"{key} {_scalar(item)}" for key, item in record.items() if key != "name")
-            yield f"{prefix}[{_one_line(label, 40)}]", _one_line(fields)
-        if len(value) > MAX_LIST_ITEMS:
-            yield prefix, f"(+{len(value) - MAX_LIST_ITEMS} more)"
-    elif isinstance(value, dict | list):
-        yield prefix, _one_line(json.dumps(value, ensure_ascii=False, default=str))
-    else:
-        yield prefix, _scalar(value)
-
-
-def _is_flat_record(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and not any(isinstance(v, dict | list) for v in value.values())
-
-
-def _result_rows(result: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
-    """Up to :data:`MAX_RESULT_ENTRIES` readable rows, and how many were left out."""
-    rows: list[tuple[str, str]] = []
-    left_out = 0
-    for key, value in _flatten(result, "", 0):
-        if len(rows) < MAX_RESULT_ENTRIES:
-            rows.append((_one_line(key, 80), value))
-        else:
-            left_out += 1
-    return rows, left_out
-
-
-def _duration(seconds: int) -> str:
-    """``9000`` → ``2 h 30 min``: the two largest units that are not zero."""
-    if seconds < 60:
-        return f"{seconds} s"
-    parts = []
-    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''}")
-    return " ".join(parts[:2])
-
-
-def _utc(epoch_ms: int) -> str:
-    """``1796320800000`` → ``2026-12-03 18:00 UTC``: a moment nobody has to convert from a server's zone."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _repairs(count: int) -> str:
-    return f"{count} repair{'' if count == 1 else 's'}"
-
-
 def latest_attempt(notification: Notification) -> int:
     """The number of the newest attempt: 0 for the original run, and for a pipeline never repaired."""
     return max((attempt.number for attempt in notification.attempts), default=0)
 
-
-def _safe_url(url: str | None) -> str | None:
-    """The run page URL if it is an http(s) URL on one line, else None."""
-    if not url or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
-        return None
-    return url if urlsplit(url).scheme in {"http", "https"} else None
-
-
-# -- The content, as blocks that render to text and to HTML -------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Para:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Heading:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    rows: list[tuple[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Data:
-    """Values someone else gave, each ``name = "value"``, set apart as a quotation."""
-
-    rows: list[tuple[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pre:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Link:
-    label: str
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Table:
-    columns: list[str]
-    rows: list[list[str]]
-
-
-_Block = _Para | _Heading | _Facts | _Data | _Pre | _Link | _Table
 
 #: Said above the parameters: whose words they are.
 PARAMETERS_NOTE = (
@@ -341,41 +178,41 @@ PARAMETERS_NOTE = (
 )
 
 
-def _run_blocks(notification: Notification) -> list[_Block]:
+def _run_blocks(notification: Notification) -> list[Block]:
     run = notification.run
     if run is None:
-        return [_Para("No Databricks run was started.")]
-    url = _safe_url(run.run_page_url)
+        return [Para("No Databricks run was started.")]
+    url = safe_url(run.run_page_url)
     if url is None:
-        return [_Para(f"Databricks run {run.run_id} (Databricks gave no link to it).")]
-    return [_Link(f"Databricks run {run.run_id}", url)]
+        return [Para(f"Databricks run {run.run_id} (Databricks gave no link to it).")]
+    return [Link(f"Databricks run {run.run_id}", url)]
 
 
-def _error_blocks(error: RunError | None, heading: str = "What went wrong, as Databricks reported it") -> list[_Block]:
+def _error_blocks(error: RunError | None, heading: str = "What went wrong, as Databricks reported it") -> list[Block]:
     if error is None:
-        return [_Para("Databricks did not say why.")]
-    message = _unlinked(_visible(error.message, keep_newlines=True).strip())
-    blocks: list[_Block] = [_Heading(heading), _Para(_one_line(error.type))]
+        return [Para("Databricks did not say why.")]
+    message = unlinked(visible(error.message, keep_newlines=True).strip())
+    blocks: list[Block] = [Heading(heading), Para(one_line(error.type))]
     if message:
         if len(message) > MAX_ERROR_CHARS:
-            message = f"{message[:MAX_ERROR_CHARS]}\n{_more(len(message) - MAX_ERROR_CHARS)} not shown"
-        blocks.append(_Pre(message))
+            message = f"{message[:MAX_ERROR_CHARS]}\n{more(len(message) - MAX_ERROR_CHARS)} not shown"
+        blocks.append(Pre(message))
     return blocks
 
 
-def _result_blocks(notification: Notification) -> list[_Block]:
+def _result_blocks(notification: Notification, by: str = "the notebook") -> list[Block]:
     if notification.result is None:
-        return [_Para("The notebook reported no result.")]
+        return [Para(f"{by.capitalize()} reported no result.")]
     if not notification.result:
-        return [_Para("The notebook reported an empty result.")]
-    rows, left_out = _result_rows(notification.result)
-    blocks: list[_Block] = [_Heading("Result, as the notebook reported it"), _Facts(rows)]
+        return [Para(f"{by.capitalize()} reported an empty result.")]
+    rows, left_out = result_rows(notification.result)
+    blocks: list[Block] = [Heading(f"Result, as {by} reported it"), Facts(rows)]
     if left_out:
-        blocks.append(_Para(f"… and {left_out:,} more values not shown."))
+        blocks.append(Para(f"… and {left_out:,} more values not shown."))
     return blocks
 
 
-def _task_blocks(notification: Notification) -> list[_Block]:
+def _task_blocks(notification: Notification) -> list[Block]:
     """Each task's outcome, for a run read from the Jobs API (a multi-task job, or no callback)."""
     report = notification.report
     if report is None or not report.tasks:
@@ -383,60 +220,78 @@ def _task_blocks(notification: Notification) -> list[_Block]:
     rows = []
     for task in report.tasks[:MAX_TASKS]:
         outcome = task.result_state or task.life_cycle_state or "unknown"
-        detail = _visible(task.state_message, keep_newlines=False).strip()
+        detail = visible(task.state_message, keep_newlines=False).strip()
         if task.truncated:
             detail = f"{detail} (its output is cut)".strip()
-        rows.append((_one_line(task.task_key, 80), _one_line(f"{outcome}: {detail}" if detail else outcome)))
-    blocks: list[_Block] = [_Heading("Tasks"), _Facts(rows)]
+        rows.append((one_line(task.task_key, 80), one_line(f"{outcome}: {detail}" if detail else outcome)))
+    blocks: list[Block] = [Heading("Tasks"), Facts(rows)]
     if len(report.tasks) > MAX_TASKS:
-        blocks.append(_Para(f"… and {len(report.tasks) - MAX_TASKS:,} more tasks."))
+        blocks.append(Para(f"… and {len(report.tasks) - MAX_TASKS:,} more tasks."))
     return blocks
 
 
-def _job_blocks(notification: Notification) -> list[_Block]:
+def _job_blocks(notification: Notification) -> list[Block]:
     if notification.job is None:
         return []
     title = notification.job_title or notification.job
-    return [_Facts([("Job", _one_line(f"{title} ({notification.job})" if title != notification.job else title))])]
+    return [Facts([("Job", one_line(f"{title} ({notification.job})" if title != notification.job else title))])]
 
 
-def _parameter_blocks(notification: Notification) -> list[_Block]:
+def _parameter_blocks(notification: Notification) -> list[Block]:
     items = sorted(notification.parameters.items())
     if not items:
         return []
-    rows = [(_one_line(k, MAX_NAME_CHARS), _quoted(v)) for k, v in items[:MAX_PARAMETERS]]
-    blocks: list[_Block] = [
-        _Heading("Parameters"),
-        _Para(PARAMETERS_NOTE),
-        _Data(rows),
+    rows = [(one_line(k, MAX_NAME_CHARS), quoted(v)) for k, v in items[:MAX_PARAMETERS]]
+    blocks: list[Block] = [
+        Heading("Parameters"),
+        Para(PARAMETERS_NOTE),
+        Data(rows),
     ]
     if len(items) > MAX_PARAMETERS:
-        blocks.append(_Para(f"… and {len(items) - MAX_PARAMETERS:,} more parameters not shown."))
+        blocks.append(Para(f"… and {len(items) - MAX_PARAMETERS:,} more parameters not shown."))
     return blocks
 
 
-def _repair_blocks(notification: Notification, pipeline: str) -> list[_Block]:
+def _step_of(notification: Notification) -> str | None:
+    """The step the email is about or is, when it is a step's id (a header and a request body may carry it)."""
+    step = notification.step
+    return step if step is not None and _STEP_ID.fullmatch(step) else None
+
+
+def _repair_blocks(notification: Notification, pipeline: str) -> list[Block]:
     """How a person repairs or abandons a pipeline awaiting repair, and until when."""
     if notification.repair_deadline is None:
         deadline = "If it is neither repaired nor abandoned before its repair window ends, the pipeline fails."
     else:
         deadline = (
-            f"If it is neither repaired nor abandoned by {_utc(notification.repair_deadline)}, the pipeline fails."
+            f"If it is neither repaired nor abandoned by {utc(notification.repair_deadline)}, the pipeline fails."
+        )
+    # A job step of a pipeline run by its code is named, for when several await repair at once.
+    step = _step_of(notification)
+    body, abandon = ('{"parameters": {"NAME": "VALUE"}}', "")
+    if step is not None:
+        body, abandon = (
+            f'{{"step": "{step}", "parameters": {{"NAME": "VALUE"}}}}',
+            f'\n    body: {{"step": "{step}"}}',
         )
     return [
-        _Heading("How to repair it"),
-        _Para(
+        Heading("How to repair it"),
+        Para(
             "Repairing reruns only the failed tasks of the same Databricks run, "
             "with the same parameters or with the ones you give:"
         ),
-        _Pre(
+        Pre(
             f"POST /pipelines/{pipeline}/repair\n"
-            '    optional body: {"parameters": {"NAME": "VALUE"}}\n'
+            f"    optional body: {body}\n"
             f"pipelines repair {pipeline} [--param NAME=VALUE]"
         ),
-        _Para("Abandoning it fails the pipeline now:"),
-        _Pre(f"POST /pipelines/{pipeline}/abandon\npipelines abandon {pipeline}"),
-        _Para(deadline),
+        Para(
+            "Abandoning it fails the pipeline now:"
+            if step is None
+            else "Abandoning it fails this step now (the pipeline's code decides what follows):"
+        ),
+        Pre(f"POST /pipelines/{pipeline}/abandon{abandon}\npipelines abandon {pipeline}"),
+        Para(deadline),
     ]
 
 
@@ -448,7 +303,7 @@ def _attempt_outcome(attempt: Attempt) -> str:
     return attempt.outcome
 
 
-def _attempt_blocks(notification: Notification) -> list[_Block]:
+def _attempt_blocks(notification: Notification) -> list[Block]:
     """The pipeline's runs, original and repairs, when it had more than one."""
     attempts = notification.attempts
     if len(attempts) <= 1:
@@ -462,23 +317,23 @@ def _attempt_blocks(notification: Notification) -> list[_Block]:
     for attempt in shown:
         row = [
             "original" if attempt.number == 0 else f"repair {attempt.number}",
-            _utc(attempt.started_at),
-            _one_line(attempt.by or "-", 80),
-            _one_line(attempt.reason, 80),
-            _one_line(", ".join(attempt.rerun_tasks) or "all tasks"),
-            _one_line(_attempt_outcome(attempt), 80),
+            utc(attempt.started_at),
+            one_line(attempt.by or "-", 80),
+            one_line(attempt.reason, 80),
+            one_line(", ".join(attempt.rerun_tasks) or "all tasks"),
+            one_line(_attempt_outcome(attempt), 80),
         ]
         if changed:
             changes = sorted((attempt.parameters or {}).items())[:MAX_PARAMETERS]
-            row.append(", ".join(f"{_one_line(k, MAX_NAME_CHARS)} = {_quoted(v)}" for k, v in changes) or "-")
+            row.append(", ".join(f"{one_line(k, MAX_NAME_CHARS)} = {quoted(v)}" for k, v in changes) or "-")
         rows.append(row)
-    blocks: list[_Block] = [_Heading("Attempts"), _Table(columns, rows)]
+    blocks: list[Block] = [Heading("Attempts"), Table(columns, rows)]
     if len(attempts) > MAX_ATTEMPTS:
-        blocks.append(_Para(f"… {len(attempts) - MAX_ATTEMPTS:,} earlier attempts not shown."))
+        blocks.append(Para(f"… {len(attempts) - MAX_ATTEMPTS:,} earlier attempts not shown."))
     return blocks
 
 
-def _last_failure_blocks(notification: Notification) -> list[_Block]:
+def _last_failure_blocks(notification: Notification) -> list[Block]:
     """What the run that was waiting for repair failed with, for a pipeline that then ended without one."""
     failed = [attempt for attempt in notification.attempts if attempt.outcome == "failure"]
     if not failed or failed[-1].error is None:
@@ -494,119 +349,69 @@ def _ended_unrepaired_headline(notification: Notification, pipeline: str) -> str
     if error.type == ABANDONED:
         # The worker writes "abandoned by <principal>; the run stays failed: <cause>"; the cause has
         # a section of its own below. Any other wording still reads.
-        who = _one_line(error.message.partition(";")[0], MAX_NAME_CHARS + 20) or "abandoned"
+        who = one_line(error.message.partition(";")[0], MAX_NAME_CHARS + 20) or "abandoned"
         return f"Pipeline {pipeline} failed: it was {who} instead of repaired."
     if error.type == REPAIR_WINDOW_EXPIRED:
         return f"Pipeline {pipeline} failed: nobody repaired or abandoned it before its repair window ended."
     return None
 
 
-def _content(notification: Notification, pipeline: str) -> list[_Block]:
+#: The headline of a pipeline of several steps that ended, by its state.
+_COMPOSED_HEADLINES = {
+    PipelineState.SUCCEEDED: "Pipeline {pipeline} finished successfully.",
+    PipelineState.FAILED: "Pipeline {pipeline} failed.",
+    PipelineState.TIMED_OUT: "Pipeline {pipeline} timed out.",
+    PipelineState.CANCELLED: "Pipeline {pipeline} was cancelled.",
+}
+
+
+def _composed_outcome(notification: Notification, pipeline: str) -> list[Block]:
+    """How a pipeline of several steps ended: every step, then its code's result or what went wrong."""
+    n = notification
+    blocks: list[Block] = [Para(_COMPOSED_HEADLINES[n.state].format(pipeline=pipeline)), *summary_blocks(n)]
+    if n.state is PipelineState.SUCCEEDED:
+        blocks += _result_blocks(n, by="the pipeline's code")
+    elif n.error is not None:
+        blocks += _error_blocks(n.error, "What went wrong, as the pipeline reported it")
+    return [*blocks, *_job_blocks(n), *_parameter_blocks(n)]
+
+
+def _content(notification: Notification, pipeline: str) -> list[Block]:
     n = notification
     started = n.run is not None
     repairs = latest_attempt(n)
-    after_repairs = f" after {_repairs(repairs)}" if repairs else ""
+    after_repairs = f" after {repairs_made(repairs)}" if repairs else ""
     unrepaired = _ended_unrepaired_headline(n, pipeline) if n.state is PipelineState.FAILED else None
-    blocks: list[_Block]
+    blocks: list[Block]
     match n.state:
         case PipelineState.AWAITING_REPAIR:
             failed = f"failed again{after_repairs}" if repairs else "failed"
-            until = f" until {_utc(n.repair_deadline)}" if n.repair_deadline is not None else ""
+            until = f" until {utc(n.repair_deadline)}" if n.repair_deadline is not None else ""
             headline = f"Pipeline {pipeline} {failed} and awaits repair{until}."
-            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
+            blocks = [Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
         case PipelineState.SUCCEEDED:
             headline = f"Pipeline {pipeline} finished successfully{after_repairs}."
-            blocks = [_Para(headline), *_run_blocks(n), *_result_blocks(n)]
+            blocks = [Para(headline), *_run_blocks(n), *_result_blocks(n)]
         case PipelineState.FAILED if unrepaired is not None:
-            blocks = [_Para(unrepaired), *_run_blocks(n), *_last_failure_blocks(n)]
+            blocks = [Para(unrepaired), *_run_blocks(n), *_last_failure_blocks(n)]
         case PipelineState.FAILED if not started:
             headline = f"Pipeline {pipeline} failed: its Databricks job could not start."
-            blocks = [_Para(headline), *_error_blocks(n.error)]
+            blocks = [Para(headline), *_error_blocks(n.error)]
         case PipelineState.FAILED:
             headline = f"Pipeline {pipeline} failed{after_repairs}."
-            blocks = [_Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
+            blocks = [Para(headline), *_run_blocks(n), *_error_blocks(n.error)]
         case PipelineState.TIMED_OUT:
             waited = n.waited_seconds
-            how_long = f"after waiting {_duration(waited)}" if waited is not None else "at its time limit"
+            how_long = f"after waiting {duration(waited)}" if waited is not None else "at its time limit"
             headline = f"Pipeline {pipeline} timed out: it stopped waiting for Databricks {how_long}."
-            blocks = [_Para(headline), *_run_blocks(n)]
+            blocks = [Para(headline), *_run_blocks(n)]
         case PipelineState.CANCELLED if not started:
-            blocks = [_Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
+            blocks = [Para(f"Pipeline {pipeline} was cancelled before a Databricks run started.")]
         case _:
-            blocks = [_Para(f"Pipeline {pipeline} was cancelled."), *_run_blocks(n)]
+            blocks = [Para(f"Pipeline {pipeline} was cancelled."), *_run_blocks(n)]
     # The way out comes right after what failed, before the history.
     repair = _repair_blocks(n, pipeline) if n.state is PipelineState.AWAITING_REPAIR else []
     return [*blocks, *_task_blocks(n), *repair, *_attempt_blocks(n), *_job_blocks(n), *_parameter_blocks(n)]
-
-
-def _render_text(blocks: list[_Block], footer: str) -> str:
-    lines: list[str] = []
-    for block in blocks:
-        match block:
-            case _Heading(text):
-                lines += ["", text]
-            case _Para(text):
-                lines += [text, ""]
-            case _Link(label, url):
-                lines += [f"{label}: {url}", ""]
-            case _Facts(rows):
-                lines += [f"  {key}: {value}" for key, value in rows] + [""]
-            case _Data(rows):
-                lines += [f"  | {key} = {value}" for key, value in rows] + [""]
-            case _Pre(text):
-                lines += ["  " + line for line in text.splitlines()] + [""]
-            case _Table(columns, rows):
-                widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
-                lines += [
-                    "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                    for row in [columns, *rows]
-                ] + [""]
-    lines += ["-- ", footer]
-    text = "\n".join(lines)
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
-
-
-_CELL = 'style="padding:2px 12px 2px 0;vertical-align:top"'
-_QUOTE = "margin:4px 0;padding:2px 10px;border-left:3px solid #bbb;color:#333;background:#fafafa"
-
-
-def _render_html(blocks: list[_Block], title: str, footer: str) -> str:
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title></head>",
-        '<body style="font-family:sans-serif;line-height:1.4">',
-    ]
-    for block in blocks:
-        match block:
-            case _Heading(text):
-                parts.append(f'<h3 style="margin-bottom:4px">{e(text)}</h3>')
-            case _Para(text):
-                parts.append(f"<p>{e(text)}</p>")
-            case _Link(label, url):
-                parts.append(f'<p><a href="{e(url, quote=True)}">{e(label)}</a></p>')
-            case _Facts(rows):
-                cells = "".join(
-                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}>{e(value)}</td></tr>" for key, value in rows
-                )
-                parts.append(f"<table>{cells}</table>")
-            case _Data(rows):
-                cells = "".join(
-                    f"<tr><td {_CELL}><code>{e(key)}</code></td><td {_CELL}><code>{e(value)}</code></td></tr>"
-                    for key, value in rows
-                )
-                parts.append(f'<blockquote style="{_QUOTE}"><table>{cells}</table></blockquote>')
-            case _Pre(text):
-                parts.append(f'<pre style="white-space:pre-wrap;background:#f6f6f6;padding:8px">{e(text)}</pre>')
-            case _Table(columns, rows):
-                head = "".join(f'<th {_CELL} align="left">{e(column)}</th>' for column in columns)
-                body = "".join(
-                    "<tr>" + "".join(f"<td {_CELL}>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows
-                )
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    parts += [f'<p style="color:#666;font-size:small">{e(footer)}</p>', "</body></html>"]
-    return "\n".join(parts) + "\n"
 
 
 # -- The message ---------------------------------------------------------------------
@@ -620,7 +425,7 @@ def _header_pipeline_id(pipeline_id: str) -> str:
     """
     if PIPELINE_ID.fullmatch(pipeline_id):
         return pipeline_id
-    return _one_line(pipeline_id, MAX_SUBJECT_ID_CHARS)
+    return one_line(pipeline_id, MAX_SUBJECT_ID_CHARS)
 
 
 def _base_subject(notification: Notification, pipeline: str) -> str:
@@ -628,7 +433,7 @@ def _base_subject(notification: Notification, pipeline: str) -> str:
     title = notification.job_title or notification.job
     if not title:
         return f"Pipeline {pipeline}"
-    return f"Pipeline {pipeline} ({_one_line(title, MAX_SUBJECT_TITLE_CHARS)})"
+    return f"Pipeline {pipeline} ({one_line(title, MAX_SUBJECT_TITLE_CHARS)})"
 
 
 def _references(thread: list[str], own: str) -> list[str]:
@@ -658,12 +463,15 @@ def compose_email(
     sender: str,
     message_id_domain: str,
     now: datetime | None = None,
+    page_url: str | None = None,
 ) -> EmailMessage:
-    """The email announcing ``notification``: the pipeline's outcome, or that it awaits repair.
+    """The email of ``notification``: its outcome, that it awaits repair, a step's email or a gate's request.
 
     ``sender`` is the From address (``"Pipelines <pipelines@example.com>"`` or
     a bare address); ``message_id_domain`` is the right-hand side of the
-    Message-ID; ``now`` is the Date (the current time when omitted). When
+    Message-ID; ``now`` is the Date (the current time when omitted);
+    ``page_url`` is the web page's base URL, which an approval request links
+    the pipeline's page under (no link without it). When
     ``notification.thread`` names earlier emails, this one replies to the
     last and references them all (see the module docstring).
 
@@ -673,36 +481,55 @@ def compose_email(
     :class:`~pipeline_shared.recipients.RecipientRefused` for an address the
     notifier cannot send to (the gateway refuses those at start; a pipeline
     accepted before it did may still hold one) and ``ValueError`` for a
-    sender or domain that cannot go in a header.
+    sender or domain that cannot go in a header, or an approval request
+    without its gate.
     """
-    state = notification.state
-    awaiting = notification.kind == "awaiting_repair"
-    if (state is PipelineState.AWAITING_REPAIR) != awaiting or not (awaiting or state.is_final):
-        wanted = "awaiting_repair" if awaiting else "a final state"
-        raise NotFinalStateError(
-            f"pipeline {notification.pipeline_id} is {state.value}; "
-            f"an email of kind {notification.kind} is sent only in {wanted}"
-        )
+    state, kind = notification.state, notification.kind
+    if kind in {"outcome", "awaiting_repair"}:
+        awaiting = kind == "awaiting_repair"
+        if (state is PipelineState.AWAITING_REPAIR) != awaiting or not (awaiting or state.is_final):
+            wanted = "awaiting_repair" if awaiting else "a final state"
+            raise NotFinalStateError(
+                f"pipeline {notification.pipeline_id} is {state.value}; "
+                f"an email of kind {kind} is sent only in {wanted}"
+            )
     if not _DOMAIN.fullmatch(message_id_domain):
         raise ValueError(f"message_id_domain must be a hostname, got {message_id_domain!r}")
-    recipient = check_recipient(notification.email)
     pipeline = _header_pipeline_id(notification.pipeline_id)
-    subject = f"{_base_subject(notification, pipeline)} {_SUBJECT_STATES[state]}"
+    base = _base_subject(notification, pipeline)
+    if kind == "approval_request":
+        recipients = approval_recipients(notification)
+        subject = f"{base} awaits approval: {gate_name(notification)}"
+        blocks = [
+            *approval_request_blocks(notification, pipeline, page_url),
+            *_job_blocks(notification),
+            *_parameter_blocks(notification),
+        ]
+    elif kind == "step":
+        recipients = [check_recipient(notification.email)]
+        subject = f"{base}: {step_subject(notification)}"
+        blocks = step_email_blocks(notification)
+    else:
+        recipients = [check_recipient(notification.email)]
+        subject = f"{base} {_SUBJECT_STATES[state]}"
+        composed = kind == "outcome" and notification.steps
+        blocks = _composed_outcome(notification, pipeline) if composed else _content(notification, pipeline)
     footer = f"Sent automatically about pipeline {pipeline}. Replies are not read."
-    blocks = _content(notification, pipeline)
+    step = _step_of(notification)
     message_id = email_message_id(
         notification.pipeline_id,
         state.value,
         message_id_domain,
-        kind=notification.kind,
+        kind=kind,
         attempt=latest_attempt(notification),
+        step=step,
     )
 
     message = EmailMessage(policy=SMTP)
     message["Subject"] = subject
     message["From"] = _sender_address(sender)
     # The IDNA form of the domain: it needs no SMTPUTF8 from the relay.
-    message["To"] = Address(addr_spec=recipient.smtp_address)
+    message["To"] = [Address(addr_spec=recipient.smtp_address) for recipient in recipients]
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = message_id
     references = _references(notification.thread, message_id)
@@ -712,8 +539,10 @@ def compose_email(
         message["References"] = " ".join(references)
     message[PIPELINE_ID_HEADER] = pipeline
     message[PIPELINE_STATE_HEADER] = state.value
+    if step is not None:
+        message[PIPELINE_STEP_HEADER] = step
     # RFC 3834: a machine wrote this; auto-responders should not answer it.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(_render_text(blocks, footer))
-    message.add_alternative(_render_html(blocks, subject, footer), subtype="html")
+    message.set_content(render_text(blocks, footer))
+    message.add_alternative(render_html(blocks, subject, footer), subtype="html")
     return message

@@ -17,6 +17,14 @@ EMAILS_SENT = Counter(
     "Emails accepted by the SMTP server, by the pipeline state they announce (final, or awaiting_repair).",
     ["state"],
 )
+#: Labelled by the kind of email: outcome, awaiting_repair, step (an email a pipeline's code sent) or
+#: approval_request (a gate asking the people who may decide), so a dashboard tells a pipeline's own
+#: emails from ours.
+EMAILS_SENT_BY_KIND = Counter(
+    "emails_sent_by_kind_total",
+    "Emails accepted by the SMTP server, by kind: outcome, awaiting_repair, step or approval_request.",
+    ["kind"],
+)
 EMAILS_FAILED = Counter(
     "emails_failed_total",
     "Emails that could not be sent, by reason: permanent (5xx), transient (retried later), configuration (the "
@@ -49,3 +57,5 @@ SMTP_DELIVERY_SECONDS = Histogram(
 # not see that first failure, which for "permanent" may be the only one.
 for _reason in ("permanent", "transient", "configuration", "address", "error"):
     EMAILS_FAILED.labels(reason=_reason)
+for _kind in ("outcome", "awaiting_repair", "step", "approval_request"):
+    EMAILS_SENT_BY_KIND.labels(kind=_kind)

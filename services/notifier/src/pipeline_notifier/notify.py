@@ -55,6 +55,8 @@ class NotifierDeps:
     smtp: SmtpConfig
     sender: str
     message_id_domain: str
+    #: The web page's base URL, which an approval request links the pipeline's page under (None: no link).
+    page_url: str | None = None
     #: Pause points for fault tests; inert unless enabled (see pipeline_shared.testhooks).
     hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
 
@@ -64,7 +66,12 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
     if notification.settled_at is not None:
         metrics.EMAIL_PICKUP_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
     # Which of the pipeline's emails this is: its logs name it, since one pipeline may send several.
-    which = {"kind": notification.kind, "state": notification.state.value, "attempt": latest_attempt(notification)}
+    which = {
+        "kind": notification.kind,
+        "state": notification.state.value,
+        "attempt": latest_attempt(notification),
+        "step": notification.step,
+    }
     with pipeline_context(notification.pipeline_id):
         try:
             return await _compose_and_deliver(deps, notification, which)
@@ -101,7 +108,9 @@ async def _compose_and_deliver(
 ) -> NotificationReceipt:
     # A fault test's way to make composing fail unexpectedly (inert unless enabled).
     await deps.hooks.checkpoint("fail_composing", notification.pipeline_id)
-    message = compose_email(notification, sender=deps.sender, message_id_domain=deps.message_id_domain)
+    message = compose_email(
+        notification, sender=deps.sender, message_id_domain=deps.message_id_domain, page_url=deps.page_url
+    )
     with metrics.SMTP_DELIVERY_SECONDS.time():
         receipt = await deliver(message, deps.smtp)
     if not receipt.delivered:
@@ -112,6 +121,7 @@ async def _compose_and_deliver(
         )
         return receipt
     metrics.EMAILS_SENT.labels(state=notification.state.value).inc()
+    metrics.EMAILS_SENT_BY_KIND.labels(kind=notification.kind).inc()
     if notification.settled_at is not None:
         metrics.CALLBACK_TO_EMAIL_SECONDS.observe(max(0.0, time.time() - notification.settled_at / 1000))
     logger.info("email sent", extra={"fields": {**which, "message_id": receipt.message_id}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
 
 from pipeline_shared.settings import ServiceSettings
 
@@ -25,9 +25,27 @@ class NotifierSettings(ServiceSettings):
     MAIL_FROM: str
     #: The right-hand side of Message-IDs; defaults to MAIL_FROM's domain.
     MAIL_MESSAGE_ID_DOMAIN: str | None = None
+    #: The web page's base URL as the people emailed reach it (``http://localhost:8000/ui``):
+    #: an approval request links the pipeline's page under it. Unset: no link, the
+    #: request says how to decide through the API and the CLI only.
+    PAGE_URL: str | None = None
     #: Emails sent at once by this process.
     MAX_CONCURRENT_TASKS: int = Field(default=64, gt=0)
 
     @property
     def message_id_domain(self) -> str:
         return self.MAIL_MESSAGE_ID_DOMAIN or self.MAIL_FROM.rpartition("@")[2] or "localhost"
+
+    @field_validator("PAGE_URL")
+    @classmethod
+    def _page_url_is_http(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host and nothing after its path: the base every link is made under."""
+        if value is None or not value.strip():
+            return None
+        try:
+            url = AnyHttpUrl(value)
+        except ValidationError:
+            url = None
+        if url is None or url.query or url.fragment or any(char.isspace() for char in value):
+            raise ValueError("PAGE_URL must be an http(s) URL with no query or fragment, e.g. http://localhost:8000/ui")
+        return value.rstrip("/")

@@ -64,6 +64,7 @@ from .models import (
     NotificationReceipt,
     PipelineOutcome,
     PipelineSpec,
+    PipelineState,
     RepairDecision,
     RunError,
     Settlement,
@@ -537,6 +538,29 @@ class PipelineTree:
     def open_gates(self) -> list[Gate]:
         """The gates waiting for a decision now."""
         return [gate for gate in self.gates.values() if gate.decision is not None and gate.decision.state == "pending"]
+
+    def composed_state(self) -> PipelineState | None:
+        """Where a pipeline run by its code stands, read from its steps; None for a one-job workflow's.
+
+        Final: its outcome's (failed when its workflow ended without one).
+        Pending: awaiting approval while a gate is open; else awaiting repair
+        while a job step does; else notifying while the outcome email's call
+        is pending; else starting until its first step is recorded; else waiting.
+        """
+        if not self.composed:
+            return None
+        if self.root.state != "pending":
+            outcome = self.outcome
+            return outcome.state if outcome is not None else PipelineState.FAILED
+        if self.open_gates():
+            return PipelineState.AWAITING_APPROVAL
+        steps = self.steps()
+        if any(step.state is StepState.AWAITING_REPAIR for step in steps):
+            return PipelineState.AWAITING_REPAIR
+        emailing = (child for child in self.children() if isinstance(child, EmailStep) and child.step is not None)
+        if any(email.notification.kind == "outcome" and email.promise.state == "pending" for email in emailing):
+            return PipelineState.NOTIFYING
+        return PipelineState.WAITING if steps else PipelineState.STARTING
 
     def steps(self) -> list[StepSummary]:
         """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""

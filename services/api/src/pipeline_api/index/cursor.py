@@ -17,9 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline_shared.errors import InvalidListQuery
-from pipeline_shared.models import PIPELINE_ID, PipelineState
+from pipeline_shared.models import PIPELINE_ID, PipelineState, StepName
 
 from ..auth.principals import Principal, Scope
 
@@ -27,10 +29,20 @@ from ..auth.principals import Principal, Scope
 CURSOR_CHECK_LENGTH = 24
 
 
+#: What ``awaiting`` may ask for: pipelines waiting at an approval gate, or with a run waiting for repair.
+AWAITING = ("approval", "repair")
+#: A step's name as a filter may give it: a name steps may have.
+_STEP_NAME = TypeAdapter(StepName)
+
+
 @dataclass(frozen=True)
 class ListQuery:
     states: frozenset[PipelineState] = frozenset()
     job: str | None = None
+    #: Only pipelines with a step of this name (a job step's name, a gate's, an email's subject).
+    step: str | None = None
+    #: Only pipelines waiting for a person: ``approval`` (a gate is open) or ``repair`` (a run awaits repair).
+    awaiting: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
     limit: int = 50
@@ -50,6 +62,22 @@ def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, di
     if query.job is not None:
         clauses.append(sql.SQL("job = %(job)s"))
         params["job"] = query.job
+    if query.step is not None:
+        try:
+            _STEP_NAME.validate_python(query.step)
+        except ValidationError:
+            raise InvalidListQuery(
+                "step: a step's name is 1 to 80 letters, digits, spaces, dots, underscores or hyphens"
+            ) from None
+        clauses.append(sql.SQL("steps @> %(step)s"))
+        params["step"] = Jsonb([{"name": query.step}])
+    if query.awaiting is not None:
+        if query.awaiting not in AWAITING:
+            raise InvalidListQuery(f"awaiting: one of {', '.join(AWAITING)}")
+        waiting = f"awaiting_{query.awaiting}"
+        # A pipeline's state names one wait; its steps tell every one (a run awaiting repair beside an open gate).
+        clauses.append(sql.SQL("(state = %(awaiting)s OR steps @> %(awaiting_step)s)"))
+        params |= {"awaiting": waiting, "awaiting_step": Jsonb([{"state": waiting}])}
     if query.created_after is not None:
         clauses.append(sql.SQL("created_at >= %(created_after)s"))
         params["created_after"] = query.created_after
@@ -60,7 +88,7 @@ def _filters(principal: Principal, query: ListQuery) -> tuple[sql.Composable, di
 
 
 def _query_check(principal: Principal, query: ListQuery, created: str, pipeline_id: str) -> str:
-    """What ties a cursor to the list it was issued for: whose, of which states and job, after which row.
+    """What ties a cursor to the list it was issued for: whose, of which states, job and steps, after which row.
 
     A digest, not a signature: a cursor grants nothing (the principal's
     visibility and the filters apply whatever it says), so the check only has
@@ -70,10 +98,11 @@ def _query_check(principal: Principal, query: ListQuery, created: str, pipeline_
     CLI turns ``--created-after 1h`` into a new time at every call), and a
     position in the newest-first order means the same whatever they are.
     """
-    document = json.dumps(
-        [principal.id, sorted(state.value for state in query.states), query.job, created, pipeline_id],
-        separators=(",", ":"),
-    )
+    facts: list[Any] = [principal.id, sorted(state.value for state in query.states), query.job, created, pipeline_id]
+    # Filters that came later count only when given, so a cursor given before them still reads.
+    facts += [{"step": query.step}] if query.step is not None else []
+    facts += [{"awaiting": query.awaiting}] if query.awaiting is not None else []
+    document = json.dumps(facts, separators=(",", ":"))
     return hashlib.sha256(document.encode()).hexdigest()[:CURSOR_CHECK_LENGTH]
 
 

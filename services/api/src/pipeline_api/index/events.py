@@ -20,63 +20,23 @@ than a wrong one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
-
-from resonate.types import PromiseRecord
 
 from pipeline_shared.models import RunReport, changed_parameters
 from pipeline_shared.promise_tree import (
     AttemptStep,
     Callback,
     Check,
+    Child,
     EmailStep,
+    Gate,
+    JobStep,
     PipelineTree,
     RepairWindow,
     Trigger,
 )
 
-#: Where a kind goes among events of the same millisecond: the order they happen in.
-KINDS = (
-    "started",
-    "run_triggered",
-    "trigger_failed",
-    "notification_received",
-    "databricks_state",
-    "callback_received",
-    "outcome_read_from_run",
-    "cancel_requested",
-    "timed_out",
-    "awaiting_repair",
-    "repair_requested",
-    "abandoned",
-    "repair_window_expired",
-    "repaired",
-    "email_delivered",
-    "email_refused",
-    "finished",
-)
-_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event, keyed by what it is an event of (stable across projections)."""
-
-    key: str
-    at_ms: int
-    kind: str
-    summary: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def at(self) -> datetime:
-        return datetime.fromtimestamp(self.at_ms / 1000, UTC)
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return self.at_ms, _RANK[self.kind]
+from .event import Event, iso, settled_at
+from .step_events import gate_events, job_step_events
 
 
 def timeline_of(tree: PipelineTree) -> list[Event]:
@@ -96,12 +56,12 @@ def timeline_of(tree: PipelineTree) -> list[Event]:
     ended = root.settled_at if root.state != "pending" else None
     if ended is not None:
         events = [e for e in events if e.kind not in _MOOT_AFTER_THE_END or e.at_ms <= ended]
-    first_sign: dict[int, int] = {}
+    first_sign: dict[tuple[str | None, int], int] = {}
     for event in events:
         if event.kind in _SIGNS_OF_THE_RUN:
-            attempt = event.data["attempt"]
-            first_sign[attempt] = min(event.at_ms, first_sign.get(attempt, event.at_ms))
-    events = [_no_later_than(e, first_sign.get(e.data["attempt"])) if e.kind in _STARTS else e for e in events]
+            run = _run_of(event)
+            first_sign[run] = min(event.at_ms, first_sign.get(run, event.at_ms))
+    events = [_no_later_than(e, first_sign.get(_run_of(e))) if e.kind in _STARTS else e for e in events]
     return sorted(events, key=lambda event: event.order)
 
 
@@ -115,10 +75,15 @@ _SIGNS_OF_THE_RUN = frozenset(
 _STARTS = frozenset({"run_triggered", "repaired"})
 
 
+def _run_of(event: Event) -> tuple[str | None, int]:
+    """The run an event is of: its job step's (None: the one-job workflow's) and its attempt."""
+    return event.data.get("step"), event.data["attempt"]
+
+
 def _no_later_than(event: Event, at_ms: int | None) -> Event:
     if at_ms is None or event.at_ms <= at_ms:
         return event
-    return Event(event.key, at_ms, event.kind, event.summary, {**event.data, "recorded_at": _iso(event.at_ms)})
+    return Event(event.key, at_ms, event.kind, event.summary, {**event.data, "recorded_at": iso(event.at_ms)})
 
 
 def _events(tree: PipelineTree) -> Iterator[Event]:
@@ -133,25 +98,48 @@ def _events(tree: PipelineTree) -> Iterator[Event]:
         f"started by {owner or 'an unknown principal'} (job {spec.job})",
         {"by": owner, "job": spec.job, "parameters": spec.parameters},
     )
+    # A pipeline run by its code: each event of a step names it (none does in a one-job workflow's).
+    names = {step.id: step.name for step in tree.steps()} if tree.composed else {}
     for child in tree.children():
-        match child:
-            case Trigger():
-                yield from _triggered(child)
-            case Callback():
-                yield from _settled(child)
-            case Check(hint=str()):
-                yield from _hinted(child)
-            case Check():
-                yield from _checked(child)
-            case RepairWindow():
-                yield from _awaited(child, spec.parameters)
-            case AttemptStep():
-                yield from _repaired(child)
-            case EmailStep():
-                yield from _emailed(child)
+        step = child.step
+        for event in _of_child(child, spec.parameters):
+            yield _of_step(event, step, names[step]) if step in names else event
 
     if tree.root.state != "pending":
         yield _finished(tree)
+
+
+def _of_child(child: Child, started_with: dict[str, str]) -> Iterator[Event]:
+    match child:
+        case Trigger():
+            yield from _triggered(child)
+        case Callback():
+            yield from _settled(child)
+        case Check(hint=str()):
+            yield from _hinted(child)
+        case Check():
+            yield from _checked(child)
+        case RepairWindow():
+            yield from _awaited(child, started_with)
+        case AttemptStep():
+            yield from _repaired(child)
+        case EmailStep():
+            yield from _emailed(child)
+        case JobStep():
+            yield from job_step_events(child)
+        case Gate():
+            yield from gate_events(child)
+
+
+def _of_step(event: Event, step: str, name: str) -> Event:
+    """``event`` as one of step ``step``'s: keyed apart from every other step's, naming it in its data and summary."""
+    return Event(
+        f"step:{step}/{event.key}",
+        event.at_ms,
+        event.kind,
+        f"{name}: {event.summary}",
+        {**event.data, "step": step, "step_name": name},
+    )
 
 
 # ── one promise each ─────────────────────────────────────────────────────────
@@ -161,7 +149,7 @@ def _triggered(step: Trigger) -> Iterator[Event]:
     trigger = step.outcome
     if trigger is None:
         return
-    at = trigger.started_at or _settled_at(step.promise)
+    at = trigger.started_at or settled_at(step.promise)
     if trigger.run is not None:
         run = trigger.run
         yield Event(
@@ -186,7 +174,7 @@ def _settled(callback: Callback) -> Iterator[Event]:
     if callback.promise.state == "rejected_timedout":
         yield Event(
             f"outcome:{attempt}",
-            _settled_at(callback.promise),
+            settled_at(callback.promise),
             "timed_out",
             "no outcome from Databricks before the pipeline's timeout",
             {"attempt": attempt},
@@ -239,7 +227,7 @@ def _checked(check: Check) -> Iterator[Event]:
         return
     report = RunReport(life_cycle_state=seen.life_cycle_state, result_state=seen.result_state)
     source = "notification" if check.hint is not None else "watchdog"
-    at = seen.read_at or _settled_at(check.promise)
+    at = seen.read_at or settled_at(check.promise)
     yield _state_seen(f"state:{check.promise.id}", at, report, source, check.attempt)
 
 
@@ -269,8 +257,8 @@ def _awaited(window: RepairWindow, started_with: dict[str, str]) -> Iterator[Eve
         window.promise.created_at,
         "awaiting_repair",
         "the run failed; waiting for a person to repair or abandon it"
-        + (f" until {_iso(deadline)}" if deadline else ""),
-        {"attempt": number, "repair_deadline": _iso(deadline) if deadline else None},
+        + (f" until {iso(deadline)}" if deadline else ""),
+        {"attempt": number, "repair_deadline": iso(deadline) if deadline else None},
     )
     decision = window.decision
     if decision is None:
@@ -278,13 +266,13 @@ def _awaited(window: RepairWindow, started_with: dict[str, str]) -> Iterator[Eve
     if decision.state == "rejected_timedout":
         yield Event(
             f"decision:{number}",
-            _settled_at(decision),
+            settled_at(decision),
             "repair_window_expired",
             "nobody repaired or abandoned it within its repair window",
             {"attempt": number},
         )
     elif decided := window.decided:
-        at = decided.decided_at or _settled_at(decision)
+        at = decided.decided_at or settled_at(decision)
         if decided.action == "repair":
             # The decision carries every parameter the repair reruns with: the
             # ones it changes are those that differ from what the failed attempt ran with.
@@ -334,15 +322,21 @@ def _emailed(step: EmailStep) -> Iterator[Event]:
     if call.state == "pending":
         return
     kind = notification.kind
-    about = "saying it awaits repair" if kind == "awaiting_repair" else f"with the outcome ({notification.state})"
+    about = _ABOUT.get(kind, f"with the outcome ({notification.state})")
+    approval = notification.approval
+    to = (
+        ", ".join(approval.notify)
+        if kind == "approval_request" and approval and approval.notify
+        else notification.email
+    )
     receipt = step.receipt
     if receipt is not None and receipt.delivered:
         yield Event(
             f"email:{call.id}",
-            _settled_at(call),
+            settled_at(call),
             "email_delivered",
-            f"email {about} delivered to {notification.email}",
-            {"message_id": receipt.message_id, "kind": kind, "to": notification.email},
+            f"email {about} delivered to {to}",
+            {"message_id": receipt.message_id, "kind": kind, "to": to},
         )
         return
     if receipt is not None:
@@ -355,11 +349,19 @@ def _emailed(step: EmailStep) -> Iterator[Event]:
         )
     yield Event(
         f"email:{call.id}",
-        _settled_at(call),
+        settled_at(call),
         "email_refused",
         f"email {about} NOT delivered: {error}",
         {"error": error, "smtp_code": receipt.smtp_code if receipt else None, "kind": kind},
     )
+
+
+#: What an email is, in a sentence, by its kind (an outcome's names its state).
+_ABOUT = {
+    "awaiting_repair": "saying it awaits repair",
+    "step": "of the pipeline's code",
+    "approval_request": "asking for approval",
+}
 
 
 def _finished(tree: PipelineTree) -> Event:
@@ -369,7 +371,7 @@ def _finished(tree: PipelineTree) -> Event:
         error = {"type": "WorkflowEnded", "message": f"the pipeline's workflow ended {ended} before finishing"}
         return Event(
             "finished",
-            _settled_at(root),
+            settled_at(root),
             "finished",
             f"finished failed: {error['message']}",
             {"state": "failed", "error": error},
@@ -378,19 +380,8 @@ def _finished(tree: PipelineTree) -> Event:
     because = f": {outcome.error.type}: {outcome.error.message}" if outcome.error else ""
     return Event(
         "finished",
-        _settled_at(root),
+        settled_at(root),
         "finished",
         f"finished {outcome.state}{because}",
         {"state": outcome.state, "error": error},
     )
-
-
-# ── reading promises ─────────────────────────────────────────────────────────
-
-
-def _settled_at(promise: PromiseRecord) -> int:
-    return promise.settled_at or promise.created_at
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")

@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from resonate.codec import Codec, NoopEncryptor
 from resonate.types import PromiseRecord, Value
+
+from pipeline_shared.models import StepKind
+from pipeline_shared.promise_tree import PipelineTree
 
 from .. import metrics
 from .events import Event
@@ -22,6 +27,10 @@ from .events import Event
 logger = logging.getLogger("pipeline_api.index")
 
 _CODEC = Codec(NoopEncryptor())
+
+#: What the index keeps of each step (:class:`~pipeline_shared.models.StepSummary`): enough to list and
+#: filter; the whole of each is the status document's.
+STEP_BRIEF = frozenset({"id", "kind", "name", "state"})
 
 
 @dataclass(frozen=True)
@@ -33,14 +42,15 @@ class _Projection:
 
 
 _UPSERT_PIPELINE = """
-    INSERT INTO pipelines.pipeline AS p (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url)
+    INSERT INTO pipelines.pipeline AS p
+        (id, owner, job, state, email, created_at, updated_at, run_id, run_page_url, steps)
     VALUES (%(id)s, %(owner)s, %(job)s, %(state)s, %(email)s, %(created_at)s, %(updated_at)s, %(run_id)s,
-            %(run_page_url)s)
+            %(run_page_url)s, %(steps)s)
     ON CONFLICT (id) DO UPDATE SET
         state = excluded.state, updated_at = excluded.updated_at, run_id = excluded.run_id,
-        run_page_url = excluded.run_page_url, version = nextval('pipelines.history')
-    WHERE (p.state, p.updated_at, p.run_id, p.run_page_url)
-          IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url)
+        run_page_url = excluded.run_page_url, steps = excluded.steps, version = nextval('pipelines.history')
+    WHERE (p.state, p.updated_at, p.run_id, p.run_page_url, p.steps)
+          IS DISTINCT FROM (excluded.state, excluded.updated_at, excluded.run_id, excluded.run_page_url, excluded.steps)
 """
 
 _INSERT_EVENT = (
@@ -106,6 +116,40 @@ async def _write_all(conn: Any, projections: list[_Projection]) -> None:
             await cursor.executemany(_UPSERT_PIPELINE, rows)
         if events:
             await cursor.executemany(_INSERT_EVENT, events)
+
+
+def composed_row(tree: PipelineTree) -> dict[str, Any] | None:
+    """The row of a pipeline run by its code, read from its steps; None when its root is no pipeline's.
+
+    Its state is the tree's own reading of its steps (the status document's
+    rule); its run, that of its one job step when it has exactly one (so a
+    pipeline of one job lists as one always did), else none: each step's run
+    is on the pipeline's page. Its steps are kept briefly, for the list and
+    its filters: id, kind, name and state.
+    """
+    spec, state = tree.spec, tree.composed_state()
+    if spec is None or state is None:
+        return None
+    steps = tree.steps()
+    jobs = [step for step in steps if step.kind is StepKind.JOB]
+    run = jobs[0].run if len(jobs) == 1 else None
+    updated = max(promise.settled_at or promise.created_at for promise in tree.promises.values())
+    return {
+        "id": tree.id,
+        "owner": tree.owner,
+        "job": spec.job or "",
+        "state": state.value,
+        "email": spec.email,
+        "created_at": _moment(tree.root.created_at),
+        "updated_at": _moment(updated),
+        "run_id": run.run_id if run else None,
+        "run_page_url": run.run_page_url if run else None,
+        "steps": Jsonb([step.model_dump(mode="json", include=STEP_BRIEF) for step in steps]),
+    }
+
+
+def _moment(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
 
 
 def _record(row: tuple[Any, ...]) -> PromiseRecord:

@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 from resonate.types import PromiseRecord
 
 from pipeline_shared.errors import CoordinatorUnavailable, PipelineConflict
+from pipeline_shared.models import StepKind, StepState
 from pipeline_shared.promise_tree import PipelineTree
 
 from .. import metrics
@@ -54,8 +56,9 @@ from ..auth.principals import Principal
 from ..domain.pipelines import spec_of, status_of
 from ..schemas import PipelineEvent, PipelinePage, PipelineSummary
 from .cursor import ListQuery, _decode_cursor, _encode_cursor, _filters
-from .events import KINDS, timeline_of
-from .projector import _Projection, _snapshots, _write
+from .event import KINDS
+from .events import timeline_of
+from .projector import _Projection, _snapshots, _write, composed_row
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
@@ -65,8 +68,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipeline_api.index")
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
-#: start limits, 3 the web page's signed-out sessions.
-INDEX_MIGRATION = 3
+#: start limits, 3 the web page's signed-out sessions, 4 each pipeline's steps and awaiting_approval.
+INDEX_MIGRATION = 4
 
 #: Largest page a client may ask for.
 MAX_PAGE = 200
@@ -82,6 +85,10 @@ FOLLOW_POLL_SECONDS = 1.0
 PROJECTION_DELAY_SECONDS = 0.25
 #: How long a followed timeline waits for a pipeline the index has not shown yet.
 NOT_INDEXED_SECONDS = 60.0
+#: How often every gateway reads the index's counts of waiting pipelines and of their steps for its metrics.
+OBSERVE_SECONDS = 15.0
+#: The states of a pipeline that has not ended, as the index's partial index on them lists them (0004).
+_NOT_ENDED = ["starting", "waiting", "awaiting_repair", "awaiting_approval", "notifying"]
 #: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
 PROJECTOR_LOCK = 0x70_69_70_65  # "pipe"
 
@@ -241,9 +248,52 @@ class PipelineIndex:
 
     # ── projecting ───────────────────────────────────────────────────────
 
+    async def observe(self) -> None:
+        """Set the metrics read from the index: pipelines waiting for a person, and the steps of those in flight.
+
+        Every gateway reads them (not only the one projecting), so each replica's figures are the index's.
+        """
+        waiting = await self._fetch(
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE state = 'awaiting_approval' OR steps @> %(gate)s) AS approval, "
+                "count(*) FILTER (WHERE state = 'awaiting_repair' OR steps @> %(repair)s) AS repair "
+                "FROM pipelines.pipeline WHERE state = ANY(%(not_ended)s)"
+            ),
+            {
+                "gate": Jsonb([{"state": "awaiting_approval"}]),
+                "repair": Jsonb([{"state": "awaiting_repair"}]),
+                "not_ended": _NOT_ENDED,
+            },
+        )
+        for awaiting in ("approval", "repair"):
+            metrics.INDEX_AWAITING_PEOPLE.labels(awaiting=awaiting).set(waiting[0][awaiting])
+        steps = await self._fetch(
+            sql.SQL(
+                "SELECT step->>'kind' AS kind, step->>'state' AS state, count(*) AS n "
+                "FROM pipelines.pipeline, jsonb_array_elements(steps) AS step "
+                "WHERE state = ANY(%(not_ended)s) AND steps <> '[]' GROUP BY 1, 2"
+            ),
+            {"not_ended": _NOT_ENDED},
+        )
+        counted = {(row["kind"], row["state"]): row["n"] for row in steps}
+        for kind in StepKind:
+            for state in StepState:
+                metrics.INDEX_STEPS_IN_FLIGHT.labels(kind=kind.value, state=state.value).set(
+                    counted.get((kind.value, state.value), 0)
+                )
+
+    async def _observe_forever(self) -> None:
+        while True:
+            try:
+                await self.observe()
+            except CoordinatorUnavailable as exc:
+                logger.info("pipeline index: cannot read its metrics now: %s", exc)
+            await asyncio.sleep(OBSERVE_SECONDS)
+
     async def run(self) -> None:
         """Project every change, as it comes, for as long as the gateway runs."""
         listener = asyncio.create_task(self._listen(), name="pipeline-index-listener")
+        observer = asyncio.create_task(self._observe_forever(), name="pipeline-index-metrics")
         try:
             while True:
                 # A pipeline writes several promises within moments (a callback, the email's call and its
@@ -260,9 +310,10 @@ class PipelineIndex:
                 if projected == 0:
                     await self._changed.wait(FOLLOW_POLL_SECONDS)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, observer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def project_pending(self) -> int:
         """Project the pipelines noted as changed; how many notes were handled (0: none, or another gateway's turn).
@@ -312,6 +363,9 @@ class PipelineIndex:
         """One pipeline's row and events from its promises as they are now; no row: it is gone."""
         root = promises.get(pipeline_id)
         tree = PipelineTree(root, promises) if root else None
+        if tree is not None and tree.composed:
+            # A pipeline run by its code: its row comes from its steps (see .projector).
+            return _Projection(pipeline_id, composed_row(tree), timeline_of(tree))
         try:
             status = status_of(tree, spec_of(root), self._settings.catalogue.default) if tree else None
         except PipelineConflict:
@@ -330,6 +384,7 @@ class PipelineIndex:
             "updated_at": status.updated_at,
             "run_id": run.run_id if run else None,
             "run_page_url": run.run_page_url if run else None,
+            "steps": Jsonb([]),
         }
         return _Projection(pipeline_id, row, timeline_of(tree))
 
