@@ -12,6 +12,7 @@ function that returns at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 from resonate.context import Context
+from resonate.error import ServerError
 
 from pipeline_api.schedules import reconcile_schedules
 from pipeline_api.settings import GatewaySettings
@@ -28,6 +30,7 @@ from pipeline_shared.cron import next_firing
 from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree
 from pipeline_shared.resonate_client import ResonateLink, connect
 from pipeline_shared.schedules import (
+    FIRING_TIMEOUT_MS,
     LocalScheduleRegistry,
     Reconciled,
     register_firing_starter,
@@ -222,3 +225,24 @@ async def test_the_next_firing_is_resonate_pgs(operator, cron: str) -> None:
         assert row is not None
         assert next_firing(cron, after) == row[0]
         after = row[0]
+
+
+async def test_after_an_outage_a_missed_firing_starts_unless_it_is_over_an_hour_late(
+    resonate_pg: ResonatePg, gateway: ResonateLink, worker: ResonateLink, operator, tmp_path: Path
+) -> None:
+    await reconciled(gateway, resonate_pg, tmp_path, "0 7 4 1 *")
+    now = int(time.time() * 1000) // 60_000 * 60_000
+    missed = {"late": now - 5 * 60_000, "too_late": now - 2 * FIRING_TIMEOUT_MS}
+    for fired_at in missed.values():
+        # As if the database had been away since then: the driver finds the firing still due.
+        await operator.execute(
+            "UPDATE resonate.schedules SET next_run_at = %s WHERE id = 'pipeline-schedule.yearly'", (fired_at,)
+        )
+        await fire(operator, now)
+    late = await started(gateway, scheduled_pipeline_id("yearly", missed["late"]))
+    assert late.tags[OWNER_TAG] == "schedule:yearly"
+    await asyncio.sleep(2)  # time enough for the worker to have been offered the firing
+    firing = f"pipeline-schedule.yearly.{missed['too_late']}"
+    assert await (await operator.execute("SELECT 1 FROM resonate.promises WHERE id = %s", (firing,))).fetchone()
+    with pytest.raises(ServerError):
+        await gateway.resonate.promises.get(scheduled_pipeline_id("yearly", missed["too_late"]))
