@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,14 +88,17 @@ def scheduled_pipeline_id(pipeline: str, fired_at_ms: int) -> str:
 _SCHEDULED_ID = re.compile(r"(?P<name>.+)-(?P<time>[0-9]{8}T[0-9]{4})")
 
 
-def scheduled_name(pipeline_id: str, scheduled: Collection[str]) -> str | None:
-    """The scheduled pipeline whose firing would take ``pipeline_id``, or None.
+def scheduled_name(pipeline_id: str, catalogue: Catalogue) -> str | None:
+    """The scheduled pipeline whose firings take ids of ``pipeline_id``'s form, or None.
 
-    For the gateway's start: a client's id of that form would take a firing's id first, and the
-    firing would then start nothing.
+    For the gateway's start: a client that took such an id first would make that firing start
+    nothing, so a start may not choose one.
     """
     match = _SCHEDULED_ID.fullmatch(pipeline_id)
-    return match["name"] if match and match["name"] in scheduled else None
+    if match is None:
+        return None
+    entry = catalogue.pipelines.get(match["name"])
+    return entry.name if entry is not None and entry.schedule is not None else None
 
 
 def firing_time(firing_id: str) -> int:
