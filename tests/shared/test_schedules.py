@@ -5,6 +5,7 @@ Against a real resonate-pg (firing, reconciling, deleting): tests/api/test_sched
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from pipeline_shared.schedules import (
     ScheduledStart,
     declared_schedules,
     firing_time,
+    next_firing_at,
     schedule_id,
     scheduled_name,
     scheduled_pipeline_id,
@@ -87,6 +89,13 @@ def test_a_scheduled_pipelines_name_leaves_room_for_the_firings_time(tmp_path: P
     )
     with pytest.raises(CatalogueError, match="at most 50 characters"):
         Catalogue.load(path)
+
+
+def test_the_next_firing_is_shown_in_utc_and_none_without_a_schedule(tmp_path: Path) -> None:
+    catalogue = load(tmp_path, cron="30 2 * * 1-5")
+    saturday_noon = 1_796_472_000_000  # 2026-12-05T12:00:00Z
+    assert next_firing_at(catalogue.pipeline("nightly"), saturday_noon) == datetime(2026, 12, 7, 2, 30, tzinfo=UTC)
+    assert next_firing_at(catalogue.pipeline("one")) is None
 
 
 def test_an_id_of_a_scheduled_pipelines_form_is_named(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from resonate.error import ServerError
 from resonate.types import TaskData, Value
 
 from . import names
+from .cron import next_firing
 from .invocations import dispatch
 from .models import PipelineSpec
 from .promise_tree import CREATED_BY_TAG, OWNER_TAG
@@ -99,6 +100,18 @@ def scheduled_name(pipeline_id: str, catalogue: Catalogue) -> str | None:
         return None
     entry = catalogue.pipelines.get(match["name"])
     return entry.name if entry is not None and entry.schedule is not None else None
+
+
+def next_firing_at(entry: PipelineEntry, after_ms: int | None = None) -> datetime | None:
+    """When the pipeline's schedule next fires (UTC), or None when it has none: what GET /jobs and the page show.
+
+    Computed from the cron as resonate-pg computes its ``next_run_at`` (tested against it), which
+    the SDK's schedule record does not carry; no request to Resonate per listing.
+    """
+    if entry.schedule is None:
+        return None
+    at = next_firing(entry.schedule.cron, after_ms)
+    return None if at is None else datetime.fromtimestamp(at / 1000, UTC)
 
 
 def firing_time(firing_id: str) -> int:
