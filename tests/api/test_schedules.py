@@ -246,3 +246,11 @@ async def test_after_an_outage_a_missed_firing_starts_unless_it_is_over_an_hour_
     assert await (await operator.execute("SELECT 1 FROM resonate.promises WHERE id = %s", (firing,))).fetchone()
     with pytest.raises(ServerError):
         await gateway.resonate.promises.get(scheduled_pipeline_id("yearly", missed["too_late"]))
+
+
+async def test_a_cron_is_read_in_utc_whatever_the_sessions_time_zone(operator) -> None:
+    after = 1_796_500_123_456
+    await operator.execute("SET TimeZone = 'America/New_York'")
+    row = await (await operator.execute("SELECT resonate._next_cron('0 3 * * *', %s)", (after,))).fetchone()
+    assert row is not None
+    assert row[0] == next_firing("0 3 * * *", after)
