@@ -14,6 +14,12 @@ SET client_min_messages = warning;
 SELECT cron.schedule_in_database('resonate_process_timeouts', :'timer_interval',
     'SELECT resonate.process_timeouts()', :'database') AS timer_job \gset
 
+-- A schedule's cron is in UTC (the catalogue's [pipelines.NAME.schedule]).
+-- resonate-pg's _next_cron reads the cron's fields in the session's TimeZone,
+-- which is the server's default for pg_cron but may be a client's own when a
+-- schedule is created; pinned here, a firing's time is the same whoever asks.
+ALTER FUNCTION resonate._next_cron(text, bigint) SET timezone = 'UTC';
+
 -- Finished workflows stay until collected. gc() deletes at most 10,000
 -- promises a call, so running it every minute keeps up with 600,000 an hour.
 SELECT cron.schedule_in_database('resonate_gc', '* * * * *',

@@ -7,6 +7,7 @@ both faces to one decision.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +104,24 @@ def test_a_recipient_outside_the_operators_domains_is_refused_at_the_email_field
     [problem] = refused.value.problems
     assert (problem["loc"], problem["type"]) == (("body", "email"), "recipient_not_allowed")
     assert "'example.org'" in problem["msg"]
+
+
+def test_an_id_a_schedules_firing_would_take_is_refused_at_the_id_field(tmp_path: Path) -> None:
+    scheduled = tmp_path / "catalogue.toml"
+    scheduled.write_text(
+        CATALOGUE_FILE.read_text()
+        + '\n[pipelines.yearly]\ntitle = "Yearly"\ndescription = "Once a year."\njobs = ["csv-statistics"]\n'
+        + '[pipelines.yearly.schedule]\ncron = "0 3 1 1 *"\nemail = "ops@example.com"\n'
+    )
+    catalogue = Catalogue.load(scheduled)
+
+    def start_as(pipeline_id: str) -> Any:
+        document = PipelineRequest.model_validate({"email": "someone@example.com", "id": pipeline_id})
+        return checked_start(catalogue, ANY_DOMAIN, STARTER, document, Audit())
+
+    assert start_as("yearly-report").request.id == "yearly-report"
+    with pytest.raises(InvalidRequest) as refused:
+        start_as("yearly-20270101T0300")
+
+    [problem] = refused.value.problems
+    assert (problem["loc"], problem["type"]) == (("body", "id"), "scheduled_id")

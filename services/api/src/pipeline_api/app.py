@@ -33,6 +33,7 @@ from .errors import ERROR_HANDLERS, client_went_away, status_of
 from .index.queries import PipelineIndex
 from .routes import callbacks, health, index, jobs, pipelines
 from .routing import BodyLimit, PublicRoute, body_limit, include, refuse_routes_without_a_scope
+from .schedules import keep_schedules
 from .schemas import CallbackRequest, PipelineRequest, RepairRequest
 from .settings import GatewaySettings
 from .ui import PublicPage, create_ui_app
@@ -115,9 +116,13 @@ def _lifespan(
         app.state.index = index
         app.state.sign_outs = DatabaseSignOuts(link.database) if link.database is not None else LocalSignOuts()
         projector = asyncio.create_task(index.run(), name="pipeline-index") if index else None
+        schedules = asyncio.create_task(keep_schedules(link, settings), name="pipeline-schedules")
         try:
             yield
         finally:
+            schedules.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await schedules
             if projector is not None:
                 projector.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -26,10 +26,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import names
+from .cron import parse_cron
 from .parameter_rules import IntegerRule, PathRule, UrlRule, location_problem
+from .recipients import RecipientAddress
 
 #: A catalogue entry's name: what a client sends as ``"job"``.
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -288,18 +298,30 @@ class Job(_Startable):
         return f"job {self.databricks_job_id}" if self.databricks_job_id else f"job {self.databricks_job_name!r}"
 
 
+#: A scheduled pipeline's id is its name, ``-`` and the firing's time (``-20260101T0000``):
+#: its name leaves room for them in a pipeline id (at most 64 characters).
+SCHEDULED_ID_SUFFIX_LENGTH = len("-20260101T0000")
+MAX_SCHEDULED_NAME_LENGTH = 64 - SCHEDULED_ID_SUFFIX_LENGTH
+
 #: The shipped pipeline function a standalone job runs as (pipeline_worker.shipped).
 ONE_JOB_FUNCTION = "one-job"
 
 
 class Schedule(_Entry):
-    """When a pipeline starts by itself, and with what."""
+    """When a pipeline starts by itself, and with what (see pipeline_shared.schedules)."""
 
-    #: Five fields (minute hour day-of-month month day-of-week), in UTC.
+    #: Five fields (minute hour day-of-month month day-of-week), in UTC, as resonate-pg reads them.
     cron: Annotated[str, StringConstraints(min_length=9, max_length=100)]
     #: Who is emailed each firing's outcome.
-    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    email: RecipientAddress
+    #: Resolved against the pipeline's parameters when the catalogue loads.
     parameters: dict[ParameterName, str] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        parse_cron(cron)
+        return cron
 
 
 class PipelineEntry(_Startable):
@@ -313,6 +335,22 @@ class PipelineEntry(_Startable):
     jobs: tuple[JobName, ...] = Field(min_length=1, max_length=100)
     #: Starts it by itself, besides the clients' starts.
     schedule: Schedule | None = None
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Self:
+        if self.schedule is None:
+            return self
+        if len(self.name) > MAX_SCHEDULED_NAME_LENGTH:
+            raise ValueError(
+                f"a scheduled pipeline's name is at most {MAX_SCHEDULED_NAME_LENGTH} characters "
+                "(its pipelines' ids add the firing's time)"
+            )
+        try:
+            self.resolve(dict(self.schedule.parameters))
+        except InvalidParameters as exc:
+            problems = "; ".join(problem.describe() for problem in exc.problems)
+            raise ValueError(f"schedule parameters: {problems}") from None
+        return self
 
     @property
     def function_name(self) -> str:

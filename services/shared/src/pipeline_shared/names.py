@@ -25,6 +25,9 @@ RUN_PIPELINE_ONE_JOB_VERSION: Final = 1
 RUN_PIPELINE_VERSION: Final = 2
 #: One link of the missed-callback watchdog chain, registered by the worker.
 WATCH_DATABRICKS_RUN: Final = "watch_databricks_run"
+#: A schedule's firing (pipeline_shared.schedules), registered by the worker: it
+#: starts the scheduled pipeline's root. Its promise id is the firing's.
+START_SCHEDULED_PIPELINE: Final = "start_scheduled_pipeline"
 #: The email step, registered by the notifier.
 SEND_PIPELINE_EMAIL: Final = "send_pipeline_email"
 

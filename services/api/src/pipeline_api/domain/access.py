@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
 from pipeline_shared.errors import InsufficientScope, PipelineError, PipelineNotFound
+from pipeline_shared.schedules import scheduled_name
 
 from ..auth.principals import Principal, Scope
 from ..schemas import PipelineRequest
@@ -98,6 +99,9 @@ def checked_start(
     refused = recipients.refusal(str(document.email))
     if refused is not None:
         raise InvalidRequest([{"type": "recipient_not_allowed", "loc": ("body", "email"), "msg": refused}])
+    if document.id is not None and (scheduled := scheduled_name(document.id, catalogue)) is not None:
+        taken = f"ids {scheduled}-yyyymmddThhmm are for the runs of pipeline {scheduled!r}'s schedule; choose another"
+        raise InvalidRequest([{"type": "scheduled_id", "loc": ("body", "id"), "msg": taken}])
     return StartRequest(document, principal, job, parameters, timeout)
 
 

@@ -68,8 +68,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipeline_api.index")
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
-#: start limits, 3 the web page's signed-out sessions, 4 each pipeline's steps and awaiting_approval.
-INDEX_MIGRATION = 4
+#: start limits, 3 the web page's signed-out sessions, 4 each pipeline's steps and awaiting_approval,
+#: 5 the record of the catalogue's schedules.
+INDEX_MIGRATION = 5
 
 #: Largest page a client may ask for.
 MAX_PAGE = 200
