@@ -10,6 +10,7 @@ from pipeline_shared import names
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
+from pipeline_shared.schedules import register_firing_starter
 from pipeline_shared.settings import load_settings
 from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
 
@@ -59,6 +60,8 @@ async def main() -> None:
     resonate.register(run_one_job_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
     resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_VERSION)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
+    # A catalogue schedule's firing starts its pipeline here (the gateway keeps the schedules).
+    register_firing_starter(resonate)
     logger.info(
         "Databricks at %s, signing in with %s; catalogue %s: %s",
         settings.DATABRICKS_HOST,
