@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
+from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, PipelineEntry, UnknownJob
 from pipeline_shared.errors import InsufficientScope, PipelineError, PipelineNotFound
 
 from ..auth.principals import Principal, Scope
@@ -38,15 +38,22 @@ class InvalidRequest(Exception):
         self.problems = problems
 
 
-def may_start(principal: Principal, job: Job) -> bool:
-    """Whether ``principal`` holds one of the scopes ``job`` may be started with."""
+def may_start(principal: Principal, job: Job | PipelineEntry) -> bool:
+    """Whether ``principal`` holds one of the scopes ``job`` (a catalogue entry) may be started with."""
     return any(principal.allows(Scope(scope)) for scope in job.start_scopes)
 
 
-async def visible(pipelines: Pipelines, principal: Principal, pipeline_id: str, audit: Audit) -> OwnedPipeline:
-    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's."""
+async def visible(
+    pipelines: Pipelines, principal: Principal, pipeline_id: str, audit: Audit, *, gates: bool = False
+) -> OwnedPipeline:
+    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's.
+
+    With ``gates`` (reading it, deciding at its gate), another principal's
+    pipeline is visible too while one of its open approval gates names a
+    scope ``principal`` holds: whoever is asked to decide may see what about.
+    """
     root = await pipelines.root(pipeline_id)
-    if not principal.may_see(owner_of(root)):
+    if not principal.may_see(owner_of(root)) and not (gates and await pipelines.gate_grants(root, principal)):
         # The same answer as for no pipeline at all: whether the id is taken is not the caller's to know.
         refusal = PipelineNotFound(pipeline_id)
         audit(refusal, principal, "the pipeline belongs to another principal")
@@ -81,7 +88,7 @@ def checked_start(
     InsufficientScope.
     """
     try:
-        job = catalogue.job(document.job)
+        job = catalogue.pipeline(document.job)
     except UnknownJob as exc:
         raise InvalidRequest([{"type": "unknown_job", "loc": ("body", "job"), "msg": str(exc)}]) from None
     if not may_start(principal, job):
@@ -101,10 +108,12 @@ def checked_start(
     return StartRequest(document, principal, job, parameters, timeout)
 
 
-async def checked_repair(pipelines: Pipelines, pipeline: OwnedPipeline, changes: dict[str, str]) -> Repair:
-    """A repair of ``pipeline`` with ``changes`` to its parameters, checked as at start."""
+async def checked_repair(
+    pipelines: Pipelines, pipeline: OwnedPipeline, changes: dict[str, str], step: str | None = None
+) -> Repair:
+    """A repair of ``pipeline`` (of its job step ``step``) with ``changes`` to its parameters, checked as at start."""
     try:
-        parameters = await pipelines.parameters_for_repair(pipeline.root, changes)
+        parameters = await pipelines.parameters_for_repair(pipeline.root, changes, step)
     except InvalidParameters as exc:
         raise invalid_parameters(exc) from None
-    return Repair(pipeline, parameters)
+    return Repair(pipeline, parameters, step)
