@@ -171,7 +171,7 @@ async def _cancellable(
 async def _decidable(
     request: Request, pipeline_id: PipelineIdPath, principal: GateDecider, pipelines: PipelinesDep
 ) -> OwnedPipeline:
-    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request), gates=True)
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request), deciding=True)
 
 
 ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]

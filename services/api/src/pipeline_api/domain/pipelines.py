@@ -345,11 +345,17 @@ class Pipelines:
         metrics.APPROVALS.labels(decision=action).inc()
         return await self.status(await self.root(pipeline_id))
 
-    async def gate_grants(self, root: PromiseRecord, principal: Principal) -> bool:
-        """Whether an open gate of the pipeline names a scope of ``principal``: then it may see the pipeline."""
+    async def gate_grants(self, root: PromiseRecord, principal: Principal, *, deciding: bool = False) -> bool:
+        """Whether a gate of the running pipeline names a scope of ``principal``: then it may see the pipeline.
+
+        To read it, the gate must be open; to decide, any of its gates will do, so that a second decision
+        meets the gate's answer (409, decided) rather than a pipeline that vanished (404).
+        """
         if not PipelineTree(root, {}).composed or root.state != "pending":
             return False
-        return any(may_decide(principal, gate.record) for gate in (await self._tree(root)).open_gates())
+        tree = await self._tree(root)
+        gates = list(tree.gates.values()) if deciding else tree.open_gates()
+        return any(may_decide(principal, gate.record) for gate in gates)
 
     async def _resolve_decision(self, promise_id: str, decision: BaseModel) -> PromiseRecord:
         try:
