@@ -44,16 +44,28 @@ def may_start(principal: Principal, job: Job | PipelineEntry) -> bool:
 
 
 async def visible(
-    pipelines: Pipelines, principal: Principal, pipeline_id: str, audit: Audit, *, gates: bool = False
+    pipelines: Pipelines,
+    principal: Principal,
+    pipeline_id: str,
+    audit: Audit,
+    *,
+    gates: bool = False,
+    deciding: bool = False,
 ) -> OwnedPipeline:
     """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's.
 
-    With ``gates`` (reading it, deciding at its gate), another principal's
-    pipeline is visible too while one of its open approval gates names a
-    scope ``principal`` holds: whoever is asked to decide may see what about.
+    With ``gates`` (reading it), another principal's pipeline is visible too
+    while one of its open approval gates names a scope ``principal`` holds:
+    whoever is asked to decide may see what about. With ``deciding`` (an
+    approve or reject), any gate of it naming such a scope will do, so that
+    a second decision is told the gate was decided (409), not that the
+    pipeline is gone (404).
     """
     root = await pipelines.root(pipeline_id)
-    if not principal.may_see(owner_of(root)) and not (gates and await pipelines.gate_grants(root, principal)):
+    granted = gates or deciding
+    if not principal.may_see(owner_of(root)) and not (
+        granted and await pipelines.gate_grants(root, principal, deciding=deciding)
+    ):
         # The same answer as for no pipeline at all: whether the id is taken is not the caller's to know.
         refusal = PipelineNotFound(pipeline_id)
         audit(refusal, principal, "the pipeline belongs to another principal")
