@@ -35,6 +35,17 @@ SETTINGS = GatewaySettings(
 )
 
 
+class LocalSnapshots:
+    """Every promise of a pipeline, from the in-process server's tables: what ``pipelines.promises_of`` reads."""
+
+    def __init__(self, harness: Harness) -> None:
+        self._harness = harness
+
+    async def promises_of(self, pipeline_id: str) -> dict[str, Any]:
+        read = {pid: await self._harness.promises_get(pid) for pid in self._harness.promise_ids(pipeline_id)}
+        return {pid: record for pid, record in read.items() if record is not None}
+
+
 class Gateway:
     def __init__(self, client: httpx.AsyncClient, harness: Harness) -> None:
         self.client = client
@@ -79,7 +90,9 @@ class Gateway:
 async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
     """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
     harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = create_app(
+        settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None), snapshots=LocalSnapshots(harness)
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
@@ -93,4 +106,5 @@ def keyed_app(keys_file: Path, entry: KeyEntry) -> tuple[Harness, Any]:
         update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file, "RECIPIENT_DOMAINS": ("*",)}
     )
     harness = Harness(autostart=False)
-    return harness, create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    link = ResonateLink(harness.resonate, None)
+    return harness, create_app(settings, connect_resonate=lambda _: link, snapshots=LocalSnapshots(harness))

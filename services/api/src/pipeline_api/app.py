@@ -29,12 +29,13 @@ from .deps import authenticate
 from .docs import add_documentation
 from .domain.limits import DatabaseStartAdmission, RecipientDomains, StartAdmission, StartLimits
 from .domain.pipelines import Pipelines
+from .domain.snapshots import DatabaseSnapshots, PromiseSnapshots
 from .errors import ERROR_HANDLERS, client_went_away, status_of
 from .index.queries import PipelineIndex
 from .routes import callbacks, health, index, jobs, pipelines
 from .routing import BodyLimit, PublicRoute, body_limit, include, refuse_routes_without_a_scope
 from .schedules import keep_schedules
-from .schemas import CallbackRequest, PipelineRequest, RepairRequest
+from .schemas import AbandonRequest, ApprovalRequest, CallbackRequest, PipelineRequest, RepairRequest
 from .settings import GatewaySettings
 from .ui import PublicPage, create_ui_app
 from .ui.sign_outs import DatabaseSignOuts, LocalSignOuts
@@ -46,6 +47,8 @@ DOCUMENTED_BODIES = {
     "CallbackRequest": CallbackRequest,
     "PipelineRequest": PipelineRequest,
     "RepairRequest": RepairRequest,
+    "AbandonRequest": AbandonRequest,
+    "ApprovalRequest": ApprovalRequest,
 }
 
 
@@ -53,13 +56,15 @@ def create_app(
     settings: GatewaySettings,
     connect_resonate: Callable[[GatewaySettings], ResonateLink] | None = None,
     admission: StartAdmission | None = None,
+    snapshots: PromiseSnapshots | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``connect_resonate`` and ``admission`` (the start limits) are test seams."""
+    """Build the gateway. ``connect_resonate``, ``admission`` (the start limits) and ``snapshots`` (how a
+    pipeline's promises are read all at once, see :mod:`.domain.snapshots`) are test seams."""
     app = FastAPI(
         title="Databricks pipelines gateway",
         description="Start Databricks pipelines, follow them, cancel them; receives the notebook's signed callback.",
         version="1.0.0",
-        lifespan=_lifespan(settings, connect_resonate, admission),
+        lifespan=_lifespan(settings, connect_resonate, admission, snapshots),
         # Every route authenticates unless it is a PublicRoute (see deps).
         dependencies=[Depends(authenticate)],
         # Served by add_documentation from assets installed with the gateway, not from a CDN.
@@ -73,9 +78,11 @@ def create_app(
     # file must stop the gateway before it serves anything.
     app.state.authenticator = Authenticator.from_settings(settings)
     app.state.recipient_domains = RecipientDomains.from_settings(settings)
-    # Every job's series from 0, so that the first start of a job is an increase.
-    for job in settings.catalogue.jobs:
+    # Every startable entry's series from 0, so that the first start of one is an increase.
+    for job in settings.catalogue.startable:
         metrics.PIPELINES_STARTED.labels(job=job)
+    for decision in ("approve", "reject"):
+        metrics.APPROVALS.labels(decision=decision)
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(BodyLimit, limit_for=body_limit(settings))
     for error, handler in ERROR_HANDLERS.items():
@@ -97,6 +104,7 @@ def _lifespan(
     settings: GatewaySettings,
     connect_resonate: Callable[[GatewaySettings], ResonateLink] | None,
     admission: StartAdmission | None,
+    snapshots: PromiseSnapshots | None,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     def default_connect(s: GatewaySettings) -> ResonateLink:
         # Send-only: the gateway starts, reads and settles; it runs no work.
@@ -111,7 +119,11 @@ def _lifespan(
         limits = admission
         if limits is None and link.database is not None:
             limits = DatabaseStartAdmission(link.database, StartLimits.from_settings(settings))
-        app.state.pipelines = Pipelines(link.resonate.promises, settings, limits)
+        # A pipeline run by its code is read all at once, from the database; in process, only a seam can.
+        read_all = snapshots
+        if read_all is None and link.database is not None:
+            read_all = DatabaseSnapshots(link.database)
+        app.state.pipelines = Pipelines(link.resonate.promises, settings, limits, read_all)
         index = PipelineIndex(link.database, settings) if link.database is not None else None
         app.state.index = index
         app.state.sign_outs = DatabaseSignOuts(link.database) if link.database is not None else LocalSignOuts()

@@ -36,6 +36,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.errors import AccessRefused, IndexUnavailable, InsufficientScope
@@ -46,10 +47,10 @@ from .auth.authenticator import Authenticator, audit_refusal, missing_credential
 from .auth.principals import Principal, Scope
 from .bodies import as_validation_error, parsed, read_json
 from .domain.access import InvalidRequest, checked_repair, checked_start, visible
-from .domain.commands import OwnedPipeline, Repair, StartRequest
+from .domain.commands import Abandon, Approval, OwnedPipeline, Repair, StartRequest
 from .domain.pipelines import Pipelines
 from .index.queries import PipelineIndex
-from .schemas import PipelineRequest, RepairRequest
+from .schemas import AbandonRequest, ApprovalRequest, PipelineRequest, RepairRequest
 
 PipelineIdPath = Annotated[str, Path(pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
 PipelineIdQuery = Annotated[str, Query(alias="id", pattern=PIPELINE_ID_PATTERN, description="The pipeline id.")]
@@ -111,11 +112,11 @@ Authenticated = Annotated[Principal, Depends(authenticate)]
 # ── 2. may it do this ────────────────────────────────────────────────────────
 
 
-def allowed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the caller, if its scopes grant ``scope``; 403 otherwise."""
+def allowed(scope: Scope, *alternatives: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, if its scopes grant ``scope`` (or one of ``alternatives``); 403 otherwise."""
 
     async def principal_with_scope(request: Request, principal: Authenticated) -> Principal:
-        if not principal.allows(scope):
+        if not any(principal.allows(each) for each in (scope, *alternatives)):
             refusal = InsufficientScope(scope.value)
             audit_refusal(request, refusal, principal, f"lacks the {scope.value} scope")
             raise refusal
@@ -128,15 +129,31 @@ def allowed(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 Starter = Annotated[Principal, Depends(allowed(Scope.START))]
 Reader = Annotated[Principal, Depends(allowed(Scope.READ))]
 Canceller = Annotated[Principal, Depends(allowed(Scope.CANCEL))]
+#: Reads a pipeline: with ``read``, or with ``approve`` while one of its open gates names a scope it holds.
+PipelineReader = Annotated[Principal, Depends(allowed(Scope.READ, Scope.APPROVE))]
+
+
+async def gate_decider(principal: Authenticated) -> Principal:
+    """The caller of an approve or reject: its scopes are checked against the gate's own, once it is known.
+
+    A gate names the scopes that may decide it (``approve`` unless its code
+    says otherwise), so the check is made by ``Pipelines.decide_gate``, after
+    the pipeline is known to be visible (404 before 403, as everywhere).
+    """
+    return principal
+
+
+gate_decider.required_scope = Scope.APPROVE  # type: ignore[attr-defined]  # the gates' default scope
+GateDecider = Annotated[Principal, Depends(gate_decider)]
 
 
 # ── 3. on which pipeline ─────────────────────────────────────────────────────
 
 
 async def _readable(
-    request: Request, pipeline_id: PipelineIdPath, principal: Reader, pipelines: PipelinesDep
+    request: Request, pipeline_id: PipelineIdPath, principal: PipelineReader, pipelines: PipelinesDep
 ) -> OwnedPipeline:
-    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request))
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request), gates=True)
 
 
 async def _readable_by_query(
@@ -151,7 +168,14 @@ async def _cancellable(
     return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request))
 
 
+async def _decidable(
+    request: Request, pipeline_id: PipelineIdPath, principal: GateDecider, pipelines: PipelinesDep
+) -> OwnedPipeline:
+    return await visible(pipelines, principal, pipeline_id, partial(audit_refusal, request), deciding=True)
+
+
 ReadablePipeline = Annotated[OwnedPipeline, Depends(_readable)]
+DecidablePipeline = Annotated[OwnedPipeline, Depends(_decidable)]
 ReadablePipelineByQuery = Annotated[OwnedPipeline, Depends(_readable_by_query)]
 CancellablePipeline = Annotated[OwnedPipeline, Depends(_cancellable)]
 
@@ -176,12 +200,30 @@ AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]
 
 async def _repair_request(request: Request, pipeline: CancellablePipeline, pipelines: PipelinesDep) -> Repair:
     """The repair request's body (optional), read only once the caller may decide about this pipeline."""
-    body = await request.body()
-    document = parsed(RepairRequest, request.headers.get("content-type", ""), body) if body.strip() else RepairRequest()
+    document = await _optional_body(request, RepairRequest)
     try:
-        return await checked_repair(pipelines, pipeline, document.parameters)
+        return await checked_repair(pipelines, pipeline, document.parameters, document.step)
     except InvalidRequest as exc:
         raise as_validation_error(exc) from None
 
 
+async def _abandon_request(request: Request, pipeline: CancellablePipeline) -> Abandon:
+    """The abandon request's body (optional: which job step), read once the caller may decide about it."""
+    return Abandon(pipeline, (await _optional_body(request, AbandonRequest)).step)
+
+
+async def _approval_request(request: Request, pipeline: DecidablePipeline) -> Approval:
+    """The approve or reject request's body (optional: which gate, a comment), read once the pipeline is visible."""
+    document = await _optional_body(request, ApprovalRequest)
+    return Approval(pipeline, document.gate, document.comment)
+
+
+async def _optional_body[Model: BaseModel](request: Request, model: type[Model]) -> Model:
+    """The body as ``model``; an empty body is the model's defaults."""
+    body = await request.body()
+    return parsed(model, request.headers.get("content-type", ""), body) if body.strip() else model()
+
+
 AuthorizedRepair = Annotated[Repair, Depends(_repair_request)]
+AuthorizedAbandon = Annotated[Abandon, Depends(_abandon_request)]
+AuthorizedApproval = Annotated[Approval, Depends(_approval_request)]

@@ -27,6 +27,11 @@ REPAIR_DECISIONS = Counter(
     "Decisions about pipelines awaiting repair, by action: repair or abandon.",
     ["action"],
 )
+APPROVALS = Counter(
+    "approvals_total",
+    "Decisions at pipelines' approval gates made through the gateway, by decision: approve or reject.",
+    ["decision"],
+)
 INDEX_PROJECTIONS = Counter(
     "pipeline_index_projections_total",
     "Pipelines written to the pipeline index from Resonate's state (one per pipeline per batch of changes).",

@@ -26,7 +26,7 @@ from pipeline_shared.catalogue import (
     JobName,
     ParameterName,
 )
-from pipeline_shared.models import Attempt, PipelineId, PipelineState, RunError, RunReport
+from pipeline_shared.models import Attempt, PipelineId, PipelineState, RunError, RunReport, StepSummary
 from pipeline_shared.parameter_rules import IntegerRule, PathRule, UrlRule
 from pipeline_shared.recipients import RecipientAddress
 
@@ -98,12 +98,43 @@ class PipelineRequest(_Document):
         return value
 
 
+#: A step, by its id ("3") or its name, as a client names it.
+StepReference = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+
+
 class RepairRequest(_Document):
     """Repair a pipeline awaiting repair: rerun its run's failed tasks, optionally with changed parameters."""
 
     parameters: dict[ParameterName, str] = Field(
         default_factory=dict,
         description="Parameters to change for the repair (the others keep their values); checked as at start.",
+    )
+    step: StepReference | None = Field(
+        default=None,
+        description="For a pipeline run by its code: the job step to repair, by id or name; needed only when "
+        "several await repair.",
+    )
+
+
+class AbandonRequest(_Document):
+    """Abandon a pipeline awaiting repair (or, with ``step``, one of its job steps)."""
+
+    step: StepReference | None = Field(
+        default=None,
+        description="For a pipeline run by its code: the job step to abandon, by id or name; needed only when "
+        "several await repair.",
+    )
+
+
+class ApprovalRequest(_Document):
+    """Approve or reject at an approval gate of a pipeline run by its code."""
+
+    gate: StepReference | None = Field(
+        default=None,
+        description="The gate, by step id or name; may be omitted when exactly one gate is open.",
+    )
+    comment: Annotated[str, StringConstraints(max_length=2000)] = Field(
+        default="", description="Why, for the pipeline's record and its owner (at most 2000 characters)."
     )
 
 
@@ -143,6 +174,12 @@ class JobView(BaseModel):
     default_timeout_seconds: int
     max_timeout_seconds: int
     parameters: list[ParameterView]
+    kind: Literal["job", "pipeline"] = Field(
+        default="job", description="A standalone catalogue job (run as its own one-job pipeline), or a pipeline."
+    )
+    jobs: list[str] = Field(default_factory=list, description="The catalogue jobs it runs.")
+    version: int = Field(default=1, description="The version of its pipeline function new starts run on.")
+    schedule: str | None = Field(default=None, description="When it starts by itself: a cron line (UTC), or null.")
 
 
 class JobList(BaseModel):
@@ -185,6 +222,17 @@ class PipelineStatus(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+    version: int | None = Field(
+        default=None,
+        description="The version of the pipeline's function it runs; null for a pipeline started before "
+        "pipelines were code (one job, no steps).",
+    )
+    steps: list[StepSummary] = Field(
+        default_factory=list,
+        description="Each step of a pipeline run by its code, in order: its jobs, approval gates and emails. "
+        "Empty for a pipeline started before pipelines were code. With exactly one job step, the fields above "
+        "(databricks, result, error, attempts) are that step's.",
+    )
 
 
 class CallbackRequest(_Document):

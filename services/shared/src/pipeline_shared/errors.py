@@ -11,6 +11,10 @@
     ├── UnknownCallbackPromise      unknown_promise             404
     ├── CallbackConflict            settlement_conflict         409
     ├── CoordinatorUnavailable      resonate_unavailable        503
+    ├── GateNotOpen                 not_awaiting_approval       409
+    ├── GateAmbiguous               gate_ambiguous              409
+    ├── StepAmbiguous               step_ambiguous              409
+    ├── MayNotDecide                may_not_decide              403
     ├── StartLimited                                            429
     │   ├── StartRateLimited        start_rate_limited          429
     │   └── TooManyWaiting          too_many_waiting            429
@@ -68,6 +72,30 @@ class PipelineAwaitingRepair(PipelineError):
     """A cancel of a pipeline whose run failed and waits for a repair: it is abandoned instead."""
 
     code = "pipeline_awaiting_repair"
+
+
+class GateNotOpen(PipelineError):
+    """An approve or reject with no open gate to decide: none open, that one decided, past its deadline, or unknown."""
+
+    code = "not_awaiting_approval"
+
+
+class GateAmbiguous(PipelineError):
+    """An approve or reject naming no gate while several are open: which one is the caller's to say."""
+
+    code = "gate_ambiguous"
+
+
+class StepAmbiguous(PipelineError):
+    """A repair or abandon naming no step while several job steps await repair."""
+
+    code = "step_ambiguous"
+
+
+class MayNotDecide(PipelineError):
+    """A caller who may see the pipeline, but holds none of the scopes its gate names."""
+
+    code = "may_not_decide"
 
 
 class InvalidCallback(PipelineError):

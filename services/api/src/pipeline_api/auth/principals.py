@@ -19,6 +19,8 @@ class Scope(StrEnum):
     START = "start"
     READ = "read"
     CANCEL = "cancel"
+    #: Decide at an approval gate that names it (gates name it by default).
+    APPROVE = "approve"
     ADMIN = "admin"
 
 

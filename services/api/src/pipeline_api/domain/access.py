@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, UnknownJob
+from pipeline_shared.catalogue import Catalogue, InvalidParameters, Job, ParameterProblem, PipelineEntry, UnknownJob
 from pipeline_shared.errors import InsufficientScope, PipelineError, PipelineNotFound
 from pipeline_shared.schedules import scheduled_name
 
@@ -39,15 +39,34 @@ class InvalidRequest(Exception):
         self.problems = problems
 
 
-def may_start(principal: Principal, job: Job) -> bool:
-    """Whether ``principal`` holds one of the scopes ``job`` may be started with."""
+def may_start(principal: Principal, job: Job | PipelineEntry) -> bool:
+    """Whether ``principal`` holds one of the scopes ``job`` (a catalogue entry) may be started with."""
     return any(principal.allows(Scope(scope)) for scope in job.start_scopes)
 
 
-async def visible(pipelines: Pipelines, principal: Principal, pipeline_id: str, audit: Audit) -> OwnedPipeline:
-    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's."""
+async def visible(
+    pipelines: Pipelines,
+    principal: Principal,
+    pipeline_id: str,
+    audit: Audit,
+    *,
+    gates: bool = False,
+    deciding: bool = False,
+) -> OwnedPipeline:
+    """The pipeline's root for ``principal``; PipelineNotFound if there is none or it is another principal's.
+
+    With ``gates`` (reading it), another principal's pipeline is visible too
+    while one of its open approval gates names a scope ``principal`` holds:
+    whoever is asked to decide may see what about. With ``deciding`` (an
+    approve or reject), any gate of it naming such a scope will do, so that
+    a second decision is told the gate was decided (409), not that the
+    pipeline is gone (404).
+    """
     root = await pipelines.root(pipeline_id)
-    if not principal.may_see(owner_of(root)):
+    granted = gates or deciding
+    if not principal.may_see(owner_of(root)) and not (
+        granted and await pipelines.gate_grants(root, principal, deciding=deciding)
+    ):
         # The same answer as for no pipeline at all: whether the id is taken is not the caller's to know.
         refusal = PipelineNotFound(pipeline_id)
         audit(refusal, principal, "the pipeline belongs to another principal")
@@ -82,7 +101,7 @@ def checked_start(
     InsufficientScope.
     """
     try:
-        job = catalogue.job(document.job)
+        job = catalogue.pipeline(document.job)
     except UnknownJob as exc:
         raise InvalidRequest([{"type": "unknown_job", "loc": ("body", "job"), "msg": str(exc)}]) from None
     if not may_start(principal, job):
@@ -105,10 +124,12 @@ def checked_start(
     return StartRequest(document, principal, job, parameters, timeout)
 
 
-async def checked_repair(pipelines: Pipelines, pipeline: OwnedPipeline, changes: dict[str, str]) -> Repair:
-    """A repair of ``pipeline`` with ``changes`` to its parameters, checked as at start."""
+async def checked_repair(
+    pipelines: Pipelines, pipeline: OwnedPipeline, changes: dict[str, str], step: str | None = None
+) -> Repair:
+    """A repair of ``pipeline`` (of its job step ``step``) with ``changes`` to its parameters, checked as at start."""
     try:
-        parameters = await pipelines.parameters_for_repair(pipeline.root, changes)
+        parameters = await pipelines.parameters_for_repair(pipeline.root, changes, step)
     except InvalidParameters as exc:
         raise invalid_parameters(exc) from None
-    return Repair(pipeline, parameters)
+    return Repair(pipeline, parameters, step)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from resonate.types import PromiseRecord
 
-from pipeline_shared.catalogue import Job
+from pipeline_shared.catalogue import PipelineEntry
 
 from ..auth.principals import Principal
 from ..schemas import PipelineRequest
@@ -30,10 +30,28 @@ class StartRequest:
 
     request: PipelineRequest
     principal: Principal
-    #: The catalogue entry it starts, its parameters with defaults filled in, its timeout.
-    job: Job
+    #: The catalogue entry it starts (a pipeline, or a standalone job's own), its parameters with defaults
+    #: filled in, its timeout.
+    job: PipelineEntry
     parameters: dict[str, str]
     timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """An abandon of a pipeline the caller may cancel; for one run by its code, of the job step named (if any)."""
+
+    pipeline: OwnedPipeline
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approve or reject of a pipeline the caller may see, at the gate named (if any), with a comment."""
+
+    pipeline: OwnedPipeline
+    gate: str | None
+    comment: str
 
 
 @dataclass(frozen=True)
@@ -42,3 +60,5 @@ class Repair:
 
     pipeline: OwnedPipeline
     parameters: dict[str, str]
+    #: For a pipeline run by its code: the job step (id or name) named, if any.
+    step: str | None = None

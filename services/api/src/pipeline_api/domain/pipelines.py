@@ -20,55 +20,57 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from resonate.error import ResonateError, ServerError
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
 
 from pipeline_shared import names, promise_tree
-from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback, stored_settlement
+from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback
 from pipeline_shared.catalogue import MAX_ATTEMPTS
 from pipeline_shared.errors import (
     CallbackConflict,
     CoordinatorUnavailable,
+    GateAmbiguous,
+    GateNotOpen,
+    MayNotDecide,
     NotAwaitingRepair,
     PipelineAlreadyFinished,
     PipelineAwaitingRepair,
     PipelineConflict,
     PipelineNotFound,
+    StepAmbiguous,
     UnknownCallbackPromise,
 )
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import (
-    DatabricksRun,
-    PipelineOutcome,
+    ApprovalDecision,
+    ApprovalRecord,
     PipelineSpec,
-    PipelineState,
     RepairDecision,
     RunError,
-    RunReport,
     Settlement,
-    TriggerOutcome,
     WatchRequest,
     parameters_in_use,
 )
 from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree, Repairs, read_pipeline_tree
 
 from .. import metrics
+from ..auth.principals import Principal, Scope
+from ..schemas import CallbackRequest, PipelineStatus
+from ..settings import GatewaySettings
+from .documents import awaiting_repair, status_of
+from .snapshots import NoSnapshots, PromiseSnapshots
+from .steps import chosen_gate, chosen_repair
 
 if TYPE_CHECKING:
     from .commands import StartRequest
     from .limits import StartAdmission
-from ..schemas import (
-    CallbackRequest,
-    DatabricksRunView,
-    NotificationView,
-    PipelineStatus,
-)
-from ..settings import GatewaySettings
+
+#: The errors of deciding at a gate, for the web page as for the JSON routes (see :meth:`Pipelines.decide_gate`).
+__all__ = ["GateAmbiguous", "GateNotOpen", "MayNotDecide", "Pipelines", "StepAmbiguous", "spec_of", "status_of"]
 
 #: Settled callback promises remembered per gateway process (a few hundred
 #: bytes each).
@@ -84,14 +86,18 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _iso(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 class Pipelines:
-    def __init__(self, promises: Promises, settings: GatewaySettings, admission: StartAdmission | None = None) -> None:
+    def __init__(
+        self,
+        promises: Promises,
+        settings: GatewaySettings,
+        admission: StartAdmission | None = None,
+        snapshots: PromiseSnapshots | None = None,
+    ) -> None:
         self._promises = promises
         self._settings = settings
+        #: Reads every promise of a pipeline run by its code (see pipeline_api.domain.snapshots).
+        self._snapshots = snapshots or NoSnapshots()
         #: The start limits (see pipeline_api.domain.limits); None: none.
         self._admission = admission
         #: Callback promises this process saw settled, by id. A settled promise
@@ -137,6 +143,7 @@ class Pipelines:
             parameters=start.parameters,
             timeout_seconds=start.timeout_seconds,
             job=start.job.name,
+            version=start.job.version,
         )
         record = await self._get(spec.id)
         created = False
@@ -150,10 +157,13 @@ class Pipelines:
         if not created and not principal.may_see(owner_of(record)):
             raise PipelineConflict(f"pipeline id {spec.id!r} is already taken; use another id")
         stored = spec_of(record)
-        if stored != spec:
+        # The version is the deployment's, not the request's: a repeat keeps the pipeline it started, on the
+        # version it started on (None for one started before pipelines were code).
+        requested = spec.model_copy(update={"version": stored.version})
+        if stored != requested:
             raise PipelineConflict(
                 f"pipeline {spec.id!r} was already started with a different request "
-                f"(differs in: {', '.join(_differences(stored, spec))}); use another id"
+                f"(differs in: {', '.join(_differences(stored, requested))}); use another id"
             )
         if created:
             metrics.PIPELINES_STARTED.labels(job=start.job.name).inc()
@@ -173,6 +183,7 @@ class Pipelines:
                 origin=spec.id,
                 timeout_at=deadline,
                 extra_tags={CREATED_BY_TAG: nonce, OWNER_TAG: owner},
+                version=names.RUN_PIPELINE_VERSION,
             )
         )
 
@@ -189,16 +200,26 @@ class Pipelines:
         return await self._status_of(root, spec_of(root))
 
     async def _status_of(self, root: PromiseRecord, spec: PipelineSpec) -> PipelineStatus:
-        if root.state != "pending":
+        if spec.version is None and root.state != "pending":
             return status_of(PipelineTree(root, {root.id: root}), spec, self._settings.catalogue.default)
         return status_of(await self._tree(root), spec, self._settings.catalogue.default)
 
     async def _tree(self, root: PromiseRecord) -> PipelineTree:
-        """The pipeline's promises that say where it stands, read along its spine."""
+        """The pipeline's promises that say where it stands: along its spine, or all of them if run by its code."""
+        if PipelineTree(root, {}).composed:
+            promises = await self._snapshots.promises_of(root.id)
+            latest = promises.get(root.id, root)
+            return PipelineTree(latest, {**promises, root.id: latest})
         return await read_pipeline_tree(root, self._get)
 
-    async def _repairs(self, root: PromiseRecord) -> Repairs:
-        return (await self._tree(root)).repairs()
+    async def _repairs(self, root: PromiseRecord, step: str | None = None) -> Repairs:
+        """The repairs of the one-job workflow's run; for a pipeline run by its code, of the job step meant."""
+        tree = await self._tree(root)
+        if not tree.composed:
+            if step is not None:
+                raise NotAwaitingRepair(f"pipeline {root.id!r} has no steps: it runs one job; name no step")
+            return tree.repairs()
+        return tree.repairs(chosen_repair(tree, step))
 
     # ── cancel ───────────────────────────────────────────────────────────
 
@@ -213,6 +234,8 @@ class Pipelines:
         if root.state != "pending":
             state = (await self._status_of(root, spec)).state
             raise PipelineAlreadyFinished(f"pipeline {pipeline_id!r} already finished: {state.value}")
+        if spec.version is not None:
+            return await self._cancel_steps(root, principal_id)
 
         repairs = await self._repairs(root)
         if repairs.open_window is not None:
@@ -221,13 +244,7 @@ class Pipelines:
                 f"(POST /pipelines/{pipeline_id}/repair) or abandon it (POST /pipelines/{pipeline_id}/abandon)"
             )
         promise_id = repairs.current_callback_id
-        cancel = Settlement(
-            status="cancelled",
-            error=RunError(type="Cancelled", message="cancelled at the user's request"),
-            source="user",
-            by=principal_id,
-            received_at=now_ms(),
-        )
+        cancel = _cancellation(principal_id)
         try:
             outcome = await self._settle(promise_id, cancel)
         except UnknownCallbackPromise:
@@ -245,29 +262,134 @@ class Pipelines:
         metrics.CANCELS.inc()
         return await self.status(await self.root(pipeline_id))
 
+    async def _cancel_steps(self, root: PromiseRecord, principal_id: str) -> PipelineStatus:
+        """Cancel a pipeline run by its code: the marker first (no step starts after it), then what waits.
+
+        Every job step's run still going is cancelled by settling its current
+        callback, as a one-job workflow's is; every open gate is closed with a
+        ``cancel`` decision. Each settle is idempotent, and a step that ended
+        meanwhile keeps its outcome, so a repeated cancel changes nothing.
+        """
+        pipeline_id = root.id
+        tree = await self._tree(root)
+        waiting = awaiting_repair(tree)
+        if waiting:
+            names_ = ", ".join(repr(tree.job_steps[step].record.name) for step in waiting)
+            raise PipelineAwaitingRepair(
+                f"pipeline {pipeline_id!r} awaits repair of {names_}: repair it "
+                f"(POST /pipelines/{pipeline_id}/repair) or abandon it (POST /pipelines/{pipeline_id}/abandon)"
+            )
+        at = now_ms()
+        marker = promise_tree.cancel_marker_id(pipeline_id)
+        await self._call(
+            self._promises.create(
+                marker,
+                timeout_at=root.timeout_at,
+                param=Value(data={"by": principal_id, "at": at}),
+                tags={"resonate:origin": pipeline_id},
+            )
+        )
+        cancel = _cancellation(principal_id, at)
+        for step in tree.job_steps:
+            callback = tree.get(tree.repairs(step).current_callback_id)
+            if callback is not None and callback.state == "pending":
+                # One that ended meanwhile keeps its outcome: the step is over either way.
+                with contextlib.suppress(UnknownCallbackPromise):
+                    await self._settle(callback.id, cancel)
+        closed = ApprovalDecision(action="cancel", by=principal_id, decided_at=at)
+        for gate in tree.open_gates():
+            await self._resolve_decision(gate.record.decision_promise_id, closed)
+        metrics.CANCELS.inc()
+        return await self.status(await self.root(pipeline_id))
+
+    # ── approval gates ───────────────────────────────────────────────────
+
+    async def approve(
+        self, root: PromiseRecord, principal: Principal, gate: str | None, comment: str
+    ) -> PipelineStatus:
+        """Approve at the gate named (or the only one open); see :meth:`decide_gate`."""
+        return await self.decide_gate(root, principal, "approve", gate, comment)
+
+    async def reject(self, root: PromiseRecord, principal: Principal, gate: str | None, comment: str) -> PipelineStatus:
+        """Reject at the gate named (or the only one open); see :meth:`decide_gate`."""
+        return await self.decide_gate(root, principal, "reject", gate, comment)
+
+    async def decide_gate(
+        self, root: PromiseRecord, principal: Principal, action: str, gate: str | None, comment: str
+    ) -> PipelineStatus:
+        """Settle an open gate's decision promise with ``principal``'s decision: the first decision stands.
+
+        GateNotOpen (409) when there is no open gate to decide, that one was
+        decided already (by anyone: the first decision stands), or its
+        deadline passed; GateAmbiguous (409) when several are open and none
+        is named; MayNotDecide (403) when ``principal`` holds none of the
+        gate's scopes (and is no admin).
+        """
+        pipeline_id = root.id
+        if spec_of(root).version is None:
+            raise GateNotOpen(f"pipeline {pipeline_id!r} has no approval gates: it runs one job")
+        if root.state != "pending":
+            raise GateNotOpen(f"pipeline {pipeline_id!r} already finished; there is nothing to approve")
+        chosen = chosen_gate(await self._tree(root), gate)
+        if not may_decide(principal, chosen.record):
+            raise MayNotDecide(
+                f"deciding gate {chosen.record.name!r} of pipeline {pipeline_id!r} needs one of the scopes "
+                f"{', '.join(repr(scope) for scope in chosen.record.scopes)}, which your credentials do not grant"
+            )
+        if chosen.decision is None or chosen.decision.state != "pending":
+            raise GateNotOpen(_closed(pipeline_id, chosen.record.name, chosen.decision))
+        decision = ApprovalDecision(action=action, by=principal.id, comment=comment, decided_at=now_ms())
+        stored = await self._resolve_decision(chosen.record.decision_promise_id, decision)
+        if stored.state != "resolved" or ApprovalDecision.model_validate(stored.value.data) != decision:
+            raise GateNotOpen(_closed(pipeline_id, chosen.record.name, stored))
+        metrics.APPROVALS.labels(decision=action).inc()
+        return await self.status(await self.root(pipeline_id))
+
+    async def gate_grants(self, root: PromiseRecord, principal: Principal, *, deciding: bool = False) -> bool:
+        """Whether a gate of the running pipeline names a scope of ``principal``: then it may see the pipeline.
+
+        To read it, the gate must be open; to decide, any of its gates will do, so that a second decision
+        meets the gate's answer (409, decided) rather than a pipeline that vanished (404).
+        """
+        if not PipelineTree(root, {}).composed or root.state != "pending":
+            return False
+        tree = await self._tree(root)
+        gates = list(tree.gates.values()) if deciding else tree.open_gates()
+        return any(may_decide(principal, gate.record) for gate in gates)
+
+    async def _resolve_decision(self, promise_id: str, decision: BaseModel) -> PromiseRecord:
+        try:
+            return await self._call(self._promises.resolve(promise_id, Value(data=decision)))
+        except ServerError as exc:
+            raise CoordinatorUnavailable(f"the Resonate server refused the decision: {exc}") from exc
+
     # ── repair and abandon ───────────────────────────────────────────────
 
     async def decide(
-        self, root: PromiseRecord, principal_id: str, action: str, parameters: dict[str, str] | None = None
+        self,
+        root: PromiseRecord,
+        principal_id: str,
+        action: str,
+        parameters: dict[str, str] | None = None,
+        step: str | None = None,
     ) -> PipelineStatus:
         """Settle the open repair window's decision: repair (with ``parameters``, resolved) or abandon.
 
         409 for a pipeline that is not awaiting repair, including one whose
-        decision someone else made first: the first decision stands.
+        decision someone else made first: the first decision stands. For a
+        pipeline run by its code, ``step`` (id or name) says which job step's
+        window, when several are open (409 ``step_ambiguous`` otherwise).
         """
         pipeline_id = root.id
         if root.state != "pending":
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} already finished; there is nothing to repair")
-        repairs = await self._repairs(root)
+        repairs = await self._repairs(root, step)
         window = repairs.open_window
         if window is None or window.decision_promise_id is None:
             state = (await self.status(root)).state.value
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} is not awaiting repair: it is {state}")
         decision = RepairDecision(action=action, by=principal_id, parameters=parameters, decided_at=now_ms())
-        try:
-            stored = await self._call(self._promises.resolve(window.decision_promise_id, Value(data=decision)))
-        except ServerError as exc:
-            raise CoordinatorUnavailable(f"the Resonate server refused the decision: {exc}") from exc
+        stored = await self._resolve_decision(window.decision_promise_id, decision)
         if stored.state != "resolved" or RepairDecision.model_validate(stored.value.data) != decision:
             raise NotAwaitingRepair(
                 f"pipeline {pipeline_id!r} is no longer awaiting repair: its repair window "
@@ -276,16 +398,27 @@ class Pipelines:
         metrics.REPAIR_DECISIONS.labels(action=action).inc()
         return await self.status(await self.root(pipeline_id))
 
-    async def parameters_for_repair(self, root: PromiseRecord, changes: dict[str, str]) -> dict[str, str]:
+    async def parameters_for_repair(
+        self, root: PromiseRecord, changes: dict[str, str], step: str | None = None
+    ) -> dict[str, str]:
         """The parameters a repair reruns with: those the run now uses, with ``changes``, checked as at start.
 
-        What the run now uses is the start's, or an earlier repair's: a repair
-        that changes nothing reruns with what the failed attempt ran with.
+        What the run now uses is the start's (a job step's: its record's), or
+        an earlier repair's: a repair that changes nothing reruns with what
+        the failed attempt ran with.
         """
         spec = spec_of(root)
-        job = self._settings.catalogue.job(spec.job)
-        repairs = await self._repairs(root)
-        return job.resolve(parameters_in_use(spec.parameters, repairs.attempts) | changes)
+        tree = await self._tree(root)
+        if not tree.composed:
+            return self._settings.catalogue.job(spec.job).resolve(
+                parameters_in_use(spec.parameters, (await self._repairs(root, step)).attempts) | changes
+            )
+        if root.state != "pending":
+            raise NotAwaitingRepair(f"pipeline {root.id!r} already finished; there is nothing to repair")
+        record = tree.job_steps[chosen_repair(tree, step)].record
+        return self._settings.catalogue.job(record.job).resolve(
+            parameters_in_use(record.parameters, tree.repairs(record.step).attempts) | changes
+        )
 
     # ── callback ─────────────────────────────────────────────────────────
 
@@ -411,96 +544,6 @@ class Pipelines:
             raise CoordinatorUnavailable(f"the Resonate server is unreachable: {exc}") from exc
 
 
-def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> PipelineStatus:
-    """The status document of the pipeline whose promises ``tree`` holds (its spine at least)."""
-    root = tree.root
-    base: dict[str, Any] = {
-        "id": spec.id,
-        "job": spec.job or default_job,
-        "email": spec.email,
-        "timeout_seconds": spec.timeout_seconds,
-        "created_at": _iso(root.created_at),
-    }
-    if root.state == "resolved":
-        outcome = PipelineOutcome.model_validate(root.value.data)
-        receipt = outcome.notification
-        return PipelineStatus(
-            **base,
-            **_parameters_view(spec, parameters_in_use(spec.parameters, outcome.attempts)),
-            state=outcome.state,
-            databricks=_run_view(outcome.run, outcome.report),
-            result=outcome.result,
-            error=outcome.error,
-            notification=NotificationView(**receipt.model_dump()) if receipt else None,
-            attempts=outcome.attempts,
-            updated_at=_iso(root.settled_at or root.created_at),
-        )
-    if root.state != "pending":
-        return PipelineStatus(
-            **base,
-            **_parameters_view(spec, spec.parameters),
-            state=PipelineState.FAILED,
-            databricks=None,
-            error=RunError(
-                type="WorkflowEnded",
-                message=f"the pipeline's workflow ended {root.state.replace('_', ' ')} before finishing",
-            ),
-            updated_at=_iso(root.settled_at or root.created_at),
-        )
-
-    trigger = tree.trigger
-    repairs = tree.repairs()
-    callback = tree.get(repairs.current_callback_id)
-    touched = [r for r in (root, callback, trigger, *repairs.records) if r is not None]
-    updated = max(r.settled_at or r.created_at for r in touched)
-    run = TriggerOutcome.model_validate(trigger.value.data) if trigger and trigger.state == "resolved" else None
-
-    state, result, error, report, deadline = PipelineState.STARTING, None, None, None, None
-    in_use = parameters_in_use(spec.parameters, repairs.attempts)
-    window = repairs.open_window
-    if window is not None:
-        # The run failed; a person may repair or abandon it until the deadline.
-        # Its report is the failed run's, as the awaiting email shows it.
-        failed = stored_settlement(callback).stored if callback is not None else None
-        report, error = (failed.report if failed is not None else None), window.attempt.error
-        decision = tree.get(window.decision_promise_id)
-        if decision is not None and decision.state == "pending":
-            state = PipelineState.AWAITING_REPAIR
-            deadline = _iso(window.repair_deadline) if window.repair_deadline else None
-        else:
-            # Decided (the repair is being made), or the window ended (the email is on its way).
-            repairing = (
-                decision is not None and decision.state == "resolved" and decision.value.data.get("action") == "repair"
-            )
-            state = PipelineState.WAITING if repairing else PipelineState.NOTIFYING
-            if repairing:
-                # The repair being made reruns with the decision's parameters (its record is not written
-                # yet); the failed attempt's error is history (in ``attempts``), as once the record is.
-                report, error = None, None
-                with contextlib.suppress(ValidationError):
-                    in_use = RepairDecision.model_validate(decision.value.data).parameters or in_use
-    elif callback is not None and callback.state != "pending":
-        # The outcome is known; the workflow is repairing, cancelling or emailing.
-        state = PipelineState.NOTIFYING
-        settled = stored_settlement(callback).stored
-        if settled is not None:
-            result, error, report = settled.result, settled.error, settled.report
-    elif run is not None:
-        state = PipelineState.WAITING if run.run is not None else PipelineState.NOTIFYING
-        error = run.error
-    return PipelineStatus(
-        **base,
-        **_parameters_view(spec, in_use),
-        state=state,
-        databricks=_run_view(run.run if run else None, report),
-        result=result,
-        error=error,
-        attempts=repairs.attempts,
-        repair_deadline=deadline,
-        updated_at=_iso(updated),
-    )
-
-
 def spec_of(root: PromiseRecord) -> PipelineSpec:
     """The pipeline's spec; PipelineConflict when the root is not a pipeline's."""
     spec = PipelineTree(root, {}).spec
@@ -511,16 +554,31 @@ def spec_of(root: PromiseRecord) -> PipelineSpec:
     return spec
 
 
-def _parameters_view(spec: PipelineSpec, in_use: dict[str, str]) -> dict[str, Any]:
-    """The status document's parameters: what the run now uses, and the start's when a repair changed them."""
-    return {"parameters": in_use, "parameters_at_start": spec.parameters if in_use != spec.parameters else None}
-
-
 def _differences(stored: PipelineSpec, requested: PipelineSpec) -> list[str]:
     return [name for name in PipelineSpec.model_fields if getattr(stored, name) != getattr(requested, name)]
 
 
-def _run_view(run: DatabricksRun | None, report: RunReport | None = None) -> DatabricksRunView | None:
-    if run is None:
-        return None
-    return DatabricksRunView(run_id=run.run_id, run_page_url=run.run_page_url, job_id=run.job_id, report=report)
+def may_decide(principal: Principal, gate: ApprovalRecord) -> bool:
+    """Whether ``principal`` may decide at ``gate``: it holds one of the scopes the gate names, or is an admin."""
+    return principal.allows(Scope.ADMIN) or any(scope.value in gate.scopes for scope in principal.scopes)
+
+
+def _cancellation(principal_id: str, at: int | None = None) -> Settlement:
+    return Settlement(
+        status="cancelled",
+        error=RunError(type="Cancelled", message="cancelled at the user's request"),
+        source="user",
+        by=principal_id,
+        received_at=at or now_ms(),
+    )
+
+
+def _closed(pipeline_id: str, gate: str, decision: PromiseRecord | None) -> str:
+    """Why gate ``gate`` cannot be decided, from its decision promise as last read."""
+    if decision is not None and decision.state == "rejected_timedout":
+        why = "its deadline passed"
+    elif decision is not None and decision.state == "resolved":
+        why = "it was already decided"
+    else:
+        why = "it is not open"
+    return f"gate {gate!r} of pipeline {pipeline_id!r} is not awaiting approval: {why}"

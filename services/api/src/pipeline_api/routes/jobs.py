@@ -1,8 +1,10 @@
-"""The catalogue's jobs a caller may start, with their parameters: what a client needs to fill a start request."""
+"""What a caller may start (standalone jobs and pipelines), with their parameters: what a start request needs."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+
+from pipeline_shared.catalogue import Catalogue, Completion, PipelineEntry
 
 from ..deps import CatalogueDep, Reader
 from ..domain.access import may_start
@@ -22,13 +24,13 @@ async def list_jobs(principal: Reader, catalogue: CatalogueDep) -> JobList:
     return JobList(
         jobs=[
             JobView(
-                name=job.name,
-                title=job.title,
-                description=job.description,
-                default=job.name == catalogue.default,
-                completion=job.completion,
-                default_timeout_seconds=job.default_timeout_seconds,
-                max_timeout_seconds=job.max_timeout_seconds,
+                name=entry.name,
+                title=entry.title,
+                description=entry.description,
+                default=entry.name == catalogue.default,
+                completion=_completion(catalogue, entry),
+                default_timeout_seconds=entry.default_timeout_seconds,
+                max_timeout_seconds=entry.max_timeout_seconds,
                 parameters=[
                     ParameterView(
                         name=name,
@@ -43,10 +45,19 @@ async def list_jobs(principal: Reader, catalogue: CatalogueDep) -> JobList:
                         integer=parameter.integer,
                         allow_empty=parameter.allow_empty,
                     )
-                    for name, parameter in job.parameters.items()
+                    for name, parameter in entry.parameters.items()
                 ],
+                kind="pipeline" if entry.name in catalogue.pipelines else "job",
+                jobs=list(entry.jobs),
+                version=entry.version,
+                schedule=entry.schedule.cron if entry.schedule else None,
             )
-            for job in catalogue.jobs.values()
-            if may_start(principal, job)
+            for entry in catalogue.startable.values()
+            if may_start(principal, entry)
         ]
     )
+
+
+def _completion(catalogue: Catalogue, entry: PipelineEntry) -> Completion:
+    """How the entry's runs report: a job's own way; a pipeline's first job's (each step reports as its job does)."""
+    return catalogue.job(entry.jobs[0]).completion

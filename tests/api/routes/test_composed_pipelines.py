@@ -1,0 +1,309 @@
+"""Pipelines run by their code, through the gateway: their steps read back, gates decided, steps repaired, cancels.
+
+Each pipeline's promises are written as the contract's tree has them
+(tests.support.step_promises.py), with no worker running, and read back
+through the real app; principals come from a keys file of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline_api.app import create_app
+from pipeline_api.auth.keys import mint
+from pipeline_api.auth.principals import Scope
+from pipeline_api.settings import GatewaySettings
+from pipeline_shared import promise_tree
+from pipeline_shared.models import PipelineSpec, PipelineState, RepairDecision, Settlement
+from pipeline_shared.resonate_client import ResonateLink
+from tests.support.step_promises import ComposedPipeline
+from tests.support.gateway_app import LocalSnapshots
+from tests.support.keys_files import write_keys
+from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
+
+#: The catalogue of the tests, with a pipeline of two of its jobs beside them.
+PIPELINE_TABLE = """
+[pipelines.onboarding]
+title = "Onboarding"
+description = "Statistics, then words, then a person approves."
+version = 3
+jobs = ["csv-statistics", "word-frequencies"]
+
+[pipelines.onboarding.schedule]
+cron = "0 6 * * 1"
+email = "ops@example.com"
+"""
+
+OWNER = "owner"
+WHO = {
+    OWNER: frozenset({Scope.START, Scope.READ, Scope.CANCEL}),
+    "approver": frozenset({Scope.APPROVE}),
+    "other": frozenset({Scope.START, Scope.READ, Scope.CANCEL}),
+    "admin": frozenset({Scope.ADMIN}),
+}
+
+
+@dataclass
+class Composed:
+    harness: Harness
+    clients: dict[str, httpx.AsyncClient]
+
+    def pipeline(self, **kwargs: Any) -> ComposedPipeline:
+        return ComposedPipeline(self.harness.resonate.promises, f"key:{OWNER}", **kwargs)
+
+    async def read(self, promise_id: str) -> Any:
+        return await self.harness.promises_get(promise_id)
+
+
+@pytest.fixture
+async def composed(tmp_path: Path) -> AsyncIterator[Composed]:
+    catalogue_file = tmp_path / "catalogue.toml"
+    catalogue_file.write_text(CATALOGUE_FILE.read_text() + PIPELINE_TABLE)
+    keys = {name: mint(name, scopes) for name, scopes in WHO.items()}
+    write_keys(tmp_path / "keys.toml", *(entry for _, entry in keys.values()))
+    settings = GatewaySettings(
+        RESONATE_DATABASE_URL=UNUSED_DATABASE_URL,
+        CALLBACK_SIGNING_SECRET=SECRET,
+        API_KEYS_FILE=tmp_path / "keys.toml",
+        RECIPIENT_DOMAINS=("*",),
+        JOB_CATALOGUE_FILE=catalogue_file,
+    )
+    harness = Harness(autostart=False)
+    link = ResonateLink(harness.resonate, None)
+    app = create_app(settings, connect_resonate=lambda _: link, snapshots=LocalSnapshots(harness))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        clients = {
+            name: httpx.AsyncClient(
+                transport=transport, base_url="http://gateway", headers={"authorization": f"Bearer {key}"}
+            )
+            for name, (key, _) in keys.items()
+        }
+        yield Composed(harness, clients)
+        for client in clients.values():
+            await client.aclose()
+
+
+# ── starting ─────────────────────────────────────────────────────────────────
+
+
+async def test_a_pipeline_entry_starts_run_pipeline_at_version_2_with_its_own_version(composed: Composed) -> None:
+    answer = await composed.clients[OWNER].post("/pipelines", json={"job": "onboarding", "email": "o@example.com"})
+    assert answer.status_code == 202, answer.text
+    root = await composed.read(answer.json()["id"])
+    assert root.param.data["version"] == 2
+    spec = PipelineSpec.model_validate(root.param.data["args"][0])
+    assert (spec.job, spec.version) == ("onboarding", 3)
+    assert answer.json()["version"] == 3
+
+
+async def test_a_standalone_job_starts_as_its_one_job_pipeline_at_version_2(composed: Composed) -> None:
+    body = {"id": "standalone-1", "job": "word-frequencies", "email": "o@example.com", "parameters": {"text": "a"}}
+    answer = await composed.clients[OWNER].post("/pipelines", json=body)
+    assert answer.status_code == 202, answer.text
+    root = await composed.read("standalone-1")
+    assert root.param.data["version"] == 2
+    assert PipelineSpec.model_validate(root.param.data["args"][0]).version == 1
+    again = await composed.clients[OWNER].post("/pipelines", json=body)
+    assert again.status_code == 200 and again.json()["id"] == "standalone-1"
+
+
+async def test_jobs_lists_pipelines_beside_jobs_with_their_kind_jobs_version_and_schedule(composed: Composed) -> None:
+    listed = {job["name"]: job for job in (await composed.clients[OWNER].get("/jobs")).json()["jobs"]}
+    assert listed["onboarding"] | {"parameters": []} == listed["onboarding"]
+    assert (listed["onboarding"]["kind"], listed["onboarding"]["jobs"]) == (
+        "pipeline",
+        ["csv-statistics", "word-frequencies"],
+    )
+    assert (listed["onboarding"]["version"], listed["onboarding"]["schedule"]) == (3, "0 6 * * 1")
+    assert (listed["csv-statistics"]["kind"], listed["csv-statistics"]["jobs"]) == ("job", ["csv-statistics"])
+    assert listed["csv-statistics"]["schedule"] is None
+
+
+# ── reading ──────────────────────────────────────────────────────────────────
+
+
+async def test_a_composed_pipeline_reads_each_step_and_awaits_approval(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step_ended("1", "stats", {"rows": 3})
+    await pipeline.job_step("2", "words", job="word-frequencies")
+    await pipeline.email_step("3", "Halfway")
+    await pipeline.gate("4", "go-live")
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert doc["state"] == "awaiting_approval" and doc["version"] == 1
+    assert [(s["id"], s["kind"], s["name"], s["state"]) for s in doc["steps"]] == [
+        ("1", "job", "stats", "succeeded"),
+        ("2", "job", "words", "running"),
+        ("3", "email", "Halfway", "starting"),
+        ("4", "approval", "go-live", "awaiting_approval"),
+    ]
+    assert doc["steps"][3]["approval"]["scopes"] == ["approve"]
+
+
+async def test_a_pipeline_with_one_job_step_reads_as_a_one_job_pipeline_did(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "starting"
+    await pipeline.job_step("1", "stats", run_id=42)
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert doc["state"] == "waiting"
+    assert doc["databricks"]["run_id"] == 42
+
+
+async def test_a_step_awaiting_repair_makes_the_pipeline_await_repair(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step_failed("1", "stats")
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert doc["state"] == "awaiting_repair" and doc["repair_deadline"] is not None
+    assert doc["error"]["type"] == "KeyError"
+
+
+async def test_a_finished_composed_pipeline_keeps_its_steps(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step_ended("1", "stats", {"rows": 3})
+    await pipeline.finish(PipelineState.SUCCEEDED, {"rows": 3})
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert doc["state"] == "succeeded" and doc["result"] == {"rows": 3}
+    assert [s["state"] for s in doc["steps"]] == ["succeeded"]
+
+
+async def test_a_pipeline_started_before_pipelines_were_code_reads_as_today(composed: Composed) -> None:
+    pipeline = composed.pipeline(version=None)
+    await pipeline.root()
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert (doc["state"], doc["version"], doc["steps"]) == ("starting", None, [])
+    cancelled = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    settled = await composed.read(promise_tree.callback_promise_id(pipeline.id))
+    assert Settlement.model_validate(settled.value.data).status == "cancelled"
+    assert await composed.read(promise_tree.cancel_marker_id(pipeline.id)) is None
+
+
+# ── approvals ────────────────────────────────────────────────────────────────
+
+
+async def test_a_holder_of_the_gates_scope_sees_the_pipeline_and_approves_once(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    decision = await pipeline.gate("1", "go-live")
+    approver = composed.clients["approver"]
+    assert (await approver.get(f"/pipelines/{pipeline.id}")).status_code == 200
+    answer = await approver.post(f"/pipelines/{pipeline.id}/approve", json={"comment": "fine by me"})
+    assert answer.status_code == 202, answer.text
+    step = answer.json()["steps"][0]
+    assert step["state"] == "approved"
+    assert (step["decision"]["by"], step["decision"]["comment"]) == ("key:approver", "fine by me")
+    assert (await composed.read(decision)).value.data["action"] == "approve"
+    again = await approver.post(f"/pipelines/{pipeline.id}/reject", json={"gate": "go-live"})
+    assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_approval")
+    # The gate is closed: the pipeline is no more the approver's to read.
+    assert (await approver.get(f"/pipelines/{pipeline.id}")).status_code == 404
+
+
+async def test_an_admin_rejects_at_a_gate_named_by_its_step_id(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.gate("1", "go-live")
+    answer = await composed.clients["admin"].post(f"/pipelines/{pipeline.id}/reject", json={"gate": "1"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["steps"][0]["state"] == "rejected"
+
+
+async def test_who_may_not_decide_is_told_so_and_changes_nothing(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    decision = await pipeline.gate("1", "go-live")
+    owner = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/approve")
+    assert (owner.status_code, owner.json()["code"]) == (403, "may_not_decide")
+    stranger = await composed.clients["other"].post(f"/pipelines/{pipeline.id}/approve")
+    assert (stranger.status_code, stranger.json()["code"]) == (404, "pipeline_not_found")
+    unknown = await composed.clients["approver"].post("/pipelines/no-such-pipeline/approve")
+    assert unknown.status_code == 404
+    assert (await composed.read(decision)).state == "pending"
+
+
+async def test_several_open_gates_must_be_named(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.gate("1", "legal")
+    await pipeline.gate("2", "finance")
+    approver = composed.clients["approver"]
+    ambiguous = await approver.post(f"/pipelines/{pipeline.id}/approve")
+    assert (ambiguous.status_code, ambiguous.json()["code"]) == (409, "gate_ambiguous")
+    unknown = await approver.post(f"/pipelines/{pipeline.id}/approve", json={"gate": "<script>"})
+    assert (unknown.status_code, unknown.json()["code"]) == (409, "not_awaiting_approval")
+    named = await approver.post(f"/pipelines/{pipeline.id}/approve", json={"gate": "finance"})
+    assert named.status_code == 202
+    assert [s["state"] for s in named.json()["steps"]] == ["awaiting_approval", "approved"]
+
+
+async def test_a_gate_past_its_deadline_cannot_be_decided(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.gate("1", "go-live", deadline_ms=50)
+    await asyncio.sleep(0.2)
+    late = await composed.clients["admin"].post(f"/pipelines/{pipeline.id}/approve", json={"gate": "go-live"})
+    assert (late.status_code, late.json()["code"]) == (409, "not_awaiting_approval")
+    assert "deadline" in late.json()["message"]
+
+
+async def test_no_gate_open_and_a_long_comment_are_refused(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step("1", "stats")
+    none_open = await composed.clients["admin"].post(f"/pipelines/{pipeline.id}/approve")
+    assert (none_open.status_code, none_open.json()["code"]) == (409, "not_awaiting_approval")
+    long = await composed.clients["admin"].post(f"/pipelines/{pipeline.id}/approve", json={"comment": "x" * 2001})
+    assert long.status_code == 422
+
+
+# ── repair, abandon, cancel ──────────────────────────────────────────────────
+
+
+async def test_with_several_steps_awaiting_repair_the_step_is_named(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step_failed("1", "stats")
+    words = await pipeline.job_step_failed("2", "words", job="word-frequencies", run_id=8, parameters={"text": "a b"})
+    owner = composed.clients[OWNER]
+    ambiguous = await owner.post(f"/pipelines/{pipeline.id}/repair")
+    assert (ambiguous.status_code, ambiguous.json()["code"]) == (409, "step_ambiguous")
+    assert (await owner.post(f"/pipelines/{pipeline.id}/abandon")).json()["code"] == "step_ambiguous"
+    repaired = await owner.post(f"/pipelines/{pipeline.id}/repair", json={"step": "words", "parameters": {"top": "5"}})
+    assert repaired.status_code == 202, repaired.text
+    decision = RepairDecision.model_validate((await composed.read(words)).value.data)
+    assert (decision.action, decision.by, decision.parameters["top"]) == ("repair", "key:owner", "5")
+    abandoned = await owner.post(f"/pipelines/{pipeline.id}/abandon", json={"step": "1"})
+    assert abandoned.status_code == 202, abandoned.text
+    again = await owner.post(f"/pipelines/{pipeline.id}/abandon", json={"step": "1"})
+    assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_repair")
+
+
+async def test_cancel_marks_the_pipeline_and_settles_running_steps_and_open_gates(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    running = await pipeline.job_step("1", "stats")
+    decision = await pipeline.gate("2", "go-live")
+    owner = composed.clients[OWNER]
+    answer = await owner.post(f"/pipelines/{pipeline.id}/cancel")
+    assert answer.status_code == 202, answer.text
+    marker = await composed.read(promise_tree.cancel_marker_id(pipeline.id))
+    assert marker.param.data["by"] == "key:owner" and marker.param.data["at"] > 0
+    settled = Settlement.model_validate((await composed.read(promise_tree.callback_promise_id(running))).value.data)
+    assert (settled.status, settled.source, settled.by) == ("cancelled", "user", "key:owner")
+    assert (await composed.read(decision)).value.data["action"] == "cancel"
+    assert [s["state"] for s in answer.json()["steps"]] == ["running", "cancelled"]
+    assert (await owner.post(f"/pipelines/{pipeline.id}/cancel")).status_code == 202
+    await pipeline.finish(PipelineState.CANCELLED)
+    finished = await owner.post(f"/pipelines/{pipeline.id}/cancel")
+    assert (finished.status_code, finished.json()["code"]) == (409, "pipeline_finished")
