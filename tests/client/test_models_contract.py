@@ -38,6 +38,8 @@ READS = [
     ("post", "/pipelines/{pipeline_id}/cancel", "202", PipelineStatus),
     ("post", "/pipelines/{pipeline_id}/repair", "202", PipelineStatus),
     ("post", "/pipelines/{pipeline_id}/abandon", "202", PipelineStatus),
+    ("post", "/pipelines/{pipeline_id}/approve", "202", PipelineStatus),
+    ("post", "/pipelines/{pipeline_id}/reject", "202", PipelineStatus),
     ("get", "/pipelines/{pipeline_id}/events", "200", PipelineTimeline),
     ("get", "/jobs", "200", JobList),
 ]
@@ -143,4 +145,6 @@ def test_what_the_client_sends_is_what_the_gateway_takes(openapi: Schema) -> Non
     assert set(schemas["PipelineRequest"]["required"]) <= set(start)
     assert set(listing) <= {parameter["name"] for parameter in list_route["parameters"]}
     assert repair_body["application/json"]["schema"] == {"$ref": "#/components/schemas/RepairRequest"}
-    assert set(schemas["RepairRequest"]["properties"]) == {"parameters"}
+    # Issue 22: a repair may name the job step it repairs (the gateway's branch adds "step").
+    assert set(schemas["RepairRequest"]["properties"]) == {"parameters", "step"}
+    assert set(_wire.repair_body({}, "2")) == {"parameters", "step"}

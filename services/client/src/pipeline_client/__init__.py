@@ -29,6 +29,8 @@ from .errors import (
 )
 from .models import (
     FINAL_STATES,
+    Approval,
+    ApprovalDecision,
     Job,
     PipelineEvent,
     PipelinePage,
@@ -36,10 +38,15 @@ from .models import (
     PipelineStatus,
     PipelineSummary,
     PipelineTimeline,
+    Step,
+    StepKind,
+    StepState,
 )
 
 __all__ = [
     "FINAL_STATES",
+    "Approval",
+    "ApprovalDecision",
     "AsyncClient",
     "Client",
     "Conflict",
@@ -56,6 +63,9 @@ __all__ = [
     "PipelineSummary",
     "PipelineTimeline",
     "RateLimited",
+    "Step",
+    "StepKind",
+    "StepState",
     "Unauthorized",
     "Unavailable",
     "WaitTimedOut",
