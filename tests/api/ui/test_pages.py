@@ -56,7 +56,7 @@ from tests.support.ui_gateway import (
 # ── CSRF on every action ─────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("action", ["start", "cancel", "repair", "abandon", "sign-out"])
+@pytest.mark.parametrize("action", ["start", "cancel", "repair", "abandon", "approve", "reject", "sign-out"])
 @pytest.mark.parametrize(
     "attack",
     [
@@ -252,7 +252,7 @@ async def serve_http(keys_file: Path) -> AsyncIterator[tuple[str, Page, ShownInd
         index = ShownIndex()
         app.state.index = index
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-            page = Page(client, harness, keys_file)
+            page = Page(client, harness, keys_file, app)
             await page.sign_in()
             yield f"http://127.0.0.1:{listening.getsockname()[1]}", page, index
     finally:

@@ -2,7 +2,7 @@
 
 Pure functions of :class:`PipelineEvent` lists and result dicts, so the
 pages' templates only lay out what is decided here, and tests can check
-the decisions without a browser.
+the decisions without a browser. A pipeline's steps are :mod:`.steps`'.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Phase:
     end: datetime
     #: Still going: its end is "now".
     open: bool = False
+    #: A step's state, when the phase is a step's (its bar is coloured by it).
+    state: str = ""
 
     @property
     def seconds(self) -> float:
