@@ -52,7 +52,18 @@ class Phase:
 
     @property
     def label(self) -> str:
-        return f"{self.name}: {duration(self.seconds)}{' so far' if self.open else ''}"
+        """What its bar says in words, for the chart's text alternative."""
+        took = f"{duration(self.seconds)}{' so far' if self.open else ''}"
+        if self.state:
+            return f"Step {self.name}, {self.state.replace('_', ' ')}: {took}"
+        return f"{self.name}: {took}"
+
+    @property
+    def css_class(self) -> str:
+        """Its bar's classes: a phase's by its name, a step's by its state."""
+        if self.state:
+            return f"step-bar step-{self.state}"
+        return f"phase phase-{self.name.replace(' ', '-')}"
 
 
 def phases(events: list[PipelineEvent], *, final: bool, now: datetime) -> list[Phase]:
