@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from pipeline_api.app import create_app
 from pipeline_client import _wire
-from pipeline_client.models import ErrorBody, JobList, PipelinePage, PipelineStatus, PipelineTimeline
+from pipeline_client.models import ErrorBody, JobList, PipelinePage, PipelineStatus, PipelineTimeline, Step
+from pipeline_shared.models import StepSummary
 from tests.support.gateway_app import SETTINGS
 
 Schema = dict[str, Any]
@@ -120,6 +121,16 @@ def test_the_clients_model_reads_what_the_route_sends(
     ours = model.model_json_schema(ref_template="#/$defs/{model}")
     comparison = Comparison(ours.get("$defs", {}), openapi["components"]["schemas"])
     comparison.model(ours, response_schema(openapi, method, path, status), f"{method.upper()} {path} {status}")
+
+    assert comparison.problems == []
+
+
+def test_the_clients_step_reads_the_shared_step_summary() -> None:
+    """The status document's steps are the shared StepSummary, field for field (contract of issue 22)."""
+    ours = Step.model_json_schema(ref_template="#/$defs/{model}")
+    theirs = StepSummary.model_json_schema(ref_template="#/$defs/{model}")
+    comparison = Comparison(ours.get("$defs", {}), theirs.get("$defs", {}))
+    comparison.model(ours, theirs, "StepSummary")
 
     assert comparison.problems == []
 

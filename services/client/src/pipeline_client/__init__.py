@@ -40,6 +40,7 @@ from .models import (
     PipelineTimeline,
     Step,
     StepKind,
+    StepRun,
     StepState,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "RateLimited",
     "Step",
     "StepKind",
+    "StepRun",
     "StepState",
     "Unauthorized",
     "Unavailable",

@@ -154,6 +154,8 @@ class Approval(_Document):
     notify: list[str] = Field(default_factory=list)
     #: When it opened, in epoch milliseconds.
     opened_at: int
+    #: The promise its decision settles (the gateway's business, shown for the record).
+    decision_promise_id: str | None = None
 
 
 class ApprovalDecision(_Document):
@@ -164,6 +166,14 @@ class ApprovalDecision(_Document):
     comment: str = ""
     #: In epoch milliseconds.
     decided_at: int
+
+
+class StepRun(_Document):
+    """A job step's Databricks run (its report is in the step's ``result`` and ``error``)."""
+
+    run_id: int
+    run_page_url: str | None = None
+    job_id: int | None = None
 
 
 class Step(_Document):
@@ -178,7 +188,7 @@ class Step(_Document):
     name: str
     state: StepState
     job: str | None = None
-    run: DatabricksRun | None = None
+    run: StepRun | None = None
     attempts: int = 0
     result: dict[str, Any] | None = None
     error: RunError | None = None
