@@ -13,6 +13,7 @@ answered as the contract says, or refused as a test asks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -31,6 +32,7 @@ from pipeline_shared.models import (
     StepState,
     StepSummary,
 )
+from pipeline_shared.promise_tree import OWNER_TAG
 
 #: 2026-12-01 15:00:00 UTC, in epoch milliseconds: where the steps' times start.
 T0_MS = 1_796_137_200_000
@@ -57,6 +59,7 @@ class Decision:
 @dataclass
 class SteppedPipelines:
     real: Pipelines
+    roots: dict[str, PromiseRecord] = field(default_factory=dict)
     statuses: dict[str, StatusWithSteps] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     #: What the next decision raises instead of being recorded (a 409 or 403 of the domain).
@@ -65,11 +68,28 @@ class SteppedPipelines:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-    async def show(self, pipeline_id: str, state: str, steps: list[StepSummary]) -> None:
-        """From now on, ``pipeline_id`` (started for real) reads in ``state`` with ``steps``."""
-        real = await self.real.status(await self.real.root(pipeline_id))
-        fields = real.model_dump() | {"state": state, "steps": steps, "version": 1}
-        self.statuses[pipeline_id] = StatusWithSteps.model_validate(fields)
+    async def show(self, pipeline_id: str, state: str, steps: list[StepSummary], owner: str = "key:alice") -> None:
+        """From now on, ``pipeline_id`` is ``owner``'s customer-onboarding, in ``state`` with ``steps``."""
+        self.roots[pipeline_id] = PromiseRecord(
+            id=pipeline_id, state="pending", tags={OWNER_TAG: owner}, timeout_at=T0_MS + 3 * 86_400_000
+        )
+        at = datetime.fromtimestamp(T0_MS / 1000, UTC)
+        self.statuses[pipeline_id] = StatusWithSteps(
+            id=pipeline_id,
+            state=state,
+            job="customer-onboarding",
+            email="me@example.com",
+            parameters={"upload": "/Workspace/Shared/pipelines/samples/upload.csv", "approval_threshold": "70"},
+            timeout_seconds=3600,
+            databricks=None,
+            created_at=at,
+            updated_at=at,
+            version=1,
+            steps=steps,
+        )
+
+    async def root(self, pipeline_id: str) -> PromiseRecord:
+        return self.roots.get(pipeline_id) or await self.real.root(pipeline_id)
 
     async def status(self, root: PromiseRecord) -> PipelineStatus:
         return self.statuses.get(root.id) or await self.real.status(root)
