@@ -241,3 +241,21 @@ async def test_the_list_offers_awaiting_approval_as_a_state_to_filter_by(page: P
     html = (await page.client.get("/ui/")).text
 
     assert '<input type="checkbox" name="state" value="awaiting_approval"> awaiting approval</label>' in html
+
+
+async def test_with_several_gates_open_the_form_asks_which_and_with_none_offers_no_decision(
+    stepped: tuple[Page, SteppedPipelines, str],
+) -> None:
+    page, pipelines, pipeline_id = stepped
+    gates = [
+        gate_step(1, ["cancel"], seconds=(0, None)),
+        gate_step(2, ["cancel"], seconds=(0, None), name="legal", message="Contract signed?"),
+    ]
+    await pipelines.show(pipeline_id, "awaiting_approval", gates)
+    several = (await page.client.get(f"/ui/pipelines/{pipeline_id}/reject?gate=legal")).text
+    await pipelines.show(pipeline_id, "awaiting_approval", [gate_step(1, ["approve"], seconds=(0, None))])
+    none_for_alice = (await page.client.get(f"/ui/pipelines/{pipeline_id}/reject")).text
+
+    assert '<select id="gate" name="gate">' in several
+    assert '<option value="2" selected>2 legal: Contract signed?</option>' in several
+    assert 'id="no-gate"' in none_for_alice and "Yes, reject it" not in none_for_alice
