@@ -9,6 +9,14 @@ so a test can check what the CLI sent, and it can drop a stream mid-way or
 refuse reconnections the way a restarting gateway does.
 
 It is not the index: it filters and pages a list it is given, no more.
+
+Issue 22 adds a pipeline's status document and the decisions on it (approve,
+reject, repair and abandon of one step), held to /work/briefs/contract22.md:
+the document is a legacy one of the gateway's schema, or one with ``steps``
+built from the shared StepSummary (the gateway's schema gains them on its own
+branch); each decision is recorded with its body and answered as the
+contract says (the document, or 409 ``not_awaiting_approval``,
+``gate_ambiguous``, ``step_ambiguous``, or 403).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineSummary, PipelineTimeline
+from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineStatus, PipelineSummary, PipelineTimeline
+from pipeline_shared.models import StepSummary
 
 FAKE_KEY = "fake-gateway-key"
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -72,6 +81,32 @@ def timeline_events(pipeline_id: str, final: str) -> list[dict[str, Any]]:
     ]
 
 
+def status_document(pipeline_id: str, state: str, steps: list[StepSummary] = (), **fields: Any) -> dict[str, Any]:
+    """A status document: the gateway's schema for what it has today, plus ``version`` and ``steps``."""
+    legacy = PipelineStatus(
+        id=pipeline_id,
+        state=state,
+        job=fields.pop("job", "customer-onboarding" if steps else "csv-statistics"),
+        email="you@example.com",
+        parameters={},
+        timeout_seconds=3600,
+        databricks=None,
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=9),
+        **fields,
+    ).model_dump(mode="json")
+    return legacy | {"version": 1 if steps else None, "steps": [s.model_dump(mode="json") for s in steps]}
+
+
+@dataclass
+class Decision:
+    """One POST of a decision: which pipeline, which action, with what body (None: no body)."""
+
+    pipeline_id: str
+    action: str
+    body: dict[str, Any] | None
+
+
 @dataclass
 class FakeTimeline:
     events: list[dict[str, Any]]
@@ -104,19 +139,51 @@ class FakeGateway:
     seen: list[Seen] = field(default_factory=list)
     cursors_issued: list[str] = field(default_factory=list)
     list_streams: int = 0
+    #: `GET /pipelines/{id}` answers these; a pipeline with only a timeline gets a legacy document in its state.
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    #: The answer the next decision gets instead of the document: (status, code).
+    refuse_next: tuple[int, str] | None = None
 
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/pipelines", self._list),
+                Route("/pipelines/{pipeline_id}", self._status),
                 Route("/pipelines/{pipeline_id}/events", self._events),
+                Route("/pipelines/{pipeline_id}/{action:str}", self._decide, methods=["POST"]),
             ]
         )
 
-    def _refusal(self, request: Request) -> Response | None:
-        self.seen.append(
-            Seen(request.url.path, list(request.query_params.multi_items()), request.headers.get("last-event-id"))
-        )
+    async def _status(self, request: Request) -> Response:
+        # Not in `seen`: the stream tests read its last entry, and `watch` reads the status after its stream.
+        if refused := self._refusal(request, record=False):
+            return refused
+        pipeline_id = request.path_params["pipeline_id"]
+        if pipeline_id in self.statuses:
+            return JSONResponse(self.statuses[pipeline_id])
+        if timeline := self.timelines.get(pipeline_id):
+            return JSONResponse(status_document(pipeline_id, timeline.end_state or timeline.state_shown))
+        return JSONResponse({"code": "pipeline_not_found", "message": "no pipeline with this id"}, 404)
+
+    async def _decide(self, request: Request) -> Response:
+        if refused := self._refusal(request):
+            return refused
+        pipeline_id, action = request.path_params["pipeline_id"], request.path_params["action"]
+        if action not in ("approve", "reject", "repair", "abandon") or pipeline_id not in self.statuses:
+            return JSONResponse({"code": "not_found", "message": f"no {action} of {pipeline_id}"}, 404)
+        raw = await request.body()
+        self.decisions.append(Decision(pipeline_id, action, json.loads(raw) if raw else None))
+        if self.refuse_next is not None:
+            (status, code), self.refuse_next = self.refuse_next, None
+            return JSONResponse({"code": code, "message": f"refused by the fake: {code}"}, status)
+        return JSONResponse(self.statuses[pipeline_id], 202)
+
+    def _refusal(self, request: Request, record: bool = True) -> Response | None:
+        if record:
+            self.seen.append(
+                Seen(request.url.path, list(request.query_params.multi_items()), request.headers.get("last-event-id"))
+            )
         if request.headers.get("authorization") != f"Bearer {FAKE_KEY}":
             return JSONResponse(
                 {"code": "invalid_token", "message": "the API key is not one of this gateway's"},

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from pipeline_api.app import create_app
 from pipeline_client import _wire
-from pipeline_client.models import ErrorBody, JobList, PipelinePage, PipelineStatus, PipelineTimeline
+from pipeline_client.models import ErrorBody, JobList, PipelinePage, PipelineStatus, PipelineTimeline, Step
+from pipeline_shared.models import StepSummary
 from tests.support.gateway_app import SETTINGS
 
 Schema = dict[str, Any]
@@ -38,6 +39,8 @@ READS = [
     ("post", "/pipelines/{pipeline_id}/cancel", "202", PipelineStatus),
     ("post", "/pipelines/{pipeline_id}/repair", "202", PipelineStatus),
     ("post", "/pipelines/{pipeline_id}/abandon", "202", PipelineStatus),
+    ("post", "/pipelines/{pipeline_id}/approve", "202", PipelineStatus),
+    ("post", "/pipelines/{pipeline_id}/reject", "202", PipelineStatus),
     ("get", "/pipelines/{pipeline_id}/events", "200", PipelineTimeline),
     ("get", "/jobs", "200", JobList),
 ]
@@ -122,6 +125,16 @@ def test_the_clients_model_reads_what_the_route_sends(
     assert comparison.problems == []
 
 
+def test_the_clients_step_reads_the_shared_step_summary() -> None:
+    """The status document's steps are the shared StepSummary, field for field (contract of issue 22)."""
+    ours = Step.model_json_schema(ref_template="#/$defs/{model}")
+    theirs = StepSummary.model_json_schema(ref_template="#/$defs/{model}")
+    comparison = Comparison(ours.get("$defs", {}), theirs.get("$defs", {}))
+    comparison.model(ours, theirs, "StepSummary")
+
+    assert comparison.problems == []
+
+
 def test_the_comparison_sees_a_missing_field_a_new_required_one_and_a_wrong_type() -> None:
     """The test above would pass on anything if the comparison saw nothing: here it must see three things."""
     gateway = {"type": "object", "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}, "required": ["id"]}
@@ -143,4 +156,6 @@ def test_what_the_client_sends_is_what_the_gateway_takes(openapi: Schema) -> Non
     assert set(schemas["PipelineRequest"]["required"]) <= set(start)
     assert set(listing) <= {parameter["name"] for parameter in list_route["parameters"]}
     assert repair_body["application/json"]["schema"] == {"$ref": "#/components/schemas/RepairRequest"}
-    assert set(schemas["RepairRequest"]["properties"]) == {"parameters"}
+    # Issue 22: a repair may name the job step it repairs (the gateway's branch adds "step").
+    assert set(schemas["RepairRequest"]["properties"]) == {"parameters", "step"}
+    assert set(_wire.repair_body({}, "2")) == {"parameters", "step"}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
@@ -52,10 +53,12 @@ CSV_RESULT = {
 class Page:
     """A browser's view of the gateway: one cookie jar, the page's CSRF token read from what it was shown."""
 
-    def __init__(self, client: httpx.AsyncClient, harness: Harness, keys_file: Path) -> None:
+    def __init__(self, client: httpx.AsyncClient, harness: Harness, keys_file: Path, app: FastAPI) -> None:
         self.client = client
         self.harness = harness
         self.keys_file = keys_file
+        #: The gateway's app, for a test that stands something in for a part of its state.
+        self.app = app
         self.csrf = ""
 
     async def sign_in(self, credential: str = ALICE_KEY, **extra: str) -> httpx.Response:
@@ -109,7 +112,7 @@ async def serve(keys_file: Path, base_url: str = "http://gateway", **overrides: 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
-            yield Page(client, harness, keys_file)
+            yield Page(client, harness, keys_file, app)
 
 
 async def wait_for_state(page: Page, pipeline_id: str, state: str) -> str:

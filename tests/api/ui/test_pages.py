@@ -52,11 +52,12 @@ from tests.support.ui_gateway import (
     settings_for,
     wait_for_state,
 )
+from tests.support.ui_steps import RUN_PAGE, Decision, SteppedPipelines, onboarding_steps
 
 # ── CSRF on every action ─────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("action", ["start", "cancel", "repair", "abandon", "sign-out"])
+@pytest.mark.parametrize("action", ["start", "cancel", "repair", "abandon", "approve", "reject", "sign-out"])
 @pytest.mark.parametrize(
     "attack",
     [
@@ -252,7 +253,7 @@ async def serve_http(keys_file: Path) -> AsyncIterator[tuple[str, Page, ShownInd
         index = ShownIndex()
         app.state.index = index
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-            page = Page(client, harness, keys_file)
+            page = Page(client, harness, keys_file, app)
             await page.sign_in()
             yield f"http://127.0.0.1:{listening.getsockname()[1]}", page, index
     finally:
@@ -344,6 +345,43 @@ async def test_the_elapsed_time_of_a_phase_still_going_ticks_on_the_page(
     assert later is not None and float(later.split()[0]) > float(first.split()[0]), (first, later)
     await expect(browser.locator(".phases .elapsed")).to_have_text(later)
     await screenshots.take(browser, "running")
+
+
+@browser_test
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+async def test_a_person_reads_the_steps_and_approves_the_gate_with_a_comment_in_a_browser(
+    served: tuple[str, Page, ShownIndex], open_page: OpenPage, screenshots: Screenshots, viewport: dict[str, Any]
+) -> None:
+    url, client, _ = served
+    pipeline_id = f"onboarding-{uuid.uuid4().hex[:8]}"
+    pipelines = SteppedPipelines(client.app.state.pipelines)
+    client.app.state.pipelines = pipelines
+    # A gate alice may decide: she holds its scope (cancel, here; "approve" once the gateway knows it).
+    await pipelines.show(pipeline_id, "awaiting_approval", onboarding_steps(["cancel"]))
+    browser = await browser_signed_in(open_page, url, **viewport)
+
+    try:
+        await browser.goto(url + f"/ui/pipelines/{pipeline_id}")
+        steps = browser.get_by_role("table", name="Each step, in the order the pipeline's code took it")
+        await expect(steps.get_by_role("row")).to_have_count(5)
+        await expect(steps.get_by_role("link", name="run 702")).to_have_attribute("href", f"{RUN_PAGE}702")
+        chart = browser.get_by_role("img", name=re.compile(f"Steps of pipeline {pipeline_id} over"))
+        await expect(chart).to_be_visible()
+        await expect(browser.locator(".steps-chart g.step-bar")).to_have_count(4)
+        await screenshots.take(browser, "steps")
+        assert await sideways_overflow(browser) == 0, "the page of steps scrolls sideways"
+
+        await steps.get_by_role("link", name="Approve…").click()
+        await expect(browser.get_by_text("high-risk: Risk score 82: activate?")).to_be_visible()
+        await browser.get_by_label("Comment (optional)").fill("Score checked against the upload.")
+        await screenshots.take(browser, "approve")
+        await browser.get_by_role("button", name="Yes, approve it").click()
+
+        await expect(browser).to_have_url(re.compile(rf"/ui/pipelines/{re.escape(pipeline_id)}\?done=approve$"))
+        await expect(browser.get_by_role("status").filter(has_text="Approve: asked for.")).to_be_visible()
+    finally:
+        client.app.state.pipelines = pipelines.real
+    assert pipelines.decisions == [Decision("approve", "key:alice", "4", "Score checked against the upload.")]
 
 
 async def result_wording(page: Page, pipeline_id: str) -> str:

@@ -29,6 +29,8 @@ from .errors import (
 )
 from .models import (
     FINAL_STATES,
+    Approval,
+    ApprovalDecision,
     Job,
     PipelineEvent,
     PipelinePage,
@@ -36,10 +38,16 @@ from .models import (
     PipelineStatus,
     PipelineSummary,
     PipelineTimeline,
+    Step,
+    StepKind,
+    StepRun,
+    StepState,
 )
 
 __all__ = [
     "FINAL_STATES",
+    "Approval",
+    "ApprovalDecision",
     "AsyncClient",
     "Client",
     "Conflict",
@@ -56,6 +64,10 @@ __all__ = [
     "PipelineSummary",
     "PipelineTimeline",
     "RateLimited",
+    "Step",
+    "StepKind",
+    "StepRun",
+    "StepState",
     "Unauthorized",
     "Unavailable",
     "WaitTimedOut",

@@ -98,6 +98,26 @@ def start_body(
     return body
 
 
+def approval_body(gate: str | None, comment: str) -> dict[str, Any]:
+    """The body of approve and reject: the gate (its name or step id) when one is named, and the comment."""
+    body: dict[str, Any] = {"comment": comment}
+    if gate is not None:
+        body["gate"] = gate
+    return body
+
+
+def repair_body(parameters: Mapping[str, str] | None, step: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"parameters": dict(parameters or {})}
+    if step is not None:
+        body["step"] = step
+    return body
+
+
+def abandon_body(step: str | None) -> dict[str, Any] | None:
+    """None when no step is named: today's bodiless abandon, which every gateway takes."""
+    return None if step is None else {"step": step}
+
+
 def _instant(value: datetime | str) -> str:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -136,13 +156,18 @@ class CursorGuard:
         self.seen.add(cursor)
 
 
-def wait_is_over(status: PipelineStatus, stop_at_awaiting_repair: bool) -> bool:
-    """A final state always ends a wait; awaiting repair does unless the caller waits through repairs."""
-    return status.state.final or (stop_at_awaiting_repair and status.state is PipelineState.AWAITING_REPAIR)
+def wait_is_over(status: PipelineStatus, stop_at_awaiting_repair: bool, stop_at_awaiting_approval: bool = True) -> bool:
+    """A final state always ends a wait; so does waiting for a person (a repair, an approval) unless the
+    caller waits through it."""
+    return (
+        status.state.final
+        or (stop_at_awaiting_repair and status.state is PipelineState.AWAITING_REPAIR)
+        or (stop_at_awaiting_approval and status.state is PipelineState.AWAITING_APPROVAL)
+    )
 
 
 #: Timeline events after which the status document may have reached where a wait stops.
-OUTCOME_EVENT_KINDS = frozenset({"awaiting_repair", "finished"})
+OUTCOME_EVENT_KINDS = frozenset({"awaiting_repair", "awaiting_approval", "approval_requested", "finished"})
 
 
 def stream_timeout(connect: float | None, remaining: float) -> httpx.Timeout:

@@ -125,14 +125,38 @@ class Client:
     def cancel(self, pipeline_id: str) -> PipelineStatus:
         return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/cancel"))
 
-    def repair(self, pipeline_id: str, parameters: Mapping[str, str] | None = None) -> PipelineStatus:
-        """Rerun the failed tasks of a pipeline awaiting repair, with ``parameters`` changed."""
-        body = {"parameters": dict(parameters or {})}
+    def repair(
+        self, pipeline_id: str, parameters: Mapping[str, str] | None = None, *, step: str | None = None
+    ) -> PipelineStatus:
+        """Rerun the failed tasks of a pipeline awaiting repair, with ``parameters`` changed.
+
+        ``step`` (a job step's id or name) says which, when several job steps await repair
+        (without it, :class:`Conflict` ``step_ambiguous``).
+        """
+        body = _wire.repair_body(parameters, step)
         return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/repair", json=body))
 
-    def abandon(self, pipeline_id: str) -> PipelineStatus:
-        """Give up on a pipeline awaiting repair: it ends failed."""
-        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/abandon"))
+    def abandon(self, pipeline_id: str, *, step: str | None = None) -> PipelineStatus:
+        """Give up on a pipeline awaiting repair (or on its job step ``step``): that step ends failed."""
+        body = _wire.abandon_body(step)
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/abandon", json=body))
+
+    def approve(self, pipeline_id: str, gate: str | None = None, comment: str = "") -> PipelineStatus:
+        """Approve the pipeline's open approval gate (``gate``: its name or step id; needed when several are open).
+
+        :class:`Conflict` ``not_awaiting_approval`` when no such gate is open (decided
+        already, past its deadline, or none), ``gate_ambiguous`` when several are open
+        and none is named; :class:`Forbidden` when the key holds none of the gate's scopes.
+        """
+        return self._decide_gate(pipeline_id, "approve", gate, comment)
+
+    def reject(self, pipeline_id: str, gate: str | None = None, comment: str = "") -> PipelineStatus:
+        """Reject the pipeline's open approval gate; the same refusals as :meth:`approve`."""
+        return self._decide_gate(pipeline_id, "reject", gate, comment)
+
+    def _decide_gate(self, pipeline_id: str, action: str, gate: str | None, comment: str) -> PipelineStatus:
+        body = _wire.approval_body(gate, comment)
+        return PipelineStatus.model_validate(self.request("POST", f"/pipelines/{pipeline_id}/{action}", json=body))
 
     def jobs(self) -> list[Job]:
         return JobList.model_validate(self.request("GET", "/jobs")).jobs
@@ -251,9 +275,11 @@ class Client:
         timeout: float = 600.0,
         *,
         stop_at_awaiting_repair: bool = True,
+        stop_at_awaiting_approval: bool = True,
         poll_interval: float = _wire.DEFAULT_POLL_INTERVAL,
     ) -> PipelineStatus:
-        """The pipeline's status once it has ended, or is awaiting repair (unless told to wait through that).
+        """The pipeline's status once it has ended, or waits for a person: awaiting repair or awaiting approval
+        (unless told to wait through that).
 
         It follows the pipeline's event stream and reads the status when an
         event may have ended the wait; when the stream cannot be had it reads
@@ -262,7 +288,7 @@ class Client:
         """
         ends_at = time.monotonic() + timeout
         status = self.get(pipeline_id)
-        if _wire.wait_is_over(status, stop_at_awaiting_repair):
+        if _wire.wait_is_over(status, stop_at_awaiting_repair, stop_at_awaiting_approval):
             return status
         try:
             stream = self._timeline_stream(
@@ -271,7 +297,7 @@ class Client:
             for kind, data in stream:
                 if kind == "end" or data.kind in _wire.OUTCOME_EVENT_KINDS:
                     status = self.get(pipeline_id)
-                    if _wire.wait_is_over(status, stop_at_awaiting_repair):
+                    if _wire.wait_is_over(status, stop_at_awaiting_repair, stop_at_awaiting_approval):
                         stream.close()
                         return status
         except _StreamFailed:
@@ -281,7 +307,7 @@ class Client:
                 raise
         while (remaining := ends_at - time.monotonic()) > 0:
             status = self.get(pipeline_id)
-            if _wire.wait_is_over(status, stop_at_awaiting_repair):
+            if _wire.wait_is_over(status, stop_at_awaiting_repair, stop_at_awaiting_approval):
                 return status
             time.sleep(min(poll_interval, max(remaining, 0)))
         raise WaitTimedOut(f"{pipeline_id} is still {status.state} after {timeout:g} s", status)

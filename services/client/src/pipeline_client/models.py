@@ -26,6 +26,8 @@ class PipelineState(StrEnum):
     STARTING = "starting"
     WAITING = "waiting"
     AWAITING_REPAIR = "awaiting_repair"
+    #: At an approval gate, until a person approves or rejects it (``approve``, ``reject``).
+    AWAITING_APPROVAL = "awaiting_approval"
     NOTIFYING = "notifying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -105,12 +107,106 @@ class Attempt(_Document):
     error: RunError | None = None
 
 
+class StepKind(StrEnum):
+    JOB = "job"
+    APPROVAL = "approval"
+    EMAIL = "email"
+
+
+class StepState(StrEnum):
+    """Where one step stands; a job step's final states are a pipeline's own."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    AWAITING_REPAIR = "awaiting_repair"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    #: An approval nobody decided before its deadline.
+    EXPIRED = "expired"
+    SENT = "sent"
+    NOT_SENT = "not_sent"
+
+    @property
+    def final(self) -> bool:
+        """Nothing more will happen to this step."""
+        return self not in _OPEN_STEP_STATES
+
+
+_OPEN_STEP_STATES = frozenset(
+    {StepState.STARTING, StepState.RUNNING, StepState.AWAITING_REPAIR, StepState.AWAITING_APPROVAL}
+)
+
+
+class Approval(_Document):
+    """An approval gate: what it asks, who may decide (any of ``scopes``, or admin), until when."""
+
+    step: str
+    name: str
+    message: str
+    scopes: list[str]
+    #: When the gate closes undecided, in epoch milliseconds.
+    deadline: int
+    notify: list[str] = Field(default_factory=list)
+    #: When it opened, in epoch milliseconds.
+    opened_at: int
+    #: The promise its decision settles (the gateway's business, shown for the record).
+    decision_promise_id: str | None = None
+
+
+class ApprovalDecision(_Document):
+    """What a person decided at a gate (``cancel``: the pipeline was cancelled while it waited)."""
+
+    action: Literal["approve", "reject", "cancel"]
+    by: str
+    comment: str = ""
+    #: In epoch milliseconds.
+    decided_at: int
+
+
+class StepRun(_Document):
+    """A job step's Databricks run (its report is in the step's ``result`` and ``error``)."""
+
+    run_id: int
+    run_page_url: str | None = None
+    job_id: int | None = None
+
+
+class Step(_Document):
+    """One step of a pipeline run by its code: a job, an approval gate, or an email.
+
+    ``id`` is its position in the pipeline's function ("1", "2", ...);
+    ``name`` the job's name or the gate's. Times are epoch milliseconds.
+    """
+
+    id: str
+    kind: StepKind
+    name: str
+    state: StepState
+    job: str | None = None
+    run: StepRun | None = None
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: RunError | None = None
+    approval: Approval | None = None
+    decision: ApprovalDecision | None = None
+    message_id: str | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+
+
 class PipelineStatus(_Document):
     """Where a pipeline stands: ``GET /pipelines/{id}``, and what start, cancel, repair and abandon answer."""
 
     id: str
     state: PipelineState
     job: str
+    #: The version of the pipeline's code it runs on; None for a pipeline started before pipelines had code.
+    version: int | None = None
     email: str
     parameters: dict[str, str]
     parameters_at_start: dict[str, str] | None = None
@@ -123,6 +219,24 @@ class PipelineStatus(_Document):
     repair_deadline: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    #: Each step, in the order the pipeline's code took them; empty for a pipeline without steps.
+    #: With exactly one job step, the fields above (run, result, error, attempts) are that step's.
+    steps: list[Step] = Field(default_factory=list)
+
+    def step(self, name_or_id: str) -> Step:
+        """The step of this id, else of this name (the first, when several share it); KeyError if none."""
+        for step in self.steps:
+            if step.id == name_or_id:
+                return step
+        for step in self.steps:
+            if step.name == name_or_id:
+                return step
+        raise KeyError(name_or_id)
+
+    @property
+    def open_gates(self) -> list[Step]:
+        """The approval gates waiting for a decision now."""
+        return [s for s in self.steps if s.kind is StepKind.APPROVAL and s.state is StepState.AWAITING_APPROVAL]
 
 
 class PipelineSummary(_Document):
@@ -181,7 +295,7 @@ class JobParameter(_Document):
 
 
 class Job(_Document):
-    """A catalogue job the caller may start."""
+    """A pipeline the caller may start: a catalogue job's own (``kind`` "job") or a pipeline of several."""
 
     name: str
     title: str
@@ -191,6 +305,13 @@ class Job(_Document):
     default_timeout_seconds: int
     max_timeout_seconds: int
     parameters: list[JobParameter]
+    kind: Literal["job", "pipeline"] = "job"
+    #: The catalogue jobs it runs.
+    jobs: list[str] = Field(default_factory=list)
+    #: The version of its code (the ``version`` its pipelines start on).
+    version: int | None = None
+    #: When it starts by itself: a cron expression in UTC, or None.
+    schedule: str | None = None
 
 
 class JobList(_Document):

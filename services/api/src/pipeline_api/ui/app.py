@@ -11,7 +11,7 @@ same check as the JSON API's). Access to a pipeline is decided exactly as
 the JSON API decides it (:func:`pipeline_api.domain.access.visible`), and a start is
 checked by the same code (:func:`pipeline_api.domain.access.checked_start`).
 
-State-changing requests (start, cancel, repair, abandon, sign-out) are POSTs
+State-changing requests (start, cancel, repair, abandon, approve, reject, sign-out) are POSTs
 and are refused before anything is read unless they carry the session's CSRF
 token and do not come from another site (:mod:`.sessions`). Each records who
 made it, exactly as the JSON API does. Sign-out is recorded on the server
@@ -48,7 +48,7 @@ from ..auth.principals import Scope
 from ..settings import GatewaySettings
 from .asking import PublicPage, _page_allowed, _session_dependency, _to_sign_in
 from .context import Ui
-from .pages import pipeline, pipeline_list, sign_in, start
+from .pages import approvals, pipeline, pipeline_list, sign_in, start
 from .rendering import Pages, RequestRefused, SignInRequired
 from .sessions import (
     Session,
@@ -144,7 +144,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
     app.add_exception_handler(StarletteHTTPException, not_found)
 
     ui = Ui(app, settings, pages, cookies, reader, starter, canceller, public, status_of)
-    # In this order: a pipeline's live fragment before its actions' /pipelines/{id}/{action}.
-    for page in (sign_in, pipeline_list, pipeline, start):
+    # In this order: a gate's decisions and a pipeline's live fragment before its actions' /pipelines/{id}/{action}.
+    for page in (sign_in, pipeline_list, approvals, pipeline, start):
         page.add_pages(ui)
     return app

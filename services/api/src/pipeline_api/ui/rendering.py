@@ -14,7 +14,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from . import views
+from . import steps, views
 from .sessions import Session
 
 logger = logging.getLogger("pipeline_api.ui")
@@ -79,6 +79,7 @@ def _environment() -> jinja2.Environment:
         "duration": views.duration,
         "cell": views.cell,
         "wrappable": views.wrappable,
+        "step_outcome": steps.step_outcome,
         "poll_seconds": POLL_SECONDS,
     }
     environment.filters["when"] = _when

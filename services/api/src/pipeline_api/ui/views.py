@@ -2,7 +2,7 @@
 
 Pure functions of :class:`PipelineEvent` lists and result dicts, so the
 pages' templates only lay out what is decided here, and tests can check
-the decisions without a browser.
+the decisions without a browser. A pipeline's steps are :mod:`.steps`'.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Phase:
     end: datetime
     #: Still going: its end is "now".
     open: bool = False
+    #: A step's state, when the phase is a step's (its bar is coloured by it).
+    state: str = ""
 
     @property
     def seconds(self) -> float:
@@ -50,7 +52,18 @@ class Phase:
 
     @property
     def label(self) -> str:
-        return f"{self.name}: {duration(self.seconds)}{' so far' if self.open else ''}"
+        """What its bar says in words, for the chart's text alternative."""
+        took = f"{duration(self.seconds)}{' so far' if self.open else ''}"
+        if self.state:
+            return f"Step {self.name}, {self.state.replace('_', ' ')}: {took}"
+        return f"{self.name}: {took}"
+
+    @property
+    def css_class(self) -> str:
+        """Its bar's classes: a phase's by its name, a step's by its state."""
+        if self.state:
+            return f"step-bar step-{self.state}"
+        return f"phase phase-{self.name.replace(' ', '-')}"
 
 
 def phases(events: list[PipelineEvent], *, final: bool, now: datetime) -> list[Phase]:

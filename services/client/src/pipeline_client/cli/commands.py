@@ -8,6 +8,7 @@ of the gateway's HTTP API, so it works against any deployment::
     pipelines watch nightly-2026-11-26
     pipelines events nightly-2026-11-26 --follow
     pipelines cancel nightly-2026-11-26
+    pipelines approve onboarding-42 --comment "score checked"
 
 ``--json`` (before or after the command) makes every command print the
 gateway's JSON documents, and the streaming ones (``watch``, ``follow``,
@@ -24,6 +25,7 @@ script can branch on it::
     3    awaiting repair: it waits for a person (`pipelines repair` or `pipelines abandon`)
     4    cancelled
     5    timed out
+    6    awaiting approval: it waits for a person (`pipelines approve` or `pipelines reject`)
     130  interrupted (Ctrl-C)
 
 It authenticates with the API key in ``PIPELINES_API_KEY``. Without one it
@@ -46,6 +48,7 @@ from typing import Any, NoReturn
 
 from httpx_sse import ServerSentEvent
 
+from .. import _wire
 from ..client import Client
 from ..errors import PipelineError
 from . import views
@@ -59,12 +62,21 @@ FINAL_STATES = views.FINAL_STATES
 RESULT_CHARACTERS_SHOWN = 500
 #: `follow`'s exit status for a pipeline that stopped to wait for a repair.
 AWAITING_REPAIR_EXIT = 3
+#: `follow`'s exit status for a pipeline that stopped at an approval gate.
+AWAITING_APPROVAL_EXIT = 6
 #: The exit status for a command line or gateway error (argparse's own, too).
 ERROR_EXIT = 2
 #: The exit status for Ctrl-C, as a shell reports SIGINT.
 INTERRUPTED_EXIT = 130
 #: Exit status by a followed pipeline's outcome; the module docstring's table.
-OUTCOME_EXIT = {"succeeded": 0, "failed": 1, "awaiting_repair": AWAITING_REPAIR_EXIT, "cancelled": 4, "timed_out": 5}
+OUTCOME_EXIT = {
+    "succeeded": 0,
+    "failed": 1,
+    "awaiting_repair": AWAITING_REPAIR_EXIT,
+    "cancelled": 4,
+    "timed_out": 5,
+    "awaiting_approval": AWAITING_APPROVAL_EXIT,
+}
 
 #: The gateway sends a keepalive comment every 15 s on a stream: three missed
 #: ones mean the connection is dead even if the socket has not said so.
@@ -169,9 +181,12 @@ def _describe(doc: dict[str, Any]) -> str:
         parts.append("result " + _bounded(json.dumps(doc["result"], sort_keys=True, ensure_ascii=False), doc["id"]))
     if doc["state"] == "awaiting_repair":
         parts.append(
-            f"awaiting repair until {doc.get('repair_deadline')}: `pipelines repair {doc['id']}` "
-            f"[--param NAME=VALUE] or `pipelines abandon {doc['id']}`"
+            f"awaiting repair until {doc.get('repair_deadline')}: {views.waits_for_a_person(doc['id'], doc['state'])}"
         )
+    if doc["state"] == "awaiting_approval":
+        gates = [s for s in doc.get("steps") or [] if s.get("state") == "awaiting_approval" and s.get("approval")]
+        parts.extend(f"gate {g['name']!r} asks: {g['approval']['message']}" for g in gates)
+        parts.append(views.waits_for_a_person(doc["id"], doc["state"]) or "")
     if doc.get("notification") and doc["state"] in FINAL_STATES:
         note = doc["notification"]
         parts.append("email sent" if note["delivered"] else f"email NOT sent: {note.get('error')}")
@@ -202,7 +217,7 @@ def follow(
             else:
                 print(f"{time.strftime('%H:%M:%S')}  {_describe(doc)}", flush=True)
             seen = key
-        # Awaiting repair waits for a person, possibly for days: a script is told, not held.
+        # Awaiting a repair or an approval waits for a person, possibly for days: a script is told, not held.
         if doc["state"] in OUTCOME_EXIT:
             return OUTCOME_EXIT[doc["state"]]
         time.sleep(interval)
@@ -239,9 +254,9 @@ def follow_timeline(gateway: Gateway, pipeline_id: str, view: views.TimelineView
             continue
         last_seq = event["seq"]
         view.show(event)
-        if event["kind"] == "awaiting_repair":
-            view.end("awaiting_repair")
-            return AWAITING_REPAIR_EXIT
+        if event["kind"] in ("awaiting_repair", "awaiting_approval"):
+            view.end(event["kind"])
+            return OUTCOME_EXIT[event["kind"]]
     raise AssertionError("a followed stream ends only by raising")  # pragma: no cover
 
 
@@ -333,9 +348,14 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
 
 
 def _describe_job(job: dict[str, Any]) -> str:
-    """A job and its parameters, as `pipelines jobs` prints them."""
+    """A job or pipeline and its parameters, as `pipelines jobs` prints them."""
     marker = " (default)" if job["default"] else ""
     lines = [f"{job['name']}{marker}: {job['title']}; completes by {job['completion']}", f"  {job['description']}"]
+    if job.get("kind") == "pipeline":
+        version = f" (version {job['version']})" if job.get("version") is not None else ""
+        lines.append(f"  a pipeline{version} of the jobs {', '.join(job.get('jobs') or [])}")
+    if job.get("schedule"):
+        lines.append(f"  starts by itself on the schedule {job['schedule']} (UTC)")
     for parameter in job["parameters"]:
         rule = "required" if parameter["required"] else f"default {parameter['default']!r}"
         if parameter["allowed"]:
@@ -414,12 +434,26 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("id")
     events.add_argument("--follow", action="store_true", help="then print new events until the pipeline ends")
     command("watch", "watch a pipeline live until it ends", streams=True).add_argument("id")
+    step_help = "the job step (its id or name) when several await repair"
     repair = command("repair", "repair a pipeline awaiting repair: rerun its run's failed tasks")
     repair.add_argument("id")
     repair.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter to change")
-    command("abandon", "abandon a pipeline awaiting repair: it ends failed").add_argument("id")
+    repair.add_argument("--step", help=step_help)
+    abandon = command("abandon", "abandon a pipeline awaiting repair: it ends failed")
+    abandon.add_argument("id")
+    abandon.add_argument("--step", help=step_help)
     for name, help_text in (
-        ("status", "print where a pipeline stands"),
+        ("approve", "approve a pipeline's open approval gate: it carries on"),
+        ("reject", "reject a pipeline's open approval gate: its code decides what follows"),
+    ):
+        gate = command(name, help_text)
+        gate.add_argument("id")
+        gate.add_argument("--gate", help="the gate (its name or step id) when several are open")
+        gate.add_argument("--comment", default="", help="why, for the record (up to 2000 characters)")
+    commands.add_parser(
+        "status", aliases=["show"], help="print where a pipeline stands, and its steps", parents=[common]
+    ).add_argument("id")
+    for name, help_text in (
         ("follow", "follow a pipeline until it finishes"),
         ("cancel", "cancel a pipeline and its Databricks run"),
     ):
@@ -427,8 +461,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_document(as_json: bool, doc: dict[str, Any]) -> int:
-    print(json.dumps(doc, ensure_ascii=False) if as_json else _describe(doc))
+def _print_document(as_json: bool, doc: dict[str, Any], no_color: bool = True) -> int:
+    """The document (as JSON, or on one line), then its steps when it has several."""
+    print(json.dumps(doc, ensure_ascii=False) if as_json else _describe(doc), flush=True)
+    if not as_json:
+        views.print_steps(views.terminal_console(no_color), doc)
     return 0
 
 
@@ -482,17 +519,29 @@ def _run(args: argparse.Namespace, gateway: Gateway) -> int:
     if args.command in ("events", "watch"):
         if as_json:
             return follow_timeline(gateway, args.id, views.TimelineJsonLines(args.id), args.reconnect_for)
-        if args.command == "events" or not sys.stdout.isatty():
+        if args.command == "events":
             return follow_timeline(gateway, args.id, views.TimelineLines(args.id), args.reconnect_for)
-        with views.LiveTimeline(views.terminal_console(no_color), args.id) as live:
-            return follow_timeline(gateway, args.id, live, args.reconnect_for)
+        if not sys.stdout.isatty():
+            exit_status = follow_timeline(gateway, args.id, views.TimelineLines(args.id), args.reconnect_for)
+        else:
+            with views.LiveTimeline(views.terminal_console(no_color), args.id) as live:
+                exit_status = follow_timeline(gateway, args.id, live, args.reconnect_for)
+        # The timeline tells what happened; the steps, where each part of a pipeline of several stands.
+        views.print_steps(views.terminal_console(no_color), gateway.request("GET", f"/pipelines/{args.id}"))
+        return exit_status
     if args.command == "repair":
-        body = {"parameters": _parameters(args.param)}
-        return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/repair", json=body))
+        body = _wire.repair_body(_parameters(args.param), args.step)
+        return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/repair", json=body), no_color)
     if args.command == "abandon":
-        return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/abandon"))
-    if args.command == "status":
-        return _print_document(as_json, gateway.request("GET", f"/pipelines/{args.id}"))
+        doc = gateway.request("POST", f"/pipelines/{args.id}/abandon", json=_wire.abandon_body(args.step))
+        return _print_document(as_json, doc, no_color)
+    if args.command in ("approve", "reject"):
+        body = _wire.approval_body(args.gate, args.comment)
+        return _print_document(
+            as_json, gateway.request("POST", f"/pipelines/{args.id}/{args.command}", json=body), no_color
+        )
+    if args.command in ("status", "show"):
+        return _print_document(as_json, gateway.request("GET", f"/pipelines/{args.id}"), no_color)
     if args.command == "follow":
         return follow(gateway, args.id, args.interval, as_json=as_json)
     return _print_document(as_json, gateway.request("POST", f"/pipelines/{args.id}/cancel"))

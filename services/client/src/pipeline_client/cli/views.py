@@ -33,7 +33,15 @@ STATE_STYLES = {
     "starting": "blue",
     "waiting": "cyan",
     "awaiting_repair": "bold yellow",
+    "awaiting_approval": "bold yellow",
     "notifying": "cyan",
+    # A step's own states.
+    "running": "cyan",
+    "approved": "green",
+    "rejected": "bold red",
+    "expired": "red",
+    "sent": "green",
+    "not_sent": "bold red",
     "succeeded": "green",
     "failed": "bold red",
     "cancelled": "magenta",
@@ -49,6 +57,7 @@ STATE_AFTER_EVENT = {
     "repair_requested": "waiting",
     "repaired": "waiting",
     "awaiting_repair": "awaiting_repair",
+    "awaiting_approval": "awaiting_approval",
     "callback_received": "notifying",
     "outcome_read_from_run": "notifying",
     "timed_out": "notifying",
@@ -204,14 +213,102 @@ def run_link(events: list[dict[str, Any]]) -> str | None:
     return next((link for link in reversed(links) if link), None)
 
 
+# ── the steps of a pipeline run by its code ──────────────────────────────────
+
+
+def steps_worth_showing(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status document's steps, or none when they would only repeat it (one job step: its fields are the
+    pipeline's own, so a one-job pipeline reads as it always did)."""
+    steps = doc.get("steps") or []
+    if len(steps) == 1 and steps[0].get("kind") == "job":
+        return []
+    return steps
+
+
+def _step_run(step: dict[str, Any]) -> str:
+    run = step.get("run")
+    if not run:
+        return ""
+    return run.get("run_page_url") or f"run {run['run_id']}"
+
+
+def step_decision(step: dict[str, Any]) -> str:
+    """What became of the step, in a few words: a gate's decision and comment, a job's error, an email's id."""
+    if decision := step.get("decision"):
+        said = f": {decision['comment']}" if decision.get("comment") else ""
+        return f"{decision['action']} by {decision['by']}{said}"
+    if step.get("state") == "awaiting_approval" and step.get("approval"):
+        return f"asks: {step['approval']['message']}"
+    if error := step.get("error"):
+        return f"{error['type']}: {error['message']}"
+    return step.get("message_id") or ""
+
+
+def steps_table(steps: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, title="steps", title_justify="left")
+    for column in ("step", "kind", "name", "state", "run", "attempts", "decision"):
+        table.add_column(column, no_wrap=column not in ("run", "decision"))
+    for step in steps:
+        run = _step_run(step)
+        table.add_row(
+            step["id"],
+            step["kind"],
+            step["name"],
+            state_text(step["state"]),
+            Text(run, style=f"link {run}") if run.startswith("http") else run,
+            str(step.get("attempts") or "") if step["kind"] == "job" else "",
+            step_decision(step),
+        )
+    return table
+
+
+def step_line(step: dict[str, Any]) -> str:
+    """One step on a plain line, for pipes and logs."""
+    parts = [f"  step {step['id']} {step['kind']} {step['name']}: {step['state']}"]
+    if run := _step_run(step):
+        parts.append(run)
+    if step["kind"] == "job" and step.get("attempts", 0) > 1:
+        parts.append(f"{step['attempts']} attempts")
+    if decision := step_decision(step):
+        parts.append(decision)
+    return " | ".join(parts)
+
+
+def print_steps(console: Console, doc: dict[str, Any]) -> None:
+    """The pipeline's steps as a table on a terminal, a line each elsewhere; nothing for a one-job pipeline."""
+    steps = steps_worth_showing(doc)
+    if not steps:
+        return
+    if console.is_terminal:
+        console.print(steps_table(steps))
+    else:
+        for step in steps:
+            console.print(step_line(step), markup=False)
+
+
+def waits_for_a_person(pipeline_id: str, state: str) -> str | None:
+    """What to run next when the pipeline waits for a person; None when it does not."""
+    if state == "awaiting_repair":
+        return (
+            f"`pipelines repair {pipeline_id}` [--param NAME=VALUE] [--step STEP] "
+            f"or `pipelines abandon {pipeline_id}` [--step STEP]"
+        )
+    if state == "awaiting_approval":
+        return (
+            f"`pipelines approve {pipeline_id}` [--gate GATE] [--comment TEXT] "
+            f"or `pipelines reject {pipeline_id}` [--gate GATE] [--comment TEXT]"
+        )
+    return None
+
+
 def end_line(pipeline_id: str, state: str, events: list[dict[str, Any]]) -> str:
     parts = [f"{pipeline_id}: {state}"]
     if events:
         parts.append("took " + _elapsed(events[-1], events[0]["at"]).lstrip("+"))
     if link := run_link(events):
         parts.append(f"run {link}")
-    if state == "awaiting_repair":
-        parts.append(f"`pipelines repair {pipeline_id}` [--param NAME=VALUE] or `pipelines abandon {pipeline_id}`")
+    if next_step := waits_for_a_person(pipeline_id, state):
+        parts.append(next_step)
     return " | ".join(parts)
 
 
@@ -306,5 +403,5 @@ class LiveTimeline(_LiveView):
         self._state = state
         self._ended_at = parse_instant(self._events[-1]["at"]) if self._events else datetime.now(UTC)
         self._live.refresh()
-        if state == "awaiting_repair":
+        if state in ("awaiting_repair", "awaiting_approval"):
             self._live.console.print(end_line(self._pipeline_id, state, self._events))
