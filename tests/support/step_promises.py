@@ -1,4 +1,4 @@
-"""A pipeline run by its code, written promise by promise as the contract's tree has it, with no worker running (for the gateway's reading of it).
+"""A pipeline run by its code, written promise by promise as the contract's tree has it, with no worker running.
 
 The root is created as the gateway creates it (the spec with a version, the
 owner's tag) but with no task target, so no worker is asked to run it; each

@@ -15,7 +15,8 @@ import time
 import httpx
 import pytest
 
-from pipeline_notifier.email import MAX_PARAMETER_CHARS, PARAMETERS_NOTE
+from pipeline_notifier.blocks import MAX_PARAMETER_CHARS
+from pipeline_notifier.email import PARAMETERS_NOTE
 from tests.support.stack import Stack
 from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 

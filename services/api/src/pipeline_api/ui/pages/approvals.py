@@ -27,7 +27,7 @@ from ..asking import field, form_of
 from ..context import Ui
 from ..rendering import Pages
 from ..sessions import Session
-from .pipeline import MAX_COMMENT, STEP_REFERENCE, visible_to, confirm_page, pipeline_id_of
+from .pipeline import MAX_COMMENT, STEP_REFERENCE, confirm_page, pipeline_id_of, visible_to
 
 logger = logging.getLogger("pipeline_api.ui")
 
