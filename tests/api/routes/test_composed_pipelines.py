@@ -191,6 +191,9 @@ async def test_a_pipeline_started_before_pipelines_were_code_reads_as_today(comp
     await pipeline.root()
     doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
     assert (doc["state"], doc["version"], doc["steps"]) == ("starting", None, [])
+    named = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/abandon", json={"step": "1"})
+    assert (named.status_code, named.json()["code"]) == (409, "not_awaiting_repair")
+    assert "has no steps" in named.json()["message"]
     cancelled = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/cancel")
     assert cancelled.status_code == 202, cancelled.text
     settled = await composed.read(promise_tree.callback_promise_id(pipeline.id))
