@@ -16,7 +16,6 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 
-
 def _imported_modules(path: Path, source: str | None = None) -> list[tuple[int, str]]:
     """(line, dotted module name) of every import in ``path`` (or in ``source``, as if it were that file).
 
