@@ -261,6 +261,19 @@ async def test_several_open_gates_must_be_named(composed: Composed) -> None:
     assert [s["state"] for s in named.json()["steps"]] == ["awaiting_approval", "approved"]
 
 
+async def test_a_gate_is_named_by_its_step_id_before_any_gate_of_that_name(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.gate("1", "2")
+    await pipeline.gate("2", "legal")
+    named = await composed.clients["approver"].post(f"/pipelines/{pipeline.id}/approve", json={"gate": "2"})
+    assert named.status_code == 202, named.text
+    assert [(s["name"], s["state"]) for s in named.json()["steps"]] == [
+        ("2", "awaiting_approval"),
+        ("legal", "approved"),
+    ]
+
+
 async def test_a_gate_past_its_deadline_cannot_be_decided(composed: Composed) -> None:
     pipeline = composed.pipeline()
     await pipeline.root()
