@@ -22,9 +22,8 @@ from pipeline_api.app import create_app
 from pipeline_api.listeners import ByListener, create_callback_app
 from pipeline_shared import promise_tree
 from pipeline_shared.logs import configure_logging
-from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import AUTHENTICATED, SETTINGS
+from tests.support.gateway_app import AUTHENTICATED, SETTINGS, in_process_app
 from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import SECRET, Harness
 
@@ -41,7 +40,7 @@ class Listeners:
 @pytest.fixture
 async def listeners() -> AsyncIterator[Listeners]:
     harness = Harness(autostart=False)
-    gateway = create_app(SETTINGS, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    gateway = in_process_app(SETTINGS, harness)
     main, public = loopback_socket(), loopback_socket()
     app = ByListener(gateway, create_callback_app(gateway), public.getsockname()[1])
     async with (

@@ -22,6 +22,7 @@ from pipeline_api.app import create_app
 from pipeline_api.auth.keys import KeyEntry
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
+from pipeline_shared.promise_tree import PipelineTree
 from pipeline_shared.resonate_client import ResonateLink
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
@@ -63,6 +64,12 @@ class Gateway:
                     return doc
                 await asyncio.sleep(0.02)
 
+    async def run_base(self, pipeline_id: str) -> str:
+        """Where the pipeline's (first) run hangs: the pipeline itself, or its first step if it is run by its code."""
+        root = await self.harness.promises_get(pipeline_id)
+        composed = root is not None and PipelineTree(root, {}).composed
+        return promise_tree.step_base(pipeline_id, "1") if composed else pipeline_id
+
     async def callback(
         self,
         pipeline_id: str,
@@ -72,7 +79,7 @@ class Gateway:
         at: datetime | None = None,
         raw: bytes | None = None,
     ) -> httpx.Response:
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = promise_tree.callback_promise_id(await self.run_base(pipeline_id))
         document = {"promise_id": promise_id, "status": "success", "result": {"rows": 3}} | (body or {})
         content = raw if raw is not None else json.dumps(document).encode()
         headers = sign_callback(key or derive_callback_key(SECRET, promise_id), content, at=at)
@@ -90,9 +97,7 @@ class Gateway:
 async def serve(settings: GatewaySettings = SETTINGS) -> AsyncIterator[Gateway]:
     """A gateway with ``settings`` on a fresh in-process pipeline, whose worker signs with SECRET."""
     harness = Harness(autostart=False)
-    app = create_app(
-        settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None), snapshots=LocalSnapshots(harness)
-    )
+    app = in_process_app(settings, harness)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:
@@ -106,5 +111,10 @@ def keyed_app(keys_file: Path, entry: KeyEntry) -> tuple[Harness, Any]:
         update={"ENVIRONMENT": "test", "API_KEYS_FILE": keys_file, "RECIPIENT_DOMAINS": ("*",)}
     )
     harness = Harness(autostart=False)
+    return harness, in_process_app(settings, harness)
+
+
+def in_process_app(settings: GatewaySettings, harness: Harness, **seams: Any) -> Any:
+    """The gateway app on ``harness``'s in-process server, reading a pipeline's promises from its tables."""
     link = ResonateLink(harness.resonate, None)
-    return harness, create_app(settings, connect_resonate=lambda _: link, snapshots=LocalSnapshots(harness))
+    return create_app(settings, connect_resonate=lambda _: link, snapshots=LocalSnapshots(harness), **seams)

@@ -1,7 +1,8 @@
 """A pipeline's promises written into a real Resonate server, as the gateway and the worker write them.
 
-The start is the gateway's own (:meth:`Pipelines.start`: the root promise,
-dispatched to the worker with its owner and nonce tags); what follows is
+The start is written as the gateway wrote it before pipelines were code (the
+root promise of a one-job workflow, dispatched to the worker with its owner
+and nonce tags), a tree the index must go on reading; what follows is
 written as the worker's steps leave it: the trigger step resolved with the
 run it started, the root resolved with the workflow's outcome. No worker
 runs: a test decides which state each pipeline reaches, and the index must
@@ -19,13 +20,12 @@ from resonate.promises import Promises
 from resonate.types import Value
 
 from pipeline_api.auth.principals import Principal, Scope
-from pipeline_api.domain.commands import StartRequest
-from pipeline_api.domain.pipelines import Pipelines
 from pipeline_api.index.queries import PipelineIndex
-from pipeline_api.schemas import PipelineRequest
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared import promise_tree
-from pipeline_shared.models import DatabricksRun, PipelineOutcome, PipelineState, TriggerOutcome
+from pipeline_shared import names, promise_tree
+from pipeline_shared.invocations import dispatch
+from pipeline_shared.models import DatabricksRun, PipelineOutcome, PipelineSpec, PipelineState, TriggerOutcome
+from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG
 
 #: A child promise's deadline: far enough that no test sees one time out.
 CHILD_TIMEOUT_MS = 3_600_000
@@ -48,22 +48,33 @@ class PipelinePromises:
     def __init__(self, promises: Promises, settings: GatewaySettings) -> None:
         self._promises = promises
         self._settings = settings
-        self._pipelines = Pipelines(promises, settings)
 
     async def start(self, by: Principal, *, job: str = "csv-statistics", pipeline_id: str | None = None) -> str:
-        """Start a pipeline of ``job`` as ``by`` through the gateway's own start; its id."""
+        """Start a one-job pipeline of ``job`` as ``by``, as the gateway started one before pipelines were code.
+
+        Its spec has no version and its root invokes ``run_pipeline`` at version 1, with the tags the
+        gateway writes (owner, nonce): the tree the trigger step and the outcome below complete.
+        """
         pipeline_id = pipeline_id or f"idx-{uuid.uuid4().hex[:16]}"
-        request = PipelineRequest(id=pipeline_id, job=job, email="index@example.com", parameters={})
         catalogued = self._settings.catalogue.job(job)
-        start = StartRequest(
-            request=request,
-            principal=by,
-            job=catalogued,
+        spec = PipelineSpec(
+            id=pipeline_id,
+            email="index@example.com",
             parameters={},
             timeout_seconds=catalogued.default_timeout_seconds,
+            job=job,
         )
-        status, created = await self._pipelines.start(start)
-        assert created and status.id == pipeline_id
+        await dispatch(
+            self._promises,
+            pipeline_id,
+            names.RUN_PIPELINE,
+            spec.model_dump(mode="json"),
+            group=names.WORKER_GROUP,
+            origin=pipeline_id,
+            timeout_at=_now_ms() + 1000 * spec.timeout_seconds,
+            extra_tags={CREATED_BY_TAG: uuid.uuid4().hex, OWNER_TAG: by.id},
+            version=names.RUN_PIPELINE_ONE_JOB_VERSION,
+        )
         # Lists order by creation time (in ms), then id: the next start is created in a later millisecond,
         # so that pipelines a test starts one after the other list in that order.
         await asyncio.sleep(CREATION_TICK_SECONDS)

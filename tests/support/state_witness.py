@@ -21,10 +21,8 @@ import httpx
 from fastapi import FastAPI
 from resonate.connections.local import LocalConnection, ServerState
 
-from pipeline_api.app import create_app
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared.resonate_client import ResonateLink
-from tests.support.gateway_app import AUTHENTICATED, SETTINGS, Gateway
+from tests.support.gateway_app import AUTHENTICATED, SETTINGS, Gateway, in_process_app
 from tests.support.pipeline_harness import Harness
 
 #: The workflow is "quiet" once promises and task states stayed the same this many polls in a row.
@@ -194,7 +192,7 @@ class StateWitness:
 def witnessed_gateway(settings: GatewaySettings = SETTINGS) -> tuple[Harness, StateWitness]:
     """A gateway (not yet started) on a fresh in-process pipeline, behind a witness."""
     harness = Harness(autostart=False)
-    app = create_app(settings, connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = in_process_app(settings, harness)
     return harness, StateWitness(app, server_of(harness))
 
 

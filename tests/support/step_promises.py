@@ -148,6 +148,16 @@ class ComposedPipeline:
         await self._create(promise_tree.approval_record_id(base), record.model_dump(mode="json"))
         return decision
 
+    async def outcome_email(self, step: str) -> None:
+        """The outcome email's call of the notifier, not answered yet: the pipeline's function has returned."""
+        notification = Notification(
+            pipeline_id=self.id, email="owner@example.com", state=PipelineState.SUCCEEDED, parameters={}
+        )
+        task = TaskData(
+            func=names.SEND_PIPELINE_EMAIL, args=(notification.model_dump(mode="json"),), kwargs={}, version=1
+        )
+        await self._create(promise_tree.step_base(self.id, step), task)
+
     async def email_step(self, step: str, subject: str) -> None:
         notification = Notification(
             pipeline_id=self.id,

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pipeline_api.app import create_app
 from pipeline_api.auth import keys as api_keys
 from pipeline_api.auth.authenticator import API_KEY_METHOD, Authenticator, oidc_method
 from pipeline_api.auth.keys import DEVELOPMENT_ADMIN_API_KEY, DEVELOPMENT_API_KEY, ApiKeys, KeyEntry, key_digest, mint
-from pipeline_api.auth.oidc import OidcVerifier
+from pipeline_api.auth.oidc import OidcVerifier, scopes_from
 from pipeline_api.auth.principals import Principal, Scope
 from pipeline_api.routing import PublicRoute, refuse_routes_without_a_scope
 from pipeline_api.settings import GatewaySettings
@@ -359,6 +360,14 @@ async def test_oidc_scopes_come_from_the_configured_claim_and_prefix(keys_file: 
 
         assert ok.status_code == 202, ok.text
         assert (refused.status_code, cancel.status_code) == (403, 403)
+
+
+def test_the_approve_scope_is_granted_by_a_keys_file_entry_and_by_a_tokens_claim() -> None:
+    _, entry = mint("approver", frozenset({Scope.APPROVE}))
+    reread = KeyEntry.model_validate(tomllib.loads(entry.as_toml())["keys"][0])
+    assert reread.principal_of().allows(Scope.APPROVE)
+    assert not reread.principal_of().allows(Scope.READ)
+    assert scopes_from("pipelines:approve openid", "pipelines:") == frozenset({Scope.APPROVE})
 
 
 async def test_the_key_set_is_fetched_once_and_unknown_kids_cannot_make_it_fetch_again(

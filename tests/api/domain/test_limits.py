@@ -18,7 +18,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from pipeline_api.app import create_app
 from pipeline_api.auth.keys import DEVELOPMENT_API_KEY
 from pipeline_api.domain.limits import (
     PrincipalLimits,
@@ -29,7 +28,7 @@ from pipeline_api.domain.limits import (
 )
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared.errors import StartRateLimited, TooManyWaiting
-from pipeline_shared.resonate_client import ResonateLink
+from tests.support.gateway_app import in_process_app
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
 
 AUTHENTICATED = {"authorization": f"Bearer {DEVELOPMENT_API_KEY}"}
@@ -168,9 +167,7 @@ class ScriptedAdmission:
 @contextlib.asynccontextmanager
 async def gateway_with(admission: ScriptedAdmission, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     harness = Harness(autostart=False)
-    app = create_app(
-        settings(**overrides), connect_resonate=lambda _: ResonateLink(harness.resonate, None), admission=admission
-    )
+    app = in_process_app(settings(**overrides), harness, admission=admission)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=AUTHENTICATED) as client:

@@ -16,17 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineSpec, PipelineState, RepairDecision, Settlement
-from pipeline_shared.resonate_client import ResonateLink
-from tests.support.gateway_app import LocalSnapshots
+from tests.support.step_promises import ComposedPipeline
+from tests.support.gateway_app import in_process_app
 from tests.support.keys_files import write_keys
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
-from tests.support.step_promises import ComposedPipeline
 
 #: The catalogue of the tests, with a pipeline of two of its jobs beside them.
 PIPELINE_TABLE = """
@@ -76,8 +74,7 @@ async def composed(tmp_path: Path) -> AsyncIterator[Composed]:
         JOB_CATALOGUE_FILE=catalogue_file,
     )
     harness = Harness(autostart=False)
-    link = ResonateLink(harness.resonate, None)
-    app = create_app(settings, connect_resonate=lambda _: link, snapshots=LocalSnapshots(harness))
+    app = in_process_app(settings, harness)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         clients = {
@@ -167,6 +164,18 @@ async def test_a_step_awaiting_repair_makes_the_pipeline_await_repair(composed: 
     assert doc["error"]["type"] == "KeyError"
 
 
+async def test_once_its_function_returned_the_pipeline_is_notifying_until_its_outcome_email_is_sent(
+    composed: Composed,
+) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step_ended("1", "stats", {"rows": 3})
+    await pipeline.outcome_email("2")
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert doc["state"] == "notifying"
+    assert [s["name"] for s in doc["steps"]] == ["stats"]
+
+
 async def test_a_finished_composed_pipeline_keeps_its_steps(composed: Composed) -> None:
     pipeline = composed.pipeline()
     await pipeline.root()
@@ -182,6 +191,9 @@ async def test_a_pipeline_started_before_pipelines_were_code_reads_as_today(comp
     await pipeline.root()
     doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
     assert (doc["state"], doc["version"], doc["steps"]) == ("starting", None, [])
+    named = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/abandon", json={"step": "1"})
+    assert (named.status_code, named.json()["code"]) == (409, "not_awaiting_repair")
+    assert "has no steps" in named.json()["message"]
     cancelled = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/cancel")
     assert cancelled.status_code == 202, cancelled.text
     settled = await composed.read(promise_tree.callback_promise_id(pipeline.id))
@@ -198,6 +210,8 @@ async def test_a_holder_of_the_gates_scope_sees_the_pipeline_and_approves_once(c
     decision = await pipeline.gate("1", "go-live")
     approver = composed.clients["approver"]
     assert (await approver.get(f"/pipelines/{pipeline.id}")).status_code == 200
+    # Reading is not enough: only a scope the gate names lets a stranger see the pipeline.
+    assert (await composed.clients["other"].get(f"/pipelines/{pipeline.id}")).status_code == 404
     answer = await approver.post(f"/pipelines/{pipeline.id}/approve", json={"comment": "fine by me"})
     assert answer.status_code == 202, answer.text
     step = answer.json()["steps"][0]
@@ -245,6 +259,19 @@ async def test_several_open_gates_must_be_named(composed: Composed) -> None:
     named = await approver.post(f"/pipelines/{pipeline.id}/approve", json={"gate": "finance"})
     assert named.status_code == 202
     assert [s["state"] for s in named.json()["steps"]] == ["awaiting_approval", "approved"]
+
+
+async def test_a_gate_is_named_by_its_step_id_before_any_gate_of_that_name(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.gate("1", "2")
+    await pipeline.gate("2", "legal")
+    named = await composed.clients["approver"].post(f"/pipelines/{pipeline.id}/approve", json={"gate": "2"})
+    assert named.status_code == 202, named.text
+    assert [(s["name"], s["state"]) for s in named.json()["steps"]] == [
+        ("2", "awaiting_approval"),
+        ("legal", "approved"),
+    ]
 
 
 async def test_a_gate_past_its_deadline_cannot_be_decided(composed: Composed) -> None:

@@ -42,6 +42,12 @@ async def read_json[Model: BaseModel](request: Request, model: type[Model]) -> M
     return parsed(model, content_type, await request.body())
 
 
+async def optional_json[Model: BaseModel](request: Request, model: type[Model]) -> Model:
+    """The request's body as ``model``, when it has one; an empty body is the model's defaults."""
+    body = await request.body()
+    return parsed(model, request.headers.get("content-type", ""), body) if body.strip() else model()
+
+
 def as_validation_error(exc: InvalidRequest) -> RequestValidationError:
     """The domain's InvalidRequest as the 422 FastAPI answers for any invalid request."""
     return RequestValidationError(exc.problems)

@@ -36,7 +36,6 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
 
 from pipeline_shared.catalogue import Catalogue
 from pipeline_shared.errors import AccessRefused, IndexUnavailable, InsufficientScope
@@ -45,7 +44,7 @@ from pipeline_shared.resonate_client import ResonateLink
 
 from .auth.authenticator import Authenticator, audit_refusal, missing_credentials
 from .auth.principals import Principal, Scope
-from .bodies import as_validation_error, parsed, read_json
+from .bodies import as_validation_error, optional_json, read_json
 from .domain.access import InvalidRequest, checked_repair, checked_start, visible
 from .domain.commands import Abandon, Approval, OwnedPipeline, Repair, StartRequest
 from .domain.pipelines import Pipelines
@@ -200,7 +199,7 @@ AuthorizedStart = Annotated[StartRequest, Depends(_start_request)]
 
 async def _repair_request(request: Request, pipeline: CancellablePipeline, pipelines: PipelinesDep) -> Repair:
     """The repair request's body (optional), read only once the caller may decide about this pipeline."""
-    document = await _optional_body(request, RepairRequest)
+    document = await optional_json(request, RepairRequest)
     try:
         return await checked_repair(pipelines, pipeline, document.parameters, document.step)
     except InvalidRequest as exc:
@@ -209,19 +208,13 @@ async def _repair_request(request: Request, pipeline: CancellablePipeline, pipel
 
 async def _abandon_request(request: Request, pipeline: CancellablePipeline) -> Abandon:
     """The abandon request's body (optional: which job step), read once the caller may decide about it."""
-    return Abandon(pipeline, (await _optional_body(request, AbandonRequest)).step)
+    return Abandon(pipeline, (await optional_json(request, AbandonRequest)).step)
 
 
 async def _approval_request(request: Request, pipeline: DecidablePipeline) -> Approval:
     """The approve or reject request's body (optional: which gate, a comment), read once the pipeline is visible."""
-    document = await _optional_body(request, ApprovalRequest)
+    document = await optional_json(request, ApprovalRequest)
     return Approval(pipeline, document.gate, document.comment)
-
-
-async def _optional_body[Model: BaseModel](request: Request, model: type[Model]) -> Model:
-    """The body as ``model``; an empty body is the model's defaults."""
-    body = await request.body()
-    return parsed(model, request.headers.get("content-type", ""), body) if body.strip() else model()
 
 
 AuthorizedRepair = Annotated[Repair, Depends(_repair_request)]

@@ -216,8 +216,7 @@ class Pipelines:
         """The repairs of the one-job workflow's run; for a pipeline run by its code, of the job step meant."""
         tree = await self._tree(root)
         if not tree.composed:
-            if step is not None:
-                raise NotAwaitingRepair(f"pipeline {root.id!r} has no steps: it runs one job; name no step")
+            _no_step_named(root.id, step)
             return tree.repairs()
         return tree.repairs(chosen_repair(tree, step))
 
@@ -410,8 +409,9 @@ class Pipelines:
         spec = spec_of(root)
         tree = await self._tree(root)
         if not tree.composed:
+            _no_step_named(root.id, step)
             return self._settings.catalogue.job(spec.job).resolve(
-                parameters_in_use(spec.parameters, (await self._repairs(root, step)).attempts) | changes
+                parameters_in_use(spec.parameters, tree.repairs().attempts) | changes
             )
         if root.state != "pending":
             raise NotAwaitingRepair(f"pipeline {root.id!r} already finished; there is nothing to repair")
@@ -582,3 +582,9 @@ def _closed(pipeline_id: str, gate: str, decision: PromiseRecord | None) -> str:
     else:
         why = "it is not open"
     return f"gate {gate!r} of pipeline {pipeline_id!r} is not awaiting approval: {why}"
+
+
+def _no_step_named(pipeline_id: str, step: str | None) -> None:
+    """A pipeline started before pipelines were code has no steps: naming one is a mistake, said as such."""
+    if step is not None:
+        raise NotAwaitingRepair(f"pipeline {pipeline_id!r} has no steps: it runs one job; name no step")
