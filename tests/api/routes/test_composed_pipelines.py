@@ -21,10 +21,10 @@ from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
 from pipeline_shared.models import PipelineSpec, PipelineState, RepairDecision, Settlement
-from tests.support.step_promises import ComposedPipeline
 from tests.support.gateway_app import in_process_app
 from tests.support.keys_files import write_keys
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
+from tests.support.step_promises import ComposedPipeline
 
 #: The catalogue of the tests, with a pipeline of two of its jobs beside them.
 PIPELINE_TABLE = """
