@@ -72,7 +72,7 @@ def test_worker_killed_while_pipelines_await_approval(stack: Stack, batch: Batch
     stack.kill("worker")
     for pipeline_id in batch.ids:
         response = batch.gateway.http.post(f"/pipelines/{pipeline_id}/approve", json={"comment": "fine"})
-        assert response.status_code == 200, response.text
+        assert response.status_code == 202, response.text
     stack.start("worker")
 
     docs = batch.wait_for("succeeded", timeout=180)
@@ -116,7 +116,7 @@ def test_the_whole_deployment_down_and_up_while_pipelines_await_approval(stack: 
     stack.down_and_up("api", "worker", "notifier", "resonate")
     for pipeline_id in batch.ids:
         response = batch.gateway.http.post(f"/pipelines/{pipeline_id}/approve", json={})
-        assert response.status_code == 200, response.text
+        assert response.status_code == 202, response.text
 
     batch.wait_for("succeeded", timeout=180)
     batch.assert_exactly_once(runs=RUNS, emails=EMAILS + 1)

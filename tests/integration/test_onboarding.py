@@ -47,7 +47,7 @@ def test_onboarding_waits_for_a_real_approval_and_emails_one_summary(
     assert "high-risk" in request["text"] and re.search(rf"/ui/pipelines/{pipeline_id}\b", request["text"])
 
     decided = gateway.http.post(f"/pipelines/{pipeline_id}/approve", json={"comment": "known customer"})
-    assert decided.status_code == 200, decided.text
+    assert decided.status_code == 202, decided.text
     again = gateway.http.post(f"/pipelines/{pipeline_id}/reject", json={"comment": "too late"})
     assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_approval")
 
@@ -76,7 +76,7 @@ def test_a_rejection_fails_the_pipeline_naming_who_and_why(gateway: Gateway) -> 
     gateway.wait_for(pipeline_id, "awaiting_approval", timeout=120)
 
     rejected = gateway.http.post(f"/pipelines/{pipeline_id}/reject", json={"gate": "high-risk", "comment": "fraud"})
-    assert rejected.status_code == 200, rejected.text
+    assert rejected.status_code == 202, rejected.text
 
     done = gateway.wait_for(pipeline_id, "failed", timeout=60)
     assert done["error"]["type"] == "Rejected" and "fraud" in done["error"]["message"]
