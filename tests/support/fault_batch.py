@@ -82,7 +82,7 @@ class Batch:
         if emails:
             # The email may land a moment after the status turns final.
             for pid in self.ids:
-                self.mail.wait_for(pid, timeout=30)
+                self.mail.wait_for_count(pid, emails, timeout=30)
         messages = {pid: self.mail.messages(pid) for pid in self.ids}
         counts = {pid: len(found) for pid, found in messages.items()}
         assert counts == dict.fromkeys(self.ids, emails), f"emails (distinct Message-IDs) per pipeline: {counts}"

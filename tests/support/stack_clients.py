@@ -186,10 +186,15 @@ class MailSink:
 
     def wait_for(self, pipeline_id: str, timeout: float = 60) -> dict[str, Any]:
         """The one email about ``pipeline_id``, once it has arrived."""
-        response = self.http.get("/messages/wait", params={"pipeline_id": pipeline_id, "count": 1, "timeout": timeout})
-        assert response.status_code == 200, f"no email for {pipeline_id} within {timeout}s: {response.text}"
-        [message] = response.json()["messages"]
+        [message] = self.wait_for_count(pipeline_id, 1, timeout)
         return message
+
+    def wait_for_count(self, pipeline_id: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """The emails about ``pipeline_id``, once at least ``count`` have arrived."""
+        params = {"pipeline_id": pipeline_id, "count": count, "timeout": timeout}
+        response = self.http.get("/messages/wait", params=params)
+        assert response.status_code == 200, f"not {count} emails for {pipeline_id} within {timeout}s: {response.text}"
+        return response.json()["messages"]
 
     def messages(self, pipeline_id: str) -> list[dict[str, Any]]:
         return self.http.get("/messages", params={"pipeline_id": pipeline_id}).json()["messages"]

@@ -9,5 +9,5 @@ from pipeline_worker.pipelines import Pipeline, pipeline
 async def team_hello(p: Pipeline) -> dict:
     """Count the rows of the built-in sample, then say so."""
     counted = await p.job("csv-statistics", {"source": ""})
-    await p.email("Rows counted", [f"{counted.result.get('rows')} rows."])
-    return {"rows": counted.result.get("rows")}
+    await p.email("Rows counted", [f"{counted.result['row_count']} rows."])
+    return {"rows": counted.result["row_count"]}
