@@ -151,8 +151,8 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
         run, report = outcome.run, outcome.report
         result, error, attempts = outcome.result, outcome.error, outcome.attempts
         if ended is not None:
+            # Its run is the step's; its result and error stay the pipeline's own (what its function returned).
             run, report, attempts = ended.run or run, ended.report or report, ended.attempts or attempts
-            result, error = ended.result if ended.result is not None else result, ended.error or error
         return PipelineStatus(
             **base,
             **_parameters_view(spec, parameters_in_use(spec.parameters, attempts)),
