@@ -25,4 +25,7 @@ def test_a_teams_pipeline_runs_from_its_module_and_emails_what_it_asked(stack: S
         ("email", "email", "sent"),
     ]
     subjects = {message["subject"] for message in mail.messages(pipeline_id)}
-    assert "Rows counted" in subjects and len(subjects) == 2
+    assert subjects == {
+        f"Pipeline {pipeline_id} (Team hello): Rows counted",
+        f"Pipeline {pipeline_id} (Team hello) succeeded",
+    }
