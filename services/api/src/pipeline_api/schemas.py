@@ -180,6 +180,9 @@ class JobView(BaseModel):
     jobs: list[str] = Field(default_factory=list, description="The catalogue jobs it runs.")
     version: int = Field(default=1, description="The version of its pipeline function new starts run on.")
     schedule: str | None = Field(default=None, description="When it starts by itself: a cron line (UTC), or null.")
+    next_firing_at: datetime | None = Field(
+        default=None, description="When its schedule next starts it (UTC), or null when it has no schedule."
+    )
 
 
 class JobList(BaseModel):

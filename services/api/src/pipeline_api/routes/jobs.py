@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from pipeline_shared.catalogue import Catalogue, Completion, PipelineEntry
+from pipeline_shared.schedules import next_firing_at
 
 from ..deps import CatalogueDep, Reader
 from ..domain.access import may_start
@@ -51,6 +52,7 @@ async def list_jobs(principal: Reader, catalogue: CatalogueDep) -> JobList:
                 jobs=list(entry.jobs),
                 version=entry.version,
                 schedule=entry.schedule.cron if entry.schedule else None,
+                next_firing_at=next_firing_at(entry),
             )
             for entry in catalogue.startable.values()
             if may_start(principal, entry)
