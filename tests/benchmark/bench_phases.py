@@ -37,6 +37,7 @@ from .bench_clients import (
     MailSink,
     Metrics,
     ResonateReader,
+    RootStarter,
     ServiceError,
     SignedCallback,
     histogram_delta,
@@ -90,6 +91,12 @@ class Profile:
     capacity_batch: int
     #: Longest the capacity phase waits for every waiting pipeline to finish once called back.
     capacity_drain_seconds: float
+    #: Figure 8: pipelines a batch of each one-job shape, and of onboarding (three jobs each).
+    code_pipelines: int
+    code_onboarding_pipelines: int
+    #: Figure 9: pipelines of each shape held waiting, and how many are added between weighings.
+    code_waiting: int
+    code_waiting_batch: int
 
 
 FULL = Profile(
@@ -114,6 +121,10 @@ FULL = Profile(
     capacity_target=10_000,
     capacity_batch=1_000,
     capacity_drain_seconds=420,
+    code_pipelines=150,
+    code_onboarding_pipelines=50,
+    code_waiting=1_000,
+    code_waiting_batch=250,
 )
 
 QUICK = Profile(
@@ -138,6 +149,10 @@ QUICK = Profile(
     capacity_target=1_000,
     capacity_batch=250,
     capacity_drain_seconds=45,
+    code_pipelines=60,
+    code_onboarding_pipelines=20,
+    code_waiting=400,
+    code_waiting_batch=200,
 )
 
 
@@ -159,6 +174,8 @@ class Bench:
     resonate: ResonateReader = field(init=False)
     notifier_metrics: Metrics = field(init=False)
     worker_metrics: Metrics = field(init=False)
+    #: Creates roots as the gateway does, for the shapes of figures 8 and 9.
+    starter: RootStarter = field(init=False)
     #: CPU cores each container uses idle; see measure_idle.
     idle_cores: dict[str, float] = field(default_factory=dict)
 
@@ -169,6 +186,7 @@ class Bench:
         self.resonate = ResonateReader(self.stack.resonate_dsn())
         self.notifier_metrics = Metrics(self.stack.url("NOTIFIER_OPS_HOST_PORT"))
         self.worker_metrics = Metrics(self.stack.url("WORKER_OPS_HOST_PORT"))
+        self.starter = RootStarter(self.stack.resonate_dsn())
 
     async def close(self) -> None:
         for client in (
@@ -178,6 +196,7 @@ class Bench:
             self.resonate,
             self.notifier_metrics,
             self.worker_metrics,
+            self.starter,
         ):
             await client.close()
 
@@ -519,7 +538,7 @@ async def callback_throughput(bench: Bench, callbacks: list[SignedCallback], rep
     p = bench.profile
     base = bench.stack.url("API_HOST_PORT")
     # Signed now: signatures older than 5 minutes are refused.
-    fresh = [signed_callback(c.pipeline_id) for c in callbacks]
+    fresh = [signed_callback(c.pipeline_id, c.step) for c in callbacks]
     requests = {
         "trivial": [encode_request("GET", f"{base}/healthz")],
         "callback": [encode_request("POST", f"{base}/callbacks/databricks", c.body, c.headers) for c in fresh],

@@ -1,0 +1,432 @@
+"""Figures 8 and 9: pipelines as code against the one-job workflow, measured side by side.
+
+Three shapes of pipeline, each started as the gateway starts it (its root
+created by :class:`.bench_clients.RootStarter`), so the figures do not depend
+on which shape the gateway of the commit under test starts:
+
+- ``legacy``: the one-job workflow, ``run_pipeline`` at Resonate version 1,
+  ``spec.version`` None (what main's gateway starts before issue 22);
+- ``one_job``: the same job run by its code, the shipped ``one-job``
+  pipeline, ``run_pipeline`` at version 2, ``spec.version`` 1;
+- ``onboarding``: ``customer-onboarding``, three jobs (ingest, then score and
+  report side by side), version 2.
+
+Figure 8 (:func:`code_paths`) calls them back at the figure-1 rate, the
+shapes' batches alternating in order from one repeat to the next, and counts
+per batch: callback to email latency, the requests Resonate served (calls of
+``resonate.resonate_rpc``, counted by Postgres' ``pg_stat_user_functions``),
+and each service's CPU. Figure 9 (:func:`waiting_shapes`) holds one-job and
+onboarding pipelines waiting, batches alternating, and reads what each more
+waiting pipeline of each shape holds: memory (PSS) and Resonate's rows and
+bytes, as a least-squares fit on both counts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from resonate.ids import join_id
+
+from pipeline_shared import promise_tree
+from pipeline_shared.catalogue import Catalogue
+from pipeline_shared.models import PipelineSpec
+from tests.support.stack import REPO_ROOT
+
+from .bench_clients import (
+    CALLBACK_RESULT,
+    RESONATE_TABLES,
+    STATS_FLUSH_SECONDS,
+    ServiceError,
+    signed_callback,
+)
+from .bench_load import latency_summary, paced, pool
+from .bench_phases import SETUP_CONCURRENCY, SLACK_SECONDS, WAIT_FOREVER_SECONDS, Bench, log
+
+#: The catalogue the stack's gateway and worker read (compose mounts this file).
+CATALOGUE_FILE = REPO_ROOT / "infra" / "catalogue.toml"
+#: The stored procedure every protocol request runs as: one call, one request.
+REQUEST_FUNCTION = "resonate_rpc"
+#: The outbox drains (the connector's, one per wake of each listening process).
+DRAIN_FUNCTIONS = ("dequeue_execute", "dequeue_unblock")
+#: A table ingest could have written (the catalogue's pattern for the pair's `table`).
+INGESTED_TABLE = "/Volumes/main/onboarding/ingested/customers-00000000000000be.csv"
+#: What each onboarding job's notebook reports (only what the pipeline reads of it).
+ONBOARDING_RESULTS = {
+    "1": {"table": INGESTED_TABLE, "rows": 6},
+    "2": {"score": 10},
+    "3": {"report": "/Volumes/main/onboarding/reports/benchmark.md"},
+}
+#: The step of onboarding's approval gate (after ingest, score and report).
+GATE_STEP = "4"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape of pipeline: how the gateway starts it and which job steps call back, round by round."""
+
+    key: str
+    label: str
+    #: ``run_pipeline``'s Resonate version the root is dispatched at.
+    function_version: int
+    #: Whether ``spec.version`` is set (the entry's version: run by its code) or None (the one-job workflow).
+    by_code: bool
+    job: str
+    #: Job steps called back together, round by round; None: the one-job workflow's own run.
+    rounds: tuple[tuple[str | None, ...], ...]
+    #: Emails each pipeline sends once called back to its end.
+    emails: int
+    parameters: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def jobs(self) -> int:
+        return sum(len(steps) for steps in self.rounds)
+
+    def result(self, step: str | None) -> dict[str, Any]:
+        return self.results.get(step or "", CALLBACK_RESULT)
+
+    def callbacks(self, pipeline_ids: Sequence[str], round_index: int) -> list:
+        """Signed callbacks of one round, for every pipeline, pipeline by pipeline."""
+        return [
+            signed_callback(pipeline_id, step, self.result(step))
+            for pipeline_id in pipeline_ids
+            for step in self.rounds[round_index]
+        ]
+
+
+LEGACY = Shape("legacy", "one-job workflow (main's shape)", 1, False, "csv-statistics", ((None,),), 1)
+ONE_JOB = Shape("one_job", "one-job pipeline run by its code", 2, True, "csv-statistics", (("1",),), 1)
+#: Threshold 100 over a score of 10: no approval; a summary email and the outcome email.
+ONBOARDING = Shape(
+    "onboarding",
+    "customer-onboarding (3 jobs)",
+    2,
+    True,
+    "customer-onboarding",
+    (("1",), ("2", "3")),
+    2,
+    {"approval_threshold": "100"},
+    ONBOARDING_RESULTS,
+)
+#: Every shape figure 8 measures, in the order of its first repeat.
+SHAPES = (LEGACY, ONE_JOB, ONBOARDING)
+
+
+def spec_of(shape: Shape, pipeline_id: str, catalogue: Catalogue, **parameters: str) -> PipelineSpec:
+    """The spec the gateway would store for a start of ``shape`` with ``parameters`` (defaults filled in)."""
+    entry = catalogue.pipeline(shape.job)
+    return PipelineSpec(
+        id=pipeline_id,
+        email=f"{pipeline_id}@example.com",
+        parameters=entry.resolve({**shape.parameters, **parameters}),
+        timeout_seconds=entry.timeout(None),
+        job=shape.job,
+        version=entry.version if shape.by_code else None,
+    )
+
+
+def trigger_ids(pipeline_id: str, steps: Sequence[str | None]) -> list[str]:
+    """The trigger steps of ``steps``' runs: resolved once each run exists and its pipeline waits on it."""
+    return [promise_tree.trigger_step_id(promise_tree.base_of(pipeline_id, step)) for step in steps]
+
+
+def gate_request_id(pipeline_id: str) -> str:
+    """Onboarding gate's approval_request email (``P:4.3``): resolved once the gate waits for its decision."""
+    return join_id(promise_tree.step_base(pipeline_id, GATE_STEP), "3")
+
+
+async def start_roots(
+    bench: Bench, shape: Shape, pipeline_ids: Sequence[str], catalogue: Catalogue, **parameters: str
+) -> None:
+    async def create(pipeline_id: str) -> int:
+        spec = spec_of(shape, pipeline_id, catalogue, **parameters)
+        await bench.starter.create(spec, version=shape.function_version)
+        return 200
+
+    failed = [o for o in await pool(pipeline_ids, SETUP_CONCURRENCY, create) if o.error or o.status != 200]
+    if failed:
+        raise ServiceError(f"{len(failed)} roots not created; first: {failed[0].error}")
+
+
+async def wait_waiting(
+    bench: Bench, pipeline_ids: Sequence[str], done_ids: Callable[[str], list[str]], timeout: float
+) -> int:
+    """Wait until each pipeline is suspended with every promise ``done_ids`` names resolved; how many are."""
+    deadline = time.monotonic() + timeout
+    wanted = {pipeline_id: done_ids(pipeline_id) for pipeline_id in pipeline_ids}
+    every = [promise_id for ids in wanted.values() for promise_id in ids]
+    while True:
+        states = await bench.resonate.states(every)
+        suspended = await bench.suspended(pipeline_ids)
+        ready = sum(
+            1
+            for pipeline_id, ids in wanted.items()
+            if pipeline_id in suspended and all(states.get(i) == "resolved" for i in ids)
+        )
+        if ready == len(pipeline_ids) or time.monotonic() >= deadline:
+            return ready
+        await asyncio.sleep(0.5)
+
+
+async def wait_settled(bench: Bench, pipeline_ids: Sequence[str], timeout: float) -> int:
+    """Wait until every root is settled (the pipeline recorded its outcome); how many are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = await bench.resonate.states(pipeline_ids)
+        settled = sum(1 for state in states.values() if state != "pending")
+        if settled == len(pipeline_ids) or time.monotonic() >= deadline:
+            return settled
+        await asyncio.sleep(0.5)
+
+
+# -- figure 8 --------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    """Requests counted and CPU used at one instant (after the backends reported their counts)."""
+
+    calls: dict[str, int]
+    sample: Any
+
+
+async def _counts(bench: Bench) -> Counts:
+    return Counts(await bench.resonate.function_calls(), bench.sample())
+
+
+def calls_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls of each function between two readings (functions first called in between included)."""
+    return {name: after[name] - before.get(name, 0) for name in after if after[name] - before.get(name, 0)}
+
+
+def requests_per_unit(
+    calls: dict[str, int], idle_per_second: dict[str, float], seconds: float, units: int
+) -> dict[str, float]:
+    """Calls of each function per pipeline (or per job), less what the stack calls idle over the same time."""
+    return {
+        name: max(0.0, count - idle_per_second.get(name, 0.0) * seconds) / units
+        for name, count in sorted(calls.items())
+        if units
+    }
+
+
+async def code_paths(bench: Bench) -> dict[str, Any]:
+    """Figure 8: the shapes' callback → email latency, Resonate requests and CPU, per pipeline and per job.
+
+    Every batch's pipelines are started and waiting before the first is
+    measured, so no start falls in a measured window. Each batch's window
+    runs from just before its first callback to every root settled (the
+    workflow's last step, after the email), plus the time Postgres backends
+    may take to report their counts; what the stack does idle over as long is
+    subtracted.
+    """
+    p = bench.profile
+    catalogue = Catalogue.load(CATALOGUE_FILE)
+    await bench.emulator.set_default_plan(start_delay_seconds=WAIT_FOREVER_SECONDS)
+    await bench.resonate.count_functions()
+    plan: list[tuple[int, Shape, list[str]]] = []
+    for repeat in range(p.repeats):
+        order = SHAPES if repeat % 2 == 0 else tuple(reversed(SHAPES))
+        for shape in order:
+            count = p.code_onboarding_pipelines if shape is ONBOARDING else p.code_pipelines
+            plan.append((repeat, shape, bench.new_ids(f"code{repeat}-{shape.key}", count)))
+    for _, shape, pipeline_ids in plan:
+        await start_roots(bench, shape, pipeline_ids, catalogue)
+    every = [pipeline_id for _, _, ids in plan for pipeline_id in ids]
+    first = {pipeline_id: shape for _, shape, ids in plan for pipeline_id in ids}
+    waiting = await wait_waiting(
+        bench, every, lambda pid: trigger_ids(pid, first[pid].rounds[0]), SLACK_SECONDS + len(every) / 20
+    )
+    log(f"  {waiting} of {len(every)} waiting on their first runs; counting idle requests")
+
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    idle_before = await _counts(bench)
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    idle_after = await _counts(bench)
+    idle_seconds = idle_after.sample.at - idle_before.sample.at
+    idle_rate = {name: n / idle_seconds for name, n in calls_between(idle_before.calls, idle_after.calls).items()}
+
+    batches = []
+    for repeat, shape, pipeline_ids in plan:
+        batch = await _measure_batch(bench, shape, pipeline_ids, idle_rate)
+        batch["repeat"] = repeat
+        batches.append(batch)
+        latency = batch["callback_to_email"].get("p50_ms")
+        log(
+            f"  {shape.key} run {repeat + 1}: p50 {latency or 0:.0f} ms, "
+            f"{batch['requests_per_pipeline']:.1f} requests a pipeline"
+        )
+    return {
+        "idle_requests_per_second": idle_rate,
+        "rate_per_second": p.latency_rate,
+        "shapes": {shape.key: {"label": shape.label, "jobs": shape.jobs} for shape in SHAPES},
+        "batches": batches,
+    }
+
+
+async def _measure_batch(
+    bench: Bench, shape: Shape, pipeline_ids: list[str], idle_rate: dict[str, float]
+) -> dict[str, Any]:
+    p = bench.profile
+    await bench.mailsink.clear()
+    accepted = (await bench.mailsink.stats())["accepted"]
+    before = await _counts(bench)
+    outcomes = []
+    for index in range(len(shape.rounds)):
+        if index:
+            await wait_waiting(
+                bench,
+                pipeline_ids,
+                lambda pid, i=index: trigger_ids(pid, shape.rounds[i]),
+                SLACK_SECONDS + len(pipeline_ids) / 10,
+            )
+        outcomes += await paced(shape.callbacks(pipeline_ids, index), p.latency_rate, bench.gateway.callback)
+    emailed = await bench.mailsink.wait_accepted(
+        accepted + shape.emails * len(pipeline_ids), time.monotonic() + SLACK_SECONDS
+    )
+    settled = await wait_settled(bench, pipeline_ids, SLACK_SECONDS)
+    messages = await bench.mailsink.messages()
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    after = await _counts(bench)
+
+    seconds = after.sample.at - before.sample.at
+    calls = calls_between(before.calls, after.calls)
+    per_pipeline = requests_per_unit(calls, idle_rate, seconds, len(pipeline_ids))
+    cpu = bench.work_cpu(before.sample, after.sample)
+    last_sent: dict[str, float] = {}
+    for o in outcomes:
+        if o.ok:
+            last_sent[o.item.pipeline_id] = max(last_sent.get(o.item.pipeline_id, 0.0), o.sent)
+    last_email: dict[str, int] = {}
+    for m in messages:
+        if m["pipeline_id"] in last_sent:
+            last_email[m["pipeline_id"]] = max(last_email.get(m["pipeline_id"], 0), m["received_at_ms"])
+    latencies = [(last_email[pid] - last_sent[pid] * 1000) / 1000 for pid in pipeline_ids if pid in last_email]
+    return {
+        "shape": shape.key,
+        "pipelines": len(pipeline_ids),
+        "jobs_per_pipeline": shape.jobs,
+        "callbacks": len(outcomes),
+        "callbacks_accepted": sum(1 for o in outcomes if o.status == 200),
+        "emailed": emailed - accepted,
+        "settled": settled,
+        "window_seconds": seconds,
+        # From the pipeline's last callback to its last email (the outcome's).
+        "callback_to_email": latency_summary(latencies),
+        "requests_per_pipeline": per_pipeline.get(REQUEST_FUNCTION, 0.0),
+        "drains_per_pipeline": sum(per_pipeline.get(name, 0.0) for name in DRAIN_FUNCTIONS),
+        "calls_per_pipeline": per_pipeline,
+        "cpu_ms_per_pipeline": {name: used * 1000 / len(pipeline_ids) for name, used in cpu.items()},
+        "_latencies_ms": [s * 1000 for s in latencies],
+    }
+
+
+# -- figure 9 --------------------------------------------------------------------------
+
+
+async def waiting_shapes(bench: Bench) -> dict[str, Any]:
+    """Figure 9: what one more waiting pipeline holds, one-job (run by its code) against onboarding.
+
+    Batches alternate between the two. Half of each onboarding batch waits on
+    the pair's runs (score and report, their runs pending in the emulator),
+    half at the approval gate (threshold 0: every score needs a person).
+    After each batch: each service's memory (PSS) and the Resonate tables'
+    rows and bytes; each shape's figure is its coefficient in a least-squares
+    fit on both counts.
+    """
+    p = bench.profile
+    catalogue = Catalogue.load(CATALOGUE_FILE)
+    await bench.emulator.set_default_plan(start_delay_seconds=WAIT_FOREVER_SECONDS)
+    counts = {ONE_JOB.key: 0, ONBOARDING.key: 0}
+    samples = [await _weigh(bench, counts)]
+    batches = max(2, p.code_waiting // p.code_waiting_batch)
+    for number in range(batches):
+        for shape in (ONE_JOB, ONBOARDING) if number % 2 == 0 else (ONBOARDING, ONE_JOB):
+            pipeline_ids = bench.new_ids(f"wait{number}-{shape.key}", p.code_waiting_batch)
+            if shape is ONE_JOB:
+                ready = await _one_job_waiting(bench, pipeline_ids, catalogue)
+            else:
+                ready = await _onboarding_waiting(bench, pipeline_ids, catalogue)
+            counts[shape.key] += ready
+            samples.append(await _weigh(bench, counts))
+            log(f"  waiting: {counts[ONE_JOB.key]} one-job, {counts[ONBOARDING.key]} onboarding")
+    return {
+        "samples": samples,
+        "fit": fit_per_shape(samples),
+        "memory_measure": bench.sample().memory_measure,
+    }
+
+
+async def _one_job_waiting(bench: Bench, pipeline_ids: list[str], catalogue: Catalogue) -> int:
+    await start_roots(bench, ONE_JOB, pipeline_ids, catalogue)
+    timeout = SLACK_SECONDS + len(pipeline_ids) / 10
+    return await wait_waiting(bench, pipeline_ids, lambda pid: trigger_ids(pid, ("1",)), timeout)
+
+
+async def _onboarding_waiting(bench: Bench, pipeline_ids: list[str], catalogue: Catalogue) -> int:
+    """Start onboarding pipelines and bring half to the pair's runs, half to the approval gate."""
+    timeout = SLACK_SECONDS + len(pipeline_ids) / 5
+    await start_roots(bench, ONBOARDING, pipeline_ids, catalogue, approval_threshold="0")
+    await wait_waiting(bench, pipeline_ids, lambda pid: trigger_ids(pid, ("1",)), timeout)
+    await _call_back(bench, ONBOARDING.callbacks(pipeline_ids, 0))
+    pair = await wait_waiting(bench, pipeline_ids, lambda pid: trigger_ids(pid, ("2", "3")), timeout)
+    at_gate = pipeline_ids[: len(pipeline_ids) // 2]
+    await _call_back(bench, ONBOARDING.callbacks(at_gate, 1))
+    gated = await wait_waiting(bench, at_gate, lambda pid: [gate_request_id(pid)], timeout)
+    return pair - len(at_gate) + gated
+
+
+async def _call_back(bench: Bench, callbacks: list) -> None:
+    refused = [o for o in await pool(callbacks, SETUP_CONCURRENCY, bench.gateway.callback) if o.status != 200]
+    if refused:
+        raise ServiceError(f"{len(refused)} callbacks refused; first: {refused[0].status} {refused[0].error}")
+
+
+async def _weigh(bench: Bench, counts: dict[str, int]) -> dict[str, Any]:
+    footprint = await bench.resonate.footprint()
+    return {
+        "waiting": dict(counts),
+        "memory_bytes": bench.sample().memory_bytes,
+        "rows": footprint.rows,
+        "bytes": footprint.bytes,
+        "database_bytes": footprint.database_bytes,
+    }
+
+
+def fit_per_shape(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per shape, what one more waiting pipeline adds: memory by service (bytes), rows and bytes by table.
+
+    A least-squares fit of each measure on the counts of both shapes waiting
+    (and a constant); None where the samples cannot separate the shapes.
+    """
+    shapes = list(samples[0]["waiting"])
+    design = np.array([[1.0, *(float(s["waiting"][k]) for k in shapes)] for s in samples])
+    if len(samples) < len(shapes) + 2 or np.linalg.matrix_rank(design) < len(shapes) + 1:
+        return {k: {"memory_bytes": None, "rows": None, "bytes": None, "database_bytes": None} for k in shapes}
+
+    def coefficients(values: list[float]) -> dict[str, float]:
+        solution, *_ = np.linalg.lstsq(design, np.array(values, dtype=float), rcond=None)
+        return {k: float(solution[1 + i]) for i, k in enumerate(shapes)}
+
+    by_measure: dict[str, dict[str, dict[str, float]]] = {}
+    for measure, names in (
+        ("memory_bytes", list(samples[0]["memory_bytes"])),
+        ("rows", list(RESONATE_TABLES)),
+        ("bytes", list(RESONATE_TABLES)),
+    ):
+        by_measure[measure] = {name: coefficients([s[measure][name] for s in samples]) for name in names}
+    database = coefficients([s["database_bytes"] for s in samples])
+    return {
+        k: {
+            "memory_bytes": {name: per[k] for name, per in by_measure["memory_bytes"].items()},
+            "rows": {name: per[k] for name, per in by_measure["rows"].items()},
+            "bytes": {name: per[k] for name, per in by_measure["bytes"].items()},
+            "database_bytes": database[k],
+        }
+        for k in shapes
+    }
