@@ -239,7 +239,8 @@ class ResonateReader:
                 self._dsn, autocommit=True, application_name="benchmark", connect_timeout=REQUEST_TIMEOUT_SECONDS
             )
         cursor = await self._connection.execute(query, params)
-        return await cursor.fetchall()
+        # A command (ALTER SYSTEM) answers no rows.
+        return await cursor.fetchall() if cursor.description is not None else []
 
     async def promises(self, promise_ids: Sequence[str]) -> dict[str, PromiseRow]:
         """The promises of ``promise_ids`` that exist, by id."""
