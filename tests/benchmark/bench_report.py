@@ -191,7 +191,7 @@ def code_path_figures(raw: dict[str, Any]) -> dict[str, Any]:
         if not runs:
             continue
         jobs = meta["jobs"]
-        functions = sorted({name for run in runs for name in run["calls_per_pipeline"]})
+        functions = sorted({name for run in runs for name in run["calls_per_pipeline"] if is_procedure(name)})
         services = list(runs[0]["cpu_ms_per_pipeline"])
         by_shape[shape] = {
             "label": meta["label"],
@@ -208,6 +208,9 @@ def code_path_figures(raw: dict[str, Any]) -> dict[str, Any]:
             "cpu_ms_per_pipeline": {s: spread(_pick(runs, "cpu_ms_per_pipeline", s)) for s in services},
             "cpu_ms_per_job": {s: spread([run["cpu_ms_per_pipeline"][s] / jobs for run in runs]) for s in services},
             "own_cpu_ms_per_job": spread([_own_cpu(run["cpu_ms_per_pipeline"]) / jobs for run in runs]),
+            "memory_kib_growth_per_pipeline": {
+                s: spread(_pick(runs, "memory_kib_growth_per_pipeline", s)) for s in OWN_SERVICES
+            },
             "emailed": sum(r["emailed"] for r in runs),
             "settled": sum(r["settled"] for r in runs),
             "pipelines": sum(r["pipelines"] for r in runs),
@@ -217,6 +220,16 @@ def code_path_figures(raw: dict[str, Any]) -> dict[str, Any]:
         "idle_requests_per_second": raw["idle_requests_per_second"].get("resonate_rpc", 0.0),
         "shapes": by_shape,
     }
+
+
+def is_procedure(function: str) -> bool:
+    """Whether a function of the schema is one a request runs (promise_create, task_fence, dequeue_execute, ...).
+
+    Not the entry point itself (``resonate_rpc``, the total), nor the helpers
+    it calls (``_lock``, ``_promise_json``, ...), nor the timers' and the
+    collector's (``process_*``, ``gc``).
+    """
+    return function.startswith(("promise_", "task_", "schedule_", "dequeue_"))
 
 
 def _own_cpu(per_service: dict[str, float]) -> float:
@@ -588,7 +601,13 @@ def _code_lines(figures: dict[str, Any]) -> list[str]:
     for service in services:
         lines.append(row(f"CPU {label(service)} (ms)", lambda f, s=service: _spread(f["cpu_ms_per_job"][s], 1)))
     lines.append(row("CPU, own services together (ms)", lambda f: _spread(f["own_cpu_ms_per_job"], 1)))
-    lines += ["", "Requests per pipeline by stored procedure (median over the runs; inner calls included):", ""]
+    lines.append(
+        row(
+            "worker memory left once finished (KiB per pipeline)",
+            lambda f: _spread(f["memory_kib_growth_per_pipeline"].get("worker"), 2),
+        )
+    )
+    lines += ["", "Requests per pipeline by stored procedure (median over the runs):", ""]
     for k in shapes:
         calls = per[k]["calls_per_pipeline"]
         named = ", ".join(
