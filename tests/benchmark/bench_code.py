@@ -215,38 +215,43 @@ def requests_per_unit(
 async def code_paths(bench: Bench) -> dict[str, Any]:
     """Figure 8: the shapes' callback → email latency, Resonate requests and CPU, per pipeline and per job.
 
-    Every batch's pipelines are started and waiting before the first is
-    measured, so no start falls in a measured window. Each batch's window
-    runs from just before its first callback to every root settled (the
-    workflow's last step, after the email), plus the time Postgres backends
-    may take to report their counts; what the stack does idle over as long is
-    subtracted.
+    Two kinds of window, each followed by the time Postgres backends may take
+    to report their counts, with what the stack does idle over as long
+    subtracted:
+
+    - each shape's start: every batch of the shape created and brought to
+      wait on its first runs (trigger steps included), shape after shape;
+    - each batch's callbacks: from just before its first callback to every
+      root settled (the workflow's last step, after the email). Batches of
+      the shapes alternate, their order reversed each repeat. Onboarding's
+      window also holds the start of its pair (their triggers), which the
+      one-job shapes did in their start window.
     """
     p = bench.profile
     catalogue = Catalogue.load(CATALOGUE_FILE)
     await bench.emulator.set_default_plan(start_delay_seconds=WAIT_FOREVER_SECONDS)
     await bench.resonate.count_functions()
-    plan: list[tuple[int, Shape, list[str]]] = []
-    for repeat in range(p.repeats):
-        order = SHAPES if repeat % 2 == 0 else tuple(reversed(SHAPES))
-        for shape in order:
-            count = p.code_onboarding_pipelines if shape is ONBOARDING else p.code_pipelines
-            plan.append((repeat, shape, bench.new_ids(f"code{repeat}-{shape.key}", count)))
-    for _, shape, pipeline_ids in plan:
-        await start_roots(bench, shape, pipeline_ids, catalogue)
-    every = [pipeline_id for _, _, ids in plan for pipeline_id in ids]
-    first = {pipeline_id: shape for _, shape, ids in plan for pipeline_id in ids}
-    waiting = await wait_waiting(
-        bench, every, lambda pid: trigger_ids(pid, first[pid].rounds[0]), SLACK_SECONDS + len(every) / 20
-    )
-    log(f"  {waiting} of {len(every)} waiting on their first runs; counting idle requests")
-
     await asyncio.sleep(STATS_FLUSH_SECONDS)
     idle_before = await _counts(bench)
     await asyncio.sleep(STATS_FLUSH_SECONDS)
     idle_after = await _counts(bench)
     idle_seconds = idle_after.sample.at - idle_before.sample.at
     idle_rate = {name: n / idle_seconds for name, n in calls_between(idle_before.calls, idle_after.calls).items()}
+
+    plan: list[tuple[int, Shape, list[str]]] = []
+    for repeat in range(p.repeats):
+        order = SHAPES if repeat % 2 == 0 else tuple(reversed(SHAPES))
+        for shape in order:
+            count = p.code_onboarding_pipelines if shape is ONBOARDING else p.code_pipelines
+            plan.append((repeat, shape, bench.new_ids(f"code{repeat}-{shape.key}", count)))
+    starts = {}
+    for shape in SHAPES:
+        pipeline_ids = [pid for _, batch_shape, ids in plan if batch_shape is shape for pid in ids]
+        starts[shape.key] = await _measure_start(bench, shape, pipeline_ids, catalogue, idle_rate)
+        log(
+            f"  {shape.key}: {starts[shape.key]['waiting']} waiting on their first runs, "
+            f"{starts[shape.key]['requests_per_pipeline']:.1f} requests a pipeline to get there"
+        )
 
     batches = []
     for repeat, shape, pipeline_ids in plan:
@@ -262,7 +267,32 @@ async def code_paths(bench: Bench) -> dict[str, Any]:
         "idle_requests_per_second": idle_rate,
         "rate_per_second": p.latency_rate,
         "shapes": {shape.key: {"label": shape.label, "jobs": shape.jobs} for shape in SHAPES},
+        "starts": starts,
         "batches": batches,
+    }
+
+
+async def _measure_start(
+    bench: Bench, shape: Shape, pipeline_ids: list[str], catalogue: Catalogue, idle_rate: dict[str, float]
+) -> dict[str, Any]:
+    """Requests and CPU from the roots' creation to every pipeline waiting on its first runs."""
+    before = await _counts(bench)
+    await start_roots(bench, shape, pipeline_ids, catalogue)
+    waiting = await wait_waiting(
+        bench, pipeline_ids, lambda pid: trigger_ids(pid, shape.rounds[0]), SLACK_SECONDS + len(pipeline_ids) / 20
+    )
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    after = await _counts(bench)
+    per_pipeline = requests_per_unit(
+        calls_between(before.calls, after.calls), idle_rate, after.sample.at - before.sample.at, len(pipeline_ids)
+    )
+    cpu = bench.work_cpu(before.sample, after.sample)
+    return {
+        "pipelines": len(pipeline_ids),
+        "waiting": waiting,
+        "requests_per_pipeline": per_pipeline.get(REQUEST_FUNCTION, 0.0),
+        "calls_per_pipeline": per_pipeline,
+        "cpu_ms_per_pipeline": {name: used * 1000 / len(pipeline_ids) for name, used in cpu.items()},
     }
 
 
