@@ -42,6 +42,7 @@ from .bench_clients import (
     RESONATE_TABLES,
     STATS_FLUSH_SECONDS,
     ServiceError,
+    callback_promise_for,
     signed_callback,
 )
 from .bench_load import latency_summary, paced, pool
@@ -78,6 +79,8 @@ class Shape:
     job: str
     #: Job steps called back together, round by round; None: the one-job workflow's own run.
     rounds: tuple[tuple[str | None, ...], ...]
+    #: The child of the root that asks the notifier for the outcome email (``P:N``).
+    outcome_email: str
     parameters: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -97,8 +100,10 @@ class Shape:
         ]
 
 
-LEGACY = Shape("legacy", "one-job workflow (main's shape)", 1, False, "csv-statistics", ((None,),))
-ONE_JOB = Shape("one_job", "one-job pipeline run by its code", 2, True, "csv-statistics", (("1",),))
+#: The one-job workflow's email rpc is its fourth child (callback, trigger, watchdog, email).
+LEGACY = Shape("legacy", "one-job workflow (main's shape)", 1, False, "csv-statistics", ((None,),), "4")
+#: The job step, then the runner's outcome email.
+ONE_JOB = Shape("one_job", "one-job pipeline run by its code", 2, True, "csv-statistics", (("1",),), "2")
 #: Threshold 100 over a score of 10: no approval; a summary email step, then the outcome email.
 ONBOARDING = Shape(
     "onboarding",
@@ -107,6 +112,7 @@ ONBOARDING = Shape(
     True,
     "customer-onboarding",
     (("1",), ("2", "3")),
+    "5",
     {"approval_threshold": "100"},
     ONBOARDING_RESULTS,
 )
@@ -320,6 +326,7 @@ async def _measure_batch(
     messages = await bench.mailsink.messages()
     await asyncio.sleep(STATS_FLUSH_SECONDS)
     after = await _counts(bench)
+    hops = await _resume_hops(bench, shape, pipeline_ids)
 
     seconds = after.sample.at - before.sample.at
     calls = calls_between(before.calls, after.calls)
@@ -345,6 +352,7 @@ async def _measure_batch(
         "window_seconds": seconds,
         # From the pipeline's last callback to its last email (the outcome's).
         "callback_to_email": latency_summary(latencies),
+        "hops": hops,
         "requests_per_pipeline": per_pipeline.get(REQUEST_FUNCTION, 0.0),
         "drains_per_pipeline": sum(per_pipeline.get(name, 0.0) for name in DRAIN_FUNCTIONS),
         "calls_per_pipeline": per_pipeline,
@@ -355,6 +363,35 @@ async def _measure_batch(
             for name in before.sample.memory_bytes
         },
         "_latencies_ms": [s * 1000 for s in latencies],
+    }
+
+
+async def _resume_hops(bench: Bench, shape: Shape, pipeline_ids: list[str]) -> dict[str, Any]:
+    """Where the time after the last callback goes: the worker's resume, then the outcome email (ms, by pipeline).
+
+    From durable state, as figure 7: the last callback promise's ``settled_at``,
+    the ``created_at`` of the outcome email's rpc (the resumed workflow asking
+    for it), the root's ``settled_at`` (the outcome recorded).
+    """
+    last = shape.rounds[-1]
+    wanted = {
+        pid: ([callback_promise_for(pid, step) for step in last], promise_tree.step_base(pid, shape.outcome_email))
+        for pid in pipeline_ids
+    }
+    records = await bench.resonate.promises(
+        [i for callbacks, rpc in wanted.values() for i in (*callbacks, rpc)] + list(pipeline_ids)
+    )
+    resume, recorded = [], []
+    for pid, (callbacks, rpc) in wanted.items():
+        settled = [records[c].settled_at for c in callbacks if c in records and records[c].settled_at]
+        if len(settled) != len(callbacks) or rpc not in records or pid not in records:
+            continue
+        resume.append((records[rpc].created_at - max(settled)) / 1000)
+        if records[pid].settled_at:
+            recorded.append((records[pid].settled_at - max(settled)) / 1000)
+    return {
+        "settled_to_email_rpc": latency_summary(resume),
+        "settled_to_root_settled": latency_summary(recorded),
     }
 
 

@@ -20,6 +20,10 @@ def _batch(shape: str, p50: float, requests: float, worker_cpu: float, *, jobs: 
         "emailed": 50,
         "settled": 50,
         "callback_to_email": {"count": 50, "p50_ms": p50, "p95_ms": 2 * p50},
+        "hops": {
+            "settled_to_email_rpc": {"count": 50, "p50_ms": p50 / 2},
+            "settled_to_root_settled": {"count": 50, "p50_ms": p50 * 1.5},
+        },
         "requests_per_pipeline": requests,
         "drains_per_pipeline": 3.0 * jobs,
         "calls_per_pipeline": {
@@ -133,6 +137,10 @@ def test_a_guarantee_missed_is_said_with_its_figures() -> None:
     assert "| onboarding waiting: worker memory per pipeline | <= 0.5 KiB (one-job's) | 0.9 KiB | **no** |" in summary
     assert "| Resonate requests, callback → end | 17.0 (17.0 to 17.0, n=3) | 21.0 (21.0 to 21.0, n=3) | 30.0" in summary
     assert "| Resonate requests, start → waiting | 8.0 | 10.0 | 4.0 |" in summary
+    assert (
+        "| last callback settled → outcome email asked, p50 | 20 ms (20 to 22, n=3) | 21 ms (20 to 22, n=3) |"
+        in summary
+    )
     assert "| `resonate.promises` rows (KiB) | 7.00 (4.79) | 21.50 (14.70) |" in summary
     # The procedures requests run, not the entry point nor its helpers; too rare to show: left out.
     assert (
