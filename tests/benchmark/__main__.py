@@ -9,7 +9,8 @@ left by ``--keep``) instead of rebuilding it, ``--publish`` copies the
 results to ``tests/benchmark/results/`` where docs/benchmark.md shows them.
 
 The whole run is bounded: ``--quick`` aims at 3 minutes, the full run at 20
-on two cores. The capacity phase, the only open-ended one, stops filling
+on two cores, besides figures 8 and 9 (about 4 and 8 minutes more;
+``--only-code`` runs those alone). The capacity phase, the only open-ended one, stops filling
 when the run's budget is spent and reports how far it got; it always adds
 its two minimum batches (its figures are slopes over them) and waits for
 their emails up to its own drain time, so a slow machine overruns the
