@@ -33,7 +33,7 @@ from resonate_pg import PostgresConnection
 from pipeline_shared import names, promise_tree
 from pipeline_shared.invocations import dispatch
 from pipeline_shared.models import PipelineSpec
-from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG
+from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree
 from pipeline_shared.resonate_client import ResonateDatabase
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
@@ -309,7 +309,7 @@ STATS_FLUSH_SECONDS = 11.0
 
 
 class RootStarter:
-    """Creates pipelines' root promises exactly as the gateway's ``Pipelines._create_root`` does.
+    """Creates pipelines' root promises exactly as the gateway's ``Pipelines._create_root`` does, and reads them.
 
     Straight to Resonate, with ``pipeline_shared.invocations.dispatch``: the
     function, its Resonate version, the worker group, the lineage tags, the
@@ -327,9 +327,7 @@ class RootStarter:
         self._started = False
 
     async def create(self, spec: PipelineSpec, *, version: int, owner: str = BENCH_OWNER) -> None:
-        if not self._started:
-            self._resonate.start()
-            self._started = True
+        self._start()
         deadline = int(time.time() * 1000) + 1000 * (spec.timeout_seconds + GATEWAY_FINISH_GRACE_SECONDS)
         await dispatch(
             self._resonate.promises,
@@ -342,6 +340,16 @@ class RootStarter:
             extra_tags={CREATED_BY_TAG: uuid.uuid4().hex, OWNER_TAG: owner},
             version=version,
         )
+
+    async def spec(self, pipeline_id: str) -> PipelineSpec | None:
+        """The spec a pipeline's root holds (as the gateway reads it), or None for a root that is no pipeline's."""
+        self._start()
+        return PipelineTree(await self._resonate.promises.get(pipeline_id), {}).spec
+
+    def _start(self) -> None:
+        if not self._started:
+            self._resonate.start()
+            self._started = True
 
     async def close(self) -> None:
         if self._started:

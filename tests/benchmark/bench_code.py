@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,15 +38,14 @@ from pipeline_shared.models import PipelineSpec
 from tests.support.stack import REPO_ROOT
 
 from .bench_clients import (
-    CALLBACK_RESULT,
     RESONATE_TABLES,
     STATS_FLUSH_SECONDS,
     ServiceError,
     callback_promise_for,
-    signed_callback,
 )
 from .bench_load import latency_summary, paced, pool
 from .bench_phases import SETUP_CONCURRENCY, SLACK_SECONDS, WAIT_FOREVER_SECONDS, Bench, log
+from .bench_shapes import LEGACY, ONBOARDING, ONE_JOB, Shape
 
 #: The catalogue the stack's gateway and worker read (compose mounts this file).
 CATALOGUE_FILE = REPO_ROOT / "infra" / "catalogue.toml"
@@ -54,68 +53,10 @@ CATALOGUE_FILE = REPO_ROOT / "infra" / "catalogue.toml"
 REQUEST_FUNCTION = "resonate_rpc"
 #: The outbox drains (the connector's, one per wake of each listening process).
 DRAIN_FUNCTIONS = ("dequeue_execute", "dequeue_unblock")
-#: A table ingest could have written (the catalogue's pattern for the pair's `table`).
-INGESTED_TABLE = "/Volumes/main/onboarding/ingested/customers-00000000000000be.csv"
-#: What each onboarding job's notebook reports (only what the pipeline reads of it).
-ONBOARDING_RESULTS = {
-    "1": {"table": INGESTED_TABLE, "rows": 6},
-    "2": {"score": 10},
-    "3": {"report": "/Volumes/main/onboarding/reports/benchmark.md"},
-}
 #: The step of onboarding's approval gate (after ingest, score and report).
 GATE_STEP = "4"
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One shape of pipeline: how the gateway starts it and which job steps call back, round by round."""
-
-    key: str
-    label: str
-    #: ``run_pipeline``'s Resonate version the root is dispatched at.
-    function_version: int
-    #: Whether ``spec.version`` is set (the entry's version: run by its code) or None (the one-job workflow).
-    by_code: bool
-    job: str
-    #: Job steps called back together, round by round; None: the one-job workflow's own run.
-    rounds: tuple[tuple[str | None, ...], ...]
-    #: The child of the root that asks the notifier for the outcome email (``P:N``).
-    outcome_email: str
-    parameters: dict[str, str] = field(default_factory=dict)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def jobs(self) -> int:
-        return sum(len(steps) for steps in self.rounds)
-
-    def result(self, step: str | None) -> dict[str, Any]:
-        return self.results.get(step or "", CALLBACK_RESULT)
-
-    def callbacks(self, pipeline_ids: Sequence[str], round_index: int) -> list:
-        """Signed callbacks of one round, for every pipeline, pipeline by pipeline."""
-        return [
-            signed_callback(pipeline_id, step, self.result(step))
-            for pipeline_id in pipeline_ids
-            for step in self.rounds[round_index]
-        ]
-
-
-#: The one-job workflow's email rpc is its fourth child (callback, trigger, watchdog, email).
-LEGACY = Shape("legacy", "one-job workflow (main's shape)", 1, False, "csv-statistics", ((None,),), "4")
-#: The job step, then the runner's outcome email.
-ONE_JOB = Shape("one_job", "one-job pipeline run by its code", 2, True, "csv-statistics", (("1",),), "2")
-#: Threshold 100 over a score of 10: no approval; a summary email step, then the outcome email.
-ONBOARDING = Shape(
-    "onboarding",
-    "customer-onboarding (3 jobs)",
-    2,
-    True,
-    "customer-onboarding",
-    (("1",), ("2", "3")),
-    "5",
-    {"approval_threshold": "100"},
-    ONBOARDING_RESULTS,
-)
 #: Every shape figure 8 measures, in the order of its first repeat.
 SHAPES = (LEGACY, ONE_JOB, ONBOARDING)
 

@@ -20,9 +20,6 @@ from tests.benchmark.bench_clients import (
 )
 from tests.benchmark.bench_code import (
     CATALOGUE_FILE,
-    LEGACY,
-    ONBOARDING,
-    ONE_JOB,
     calls_between,
     fit_per_shape,
     gate_request_id,
@@ -30,6 +27,7 @@ from tests.benchmark.bench_code import (
     spec_of,
     trigger_ids,
 )
+from tests.benchmark.bench_shapes import LEGACY, ONBOARDING, ONE_JOB, one_job_shape
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +75,16 @@ def test_onboarding_is_called_back_ingest_first_then_the_pair_with_what_each_job
     assert json.loads(pair[0].body)["result"] == {"score": 10}
     (legacy,) = LEGACY.callbacks(["p1"], 0)
     assert json.loads(legacy.body) == {"promise_id": "p1:1", "status": "success", "result": CALLBACK_RESULT}
+
+
+def test_the_shape_the_gateway_started_says_where_the_callback_and_the_email_are() -> None:
+    legacy, by_code = one_job_shape(None), one_job_shape(1)
+    assert (legacy, by_code) == (LEGACY, ONE_JOB)
+    assert (legacy.callback_promise("p1"), legacy.email_rpc("p1")) == ("p1:1", "p1:4")
+    assert (by_code.callback_promise("p1"), by_code.email_rpc("p1")) == ("p1:1.1", "p1:2")
+    assert json.loads(by_code.first_callback("p1").body)["promise_id"] == "p1:1.1"
+    assert json.loads(legacy.first_callback("p1").body)["result"] == CALLBACK_RESULT
+    assert ONBOARDING.email_rpc("p1") == "p1:5"
 
 
 def test_a_pipeline_waits_once_its_runs_are_triggered_or_its_gate_has_asked() -> None:
