@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,15 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from resonate.codec import Codec, NoopEncryptor
+from resonate.resonate import Resonate
 from resonate.types import Value
+from resonate_pg import PostgresConnection
 
-from pipeline_shared import promise_tree
+from pipeline_shared import names, promise_tree
+from pipeline_shared.invocations import dispatch
+from pipeline_shared.models import PipelineSpec
+from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree
+from pipeline_shared.resonate_client import ResonateDatabase
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.stack_clients import AUTHENTICATED
@@ -47,6 +54,10 @@ MAX_CONNECTIONS = 1024
 KEEPALIVE_SECONDS = 3
 #: No single request may hang the benchmark.
 REQUEST_TIMEOUT_SECONDS = 60
+#: The gateway's PIPELINE_FINISH_GRACE_SECONDS default: a root's deadline is its timeout plus this.
+GATEWAY_FINISH_GRACE_SECONDS = 24 * 3600
+#: Whose the roots the benchmark creates itself are (the principal its API key stands for).
+BENCH_OWNER = "benchmark"
 #: The result every benchmark callback reports (small, like the notebook's).
 CALLBACK_RESULT = {"source": "benchmark", "row_count": 6, "column_count": 5}
 
@@ -66,14 +77,28 @@ class SignedCallback:
     pipeline_id: str
     body: bytes
     headers: dict[str, str]
+    #: The job step it reports on; None for a one-job workflow.
+    step: str | None = None
 
 
-def signed_callback(pipeline_id: str) -> SignedCallback:
-    """A success callback for ``pipeline_id``, signed with its own key; each call gets a new webhook-id."""
-    promise_id = promise_tree.callback_promise_id(pipeline_id)
-    body = json.dumps({"promise_id": promise_id, "status": "success", "result": CALLBACK_RESULT}).encode()
+def callback_promise_for(pipeline_id: str, step: str | None = None) -> str:
+    """The promise the original run of ``pipeline_id``'s job settles.
+
+    ``step`` None: a one-job workflow (``PipelineSpec.version`` None), whose
+    callback promise hangs off the pipeline (``P:1``); else the job step of
+    a pipeline run by its code, whose own promises hang off the step
+    (``P:N.1``).
+    """
+    return promise_tree.callback_promise_id(promise_tree.base_of(pipeline_id, step))
+
+
+def signed_callback(pipeline_id: str, step: str | None = None, result: dict[str, Any] | None = None) -> SignedCallback:
+    """A success callback for ``pipeline_id`` (its job step ``step``), signed with its key; each a new webhook-id."""
+    promise_id = callback_promise_for(pipeline_id, step)
+    payload = {"promise_id": promise_id, "status": "success", "result": CALLBACK_RESULT if result is None else result}
+    body = json.dumps(payload).encode()
     headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body)
-    return SignedCallback(pipeline_id, body, headers | {"content-type": "application/json"})
+    return SignedCallback(pipeline_id, body, headers | {"content-type": "application/json"}, step)
 
 
 def new_session(base_url: str, *, limit: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
@@ -214,7 +239,8 @@ class ResonateReader:
                 self._dsn, autocommit=True, application_name="benchmark", connect_timeout=REQUEST_TIMEOUT_SECONDS
             )
         cursor = await self._connection.execute(query, params)
-        return await cursor.fetchall()
+        # A command (ALTER SYSTEM) answers no rows.
+        return await cursor.fetchall() if cursor.description is not None else []
 
     async def promises(self, promise_ids: Sequence[str]) -> dict[str, PromiseRow]:
         """The promises of ``promise_ids`` that exist, by id."""
@@ -226,6 +252,32 @@ class ResonateReader:
             promise_id: PromiseRow(promise_id, state, self._codec.decode(Value(data=data)), created_at, settled_at)
             for promise_id, state, data, created_at, settled_at in rows
         }
+
+    async def states(self, promise_ids: Sequence[str]) -> dict[str, str]:
+        """The state (pending, resolved, ...) of each of ``promise_ids`` that exists."""
+        rows = await self._rows("SELECT id, state FROM resonate.promises WHERE id = ANY(%s)", (list(promise_ids),))
+        return dict(rows)
+
+    async def count_functions(self) -> None:
+        """Have Postgres count calls of the schema's functions (``track_functions``), from now on.
+
+        Off by default (resonate-pg's image leaves it so); a superuser setting,
+        taken up by every backend, the services' pooled ones included, at its
+        next command. The benchmark's stack is removed afterwards with its volume.
+        """
+        await self._rows("ALTER SYSTEM SET track_functions = 'all'")
+        await self._rows("SELECT pg_reload_conf()")
+
+    async def function_calls(self) -> dict[str, int]:
+        """Calls of each function of the ``resonate`` schema so far (``pg_stat_user_functions``), by name.
+
+        Each backend reports its counts when it goes idle, at most once a
+        second, else within ``STATS_FLUSH_SECONDS``: read after that long quiet.
+        """
+        rows = await self._rows(
+            "SELECT funcname, sum(calls)::bigint FROM pg_stat_user_functions WHERE schemaname = 'resonate' GROUP BY 1"
+        )
+        return {name: int(calls) for name, calls in rows}
 
     async def task_ids(self, state: str) -> set[str]:
         """Ids of every task in ``state``."""
@@ -250,6 +302,59 @@ class ResonateReader:
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
+
+
+#: Longest a Postgres backend keeps counts it has not reported (PGSTAT_IDLE_INTERVAL, 10 s), with a margin.
+STATS_FLUSH_SECONDS = 11.0
+
+
+class RootStarter:
+    """Creates pipelines' root promises exactly as the gateway's ``Pipelines._create_root`` does, and reads them.
+
+    Straight to Resonate, with ``pipeline_shared.invocations.dispatch``: the
+    function, its Resonate version, the worker group, the lineage tags, the
+    deadline (the spec's timeout plus the gateway's default finishing grace)
+    and the gateway's tags. So the benchmark measures a shape of pipeline
+    whichever shape the gateway of the commit under test starts.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._database = ResonateDatabase(dsn, max_size=8)
+        pid = uuid.uuid4().hex
+        connection = PostgresConnection(sessions=self._database, pid=pid, group="benchmark", drive_timers=False)
+        # A send-only client, as the gateway's: sources [] never drains the outbox.
+        self._resonate = Resonate(network=connection, sources=[], group="benchmark", pid=pid, autostart=False)
+        self._started = False
+
+    async def create(self, spec: PipelineSpec, *, version: int, owner: str = BENCH_OWNER) -> None:
+        self._start()
+        deadline = int(time.time() * 1000) + 1000 * (spec.timeout_seconds + GATEWAY_FINISH_GRACE_SECONDS)
+        await dispatch(
+            self._resonate.promises,
+            spec.id,
+            names.RUN_PIPELINE,
+            spec.model_dump(mode="json"),
+            group=names.WORKER_GROUP,
+            origin=spec.id,
+            timeout_at=deadline,
+            extra_tags={CREATED_BY_TAG: uuid.uuid4().hex, OWNER_TAG: owner},
+            version=version,
+        )
+
+    async def spec(self, pipeline_id: str) -> PipelineSpec | None:
+        """The spec a pipeline's root holds (as the gateway reads it), or None for a root that is no pipeline's."""
+        self._start()
+        return PipelineTree(await self._resonate.promises.get(pipeline_id), {}).spec
+
+    def _start(self) -> None:
+        if not self._started:
+            self._resonate.start()
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await self._resonate.stop()
+        await self._database.close()
 
 
 class Metrics:

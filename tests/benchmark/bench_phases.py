@@ -28,8 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline_shared.promise_tree import callback_promise_id
-
 from .bench_clients import (
     RESONATE_TABLES,
     Emulator,
@@ -37,6 +35,7 @@ from .bench_clients import (
     MailSink,
     Metrics,
     ResonateReader,
+    RootStarter,
     ServiceError,
     SignedCallback,
     histogram_delta,
@@ -44,15 +43,13 @@ from .bench_clients import (
     signed_callback,
 )
 from .bench_load import Outcome, latency_summary, paced, percentile, pool
+from .bench_shapes import LEGACY, Shape, one_job_shape
 from .bench_stack import BenchStack, ContainerSample, cpu_used
 from .bench_wire import WireTarget, encode_request, saturate_wire
 
 #: A pipeline whose run waits this long in PENDING never finishes during the
 #: benchmark: only the benchmark's callback settles it.
 WAIT_FOREVER_SECONDS = 86_400
-#: The workflow's child that asks the notifier for the email, in the success
-#: path (callback promise, trigger step, watchdog scheduling step, then this).
-EMAIL_RPC_SEQ = 4
 #: Requests in flight while setting up state (starting pipelines, settling them).
 SETUP_CONCURRENCY = 16
 #: Batches the capacity phase always adds, so memory per pipeline has steady points to fit.
@@ -90,6 +87,12 @@ class Profile:
     capacity_batch: int
     #: Longest the capacity phase waits for every waiting pipeline to finish once called back.
     capacity_drain_seconds: float
+    #: Figure 8: pipelines a batch of each one-job shape, and of onboarding (three jobs each).
+    code_pipelines: int
+    code_onboarding_pipelines: int
+    #: Figure 9: pipelines of each shape held waiting, and how many are added between weighings.
+    code_waiting: int
+    code_waiting_batch: int
 
 
 FULL = Profile(
@@ -114,6 +117,10 @@ FULL = Profile(
     capacity_target=10_000,
     capacity_batch=1_000,
     capacity_drain_seconds=420,
+    code_pipelines=150,
+    code_onboarding_pipelines=50,
+    code_waiting=1_000,
+    code_waiting_batch=250,
 )
 
 QUICK = Profile(
@@ -138,6 +145,10 @@ QUICK = Profile(
     capacity_target=1_000,
     capacity_batch=250,
     capacity_drain_seconds=45,
+    code_pipelines=60,
+    code_onboarding_pipelines=20,
+    code_waiting=400,
+    code_waiting_batch=200,
 )
 
 
@@ -159,8 +170,12 @@ class Bench:
     resonate: ResonateReader = field(init=False)
     notifier_metrics: Metrics = field(init=False)
     worker_metrics: Metrics = field(init=False)
+    #: Creates roots as the gateway does, for the shapes of figures 8 and 9.
+    starter: RootStarter = field(init=False)
     #: CPU cores each container uses idle; see measure_idle.
     idle_cores: dict[str, float] = field(default_factory=dict)
+    #: The shape of pipeline the gateway under test starts; see gateway_shape.
+    _gateway_shape: Shape | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.gateway = Gateway(self.stack.url("API_HOST_PORT"))
@@ -169,6 +184,7 @@ class Bench:
         self.resonate = ResonateReader(self.stack.resonate_dsn())
         self.notifier_metrics = Metrics(self.stack.url("NOTIFIER_OPS_HOST_PORT"))
         self.worker_metrics = Metrics(self.stack.url("WORKER_OPS_HOST_PORT"))
+        self.starter = RootStarter(self.stack.resonate_dsn())
 
     async def close(self) -> None:
         for client in (
@@ -178,6 +194,7 @@ class Bench:
             self.resonate,
             self.notifier_metrics,
             self.worker_metrics,
+            self.starter,
         ):
             await client.close()
 
@@ -220,8 +237,27 @@ class Bench:
                 return count, time.monotonic() - started
             await asyncio.sleep(0.25)
 
-    async def settle_all(self, pipeline_ids: Sequence[str], concurrency: int = SETUP_CONCURRENCY) -> list[Outcome]:
-        callbacks = [signed_callback(pipeline_id) for pipeline_id in pipeline_ids]
+    async def gateway_shape(self, pipeline_id: str) -> Shape:
+        """The shape of the pipelines the gateway starts, read once from one it started.
+
+        Every start of one gateway has the same shape: the one-job workflow
+        (``spec.version`` None) before issue 22, the one-job pipeline run by its
+        code after. The shape says where the job's callback promise is.
+        """
+        if self._gateway_shape is None:
+            spec = await self.starter.spec(pipeline_id)
+            self._gateway_shape = one_job_shape(spec.version if spec else None)
+            log(f"  the gateway starts: {self._gateway_shape.label}")
+        return self._gateway_shape
+
+    async def callbacks(self, pipeline_ids: Sequence[str]) -> list[SignedCallback]:
+        """The signed callback of each pipeline the gateway started, at its shape's callback promise."""
+        shape = await self.gateway_shape(pipeline_ids[0]) if pipeline_ids else LEGACY
+        return [shape.first_callback(pipeline_id) for pipeline_id in pipeline_ids]
+
+    async def settle_all(
+        self, callbacks: Sequence[SignedCallback], concurrency: int = SETUP_CONCURRENCY
+    ) -> list[Outcome]:
         return await pool(callbacks, concurrency, self.gateway.callback)
 
     async def emails(self, pipeline_ids: Sequence[str], already_accepted: int, timeout: float) -> dict[str, dict]:
@@ -324,7 +360,8 @@ async def polling_baseline(bench: Bench, repeat: int) -> dict[str, Any]:
 async def _settlement_sources(bench: Bench, pipeline_ids: Sequence[str]) -> dict[str, int]:
     """Who settled each pipeline's callback promise (callback, watchdog, ...), counted."""
     counts: dict[str, int] = {}
-    for record in (await bench.resonate.promises([callback_promise_id(p) for p in pipeline_ids])).values():
+    shape = await bench.gateway_shape(pipeline_ids[0]) if pipeline_ids else LEGACY
+    for record in (await bench.resonate.promises([shape.callback_promise(p) for p in pipeline_ids])).values():
         data = record.value if record.state == "resolved" else None
         source = data.get("source", "unknown") if isinstance(data, dict) else record.state
         counts[source] = counts.get(source, 0) + 1
@@ -354,7 +391,7 @@ async def watchdog_cost(bench: Bench) -> dict[str, Any]:
 
     log(f"  {checks} checks; settling")
     accepted = (await bench.mailsink.stats())["accepted"]
-    await bench.settle_all(pipeline_ids)
+    await bench.settle_all(await bench.callbacks(pipeline_ids))
     await bench.mailsink.wait_accepted(accepted + len(pipeline_ids), time.monotonic() + 3 * SLACK_SECONDS)
     total_ms = sum(extra.values()) * 1000 / checks if checks else None
     return {
@@ -395,7 +432,7 @@ async def callback_to_email(bench: Bench, repeat: int) -> LatencyRun:
     await bench.mailsink.clear()
     accepted = (await bench.mailsink.stats())["accepted"]
     notifier_before = await bench.notifier_metrics.scrape()
-    callbacks = [signed_callback(pipeline_id) for pipeline_id in pipeline_ids]
+    callbacks = await bench.callbacks(pipeline_ids)
     cpu_before = bench.sample()
     outcomes = await paced(callbacks, p.latency_rate, bench.gateway.callback)
     mails = await bench.emails(pipeline_ids, accepted, timeout=SLACK_SECONDS)
@@ -409,7 +446,8 @@ async def callback_to_email(bench: Bench, repeat: int) -> LatencyRun:
         for pid in pipeline_ids
         if pid in mails and sent[pid].ok
     ]
-    hops = await _hop_breakdown(bench, pipeline_ids, sent, mails, notifier_before, notifier_after)
+    shape = await bench.gateway_shape(pipeline_ids[0])
+    hops = await _hop_breakdown(bench, shape, pipeline_ids, sent, mails, notifier_before, notifier_after)
     used = bench.work_cpu(cpu_before, cpu_after)
     figures = {
         "pipelines": len(pipeline_ids),
@@ -430,6 +468,7 @@ async def callback_to_email(bench: Bench, repeat: int) -> LatencyRun:
 
 async def _hop_breakdown(
     bench: Bench,
+    shape: Shape,
     pipeline_ids: Sequence[str],
     sent: dict[str, Outcome],
     mails: dict[str, dict],
@@ -455,10 +494,10 @@ async def _hop_breakdown(
     }
 
     records = await bench.resonate.promises(
-        [promise_id for pid in pipeline_ids for promise_id in (callback_promise_id(pid), _email_rpc_id(pid))]
+        [promise_id for pid in pipeline_ids for promise_id in (shape.callback_promise(pid), shape.email_rpc(pid))]
     )
     for pipeline_id in pipeline_ids:
-        callback, rpc = records.get(callback_promise_id(pipeline_id)), records.get(_email_rpc_id(pipeline_id))
+        callback, rpc = records.get(shape.callback_promise(pipeline_id)), records.get(shape.email_rpc(pipeline_id))
         if callback is None or rpc is None or callback.state != "resolved" or pipeline_id not in mails:
             continue
         t0 = sent[pipeline_id].sent * 1000
@@ -498,10 +537,6 @@ async def _hop_breakdown(
     }
 
 
-def _email_rpc_id(pipeline_id: str) -> str:
-    return f"{pipeline_id}:{EMAIL_RPC_SEQ}"
-
-
 def _ms(seconds: float | None) -> float | None:
     return seconds * 1000 if seconds is not None else None
 
@@ -519,7 +554,7 @@ async def callback_throughput(bench: Bench, callbacks: list[SignedCallback], rep
     p = bench.profile
     base = bench.stack.url("API_HOST_PORT")
     # Signed now: signatures older than 5 minutes are refused.
-    fresh = [signed_callback(c.pipeline_id) for c in callbacks]
+    fresh = [signed_callback(c.pipeline_id, c.step) for c in callbacks]
     requests = {
         "trivial": [encode_request("GET", f"{base}/healthz")],
         "callback": [encode_request("POST", f"{base}/callbacks/databricks", c.body, c.headers) for c in fresh],
@@ -662,10 +697,11 @@ async def waiting_capacity(
     quiet = bench.work_cpu(quiet_before, quiet_after)
     quiet_seconds = quiet_after.at - quiet_before.at
 
+    callbacks = await bench.callbacks(waiting)
     accepted = (await bench.mailsink.stats())["accepted"]
     finished_before = await _succeeded(bench)
     settle_started = time.monotonic()
-    outcomes = await bench.settle_all(waiting, concurrency=32)
+    outcomes = await bench.settle_all(callbacks, concurrency=32)
     settle_seconds = time.monotonic() - settle_started
     accepted_callbacks = sum(1 for o in outcomes if o.status == 200)
     # Bounded by the drain's own time, not the run's budget: whether all complete is a target.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a server or in CI
 import matplotlib.pyplot as plt
 
+from .bench_clients import RESONATE_TABLES as RESONATE_TABLE_ORDER
 from .bench_load import spread
 
 #: Where `--publish` copies the latest figures; docs/benchmark.md shows them from there.
@@ -35,6 +36,15 @@ TARGET_MIB_PER_1000_WAITING = 50
 #: Resonate server, not the emulator and the mail sink, which stand in for
 #: Databricks and a mail server.
 OWN_SERVICES = ("api", "worker", "notifier", "resonate")
+
+#: Figure 8's shapes, in the order the report lists them (see bench_code.SHAPES).
+CODE_SHAPES = {
+    "legacy": "(a) one-job workflow",
+    "one_job": "(b) one-job, run by its code",
+    "onboarding": "(c) onboarding, per job",
+}
+#: Figure 9's shapes.
+WAITING_SHAPES = {"one_job": "one-job (run by its code)", "onboarding": "onboarding"}
 
 #: How the report names a container where its compose service name says too little.
 SERVICE_LABELS = {"resonate": "Resonate (Postgres)"}
@@ -154,6 +164,10 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
                 "extra_cpu_cores_while_waiting",
             )
         }
+    if raw.get("code_paths"):
+        figures["code_paths"] = code_path_figures(raw["code_paths"])
+    if raw.get("code_waiting"):
+        figures["code_waiting"] = code_waiting_figures(raw["code_waiting"])
     cost = raw.get("watchdog_cost")
     if cost:
         figures["watchdog_check"] = {
@@ -167,6 +181,150 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             )
         }
     return figures
+
+
+def code_path_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """Figure 8 by shape: median and range over its batches; requests and CPU also per job."""
+    by_shape: dict[str, Any] = {}
+    for shape, meta in raw["shapes"].items():
+        runs = [b for b in raw["batches"] if b["shape"] == shape]
+        if not runs:
+            continue
+        jobs = meta["jobs"]
+        start = raw.get("starts", {}).get(shape)
+        start_requests = start["requests_per_pipeline"] if start else None
+        start_cpu = _own_cpu(start["cpu_ms_per_pipeline"]) if start else None
+        functions = sorted({name for run in runs for name in run["calls_per_pipeline"] if is_procedure(name)})
+        services = list(runs[0]["cpu_ms_per_pipeline"])
+        by_shape[shape] = {
+            "label": meta["label"],
+            "jobs": jobs,
+            "pipelines_per_run": runs[0]["pipelines"],
+            "p50_ms": spread(_pick(runs, "callback_to_email", "p50_ms")),
+            "p95_ms": spread(_pick(runs, "callback_to_email", "p95_ms")),
+            "resume_p50_ms": spread(_pick(runs, "hops", "settled_to_email_rpc", "p50_ms")),
+            "recorded_p50_ms": spread(_pick(runs, "hops", "settled_to_root_settled", "p50_ms")),
+            "requests_per_pipeline": spread(_pick(runs, "requests_per_pipeline")),
+            "requests_per_job": spread([r["requests_per_pipeline"] / jobs for r in runs]),
+            "drains_per_pipeline": spread(_pick(runs, "drains_per_pipeline")),
+            "calls_per_pipeline": {
+                name: spread([run["calls_per_pipeline"].get(name, 0.0) for run in runs]) for name in functions
+            },
+            "cpu_ms_per_pipeline": {s: spread(_pick(runs, "cpu_ms_per_pipeline", s)) for s in services},
+            "cpu_ms_per_job": {s: spread([run["cpu_ms_per_pipeline"][s] / jobs for run in runs]) for s in services},
+            "own_cpu_ms_per_job": spread([_own_cpu(run["cpu_ms_per_pipeline"]) / jobs for run in runs]),
+            "start_requests_per_job": spread([start_requests / jobs if start else None]),
+            "start_own_cpu_ms_per_job": spread([start_cpu / jobs if start else None]),
+            "start_calls_per_pipeline": {
+                name: v for name, v in (start["calls_per_pipeline"] if start else {}).items() if is_procedure(name)
+            },
+            "whole_requests_per_job": spread(
+                [(start_requests + r["requests_per_pipeline"]) / jobs if start else None for r in runs]
+            ),
+            "whole_own_cpu_ms_per_job": spread(
+                [(start_cpu + _own_cpu(r["cpu_ms_per_pipeline"])) / jobs if start else None for r in runs]
+            ),
+            "memory_kib_growth_per_pipeline": {
+                s: spread(_pick(runs, "memory_kib_growth_per_pipeline", s)) for s in OWN_SERVICES
+            },
+            "emailed": sum(r["emailed"] for r in runs),
+            "settled": sum(r["settled"] for r in runs),
+            "pipelines": sum(r["pipelines"] for r in runs),
+        }
+    return {
+        "rate_per_second": raw["rate_per_second"],
+        "idle_requests_per_second": raw["idle_requests_per_second"].get("resonate_rpc", 0.0),
+        "shapes": by_shape,
+    }
+
+
+def is_procedure(function: str) -> bool:
+    """Whether a function of the schema is one a request runs (promise_create, task_fence, dequeue_execute, ...).
+
+    Not the entry point itself (``resonate_rpc``, the total), nor the helpers
+    it calls (``_lock``, ``_promise_json``, ...), nor the timers' and the
+    collector's (``process_*``, ``gc``).
+    """
+    return function.startswith(("promise_", "task_", "schedule_", "dequeue_"))
+
+
+def _own_cpu(per_service: dict[str, float]) -> float:
+    """CPU of this project's services and its Resonate server together (not the emulator or the sink)."""
+    return sum(per_service.get(s, 0.0) for s in OWN_SERVICES)
+
+
+def code_waiting_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """Figure 9 by shape: memory (KiB) by service, rows and KiB by table, per more waiting pipeline."""
+    reached = raw["samples"][-1]["waiting"]
+    shapes: dict[str, Any] = {}
+    for shape, fit in raw["fit"].items():
+        if fit["memory_bytes"] is None:
+            shapes[shape] = {"waiting": reached.get(shape, 0), "memory_kib": None}
+            continue
+        shapes[shape] = {
+            "waiting": reached.get(shape, 0),
+            "memory_kib": {s: v / 1024 for s, v in fit["memory_bytes"].items()},
+            "own_memory_kib": sum(fit["memory_bytes"].get(s, 0.0) for s in OWN_SERVICES) / 1024,
+            "rows": fit["rows"],
+            "table_kib": {t: v / 1024 for t, v in fit["bytes"].items()},
+            "database_kib": fit["database_bytes"] / 1024,
+        }
+    return {"shapes": shapes, "memory_measure": raw.get("memory_measure", {})}
+
+
+def _code_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 22's guarantees: a pipeline run by its code costs no more than the one-job workflow did."""
+    found: list[dict[str, Any]] = []
+
+    def compare(name: str, value: float | None, bound: float | None, unit: str, against: str) -> None:
+        met = None if value is None or bound is None else value <= bound
+        wanted = f"<= {_fmt(bound, 1)}{unit} ({against})"
+        found.append({"target": name, "wanted": wanted, "measured": value, "unit": unit, "met": met, "digits": 1})
+
+    shapes = figures.get("code_paths", {}).get("shapes", {})
+    legacy, one_job, onboarding = (shapes.get(k) for k in ("legacy", "one_job", "onboarding"))
+    if legacy and one_job:
+        compare("(b) callback to email p50", one_job["p50_ms"]["median"], legacy["p50_ms"]["median"], " ms", "(a)'s")
+        compare(
+            "(b) Resonate requests per pipeline, callback to end",
+            one_job["requests_per_pipeline"]["median"],
+            legacy["requests_per_pipeline"]["median"],
+            "",
+            "(a)'s",
+        )
+        compare(
+            "(b) Resonate requests per pipeline, start to end",
+            one_job["whole_requests_per_job"]["median"],
+            legacy["whole_requests_per_job"]["median"],
+            "",
+            "(a)'s",
+        )
+    if one_job and onboarding:
+        compare(
+            "(c) Resonate requests per job, start to end",
+            onboarding["whole_requests_per_job"]["median"],
+            one_job["whole_requests_per_job"]["median"],
+            "",
+            "(b)'s per pipeline",
+        )
+        compare(
+            "(c) CPU per job, start to end (own services)",
+            onboarding["whole_own_cpu_ms_per_job"]["median"],
+            one_job["whole_own_cpu_ms_per_job"]["median"],
+            " ms",
+            "(b)'s per pipeline",
+        )
+    waiting = figures.get("code_waiting", {}).get("shapes", {})
+    single, composed = waiting.get("one_job"), waiting.get("onboarding")
+    if single and composed and single.get("memory_kib") and composed.get("memory_kib"):
+        compare(
+            "onboarding waiting: worker memory per pipeline",
+            composed["memory_kib"].get("worker"),
+            single["memory_kib"].get("worker"),
+            " KiB",
+            "one-job's",
+        )
+    return found
 
 
 def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,7 +373,7 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         total = sum(per_service) if None not in per_service else None
         whose = f" ({', '.join(label(s) for s in OWN_SERVICES)} together)"
         check("memory per 1,000 waiting", total, TARGET_MIB_PER_1000_WAITING, True, " MiB", whose)
-    return found
+    return found + _code_targets(figures)
 
 
 # -- Markdown --------------------------------------------------------------------------
@@ -271,7 +429,7 @@ VERDICTS = {True: "yes", False: "**no**", None: "not tested"}
 
 def _measured(target: dict[str, Any]) -> str:
     value = target["measured"]
-    digits = 2 if isinstance(value, float) and value < 10 else 0
+    digits = target.get("digits", 2 if isinstance(value, float) and value < 10 else 0)
     return _fmt(value, digits) + (target.get("unit", "") if value is not None else "")
 
 
@@ -435,10 +593,123 @@ def _hop_lines(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _code_lines(figures: dict[str, Any]) -> list[str]:
+    code = figures.get("code_paths")
+    if not code or not code["shapes"]:
+        return []
+    shapes = [k for k in CODE_SHAPES if k in code["shapes"]]
+    per = {k: code["shapes"][k] for k in shapes}
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {name} | " + " | ".join(cell(per[k]) for k in shapes) + " |"
+
+    services = list(next(iter(per.values()))["cpu_ms_per_pipeline"])
+    counts = ", ".join(f"{CODE_SHAPES[k]} {per[k]['pipelines_per_run']}" for k in shapes)
+    lines = [
+        "**8. Pipelines as code against the one-job workflow** (each shape's root created as the gateway "
+        f"creates it; pipelines a run: {counts}; callbacks at {code['rate_per_second']:g}/s; the shapes' "
+        "runs alternate. (c) is `customer-onboarding`: ingest, then score and report side by side, no "
+        "approval, a summary email step and the outcome email; its figures are per job, its latency from the "
+        "pipeline's last callback to its last email. Requests: calls of `resonate.resonate_rpc` "
+        "(`pg_stat_user_functions`), less "
+        f"{_fmt(code['idle_requests_per_second'], 2)}/s counted idle; start → waiting: from the root's "
+        "creation (the gateway's create; not its read before it, nor its CPU) to the pipeline suspended on its "
+        "first runs, triggers included; callback → end: from the first callback to the root settled (for (c) "
+        "this holds the pair's triggers too)):",
+        "",
+        "| per pipeline (c: per job) | " + " | ".join(CODE_SHAPES[k] for k in shapes) + " |",
+        "|---|" + "---|" * len(shapes),
+        row("callback → email p50", lambda f: _spread(f["p50_ms"], unit=" ms")),
+        row("callback → email p95", lambda f: _spread(f["p95_ms"], unit=" ms")),
+        row("last callback settled → outcome email asked, p50", lambda f: _spread(f["resume_p50_ms"], unit=" ms")),
+        row("last callback settled → outcome recorded, p50", lambda f: _spread(f["recorded_p50_ms"], unit=" ms")),
+        row("Resonate requests, start → waiting", lambda f: _spread(f["start_requests_per_job"], 1)),
+        row("Resonate requests, callback → end", lambda f: _spread(f["requests_per_job"], 1)),
+        row("**Resonate requests, start → end**", lambda f: _spread(f["whole_requests_per_job"], 1)),
+        row(
+            "outbox drains (`dequeue_*`), callback → end",
+            lambda f: _spread(_per_job(f["drains_per_pipeline"], f["jobs"]), 1),
+        ),
+    ]
+    for service in services:
+        lines.append(
+            row(f"CPU {label(service)}, callback → end (ms)", lambda f, s=service: _spread(f["cpu_ms_per_job"][s], 1))
+        )
+    lines += [
+        row("CPU, own services, callback → end (ms)", lambda f: _spread(f["own_cpu_ms_per_job"], 1)),
+        row("CPU, own services, start → waiting (ms)", lambda f: _spread(f["start_own_cpu_ms_per_job"], 1)),
+        row("**CPU, own services, start → end (ms)**", lambda f: _spread(f["whole_own_cpu_ms_per_job"], 1)),
+    ]
+    lines.append(
+        row(
+            "worker memory left once finished (KiB per pipeline)",
+            lambda f: _spread(f["memory_kib_growth_per_pipeline"].get("worker"), 2),
+        )
+    )
+    lines += [
+        "",
+        "Requests per pipeline by the protocol procedure they ran (callback → end: median over the runs; "
+        "a create or settle inside a task runs as `task_fence`):",
+        "",
+    ]
+    for k in shapes:
+        start = ", ".join(f"{name} {_fmt(v, 1)}" for name, v in per[k]["start_calls_per_pipeline"].items() if v >= 0.05)
+        calls = per[k]["calls_per_pipeline"]
+        named = ", ".join(
+            f"{name} {_fmt(v['median'], 1)}" for name, v in calls.items() if v["median"] and v["median"] >= 0.05
+        )
+        lines.append(
+            f"- {CODE_SHAPES[k].replace(', per job', '')}, per pipeline: start → waiting: {start or 'n/a'}; "
+            f"callback → end: {named}."
+        )
+    return [*lines, ""]
+
+
+def _per_job(figure: dict[str, Any], jobs: int) -> dict[str, Any]:
+    scale = [v / jobs if v is not None else None for v in figure["runs"]]
+    return spread(scale)
+
+
+def _waiting_code_lines(figures: dict[str, Any]) -> list[str]:
+    waiting = figures.get("code_waiting")
+    if not waiting:
+        return []
+    shapes = [k for k in WAITING_SHAPES if waiting["shapes"].get(k, {}).get("memory_kib")]
+    if not shapes:
+        return ["**9. Nothing held while waiting**: the samples could not separate the shapes.", ""]
+    per = {k: waiting["shapes"][k] for k in shapes}
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {name} | " + " | ".join(cell(per[k]) for k in shapes) + " |"
+
+    lines = [
+        "**9. Nothing held while waiting** ("
+        + ", ".join(f"{_fmt(per[k]['waiting'])} {WAITING_SHAPES[k]}" for k in shapes)
+        + " pipelines waiting, added in alternating batches; half the onboarding ones on the pair's runs, "
+        "half at the approval gate; per more waiting pipeline, least-squares on both counts; memory "
+        f"{_memory_measure(waiting)}):",
+        "",
+        "| per waiting pipeline | " + " | ".join(WAITING_SHAPES[k] for k in shapes) + " |",
+        "|---|" + "---|" * len(shapes),
+    ]
+    for service in OWN_SERVICES:
+        lines.append(row(f"memory {label(service)} (KiB)", lambda f, s=service: _fmt(f["memory_kib"].get(s), 2)))
+    for table in RESONATE_TABLE_ORDER:
+        lines.append(
+            row(
+                f"`resonate.{table}` rows (KiB)",
+                lambda f, t=table: f"{_fmt(f['rows'].get(t), 2)} ({_fmt(f['table_kib'].get(t), 2)})",
+            )
+        )
+    lines.append(row("whole database (KiB, `pg_database_size`)", lambda f: _fmt(f["database_kib"], 2)))
+    return [*lines, ""]
+
+
 def summary_markdown(result: dict[str, Any]) -> str:
     figures = result["figures"]
     lines = _header(result) + _targets_table(result) + ["## Figures", ""]
     lines += _latency_lines(figures) + _throughput_lines(figures) + _capacity_lines(figures) + _hop_lines(figures)
+    lines += _code_lines(figures) + _waiting_code_lines(figures)
     if result.get("errors"):
         lines += ["## Errors", "", *(f"- {e}" for e in result["errors"]), ""]
     return "\n".join(lines)
