@@ -62,7 +62,8 @@ _KEY = re.compile(r"pl_([a-z0-9]{1,32})_([A-Za-z0-9_-]{16,128})")
 DEVELOPMENT_API_KEY = "pl_dev_development-only-insecure-api-key"
 #: Without admin: development exercises the same ownership rules as a
 #: deployment does, rather than an admin's view in which every check passes.
-DEVELOPMENT_SCOPES = frozenset({Scope.START, Scope.READ, Scope.CANCEL})
+#: With approve, so a developer can decide the gates of the pipelines they try.
+DEVELOPMENT_SCOPES = frozenset({Scope.START, Scope.READ, Scope.CANCEL, Scope.APPROVE})
 DEVELOPMENT_PRINCIPAL = "dev"
 #: The development stack's admin key, public like the one above: it lets a
 #: newcomer try the catalogue's jobs that only operators may start
