@@ -84,10 +84,12 @@ class ComposedPipeline:
         run_id: int = 7,
         parameters: dict[str, str] | None = None,
         external: bool = True,
+        triggered: bool = True,
     ) -> str:
         """A job step whose run is going: its own promise, callback, trigger (the run started) and record.
 
         ``external=False``: its callback promise lacks the tag ``ctx.promise`` gives it, as no worker's would.
+        ``triggered=False``: its trigger step is still going (the record written, the run not started yet).
         """
         base = promise_tree.step_base(self.id, step)
         await self._create(base, {"func": "run_job_step", "args": [{}]})
@@ -99,6 +101,8 @@ class ComposedPipeline:
         await self._create(promise_tree.job_step_record_id(base), record.model_dump(mode="json"))
         trigger = promise_tree.trigger_step_id(base)
         await self._create(trigger, {})
+        if not triggered:
+            return base
         run = DatabricksRun(run_id=run_id, run_page_url=f"https://databricks.test/#job/1/run/{run_id}", job_id=1)
         await self.promises.resolve(trigger, Value(data=TriggerOutcome(run=run).model_dump(mode="json")))
         return base

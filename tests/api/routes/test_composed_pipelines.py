@@ -16,12 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
+from resonate.types import Value
 
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
-from pipeline_shared.models import PipelineSpec, PipelineState, RepairDecision, Settlement
+from pipeline_shared.models import (
+    DatabricksRun,
+    PipelineSpec,
+    PipelineState,
+    RepairDecision,
+    Settlement,
+    TriggerOutcome,
+)
 from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.gateway_app import in_process_app
 from tests.support.keys_files import write_keys
@@ -151,7 +159,13 @@ async def test_a_pipeline_with_one_job_step_reads_as_a_one_job_pipeline_did(comp
     pipeline = composed.pipeline()
     await pipeline.root()
     assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "starting"
-    await pipeline.job_step("1", "stats", run_id=42)
+    # Its step recorded, its run not triggered yet: starting still, as the one-job workflow read.
+    await pipeline.job_step("1", "stats", run_id=42, triggered=False)
+    assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "starting"
+    await pipeline.promises.resolve(
+        promise_tree.trigger_step_id(promise_tree.step_base(pipeline.id, "1")),
+        Value(data=TriggerOutcome(run=DatabricksRun(run_id=42)).model_dump(mode="json")),
+    )
     doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
     assert doc["state"] == "waiting"
     assert doc["databricks"]["run_id"] == 42

@@ -570,7 +570,7 @@ class PipelineTree:
         while a job step's failed run waits for a decision; else notifying
         while the outcome email's call is pending, or once it was cancelled
         (its cancel marker: nothing starts, the outcome is known); else
-        starting until a step's promise exists; else waiting.
+        starting until a step has started; else waiting.
         """
         if not self.composed:
             return None
@@ -586,8 +586,10 @@ class PipelineTree:
             return PipelineState.NOTIFYING
         if self.get(cancel_marker_id(self.id)) is not None:
             return PipelineState.NOTIFYING
-        stepped = any(self.step_of(promise_id) is not None for promise_id in self.promises)
-        return PipelineState.WAITING if stepped else PipelineState.STARTING
+        # A step has started once it is past starting (a job step's run triggered, say): so a
+        # pipeline of one job step is waiting exactly when a one-job workflow was.
+        started = any(step.state is not StepState.STARTING for step in self.steps())
+        return PipelineState.WAITING if started else PipelineState.STARTING
 
     def steps(self) -> list[StepSummary]:
         """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""
