@@ -49,7 +49,7 @@ from pipeline_api.app import create_app
 from pipeline_api.routing import PublicRoute
 from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import AUTHENTICATED, SETTINGS
+from tests.support.gateway_app import AUTHENTICATED, SETTINGS, first_callback_id
 from tests.support.pipeline_harness import SECRET, Harness
 from tests.support.state_witness import (
     SideEffectOfRejectedRequest,
@@ -267,10 +267,11 @@ def callback_documents(promise_ids: st.SearchStrategy[str]) -> st.SearchStrategy
 
 def test_signed_generated_callbacks_settle_once_and_refusals_change_nothing(fuzzed: FuzzedGateway) -> None:
     pipelines = [fuzzed.start_waiting() for _ in range(4)]
-    promise_ids = st.sampled_from([promise_tree.callback_promise_id(p) for p in pipelines]) | st.sampled_from(
+    promise_ids = st.sampled_from([first_callback_id(p) for p in pipelines]) | st.sampled_from(
         [
             promise_tree.callback_promise_id("never-started"),
-            promise_tree.trigger_step_id(pipelines[0]),
+            promise_tree.trigger_step_id(promise_tree.step_base(pipelines[0], "1")),
+            promise_tree.step_base(pipelines[0], "1"),
             pipelines[0],
             "",
             "x" * 201,
@@ -391,7 +392,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
         self, gateway: WitnessedGateway
     ) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id} | SUCCESS).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), body)
 
@@ -453,7 +454,7 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
 
     async def test_concurrent_identical_callbacks_settle_once(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id} | SUCCESS).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), body)
 
@@ -507,8 +508,8 @@ class TestReplayedReorderedAndDuplicatedCallbacks:
 
 async def test_a_callback_signed_with_another_live_pipelines_key_is_401(gateway: WitnessedGateway) -> None:
     mine, theirs = await gateway.waiting(), await gateway.waiting()
-    their_key = derive_callback_key(SECRET, promise_tree.callback_promise_id(theirs))
-    my_key = derive_callback_key(SECRET, promise_tree.callback_promise_id(mine))
+    their_key = derive_callback_key(SECRET, first_callback_id(theirs))
+    my_key = derive_callback_key(SECRET, first_callback_id(mine))
 
     responses = [await gateway.callback(mine, key=their_key), await gateway.callback(theirs, key=my_key)]
 
@@ -559,7 +560,7 @@ class TestBodies:
         self, gateway: WitnessedGateway, declared: str, size: int
     ) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         document = {"promise_id": promise_id, "status": "success", "result": {"pad": ""}}
         padding = size - len(json.dumps(document))
         raw = json.dumps(document | {"result": {"pad": "x" * max(padding, 0)}}).encode()
@@ -582,7 +583,7 @@ class TestBodies:
 
     async def test_a_utf16_callback_is_refused_and_changes_nothing(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        document = {"promise_id": promise_tree.callback_promise_id(pipeline_id)} | SUCCESS
+        document = {"promise_id": first_callback_id(pipeline_id)} | SUCCESS
 
         response = await gateway.client.post(CALLBACK_PATH, content=json.dumps(document).encode("utf-16"))
 
@@ -615,7 +616,7 @@ class TestBodies:
             )
             expected = "invalid_request"
         else:
-            promise_id = promise_tree.callback_promise_id(pipeline_id)
+            promise_id = first_callback_id(pipeline_id)
             body = b'{"promise_id": "%s", "status": "success", "result": {"deep": %s}}' % (promise_id.encode(), nested)
             assert len(body) < CALLBACK_LIMIT
             if where == "callback-signed":
@@ -753,7 +754,7 @@ class TestValuesTheContractDoesNotCarry:
         # anyway, and 1e400 reads as infinity. The notebook never sends them
         # (it dumps with allow_nan=False); a caller that does must be refused.
         pipeline_id = await gateway.waiting()
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         raw = b'{"promise_id": "%s", "status": "success", "result": {"x": %s}}' % (promise_id.encode(), value.encode())
 
         response = await gateway.callback(pipeline_id, raw=raw)
@@ -763,7 +764,7 @@ class TestValuesTheContractDoesNotCarry:
 
     async def test_a_lone_surrogate_in_a_signed_result_is_422_not_503(self, gateway: WitnessedGateway) -> None:
         pipeline_id = await gateway.waiting()
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         raw = b'{"promise_id": "%s", "status": "success", "result": {"s": "\\ud800"}}' % promise_id.encode()
 
         response = await gateway.callback(pipeline_id, raw=raw)

@@ -20,10 +20,9 @@ import pytest
 from pipeline_api.__main__ import listening_socket
 from pipeline_api.app import create_app
 from pipeline_api.listeners import ByListener, create_callback_app
-from pipeline_shared import promise_tree
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import AUTHENTICATED, SETTINGS, in_process_app
+from tests.support.gateway_app import AUTHENTICATED, SETTINGS, first_callback_id, in_process_app
 from tests.support.loopback_server import loopback_socket, serving, url_of
 from tests.support.pipeline_harness import SECRET, Harness
 
@@ -60,7 +59,7 @@ async def test_a_callback_on_the_callback_port_settles_a_pipeline_started_on_the
     async with asyncio.timeout(10):
         while (await listeners.gateway.get(f"/pipelines/{pipeline_id}")).json()["state"] != "waiting":
             await asyncio.sleep(0.02)
-    promise_id = promise_tree.callback_promise_id(pipeline_id)
+    promise_id = first_callback_id(pipeline_id)
     body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"port": "callback"}}).encode()
     headers = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
 

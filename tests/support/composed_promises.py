@@ -149,11 +149,11 @@ class ComposedPromises:
             await self._promises.resolve(decision_id, Value(data=decision.model_dump(mode="json")))
         return record
 
-    async def email_step(self, pipeline_id: str, step: str, subject: str) -> None:
-        """Email step ``step``: the notifier asked to send ``subject``, and it was delivered."""
+    async def email_step(self, pipeline_id: str, step: str, subject: str, *, name: str = "email") -> None:
+        """Email step ``step`` (``p.email(subject, ..., name=name)``): asked of the notifier, and delivered."""
         note = Notification(
             pipeline_id=pipeline_id, email="customer@example.com", state=PipelineState.WAITING, parameters={},
-            kind="step", step=step, subject=subject, lines=["Score 91"],
+            kind="step", step=step, step_name=name, subject=subject, lines=["Score 91"],
         )  # fmt: skip
         await self._email(pipeline_id, promise_tree.step_base(pipeline_id, step), note, parent=pipeline_id)
 

@@ -36,6 +36,15 @@ SETTINGS = GatewaySettings(
 )
 
 
+def first_callback_id(pipeline_id: str) -> str:
+    """The callback promise of the first run of a pipeline the gateway started.
+
+    The gateway starts every new pipeline as run by its code; a one-job
+    pipeline's job is its step 1 (``P:1``), whose run reports on ``P:1.1``.
+    """
+    return promise_tree.callback_promise_id(promise_tree.step_base(pipeline_id, "1"))
+
+
 class LocalSnapshots:
     """Every promise of a pipeline, from the in-process server's tables: what ``pipelines.promises_of`` reads."""
 

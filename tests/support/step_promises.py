@@ -62,6 +62,10 @@ class ComposedPipeline:
             tags={"resonate:origin": self.id, **tags},
         )
 
+    async def _external(self, promise_id: str, timeout_ms: int = HOUR_MS) -> PromiseRecord:
+        """A promise the workflow waits on, to be settled from outside (``ctx.promise``), tagged as Resonate tags it."""
+        return await self._create(promise_id, {}, timeout_ms, **{promise_tree.EXTERNAL_TAG: "true"})
+
     async def root(self) -> PromiseRecord:
         task = TaskData(func=names.RUN_PIPELINE, args=(self.spec.model_dump(mode="json"),), kwargs={}, version=2)
         return await self.promises.create(
@@ -79,17 +83,26 @@ class ComposedPipeline:
         *,
         run_id: int = 7,
         parameters: dict[str, str] | None = None,
+        external: bool = True,
+        triggered: bool = True,
     ) -> str:
-        """A job step whose run is going: its own promise, callback, trigger (the run started) and record."""
+        """A job step whose run is going: its own promise, callback, trigger (the run started) and record.
+
+        ``external=False``: its callback promise lacks the tag ``ctx.promise`` gives it, as no worker's would.
+        ``triggered=False``: its trigger step is still going (the record written, the run not started yet).
+        """
         base = promise_tree.step_base(self.id, step)
         await self._create(base, {"func": "run_job_step", "args": [{}]})
-        await self._create(promise_tree.callback_promise_id(base), {})
+        callback = promise_tree.callback_promise_id(base)
+        await (self._external(callback) if external else self._create(callback, {}))
         record = JobStepRecord(
             step=step, name=name, job=job, parameters=parameters or {}, timeout_seconds=600, started_at=now_ms()
         )
         await self._create(promise_tree.job_step_record_id(base), record.model_dump(mode="json"))
         trigger = promise_tree.trigger_step_id(base)
         await self._create(trigger, {})
+        if not triggered:
+            return base
         run = DatabricksRun(run_id=run_id, run_page_url=f"https://databricks.test/#job/1/run/{run_id}", job_id=1)
         await self.promises.resolve(trigger, Value(data=TriggerOutcome(run=run).model_dump(mode="json")))
         return base
@@ -102,7 +115,7 @@ class ComposedPipeline:
         )
         await self.promises.resolve(promise_tree.callback_promise_id(base), Value(data=failure.model_dump(mode="json")))
         decision = f"{base}.3"
-        await self._create(decision, {})
+        await self._external(decision)
         attempt = Attempt(
             number=0, started_at=now_ms(), reason="the original run", outcome="failure", error=failure.error
         )
@@ -135,7 +148,7 @@ class ComposedPipeline:
         base = promise_tree.step_base(self.id, step)
         await self._create(base, {"func": "run_approval_gate", "args": [{}]})
         decision = promise_tree.callback_promise_id(base)
-        await self._create(decision, {}, timeout_ms=deadline_ms)
+        await self._external(decision, timeout_ms=deadline_ms)
         record = ApprovalRecord(
             step=step,
             name=name,
@@ -158,7 +171,8 @@ class ComposedPipeline:
         )
         await self._create(promise_tree.step_base(self.id, step), task)
 
-    async def email_step(self, step: str, subject: str) -> None:
+    async def email_step(self, step: str, subject: str, *, name: str = "email") -> None:
+        """Email step ``step`` (``p.email(subject, ..., name=name)``), not answered yet."""
         notification = Notification(
             pipeline_id=self.id,
             email="owner@example.com",
@@ -167,6 +181,7 @@ class ComposedPipeline:
             kind="step",
             step=step,
             subject=subject,
+            step_name=name,
             lines=["hello"],
         )
         task = TaskData(

@@ -479,7 +479,10 @@ class TestTheKeysFile:
 class TestTheDevelopmentKeys:
     @pytest.mark.parametrize(
         ("key", "principal_id", "scopes"),
-        [(DEVELOPMENT_API_KEY, "key:dev", ALL), (DEVELOPMENT_ADMIN_API_KEY, "key:dev-admin", {Scope.ADMIN})],
+        [
+            (DEVELOPMENT_API_KEY, "key:dev", ALL | {Scope.APPROVE}),
+            (DEVELOPMENT_ADMIN_API_KEY, "key:dev-admin", {Scope.ADMIN}),
+        ],
     )
     async def test_accepted_in_development_without_a_keys_file(
         self, key: str, principal_id: str, scopes: set[Scope]

@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared import names, promise_tree
+from pipeline_shared import names
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import SETTINGS, Gateway, serve
+from tests.support.gateway_app import SETTINGS, Gateway, first_callback_id, serve
 from tests.support.pipeline_harness import SECRET, UNUSED_DATABASE_URL
 
 NEW_SECRET = "rotated-secret-rotated-secret-rotated-0001"
@@ -41,7 +41,7 @@ async def waiting_with_its_key(gateway: Gateway) -> tuple[str, str]:
 async def test_a_pipeline_started_before_the_rotation_still_calls_back() -> None:
     async with serve(DURING) as gateway:
         pipeline_id, key = await waiting_with_its_key(gateway)
-        assert key == derive_callback_key(SECRET, promise_tree.callback_promise_id(pipeline_id))
+        assert key == derive_callback_key(SECRET, first_callback_id(pipeline_id))
 
         response = await gateway.callback(pipeline_id, key=key)
 
@@ -53,7 +53,7 @@ async def test_a_key_derived_from_the_new_secret_is_accepted_during_and_after() 
     for settings in (DURING, AFTER):
         async with serve(settings) as gateway:
             pipeline_id, _ = await waiting_with_its_key(gateway)
-            new_key = derive_callback_key(NEW_SECRET, promise_tree.callback_promise_id(pipeline_id))
+            new_key = derive_callback_key(NEW_SECRET, first_callback_id(pipeline_id))
 
             response = await gateway.callback(pipeline_id, key=new_key)
 
@@ -79,7 +79,7 @@ async def test_one_verifying_signature_among_several_is_enough(settings: Gateway
     # sender can sign with an old and a new key at once.
     async with serve(settings) as gateway:
         pipeline_id, old_key = await waiting_with_its_key(gateway)
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         body = json.dumps({"promise_id": promise_id, "status": "success", "result": {}}).encode()
         by_old = sign_callback(old_key, body)
         by_new = sign_callback(derive_callback_key(NEW_SECRET, promise_id), body, msg_id=by_old["webhook-id"])

@@ -20,9 +20,9 @@ from pipeline_shared import names, promise_tree
 from pipeline_shared.models import PipelineState
 from pipeline_shared.promise_tree import PipelineTree
 from pipeline_shared.resonate_client import ResonateLink, connect
-from tests.support.step_promises import ComposedPipeline
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET
 from tests.support.resonate_pg import ResonatePg, running_resonate_pg
+from tests.support.step_promises import ComposedPipeline
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ async def test_every_event_of_a_step_names_it_and_steps_start_and_end(
     await composed.job_step(pid, "1", "ingest-upload", 1001, outcome="success", ended=PipelineState.SUCCEEDED)
     await composed.job_step(pid, "2", "risk-score", 1002, outcome="success", ended=PipelineState.SUCCEEDED)
     await composed.job_step(pid, "3", "report-build", 1003)
-    await composed.email_step(pid, "4", "Onboarding done")
+    await composed.email_step(pid, "4", "Onboarding done", name="onboarding-done")
     await composed.finish(pid, PipelineState.SUCCEEDED)
     await project_everything(index)
 
@@ -57,7 +57,7 @@ async def test_every_event_of_a_step_names_it_and_steps_start_and_end(
     assert [e.data["step"] for e in of_kind(events, "callback_received")] == ["1", "2"]
     [email] = of_kind(events, "email_delivered")
     assert email.data["step"] == "4" and email.data["to"] == "customer@example.com"
-    assert email.summary.startswith("Onboarding done: email of the pipeline's code delivered")
+    assert email.summary.startswith("onboarding-done: email of the pipeline's code delivered")
 
 
 async def test_a_gate_tells_when_it_opened_who_decided_and_what_they_said_bounded(

@@ -8,6 +8,7 @@ through the real app; principals come from a keys file of their own.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,21 @@ from typing import Any
 
 import httpx
 import pytest
+from resonate.types import Value
 
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import promise_tree
-from pipeline_shared.models import PipelineSpec, PipelineState, RepairDecision, Settlement
+from pipeline_shared.models import (
+    DatabricksRun,
+    PipelineSpec,
+    PipelineState,
+    RepairDecision,
+    Settlement,
+    TriggerOutcome,
+)
+from pipeline_shared.signing import derive_callback_key, sign_callback
 from tests.support.gateway_app import in_process_app
 from tests.support.keys_files import write_keys
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UNUSED_DATABASE_URL, Harness
@@ -132,14 +142,14 @@ async def test_a_composed_pipeline_reads_each_step_and_awaits_approval(composed:
     await pipeline.root()
     await pipeline.job_step_ended("1", "stats", {"rows": 3})
     await pipeline.job_step("2", "words", job="word-frequencies")
-    await pipeline.email_step("3", "Halfway")
+    await pipeline.email_step("3", "Halfway", name="halfway")
     await pipeline.gate("4", "go-live")
     doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
     assert doc["state"] == "awaiting_approval" and doc["version"] == 1
     assert [(s["id"], s["kind"], s["name"], s["state"]) for s in doc["steps"]] == [
         ("1", "job", "stats", "succeeded"),
         ("2", "job", "words", "running"),
-        ("3", "email", "Halfway", "starting"),
+        ("3", "email", "halfway", "starting"),
         ("4", "approval", "go-live", "awaiting_approval"),
     ]
     assert doc["steps"][3]["approval"]["scopes"] == ["approve"]
@@ -149,7 +159,13 @@ async def test_a_pipeline_with_one_job_step_reads_as_a_one_job_pipeline_did(comp
     pipeline = composed.pipeline()
     await pipeline.root()
     assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "starting"
-    await pipeline.job_step("1", "stats", run_id=42)
+    # Its step recorded, its run not triggered yet: starting still, as the one-job workflow read.
+    await pipeline.job_step("1", "stats", run_id=42, triggered=False)
+    assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "starting"
+    await pipeline.promises.resolve(
+        promise_tree.trigger_step_id(promise_tree.step_base(pipeline.id, "1")),
+        Value(data=TriggerOutcome(run=DatabricksRun(run_id=42)).model_dump(mode="json")),
+    )
     doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
     assert doc["state"] == "waiting"
     assert doc["databricks"]["run_id"] == 42
@@ -292,6 +308,45 @@ async def test_no_gate_open_and_a_long_comment_are_refused(composed: Composed) -
     assert (none_open.status_code, none_open.json()["code"]) == (409, "not_awaiting_approval")
     long = await composed.clients["admin"].post(f"/pipelines/{pipeline.id}/approve", json={"comment": "x" * 2001})
     assert long.status_code == 422
+
+
+# ── callbacks ────────────────────────────────────────────────────────────────
+
+
+async def signed_callback(composed: Composed, promise_id: str) -> httpx.Response:
+    """A success callback for ``promise_id``, signed with the key derived for it (as if that key had leaked)."""
+    body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 1}}).encode()
+    headers = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
+    return await composed.clients[OWNER].post("/callbacks/databricks", content=body, headers=headers)
+
+
+async def test_only_a_job_steps_callback_promise_is_settled_by_a_callback(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    repair_decision = await pipeline.job_step_failed("1", "stats")
+    running = await pipeline.job_step("2", "words", job="word-frequencies", run_id=8)
+    gate_decision = await pipeline.gate("3", "go-live")
+    untagged = await pipeline.job_step("4", "again", run_id=9, external=False)
+    # Each is shaped like a callback (P:N.M, P:N) but is a decision, a step's own promise, a
+    # trigger, or a promise no workflow made to be settled from outside.
+    for promise_id in (
+        repair_decision,
+        gate_decision,
+        running,
+        promise_tree.trigger_step_id(running),
+        promise_tree.callback_promise_id(untagged),
+    ):
+        before = await composed.read(promise_id)
+        answer = await signed_callback(composed, promise_id)
+        assert (answer.status_code, answer.json()["code"]) == (404, "unknown_promise"), promise_id
+        after = await composed.read(promise_id)
+        assert (after.state, after.value) == (before.state, before.value), promise_id
+
+    answer = await signed_callback(composed, promise_tree.callback_promise_id(running))
+
+    assert (answer.status_code, answer.json()["outcome"]) == (200, "accepted"), answer.text
+    settled = await composed.read(promise_tree.callback_promise_id(running))
+    assert Settlement.model_validate(settled.value.data).result == {"rows": 1}
 
 
 # ── repair, abandon, cancel ──────────────────────────────────────────────────

@@ -21,8 +21,10 @@ async def test_jobs_lists_what_the_caller_may_start_with_its_parameters(gateway:
     listed = (await gateway.client.get("/jobs")).json()["jobs"]
 
     names = [job["name"] for job in listed]
-    # The development key holds start/read/cancel; customer-report needs admin.
-    assert names == ["csv-statistics", "word-frequencies", "nightly-refresh"]
+    # The development key holds start/read/cancel/approve; customer-report needs admin.
+    # The onboarding jobs are not standalone: only their pipeline is startable.
+    assert names == ["csv-statistics", "word-frequencies", "nightly-refresh", "customer-onboarding"]
+    assert [job["kind"] for job in listed] == ["job", "job", "job", "pipeline"]
     words = listed[1]
     assert (words["default"], words["completion"], listed[0]["default"]) == (False, "callback", True)
     assert {p["name"]: (p["required"], p["default"], p["integer"]) for p in words["parameters"]} == {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from pipeline_shared import promise_tree
 from pipeline_shared.signing import derive_callback_key, sign_callback
-from tests.support.gateway_app import SETTINGS, Gateway
+from tests.support.gateway_app import SETTINGS, Gateway, first_callback_id
 from tests.support.pipeline_harness import SECRET
 
 
@@ -61,7 +62,7 @@ async def test_signed_callback_settles_the_pipeline(gateway: Gateway) -> None:
 
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "promise_id": promise_tree.callback_promise_id(pipeline_id),
+        "promise_id": first_callback_id(pipeline_id),
         "pipeline_id": pipeline_id,
         "outcome": "accepted",
     }
@@ -111,7 +112,11 @@ async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline
     again = await gateway.client.post(f"/pipelines/{pipeline_id}/repair")
     assert (again.status_code, again.json()["code"]) == (409, "not_awaiting_repair")
 
-    waiting = await gateway.wait_for_state(pipeline_id, "waiting")
+    # The repair's attempt is recorded once its job step's workflow resumes;
+    # until then the document reads waiting with the decision's parameters.
+    async with asyncio.timeout(10):
+        while len((waiting := await gateway.wait_for_state(pipeline_id, "waiting"))["attempts"]) < 2:
+            await asyncio.sleep(0.02)
     record = waiting["attempts"][-1]
     assert (record["number"], record["by"], record["parameters"]) == (
         1,
@@ -121,7 +126,7 @@ async def test_a_failed_run_awaits_repair_and_a_repair_carries_the_same_pipeline
     [run] = gateway.harness.jobs.runs_by_token.values()
     [repair] = gateway.harness.jobs.repairs[run.run_id]
     promise_id = repair["callback_promise_id"]
-    assert promise_id != promise_tree.callback_promise_id(pipeline_id)
+    assert promise_id != first_callback_id(pipeline_id)
     body = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 9}}).encode()
     signed = sign_callback(derive_callback_key(SECRET, promise_id), body) | {"content-type": "application/json"}
     assert (await gateway.client.post("/callbacks/databricks", content=body, headers=signed)).status_code == 200
@@ -146,7 +151,7 @@ async def test_the_status_shows_the_parameters_a_repair_changed_and_a_repair_cha
     started_with = {"source": "/Workspace/Shared/pipelines/typo.csv"}
     pipeline_id = (await gateway.start(parameters=started_with)).json()["id"]
     await gateway.wait_for_state(pipeline_id, "waiting")
-    await fail_the_run(gateway, promise_tree.callback_promise_id(pipeline_id))
+    await fail_the_run(gateway, first_callback_id(pipeline_id))
     await gateway.wait_for_state(pipeline_id, "awaiting_repair")
     fixed = {"source": "/Workspace/Shared/pipelines/fixed.csv"}
     repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": fixed})
@@ -388,7 +393,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_tampered_body_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        promise_id = first_callback_id(pipeline_id)
         signed = json.dumps({"promise_id": promise_id, "status": "success", "result": {"rows": 1}}).encode()
         headers = sign_callback(derive_callback_key(SECRET, promise_id), signed)
         tampered = signed.replace(b'"rows": 1', b'"rows": 9')
@@ -400,7 +405,7 @@ class TestRejectedCallbacksChangeNothing:
 
     async def test_missing_signature_is_401(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
         gateway, pipeline_id, before = waiting
-        body = {"promise_id": promise_tree.callback_promise_id(pipeline_id), "status": "success", "result": {}}
+        body = {"promise_id": first_callback_id(pipeline_id), "status": "success", "result": {}}
 
         response = await gateway.client.post("/callbacks/databricks", json=body)
 
@@ -457,9 +462,15 @@ class TestRejectedCallbacksChangeNothing:
         assert response.status_code == 404 and response.json()["code"] == "unknown_promise"
         await self.assert_unchanged(gateway, pipeline_id, before)
 
-    async def test_a_promise_that_is_not_a_callback_is_404(self, waiting: tuple[Gateway, str, dict[str, Any]]) -> None:
+    # The job step's own promise (P:1) and its trigger (P:1.2) are pending or
+    # settled children shaped like a callback; signed with the key derived for
+    # their id, they are still not a callback.
+    @pytest.mark.parametrize("not_a_callback", [promise_tree.trigger_step_id, lambda base: base])
+    async def test_a_promise_that_is_not_a_callback_is_404(
+        self, waiting: tuple[Gateway, str, dict[str, Any]], not_a_callback: Callable[[str], str]
+    ) -> None:
         gateway, pipeline_id, before = waiting
-        trigger_id = promise_tree.trigger_step_id(pipeline_id)
+        trigger_id = not_a_callback(promise_tree.step_base(pipeline_id, "1"))
         body = json.dumps({"promise_id": trigger_id, "status": "success", "result": {}}).encode()
         headers = sign_callback(derive_callback_key(SECRET, trigger_id), body)
         response = await gateway.client.post("/callbacks/databricks", content=body, headers=headers)

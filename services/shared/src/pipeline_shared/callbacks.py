@@ -57,7 +57,7 @@ async def create_callback_promise(promises: Promises, pipeline_id: str, timeout_
             "resonate:branch": promise_id,
             "resonate:parent": pipeline_id,
             "resonate:origin": pipeline_id,
-            "resonate:external": "true",
+            promise_tree.EXTERNAL_TAG: "true",
         },
     )
 

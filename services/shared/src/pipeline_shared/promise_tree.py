@@ -91,6 +91,10 @@ CREATED_BY_TAG = "pipeline:created-by"
 #: Tag on a pipeline's root promise holding the id of the principal that started it.
 OWNER_TAG = "pipeline:owner"
 
+#: Tag Resonate puts on a promise a workflow made to be settled from outside
+#: (``ctx.promise``): a run's callback, a repair's or a gate's decision.
+EXTERNAL_TAG = "resonate:external"
+
 _RUN_INDEX_PREFIX = "databricks-run/"
 _RUN_INDEX = re.compile(r"databricks-run/(?P<run>[0-9]+)(?:/(?P<attempt>[1-9][0-9]*))?")
 _NUMBERED = re.compile(r"[1-9][0-9]*")
@@ -511,6 +515,15 @@ class PipelineTree:
                 callbacks[record.callback_promise_id] = (step, number or 0)
         return callbacks
 
+    def is_callback(self, promise: PromiseRecord) -> bool:
+        """Whether ``promise`` is one of this pipeline's callback promises, by its place and by how it was made.
+
+        A run's callback is a promise the workflow made to wait on
+        (``ctx.promise``, tagged external) at a place :attr:`callbacks`
+        names: never a step's own promise, a gate's decision or a repair's.
+        """
+        return promise.id in self.callbacks and promise.tags.get(EXTERNAL_TAG) == "true"
+
     @cached_property
     def job_steps(self) -> dict[str, JobStep]:
         """The job steps read, by step id, in the order of their steps."""
@@ -539,13 +552,25 @@ class PipelineTree:
         """The gates waiting for a decision now."""
         return [gate for gate in self.gates.values() if gate.decision is not None and gate.decision.state == "pending"]
 
+    def awaiting_repair(self) -> list[str]:
+        """The job steps whose failed run waits for a person now (an open window, its decision not made), in order."""
+        return [step for step in self.job_steps if self._undecided(self.repairs(step).open_window)]
+
+    def _undecided(self, window: AttemptRecord | None) -> bool:
+        """Whether repair window ``window`` waits for a decision: its decision promise is pending."""
+        decision = self.get(window.decision_promise_id) if window is not None else None
+        return decision is not None and decision.state == "pending"
+
     def composed_state(self) -> PipelineState | None:
         """Where a pipeline run by its code stands, read from its steps; None for a one-job workflow's.
 
+        The one reading of it, for the status document and the index alike.
         Final: its outcome's (failed when its workflow ended without one).
         Pending: awaiting approval while a gate is open; else awaiting repair
-        while a job step does; else notifying while the outcome email's call
-        is pending; else starting until its first step is recorded; else waiting.
+        while a job step's failed run waits for a decision; else notifying
+        while the outcome email's call is pending, or once it was cancelled
+        (its cancel marker: nothing starts, the outcome is known); else
+        starting until a step has started; else waiting.
         """
         if not self.composed:
             return None
@@ -554,13 +579,17 @@ class PipelineTree:
             return outcome.state if outcome is not None else PipelineState.FAILED
         if self.open_gates():
             return PipelineState.AWAITING_APPROVAL
-        steps = self.steps()
-        if any(step.state is StepState.AWAITING_REPAIR for step in steps):
+        if self.awaiting_repair():
             return PipelineState.AWAITING_REPAIR
         emailing = (child for child in self.children() if isinstance(child, EmailStep) and child.step is not None)
         if any(email.notification.kind == "outcome" and email.promise.state == "pending" for email in emailing):
             return PipelineState.NOTIFYING
-        return PipelineState.WAITING if steps else PipelineState.STARTING
+        if self.get(cancel_marker_id(self.id)) is not None:
+            return PipelineState.NOTIFYING
+        # A step has started once it is past starting (a job step's run triggered, say): so a
+        # pipeline of one job step is waiting exactly when a one-job workflow was.
+        started = any(step.state is not StepState.STARTING for step in self.steps())
+        return PipelineState.WAITING if started else PipelineState.STARTING
 
     def steps(self) -> list[StepSummary]:
         """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""
@@ -595,7 +624,7 @@ class PipelineTree:
         outcome = _parsed(TriggerOutcome, trigger.value.data) if trigger and trigger.state == "resolved" else None
         repairs = self.repairs(record.step)
         state = StepState.STARTING
-        if repairs.open_window is not None:
+        if self._undecided(repairs.open_window):
             state = StepState.AWAITING_REPAIR
         elif outcome is not None and outcome.run is not None:
             state = StepState.RUNNING

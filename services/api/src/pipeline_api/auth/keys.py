@@ -19,8 +19,8 @@ Mint a key and print its entry for the file::
     python -m pipeline_api.auth.keys mint --principal billing-service --scopes start,read,cancel
 
 Development: with ``ENVIRONMENT=development`` and no ``API_KEYS_FILE``,
-:data:`DEVELOPMENT_API_KEY` (principal ``dev``, scopes start, read,
-cancel and approve) and :data:`DEVELOPMENT_ADMIN_API_KEY` (principal ``dev-admin``, scope
+:data:`DEVELOPMENT_API_KEY` (principal ``dev``, scopes start, read and
+cancel) and :data:`DEVELOPMENT_ADMIN_API_KEY` (principal ``dev-admin``, scope
 admin, for trying the jobs only operators may start) are the keys accepted.
 Both are refused in any other environment, and so is a keys file that lists either.
 """
@@ -62,6 +62,7 @@ _KEY = re.compile(r"pl_([a-z0-9]{1,32})_([A-Za-z0-9_-]{16,128})")
 DEVELOPMENT_API_KEY = "pl_dev_development-only-insecure-api-key"
 #: Without admin: development exercises the same ownership rules as a
 #: deployment does, rather than an admin's view in which every check passes.
+#: With approve, so a developer can decide the gates of the pipelines they try.
 DEVELOPMENT_SCOPES = frozenset({Scope.START, Scope.READ, Scope.CANCEL, Scope.APPROVE})
 DEVELOPMENT_PRINCIPAL = "dev"
 #: The development stack's admin key, public like the one above: it lets a

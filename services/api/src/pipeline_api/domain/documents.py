@@ -5,7 +5,8 @@ were code, whose run is the pipeline's own) and each job step of a pipeline
 run by its code (the same workflow one level down, under ``P:N``):
 :func:`job_progress` says where a run stands from its promises under its
 base. The pipeline's state is the workflow's own for the former, and for the
-latter the one the contract gives a pipeline of steps (:func:`pending_state`).
+latter the one the contract gives a pipeline of steps (``PipelineTree.composed_state``,
+which the index reads too).
 Reads nothing and writes nothing: the caller hands it the promises.
 """
 
@@ -31,11 +32,10 @@ from pipeline_shared.models import (
     RunError,
     RunReport,
     StepKind,
-    StepSummary,
     TriggerOutcome,
     parameters_in_use,
 )
-from pipeline_shared.promise_tree import EmailStep, PipelineTree
+from pipeline_shared.promise_tree import PipelineTree
 
 from ..schemas import DatabricksRunView, NotificationView, PipelineStatus
 
@@ -107,27 +107,6 @@ def job_progress(tree: PipelineTree, step: str | None = None) -> JobProgress:
     return progress
 
 
-def awaiting_repair(tree: PipelineTree) -> list[str]:
-    """The job steps whose repair window is open and undecided, in order."""
-    return [step for step in tree.job_steps if job_progress(tree, step).state is PipelineState.AWAITING_REPAIR]
-
-
-def pending_state(tree: PipelineTree, steps: list[StepSummary]) -> PipelineState:
-    """The state of a pipeline run by its code whose function has not returned yet."""
-    if tree.open_gates():
-        return PipelineState.AWAITING_APPROVAL
-    if awaiting_repair(tree):
-        return PipelineState.AWAITING_REPAIR
-    outcome_emails = [
-        child for child in tree.children() if isinstance(child, EmailStep) and child.notification.kind == "outcome"
-    ]
-    if any(email.promise.state == "pending" for email in outcome_emails):
-        return PipelineState.NOTIFYING
-    if not steps and not any(tree.step_of(promise_id) for promise_id in tree.promises):
-        return PipelineState.STARTING
-    return PipelineState.WAITING
-
-
 def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> PipelineStatus:
     """The status document of the pipeline whose promises ``tree`` holds (its spine at least; all, if composed)."""
     root = tree.root
@@ -178,7 +157,7 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
         )
     if tree.composed:
         progress = job_progress(tree, only) if only is not None else JobProgress()
-        state = pending_state(tree, steps)
+        state = tree.composed_state() or PipelineState.WAITING
         touched = list(tree.promises.values())
     else:
         progress = job_progress(tree)

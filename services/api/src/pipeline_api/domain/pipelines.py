@@ -61,7 +61,7 @@ from .. import metrics
 from ..auth.principals import Principal, Scope
 from ..schemas import CallbackRequest, PipelineStatus
 from ..settings import GatewaySettings
-from .documents import awaiting_repair, status_of
+from .documents import status_of
 from .snapshots import NoSnapshots, PromiseSnapshots
 from .steps import chosen_gate, chosen_repair
 
@@ -271,7 +271,7 @@ class Pipelines:
         """
         pipeline_id = root.id
         tree = await self._tree(root)
-        waiting = awaiting_repair(tree)
+        waiting = tree.awaiting_repair()
         if waiting:
             names_ = ", ".join(repr(tree.job_steps[step].record.name) for step in waiting)
             raise PipelineAwaitingRepair(
@@ -440,6 +440,7 @@ class Pipelines:
         if known is not None:
             self._settled.move_to_end(callback.promise_id)
         else:
+            await self._refuse_unless_callback(pipeline_id, callback.promise_id)
             settlement = Settlement(
                 status=callback.status,
                 result=callback.result,
@@ -461,6 +462,24 @@ class Pipelines:
                 f"pipeline {pipeline_id!r} already has a different outcome: {known.status} (from the {known.source})"
             )
         return pipeline_id, False
+
+    async def _refuse_unless_callback(self, pipeline_id: str, promise_id: str) -> None:
+        """UnknownCallbackPromise unless ``promise_id`` is one of the pipeline's callback promises.
+
+        Its shape is not enough: a job step's own promise (``P:N``) and a
+        gate's decision (``P:N.1``) look like callbacks. The pipeline's tree
+        says which promises its runs report on, and the promise itself must
+        be one its workflow made to be settled from outside.
+        """
+        root = await self._get(pipeline_id)
+        if root is None:
+            raise UnknownCallbackPromise(promise_id)
+        tree = await self._tree(root)
+        if promise_id not in tree.callbacks:
+            raise UnknownCallbackPromise(promise_id)
+        promise = tree.get(promise_id) or await self._get(promise_id)
+        if promise is None or not tree.is_callback(promise):
+            raise UnknownCallbackPromise(promise_id)
 
     async def _settle(self, promise_id: str, settlement: Settlement) -> SettleResult:
         try:

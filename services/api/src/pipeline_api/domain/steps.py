@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from pipeline_shared.errors import GateAmbiguous, GateNotOpen, NotAwaitingRepair, StepAmbiguous
 from pipeline_shared.promise_tree import Gate, PipelineTree
 
-from .documents import awaiting_repair
-
 
 def referenced(names: Mapping[str, str], reference: str) -> list[str]:
     """The step ids ``reference`` names among ``names`` (step id -> name): by id, else by name."""
@@ -59,7 +57,7 @@ def chosen_gate(tree: PipelineTree, gate: str | None) -> Gate:
 def chosen_repair(tree: PipelineTree, step: str | None) -> str:
     """The job step a repair or abandon is about: the one named, or the only one awaiting repair."""
     pipeline_id = tree.id
-    waiting = awaiting_repair(tree)
+    waiting = tree.awaiting_repair()
     if step is None:
         if not waiting:
             raise NotAwaitingRepair(f"pipeline {pipeline_id!r} is not awaiting repair: no job step of it is")
