@@ -95,7 +95,8 @@ class Gateway:
         self, pipeline_id: str, document: dict[str, Any], *, at: datetime | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """A callback body and headers signed as the pipeline's notebook would sign them."""
-        promise_id = promise_tree.callback_promise_id(pipeline_id)
+        # Every pipeline the stack's gateway starts is run by its code: a standalone job's run is its step 1.
+        promise_id = promise_tree.callback_promise_id(promise_tree.step_base(pipeline_id, "1"))
         body = json.dumps({"promise_id": promise_id} | document).encode()
         headers = sign_callback(derive_callback_key(SIGNING_SECRET, promise_id), body, at=at)
         return body, headers | {"content-type": "application/json"}
