@@ -148,7 +148,9 @@ def test_a_run_started_past_the_gateway_is_refused_by_the_notebook(
     emulator.plan(victim, notebook="hang")
     assert gateway.start(victim, timeout_seconds=120).status_code == 202
     before = gateway.wait_for(victim, "waiting")
-    victim_key = derive_callback_key(SIGNING_SECRET, promise_tree.callback_promise_id(victim))
+    victim_key = derive_callback_key(
+        SIGNING_SECRET, promise_tree.callback_promise_id(promise_tree.step_base(victim, "1"))
+    )
 
     # Someone holding a Jobs API token calls run-now directly, with no pipeline behind it.
     started = emulator.http.post(
