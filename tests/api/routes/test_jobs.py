@@ -112,3 +112,28 @@ async def test_the_development_admin_key_starts_the_job_reserved_to_admins(gatew
         while not gateway.harness.jobs.run_now_calls:
             await asyncio.sleep(0.02)
     assert gateway.harness.jobs.run_now_calls == [{"customer": "C-1042", "period": "month"}]
+
+
+async def test_a_scheduled_pipeline_lists_its_cron_and_next_firing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline_api.settings import GatewaySettings
+    from tests.support.gateway_app import serve
+    from tests.support.pipeline_harness import CATALOGUE_FILE
+
+    scheduled = tmp_path / "catalogue.toml"
+    scheduled.write_text(
+        CATALOGUE_FILE.read_text(encoding="utf-8")
+        + '\n[pipelines.customer-onboarding.schedule]\ncron = "30 2 * * *"\nemail = "ops@example.com"\n',
+        encoding="utf-8",
+    )
+    settings = GatewaySettings(**(SETTINGS.model_dump() | {"JOB_CATALOGUE_FILE": scheduled}))
+
+    async with serve(settings) as gateway:
+        listed = {job["name"]: job for job in (await gateway.client.get("/jobs")).json()["jobs"]}
+
+    onboarding, csv = listed["customer-onboarding"], listed["csv-statistics"]
+    assert (onboarding["schedule"], csv["schedule"], csv["next_firing_at"]) == ("30 2 * * *", None, None)
+    firing = datetime.fromisoformat(onboarding["next_firing_at"])
+    assert (firing.hour, firing.minute, firing.utcoffset()) == (2, 30, timedelta(0))
+    assert datetime.now(UTC) < firing <= datetime.now(UTC) + timedelta(days=1)
