@@ -88,8 +88,9 @@ async def test_the_cli_follows_to_awaiting_repair_then_repairs(
 
     async with serving(app, sock):
         await run_cli(monkeypatch, KEY, *gateway, "start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id)
-        run = await harness.wait_for_run_of(pipeline_id)
-        await harness.settle_id(pipeline_id, status="failure", error=RunError(type="KeyError", message="'colum'"))
+        run = await harness.wait_for_step_run(pipeline_id, "1")
+        typo = RunError(type="KeyError", message="'colum'")
+        await harness.settle_step(pipeline_id, "1", status="failure", error=typo)
         followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id)
         follow_out = capsys.readouterr().out
         repaired = await run_cli(
@@ -130,8 +131,8 @@ async def test_every_command_prints_json_with_json_before_or_after_it(
         status_doc = json.loads(capsys.readouterr().out)
         listed = await run_cli(monkeypatch, KEY, *gateway, "jobs", "--json")
         jobs_doc = json.loads(capsys.readouterr().out)
-        await harness.wait_for_run_of(pipeline_id)
-        await harness.settle_id(pipeline_id, status="success", result={"rows": 3})
+        await harness.wait_for_step_run(pipeline_id, "1")
+        await harness.settle_step(pipeline_id, "1", status="success", result={"rows": 3})
         followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id, "--json")
         follow_lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         refused = await run_cli(monkeypatch, None, *gateway, "status", pipeline_id, "--json")
@@ -161,7 +162,7 @@ async def test_follow_exits_4_for_a_cancelled_pipeline(
 
     async with serving(app, sock):
         await run_cli(monkeypatch, KEY, *gateway, "start", "--no-follow", "--email", "c@x.io", "--id", pipeline_id)
-        await harness.wait_for_run_of(pipeline_id)
+        await harness.wait_for_step_run(pipeline_id, "1")
         cancelled = await run_cli(monkeypatch, KEY, *gateway, "cancel", pipeline_id)
         followed = await run_cli(monkeypatch, KEY, *gateway, "follow", pipeline_id)
         out = capsys.readouterr().out

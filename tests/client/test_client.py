@@ -39,8 +39,8 @@ async def test_start_then_wait_returns_the_final_status_with_the_result(served_g
         started = await asyncio.to_thread(
             client.start, job="csv-statistics", email="c@x.io", parameters={"source": SOURCE}, id=pipeline_id
         )
-        await served_gateway.harness.wait_for_run_of(pipeline_id)
-        await served_gateway.harness.settle_id(pipeline_id, status="success", result={"rows": 3})
+        await served_gateway.harness.wait_for_step_run(pipeline_id, "1")
+        await served_gateway.harness.settle_step(pipeline_id, "1", status="success", result={"rows": 3})
         done = await asyncio.to_thread(client.wait, pipeline_id, 20, poll_interval=0.05)
 
     assert started.id == pipeline_id and started.state in (PipelineState.STARTING, PipelineState.WAITING)
@@ -56,8 +56,9 @@ async def test_the_async_client_waits_for_awaiting_repair_repairs_and_waits_agai
     harness = served_gateway.harness
     async with AsyncClient(served_gateway.url, api_key=served_gateway.key) as client:
         await client.start(email="c@x.io", parameters={"source": SOURCE}, id=pipeline_id)
-        await harness.wait_for_run_of(pipeline_id)
-        await harness.settle_id(pipeline_id, status="failure", error=RunError(type="KeyError", message="'colum'"))
+        await harness.wait_for_step_run(pipeline_id, "1")
+        typo = RunError(type="KeyError", message="'colum'")
+        await harness.settle_step(pipeline_id, "1", status="failure", error=typo)
         stopped = await client.wait(pipeline_id, 20, poll_interval=0.05)
         repaired = await client.repair(pipeline_id, parameters={"source": "/Workspace/Shared/pipelines/ok.csv"})
         with pytest.raises(WaitTimedOut) as timed_out:
@@ -75,10 +76,10 @@ async def test_cancel_and_abandon_end_pipelines(served_gateway: ServedGateway) -
     async with AsyncClient(served_gateway.url, api_key=served_gateway.key) as client:
         await client.start(email="c@x.io", id=cancelled_id)
         await client.start(email="c@x.io", id=abandoned_id)
-        await harness.wait_for_run_of(cancelled_id)
-        await harness.wait_for_run_of(abandoned_id)
+        await harness.wait_for_step_run(cancelled_id, "1")
+        await harness.wait_for_step_run(abandoned_id, "1")
         await client.cancel(cancelled_id)
-        await harness.settle_id(abandoned_id, status="failure", error=RunError(type="Boom", message="no"))
+        await harness.settle_step(abandoned_id, "1", status="failure", error=RunError(type="Boom", message="no"))
         await client.wait(abandoned_id, 20, poll_interval=0.05)
         await client.abandon(abandoned_id)
         cancelled = await client.wait(cancelled_id, 20, poll_interval=0.05)

@@ -150,6 +150,35 @@ def test_wait_follows_the_event_stream_and_reads_the_status_only_when_the_pipeli
     assert [r.url.path for r in asked] == ["/pipelines/w-1", "/pipelines/w-1/events", "/pipelines/w-1"]
 
 
+async def test_wait_stops_when_the_stream_tells_a_gate_opened_and_waits_through_its_decision() -> None:
+    """The index tells a gate opening as ``gate_opened``: that is when a wait reads whether it stops."""
+    opened = False
+    stream = _sse(
+        ("timeline", _event(1, "step_started")),
+        ("timeline", _event(2, "gate_opened")),
+        ("timeline", _event(3, "approved")),
+    )
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        nonlocal opened
+        if request.url.path.endswith("/events"):
+            opened = True
+            return httpx.Response(200, content=stream, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=_status("awaiting_approval" if opened else "waiting"))
+
+    transport, asked = scripted(gateway)
+    with Client("http://gateway.test", api_key="k", transport=transport) as client:
+        stopped = client.wait("w-1", timeout=5)
+    async_transport, async_asked = scripted(gateway)
+    opened = False
+    async with AsyncClient("http://gateway.test", api_key="k", transport=async_transport) as c:
+        also_stopped = await c.wait("w-1", timeout=5)
+
+    assert stopped.state == also_stopped.state == PipelineState.AWAITING_APPROVAL
+    paths = ["/pipelines/w-1", "/pipelines/w-1/events", "/pipelines/w-1"]
+    assert [r.url.path for r in asked] == [r.url.path for r in async_asked] == paths, "read at the gate, not before"
+
+
 async def test_wait_falls_back_to_polling_when_the_stream_is_not_a_stream() -> None:
     reads = 0
 

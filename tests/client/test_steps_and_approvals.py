@@ -285,7 +285,7 @@ async def test_watch_stops_at_an_approval_gate_with_exit_6_and_shows_the_steps(
 ) -> None:
     gateway, url = fake
     events = timeline_events("onb-1", "awaiting_repair")[:-1]
-    gate = {"seq": 200, "at": events[-1]["at"], "kind": "awaiting_approval", "summary": "gate high-risk", "data": {}}
+    gate = {"seq": 200, "at": events[-1]["at"], "kind": "gate_opened", "summary": "gate high-risk", "data": {}}
     gateway.timelines["onb-1"] = FakeTimeline([*events, gate], shown=1)
 
     watched = await run_cli(monkeypatch, FAKE_KEY, "--gateway", url, "watch", "onb-1")

@@ -240,6 +240,10 @@ class Harness:
         result = await settle_callback(self.resonate.promises, promise_id, settlement)
         assert result.accepted(settlement)
 
+    async def settle_step(self, pipeline_id: str, step: str, **fields: Any) -> None:
+        """Settle the current callback of job step ``step`` of a pipeline run by its code."""
+        await self.settle_id(promise_tree.step_base(pipeline_id, step), **fields)
+
     async def wait_for_record(self, promise_id: str) -> AttemptRecord:
         """An attempt's record (``{id}:awaitN`` or ``{id}:attemptN``), once the workflow has written it."""
         async with asyncio.timeout(5):

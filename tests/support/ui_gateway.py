@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from pipeline_api.app import create_app
 from pipeline_api.auth.keys import mint
 from pipeline_api.auth.principals import Scope
 from pipeline_api.settings import GatewaySettings
-from pipeline_shared.resonate_client import ResonateLink
+from tests.support.gateway_app import in_process_app
 from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET, UI_SECRET, UNUSED_DATABASE_URL, Harness
 
 ALICE_KEY, ALICE = mint("alice", frozenset({Scope.START, Scope.READ, Scope.CANCEL}), key_id="alice")
@@ -106,9 +105,7 @@ def settings_for(keys_file: Path, **overrides: Any) -> GatewaySettings:
 @contextlib.asynccontextmanager
 async def serve(keys_file: Path, base_url: str = "http://gateway", **overrides: Any) -> AsyncIterator[Page]:
     harness = Harness(autostart=False)
-    app = create_app(
-        settings_for(keys_file, **overrides), connect_resonate=lambda _: ResonateLink(harness.resonate, None)
-    )
+    app = in_process_app(settings_for(keys_file, **overrides), harness)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:

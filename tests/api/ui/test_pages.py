@@ -34,7 +34,6 @@ from pipeline_api.app import create_app
 from pipeline_api.schemas import PipelineEvent, PipelinePage, PipelineSummary
 from pipeline_api.ui import PublicPage
 from pipeline_shared.models import PipelineState
-from pipeline_shared.resonate_client import ResonateLink
 from tests.support.browser import (
     DESKTOP,
     PHONE,
@@ -44,6 +43,7 @@ from tests.support.browser import (
     browser_test,
     sideways_overflow,
 )
+from tests.support.gateway_app import in_process_app
 from tests.support.pipeline_harness import Harness
 from tests.support.ui_gateway import (
     ALICE_KEY,
@@ -73,7 +73,7 @@ async def test_every_state_changing_request_is_refused_without_the_token_or_from
 ) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     name, data, headers = attack
     data = {"csrf_token": page.csrf} if data == "valid" else data
     path = {"start": "/ui/start", "sign-out": "/ui/sign-out"}.get(action, f"/ui/pipelines/{pipeline_id}/{action}")
@@ -127,7 +127,7 @@ async def test_unknown_static_files_and_actions_are_404_pages_and_log_no_error(
 ) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
 
     with caplog.at_level(logging.INFO):
         response = await page.post(path.format(id=pipeline_id)) if method == "POST" else None
@@ -242,7 +242,7 @@ class ShownIndex:
 async def serve_http(keys_file: Path) -> AsyncIterator[tuple[str, Page, ShownIndex]]:
     """The gateway on a free loopback port: its URL, a signed-in client of its own, and its stand-in index."""
     harness = Harness(autostart=False)
-    app = create_app(settings_for(keys_file), connect_resonate=lambda _: ResonateLink(harness.resonate, None))
+    app = in_process_app(settings_for(keys_file), harness)
     listening = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     serving = asyncio.create_task(server.serve(sockets=[listening]))
@@ -288,8 +288,8 @@ async def test_every_page_reads_without_sideways_scrolling_or_broken_words(
     url, client, index = served
     # 60 characters with nowhere to wrap, in the page's title, its facts and the email's Message-ID.
     pipeline_id = await client.start(id=f"ui{uuid.uuid4().hex}{uuid.uuid4().hex[:26]}")
-    await client.harness.wait_for_run_of(pipeline_id)
-    await client.harness.settle_id(pipeline_id, status="success", result=WIDE_RESULT)
+    await client.harness.wait_for_step_run(pipeline_id, "1")
+    await client.harness.settle_step(pipeline_id, "1", status="success", result=WIDE_RESULT)
     await wait_for_state(client, pipeline_id, "succeeded")
     index.add(
         pipeline_id,
@@ -330,7 +330,7 @@ async def test_the_elapsed_time_of_a_phase_still_going_ticks_on_the_page(
 ) -> None:
     url, client, index = served
     pipeline_id = await client.start()
-    await client.harness.wait_for_run_of(pipeline_id)
+    await client.harness.wait_for_step_run(pipeline_id, "1")
     index.add(pipeline_id, ("started", 12), ("run_triggered", 11))
     browser = await browser_signed_in(open_page, url)
     await browser.goto(url + f"/ui/pipelines/{pipeline_id}")
@@ -394,18 +394,18 @@ async def result_wording(page: Page, pipeline_id: str) -> str:
 async def test_a_pipeline_without_a_result_says_why_by_its_state(page: Page) -> None:
     await page.sign_in()
     running = await page.start()
-    await page.harness.wait_for_run_of(running)
+    await page.harness.wait_for_step_run(running, "1")
     await wait_for_state(page, running, "waiting")
     assert await result_wording(page, running) == "None yet: the run has not reported."
 
     failed = await page.start(job="nightly-refresh")  # no repair window: a failure ends it
-    await page.harness.wait_for_run_of(failed)
-    await page.harness.settle_id(failed, status="failure", error={"type": "KeyError", "message": "'colum'"})
+    await page.harness.wait_for_step_run(failed, "1")
+    await page.harness.settle_step(failed, "1", status="failure", error={"type": "KeyError", "message": "'colum'"})
     await wait_for_state(page, failed, "failed")
     assert await result_wording(page, failed) == "None: the pipeline failed before its run reported one."
 
     cancelled = await page.start()
-    await page.harness.wait_for_run_of(cancelled)
+    await page.harness.wait_for_step_run(cancelled, "1")
     await page.post(f"/ui/pipelines/{cancelled}/cancel")
     await wait_for_state(page, cancelled, "cancelled")
     assert await result_wording(page, cancelled) == "None: the pipeline was cancelled before its run reported one."
@@ -414,8 +414,8 @@ async def test_a_pipeline_without_a_result_says_why_by_its_state(page: Page) -> 
 async def test_after_a_repair_is_asked_for_the_page_shows_it_running_and_the_error_as_history(page: Page) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
-    await page.harness.settle_id(pipeline_id, status="failure", error={"type": "KeyError", "message": "'colum'"})
+    await page.harness.wait_for_step_run(pipeline_id, "1")
+    await page.harness.settle_step(pipeline_id, "1", status="failure", error={"type": "KeyError", "message": "'colum'"})
     awaiting = await wait_for_state(page, pipeline_id, "awaiting_repair")
     assert 'id="current-error"' in awaiting and "KeyError" in awaiting
 
@@ -494,8 +494,8 @@ async def test_a_final_pipeline_keeps_polling_until_the_index_shows_its_end(keys
     final state left a page whose timeline never showed the end (seen in a CI run under load)."""
     async with serve_http(keys_file) as (_, page, index):
         pipeline_id = await page.start()
-        await page.harness.wait_for_run_of(pipeline_id)
-        await page.harness.settle_id(pipeline_id, status="success", result=CSV_RESULT)
+        await page.harness.wait_for_step_run(pipeline_id, "1")
+        await page.harness.settle_step(pipeline_id, "1", status="success", result=CSV_RESULT)
         index.add(pipeline_id, ("started", 3), ("run_triggered", 2), state="waiting")
         behind = await wait_for_state(page, pipeline_id, "succeeded")
         assert "hx-trigger" in behind, "the index has not shown the end yet: the page must keep asking"

@@ -166,8 +166,11 @@ def wait_is_over(status: PipelineStatus, stop_at_awaiting_repair: bool, stop_at_
     )
 
 
+#: The timeline's events that say a pipeline now waits for a person, and the state each means
+#: (the gateway's index: a job step's repair window; an approval gate opening).
+WAITING_EVENT_STATES = {"awaiting_repair": "awaiting_repair", "gate_opened": "awaiting_approval"}
 #: Timeline events after which the status document may have reached where a wait stops.
-OUTCOME_EVENT_KINDS = frozenset({"awaiting_repair", "awaiting_approval", "approval_requested", "finished"})
+OUTCOME_EVENT_KINDS = frozenset({*WAITING_EVENT_STATES, "finished"})
 
 
 def stream_timeout(connect: float | None, remaining: float) -> httpx.Timeout:

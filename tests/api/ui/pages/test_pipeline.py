@@ -24,7 +24,7 @@ from tests.support.ui_gateway import (
 async def test_cancel_goes_through_a_confirmation_and_cancels(page: Page) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     html = await wait_for_state(page, pipeline_id, "waiting")
     assert f'href="/ui/pipelines/{pipeline_id}/cancel"' in html
 
@@ -40,11 +40,12 @@ async def test_cancel_goes_through_a_confirmation_and_cancels(page: Page) -> Non
 async def test_a_cancel_from_the_page_records_who_cancelled(page: Page) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
 
     assert (await page.post(f"/ui/pipelines/{pipeline_id}/cancel")).status_code == 303
 
-    settled = await page.harness.promises_get(promise_tree.callback_promise_id(pipeline_id))
+    callback = promise_tree.callback_promise_id(promise_tree.step_base(pipeline_id, "1"))
+    settled = await page.harness.promises_get(callback)
     assert settled.value.data["source"] == "user" and settled.value.data["by"] == "key:alice"
 
 
@@ -52,12 +53,12 @@ async def test_a_cancel_from_the_page_records_who_cancelled(page: Page) -> None:
 async def test_repair_and_abandon_are_refused_with_the_reason_when_not_awaiting_repair(page: Page, action: str) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
 
     response = await page.post(f"/ui/pipelines/{pipeline_id}/{action}")
 
     assert response.status_code == 409
-    assert f"pipeline &#39;{pipeline_id}&#39; is not awaiting repair: it is waiting" in response.text
+    assert f"pipeline &#39;{pipeline_id}&#39; is not awaiting repair: no job step of it is" in response.text
     assert "Traceback" not in response.text
 
 
@@ -65,8 +66,9 @@ async def test_after_a_repair_changing_a_parameter_the_page_shows_the_new_value_
     """Issue 20, finding 7: the page showed the start's ``source`` while the run and the email used the repair's."""
     await page.sign_in()
     pipeline_id = await page.start(**{"param.source": "/Workspace/Shared/pipelines/missing.csv"})
-    await page.harness.wait_for_run_of(pipeline_id)
-    await page.harness.settle_id(pipeline_id, status="failure", error=RunError(type="FileNotFoundError", message="x"))
+    await page.harness.wait_for_step_run(pipeline_id, "1")
+    missing = RunError(type="FileNotFoundError", message="x")
+    await page.harness.settle_step(pipeline_id, "1", status="failure", error=missing)
     await wait_for_state(page, pipeline_id, "awaiting_repair")
 
     response = await page.post(
@@ -100,8 +102,8 @@ async def test_a_finished_pipeline_shows_its_result_as_tables_and_its_email(keys
     async with serve(keys_file, MAILSINK_UI_URL="http://localhost:8025") as page:
         await page.sign_in()
         pipeline_id = await page.start()
-        await page.harness.wait_for_run_of(pipeline_id)
-        await page.harness.settle_id(pipeline_id, status="success", result=CSV_RESULT)
+        await page.harness.wait_for_step_run(pipeline_id, "1")
+        await page.harness.settle_step(pipeline_id, "1", status="success", result=CSV_RESULT)
         html = await wait_for_state(page, pipeline_id, "succeeded")
 
     table = html[html.index('id="result-columns"') : html.index("</table>", html.index('id="result-columns"'))]
@@ -119,12 +121,12 @@ async def test_a_finished_pipeline_shows_its_result_as_tables_and_its_email(keys
 async def test_the_live_fragment_answers_204_while_nothing_changed(page: Page) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     html = await wait_for_state(page, pipeline_id, "waiting")
     live = re.search(r'hx-get="([^"]+/live\?version=[0-9a-f]+)"', html)
     assert live is not None
     assert (await page.client.get(live.group(1))).status_code == 204
-    await page.harness.settle_id(pipeline_id, status="success", result={"rows": 1})
+    await page.harness.settle_step(pipeline_id, "1", status="success", result={"rows": 1})
     await wait_for_state(page, pipeline_id, "succeeded")
     changed = await page.client.get(live.group(1))
     assert changed.status_code == 200 and "succeeded" in changed.text

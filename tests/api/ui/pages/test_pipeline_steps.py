@@ -13,13 +13,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from pipeline_api.auth.keys import mint
+from pipeline_api.auth.principals import Scope
 from pipeline_shared.errors import InsufficientScope, PipelineConflict
 from pipeline_shared.models import ApprovalDecision
-from tests.support.ui_gateway import Page
+from tests.support.keys_files import write_keys
+from tests.support.step_promises import ComposedPipeline
+from tests.support.ui_gateway import ALICE, Page, hidden, serve
 from tests.support.ui_steps import RUN_PAGE, T0_MS, Decision, SteppedPipelines, gate_step, job_step, onboarding_steps
+
+APPROVER_KEY, APPROVER = mint("approver", frozenset({Scope.APPROVE}), key_id="approver")
 
 
 @pytest.fixture
@@ -259,3 +266,49 @@ async def test_with_several_gates_open_the_form_asks_which_and_with_none_offers_
     assert '<select id="gate" name="gate">' in several
     assert '<option value="2" selected>2 legal: Contract signed?</option>' in several
     assert 'id="no-gate"' in none_for_alice and "Yes, reject it" not in none_for_alice
+
+
+@pytest.fixture
+async def approvers_page(tmp_path: Path) -> AsyncIterator[Page]:
+    """The page, on a keys file that also holds APPROVER (only the approve scope); nobody signed in."""
+    keys_file = tmp_path / "api-keys.toml"
+    write_keys(keys_file, ALICE, APPROVER)
+    async with serve(keys_file) as page:
+        yield page
+
+
+async def test_an_approver_without_read_opens_and_decides_a_gate_naming_approve_only_while_it_is_open(
+    approvers_page: Page,
+) -> None:
+    """A principal holding only ``approve`` may read a pipeline while an open gate of it names that scope."""
+    page = approvers_page
+    asked = ComposedPipeline(page.harness.resonate.promises, "key:alice")
+    await asked.root()
+    await asked.job_step_ended("1", "ingest", {"table": "t"})
+    decision = await asked.gate("2", "high-risk")
+    elsewhere = ComposedPipeline(page.harness.resonate.promises, "key:alice")
+    await elsewhere.root()
+    await elsewhere.gate("1", "finance-check", scopes=("cancel",))
+    signing_in = hidden((await page.client.get("/ui/sign-in")).text, "sign_in_token")
+    where = f"/ui/pipelines/{asked.id}"
+    signed_in = await page.client.post(
+        "/ui/sign-in", data={"credential": APPROVER_KEY, "sign_in_token": signing_in, "next": where}
+    )
+
+    shown = await page.client.get(where)
+    form = await page.client.get(f"{where}/approve?gate=2")
+    not_theirs = await page.client.get(f"/ui/pipelines/{elsewhere.id}")
+    page.csrf = hidden(shown.text, "csrf_token")
+    approved = await page.post(f"{where}/approve", {"gate": "2", "comment": "fine"})
+    after = await page.client.get(where)
+
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, where)
+    assert shown.status_code == 200 and f'href="{where}/approve?gate=2"' in shown.text
+    assert f'href="{where}/cancel"' not in shown.text, "approve grants no other action"
+    assert form.status_code == 200 and "Yes, approve it" in form.text
+    assert not_theirs.status_code == 404, "a gate naming a scope the approver lacks shows nothing"
+    assert (approved.status_code, approved.headers["location"]) == (303, f"{where}?done=approve")
+    stored = await page.harness.promises_get(decision)
+    assert stored.state == "resolved" and stored.value.data["by"] == "key:approver"
+    assert stored.value.data["comment"] == "fine"
+    assert after.status_code == 404, "once the gate is decided, the approver may no longer read the pipeline"

@@ -109,7 +109,7 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(page: Page) ->
 async def test_a_cookie_copied_before_sign_out_is_refused_after_it(page: Page) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     copied, csrf = page.client.cookies[SESSION_COOKIE], page.csrf
 
     assert (await page.post("/ui/sign-out")).status_code == 303
@@ -152,7 +152,7 @@ async def test_a_session_naming_a_way_of_signing_in_that_is_not_configured_is_re
 ) -> None:
     await page.sign_in()
     pipeline_id = await page.start()
-    await page.harness.wait_for_run_of(pipeline_id)
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     page.client.cookies.clear()
     page.client.cookies.set(SESSION_COOKIE, forged_session(UI_SECRET, **({"sid": "forged-session"} | document)))
 

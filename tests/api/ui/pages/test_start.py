@@ -72,5 +72,6 @@ async def test_a_start_redirects_to_the_pipelines_page(page: Page) -> None:
     html = (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
     assert f"Pipeline <code>{pipeline_id}</code>" in html
     assert "word-frequencies" in html and "to be or not to be" in html
+    await page.harness.wait_for_step_run(pipeline_id, "1")
     assert page.harness.jobs.run_now_calls[0]["text"] == "to be or not to be"
     assert page.harness.jobs.run_now_calls[0]["top"] == "10", "an empty field takes the default"

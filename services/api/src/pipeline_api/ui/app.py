@@ -113,6 +113,8 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
     reader = Annotated[Session, Depends(_page_allowed(signed_in, Scope.READ))]
     starter = Annotated[Session, Depends(_page_allowed(signed_in, Scope.START))]
     canceller = Annotated[Session, Depends(_page_allowed(signed_in, Scope.CANCEL))]
+    # One pipeline's page: with read, or with approve while one of its open gates names a scope held.
+    pipeline_reader = Annotated[Session, Depends(_page_allowed(signed_in, Scope.READ, Scope.APPROVE))]
 
     app = FastAPI(
         title="Pipelines web page",
@@ -143,7 +145,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
 
     app.add_exception_handler(StarletteHTTPException, not_found)
 
-    ui = Ui(app, settings, pages, cookies, reader, starter, canceller, public, status_of)
+    ui = Ui(app, settings, pages, cookies, reader, starter, canceller, pipeline_reader, public, status_of)
     # In this order: a gate's decisions and a pipeline's live fragment before its actions' /pipelines/{id}/{action}.
     for page in (sign_in, pipeline_list, approvals, pipeline, start):
         page.add_pages(ui)

@@ -132,9 +132,13 @@ async def refuse_cross_site(request: Request, session: Session | None) -> None:
         raise RequestRefused(403, "csrf_refused", "Request refused", f"Nothing was done: {problem}.")
 
 
-def _page_allowed(signed_in: Callable[..., Awaitable[Session]], scope: Scope) -> Callable[..., Awaitable[Session]]:
+def _page_allowed(
+    signed_in: Callable[..., Awaitable[Session]], scope: Scope, *alternatives: Scope
+) -> Callable[..., Awaitable[Session]]:
+    """A dependency: the signed-in session, if its scopes grant ``scope`` (or one of ``alternatives``)."""
+
     async def session_with_scope(request: Request, session: Annotated[Session, Depends(signed_in)]) -> Session:
-        if not session.principal.allows(scope):
+        if not any(session.principal.allows(each) for each in (scope, *alternatives)):
             refusal = InsufficientScope(scope.value)
             audit_refusal(request, refusal, session.principal, f"lacks the {scope.value} scope")
             raise RequestRefused(

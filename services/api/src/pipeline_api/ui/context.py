@@ -27,6 +27,9 @@ class Ui:
     reader: Any
     starter: Any
     canceller: Any
+    #: A session that may read one pipeline: with ``read``, or with ``approve`` (the domain then asks for an
+    #: open gate of it naming a scope the session holds).
+    pipeline_reader: Any
     #: A decorator adding a page anyone may open (see PublicPage).
     public: Callable[[str, str], Callable[[Callable[..., Any]], Callable[..., Any]]]
     #: The HTTP status the JSON API answers a domain error with.

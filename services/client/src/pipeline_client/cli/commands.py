@@ -254,9 +254,9 @@ def follow_timeline(gateway: Gateway, pipeline_id: str, view: views.TimelineView
             continue
         last_seq = event["seq"]
         view.show(event)
-        if event["kind"] in ("awaiting_repair", "awaiting_approval"):
-            view.end(event["kind"])
-            return OUTCOME_EXIT[event["kind"]]
+        if (waiting := _wire.WAITING_EVENT_STATES.get(event["kind"])) is not None:
+            view.end(waiting)
+            return OUTCOME_EXIT[waiting]
     raise AssertionError("a followed stream ends only by raising")  # pragma: no cover
 
 

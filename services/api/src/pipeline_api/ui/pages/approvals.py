@@ -1,7 +1,8 @@
 """Approving and rejecting a pipeline's approval gate from its page: the confirmation (with a comment) and the decision.
 
 Who may decide is the gate's to say (one of its scopes, or admin), not a scope
-of the page: these pages need only a session that may read the pipeline, and
+of the page: these pages need only a session that may read the pipeline (with
+``read``, or with ``approve`` while a gate of it names a scope it holds), and
 offer the forms to those :func:`.pipeline.may_decide` allows; the domain
 (``Pipelines.approve`` / ``Pipelines.reject``) checks again and refuses with
 403 anyone else. A decision is a POST with the session's CSRF token, never a
@@ -35,7 +36,7 @@ logger = logging.getLogger("pipeline_api.ui")
 async def decide_gate(ui: Ui, request: Request, session: Session, pipeline_id: str, action: str) -> Response:
     """Approve or reject the gate the form names (or the one open), with its comment; the form again if refused."""
     pages: Pages = ui.pages
-    owned = await visible_to(request, session.principal, pipeline_id_of(pipeline_id))
+    owned = await visible_to(request, session.principal, pipeline_id_of(pipeline_id), deciding=True)
     form = await form_of(request)
     gate, comment = field(form, "gate") or None, field(form, "comment")
     again = partial(confirm_page, pages, request, session, pipeline_id, action, chosen=gate or "", comment=comment)
@@ -60,7 +61,7 @@ async def decide_gate(ui: Ui, request: Request, session: Session, pipeline_id: s
 
 def add_pages(ui: Ui) -> None:
     """Add these pages to the web page's app, before the pipeline's /pipelines/{id}/{action} (cancel scope)."""
-    app, reader = ui.app, ui.reader
+    app, reader = ui.app, ui.pipeline_reader
 
     @app.get("/pipelines/{pipeline_id}/approve")
     async def confirm_approve(request: Request, pipeline_id: str, session: reader) -> Response:

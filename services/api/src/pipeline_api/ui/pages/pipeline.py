@@ -30,6 +30,7 @@ from ...auth.principals import Principal, Scope
 from ...domain.access import visible
 from ...domain.commands import OwnedPipeline
 from ...domain.pipelines import Pipelines
+from ...domain.pipelines import may_decide as domain_may_decide
 from ...schemas import PipelineEvent, PipelineStatus
 from ...settings import GatewaySettings
 from .. import steps as step_views
@@ -62,11 +63,8 @@ STEP_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,79}")
 
 
 def may_decide(principal: Principal, gate: StepSummary) -> bool:
-    """Whether ``principal`` may approve or reject ``gate``: it holds one of the gate's scopes, or admin."""
-    held = {str(scope) for scope in principal.scopes}
-    return gate.approval is not None and (
-        principal.allows(Scope.ADMIN) or any(scope in held for scope in gate.approval.scopes)
-    )
+    """Whether ``principal`` may approve or reject ``gate``: the domain's rule (a scope of the gate's, or admin)."""
+    return gate.approval is not None and domain_may_decide(principal, gate.approval)
 
 
 def actions_for(status: PipelineStatus, session: Session) -> list[str]:
@@ -99,8 +97,11 @@ def mailsink_link(settings: GatewaySettings, message_id: str | None) -> str | No
     return f"{settings.MAILSINK_UI_URL}/ui/by-message-id/{quote(message_id, safe='')}"
 
 
-async def _pipeline_context(request: Request, session: Session, pipeline_id: str) -> dict[str, Any]:
-    owned = await visible_to(request, session.principal, pipeline_id)
+async def _pipeline_context(
+    request: Request, session: Session, pipeline_id: str, *, gates: bool = False
+) -> dict[str, Any]:
+    """What a pipeline's page shows; with ``gates``, also to whom an open gate of it names a scope held."""
+    owned = await visible_to(request, session.principal, pipeline_id, gates=gates)
     pipelines: Pipelines = request.app.state.pipelines
     status = await pipelines.status(owned.root)
     events = await _timeline(request, pipeline_id)
@@ -171,8 +172,12 @@ def _ended(events: list[PipelineEvent]) -> bool:
     return any(event.kind == "finished" for event in events)
 
 
-async def visible_to(request: Request, principal: Principal, pipeline_id: str) -> OwnedPipeline:
-    return await visible(request.app.state.pipelines, principal, pipeline_id, partial(audit_refusal, request))
+async def visible_to(
+    request: Request, principal: Principal, pipeline_id: str, *, gates: bool = False, deciding: bool = False
+) -> OwnedPipeline:
+    """The pipeline for ``principal``, by the domain's rule (see :func:`...domain.access.visible`)."""
+    audit = partial(audit_refusal, request)
+    return await visible(request.app.state.pipelines, principal, pipeline_id, audit, gates=gates, deciding=deciding)
 
 
 def pipeline_id_of(pipeline_id: str) -> str:
@@ -193,7 +198,9 @@ async def confirm_page(
     """The confirmation of ``action`` (its form), again with ``problem`` and ``errors`` when it was refused."""
     if action not in ACTIONS and action not in GATE_ACTIONS:
         raise StarletteHTTPException(404)
-    context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id))
+    # A gate's decider may read the pipeline while the gate is open; the other actions need its owner.
+    gates = action in GATE_ACTIONS
+    context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id), gates=gates)
     extra.setdefault("problem", None)
     extra.setdefault("errors", {})
     extra.setdefault("values", context["status"].parameters)
@@ -205,20 +212,21 @@ async def confirm_page(
 
 def add_pages(ui: Ui) -> None:
     """Add these pages to the web page's app."""
-    pages, app, reader, canceller, status_of = ui.pages, ui.app, ui.reader, ui.canceller, ui.status_of
+    pages, app, canceller, status_of = ui.pages, ui.app, ui.canceller, ui.status_of
+    reader = ui.pipeline_reader
 
     # ── one pipeline ──
 
     @app.get("/pipelines/{pipeline_id}")
     async def pipeline_page(request: Request, pipeline_id: str, session: reader) -> Response:
-        context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id))
+        context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id), gates=True)
         done = request.query_params.get("done") or ""
         told = ACTIONS.get(done) or GATE_ACTIONS.get(done)
         return pages.render(request, "pipeline.html", 200, session, done=told, **context)
 
     @app.get("/pipelines/{pipeline_id}/live")
     async def pipeline_fragment(request: Request, pipeline_id: str, session: reader) -> Response:
-        context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id))
+        context = await _pipeline_context(request, session, pipeline_id_of(pipeline_id), gates=True)
         if request.query_params.get("version") == context["version"]:
             return Response(status_code=204, headers={"Cache-Control": "no-store"})
         return pages.render(request, "_pipeline_live.html", 200, session, **context)
