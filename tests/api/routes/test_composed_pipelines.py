@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +390,17 @@ async def test_cancel_marks_the_pipeline_and_settles_running_steps_and_open_gate
     await pipeline.finish(PipelineState.CANCELLED)
     finished = await owner.post(f"/pipelines/{pipeline.id}/cancel")
     assert (finished.status_code, finished.json()["code"]) == (409, "pipeline_finished")
+
+
+async def test_a_pipeline_a_schedule_started_says_when_it_fired(composed: Composed) -> None:
+    pipeline = composed.pipeline()
+    fired_at = 1_796_000_000_000
+    pipeline.spec = pipeline.spec.model_copy(update={"scheduled_at": fired_at})
+    await pipeline.root()
+
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+
+    assert datetime.fromisoformat(doc["scheduled_at"]).timestamp() * 1000 == fired_at
+    started_by_a_client = composed.pipeline()
+    await started_by_a_client.root()
+    assert (await composed.clients[OWNER].get(f"/pipelines/{started_by_a_client.id}")).json()["scheduled_at"] is None

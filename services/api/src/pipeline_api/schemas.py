@@ -236,6 +236,9 @@ class PipelineStatus(BaseModel):
         "Empty for a pipeline started before pipelines were code. With exactly one job step, the fields above "
         "(databricks, result, error, attempts) are that step's.",
     )
+    scheduled_at: datetime | None = Field(
+        default=None, description="When its catalogue schedule fired and started it; null for a client's start."
+    )
 
 
 class CallbackRequest(_Document):

@@ -130,3 +130,24 @@ async def test_the_live_fragment_answers_204_while_nothing_changed(page: Page) -
     await wait_for_state(page, pipeline_id, "succeeded")
     changed = await page.client.get(live.group(1))
     assert changed.status_code == 200 and "succeeded" in changed.text
+
+
+async def test_a_scheduled_pipelines_page_says_when_its_schedule_starts_the_next(
+    keys_file: Path, tmp_path: Path
+) -> None:
+    from tests.support.pipeline_harness import CATALOGUE_FILE
+
+    scheduled = tmp_path / "catalogue.toml"
+    scheduled.write_text(
+        CATALOGUE_FILE.read_text(encoding="utf-8")
+        + '\n[pipelines.customer-onboarding.schedule]\ncron = "30 2 * * *"\nemail = "ops@example.com"\n',
+        encoding="utf-8",
+    )
+    async with serve(keys_file, JOB_CATALOGUE_FILE=scheduled) as page:
+        await page.sign_in()
+        pipeline_id = await page.start(job="customer-onboarding")
+        html = (await page.client.get(f"/ui/pipelines/{pipeline_id}")).text
+
+    assert "Next scheduled start" in html and 'id="next-firing"' in html
+    # A client started this one: nothing says a schedule did.
+    assert 'id="scheduled-at"' not in html

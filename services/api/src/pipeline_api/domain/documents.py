@@ -121,6 +121,7 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
         "timeout_seconds": spec.timeout_seconds,
         "created_at": iso(root.created_at),
         "version": spec.version,
+        "scheduled_at": iso(spec.scheduled_at) if spec.scheduled_at is not None else None,
         "steps": steps,
     }
     if root.state == "resolved":

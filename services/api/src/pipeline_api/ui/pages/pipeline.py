@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline_shared.errors import PipelineError
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import PIPELINE_ID, PipelineState, StepSummary
+from pipeline_shared.schedules import next_firing_at
 
 from ...auth.authenticator import audit_fields, audit_refusal
 from ...auth.principals import Principal, Scope
@@ -125,7 +126,9 @@ async def _pipeline_context(
         "result": views.result_view(status.result) if status.result else None,
         "actions": actions_for(status, session),
         "mail_link": mailsink_link(settings, status.notification.message_id if status.notification else None),
-        "job": settings.catalogue.jobs.get(status.job),
+        "job": (entry := settings.catalogue.startable.get(status.job)),
+        # Its entry's schedule: when it next starts a pipeline like this one.
+        "next_firing": next_firing_at(entry) if entry is not None else None,
         "version": version,
         # The timeline comes from the index, which trails Resonate a little: a page that
         # stopped polling at the final state could keep a timeline without its end.
