@@ -29,9 +29,9 @@ from tests.support.fault_batch import BATCH_SIZE, Batch, PausePoints
 
 
 def test_worker_killed_before_run_now(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
-    hooks.arm("before_run_now", batch.ids)
+    hooks.arm("before_run_now", batch.steps())
     batch.start()
-    batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(batch.ids), "all stopped before run_now")
+    batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(batch.steps()), "all stopped before run_now")
     assert {pid: batch.emulator.counters(pid)["run_now_calls"] for pid in batch.ids} == dict.fromkeys(batch.ids, 0)
 
     stack.kill("worker")
@@ -42,9 +42,9 @@ def test_worker_killed_before_run_now(stack, batch: Batch, hooks: PausePoints) -
 
 
 def test_worker_killed_after_run_now_before_its_result_is_recorded(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
-    hooks.arm("after_run_now", batch.ids)
+    hooks.arm("after_run_now", batch.steps())
     batch.start()
-    batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(batch.ids), "all stopped after run_now")
+    batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(batch.steps()), "all stopped after run_now")
     assert all(batch.gateway.status(pid)["databricks"] is None for pid in batch.ids)  # not recorded
 
     stack.kill("worker")
@@ -93,10 +93,10 @@ def test_two_workers_one_killed_the_survivor_finishes(stack, batch: Batch, hooks
     try:
         _wait_container_healthy(replica)
         # Pipelines the first worker picks up stop there; the replica's run through.
-        hooks.arm("before_run_now", batch.ids)
+        hooks.arm("before_run_now", batch.steps())
         batch.start()
         batch.wait_until(lambda: hooks.stopped("before_run_now"), "the first worker holding some pipelines")
-        held = hooks.stopped("before_run_now") & set(batch.ids)
+        held = hooks.stopped("before_run_now") & set(batch.steps())
 
         # By container, not by service: `compose kill worker` would kill the replica too.
         subprocess.run(["docker", "kill", "--signal", "KILL", stack.container_name("worker")], check=True)
@@ -260,9 +260,9 @@ def _wait_container_healthy(name: str, timeout: float = 90) -> None:
 def test_worker_killed_between_repair_run_and_its_record_repairs_once(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]
     # The driver is lost on the first attempt only: a transient failure, repaired automatically.
     batch.plan(tasks={"pipeline": {"code": "DRIVER_ERROR", "fail_attempts": 1}})
-    hooks.arm("after_repair_run", batch.ids)
+    hooks.arm("after_repair_run", batch.steps())
     batch.start()
-    batch.wait_until(lambda: hooks.stopped("after_repair_run") >= set(batch.ids), "all stopped after repair_run")
+    batch.wait_until(lambda: hooks.stopped("after_repair_run") >= set(batch.steps()), "all stopped after repair_run")
 
     stack.kill("worker")
     stack.start("worker")

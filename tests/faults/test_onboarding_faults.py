@@ -30,19 +30,14 @@ def start(batch: Batch, *, threshold: int = 100) -> Batch:
     return batch.start(job=ONBOARDING, parameters={"approval_threshold": str(threshold)})
 
 
-def steps(batch: Batch, step: str) -> list[str]:
-    """The id of ``step`` of every pipeline in the batch, as pause points name it."""
-    return [f"{pipeline_id}:{step}" for pipeline_id in batch.ids]
-
-
 def step_states(docs: dict[str, dict[str, Any]]) -> set[tuple[str, ...]]:
     return {tuple(step["state"] for step in doc["steps"]) for doc in docs.values()}
 
 
 def test_worker_killed_after_the_first_jobs_trigger(stack: Stack, batch: Batch, hooks: PausePoints) -> None:
-    hooks.arm("after_run_now", steps(batch, "1"))
+    hooks.arm("after_run_now", batch.steps("1"))
     start(batch)
-    batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(steps(batch, "1")), "all stopped after ingest's run")
+    batch.wait_until(lambda: hooks.stopped("after_run_now") >= set(batch.steps("1")), "all stopped after ingest's run")
 
     stack.kill("worker")
     stack.start("worker")
@@ -54,9 +49,9 @@ def test_worker_killed_after_the_first_jobs_trigger(stack: Stack, batch: Batch, 
 
 def test_worker_killed_between_the_pairs_triggers(stack: Stack, batch: Batch, hooks: PausePoints) -> None:
     # The report (step 3) is held before its run is started; the score (step 2) has its run.
-    hooks.arm("before_run_now", steps(batch, "3"))
+    hooks.arm("before_run_now", batch.steps("3"))
     start(batch)
-    batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(steps(batch, "3")), "all held before the report")
+    batch.wait_until(lambda: hooks.stopped("before_run_now") >= set(batch.steps("3")), "all held before the report")
 
     stack.kill("worker")
     stack.start("worker")
@@ -128,12 +123,12 @@ def test_a_failed_middle_job_repaired_by_a_person_with_the_worker_killed_after_t
     batch.plan(tasks={SCORE_TASK: {"fail": True, "fail_attempts": 1, "message": "model not loaded"}})
     start(batch)
     batch.wait_for("awaiting_repair", timeout=180)
-    hooks.arm("after_repair_run", steps(batch, "2"))
+    hooks.arm("after_repair_run", batch.steps("2"))
 
     for pipeline_id in batch.ids:
         response = batch.gateway.http.post(f"/pipelines/{pipeline_id}/repair", json={"step": "risk-score"})
         assert response.status_code == 202, response.text
-    batch.wait_until(lambda: hooks.stopped("after_repair_run") >= set(steps(batch, "2")), "all stopped after repair")
+    batch.wait_until(lambda: hooks.stopped("after_repair_run") >= set(batch.steps("2")), "all stopped after repair")
     stack.kill("worker")
     stack.start("worker")
 

@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from pipeline_shared import promise_tree
 from tests.support.stack import Stack
 from tests.support.stack_clients import NOTIFICATION_CREDENTIALS, Emulator, Gateway, MailSink, new_id
 
@@ -23,7 +24,9 @@ def database(stack: Stack) -> psycopg.Connection:
 
 def checks_prompted_by_notifications(database: psycopg.Connection, pipeline_id: str) -> list[str]:
     rows = database.execute(
-        "SELECT id FROM resonate.promises WHERE id LIKE %s ORDER BY id", (f"{pipeline_id}:hint-%",)
+        "SELECT id FROM resonate.promises WHERE id LIKE %s ORDER BY id",
+        # The checks of its one job step's run (pipeline_shared.promise_tree.hint_check_id).
+        (f"{promise_tree.step_base(pipeline_id, '1')}.hint-%",),
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -29,6 +29,13 @@ class Batch:
         self.mail = mail
         self.ids = [new_id(label) for _ in range(size)]
 
+    def steps(self, step: str = "1") -> list[str]:
+        """Job step ``step`` of every pipeline of the batch, as the worker's pause points name a job's run.
+
+        A standalone job runs as its pipeline's step 1 (pipeline_shared.promise_tree.step_base).
+        """
+        return [f"{pipeline_id}:{step}" for pipeline_id in self.ids]
+
     def plan(self, **plan: Any) -> Batch:
         for pipeline_id in self.ids:
             self.emulator.plan(pipeline_id, **plan)

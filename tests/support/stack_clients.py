@@ -150,9 +150,9 @@ class Emulator:
         response = self.http.put(f"/emulator/faults/pipelines/{pipeline_id}", json=plan)
         assert response.status_code == 200, response.text
 
-    def plan_run_of(self, pipeline_id: str, **plan: Any) -> None:
-        """Fault plan for the runs of a pipeline whose job takes no ``pipeline_id``: keyed by its run-now token."""
-        self.plan(ids.idempotency_token(IDEMPOTENCY_NAMESPACE, pipeline_id), **plan)
+    def plan_run_of(self, pipeline_id: str, step: str = "1", **plan: Any) -> None:
+        """Fault plan for the run of a job step whose job takes no ``pipeline_id``: keyed by its run-now token."""
+        self.plan(ids.idempotency_token(IDEMPOTENCY_NAMESPACE, promise_tree.step_base(pipeline_id, step)), **plan)
 
     def notifications(self, *, enabled: bool) -> None:
         """Switch the emulator's webhook notifications on or off."""
