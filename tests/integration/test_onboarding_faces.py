@@ -6,14 +6,15 @@ threshold of 0 asks a person every time), or a middle job repaired by a person.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
-import pytest
 from playwright.async_api import Page, expect
 
 from pipeline_client import Client
 from tests.support.browser import browser_test
-from tests.support.cli_runner import run_cli
 from tests.support.gateway_page import sign_in
 from tests.support.stack import Stack
 from tests.support.stack_clients import Emulator, Gateway, new_id
@@ -64,21 +65,24 @@ def test_the_client_repairs_the_failed_middle_job_by_its_name(stack: Stack, emul
     assert emulator.counters(pipeline_id)["runs"] == 3
 
 
-async def test_the_cli_watches_to_the_gate_approves_and_watches_to_the_end(
-    stack: Stack, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_cli_watches_to_the_gate_approves_and_watches_to_the_end(stack: Stack, gateway: Gateway) -> None:
     pipeline_id = new_id("onboard")
-    key = stack.keys.keys["dev"]
-    cli = ("--gateway", stack.api_url)
-    started = await run_cli(
-        monkeypatch, key, *cli, "start", "--id", pipeline_id, "--job", ONBOARDING,
-        "--email", f"{pipeline_id}@example.com", "--param", "approval_threshold=0", "--no-follow",
-    )  # fmt: skip
-    assert started == 0
+    cli = [sys.executable, "-m", "pipeline_client.cli", "--gateway", stack.api_url]
 
-    assert await run_cli(monkeypatch, key, *cli, "watch", pipeline_id) == WAITS_FOR_A_PERSON
-    assert await run_cli(monkeypatch, key, *cli, "approve", pipeline_id, "--comment", "from the shell") == 0
-    assert await run_cli(monkeypatch, key, *cli, "watch", pipeline_id) == 0
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        # As a shell runs it, bounded: a watch that never stops fails the test rather than hanging it.
+        return subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=180, env=os.environ)
+
+    started = run("start", "--id", pipeline_id, "--job", ONBOARDING, "--email", f"{pipeline_id}@example.com",
+                  "--param", "approval_threshold=0", "--no-follow")  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+
+    at_the_gate = run("watch", pipeline_id)
+    assert at_the_gate.returncode == WAITS_FOR_A_PERSON, at_the_gate.stdout + at_the_gate.stderr
+    approved = run("approve", pipeline_id, "--comment", "from the shell")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    ended = run("watch", pipeline_id)
+    assert ended.returncode == 0, ended.stdout + ended.stderr
 
     done = gateway.status(pipeline_id)
     assert done["state"] == "succeeded" and done["steps"][3]["decision"]["comment"] == "from the shell"
