@@ -24,7 +24,14 @@ import psycopg
 import pytest
 
 from tests.support.stack import SERVICE_ROLES, Stack
-from tests.support.stack_clients import REPAIRED_BY_A_PERSON, Emulator, Gateway, MailSink, assert_timeline_tells, new_id
+from tests.support.stack_clients import (
+    STEP_REPAIRED_BY_A_PERSON,
+    Emulator,
+    Gateway,
+    MailSink,
+    assert_timeline_tells,
+    new_id,
+)
 
 
 def _now() -> str:
@@ -180,20 +187,20 @@ def test_a_timeline_tells_what_happened_in_order_and_streams_to_the_end(gateway:
     assert timeline["events"] == streamed
     assert_timeline_tells(doc, streamed)
     kinds = [event["kind"] for event in streamed]
-    assert kinds == REPAIRED_BY_A_PERSON, kinds
+    assert kinds == STEP_REPAIRED_BY_A_PERSON, kinds
     assert streamed[0]["data"] == {
         "by": "key:dev",
         "job": "csv-statistics",
         "parameters": {"source": "/Workspace/Shared/pipelines/samples/missing.csv"},
     }
-    assert streamed[1]["data"]["run_id"] == doc["databricks"]["run_id"]
-    assert streamed[5]["data"]["by"] == "key:dev" and streamed[5]["data"]["parameters"] == {"source": ""}
+    assert streamed[2]["data"]["run_id"] == doc["databricks"]["run_id"]
+    assert streamed[6]["data"]["by"] == "key:dev" and streamed[6]["data"]["parameters"] == {"source": ""}
     assert streamed[-2]["data"]["message_id"] == doc["notification"]["message_id"]
     # Both emails arrived, the last being the one the timeline names.
     assert [m["message_id"] for m in mail.messages(pipeline_id)][-1:] == [doc["notification"]["message_id"]]
 
     # Resuming after an event gives exactly the events after it.
-    cut = streamed[4]["seq"]
+    cut = streamed[5]["seq"]
     with gateway.http.stream(
         "GET", f"/pipelines/{pipeline_id}/events?follow=true", headers={"last-event-id": str(cut)}
     ) as response:

@@ -99,7 +99,7 @@ async def test_the_web_page_shows_the_steps_and_a_person_approves_the_gate(
     await sign_in(page, stack)
 
     await page.goto(f"{stack.api_url}/ui/pipelines/{pipeline_id}")
-    await expect(page.locator("#pipeline-state")).to_have_text("awaiting_approval")
+    await expect(page.locator("#pipeline-state")).to_have_text("awaiting approval")
     await page.locator(f"a[href='/ui/pipelines/{pipeline_id}/approve?gate=4']").click()
     await page.get_by_label(re.compile("comment", re.IGNORECASE)).fill("approved on the page")
     await page.get_by_role("button", name="Yes, approve it").click()

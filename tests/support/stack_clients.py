@@ -201,7 +201,8 @@ class MailSink:
         return self.http.get("/messages", params={"pipeline_id": pipeline_id}).json()["messages"]
 
 
-#: The timeline of a pipeline whose run failed, that a person repaired once, and that then succeeded.
+#: The timeline of a pipeline started before pipelines were code (the one-job workflow) whose run failed,
+#: that a person repaired once, and that then succeeded.
 REPAIRED_BY_A_PERSON = [
     "started",
     "run_triggered",
@@ -213,6 +214,15 @@ REPAIRED_BY_A_PERSON = [
     "callback_received",
     "email_delivered",
     "finished",
+]
+
+#: The same for a pipeline started today, whose job runs as its step 1: the step starts and ends around its run.
+STEP_REPAIRED_BY_A_PERSON = [
+    "started",
+    "step_started",
+    *REPAIRED_BY_A_PERSON[1:-2],
+    "step_ended",
+    *REPAIRED_BY_A_PERSON[-2:],
 ]
 
 #: The events that say how a run ended, one per attempt.

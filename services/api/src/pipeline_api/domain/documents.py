@@ -35,7 +35,7 @@ from pipeline_shared.models import (
     TriggerOutcome,
     parameters_in_use,
 )
-from pipeline_shared.promise_tree import PipelineTree
+from pipeline_shared.promise_tree import Check, EmailStep, PipelineTree
 
 from ..schemas import DatabricksRunView, NotificationView, PipelineStatus
 
@@ -142,7 +142,7 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
             error=error,
             notification=NotificationView(**receipt.model_dump()) if receipt else None,
             attempts=attempts,
-            updated_at=iso(_updated(tree, root) if tree.composed else root.settled_at or root.created_at),
+            updated_at=iso(root.settled_at or root.created_at),
         )
     if root.state != "pending":
         return PipelineStatus(
@@ -159,7 +159,7 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
     if tree.composed:
         progress = job_progress(tree, only) if only is not None else JobProgress()
         state = tree.composed_state() or PipelineState.WAITING
-        touched = list(tree.promises.values())
+        touched = _telling(tree)
     else:
         progress = job_progress(tree)
         state = progress.state
@@ -178,8 +178,15 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
     )
 
 
-def _updated(tree: PipelineTree, root: PromiseRecord) -> int:
-    return max([r.settled_at or r.created_at for r in tree.promises.values()] + [root.settled_at or root.created_at])
+def _telling(tree: PipelineTree) -> list[PromiseRecord]:
+    """The promises whose change changes what the document says: not a watchdog's check, nor an email a step
+    sends on its way (an approval request, a repair request), whose receipts only the timeline tells."""
+    quiet = {
+        child.promise.id
+        for child in tree.children()
+        if isinstance(child, Check) or (isinstance(child, EmailStep) and child.notification.kind != "step")
+    }
+    return [promise for promise in tree.promises.values() if promise.id not in quiet] or [tree.root]
 
 
 def _parameters_view(spec: PipelineSpec, in_use: dict[str, str]) -> dict[str, Any]:
