@@ -404,3 +404,18 @@ async def test_a_pipeline_a_schedule_started_says_when_it_fired(composed: Compos
     started_by_a_client = composed.pipeline()
     await started_by_a_client.root()
     assert (await composed.clients[OWNER].get(f"/pipelines/{started_by_a_client.id}")).json()["scheduled_at"] is None
+
+
+async def test_a_pipeline_of_one_job_step_is_notifying_once_its_runs_outcome_is_known(composed: Composed) -> None:
+    # As the one-job workflow read: the callback accepted while no worker has taken it up yet.
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    await pipeline.job_step("1", "stats", run_id=42)
+    assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()["state"] == "waiting"
+    settled = Settlement(status="success", result={"rows": 1}, source="callback", received_at=1)
+    callback = promise_tree.callback_promise_id(promise_tree.step_base(pipeline.id, "1"))
+    await pipeline.promises.resolve(callback, Value(data=settled.model_dump(mode="json")))
+
+    doc = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+
+    assert doc["state"] == "notifying" and doc["result"] == {"rows": 1}

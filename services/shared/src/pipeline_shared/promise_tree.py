@@ -586,10 +586,30 @@ class PipelineTree:
             return PipelineState.NOTIFYING
         if self.get(cancel_marker_id(self.id)) is not None:
             return PipelineState.NOTIFYING
+        steps = self.steps()
+        if len(steps) == 1 and steps[0].kind is StepKind.JOB and self._outcome_known(steps[0].id):
+            # A pipeline of one job step reads as the one-job workflow did: once its run's outcome is
+            # known it is notifying, whether or not a worker has taken it up yet.
+            return PipelineState.NOTIFYING
         # A step has started once it is past starting (a job step's run triggered, say): so a
         # pipeline of one job step is waiting exactly when a one-job workflow was.
-        started = any(step.state is not StepState.STARTING for step in self.steps())
+        started = any(step.state is not StepState.STARTING for step in steps)
         return PipelineState.WAITING if started else PipelineState.STARTING
+
+    def _outcome_known(self, step: str) -> bool:
+        """Whether job step ``step``'s run has an outcome no repair is under way for (or never started)."""
+        repairs = self.repairs(step)
+        window = repairs.open_window
+        if window is not None:
+            decision = self.get(window.decision_promise_id)
+            repairing = decision is not None and decision.state == "resolved" and isinstance(decision.value.data, dict)
+            return not (repairing and decision.value.data.get("action") == "repair")
+        callback = self.get(repairs.current_callback_id)
+        if callback is not None and callback.state != "pending":
+            return True
+        trigger = self.get(trigger_step_id(self.base(step)))
+        triggered = _parsed(TriggerOutcome, trigger.value.data) if trigger and trigger.state == "resolved" else None
+        return triggered is not None and triggered.run is None
 
     def steps(self) -> list[StepSummary]:
         """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""
