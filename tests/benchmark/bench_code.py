@@ -7,9 +7,9 @@ on which shape the gateway of the commit under test starts:
 - ``legacy``: the one-job workflow, ``run_pipeline`` at Resonate version 1,
   ``spec.version`` None (what main's gateway starts before issue 22);
 - ``one_job``: the same job run by its code, the shipped ``one-job``
-  pipeline, ``run_pipeline`` at version 2, ``spec.version`` 1;
+  pipeline, ``run_pipeline`` at version 3 (the gateway's), ``spec.version`` 1;
 - ``onboarding``: ``customer-onboarding``, three jobs (ingest, then score and
-  report side by side), version 2.
+  report side by side), version 3.
 
 Figure 8 (:func:`code_paths`) calls them back at the figure-1 rate, the
 shapes' batches alternating in order from one repeat to the next, and counts

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline_shared import promise_tree
+from pipeline_shared import names, promise_tree
 
 from .bench_clients import CALLBACK_RESULT, SignedCallback, callback_promise_for, signed_callback
 
@@ -77,12 +77,14 @@ class Shape:
 #: The one-job workflow's email rpc is its fourth child (callback, trigger, watchdog, email).
 LEGACY = Shape("legacy", "one-job workflow (main's shape)", 1, False, "csv-statistics", ((None,),), "4")
 #: The job step, then the runner's outcome email.
-ONE_JOB = Shape("one_job", "one-job pipeline run by its code", 2, True, "csv-statistics", (("1",),), "2")
+ONE_JOB = Shape(
+    "one_job", "one-job pipeline run by its code", names.RUN_PIPELINE_VERSION, True, "csv-statistics", (("1",),), "2"
+)
 #: Threshold 100 over a score of 10: no approval; a summary email step, then the outcome email.
 ONBOARDING = Shape(
     "onboarding",
     "customer-onboarding (3 jobs)",
-    2,
+    names.RUN_PIPELINE_VERSION,
     True,
     "customer-onboarding",
     (("1",), ("2", "3")),

@@ -56,8 +56,8 @@ def test_each_shape_is_started_as_the_gateway_starts_it(catalogue: Catalogue) ->
     one_job = spec_of(ONE_JOB, "p2", catalogue)
     onboarding = spec_of(ONBOARDING, "p3", catalogue, approval_threshold="0")
     assert (LEGACY.function_version, legacy.version, legacy.job) == (1, None, "csv-statistics")
-    assert (ONE_JOB.function_version, one_job.version, one_job.job) == (2, 1, "csv-statistics")
-    assert (ONBOARDING.function_version, onboarding.version, onboarding.job) == (2, 1, "customer-onboarding")
+    assert (ONE_JOB.function_version, one_job.version, one_job.job) == (3, 1, "csv-statistics")
+    assert (ONBOARDING.function_version, onboarding.version, onboarding.job) == (3, 1, "customer-onboarding")
     # Defaults filled in by the catalogue, the start's own values kept.
     assert onboarding.parameters == {"upload": "", "approval_threshold": "0"}
     assert spec_of(ONBOARDING, "p4", catalogue).parameters["approval_threshold"] == "100"

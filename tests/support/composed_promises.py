@@ -1,7 +1,7 @@
 """A pipeline run by its code, written into a real Resonate server as the worker's steps leave its promises.
 
 The contract's tree (docs/architecture.md; /pipeline_shared/promise_tree.py):
-the root ``P`` (``run_pipeline`` at Resonate version 2, its spec carrying a
+the root ``P`` (``run_pipeline`` at Resonate version 3, its spec carrying a
 version), and one child ``P:N`` per building block: a job step's child
 workflow with its record ``P:N.job``, callback ``P:N.1`` and trigger
 ``P:N.2`` (and, when its run failed, the repair window ``P:N.await1``); an

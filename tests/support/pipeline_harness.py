@@ -35,6 +35,7 @@ from pipeline_shared.models import (
 from pipeline_worker.databricks import RepairMade, RunView
 from pipeline_worker.run_states import verdict
 from pipeline_worker.runner import run_pipeline as run_pipeline_code
+from pipeline_worker.runner import run_pipeline_separate_watch
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
@@ -159,6 +160,9 @@ class Harness:
             )
         )
         self.resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
+        self.resonate.register(
+            run_pipeline_separate_watch, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_SEPARATE_WATCH_VERSION
+        )
         self.resonate.register(run_pipeline_code, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_VERSION)
         self.resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN)
 
@@ -186,9 +190,16 @@ class Harness:
         return spec, self.resonate.run(spec.id, run_pipeline, spec)
 
     def start_code(
-        self, job: str, lifetime: timedelta = timedelta(days=90), **overrides: Any
+        self,
+        job: str,
+        lifetime: timedelta = timedelta(days=90),
+        runner_version: int = names.RUN_PIPELINE_VERSION,
+        **overrides: Any,
     ) -> tuple[PipelineSpec, Any]:
-        """Start catalogue entry ``job`` as the gateway starts a pipeline today: its function, at its version."""
+        """Start catalogue entry ``job`` as the gateway starts a pipeline today: its function, at its version.
+
+        ``runner_version``: the runner's Resonate version (an older one: as a pipeline in flight started it).
+        """
         spec = PipelineSpec(
             **{
                 "id": f"p-{uuid.uuid4().hex[:12]}",
@@ -201,7 +212,7 @@ class Harness:
             }
         )
         # ``lifetime``: the root's own timeout, which the gateway sets (room for every step and gate).
-        resonate = self.resonate.options(version=names.RUN_PIPELINE_VERSION, timeout=lifetime)
+        resonate = self.resonate.options(version=runner_version, timeout=lifetime)
         handle = resonate.run(spec.id, names.RUN_PIPELINE, spec)
         return spec, handle
 

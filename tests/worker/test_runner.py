@@ -1,4 +1,4 @@
-"""Pipelines run by their code (run_pipeline version 2) on Resonate's in-process server."""
+"""Pipelines run by their code (run_pipeline versions 3 and 2) on Resonate's in-process server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from resonate.types import Value
 
-from pipeline_shared import ids, promise_tree
+from pipeline_shared import ids, names, promise_tree
+from pipeline_shared.callbacks import stored_settlement
 from pipeline_shared.models import (
     ApprovalDecision,
     ApprovalRecord,
@@ -21,7 +22,7 @@ from pipeline_shared.models import (
 )
 from pipeline_shared.promise_tree import PipelineTree
 from pipeline_worker.steps import now_ms
-from tests.support.pipeline_harness import CATALOGUE, Harness
+from tests.support.pipeline_harness import CATALOGUE, Harness, run_state
 
 ONBOARDING = "customer-onboarding"
 
@@ -93,6 +94,53 @@ async def test_a_standalone_job_runs_as_one_job_step_and_reads_as_today(harness:
         "succeeded",
         run,
     )
+
+
+@pytest.mark.parametrize(
+    ("runner_version", "watch_step"),
+    [(names.RUN_PIPELINE_VERSION, False), (names.RUN_PIPELINE_SEPARATE_WATCH_VERSION, True)],
+)
+async def test_a_job_step_schedules_its_first_check_in_its_trigger_at_version_3_and_apart_at_2(
+    runner_version: int, watch_step: bool
+) -> None:
+    harness = Harness(watchdog_interval=60)
+    try:
+        spec, handle = harness.start_code("csv-statistics", runner_version=runner_version, parameters={"source": ""})
+        await harness.wait_for_step_run(spec.id, "1")
+        base = promise_tree.step_base(spec.id, "1")
+        first_check = promise_tree.check_id(base, 1)
+        async with asyncio.timeout(5):
+            while await harness.promises_get(first_check) is None:
+                await asyncio.sleep(0.01)
+        # Version 2's children keep the order they were made in: the watch is its own step, P:1.3.
+        watch = await harness.promises_get(promise_tree.join_id(base, "3"))
+        assert (watch is not None) is watch_step
+        await harness.settle_id(spec.id, promise_tree.callback_promise_id(base), status="success", result={"n": 1})
+
+        outcome = await outcome_of(handle)
+
+        assert (outcome.state, outcome.result) == (PipelineState.SUCCEEDED, {"n": 1})
+        assert len(harness.jobs.runs_by_token) == 1
+    finally:
+        await harness.resonate.stop()
+
+
+async def test_the_watchdog_settles_a_job_step_whose_run_ended_without_calling_back() -> None:
+    harness = Harness(watchdog_interval=0.05)
+    try:
+        spec, handle = harness.start_code("nightly-refresh", parameters={"table": "sales"})
+        run = await harness.wait_for_step_run(spec.id, "1")
+        harness.jobs.states[run.run_id] = run_state("TERMINATED", "SUCCESS", "")
+        harness.jobs.outputs[run.run_id] = json.dumps({"rows": 5})
+
+        outcome = await outcome_of(handle)
+
+        assert (outcome.state, outcome.result) == (PipelineState.SUCCEEDED, {"rows": 5})
+        callback = promise_tree.callback_promise_id(promise_tree.step_base(spec.id, "1"))
+        settled = stored_settlement(await harness.resonate.promises.get(callback))
+        assert settled.stored is not None and settled.stored.source == "watchdog"
+    finally:
+        await harness.resonate.stop()
 
 
 async def test_a_wait_ends_before_the_pipeline_does_so_its_outcome_is_still_told(harness: Harness) -> None:

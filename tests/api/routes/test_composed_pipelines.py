@@ -102,22 +102,22 @@ async def composed(tmp_path: Path) -> AsyncIterator[Composed]:
 # ── starting ─────────────────────────────────────────────────────────────────
 
 
-async def test_a_pipeline_entry_starts_run_pipeline_at_version_2_with_its_own_version(composed: Composed) -> None:
+async def test_a_pipeline_entry_starts_run_pipeline_at_version_3_with_its_own_version(composed: Composed) -> None:
     answer = await composed.clients[OWNER].post("/pipelines", json={"job": "onboarding", "email": "o@example.com"})
     assert answer.status_code == 202, answer.text
     root = await composed.read(answer.json()["id"])
-    assert root.param.data["version"] == 2
+    assert root.param.data["version"] == 3
     spec = PipelineSpec.model_validate(root.param.data["args"][0])
     assert (spec.job, spec.version) == ("onboarding", 3)
     assert answer.json()["version"] == 3
 
 
-async def test_a_standalone_job_starts_as_its_one_job_pipeline_at_version_2(composed: Composed) -> None:
+async def test_a_standalone_job_starts_as_its_one_job_pipeline_at_version_3(composed: Composed) -> None:
     body = {"id": "standalone-1", "job": "word-frequencies", "email": "o@example.com", "parameters": {"text": "a"}}
     answer = await composed.clients[OWNER].post("/pipelines", json=body)
     assert answer.status_code == 202, answer.text
     root = await composed.read("standalone-1")
-    assert root.param.data["version"] == 2
+    assert root.param.data["version"] == 3
     assert PipelineSpec.model_validate(root.param.data["args"][0]).version == 1
     again = await composed.clients[OWNER].post("/pipelines", json=body)
     assert again.status_code == 200 and again.json()["id"] == "standalone-1"

@@ -20,9 +20,13 @@ NOTIFIER_GROUP: Final = "notifier"
 RUN_PIPELINE: Final = "run_pipeline"
 #: Its versions (Resonate keeps a task's version for its whole life): 1, the
 #: one-job workflow that pipelines started before pipelines were code finish
-#: on; 2, the runner of a pipeline's function (``PipelineSpec.version`` set).
+#: on; 2 and 3, the runner of a pipeline's function (``PipelineSpec.version``
+#: set). A job step at 3 schedules its run's first watchdog check in its
+#: trigger step rather than in a step of its own; pipelines started at 2 keep
+#: their children's order to the end.
 RUN_PIPELINE_ONE_JOB_VERSION: Final = 1
-RUN_PIPELINE_VERSION: Final = 2
+RUN_PIPELINE_SEPARATE_WATCH_VERSION: Final = 2
+RUN_PIPELINE_VERSION: Final = 3
 #: One link of the missed-callback watchdog chain, registered by the worker.
 WATCH_DATABRICKS_RUN: Final = "watch_databricks_run"
 #: A schedule's firing (pipeline_shared.schedules), registered by the worker: it

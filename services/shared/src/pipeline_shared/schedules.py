@@ -153,7 +153,7 @@ class ScheduledStart(BaseModel):
 async def start_firing(promises: Promises, firing_id: str, start: ScheduledStart) -> PromiseRecord:
     """Create the root of the pipeline the firing ``firing_id`` starts (idempotent); the root's record.
 
-    The root is what the gateway's start makes (``run_pipeline`` at version 2 on the worker's
+    The root is what the gateway's start makes (``run_pipeline`` at version 3 on the worker's
     group, its own origin), owned by ``schedule:NAME`` and created by the firing.
     """
     fired_at = firing_time(firing_id)

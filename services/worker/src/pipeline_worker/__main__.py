@@ -17,7 +17,7 @@ from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
 from . import metrics
 from .databricks import DatabricksConfig, DatabricksJobs
 from .registration import load_pipelines
-from .runner import run_pipeline
+from .runner import run_pipeline, run_pipeline_separate_watch
 from .settings import WorkerSettings
 from .steps import WorkerDeps
 from .watchdog import WATCH_RETRY, watch_databricks_run
@@ -58,6 +58,9 @@ async def main() -> None:
     metrics.export_from_zero(list(settings.catalogue.jobs))
     load_pipelines(settings.pipeline_modules, settings.catalogue)
     resonate.register(run_one_job_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
+    resonate.register(
+        run_pipeline_separate_watch, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_SEPARATE_WATCH_VERSION
+    )
     resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_VERSION)
     resonate.register(watch_databricks_run, name=names.WATCH_DATABRICKS_RUN, retry_policy=WATCH_RETRY)
     # A catalogue schedule's firing starts its pipeline here (the gateway keeps the schedules).

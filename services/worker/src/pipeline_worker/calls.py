@@ -26,6 +26,9 @@ class JobTarget:
     timeout_seconds: int
     #: The job as the start named it (None: a spec stored before the catalogue, the default job).
     catalogue_name: str | None = None
+    #: Whether the trigger step also schedules the run's first watchdog check (a job step of
+    #: runner version 3), rather than a step of its own after it (the versions before).
+    watch_from_trigger: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
     callback = ctx.promise(timeout=timedelta(seconds=target.timeout_seconds))
     promise_id = await callback.id()
 
-    trigger = await ctx.options(retry_policy=TRIGGER_RETRY).run(steps.trigger_databricks_run, target, promise_id)
+    trigger_step = trigger_and_watch if target.watch_from_trigger else steps.trigger_databricks_run
+    trigger = await ctx.options(retry_policy=TRIGGER_RETRY).run(trigger_step, target, promise_id)
     run = trigger.run
 
     settlement: Settlement | None
@@ -72,7 +73,7 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
         # a cancel got there first.
         settlement = await ctx.run(steps.settle_callback_promise, promise_id, _no_run(trigger))
     else:
-        if run is not None:
+        if run is not None and not target.watch_from_trigger:
             await ctx.run(watchdog.start_watching, _watch(deps, target, promise_id, run.run_id, 0))
         settlement = await _await_settlement(ctx, callback, promise_id)
 
@@ -172,6 +173,21 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
         ended_at=settlement.received_at if settlement else None,
         cancelled_by=settlement.by if settlement and settlement.source == "user" else None,
     )
+
+
+async def trigger_and_watch(ctx: Context, target: JobTarget, promise_id: str) -> TriggerOutcome:
+    """The trigger step of a job step at runner version 3: start the run, then schedule its first check.
+
+    One durable step where there were two (the trigger, then
+    :func:`.watchdog.start_watching` in its own): the callback promise the
+    trigger has just read gives the check its deadline. Run again after a
+    crash, both halves are idempotent (the run's token, the check's id).
+    """
+    deps = ctx.get_dependency(steps.WorkerDeps)
+    trigger, deadline = await steps.start_run(deps, target, promise_id)
+    if trigger.run is not None:
+        await watchdog.start_watching(ctx, _watch(deps, target, promise_id, trigger.run.run_id, 0), deadline)
+    return trigger
 
 
 def _no_run(trigger: TriggerOutcome) -> Settlement:

@@ -170,10 +170,14 @@ class Step[T]:
 class Pipeline:
     """One pipeline as its function sees it: its inputs, and the building blocks it awaits."""
 
-    def __init__(self, ctx: Context, spec: PipelineSpec, entry: PipelineEntry) -> None:
+    def __init__(
+        self, ctx: Context, spec: PipelineSpec, entry: PipelineEntry, *, watch_from_trigger: bool = True
+    ) -> None:
         self._ctx = ctx
         self._spec = spec
         self._entry = entry
+        #: How its job steps start watching their runs (see :attr:`.calls.JobTarget.watch_from_trigger`).
+        self._watch_from_trigger = watch_from_trigger
         #: The root's children made so far: a step's id is its position among them.
         self._made = 0
         self._steps: list[Step] = []
@@ -235,6 +239,7 @@ class Pipeline:
             email=self.recipient,
             timeout_seconds=self._left(self._spec.timeout_seconds),
             catalogue_name=job,
+            watch_from_trigger=self._watch_from_trigger,
         )
         future = self._ctx.options(timeout=_STEP_LIFETIME).run(job_step, target)
         return self._started(Step(self, number, StepKind.JOB, label, future, lambda run: _checked(run, check)))

@@ -1,4 +1,4 @@
-"""The runner of a pipeline's function: ``run_pipeline`` at Resonate version 2.
+"""The runner of a pipeline's function: ``run_pipeline`` at Resonate version 3 (and 2).
 
 The gateway starts every new pipeline here (``PipelineSpec.version`` set).
 The runner finds the function the catalogue entry names, at the version the
@@ -59,10 +59,23 @@ MAX_RESULT_BYTES = 256 * 1024
 
 
 async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
-    """Run the pipeline's function to its end, then email and record its outcome."""
+    """Run the pipeline's function to its end, then email and record its outcome (Resonate version 3)."""
+    return await _run(ctx, spec, watch_from_trigger=True)
+
+
+async def run_pipeline_separate_watch(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
+    """The same at Resonate version 2, which pipelines started on it replay to their end.
+
+    Its job steps schedule a run's first watchdog check in a step of their own,
+    after the trigger: the order their children were made in.
+    """
+    return await _run(ctx, spec, watch_from_trigger=False)
+
+
+async def _run(ctx: Context, spec: PipelineSpec, *, watch_from_trigger: bool) -> PipelineOutcome:
     deps = ctx.get_dependency(steps.WorkerDeps)
     entry = deps.catalogue.startable.get(spec.job or deps.catalogue.default)
-    p = Pipeline(ctx, spec, entry or _missing_entry(spec))
+    p = Pipeline(ctx, spec, entry or _missing_entry(spec), watch_from_trigger=watch_from_trigger)
     state, result, error = PipelineState.SUCCEEDED, None, None
     try:
         function = _function_of(entry, spec)
@@ -126,7 +139,7 @@ async def run_pipeline(ctx: Context, spec: PipelineSpec) -> PipelineOutcome:
 def _function_of(entry: PipelineEntry | None, spec: PipelineSpec):
     if entry is None:
         raise UnknownJob(str(spec.job), [])
-    assert spec.version is not None  # the gateway starts version 2 only with one
+    assert spec.version is not None  # the gateway starts versions 2 and 3 only with one
     function = registered(entry.function_name, spec.version)
     if function is None:
         known = ", ".join(map(str, versions_of(entry.function_name))) or "none"

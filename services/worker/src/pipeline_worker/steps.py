@@ -91,21 +91,27 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
     A job step's record (what it runs) is written first, so the gateway shows
     the step from the moment it starts.
     """
-    deps = ctx.get_dependency(WorkerDeps)
+    trigger, _ = await start_run(ctx.get_dependency(WorkerDeps), target, promise_id)
+    return trigger
+
+
+async def start_run(deps: WorkerDeps, target: JobTarget, promise_id: str) -> tuple[TriggerOutcome, int]:
+    """What :func:`trigger_databricks_run` does, and the callback promise's deadline (its ``timeout_at``)."""
     with pipeline_context(target.pipeline_id):
         if target.step is not None:
             cancelled = await _start_step(deps, target)
             if cancelled is not None:
                 logger.info("pipeline cancelled by %s before step %s started; no run", cancelled, target.step)
-                return TriggerOutcome(cancelled_by=cancelled)
-        known = stored_settlement(await deps.promises.get(promise_id))
+                return TriggerOutcome(cancelled_by=cancelled), 0
+        callback = await deps.promises.get(promise_id)
+        known = stored_settlement(callback)
         unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")
         if unwanted:
             logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
-            return TriggerOutcome()
+            return TriggerOutcome(), callback.timeout_at
         job = job_of(deps, target.catalogue_name)
         if (refused := refused_parameters(job, target.parameters)) is not None:
-            return TriggerOutcome(error=refused)
+            return TriggerOutcome(error=refused), callback.timeout_at
         parameters = job_parameters(deps, target, target.parameters, promise_id)
         token = ids.idempotency_token(deps.idempotency_namespace, target.base)
         await deps.hooks.checkpoint("before_run_now", target.base)
@@ -120,7 +126,7 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
                 raise
         except PermanentDatabricksError as exc:
             logger.warning("Databricks refused to start the job: %s", exc)
-            return TriggerOutcome(error=exc.error)
+            return TriggerOutcome(error=exc.error), callback.timeout_at
         except TransientDatabricksError as exc:
             logger.warning("Databricks unavailable, the step will be retried: %s", exc)
             raise
@@ -130,7 +136,7 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
             "Databricks run started",
             extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url, "step": target.step}},
         )
-        return TriggerOutcome(run=run, started_at=now_ms())
+        return TriggerOutcome(run=run, started_at=now_ms()), callback.timeout_at
 
 
 async def _start_step(deps: WorkerDeps, target: JobTarget) -> str | None:

@@ -49,42 +49,54 @@ logger = logging.getLogger(__name__)
 WATCH_RETRY = Exponential(delay=1, factor=2, max_delay=60, max_retries=20)
 
 
-async def start_watching(ctx: Context, watch: WatchRequest) -> bool:
+async def start_watching(ctx: Context, watch: WatchRequest, deadline: int | None = None) -> bool:
     """Index the run for notifications when its job sends them, then schedule the first check.
 
     The watch is stamped with the time it starts (this step runs once), from
-    which an overdue pipeline is told.
+    which an overdue pipeline is told. ``deadline``, when the caller has just
+    read the callback promise pending, is its ``timeout_at`` (then it is not
+    read again; a check scheduled as a callback lands finds it settled).
     """
     deps = ctx.get_dependency(WorkerDeps)
     watch = watch.model_copy(update={"started_at": watch.started_at or now_ms()})
-    if job_of(deps, watch.job).completion is Completion.NOTIFICATION:
+    if deadline is None:
         callback = await deps.promises.get(watch.promise_id)
+        if callback.state != "pending":
+            return False
+        deadline = callback.timeout_at
+    if job_of(deps, watch.job).completion is Completion.NOTIFICATION:
         # Pending until the pipeline stops waiting; its param is the check a
         # notification prompts. Creating it again returns it unchanged.
         hint = watch.model_copy(update={"hint": True, "check": 1})
         await deps.promises.create(
             promise_tree.run_index_id(watch.run_id, watch.attempt),
-            timeout_at=callback.timeout_at,
+            timeout_at=deadline,
             param=Value(data=hint.model_dump(mode="json")),
             tags={"resonate:origin": watch.pipeline_id},
         )
-    return await schedule_watchdog_check(ctx, watch)
+    return await schedule_watchdog_check(ctx, watch, deadline)
 
 
-async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
+async def schedule_watchdog_check(ctx: Context, watch: WatchRequest, deadline: int | None = None) -> bool:
     """Arrange for ``watch`` to run ``watch.interval_seconds`` from now; False if pointless.
 
     The check is an invocation of the watchdog function whose dispatch the
     Resonate server holds back until it is due (``resonate:delay``): nothing
     runs, sleeps or holds a lease meanwhile. Its id is derived from the
     pipeline and the check number, so scheduling it again changes nothing.
+    ``deadline`` is the callback promise's ``timeout_at`` when the caller has
+    just read it pending; otherwise it is read here.
     """
     deps = ctx.get_dependency(WorkerDeps)
-    callback = await deps.promises.get(watch.promise_id)
+    if deadline is None:
+        callback = await deps.promises.get(watch.promise_id)
+        if callback.state != "pending":
+            return False
+        deadline = callback.timeout_at
     due = now_ms() + int(watch.interval_seconds * 1000)
-    if callback.state != "pending" or due >= callback.timeout_at:
-        # Settled already, or the promise times out before the check would
-        # run: the timeout handles that pipeline.
+    if due >= deadline:
+        # The promise times out before the check would run: the timeout
+        # handles that pipeline.
         return False
     await dispatch(
         deps.promises,
@@ -94,7 +106,7 @@ async def schedule_watchdog_check(ctx: Context, watch: WatchRequest) -> bool:
         group=names.WORKER_GROUP,
         origin=watch.pipeline_id,
         # A check that could not run before the pipeline stopped waiting is moot.
-        timeout_at=callback.timeout_at,
+        timeout_at=deadline,
         not_before=due,
     )
     return True

@@ -6,7 +6,7 @@ task's version for its whole life, so a pipeline started on it replays this
 function, and only this one, after any redeploy: its children must keep the
 ids they were created with (``P:1`` the callback, ``P:2`` the trigger, ...),
 which :func:`.job_runs.run_job` creates in the same order as ever. New
-pipelines run their function through :mod:`.runner` (version 2).
+pipelines run their function through :mod:`.runner` (versions 2 and 3).
 """
 
 from __future__ import annotations
