@@ -55,6 +55,8 @@ REQUEST_FUNCTION = "resonate_rpc"
 DRAIN_FUNCTIONS = ("dequeue_execute", "dequeue_unblock")
 #: The step of onboarding's approval gate (after ingest, score and report).
 GATE_STEP = "4"
+#: The gauge of the blocks a service's live Python objects hold (pipeline_shared.ops.PythonObjects).
+PYTHON_BLOCKS = "python_allocated_blocks"
 
 
 #: Every shape figure 8 measures, in the order of its first repeat.
@@ -405,9 +407,14 @@ async def _call_back(bench: Bench, callbacks: list) -> None:
 
 async def _weigh(bench: Bench, counts: dict[str, int]) -> dict[str, Any]:
     footprint = await bench.resonate.footprint()
+    scrapes = {"worker": bench.worker_metrics, "notifier": bench.notifier_metrics}
     return {
         "waiting": dict(counts),
         "memory_bytes": bench.sample().memory_bytes,
+        # What the services' live Python objects hold (resident memory also keeps what was freed).
+        "python_blocks": {
+            service: (await metrics.scrape()).get(PYTHON_BLOCKS, 0.0) for service, metrics in scrapes.items()
+        },
         "rows": footprint.rows,
         "bytes": footprint.bytes,
         "database_bytes": footprint.database_bytes,
@@ -423,7 +430,10 @@ def fit_per_shape(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     shapes = list(samples[0]["waiting"])
     design = np.array([[1.0, *(float(s["waiting"][k]) for k in shapes)] for s in samples])
     if len(samples) < len(shapes) + 2 or np.linalg.matrix_rank(design) < len(shapes) + 1:
-        return {k: {"memory_bytes": None, "rows": None, "bytes": None, "database_bytes": None} for k in shapes}
+        return {
+            k: {"memory_bytes": None, "python_blocks": None, "rows": None, "bytes": None, "database_bytes": None}
+            for k in shapes
+        }
 
     def coefficients(values: list[float]) -> dict[str, float]:
         solution, *_ = np.linalg.lstsq(design, np.array(values, dtype=float), rcond=None)
@@ -432,6 +442,7 @@ def fit_per_shape(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     by_measure: dict[str, dict[str, dict[str, float]]] = {}
     for measure, names in (
         ("memory_bytes", list(samples[0]["memory_bytes"])),
+        ("python_blocks", list(samples[0].get("python_blocks", {}))),
         ("rows", list(RESONATE_TABLES)),
         ("bytes", list(RESONATE_TABLES)),
     ):
@@ -440,6 +451,7 @@ def fit_per_shape(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {
         k: {
             "memory_bytes": {name: per[k] for name, per in by_measure["memory_bytes"].items()},
+            "python_blocks": {name: per[k] for name, per in by_measure["python_blocks"].items()},
             "rows": {name: per[k] for name, per in by_measure["rows"].items()},
             "bytes": {name: per[k] for name, per in by_measure["bytes"].items()},
             "database_bytes": database[k],

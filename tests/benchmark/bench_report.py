@@ -45,6 +45,8 @@ CODE_SHAPES = {
 }
 #: Figure 9's shapes.
 WAITING_SHAPES = {"one_job": "one-job (run by its code)", "onboarding": "onboarding"}
+#: Live Python objects a waiting pipeline may leave in the worker, in allocated blocks: below one, it left none.
+HELD_NOTHING_BLOCKS = 1.0
 
 #: How the report names a container where its compose service name says too little.
 SERVICE_LABELS = {"resonate": "Resonate (Postgres)"}
@@ -265,6 +267,7 @@ def code_waiting_figures(raw: dict[str, Any]) -> dict[str, Any]:
             "waiting": reached.get(shape, 0),
             "memory_kib": {s: v / 1024 for s, v in fit["memory_bytes"].items()},
             "own_memory_kib": sum(fit["memory_bytes"].get(s, 0.0) for s in OWN_SERVICES) / 1024,
+            "python_blocks": fit.get("python_blocks") or {},
             "rows": fit["rows"],
             "table_kib": {t: v / 1024 for t, v in fit["bytes"].items()},
             "database_kib": fit["database_bytes"] / 1024,
@@ -324,6 +327,17 @@ def _code_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
             " KiB",
             "one-job's",
         )
+        for key, shape in (("one_job", single), ("onboarding", composed)):
+            blocks = shape.get("python_blocks", {}).get("worker")
+            if blocks is not None:
+                # A pipeline kept in the worker would be hundreds of objects: under one block each is none.
+                compare(
+                    f"{WAITING_SHAPES[key]} waiting: worker's live Python objects per pipeline",
+                    blocks,
+                    HELD_NOTHING_BLOCKS,
+                    " blocks",
+                    "nothing held",
+                )
     return found
 
 
@@ -694,6 +708,13 @@ def _waiting_code_lines(figures: dict[str, Any]) -> list[str]:
     ]
     for service in OWN_SERVICES:
         lines.append(row(f"memory {label(service)} (KiB)", lambda f, s=service: _fmt(f["memory_kib"].get(s), 2)))
+    for service in ("worker", "notifier"):
+        lines.append(
+            row(
+                f"live Python objects, {label(service)} (allocated blocks)",
+                lambda f, s=service: _fmt(f.get("python_blocks", {}).get(s), 2),
+            )
+        )
     for table in RESONATE_TABLE_ORDER:
         lines.append(
             row(

@@ -102,10 +102,11 @@ def test_requests_are_counted_between_readings_less_the_idle_rate() -> None:
     assert per == {"promise_create": 5.0, "promise_get": 0.0, "resonate_rpc": 20.0, "task_acquire": 2.0}
 
 
-def _sample(one_job: int, onboarding: int, worker: float, promises: float) -> dict:
+def _sample(one_job: int, onboarding: int, worker: float, promises: float, blocks: float = 5000.0) -> dict:
     return {
         "waiting": {"one_job": one_job, "onboarding": onboarding},
         "memory_bytes": {"api": 1000.0, "worker": worker},
+        "python_blocks": {"worker": blocks},
         "rows": dict.fromkeys(RESONATE_TABLES, 0) | {"promises": promises},
         "bytes": dict.fromkeys(RESONATE_TABLES, 0),
         "database_bytes": 8000 + promises * 100,
@@ -115,8 +116,10 @@ def _sample(one_job: int, onboarding: int, worker: float, promises: float) -> di
 def test_what_one_more_waiting_pipeline_holds_is_separated_by_shape() -> None:
     # worker: 50 bytes per one-job, 20 per onboarding; promises: 5 and 14 rows.
     counts = [(0, 0), (250, 0), (250, 250), (500, 250), (500, 500)]
-    samples = [_sample(a, b, 10_000 + 50 * a + 20 * b, 5 * a + 14 * b) for a, b in counts]
+    samples = [_sample(a, b, 10_000 + 50 * a + 20 * b, 5 * a + 14 * b, 5000 + 3 * b) for a, b in counts]
     fit = fit_per_shape(samples)
+    assert fit["one_job"]["python_blocks"]["worker"] == pytest.approx(0, abs=1e-9)
+    assert fit["onboarding"]["python_blocks"]["worker"] == pytest.approx(3)
     assert fit["one_job"]["memory_bytes"]["worker"] == pytest.approx(50)
     assert fit["onboarding"]["memory_bytes"]["worker"] == pytest.approx(20)
     assert fit["onboarding"]["memory_bytes"]["api"] == pytest.approx(0, abs=1e-9)

@@ -74,12 +74,15 @@ def _weighing(one_job: int, onboarding: int) -> dict[str, Any]:
     return {"waiting": {"one_job": one_job, "onboarding": onboarding}}
 
 
-def _code_waiting(worker_one_job: float, worker_onboarding: float) -> dict[str, Any]:
+def _code_waiting(
+    worker_one_job: float, worker_onboarding: float, blocks_one_job: float = 0.1, blocks_onboarding: float = -0.2
+) -> dict[str, Any]:
     tables = ("promises", "tasks", "callbacks", "listeners", "task_resumes", "outbox", "schedules")
 
-    def fit(worker: float, promises: float) -> dict[str, Any]:
+    def fit(worker: float, promises: float, blocks: float) -> dict[str, Any]:
         return {
             "memory_bytes": {"api": 0.0, "worker": worker * 1024, "notifier": 0.0, "resonate": 4096.0},
+            "python_blocks": {"worker": blocks, "notifier": 0.0},
             "rows": dict.fromkeys(tables, 0.0) | {"promises": promises},
             "bytes": dict.fromkeys(tables, 0.0) | {"promises": promises * 700},
             "database_bytes": promises * 800,
@@ -87,7 +90,10 @@ def _code_waiting(worker_one_job: float, worker_onboarding: float) -> dict[str, 
 
     return {
         "samples": [_weighing(0, 0), _weighing(1000, 1000)],
-        "fit": {"one_job": fit(worker_one_job, 7.0), "onboarding": fit(worker_onboarding, 21.5)},
+        "fit": {
+            "one_job": fit(worker_one_job, 7.0, blocks_one_job),
+            "onboarding": fit(worker_onboarding, 21.5, blocks_onboarding),
+        },
         "memory_measure": {"worker": "pss"},
     }
 
@@ -123,6 +129,17 @@ def test_the_guarantees_are_met_when_code_costs_no_more_than_the_one_job_workflo
     assert verdicts["(c) Resonate requests per job, start to end"] is True  # 19 against 27
     assert verdicts["(c) CPU per job, start to end (own services)"] is True  # 13 ms against 20 ms
     assert verdicts["onboarding waiting: worker memory per pipeline"] is True
+    assert verdicts["onboarding waiting: worker's live Python objects per pipeline"] is True
+    assert verdicts["one-job (run by its code) waiting: worker's live Python objects per pipeline"] is True
+
+
+def test_a_waiting_pipeline_that_leaves_objects_in_the_worker_misses_nothing_held() -> None:
+    raw = {"code_paths": _code_paths(17.0, 45.0), "code_waiting": _code_waiting(0.7, 0.6, 0.2, 350.0)}
+    verdicts = _verdicts(raw)
+    assert verdicts["onboarding waiting: worker's live Python objects per pipeline"] is False
+    assert verdicts["one-job (run by its code) waiting: worker's live Python objects per pipeline"] is True
+    summary = summary_markdown(_result(raw))
+    assert "| live Python objects, worker (allocated blocks) | 0.20 | 350.00 |" in summary
 
 
 def test_a_guarantee_missed_is_said_with_its_figures() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import pathlib
 from typing import Any
 
 import pytest
+from resonate.context import Context
 from resonate.types import Value
 
+import pipeline_worker
 from pipeline_shared import ids, names, promise_tree
 from pipeline_shared.callbacks import stored_settlement
 from pipeline_shared.models import (
@@ -21,6 +25,7 @@ from pipeline_shared.models import (
     StepState,
 )
 from pipeline_shared.promise_tree import PipelineTree
+from pipeline_worker.pipelines import Pipeline, Step
 from pipeline_worker.steps import now_ms
 from tests.support.pipeline_harness import CATALOGUE, Harness, run_state
 
@@ -243,6 +248,54 @@ async def test_a_high_score_waits_for_approval_holding_nothing_then_carries_on(h
         ("email", "sent"),
     ]
     assert steps[3].decision.comment == "known customer"
+
+
+def held_by_the_worker() -> dict[str, int]:
+    """What of a running pipeline is alive in this process: its handle, its steps, its contexts, coroutines, tasks."""
+    gc.collect()
+    ours = str(pathlib.Path(pipeline_worker.__file__).parent)
+    counts = {"pipelines": 0, "steps": 0, "contexts": 0, "coroutines": 0}
+    for obj in gc.get_objects():
+        if isinstance(obj, Pipeline):
+            counts["pipelines"] += 1
+        elif isinstance(obj, Step):
+            counts["steps"] += 1
+        elif isinstance(obj, Context):
+            counts["contexts"] += 1
+        elif asyncio.iscoroutine(obj) and getattr(obj, "cr_code", None) and obj.cr_code.co_filename.startswith(ours):
+            counts["coroutines"] += 1
+    counts["tasks"] = len(asyncio.all_tasks())
+    return counts
+
+
+async def test_a_waiting_pipeline_holds_nothing_in_the_worker_whatever_it_waits_on(harness: Harness) -> None:
+    """Suspended on a run, on the pair's runs or at a gate, a pipeline leaves no object of its own in the worker."""
+    await asyncio.sleep(0.2)
+    before = held_by_the_worker()
+    started = []
+    for n in range(10):
+        one_job, _ = harness.start_code("csv-statistics", parameters={"source": ""})
+        await harness.wait_for_step_run(one_job.id, "1")
+        at_pair, _ = await start_onboarding(harness)
+        await finish_step(harness, at_pair.id, "1", {"table": table(n), "rows": 5})
+        await harness.wait_for_step_run(at_pair.id, "3")
+        at_gate, _ = await start_onboarding(harness, threshold="0")
+        for step, result in [("1", {"table": table(n), "rows": 5}), ("2", {"score": 1}), ("3", {"report": {}})]:
+            await finish_step(harness, at_gate.id, step, result)
+        await open_gate(harness, at_gate.id, "4")
+        started += [one_job, at_pair, at_gate]
+    async with asyncio.timeout(5):
+        while not any(n.kind == "approval_request" and n.pipeline_id == at_gate.id for n in harness.notifications):
+            await asyncio.sleep(0.01)
+
+    # Each suspends once its last step before the wait is recorded; then nothing of it stays.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (held := held_by_the_worker()) != before and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+
+    assert held == before
+    # ... and every one of them still waits.
+    assert {(await harness.promises_get(spec.id)).state for spec in started} == {"pending"}
 
 
 async def test_a_rejection_ends_the_pipeline_failed_and_sends_no_summary(harness: Harness) -> None:

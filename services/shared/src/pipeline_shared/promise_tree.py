@@ -613,6 +613,11 @@ class PipelineTree:
 
     def steps(self) -> list[StepSummary]:
         """Each step of a pipeline run by its code, in order; empty for a one-job workflow's."""
+        return list(self._steps)
+
+    @cached_property
+    def _steps(self) -> tuple[StepSummary, ...]:
+        """:meth:`steps`, read once: the status document, the index and :meth:`composed_state` each ask."""
         summaries = [self._job_summary(job) for job in self.job_steps.values()]
         summaries += [_gate_summary(gate) for gate in self.gates.values()]
         for promise in self.promises.values():
@@ -620,7 +625,7 @@ class PipelineTree:
             email = self._child(promise) if step is not None and promise.id == self.base(step) else None
             if isinstance(email, EmailStep) and email.notification.kind == "step":
                 summaries.append(_email_summary(step, email))
-        return sorted(summaries, key=lambda summary: int(summary.id))
+        return tuple(sorted(summaries, key=lambda summary: int(summary.id)))
 
     def _job_summary(self, job: JobStep) -> StepSummary:
         record = job.record

@@ -8,6 +8,7 @@ reference from the client; both are only compared here, never put in an id.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pipeline_shared.errors import GateAmbiguous, GateNotOpen, NotAwaitingRepair, StepAmbiguous
 from pipeline_shared.promise_tree import Gate, PipelineTree
@@ -29,53 +30,61 @@ def chosen_gate(tree: PipelineTree, gate: str | None) -> Gate:
     the caller's to check (after the caller's scopes, which say whether it
     may know).
     """
-    pipeline_id = tree.id
-    if gate is None:
-        open_gates = tree.open_gates()
-        if not open_gates:
-            raise GateNotOpen(f"pipeline {pipeline_id!r} is not awaiting approval: no gate of it is open")
-        if len(open_gates) > 1:
-            raise GateAmbiguous(
-                f"pipeline {pipeline_id!r} has {len(open_gates)} gates open "
-                f'({", ".join(repr(g.record.name) for g in open_gates)}); name one in "gate"'
-            )
-        return open_gates[0]
-    found = referenced({step: g.record.name for step, g in tree.gates.items()}, gate)
-    if not found:
-        raise GateNotOpen(f"pipeline {pipeline_id!r} has no approval gate {gate!r}")
-    if len(found) > 1:
-        still_open = [step for step in found if tree.gates[step] in tree.open_gates()]
-        if len(still_open) > 1:
-            raise GateAmbiguous(
-                f"pipeline {pipeline_id!r} has several open gates named {gate!r}; name one by its step id "
-                f"({', '.join(still_open)})"
-            )
-        found = still_open or found[-1:]
-    return tree.gates[found[0]]
+    names = {step: g.record.name for step, g in tree.gates.items()}
+    open_now = [step for step, g in tree.gates.items() if g in tree.open_gates()]
+    return tree.gates[_chosen(tree.id, names, open_now, gate, _GATES)]
 
 
 def chosen_repair(tree: PipelineTree, step: str | None) -> str:
     """The job step a repair or abandon is about: the one named, or the only one awaiting repair."""
-    pipeline_id = tree.id
-    waiting = tree.awaiting_repair()
-    if step is None:
-        if not waiting:
-            raise NotAwaitingRepair(f"pipeline {pipeline_id!r} is not awaiting repair: no job step of it is")
-        if len(waiting) > 1:
-            raise StepAmbiguous(
-                f"pipeline {pipeline_id!r} has {len(waiting)} job steps awaiting repair "
-                f'({", ".join(repr(tree.job_steps[s].record.name) for s in waiting)}); name one in "step"'
+    names = {s: job.record.name for s, job in tree.job_steps.items()}
+    return _chosen(tree.id, names, tree.awaiting_repair(), step, _REPAIRS)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What is being chosen, in the words of its errors."""
+
+    #: What the steps are, and what the request's field naming one is called.
+    noun: str
+    field: str
+    #: What the steps that may be chosen are doing, and the pipeline when one is.
+    doing: str
+    pipeline_doing: str
+    #: Whether a step named that is not doing it is refused here (else the caller says why).
+    only_those_doing_it: bool
+    none: type[Exception]
+    ambiguous: type[Exception]
+
+
+_GATES = _Choice("approval gate", "gate", "open", "awaiting approval", False, GateNotOpen, GateAmbiguous)
+_REPAIRS = _Choice("job step", "step", "awaiting repair", "awaiting repair", True, NotAwaitingRepair, StepAmbiguous)
+
+
+def _chosen(pipeline_id: str, names: Mapping[str, str], doing: list[str], reference: str | None, of: _Choice) -> str:
+    """The one rule of both: the step ``reference`` names (by id, else by name), or the only one ``doing``.
+
+    ``names`` maps each step of the kind to its name; ``doing`` lists, in
+    order, those that may be chosen now.
+    """
+    if reference is None:
+        if not doing:
+            raise of.none(f"pipeline {pipeline_id!r} is not {of.pipeline_doing}: no {of.noun} of it is {of.doing}")
+        if len(doing) > 1:
+            raise of.ambiguous(
+                f"pipeline {pipeline_id!r} has {len(doing)} {of.noun}s {of.doing} "
+                f'({", ".join(repr(names[step]) for step in doing)}); name one in "{of.field}"'
             )
-        return waiting[0]
-    found = referenced({s: job.record.name for s, job in tree.job_steps.items()}, step)
+        return doing[0]
+    found = referenced(names, reference)
     if not found:
-        raise NotAwaitingRepair(f"pipeline {pipeline_id!r} has no job step {step!r}")
-    found = [s for s in found if s in waiting]
-    if not found:
-        raise NotAwaitingRepair(f"job step {step!r} of pipeline {pipeline_id!r} is not awaiting repair")
-    if len(found) > 1:
-        raise StepAmbiguous(
-            f"pipeline {pipeline_id!r} has several job steps named {step!r} awaiting repair; name one by its "
-            f"step id ({', '.join(found)})"
+        raise of.none(f"pipeline {pipeline_id!r} has no {of.noun} {reference!r}")
+    live = [step for step in found if step in doing]
+    if not live and of.only_those_doing_it:
+        raise of.none(f"{of.noun} {reference!r} of pipeline {pipeline_id!r} is not {of.doing}")
+    if len(live) > 1:
+        raise of.ambiguous(
+            f"pipeline {pipeline_id!r} has several {of.noun}s named {reference!r} {of.doing}; name one by its "
+            f"step id ({', '.join(live)})"
         )
-    return found[0]
+    return (live or found[-1:])[0]
