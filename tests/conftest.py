@@ -27,9 +27,26 @@ def mail(stack: Stack) -> MailSink:  # noqa: F811
     return MailSink(stack.mailsink_url)
 
 
+#: Fixtures whose tests share one thing a session starts (a compose stack, a resonate-pg container):
+#: under pytest-xdist, each set runs on one worker, in the order below, beside the others.
+SHARED_BY_FIXTURE = {"stack": "compose-stack", "resonate_pg": "resonate-pg-container"}
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
+    """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath.
+
+    Tests sharing what a session starts are grouped (``xdist_group``), so
+    ``--dist loadgroup`` gives each group to one worker, in this order, and
+    spreads the independent tests over the others (xdist hands out the
+    largest group first: the stack's tests start at once).
+    """
     items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        group = next((name for fixture, name in SHARED_BY_FIXTURE.items() if fixture in fixtures), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _after_faults(item: pytest.Item) -> bool:
