@@ -373,6 +373,13 @@ class Metrics:
                 samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return samples
 
+    async def live_blocks(self) -> int:
+        """The blocks the service's live objects hold, after a full collection (its test hooks' heap route)."""
+        async with self.http.get("/test-hooks/heap") as response:
+            if response.status != 200:
+                raise ServiceError(f"GET /test-hooks/heap: {response.status} (is WORKER_TEST_HOOKS on?)")
+            return int((await response.json())["allocated_blocks"])
+
     async def close(self) -> None:
         await self.http.close()
 

@@ -55,8 +55,6 @@ REQUEST_FUNCTION = "resonate_rpc"
 DRAIN_FUNCTIONS = ("dequeue_execute", "dequeue_unblock")
 #: The step of onboarding's approval gate (after ingest, score and report).
 GATE_STEP = "4"
-#: The gauge of the blocks a service's live Python objects hold (pipeline_shared.ops.PythonObjects).
-PYTHON_BLOCKS = "python_allocated_blocks"
 
 
 #: Every shape figure 8 measures, in the order of its first repeat.
@@ -412,9 +410,7 @@ async def _weigh(bench: Bench, counts: dict[str, int]) -> dict[str, Any]:
         "waiting": dict(counts),
         "memory_bytes": bench.sample().memory_bytes,
         # What the services' live Python objects hold (resident memory also keeps what was freed).
-        "python_blocks": {
-            service: (await metrics.scrape()).get(PYTHON_BLOCKS, 0.0) for service, metrics in scrapes.items()
-        },
+        "python_blocks": {service: float(await ops.live_blocks()) for service, ops in scrapes.items()},
         "rows": footprint.rows,
         "bytes": footprint.bytes,
         "database_bytes": footprint.database_bytes,

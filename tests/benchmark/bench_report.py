@@ -711,7 +711,7 @@ def _waiting_code_lines(figures: dict[str, Any]) -> list[str]:
     for service in ("worker", "notifier"):
         lines.append(
             row(
-                f"live Python objects, {label(service)} (allocated blocks)",
+                f"live Python objects after a full collection, {label(service)} (allocated blocks)",
                 lambda f, s=service: _fmt(f.get("python_blocks", {}).get(s), 2),
             )
         )

@@ -139,7 +139,7 @@ def test_a_waiting_pipeline_that_leaves_objects_in_the_worker_misses_nothing_hel
     assert verdicts["onboarding waiting: worker's live Python objects per pipeline"] is False
     assert verdicts["one-job (run by its code) waiting: worker's live Python objects per pipeline"] is True
     summary = summary_markdown(_result(raw))
-    assert "| live Python objects, worker (allocated blocks) | 0.20 | 350.00 |" in summary
+    assert "| live Python objects after a full collection, worker (allocated blocks) | 0.20 | 350.00 |" in summary
 
 
 def test_a_guarantee_missed_is_said_with_its_figures() -> None:

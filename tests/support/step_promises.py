@@ -67,7 +67,12 @@ class ComposedPipeline:
         return await self._create(promise_id, {}, timeout_ms, **{promise_tree.EXTERNAL_TAG: "true"})
 
     async def root(self) -> PromiseRecord:
-        task = TaskData(func=names.RUN_PIPELINE, args=(self.spec.model_dump(mode="json"),), kwargs={}, version=names.RUN_PIPELINE_VERSION)
+        task = TaskData(
+            func=names.RUN_PIPELINE,
+            args=(self.spec.model_dump(mode="json"),),
+            kwargs={},
+            version=names.RUN_PIPELINE_VERSION,
+        )
         return await self.promises.create(
             self.id,
             timeout_at=now_ms() + HOUR_MS,

@@ -21,7 +21,6 @@ from prometheus_client import make_asgi_app
 from starlette.requests import ClientDisconnect
 
 from pipeline_shared import names
-from pipeline_shared.ops import count_python_objects
 from pipeline_shared.resonate_client import ResonateLink, connect
 
 from . import metrics
@@ -84,7 +83,6 @@ def create_app(
         metrics.PIPELINES_STARTED.labels(job=job)
     for decision in ("approve", "reject"):
         metrics.APPROVALS.labels(decision=decision)
-    count_python_objects()
     app.mount("/metrics", make_asgi_app())
     app.add_middleware(BodyLimit, limit_for=body_limit(settings))
     for error, handler in ERROR_HANDLERS.items():

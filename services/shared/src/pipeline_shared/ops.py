@@ -13,13 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
-from prometheus_client import REGISTRY, make_asgi_app
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -33,35 +30,7 @@ logger = logging.getLogger(__name__)
 Readiness = Callable[[], Awaitable[str | None]]
 
 
-class PythonObjects(Collector):
-    """``python_allocated_blocks``: the memory blocks the interpreter's live objects hold now.
-
-    The process's resident memory keeps what its allocators once took, so it
-    grows with the work done as well as with what is kept; this gauge falls
-    again when objects are freed. A service that holds nothing for a waiting
-    pipeline keeps it flat however many wait (the benchmark's figure 9).
-    """
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(
-            "python_allocated_blocks",
-            "Memory blocks the interpreter has allocated now (sys.getallocatedblocks): its live objects, "
-            "which resident memory cannot tell from what the allocator keeps after they are freed.",
-            value=sys.getallocatedblocks(),
-        )
-
-
-_PYTHON_OBJECTS = PythonObjects()
-
-
-def count_python_objects() -> None:
-    """Export :class:`PythonObjects` from the default registry (once, however often this is called)."""
-    with contextlib.suppress(ValueError):  # already registered
-        REGISTRY.register(_PYTHON_OBJECTS)
-
-
 def ops_app(service: str, readiness: Readiness, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    count_python_objects()
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "service": service})

@@ -11,6 +11,9 @@ worker's and the notifier's ops servers gain:
   that line would.
 - ``GET /test-hooks``: which pipelines are stopped at which point, so the test
   kills the container only once all of them are there.
+- ``GET /test-hooks/heap``: the memory blocks the process's live objects hold,
+  after a full garbage collection (the benchmark's figure 9: what a waiting
+  pipeline leaves in the worker).
 
 A point named ``fail_...`` raises :class:`InjectedFault` for the armed
 pipelines instead of stopping them: an unexpected error at that line, which
@@ -23,7 +26,9 @@ starts unarmed and runs through every point, which is the recovery under test.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import sys
 from collections import defaultdict
 
 from starlette.requests import Request
@@ -94,4 +99,15 @@ class TestHooks:
         async def state(_: Request) -> JSONResponse:
             return JSONResponse({point: sorted(self._stopped[point]) for point in self.points})
 
-        return [Route("/test-hooks/{point}", arm, methods=["PUT"]), Route("/test-hooks", state)]
+        async def heap(_: Request) -> JSONResponse:
+            # Resident memory keeps what the allocator took for work already done, and
+            # garbage in reference cycles waits for the collector: after a full collection,
+            # the blocks still allocated are what the process's live objects hold.
+            gc.collect()
+            return JSONResponse({"allocated_blocks": sys.getallocatedblocks()})
+
+        return [
+            Route("/test-hooks/heap", heap, methods=["GET"]),
+            Route("/test-hooks/{point}", arm, methods=["PUT"]),
+            Route("/test-hooks", state),
+        ]
