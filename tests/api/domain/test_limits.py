@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,6 +74,19 @@ def test_an_unreadable_principal_limit_stops_the_gateway_naming_the_variable(ent
 def test_outside_development_recipient_domains_are_required() -> None:
     with pytest.raises(ValidationError, match=r"RECIPIENT_DOMAINS is required for ENVIRONMENT=production"):
         settings(ENVIRONMENT="production", API_KEYS_FILE=None, OIDC_ISSUER="https://id.example", OIDC_AUDIENCE="a")
+
+
+def test_a_schedule_emailing_a_domain_the_gateway_may_not_email_stops_it_naming_the_pipeline(tmp_path: Path) -> None:
+    scheduled = tmp_path / "catalogue.toml"
+    scheduled.write_text(
+        CATALOGUE_FILE.read_text(encoding="utf-8")
+        + '\n[pipelines.customer-onboarding.schedule]\ncron = "30 2 * * *"\nemail = "ops@example.com"\n',
+        encoding="utf-8",
+    )
+    refusal = r"the schedule of pipeline 'customer-onboarding': the domain 'example.com' is not one this gateway"
+    with pytest.raises(ValidationError, match=refusal):
+        settings(JOB_CATALOGUE_FILE=scheduled, RECIPIENT_DOMAINS="example.org")
+    assert settings(JOB_CATALOGUE_FILE=scheduled, RECIPIENT_DOMAINS="example.org,example.com").catalogue
 
 
 @pytest.mark.parametrize("entry", ["user@example.com", "*.example.com", "."])

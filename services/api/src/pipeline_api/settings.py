@@ -214,9 +214,13 @@ class GatewaySettings(CatalogueSettings):
     def _limits_are_readable(self) -> Self:
         try:
             StartLimits.from_settings(self)
-            RecipientDomains.from_settings(self)
+            domains = RecipientDomains.from_settings(self)
         except InvalidLimit as exc:
             raise ValueError(str(exc)) from None
+        # A schedule's firings email its address as a start's would: the same rule, checked once, here.
+        for entry in self.catalogue.startable.values():
+            if entry.schedule is not None and (refused := domains.refusal(str(entry.schedule.email))) is not None:
+                raise ValueError(f"JOB_CATALOGUE_FILE: the schedule of pipeline {entry.name!r}: {refused}")
         return self
 
     @property
