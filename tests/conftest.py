@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.browser import browser, open_page, page, screenshots  # noqa: F401  (browser tests)
@@ -27,26 +29,49 @@ def mail(stack: Stack) -> MailSink:  # noqa: F811
     return MailSink(stack.mailsink_url)
 
 
-#: Fixtures whose tests share one thing a session starts (a compose stack, a resonate-pg container):
-#: under pytest-xdist, each set runs on one worker, in the order below, beside the others.
-SHARED_BY_FIXTURE = {"stack": "compose-stack", "resonate_pg": "resonate-pg-container"}
+#: Tests that share one thing a session starts, by the fixture that starts it, and the files that
+#: use it: under pytest-xdist each group runs on one worker, in collection order (the fault tests
+#: last), beside the other workers. Listed by file because xdist's scheduler sees only test ids;
+#: a test using the fixture from a file not listed here stops the run, naming it.
+SHARED = {
+    "stack": ("compose-stack", ("tests/integration/", "tests/faults/", "tests/client/test_against_stack.py")),
+    "resonate_pg": (
+        "resonate-pg-container",
+        ("tests/api/index/", "tests/api/domain/test_snapshots.py", "tests/api/test_schedules.py"),
+    ),
+}
 
 
-@pytest.hookimpl(tryfirst=True)
+def shared_group(nodeid: str) -> str | None:
+    """The group a test id belongs to, by its file; None for a test that shares nothing."""
+    return next((group for group, files in SHARED.values() if nodeid.startswith(files)), None)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath.
-
-    Tests sharing what a session starts are grouped (``xdist_group``), so
-    ``--dist loadgroup`` gives each group to one worker, in this order, and
-    spreads the independent tests over the others (xdist hands out the
-    largest group first: the stack's tests start at once).
-    """
+    """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
     items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        group = next((name for fixture, name in SHARED_BY_FIXTURE.items() if fixture in fixtures), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        for fixture, (group, _) in SHARED.items():
+            if fixture in getattr(item, "fixturenames", ()) and shared_group(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses the fixture {fixture!r}: list its file in tests/conftest.py SHARED, "
+                    "so that its tests run on the worker that holds it"
+                )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each group of :data:`SHARED` as one unit of work, the largest first; every other test on its own.
+
+    (``--dist loadgroup`` with ``xdist_group`` marks does this too, but xdist 3.8 marks a test by
+    rewriting its id, which pytest 9.2 no longer reads: the marks were ignored.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_group(nodeid) or nodeid
+
+    return SharedGroups(config, log)
 
 
 def _after_faults(item: pytest.Item) -> bool:
