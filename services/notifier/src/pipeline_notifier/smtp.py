@@ -19,6 +19,10 @@ Errors, as raised by :func:`deliver`::
     └── SmtpConfigurationError   the server cannot be used as configured:
                                  STARTTLS or AUTH missing, credentials refused
 
+Connections come from a :class:`.smtp_pool.SmtpPool`, which keeps them
+between emails; a kept connection the server had dropped is replaced there at
+once, so it costs the email neither an attempt nor a delay here.
+
 Retrying is safe because the message carries a Message-ID derived from the
 pipeline: a server (or the recipient's client) sees a repeat, not a new mail.
 Retries are written out here rather than with a retry library because each
@@ -40,6 +44,8 @@ from typing import Literal
 import aiosmtplib
 
 from pipeline_shared.models import NotificationReceipt
+
+from .smtp_pool import SmtpPool
 
 log = logging.getLogger(__name__)
 
@@ -219,27 +225,11 @@ def _classify(error: Exception) -> _Failure:
     raise error
 
 
-async def _send_once(message: EmailMessage, config: SmtpConfig) -> None:
-    client = aiosmtplib.SMTP(
-        hostname=config.host,
-        port=config.port,
-        use_tls=config.security == "tls",
-        # False, not None: with None aiosmtplib would upgrade opportunistically
-        # under "none" and silently go plain under "starttls".
-        start_tls=config.security == "starttls",
-        cert_bundle=config.ca_file,
-        username=config.username or None,
-        password=config.password or None,
-        local_hostname=config.local_hostname,
-        timeout=config.timeout_seconds,
-    )
-    await client.connect(timeout=config.connect_timeout_seconds or config.timeout_seconds)
-    async with client:
-        await client.send_message(message)
-
-
-async def deliver(message: EmailMessage, config: SmtpConfig) -> NotificationReceipt:
+async def deliver(message: EmailMessage, smtp: SmtpConfig | SmtpPool) -> NotificationReceipt:
     """Send ``message`` to the recipients in its headers, retrying transient failures.
+
+    ``smtp`` is a pool of kept connections (see :mod:`.smtp_pool`), or a
+    configuration alone, for a connection of this email's own, closed after it.
 
     Returns a receipt with ``delivered=True`` once the server accepts the
     message, or ``delivered=False`` with the reply text and ``smtp_code`` when
@@ -257,13 +247,14 @@ async def deliver(message: EmailMessage, config: SmtpConfig) -> NotificationRece
     message_id = str(message["Message-ID"] or "")
     if not message_id:
         raise ValueError("the message has no Message-ID; compose it with compose_email")
-    policy = config.retry
+    pool = smtp if isinstance(smtp, SmtpPool) else SmtpPool(smtp, size=0)
+    policy = pool.config.retry
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
-            await _send_once(message, config)
+            await pool.send(message)
         except Exception as exc:
             failure = _classify(exc)
         else:
