@@ -41,14 +41,11 @@ import logging
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
 import aiosmtplib
 
 from . import metrics
-
-if TYPE_CHECKING:
-    from .smtp import SmtpConfig
+from .smtp_config import SmtpConfig
 
 log = logging.getLogger(__name__)
 
