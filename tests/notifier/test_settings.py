@@ -1,4 +1,4 @@
-"""The notifier's settings: the web page's URL an approval request links under is checked at start."""
+"""The notifier's settings, checked at start: the page URL emails link under, the SMTP pool's bounds."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def test_an_http_page_url_is_kept_without_its_trailing_slash(url: str) -> None:
 def test_a_page_url_that_is_no_http_base_is_refused_naming_the_setting(url: str) -> None:
     with pytest.raises(ValidationError, match="PAGE_URL"):
         settings(PAGE_URL=url)
+
+
+def test_smtp_connections_are_kept_by_default_and_0_keeps_none() -> None:
+    assert (settings().SMTP_POOL_SIZE, settings().SMTP_POOL_IDLE_SECONDS) == (4, 30.0)
+    assert settings(SMTP_POOL_SIZE=0).SMTP_POOL_SIZE == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("SMTP_POOL_SIZE", -1), ("SMTP_POOL_SIZE", "many"), ("SMTP_POOL_IDLE_SECONDS", 0)]
+)
+def test_an_impossible_pool_setting_is_refused_naming_it(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        settings(**{field: value})

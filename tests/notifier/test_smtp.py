@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mailsink import Credentials, MailSink, MessageFilter, SmtpOptions, Stage
-from pipeline_notifier.email import compose_email
+from mailsink import Credentials, MailSink, SmtpOptions, Stage
 from pipeline_notifier.smtp import (
     RetryPolicy,
     SmtpConfig,
@@ -22,41 +18,10 @@ from pipeline_notifier.smtp import (
     SmtpTransientError,
     deliver,
 )
-from pipeline_shared.models import DatabricksRun, Notification, PipelineState
 from tests.support.mail_messages import TlsMaterial
+from tests.support.smtp_delivery import FAST, config_for, message_for, stored
 
-#: Retries fast enough for a test, and as many as a test needs.
-FAST = RetryPolicy(max_attempts=4, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
 CREDENTIALS = Credentials("notifier", "smtp-test-password")
-
-
-def message_for(rcpt: str | None = None, state: PipelineState = PipelineState.SUCCEEDED) -> EmailMessage:
-    notification = Notification(
-        pipeline_id=f"p-{uuid.uuid4().hex[:12]}",
-        email=rcpt or f"user-{uuid.uuid4().hex[:8]}@example.com",
-        state=state,
-        parameters={"date": "2026-11-26"},
-        run=DatabricksRun(run_id=1, run_page_url="https://dbc.example.com/run/1"),
-        result={"rows": 10},
-    )
-    return compose_email(notification, sender="pipelines@example.com", message_id_domain="example.com")
-
-
-def config_for(sink: MailSink, **fields: Any) -> SmtpConfig:
-    values: dict[str, Any] = {
-        "host": sink.smtp_host,
-        "port": sink.smtp_port,
-        "security": "none",
-        "retry": FAST,
-        "timeout_seconds": 5.0,
-        "local_hostname": "notifier.test",
-    }
-    values.update(fields)
-    return SmtpConfig(**values)
-
-
-def stored(sink: MailSink, message: EmailMessage) -> list:
-    return sink.store.find(MessageFilter(message_id=message["Message-ID"]))
 
 
 async def test_delivers_and_returns_a_receipt(sink: MailSink) -> None:
@@ -300,22 +265,6 @@ async def test_an_untrusted_certificate_is_a_configuration_error(
         with pytest.raises(SmtpConfigurationError, match="certificate is not trusted"):
             await deliver(message_for(), config_for(sink, security=security))
         assert sink.stats.transactions == 0
-
-
-@pytest.mark.parametrize(
-    ("fields", "complaint"),
-    [
-        ({"port": 0}, "port"),
-        ({"security": "ssl"}, "security"),
-        ({"username": "only-user"}, "both"),
-        ({"username": "user", "password": ""}, "both"),
-        ({"timeout_seconds": 0}, "timeout"),
-    ],
-)
-def test_impossible_configuration_is_refused(fields: dict, complaint: str) -> None:
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": 25} | fields
-    with pytest.raises(ValueError, match=complaint):
-        SmtpConfig(**values)
 
 
 async def test_a_message_without_message_id_is_refused(sink: MailSink) -> None:

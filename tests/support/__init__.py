@@ -8,7 +8,8 @@ in the conftest.py of the folder whose tests use them.
   server, Databricks and the notifier as doubles), ``gateway_app`` (the gateway
   over ASGI on that harness), ``state_witness`` (fails a refused request that
   changed a promise), ``loopback_server`` (uvicorn on loopback sockets),
-  ``oidc_issuer``, ``notifier_emails``, ``mail_messages``.
+  ``oidc_issuer``, ``notifier_emails``, ``mail_messages``, ``smtp_delivery`` (what the
+  SMTP tests hand to ``deliver``), ``smtp_relay`` (counts and cuts SMTP connections).
 - Databricks emulator: ``emulator_process`` (a real emulator subprocess),
   ``sdk_model_check`` (its answers held to databricks-sdk's models),
   ``emulator_runs`` (runs, plans, notebooks), ``callback_receiver``.

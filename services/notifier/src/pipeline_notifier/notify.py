@@ -39,6 +39,7 @@ from pipeline_shared.testhooks import TestHooks
 from . import metrics
 from .email import compose_email, latest_attempt
 from .smtp import SmtpConfig, SmtpConfigurationError, SmtpTransientError, deliver
+from .smtp_pool import SmtpPool
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ EMAIL_RETRY = Exponential(delay=5, factor=2, max_delay=300, max_retries=8)
 
 @dataclass(frozen=True)
 class NotifierDeps:
-    smtp: SmtpConfig
+    #: Kept connections to the relay; a configuration alone opens one per email.
+    smtp: SmtpConfig | SmtpPool
     sender: str
     message_id_domain: str
     #: The web page's base URL, which an approval request links the pipeline's page under (None: no link).

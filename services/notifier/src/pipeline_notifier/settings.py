@@ -21,6 +21,12 @@ class NotifierSettings(ServiceSettings):
     #: Tries within one execution of the email step before handing the retry
     #: to Resonate (which retries the step itself with a longer backoff).
     SMTP_MAX_ATTEMPTS: int = Field(default=5, ge=1)
+    #: Idle connections kept for the next emails (0: a connection per email,
+    #: closed after it). Busy ones never make a send wait: it opens its own.
+    SMTP_POOL_SIZE: int = Field(default=4, ge=0)
+    #: A kept connection idle longer than this is closed, not reused: well
+    #: under the 5 minutes RFC 5321 lets a server wait before dropping it.
+    SMTP_POOL_IDLE_SECONDS: float = Field(default=30.0, gt=0)
     #: The From address.
     MAIL_FROM: str
     #: The right-hand side of Message-IDs; defaults to MAIL_FROM's domain.

@@ -19,6 +19,10 @@ Errors, as raised by :func:`deliver`::
     └── SmtpConfigurationError   the server cannot be used as configured:
                                  STARTTLS or AUTH missing, credentials refused
 
+Connections come from a :class:`.smtp_pool.SmtpPool`, which keeps them
+between emails; a kept connection the server had dropped is replaced there at
+once, so it costs the email neither an attempt nor a delay here.
+
 Retrying is safe because the message carries a Message-ID derived from the
 pipeline: a server (or the recipient's client) sees a repeat, not a new mail.
 Retries are written out here rather than with a retry library because each
@@ -30,10 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Literal
 
@@ -41,9 +44,13 @@ import aiosmtplib
 
 from pipeline_shared.models import NotificationReceipt
 
-log = logging.getLogger(__name__)
+# The configuration is read from here by every caller; it lives apart so the
+# pool can take it without importing this module.
+from .smtp_config import RetryPolicy as RetryPolicy
+from .smtp_config import SmtpConfig
+from .smtp_pool import SmtpPool
 
-Security = Literal["none", "starttls", "tls"]
+log = logging.getLogger(__name__)
 
 #: RFC 4954's replies about authentication itself: 530 authentication
 #: required, 534 mechanism too weak, 535 credentials invalid, 538 encryption
@@ -75,71 +82,6 @@ class SmtpConfigurationError(SmtpDeliveryError):
     Raised, not reported as a receipt, because the email itself is fine and
     will go once the configuration is fixed.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently one :func:`deliver` call retries."""
-
-    #: Attempts in total, the first included.
-    max_attempts: int = 5
-    #: The delay before the second attempt; it doubles for each one after.
-    backoff_base_seconds: float = 0.5
-    #: No delay is longer than this.
-    backoff_cap_seconds: float = 10.0
-    #: No retry starts this long after the first attempt did; None for no limit.
-    deadline_seconds: float | None = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.backoff_base_seconds < 0 or self.backoff_cap_seconds < 0:
-            raise ValueError("backoff seconds must not be negative")
-
-    def delay(self, failed_attempts: int) -> float:
-        """Seconds to wait after ``failed_attempts`` failures.
-
-        Exponential with "equal jitter": half fixed, half random, so notifier
-        replicas that failed together do not all retry at the same instant.
-        """
-        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (failed_attempts - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpConfig:
-    """Where and how to reach the SMTP server."""
-
-    host: str
-    port: int
-    #: ``none``: plain TCP (a local sink only); ``starttls``: upgrade a plain
-    #: connection and fail if the server cannot; ``tls``: TLS from the first
-    #: byte (SMTPS, usually port 465).
-    security: Security = "starttls"
-    #: Log in with these when both are set (empty counts as unset).
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    #: Seconds any one network operation (a command, reading a reply) may take.
-    timeout_seconds: float = 30.0
-    #: Seconds to connect and read the greeting; ``timeout_seconds`` if None.
-    connect_timeout_seconds: float | None = None
-    #: A PEM bundle of extra CAs to trust for the server's certificate
-    #: (a private CA); the system's CAs are trusted regardless.
-    ca_file: str | None = None
-    #: The name the notifier gives in EHLO; the machine's FQDN if None.
-    local_hostname: str | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def __post_init__(self) -> None:
-        if self.security not in ("none", "starttls", "tls"):
-            raise ValueError(f"security must be none, starttls or tls, got {self.security!r}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1-65535, got {self.port}")
-        # Empty counts as unset: compose passes an unset variable as "".
-        if bool(self.username) != bool(self.password):
-            raise ValueError("give both username and password, or neither")
-        if self.timeout_seconds <= 0:
-            raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,27 +161,11 @@ def _classify(error: Exception) -> _Failure:
     raise error
 
 
-async def _send_once(message: EmailMessage, config: SmtpConfig) -> None:
-    client = aiosmtplib.SMTP(
-        hostname=config.host,
-        port=config.port,
-        use_tls=config.security == "tls",
-        # False, not None: with None aiosmtplib would upgrade opportunistically
-        # under "none" and silently go plain under "starttls".
-        start_tls=config.security == "starttls",
-        cert_bundle=config.ca_file,
-        username=config.username or None,
-        password=config.password or None,
-        local_hostname=config.local_hostname,
-        timeout=config.timeout_seconds,
-    )
-    await client.connect(timeout=config.connect_timeout_seconds or config.timeout_seconds)
-    async with client:
-        await client.send_message(message)
-
-
-async def deliver(message: EmailMessage, config: SmtpConfig) -> NotificationReceipt:
+async def deliver(message: EmailMessage, smtp: SmtpConfig | SmtpPool) -> NotificationReceipt:
     """Send ``message`` to the recipients in its headers, retrying transient failures.
+
+    ``smtp`` is a pool of kept connections (see :mod:`.smtp_pool`), or a
+    configuration alone, for a connection of this email's own, closed after it.
 
     Returns a receipt with ``delivered=True`` once the server accepts the
     message, or ``delivered=False`` with the reply text and ``smtp_code`` when
@@ -257,13 +183,14 @@ async def deliver(message: EmailMessage, config: SmtpConfig) -> NotificationRece
     message_id = str(message["Message-ID"] or "")
     if not message_id:
         raise ValueError("the message has no Message-ID; compose it with compose_email")
-    policy = config.retry
+    pool = smtp if isinstance(smtp, SmtpPool) else SmtpPool(smtp, size=0)
+    policy = pool.config.retry
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
-            await _send_once(message, config)
+            await pool.send(message)
         except Exception as exc:
             failure = _classify(exc)
         else:
