@@ -312,3 +312,16 @@ async def test_an_approver_without_read_opens_and_decides_a_gate_naming_approve_
     assert stored.state == "resolved" and stored.value.data["by"] == "key:approver"
     assert stored.value.data["comment"] == "fine"
     assert after.status_code == 404, "once the gate is decided, the approver may no longer read the pipeline"
+
+
+async def test_an_approver_signing_in_with_nowhere_to_go_is_told_where_their_approvals_are(
+    approvers_page: Page,
+) -> None:
+    page = approvers_page
+    signing_in = hidden((await page.client.get("/ui/sign-in")).text, "sign_in_token")
+    signed_in = await page.client.post("/ui/sign-in", data={"credential": APPROVER_KEY, "sign_in_token": signing_in})
+
+    listed = await page.client.get(signed_in.headers["location"])
+
+    assert listed.status_code == 403
+    assert "open the link in their email" in listed.text

@@ -141,12 +141,11 @@ def _page_allowed(
         if not any(session.principal.allows(each) for each in (scope, *alternatives)):
             refusal = InsufficientScope(scope.value)
             audit_refusal(request, refusal, session.principal, f"lacks the {scope.value} scope")
-            raise RequestRefused(
-                403,
-                refusal.code,
-                "Not allowed",
-                f"This needs the {scope.value!r} scope, which {session.principal.id} does not have.",
-            )
+            detail = f"This needs the {scope.value!r} scope, which {session.principal.id} does not have."
+            if scope is Scope.READ and session.principal.allows(Scope.APPROVE):
+                # Someone who may only approve comes here after signing in with no page to go to.
+                detail += " You may decide the approvals you are asked for: open the link in their email."
+            raise RequestRefused(403, refusal.code, "Not allowed", detail)
         return session
 
     session_with_scope.required_scope = scope  # type: ignore[attr-defined]  # read by create_app's check
