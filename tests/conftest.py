@@ -29,14 +29,17 @@ def mail(stack: Stack) -> MailSink:  # noqa: F811
     return MailSink(stack.mailsink_url)
 
 
-#: Tests that share one thing a session starts, by the fixture that starts it, and the files that
-#: use it: under pytest-xdist each group runs on one worker, in collection order (the fault tests
-#: last), beside the other workers. Listed by file because xdist's scheduler sees only test ids;
-#: a test using the fixture from a file not listed here stops the run, naming it.
+#: Tests that share one thing a session starts: by group, the fixture that starts it and the files
+#: its tests are in. Under pytest-xdist each group runs on one worker, in collection order, beside
+#: the other workers; each worker holding a group of stack tests starts a stack of its own
+#: (tests/support/stack.py), so the fault tests, which kill and restart containers, have theirs.
+#: Listed by file because xdist's scheduler sees only test ids; a test using one of these fixtures
+#: from a file not listed for it stops the run, naming it.
 SHARED = {
-    "stack": ("compose-stack", ("tests/integration/", "tests/faults/", "tests/client/test_against_stack.py")),
-    "resonate_pg": (
-        "resonate-pg-container",
+    "compose-stack": ("stack", ("tests/integration/", "tests/client/test_against_stack.py")),
+    "compose-stack-faults": ("stack", ("tests/faults/",)),
+    "resonate-pg-container": (
+        "resonate_pg",
         ("tests/api/index/", "tests/api/domain/test_snapshots.py", "tests/api/test_schedules.py"),
     ),
 }
@@ -44,15 +47,16 @@ SHARED = {
 
 def shared_group(nodeid: str) -> str | None:
     """The group a test id belongs to, by its file; None for a test that shares nothing."""
-    return next((group for group, files in SHARED.values() if nodeid.startswith(files)), None)
+    return next((group for group, (_, files) in SHARED.items() if nodeid.startswith(files)), None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
     items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
     for item in items:
-        for fixture, (group, _) in SHARED.items():
-            if fixture in getattr(item, "fixturenames", ()) and shared_group(item.nodeid) != group:
+        group = shared_group(item.nodeid)
+        for fixture in {fixture for fixture, _ in SHARED.values()} & set(getattr(item, "fixturenames", ())):
+            if group is None or SHARED[group][0] != fixture:
                 raise pytest.UsageError(
                     f"{item.nodeid} uses the fixture {fixture!r}: list its file in tests/conftest.py SHARED, "
                     "so that its tests run on the worker that holds it"

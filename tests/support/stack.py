@@ -47,8 +47,15 @@ from pipeline_shared.catalogue import Catalogue
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Always used; COMPOSE_FILE may add overrides after it.
 BASE_COMPOSE_FILE = "compose.yaml"
+#: The pytest-xdist worker this process is (gw0, gw1, ...), empty when tests run in one process.
+#: Each worker that runs stack tests brings up a stack of its own (tests/conftest.py says which
+#: tests share one), under its own project name and host ports.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") and XDIST_WORKER[2:].isdigit() else 0
 #: Keeps the test stack's containers and volumes apart from a developer's.
-PROJECT_NAME = os.environ.get("TEST_STACK_PROJECT", "resonate-databricks-test")
+PROJECT_NAME = os.environ.get("TEST_STACK_PROJECT", "resonate-databricks-test") + (
+    f"-{XDIST_WORKER}" if XDIST_WORKER else ""
+)
 #: Longest a service may take to turn healthy again after a start or restart.
 HEALTHY_TIMEOUT_SECONDS = 90.0
 #: Longest the whole stack may take to turn healthy once its containers exist.
@@ -67,10 +74,11 @@ VERDICT_LINES = 8
 
 
 #: Added to every default host port (8000 -> 18000, ...): the test stack's own
-#: ports, so a stack a developer runs on the defaults can stay up meanwhile.
-#: Set TEST_STACK_PORT_OFFSET (and TEST_STACK_PROJECT) to run two test
-#: sessions side by side.
-PORT_OFFSET = int(os.environ.get("TEST_STACK_PORT_OFFSET", "10000"))
+#: ports, so a stack a developer runs on the defaults can stay up meanwhile;
+#: 1000 more per xdist worker (gw1: 19000, ...), which keeps every port of up to
+#: four workers' stacks distinct. Set TEST_STACK_PORT_OFFSET (and
+#: TEST_STACK_PROJECT) to run two test sessions side by side.
+PORT_OFFSET = int(os.environ.get("TEST_STACK_PORT_OFFSET", "10000")) + 1000 * _WORKER_INDEX
 
 #: compose.yaml's default host ports, by the variable that moves each.
 DEFAULT_HOST_PORTS = {
