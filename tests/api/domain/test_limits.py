@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from pipeline_api.auth.keys import DEVELOPMENT_API_KEY
 from pipeline_api.domain.limits import (
+    DatabaseStartAdmission,
     PrincipalLimits,
     RecipientDomains,
     StartLimits,
@@ -63,6 +64,12 @@ def test_a_principal_has_the_default_limits_unless_named() -> None:
         .of("x")
         .unlimited
     )
+
+
+def test_only_a_principal_with_limits_has_its_starts_counted() -> None:
+    limits = StartLimits.from_settings(settings(PRINCIPAL_START_LIMITS="key:bulk=0/0"))
+    admission = DatabaseStartAdmission(database=None, limits=limits)  # type: ignore[arg-type]  # never reached
+    assert admission.counts("key:alice") and not admission.counts("key:bulk")
 
 
 @pytest.mark.parametrize("entry", ["svc", "svc=10", "svc=ten/2", "=1/2", "svc=1/-2"])
@@ -171,6 +178,9 @@ class ScriptedAdmission:
     def __init__(self, room: int) -> None:
         self.room = room
         self.asked: list[tuple[str, str]] = []
+
+    def counts(self, principal_id: str) -> bool:
+        return True
 
     async def admit(self, principal_id: str, pipeline_id: str) -> None:
         self.asked.append((principal_id, pipeline_id))

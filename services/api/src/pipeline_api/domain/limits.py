@@ -117,6 +117,10 @@ class StartLimits:
 class StartAdmission(Protocol):
     """Decides whether a principal may start one more pipeline; raises StartLimited when not."""
 
+    def counts(self, principal_id: str) -> bool:
+        """Whether the principal's starts are counted at all (False: it has no limits)."""
+        ...
+
     async def admit(self, principal_id: str, pipeline_id: str) -> None: ...
 
 
@@ -126,6 +130,9 @@ class DatabaseStartAdmission:
     def __init__(self, database: ResonateDatabase, limits: StartLimits) -> None:
         self._db = database
         self._limits = limits
+
+    def counts(self, principal_id: str) -> bool:
+        return not self._limits.of(principal_id).unlimited
 
     async def admit(self, principal_id: str, pipeline_id: str) -> None:
         limits = self._limits.of(principal_id)

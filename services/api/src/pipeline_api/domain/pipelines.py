@@ -145,12 +145,15 @@ class Pipelines:
             job=start.job.name,
             version=start.job.version,
         )
-        record = await self._get(spec.id)
+        admission = self._admission if self._admission is not None and self._admission.counts(principal.id) else None
+        # Only a start that would create a pipeline is counted, so a counted start reads first: a repeat is
+        # answered by the read. An uncounted one goes straight to the create, which answers a repeat as well
+        # (it returns the stored record): one round trip.
+        record = await self._get(spec.id) if admission is not None else None
         created = False
         if record is None:
-            if self._admission is not None:
-                # Only a start that would create a pipeline is counted; a repeat was answered by the read.
-                await self._admission.admit(principal.id, spec.id)
+            if admission is not None:
+                await admission.admit(principal.id, spec.id)
             nonce = uuid.uuid4().hex
             record = await self._create_root(spec, nonce, principal.id)
             created = record.tags.get(CREATED_BY_TAG) == nonce
