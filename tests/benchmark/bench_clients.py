@@ -30,10 +30,10 @@ from resonate.resonate import Resonate
 from resonate.types import Value
 from resonate_pg import PostgresConnection
 
-from pipeline_shared import names, promise_tree
-from pipeline_shared.invocations import dispatch
+from pipeline_shared import promise_tree
+from pipeline_shared.invocations import create_pipeline_root
 from pipeline_shared.models import PipelineSpec
-from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree
+from pipeline_shared.promise_tree import PipelineTree
 from pipeline_shared.resonate_client import ResonateDatabase
 from pipeline_shared.settings import DEVELOPMENT_SIGNING_SECRET
 from pipeline_shared.signing import derive_callback_key, sign_callback
@@ -311,11 +311,10 @@ STATS_FLUSH_SECONDS = 11.0
 class RootStarter:
     """Creates pipelines' root promises exactly as the gateway's ``Pipelines._create_root`` does, and reads them.
 
-    Straight to Resonate, with ``pipeline_shared.invocations.dispatch``: the
-    function, its Resonate version, the worker group, the lineage tags, the
-    deadline (the spec's timeout plus the gateway's default finishing grace)
-    and the gateway's tags. So the benchmark measures a shape of pipeline
-    whichever shape the gateway of the commit under test starts.
+    Straight to Resonate, with the gateway's own ``pipeline_shared.invocations.create_pipeline_root``
+    (the deadline with the gateway's default finishing grace), at the Resonate version of the
+    shape. So the benchmark measures a shape of pipeline whichever shape the gateway of the
+    commit under test starts.
     """
 
     def __init__(self, dsn: str) -> None:
@@ -328,16 +327,12 @@ class RootStarter:
 
     async def create(self, spec: PipelineSpec, *, version: int, owner: str = BENCH_OWNER) -> None:
         self._start()
-        deadline = int(time.time() * 1000) + 1000 * (spec.timeout_seconds + GATEWAY_FINISH_GRACE_SECONDS)
-        await dispatch(
+        await create_pipeline_root(
             self._resonate.promises,
-            spec.id,
-            names.RUN_PIPELINE,
-            spec.model_dump(mode="json"),
-            group=names.WORKER_GROUP,
-            origin=spec.id,
-            timeout_at=deadline,
-            extra_tags={CREATED_BY_TAG: uuid.uuid4().hex, OWNER_TAG: owner},
+            spec,
+            finish_grace_seconds=GATEWAY_FINISH_GRACE_SECONDS,
+            created_by=uuid.uuid4().hex,
+            owner=owner,
             version=version,
         )
 

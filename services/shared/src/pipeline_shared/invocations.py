@@ -13,12 +13,17 @@ given time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from resonate.connections.sse import resolve_target
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, TaskData, Value
+
+from . import names
+from .models import PipelineSpec
+from .promise_tree import CREATED_BY_TAG, OWNER_TAG
 
 #: The version a function is dispatched at unless told otherwise.
 FUNCTION_VERSION = 1
@@ -59,4 +64,35 @@ async def dispatch(
         timeout_at=timeout_at,
         param=Value(data=TaskData(func=function, args=(argument,), kwargs={}, version=version)),
         tags=tags,
+    )
+
+
+async def create_pipeline_root(
+    promises: Promises,
+    spec: PipelineSpec,
+    *,
+    finish_grace_seconds: int,
+    created_by: str,
+    owner: str,
+    version: int = names.RUN_PIPELINE_VERSION,
+    extra_tags: Mapping[str, str] | None = None,
+) -> PromiseRecord:
+    """Create pipeline ``spec.id``'s root as every start makes it, idempotently by id; its record.
+
+    ``run_pipeline(spec)`` at ``version`` on the worker's group, its own
+    origin, lasting its wait and ``finish_grace_seconds`` more; tagged with
+    ``owner`` and ``created_by`` (a value only this call sends, so the record
+    tells whether this call made it). The gateway's starts, a schedule's
+    firings and the benchmark all make a root here.
+    """
+    return await dispatch(
+        promises,
+        spec.id,
+        names.RUN_PIPELINE,
+        spec.model_dump(mode="json"),
+        group=names.WORKER_GROUP,
+        origin=spec.id,
+        timeout_at=int(time.time() * 1000) + 1000 * (spec.timeout_seconds + finish_grace_seconds),
+        extra_tags={CREATED_BY_TAG: created_by, OWNER_TAG: owner, **(extra_tags or {})},
+        version=version,
     )

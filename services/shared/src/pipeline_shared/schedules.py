@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,9 +41,9 @@ from resonate.types import TaskData, Value
 
 from . import names
 from .cron import next_firing
-from .invocations import dispatch
+from .invocations import create_pipeline_root
 from .models import PipelineSpec
-from .promise_tree import CREATED_BY_TAG, OWNER_TAG
+from .promise_tree import CREATED_BY_TAG
 
 if TYPE_CHECKING:
     from resonate.context import Context
@@ -158,16 +157,13 @@ async def start_firing(promises: Promises, firing_id: str, start: ScheduledStart
     """
     fired_at = firing_time(firing_id)
     spec = start.spec(fired_at)
-    record = await dispatch(
+    record = await create_pipeline_root(
         promises,
-        spec.id,
-        names.RUN_PIPELINE,
-        spec.model_dump(mode="json"),
-        group=names.WORKER_GROUP,
-        origin=spec.id,
-        timeout_at=int(time.time() * 1000) + 1000 * (spec.timeout_seconds + start.finish_grace_seconds),
-        extra_tags={CREATED_BY_TAG: firing_id, OWNER_TAG: OWNER_PREFIX + start.pipeline, SCHEDULE_TAG: start.pipeline},
-        version=names.RUN_PIPELINE_VERSION,
+        spec,
+        finish_grace_seconds=start.finish_grace_seconds,
+        created_by=firing_id,
+        owner=OWNER_PREFIX + start.pipeline,
+        extra_tags={SCHEDULE_TAG: start.pipeline},
     )
     if record.tags.get(CREATED_BY_TAG) != firing_id:
         logger.warning(

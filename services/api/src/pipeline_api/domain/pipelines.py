@@ -44,7 +44,7 @@ from pipeline_shared.errors import (
     StepAmbiguous,
     UnknownCallbackPromise,
 )
-from pipeline_shared.invocations import dispatch
+from pipeline_shared.invocations import create_pipeline_root, dispatch
 from pipeline_shared.models import (
     ApprovalDecision,
     ApprovalRecord,
@@ -55,7 +55,7 @@ from pipeline_shared.models import (
     WatchRequest,
     parameters_in_use,
 )
-from pipeline_shared.promise_tree import CREATED_BY_TAG, OWNER_TAG, PipelineTree, Repairs, read_pipeline_tree
+from pipeline_shared.promise_tree import CREATED_BY_TAG, PipelineTree, Repairs, read_pipeline_tree
 
 from .. import metrics
 from ..auth.principals import Principal, Scope
@@ -178,18 +178,13 @@ class Pipelines:
     async def _create_root(self, spec: PipelineSpec, nonce: str, owner: str) -> PromiseRecord:
         # Not ``Resonate.rpc``, which would also subscribe the gateway to every
         # pipeline's completion (see pipeline_shared.invocations).
-        deadline = now_ms() + 1000 * (spec.timeout_seconds + self._settings.PIPELINE_FINISH_GRACE_SECONDS)
         return await self._call(
-            dispatch(
+            create_pipeline_root(
                 self._promises,
-                spec.id,
-                names.RUN_PIPELINE,
-                spec.model_dump(mode="json"),
-                group=names.WORKER_GROUP,
-                origin=spec.id,
-                timeout_at=deadline,
-                extra_tags={CREATED_BY_TAG: nonce, OWNER_TAG: owner},
-                version=names.RUN_PIPELINE_VERSION,
+                spec,
+                finish_grace_seconds=self._settings.PIPELINE_FINISH_GRACE_SECONDS,
+                created_by=nonce,
+                owner=owner,
             )
         )
 
