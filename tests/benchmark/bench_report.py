@@ -285,38 +285,17 @@ def _code_targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         found.append({"target": name, "wanted": wanted, "measured": value, "unit": unit, "met": met, "digits": 1})
 
     shapes = figures.get("code_paths", {}).get("shapes", {})
-    legacy, one_job, onboarding = (shapes.get(k) for k in ("legacy", "one_job", "onboarding"))
-    if legacy and one_job:
-        compare("(b) callback to email p50", one_job["p50_ms"]["median"], legacy["p50_ms"]["median"], " ms", "(a)'s")
-        compare(
-            "(b) Resonate requests per pipeline, callback to end",
-            one_job["requests_per_pipeline"]["median"],
-            legacy["requests_per_pipeline"]["median"],
-            "",
-            "(a)'s",
-        )
-        compare(
-            "(b) Resonate requests per pipeline, start to end",
-            one_job["whole_requests_per_job"]["median"],
-            legacy["whole_requests_per_job"]["median"],
-            "",
-            "(a)'s",
-        )
-    if one_job and onboarding:
-        compare(
-            "(c) Resonate requests per job, start to end",
-            onboarding["whole_requests_per_job"]["median"],
-            one_job["whole_requests_per_job"]["median"],
-            "",
-            "(b)'s per pipeline",
-        )
-        compare(
-            "(c) CPU per job, start to end (own services)",
-            onboarding["whole_own_cpu_ms_per_job"]["median"],
-            one_job["whole_own_cpu_ms_per_job"]["median"],
-            " ms",
-            "(b)'s per pipeline",
-        )
+    # (target, the shape measured, the shape it may not exceed, the figure, its unit)
+    for name, measured, bound, figure, unit in (
+        ("(b) callback to email p50", "one_job", "legacy", "p50_ms", " ms"),
+        ("(b) Resonate requests per pipeline, callback to end", "one_job", "legacy", "requests_per_pipeline", ""),
+        ("(b) Resonate requests per pipeline, start to end", "one_job", "legacy", "whole_requests_per_job", ""),
+        ("(c) Resonate requests per job, start to end", "onboarding", "one_job", "whole_requests_per_job", ""),
+        ("(c) CPU per job, start to end (own services)", "onboarding", "one_job", "whole_own_cpu_ms_per_job", " ms"),
+    ):
+        if shapes.get(measured) and shapes.get(bound):
+            against = "(a)'s" if bound == "legacy" else "(b)'s per pipeline"
+            compare(name, shapes[measured][figure]["median"], shapes[bound][figure]["median"], unit, against)
     waiting = figures.get("code_waiting", {}).get("shapes", {})
     single, composed = waiting.get("one_job"), waiting.get("onboarding")
     if single and composed and single.get("memory_kib") and composed.get("memory_kib"):
