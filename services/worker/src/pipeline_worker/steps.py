@@ -95,14 +95,17 @@ async def trigger_databricks_run(ctx: Context, target: JobTarget, promise_id: st
     return trigger
 
 
-async def start_run(deps: WorkerDeps, target: JobTarget, promise_id: str) -> tuple[TriggerOutcome, int]:
-    """What :func:`trigger_databricks_run` does, and the callback promise's deadline (its ``timeout_at``)."""
+async def start_run(deps: WorkerDeps, target: JobTarget, promise_id: str) -> tuple[TriggerOutcome, int | None]:
+    """What :func:`trigger_databricks_run` does, and the callback promise's deadline (its ``timeout_at``).
+
+    The deadline is None when the callback promise was not read (the pipeline was cancelled first).
+    """
     with pipeline_context(target.pipeline_id):
         if target.step is not None:
             cancelled = await _start_step(deps, target)
             if cancelled is not None:
                 logger.info("pipeline cancelled by %s before step %s started; no run", cancelled, target.step)
-                return TriggerOutcome(cancelled_by=cancelled), 0
+                return TriggerOutcome(cancelled_by=cancelled), None
         callback = await deps.promises.get(promise_id)
         known = stored_settlement(callback)
         unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")

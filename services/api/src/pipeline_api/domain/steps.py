@@ -31,7 +31,8 @@ def chosen_gate(tree: PipelineTree, gate: str | None) -> Gate:
     may know).
     """
     names = {step: g.record.name for step, g in tree.gates.items()}
-    open_now = [step for step, g in tree.gates.items() if g in tree.open_gates()]
+    open_gates = tree.open_gates()
+    open_now = [step for step, g in tree.gates.items() if g in open_gates]
     return tree.gates[_chosen(tree.id, names, open_now, gate, _GATES)]
 
 
