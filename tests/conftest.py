@@ -54,9 +54,10 @@ def shared_group(nodeid: str) -> str | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
     items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
+    shared_fixtures = {fixture for fixture, _ in SHARED.values()}
     for item in items:
         group = shared_group(item.nodeid)
-        for fixture in {fixture for fixture, _ in SHARED.values()} & set(getattr(item, "fixturenames", ())):
+        for fixture in shared_fixtures & set(getattr(item, "fixturenames", ())):
             if group is None or SHARED[group][0] != fixture:
                 raise pytest.UsageError(
                     f"{item.nodeid} uses the fixture {fixture!r}: list its file in tests/conftest.py SHARED, "
