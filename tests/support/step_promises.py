@@ -128,6 +128,26 @@ class ComposedPipeline:
         await self._create(promise_tree.repair_window_id(base, 1), window.model_dump(mode="json"))
         return decision
 
+    async def after_the_window(self, step: str) -> None:
+        """What the worker leaves once job step ``step``'s repair window is shown, none of which the document reads.
+
+        The durable step that wrote the window's record, settled after it; a
+        watchdog check of the failed run; the repair request's email, sent.
+        """
+        base = promise_tree.step_base(self.id, step)
+        await self._create(f"{base}.4", {"func": "record_attempt", "args": []})
+        await self.promises.resolve(f"{base}.4", Value(data={}))
+        await self._create(promise_tree.check_id(base, 2), {"func": "check_run", "args": []})
+        notification = Notification(
+            pipeline_id=self.id, email="owner@example.com", state=PipelineState.AWAITING_REPAIR, parameters={},
+            kind="awaiting_repair", step=step,
+        )  # fmt: skip
+        task = TaskData(
+            func=names.SEND_PIPELINE_EMAIL, args=(notification.model_dump(mode="json"),), kwargs={}, version=1
+        )
+        await self._create(f"{base}.5", task)
+        await self.promises.resolve(f"{base}.5", Value(data={"delivered": True, "message_id": "<r@example.test>"}))
+
     async def job_step_ended(self, step: str, name: str, result: dict[str, Any], **kwargs: Any) -> None:
         """A job step that succeeded: its callback settled and its own promise holding the JobRun."""
         base = await self.job_step(step, name, **kwargs)

@@ -181,6 +181,24 @@ async def test_a_step_awaiting_repair_makes_the_pipeline_await_repair(composed: 
     assert doc["error"]["type"] == "KeyError"
 
 
+async def test_what_follows_a_shown_repair_window_leaves_the_document_as_it_was(composed: Composed) -> None:
+    # CI saw updated_at move by 182 ms between two reads of an unchanged document: the step that wrote the
+    # window's record settled just after the window was read.
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    decision = await pipeline.job_step_failed("1", "stats")
+    shown = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    await asyncio.sleep(0.01)
+
+    await pipeline.after_the_window("1")
+
+    assert (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json() == shown
+    abandon = RepairDecision(action="abandon", by="key:owner", decided_at=1)
+    await pipeline.promises.resolve(decision, Value(data=abandon.model_dump(mode="json")))
+    decided = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
+    assert datetime.fromisoformat(decided["updated_at"]) > datetime.fromisoformat(shown["updated_at"]), "a decision is news"
+
+
 async def test_once_its_function_returned_the_pipeline_is_notifying_until_its_outcome_email_is_sent(
     composed: Composed,
 ) -> None:

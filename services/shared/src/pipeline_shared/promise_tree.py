@@ -664,6 +664,29 @@ class PipelineTree:
             started_at=record.started_at,
         )
 
+    def telling(self) -> list[PromiseRecord]:
+        """The promises whose change changes what the pipeline's document says, and no others; the latest of them
+        is its ``updated_at``, in the document and the index alike.
+
+        Named one by one rather than all but a few: a promise the document does
+        not read (a watchdog's check, an email a step sends on its way, the
+        durable step that writes a repair window's record) may settle after the
+        state it belongs to is shown, and must not move the time of a document
+        that did not change. A decision counts once made: it is made for a
+        record that was shown before it.
+        """
+        telling = [self.root]
+        for child in self.children():
+            if isinstance(child, Check) or (isinstance(child, EmailStep) and child.notification.kind != "step"):
+                continue
+            telling.append(child.promise)
+            if isinstance(child, JobStep) and child.own is not None:
+                telling.append(child.own)
+            if isinstance(child, Gate | RepairWindow) and child.decision is not None:
+                if child.decision.state != "pending":
+                    telling.append(child.decision)
+        return telling
+
     def children(self) -> Iterator[Child]:
         """Each promise read that tells something, typed, in the order they were read; the others are skipped."""
         for promise in self.promises.values():

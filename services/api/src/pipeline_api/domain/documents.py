@@ -35,7 +35,7 @@ from pipeline_shared.models import (
     TriggerOutcome,
     parameters_in_use,
 )
-from pipeline_shared.promise_tree import Check, EmailStep, PipelineTree
+from pipeline_shared.promise_tree import PipelineTree
 
 from ..schemas import DatabricksRunView, NotificationView, PipelineStatus
 
@@ -159,7 +159,7 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
     if tree.composed:
         progress = job_progress(tree, only) if only is not None else JobProgress()
         state = tree.composed_state() or PipelineState.WAITING
-        touched = _telling(tree)
+        touched = tree.telling()
     else:
         progress = job_progress(tree)
         state = progress.state
@@ -176,17 +176,6 @@ def status_of(tree: PipelineTree, spec: PipelineSpec, default_job: str) -> Pipel
         repair_deadline=progress.repair_deadline,
         updated_at=iso(max(r.settled_at or r.created_at for r in touched)),
     )
-
-
-def _telling(tree: PipelineTree) -> list[PromiseRecord]:
-    """The promises whose change changes what the document says: not a watchdog's check, nor an email a step
-    sends on its way (an approval request, a repair request), whose receipts only the timeline tells."""
-    quiet = {
-        child.promise.id
-        for child in tree.children()
-        if isinstance(child, Check) or (isinstance(child, EmailStep) and child.notification.kind != "step")
-    }
-    return [promise for promise in tree.promises.values() if promise.id not in quiet] or [tree.root]
 
 
 def _parameters_view(spec: PipelineSpec, in_use: dict[str, str]) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def composed_row(tree: PipelineTree) -> dict[str, Any] | None:
     steps = tree.steps()
     jobs = [step for step in steps if step.kind is StepKind.JOB]
     run = jobs[0].run if len(jobs) == 1 else None
-    updated = max(promise.settled_at or promise.created_at for promise in tree.promises.values())
+    updated = max(promise.settled_at or promise.created_at for promise in tree.telling())
     return {
         "id": tree.id,
         "owner": tree.owner,
