@@ -196,7 +196,7 @@ async def test_what_follows_a_shown_repair_window_leaves_the_document_as_it_was(
     abandon = RepairDecision(action="abandon", by="key:owner", decided_at=1)
     await pipeline.promises.resolve(decision, Value(data=abandon.model_dump(mode="json")))
     decided = (await composed.clients[OWNER].get(f"/pipelines/{pipeline.id}")).json()
-    assert datetime.fromisoformat(decided["updated_at"]) > datetime.fromisoformat(shown["updated_at"]), "a decision is news"
+    assert datetime.fromisoformat(decided["updated_at"]) > datetime.fromisoformat(shown["updated_at"]), "news"
 
 
 async def test_once_its_function_returned_the_pipeline_is_notifying_until_its_outcome_email_is_sent(

@@ -682,9 +682,9 @@ class PipelineTree:
             telling.append(child.promise)
             if isinstance(child, JobStep) and child.own is not None:
                 telling.append(child.own)
-            if isinstance(child, Gate | RepairWindow) and child.decision is not None:
-                if child.decision.state != "pending":
-                    telling.append(child.decision)
+            decision = child.decision if isinstance(child, Gate | RepairWindow) else None
+            if decision is not None and decision.state != "pending":
+                telling.append(decision)
         return telling
 
     def children(self) -> Iterator[Child]:
