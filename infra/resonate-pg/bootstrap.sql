@@ -2,7 +2,7 @@
 -- entrypoint.sh on every start, after the schema is in place, so that a
 -- changed setting takes effect on the next restart. Every statement is
 -- idempotent. psql variables: database, timer_interval, retention_days, index_logins,
--- cron_history; login roles and passwords arrive on standard input.
+-- watchdog_logins, cron_history; login roles and passwords arrive on standard input.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
@@ -56,3 +56,8 @@ SELECT count(*) AS logins FROM wanted_login \gset
 -- migrations made the role (infra/pipeline-index).
 SELECT format('GRANT pipelines_index TO %I', name)
   FROM regexp_split_to_table(:'index_logins', '\s+') AS name WHERE name <> '' \gexec
+
+-- The logins whose watchdog sweeps the waiting runs (the worker's); its
+-- migration made the role (infra/pipeline-index/migrations/0006).
+SELECT format('GRANT pipelines_watchdog TO %I', name)
+  FROM regexp_split_to_table(:'watchdog_logins', '\s+') AS name WHERE name <> '' \gexec

@@ -26,6 +26,8 @@
 #   RESONATE_PG_CRON_HISTORY     how long pg_cron keeps each run's record (default "1 hour")
 #   RESONATE_PG_INDEX_LOGINS     login roles (of RESONATE_PG_LOGINS) that keep and read
 #                                the pipeline index, space-separated (the gateway's)
+#   RESONATE_PG_WATCHDOG_LOGINS  login roles (of RESONATE_PG_LOGINS) whose watchdog lists
+#                                the runs being waited on, space-separated (the worker's)
 #   RESONATE_PG_MAX_CONNECTIONS  Postgres max_connections (default 200)
 set -euo pipefail
 
@@ -84,6 +86,9 @@ query() { psql_as_superuser --dbname="$1" --tuples-only --no-align --command="$2
 logins=""
 for role in ${RESONATE_PG_INDEX_LOGINS:-}; do
     [[ " ${RESONATE_PG_LOGINS:-} " == *" $role "* ]] || die "RESONATE_PG_INDEX_LOGINS: '$role' is not one of RESONATE_PG_LOGINS"
+done
+for role in ${RESONATE_PG_WATCHDOG_LOGINS:-}; do
+    [[ " ${RESONATE_PG_LOGINS:-} " == *" $role "* ]] || die "RESONATE_PG_WATCHDOG_LOGINS: '$role' is not one of RESONATE_PG_LOGINS"
 done
 for role in ${RESONATE_PG_LOGINS:-}; do
     [[ "$role" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "RESONATE_PG_LOGINS: '$role' is not a plain role name"
@@ -156,6 +161,7 @@ printf '%s' "$logins" | psql_as_superuser --dbname="$DATABASE" \
     --set=retention_days="$RETENTION_DAYS" \
     --set=cron_history="${RESONATE_PG_CRON_HISTORY:-1 hour}" \
     --set=index_logins="${RESONATE_PG_INDEX_LOGINS:-}" \
+    --set=watchdog_logins="${RESONATE_PG_WATCHDOG_LOGINS:-}" \
     --file=/opt/resonate-pg/bootstrap.sql
 
 pg_ctl --pgdata="$PGDATA" --wait --silent --mode=fast stop

@@ -129,7 +129,7 @@ async def test_the_witness_fails_a_refusal_that_changes_state_and_passes_one_tha
             with pytest.raises(SideEffectOfRejectedRequest, match=r"sneaky-\w+: \(absent\) -> pending"):
                 await client.post("/sneaky")
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 def assert_error_document(status: int, body: bytes, what: str) -> None:

@@ -131,7 +131,7 @@ def of_type[C](tree: PipelineTree, kind: type[C]) -> list[C]:
 async def harness():
     h = Harness()
     yield h
-    await h.resonate.stop()
+    await h.stop()
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def watched():
     """A harness whose watchdog checks the run every 50 ms."""
     h = Harness(watchdog_interval=0.05)
     yield h
-    await h.resonate.stop()
+    await h.stop()
 
 
 async def awaiting_repair(harness: Harness) -> tuple[PipelineSpec, Any]:

@@ -8,6 +8,7 @@ its name. Worker and gateway unit tests share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from pipeline_worker.run_states import verdict
 from pipeline_worker.runner import run_pipeline as run_pipeline_code
 from pipeline_worker.runner import run_pipeline_separate_watch
 from pipeline_worker.steps import WorkerDeps, now_ms
+from pipeline_worker.sweep import Watched, sweep_every_interval, watched_of
 from pipeline_worker.watchdog import watch_databricks_run
 from pipeline_worker.workflows import run_pipeline
 
@@ -81,6 +83,9 @@ class FakeJobs:
         #: Raised by the next repair call instead of repairing.
         self.refuse_repair: list[Exception] = []
         self.started = asyncio.Event()
+        #: Listings of active runs made (the watchdog's sweep), and the runs read, in order.
+        self.list_calls = 0
+        self.reads: list[int] = []
         #: Runs inside run_now, after the run exists: a notebook that calls
         #: back before run_now has even returned.
         self.on_run_now: Callable[[dict[str, str]], Awaitable[None]] | None = None
@@ -108,6 +113,7 @@ class FakeJobs:
         return self.runs_by_token[idempotency_token]
 
     async def read_run(self, run_id: int, *, result_task: str | None = None, output_budget: int) -> RunView:
+        self.reads.append(run_id)
         report = self.states[run_id]
         meaning = verdict(report.life_cycle_state, report.result_state)
         if meaning.terminal and not report.tasks and run_id in self.outputs:
@@ -120,6 +126,16 @@ class FakeJobs:
             )
             report = report.model_copy(update={"tasks": [task]})
         return RunView(verdict=meaning, report=report)
+
+    async def active_run_ids(self, job_id: int | None = None) -> set[int]:
+        self.list_calls += 1
+        jobs = {run.run_id: run.job_id for run in self.runs_by_token.values()}
+        return {
+            run_id
+            for run_id, report in self.states.items()
+            if not verdict(report.life_cycle_state, report.result_state).terminal
+            and (job_id is None or jobs.get(run_id) == job_id)
+        }
 
     async def repair(self, run_id: int, *, attempt: int, job_parameters: dict[str, str]) -> RepairMade:
         if self.refuse_repair:
@@ -140,6 +156,42 @@ class FakeJobs:
         self.states[run_id] = run_state("TERMINATED", "CANCELED", "cancelled by the worker")
 
 
+class LocalWatchedRuns:
+    """The watch records of the in-process server, listed as ``pipelines.watched_runs`` lists them in resonate-pg."""
+
+    def __init__(self, resonate: Any) -> None:
+        self._resonate = resonate
+        self._claimed: set[int] = set()
+        #: Sweeps claimed, for the tests: one per interval.
+        self.claims = 0
+
+    async def claim(self, interval_start_ms: int) -> bool:
+        if interval_start_ms in self._claimed:
+            return False
+        self._claimed.add(interval_start_ms)
+        self.claims += 1
+        return True
+
+    async def after(self, record_id: str, page: int) -> list[Watched]:
+        server = self._resonate._network.state  # the in-process server's tables
+        ids = sorted(p.id for p in server.promises.values() if promise_tree.WATCH_TAG in p.tags and p.id > record_id)
+        listed: list[Watched] = []
+        for promise_id in ids:
+            record = await self._resonate.promises.get(promise_id)
+            if record.state != "pending":
+                continue
+            try:
+                callback_state = (await self._resonate.promises.get(record.tags[promise_tree.WATCH_TAG])).state
+            except Exception:
+                callback_state = "missing"
+            watched = watched_of(record, callback_state)
+            if watched is not None:
+                listed.append(watched)
+            if len(listed) == page:
+                break
+        return listed
+
+
 class Harness:
     def __init__(
         self, watchdog_interval: float = 3600.0, *, autostart: bool = True, catalogue: Catalogue = CATALOGUE
@@ -148,17 +200,16 @@ class Harness:
         self.notifications: list[Notification] = []
         self.notifier_failure: Exception | None = None
         self.resonate = local_resonate(autostart=False)
-        self.resonate.with_dependency(
-            WorkerDeps(
-                databricks=self.jobs,  # type: ignore[arg-type]
-                promises=self.resonate.promises,
-                catalogue=catalogue,
-                signing_secret=SECRET,
-                callback_url="http://api.test/callbacks/databricks",
-                idempotency_namespace="unit",
-                watchdog_interval_seconds=watchdog_interval,
-            )
+        self.deps = WorkerDeps(
+            databricks=self.jobs,  # type: ignore[arg-type]
+            promises=self.resonate.promises,
+            catalogue=catalogue,
+            signing_secret=SECRET,
+            callback_url="http://api.test/callbacks/databricks",
+            idempotency_namespace="unit",
+            watchdog_interval_seconds=watchdog_interval,
         )
+        self.resonate.with_dependency(self.deps)
         self.resonate.register(run_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
         self.resonate.register(
             run_pipeline_separate_watch, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_SEPARATE_WATCH_VERSION
@@ -174,8 +225,21 @@ class Harness:
             return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}.{number}@test>")
 
         self.resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL)
+        self.watched = LocalWatchedRuns(self.resonate)
+        self._sweeping: asyncio.Task[None] | None = None
         if autostart:
             self.resonate.start()
+            # The watchdog's sweep, as each worker runs it beside Resonate; only where a test watches runs.
+            if watchdog_interval < 60:
+                self._sweeping = asyncio.create_task(sweep_every_interval(self.deps, self.watched))
+
+    async def stop(self) -> None:
+        """Stop the sweep and the in-process worker."""
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeping
+        await self.resonate.stop()
 
     def start(self, **overrides: Any) -> tuple[PipelineSpec, Any]:
         spec = PipelineSpec(
@@ -257,10 +321,14 @@ class Harness:
 
     async def wait_for_record(self, promise_id: str) -> AttemptRecord:
         """An attempt's record (``{id}:awaitN`` or ``{id}:attemptN``), once the workflow has written it."""
+        return AttemptRecord.model_validate((await self.wait_for_promise(promise_id)).param.data)
+
+    async def wait_for_promise(self, promise_id: str, *, settled: bool = False) -> Any:
+        """The promise, once it exists (and, with ``settled``, once it is no longer pending)."""
         async with asyncio.timeout(5):
-            while (record := await self.promises_get(promise_id)) is None:
+            while (record := await self.promises_get(promise_id)) is None or (settled and record.state == "pending"):
                 await asyncio.sleep(0.01)
-        return AttemptRecord.model_validate(record.param.data)
+        return record
 
     async def decide(self, spec: PipelineSpec, attempt: int, action: str, **fields: Any) -> None:
         """Repair or abandon a pipeline awaiting repair before ``attempt``, as the gateway does."""

@@ -23,6 +23,7 @@ from pipeline_shared.models import (
     PipelineState,
     StepKind,
     StepState,
+    WatchRequest,
 )
 from pipeline_shared.promise_tree import PipelineTree
 from pipeline_worker.pipelines import Pipeline, Step
@@ -41,7 +42,7 @@ def table(n: int) -> str:
 async def harness():
     h = Harness(catalogue=CATALOGUE)
     yield h
-    await h.resonate.stop()
+    await h.stop()
 
 
 async def outcome_of(handle: Any) -> PipelineOutcome:
@@ -105,18 +106,21 @@ async def test_a_standalone_job_runs_as_one_job_step_and_reads_as_today(harness:
     ("runner_version", "watch_step"),
     [(names.RUN_PIPELINE_VERSION, False), (names.RUN_PIPELINE_SEPARATE_WATCH_VERSION, True)],
 )
-async def test_a_job_step_schedules_its_first_check_in_its_trigger_at_version_3_and_apart_at_2(
+async def test_a_job_step_writes_its_watch_record_in_its_trigger_at_version_3_and_apart_at_2(
     runner_version: int, watch_step: bool
 ) -> None:
     harness = Harness(watchdog_interval=60)
     try:
         spec, handle = harness.start_code("csv-statistics", runner_version=runner_version, parameters={"source": ""})
-        await harness.wait_for_step_run(spec.id, "1")
+        run = await harness.wait_for_step_run(spec.id, "1")
         base = promise_tree.step_base(spec.id, "1")
-        first_check = promise_tree.check_id(base, 1)
         async with asyncio.timeout(5):
-            while await harness.promises_get(first_check) is None:
+            while (record := await harness.promises_get(promise_tree.watch_record_id(base))) is None:
                 await asyncio.sleep(0.01)
+        watched = WatchRequest.model_validate(record.param.data)
+        assert (watched.run_id, watched.job_id, watched.step) == (run.run_id, run.job_id, "1")
+        assert record.tags[promise_tree.WATCH_TAG] == promise_tree.callback_promise_id(base)
+        assert not [p for p in harness.promise_ids(spec.id) if promise_tree.check_of(base, p)], "no check is scheduled"
         # Version 2's children keep the order they were made in: the watch is its own step, P:1.3.
         watch = await harness.promises_get(promise_tree.join_id(base, "3"))
         assert (watch is not None) is watch_step
@@ -127,7 +131,7 @@ async def test_a_job_step_schedules_its_first_check_in_its_trigger_at_version_3_
         assert (outcome.state, outcome.result) == (PipelineState.SUCCEEDED, {"n": 1})
         assert len(harness.jobs.runs_by_token) == 1
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_the_watchdog_settles_a_job_step_whose_run_ended_without_calling_back() -> None:
@@ -145,7 +149,7 @@ async def test_the_watchdog_settles_a_job_step_whose_run_ended_without_calling_b
         settled = stored_settlement(await harness.resonate.promises.get(callback))
         assert settled.stored is not None and settled.stored.source == "watchdog"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_wait_ends_before_the_pipeline_does_so_its_outcome_is_still_told(harness: Harness) -> None:
@@ -398,7 +402,7 @@ async def test_the_outcome_email_goes_once_even_when_the_code_raises(harness: Ha
         _, handle = h.start_code("test-raises")
         outcome = await outcome_of(handle)
     finally:
-        await h.resonate.stop()
+        await h.stop()
 
     assert outcome.state is PipelineState.FAILED and outcome.error.type == "PipelineCodeError"
     assert "not-listed" in outcome.error.message
@@ -465,7 +469,7 @@ async def test_a_pipeline_started_on_one_version_finishes_on_it_after_the_next_i
         assert (await outcome_of(new_handle)).result == {"finished_on": 2}
         assert len(h.jobs.runs_by_token) == 2
     finally:
-        await h.resonate.stop()
+        await h.stop()
 
 
 def test_the_worker_loads_a_teams_module_and_refuses_a_catalogue_naming_a_missing_function() -> None:

@@ -26,7 +26,7 @@ from tests.support.pipeline_harness import SECRET, Harness, run_state
 async def harness():
     h = Harness()
     yield h
-    await h.resonate.stop()
+    await h.stop()
 
 
 async def outcome_of(handle: Any) -> PipelineOutcome:
@@ -252,7 +252,7 @@ async def test_watchdog_settles_a_run_that_ended_without_calling_back(
         settled = stored_settlement(await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id)))
         assert settled.stored is not None and settled.stored.source == "watchdog"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_watchdog_never_overrides_a_callback() -> None:
@@ -270,4 +270,4 @@ async def test_watchdog_never_overrides_a_callback() -> None:
         settled = stored_settlement(await harness.resonate.promises.get(promise_tree.callback_promise_id(spec.id)))
         assert settled.stored is not None and settled.stored.source == "callback"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()

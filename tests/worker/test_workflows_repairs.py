@@ -70,7 +70,7 @@ async def test_a_person_repairs_with_a_changed_parameter_and_the_same_pipeline_s
         )
         assert final.kind == "outcome" and final.thread == [f"<{spec.id}.0@test>"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_abandoning_ends_the_pipeline_failed_with_who_and_why() -> None:
@@ -89,7 +89,7 @@ async def test_abandoning_ends_the_pipeline_failed_with_who_and_why() -> None:
         assert run.run_id not in harness.jobs.repairs
         assert [n.kind for n in harness.notifications] == ["awaiting_repair", "outcome"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 def lost_driver(task_key: str = "pipeline") -> Any:
@@ -129,7 +129,7 @@ async def test_a_transient_failure_is_repaired_automatically_to_success() -> Non
         assert "DRIVER_ERROR" in outcome.attempts[1].reason
         assert [n.kind for n in harness.notifications] == ["outcome"], "no person was asked"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_worker_dying_right_after_the_repair_still_makes_exactly_one() -> None:
@@ -148,7 +148,7 @@ async def test_a_worker_dying_right_after_the_repair_still_makes_exactly_one() -
         assert outcome.state is PipelineState.SUCCEEDED
         assert len(harness.jobs.repairs[run.run_id]) == 1, "the retried step found the repair already made"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_notebook_bug_is_never_repaired_automatically() -> None:
@@ -164,7 +164,7 @@ async def test_a_notebook_bug_is_never_repaired_automatically() -> None:
         assert run.run_id not in harness.jobs.repairs
         assert json.loads(outcome.model_dump_json())["attempts"] == []
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_repair_databricks_refuses_fails_the_pipeline_with_its_reason() -> None:
@@ -182,7 +182,7 @@ async def test_a_repair_databricks_refuses_fails_the_pipeline_with_its_reason() 
         assert outcome.state is PipelineState.FAILED and outcome.error == refusal
         assert [n.kind for n in harness.notifications] == ["awaiting_repair", "outcome"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_repair_with_a_parameter_the_catalogue_refuses_never_reaches_databricks() -> None:
@@ -200,4 +200,4 @@ async def test_a_repair_with_a_parameter_the_catalogue_refuses_never_reaches_dat
         assert outcome.error.type == "InvalidParameters" and "source is a URL of scheme 'file'" in outcome.error.message
         assert not harness.jobs.repairs.get(run.run_id), "Databricks was never asked"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()

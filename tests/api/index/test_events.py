@@ -89,7 +89,7 @@ async def test_a_pipeline_that_succeeds_tells_its_start_run_callback_email_and_e
         # The same promises give the same events under the same keys: the index stores each once.
         assert timeline(harness, spec.id) == events and len({e.key for e in events}) == len(events)
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and_the_repair() -> None:
@@ -120,7 +120,7 @@ async def test_a_failed_run_repaired_by_a_person_tells_the_wait_the_decision_and
         ]
         assert [e.data["kind"] for e in events if e.kind == "email_delivered"] == ["awaiting_repair", "outcome"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_repair_names_only_the_parameters_it_changes() -> None:
@@ -152,7 +152,7 @@ async def test_a_repair_names_only_the_parameters_it_changes() -> None:
             "key:tester asked for a repair with the same parameters",
         ]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_abandoned_cancelled_and_refused_emails_are_told_with_who_and_why() -> None:
@@ -179,7 +179,7 @@ async def test_abandoned_cancelled_and_refused_emails_are_told_with_who_and_why(
         assert events[2].data == {"by": "key:alice"} and "key:alice" in events[2].summary
         assert "550 mailbox unavailable" in events[3].data["error"] and events[3].data["kind"] == "outcome"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_the_watchdogs_readings_are_the_databricks_states_seen() -> None:
@@ -204,7 +204,7 @@ async def test_the_watchdogs_readings_are_the_databricks_states_seen() -> None:
         assert "outcome_read_from_run" in kinds(events) and "callback_received" not in kinds(events)
         assert (await harness.resonate.promises.get(callback)).state == "resolved"
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one() -> None:
@@ -218,7 +218,7 @@ async def test_a_promise_it_cannot_read_gives_no_event_rather_than_a_wrong_one()
         events = timeline_of(PipelineTree(promises[spec.id], promises))
         assert kinds(events) == ["started", "callback_received", "email_delivered", "finished"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_late_readings_are_left_out() -> None:
@@ -241,7 +241,7 @@ async def test_a_run_recorded_after_its_callback_shows_as_triggered_by_then_and_
         assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
         assert events[1].at_ms == called_at and events[1].data["recorded_at"].endswith("Z")
     finally:
-        await harness.resonate.stop()
+        await harness.stop()
 
 
 async def test_a_notification_after_the_pipeline_finished_is_left_out() -> None:
@@ -261,4 +261,4 @@ async def test_a_notification_after_the_pipeline_finished_is_left_out() -> None:
         events = timeline_of(PipelineTree(root, promises))
         assert kinds(events) == ["started", "run_triggered", "callback_received", "email_delivered", "finished"]
     finally:
-        await harness.resonate.stop()
+        await harness.stop()

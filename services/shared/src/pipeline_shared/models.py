@@ -324,7 +324,7 @@ class CheckOutcome(_Model):
 
 
 class WatchRequest(_Model):
-    """One check of the missed-callback watchdog."""
+    """A run the missed-callback watchdog watches: the param of its watch record, or of one check."""
 
     pipeline_id: PipelineId
     promise_id: str
@@ -341,6 +341,8 @@ class WatchRequest(_Model):
     attempt: int = Field(default=0, ge=0)
     #: The job step whose run it is (None: a one-job workflow's).
     step: str | None = None
+    #: The Databricks job the run is of, for the sweep's listing of active runs (None: unknown, list them all).
+    job_id: int | None = None
 
 
 class StepKind(StrEnum):

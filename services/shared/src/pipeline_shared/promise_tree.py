@@ -91,6 +91,10 @@ CREATED_BY_TAG = "pipeline:created-by"
 #: Tag on a pipeline's root promise holding the id of the principal that started it.
 OWNER_TAG = "pipeline:owner"
 
+#: Tag on a run's watch record (:func:`watch_record_id`), holding the id of the
+#: callback promise it watches: what the watchdog's sweep lists.
+WATCH_TAG = "pipelines:watch"
+
 #: Tag Resonate puts on a promise a workflow made to be settled from outside
 #: (``ctx.promise``): a run's callback, a repair's or a gate's decision.
 EXTERNAL_TAG = "resonate:external"
@@ -102,6 +106,7 @@ _STEP = re.compile(r"(?P<step>[1-9][0-9]{0,5})(?:\.(?P<leaf>[A-Za-z0-9_-]+))?")
 _AWAIT = re.compile(r"await(?P<n>[0-9]+)")
 _ATTEMPT = re.compile(r"attempt(?P<n>[0-9]+)")
 _CHECK = re.compile(r"(?:r(?P<attempt>[0-9]+))?watch(?P<check>[0-9]+)")
+_WATCHED = re.compile(r"(?:r(?P<attempt>[0-9]+))?watched")
 _HINT = re.compile(r"hint(?P<attempt>[0-9]*)-(?P<event>[a-z_]+)-(?P<window>[0-9]+)")
 
 #: The leaf of a job step's record and of an approval gate's record, under the step's own id.
@@ -232,6 +237,17 @@ def check_id(base: str, check: int, attempt: int = 0) -> str:
     return join_id(base, f"{prefix}watch{check}")
 
 
+def watch_record_id(base: str, attempt: int = 0) -> str:
+    """The watch record of attempt ``attempt``'s run: pending while the watchdog's sweep watches it, one per run."""
+    return join_id(base, "watched" if attempt == 0 else f"r{attempt}watched")
+
+
+def watch_record_of(base: str, promise_id: str) -> int | None:
+    """The attempt whose run's watch record ``promise_id`` is; None for any other promise."""
+    match = _WATCHED.fullmatch(_child(base, promise_id) or "")
+    return int(match["attempt"] or 0) if match else None
+
+
 def check_of(base: str, promise_id: str) -> tuple[int, int] | None:
     """``(attempt, check)`` of a scheduled watchdog check under ``base``; None for any other promise."""
     match = _CHECK.fullmatch(_child(base, promise_id) or "")
@@ -298,7 +314,11 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Check:
-    """One check of the run, by the watchdog or prompted by a notification (``hint``: its event)."""
+    """One check of the run, by the watchdog or prompted by a notification (``hint``: its event).
+
+    Also a run's watch record, which the watchdog's sweep settles with the
+    check that found the run over (or the callback there first).
+    """
 
     promise: PromiseRecord
     attempt: int
@@ -710,6 +730,8 @@ class PipelineTree:
             return Check(promise, hint[0], hint=hint[1], step=step)
         if (check := check_of(base, promise.id)) is not None:
             return Check(promise, check[0], step=step)
+        if (attempt := watch_record_of(base, promise.id)) is not None:
+            return Check(promise, attempt, step=step)
         if (number := repair_window_of(base, promise.id)) is not None:
             record = _parsed(AttemptRecord, promise.param.data)
             decision = self.get(record.decision_promise_id) if record else None

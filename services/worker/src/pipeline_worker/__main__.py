@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import uvloop
@@ -20,6 +22,7 @@ from .registration import load_pipelines
 from .runner import run_pipeline, run_pipeline_separate_watch
 from .settings import WorkerSettings
 from .steps import WorkerDeps
+from .sweep import DatabaseWatchedRuns, sweep_every_interval
 from .watchdog import WATCH_RETRY, watch_databricks_run
 from .workflows import run_pipeline as run_one_job_pipeline
 
@@ -42,19 +45,18 @@ async def main() -> None:
     link = connect(settings, names.WORKER_GROUP, max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS)
     resonate = link.resonate
     hooks = TestHooks(enabled=settings.WORKER_TEST_HOOKS, points=WORKER_POINTS)
-    resonate.with_dependency(
-        WorkerDeps(
-            databricks=databricks,
-            promises=resonate.promises,
-            catalogue=settings.catalogue,
-            signing_secret=settings.CALLBACK_SIGNING_SECRET,
-            callback_url=settings.GATEWAY_CALLBACK_URL,
-            idempotency_namespace=settings.DATABRICKS_IDEMPOTENCY_NAMESPACE,
-            watchdog_interval_seconds=settings.WATCHDOG_INTERVAL_SECONDS,
-            report_output_budget_bytes=settings.REPORT_OUTPUT_BUDGET_BYTES,
-            hooks=hooks,
-        )
+    deps = WorkerDeps(
+        databricks=databricks,
+        promises=resonate.promises,
+        catalogue=settings.catalogue,
+        signing_secret=settings.CALLBACK_SIGNING_SECRET,
+        callback_url=settings.GATEWAY_CALLBACK_URL,
+        idempotency_namespace=settings.DATABRICKS_IDEMPOTENCY_NAMESPACE,
+        watchdog_interval_seconds=settings.WATCHDOG_INTERVAL_SECONDS,
+        report_output_budget_bytes=settings.REPORT_OUTPUT_BUDGET_BYTES,
+        hooks=hooks,
     )
+    resonate.with_dependency(deps)
     metrics.export_from_zero(list(settings.catalogue.jobs))
     load_pipelines(settings.pipeline_modules, settings.catalogue)
     resonate.register(run_one_job_pipeline, name=names.RUN_PIPELINE, version=names.RUN_PIPELINE_ONE_JOB_VERSION)
@@ -72,9 +74,16 @@ async def main() -> None:
         settings.JOB_CATALOGUE_FILE,
         ", ".join(f"{job.name} ({job.databricks_job}, {job.completion})" for job in settings.catalogue.jobs.values()),
     )
+    if link.database is None:
+        raise RuntimeError("a deployed worker runs on the resonate-pg database, which its watchdog's sweep reads")
+    # The watchdog's sweep: one per interval across the worker group, made by whichever worker asks first.
+    sweeping = asyncio.create_task(sweep_every_interval(deps, DatabaseWatchedRuns(link.database, names.WORKER_GROUP)))
     try:
         await run_resonate_worker("worker", link, settings.OPS_PORT, hooks.routes())
     finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
         databricks.close()
 
 

@@ -74,7 +74,7 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
         settlement = await ctx.run(steps.settle_callback_promise, promise_id, _no_run(trigger))
     else:
         if run is not None and not target.watch_from_trigger:
-            await ctx.run(watchdog.start_watching, _watch(deps, target, promise_id, run.run_id, 0))
+            await ctx.run(watchdog.start_watching, _watch(deps, target, promise_id, run, 0))
         settlement = await _await_settlement(ctx, callback, promise_id)
 
     attempts = [Attempt(number=0, started_at=trigger.started_at or 0, reason="the original run")]
@@ -138,7 +138,7 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
         await ctx.run(
             steps.record_attempt, target.pipeline_id, promise_tree.attempt_record_id(target.base, number), record
         )
-        await ctx.run(watchdog.start_watching, _watch(deps, target, repaired_id, run.run_id, number))
+        await ctx.run(watchdog.start_watching, _watch(deps, target, repaired_id, run, number))
         settlement = await _await_settlement(ctx, repaired, repaired_id)
         state, result, error = _ending(settlement, target)
     if settlement is not None and attempts[-1].outcome is None:
@@ -176,17 +176,17 @@ async def run_job(ctx: Context, target: JobTarget) -> JobRun:
 
 
 async def trigger_and_watch(ctx: Context, target: JobTarget, promise_id: str) -> TriggerOutcome:
-    """The trigger step of a job step at runner version 3: start the run, then schedule its first check.
+    """The trigger step of a job step at runner version 3: start the run, then have the watchdog watch it.
 
     One durable step where there were two (the trigger, then
     :func:`.watchdog.start_watching` in its own): the callback promise the
-    trigger has just read gives the check its deadline. Run again after a
-    crash, both halves are idempotent (the run's token, the check's id).
+    trigger has just read gives the watch its deadline. Run again after a
+    crash, both halves are idempotent (the run's token, the watch's id).
     """
     deps = ctx.get_dependency(steps.WorkerDeps)
     trigger, deadline = await steps.start_run(deps, target, promise_id)
     if trigger.run is not None:
-        await watchdog.start_watching(ctx, _watch(deps, target, promise_id, trigger.run.run_id, 0), deadline)
+        await watchdog.start_watching(ctx, _watch(deps, target, promise_id, trigger.run, 0), deadline)
     return trigger
 
 
@@ -200,11 +200,14 @@ def _no_run(trigger: TriggerOutcome) -> Settlement:
     return Settlement(status="failure", error=trigger.error, source="worker", received_at=steps.now_ms())
 
 
-def _watch(deps: steps.WorkerDeps, target: JobTarget, promise_id: str, run_id: int, attempt: int) -> WatchRequest:
+def _watch(
+    deps: steps.WorkerDeps, target: JobTarget, promise_id: str, run: DatabricksRun, attempt: int
+) -> WatchRequest:
     return WatchRequest(
         pipeline_id=target.pipeline_id,
         promise_id=promise_id,
-        run_id=run_id,
+        run_id=run.run_id,
+        job_id=run.job_id,
         interval_seconds=deps.watchdog_interval_seconds,
         job=target.catalogue_name,
         attempt=attempt,

@@ -1,6 +1,6 @@
 """The worker's Prometheus metrics."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 PIPELINES_FINISHED = Counter(
     "pipelines_finished_total",
@@ -10,8 +10,15 @@ PIPELINES_FINISHED = Counter(
 RUNS_TRIGGERED = Counter("databricks_runs_triggered_total", "Successful run-now calls (replays included).")
 WATCHDOG_CHECKS = Counter(
     "watchdog_checks_total",
-    "Missed-callback watchdog checks run (one per waiting pipeline per interval; retries included). What waiting "
-    "costs grows with this rate.",
+    "Runs the missed-callback watchdog read from Databricks: those its sweep did not find active (or found "
+    "overdue), and those a notification prompted. Grows with the runs that end, not with the number waiting.",
+)
+WATCHDOG_SWEEPS = Counter("watchdog_sweeps_total", "Watchdog sweeps this worker made (one per interval per group).")
+WATCHDOG_SWEEP_FAILURES = Counter(
+    "watchdog_sweep_failures_total", "Watchdog sweeps that failed (the database away); the next interval sweeps again."
+)
+WATCHDOG_WATCHED = Gauge(
+    "watchdog_watched_runs", "Runs waited on at this worker's latest sweep (their callback not yet settled)."
 )
 WATCHDOG_SETTLEMENTS = Counter(
     "watchdog_settlements_total",
@@ -20,7 +27,7 @@ WATCHDOG_SETTLEMENTS = Counter(
 )
 PIPELINE_OVERDUE_CHECKS = Counter(
     "pipeline_overdue_checks_total",
-    "Watchdog checks that found a pipeline still waiting past its job's expected duration, by catalogue job.",
+    "Watchdog reads that found a pipeline still waiting past its job's expected duration, by catalogue job.",
     ["job"],
 )
 STEPS_FINISHED = Counter(

@@ -2,23 +2,28 @@
 
 The cluster is lost, the process is killed, the run is cancelled in the
 Databricks UI: then no callback comes, yet Databricks knows the run is over.
-While a pipeline waits, the watchdog asks Databricks about its run every
-``WATCHDOG_INTERVAL_SECONDS`` and, once the run is over, settles the callback
-promise itself. The callback stays the fast path; the first settlement wins,
-so the watchdog never overrides one.
+While a pipeline waits on a run, the run has a watch record (a pending
+promise of the pipeline, :func:`start_watching`), and once every
+``WATCHDOG_INTERVAL_SECONDS`` one worker sweeps them all
+(:mod:`.sweep`): it lists the workspace's active runs and reads only the
+watched runs that are no longer among them; one that is over settles its
+callback promise from the run itself. The callback stays the fast path; the
+first settlement wins, so the watchdog never overrides one.
 
-Each check is a separate, short invocation that the Resonate server holds
-back until it is due (the protocol's ``resonate:delay`` tag), rather than a
-loop around a durable sleep: between checks nothing runs, sleeps or holds a
-lease, and no execution's history grows with the length of the wait.
+What a sweep costs grows with the runs that ended since the last one, not
+with the number waiting: a pipeline waiting for days costs one watch record,
+not a check a minute.
 
 Jobs that send webhook notifications (catalogue completion ``notification``)
-get the same check sooner: the gateway, told by Databricks that a run started
-or ended, dispatches one extra check at once (see
-:func:`pipeline_api.domain.notifications`). It finds the pipeline through the run's
-index promise (:func:`pipeline_shared.promise_tree.run_index_id`), which
-:func:`start_watching` writes. A notification only prompts a check; the
+get a check sooner: the gateway, told by Databricks that a run started or
+ended, dispatches one check at once (:func:`watch_databricks_run`; see
+:func:`pipeline_api.domain.notifications`). It finds the pipeline through the
+run's index promise (:func:`pipeline_shared.promise_tree.run_index_id`),
+which :func:`start_watching` writes. A notification only prompts a check; the
 outcome is always read from the Jobs API, so a forged one changes nothing.
+
+Pipelines that began waiting before the sweep (each check scheduling the
+next, ``resonate:delay``) hand their run to the sweep at their next check.
 """
 
 from __future__ import annotations
@@ -31,10 +36,9 @@ from resonate.context import Context
 from resonate.retry import Exponential
 from resonate.types import Value
 
-from pipeline_shared import names, promise_tree
+from pipeline_shared import promise_tree
 from pipeline_shared.callbacks import SettleResult, settle_callback
 from pipeline_shared.catalogue import Completion, Job
-from pipeline_shared.invocations import dispatch
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import CheckOutcome, RunError, RunReport, Settlement, WatchRequest
 
@@ -50,12 +54,12 @@ WATCH_RETRY = Exponential(delay=1, factor=2, max_delay=60, max_retries=20)
 
 
 async def start_watching(ctx: Context, watch: WatchRequest, deadline: int | None = None) -> bool:
-    """Index the run for notifications when its job sends them, then schedule the first check.
+    """Index the run for notifications when its job sends them, and write its watch record; False if moot.
 
     The watch is stamped with the time it starts (this step runs once), from
     which an overdue pipeline is told. ``deadline``, when the caller has just
     read the callback promise pending, is its ``timeout_at`` (then it is not
-    read again; a check scheduled as a callback lands finds it settled).
+    read again).
     """
     deps = ctx.get_dependency(WorkerDeps)
     watch = watch.model_copy(update={"started_at": watch.started_at or now_ms()})
@@ -74,99 +78,85 @@ async def start_watching(ctx: Context, watch: WatchRequest, deadline: int | None
             param=Value(data=hint.model_dump(mode="json")),
             tags={"resonate:origin": watch.pipeline_id},
         )
-    return await schedule_watchdog_check(ctx, watch, deadline)
-
-
-async def schedule_watchdog_check(ctx: Context, watch: WatchRequest, deadline: int | None = None) -> bool:
-    """Arrange for ``watch`` to run ``watch.interval_seconds`` from now; False if pointless.
-
-    The check is an invocation of the watchdog function whose dispatch the
-    Resonate server holds back until it is due (``resonate:delay``): nothing
-    runs, sleeps or holds a lease meanwhile. Its id is derived from the
-    pipeline and the check number, so scheduling it again changes nothing.
-    ``deadline`` is the callback promise's ``timeout_at`` when the caller has
-    just read it pending; otherwise it is read here.
-    """
-    deps = ctx.get_dependency(WorkerDeps)
-    if deadline is None:
-        callback = await deps.promises.get(watch.promise_id)
-        if callback.state != "pending":
-            return False
-        deadline = callback.timeout_at
-    due = now_ms() + int(watch.interval_seconds * 1000)
-    if due >= deadline:
-        # The promise times out before the check would run: the timeout
-        # handles that pipeline.
-        return False
-    await dispatch(
-        deps.promises,
-        promise_tree.check_id(promise_tree.base_of(watch.pipeline_id, watch.step), watch.check, watch.attempt),
-        names.WATCH_DATABRICKS_RUN,
-        watch.model_dump(mode="json"),
-        group=names.WORKER_GROUP,
-        origin=watch.pipeline_id,
-        # A check that could not run before the pipeline stopped waiting is moot.
-        timeout_at=deadline,
-        not_before=due,
-    )
+    await write_watch_record(deps, watch, deadline)
     return True
 
 
-async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcome:
-    """One check of the watchdog (or one a notification prompted), then the next one scheduled.
+async def write_watch_record(deps: WorkerDeps, watch: WatchRequest, deadline: int) -> None:
+    """The run's watch record: pending, for the sweep to find, until the sweep settles it or ``deadline``.
 
-    When Databricks says the run is over and no callback came, settle the
-    callback promise from the run itself: the result task's exit value on
-    success, Databricks' state message otherwise, and every task's outcome
-    beside it. If the callback wins the race, its settlement stands. Errors
-    reaching Databricks only postpone the check. Each check is its own short
-    invocation, so however long a pipeline waits, nothing accumulates. A
-    check prompted by a notification schedules none: the regular chain
-    goes on regardless. What it did, and the state it saw, is its value.
+    Its id is the run's and attempt's, so writing it again changes nothing.
+    """
+    await deps.promises.create(
+        promise_tree.watch_record_id(promise_tree.base_of(watch.pipeline_id, watch.step), watch.attempt),
+        timeout_at=deadline,
+        param=Value(data=watch.model_dump(mode="json")),
+        tags={"resonate:origin": watch.pipeline_id, promise_tree.WATCH_TAG: watch.promise_id},
+    )
+
+
+async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcome:
+    """One check a notification prompted (or one of a chain begun before the sweep): :func:`check_run`.
+
+    A check of a chain that finds the run still going schedules no next
+    one: it writes the run's watch record, and the sweep watches it from
+    then on. What it did, and the state it saw, is its value.
     """
     deps = ctx.get_dependency(WorkerDeps)
-    metrics.WATCHDOG_CHECKS.inc()
-    job = job_of(deps, watch.job)
     with pipeline_context(watch.pipeline_id):
         if (await deps.promises.get(watch.promise_id)).state != "pending":
             return CheckOutcome(note="callback promise settled")
-        read_at = now_ms()
-        try:
-            run = await deps.databricks.read_run(
-                watch.run_id, result_task=job.result_task, output_budget=deps.report_output_budget_bytes
-            )
-        except (TransientDatabricksError, PermanentDatabricksError) as exc:
-            logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
-            run = None
-        seen = (
-            {
-                "life_cycle_state": run.report.life_cycle_state,
-                "result_state": run.report.result_state,
-                "read_at": read_at,
-            }
-            if run
-            else {}
+        outcome, over = await check_run(deps, watch)
+        if over:
+            return outcome
+        if watch.hint:
+            return outcome.model_copy(update={"note": "run still going (checked on a notification)"})
+        callback = await deps.promises.get(watch.promise_id)
+        if callback.state != "pending":
+            return outcome.model_copy(update={"note": "callback promise settled"})
+        await write_watch_record(deps, watch, callback.timeout_at)
+        return outcome.model_copy(update={"note": "run still going; watched by the sweep from now on"})
+
+
+async def check_run(deps: WorkerDeps, watch: WatchRequest) -> tuple[CheckOutcome, bool]:
+    """Read the watched run from Databricks; when it is over, settle its callback promise from it.
+
+    The settlement is the result task's exit value on success, Databricks'
+    state message otherwise, and every task's outcome beside it; if the
+    callback wins the race, its settlement stands. An error reaching
+    Databricks decides nothing: the run is read again later. Returns what
+    the check did with the state it saw, and whether the run was over.
+    """
+    metrics.WATCHDOG_CHECKS.inc()
+    job = job_of(deps, watch.job)
+    read_at = now_ms()
+    try:
+        run = await deps.databricks.read_run(
+            watch.run_id, result_task=job.result_task, output_budget=deps.report_output_budget_bytes
         )
-        if run is None or not run.verdict.terminal:
-            _count_if_overdue(job, watch)
-            if watch.hint:
-                return CheckOutcome(note="run still going (checked on a notification)", **seen)
-            following = watch.model_copy(update={"check": watch.check + 1})
-            scheduled = await schedule_watchdog_check(ctx, following)
-            note = f"run still going; check {following.check} scheduled" if scheduled else "no further check"
-            return CheckOutcome(note=note, **seen)
-        settlement = settlement_from_run(run, job)
-        outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
-        if outcome.stored is not None and outcome.stored.attempt == settlement.attempt:
-            metrics.WATCHDOG_SETTLEMENTS.labels(status=settlement.status).inc()
-            logger.log(
-                logging.INFO if job.completion is not Completion.CALLBACK else logging.WARNING,
-                "run ended; outcome read from the run"
-                + ("" if job.completion is not Completion.CALLBACK else " (no callback came)"),
-                extra={"fields": {"run_id": watch.run_id, "run_state": run.describe(), "hint": watch.hint}},
-            )
-            return CheckOutcome(note=f"settled from the run: {settlement.status}", **seen)
-        return CheckOutcome(note="callback promise settled", **seen)
+    except (TransientDatabricksError, PermanentDatabricksError) as exc:
+        logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
+        return CheckOutcome(note="Databricks could not be read"), False
+    seen = {
+        "life_cycle_state": run.report.life_cycle_state,
+        "result_state": run.report.result_state,
+        "read_at": read_at,
+    }
+    if not run.verdict.terminal:
+        _count_if_overdue(job, watch)
+        return CheckOutcome(note="run still going", **seen), False
+    settlement = settlement_from_run(run, job)
+    outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
+    if outcome.stored is None or outcome.stored.attempt != settlement.attempt:
+        return CheckOutcome(note="callback promise settled", **seen), True
+    metrics.WATCHDOG_SETTLEMENTS.labels(status=settlement.status).inc()
+    logger.log(
+        logging.INFO if job.completion is not Completion.CALLBACK else logging.WARNING,
+        "run ended; outcome read from the run"
+        + ("" if job.completion is not Completion.CALLBACK else " (no callback came)"),
+        extra={"fields": {"run_id": watch.run_id, "run_state": run.describe(), "hint": watch.hint}},
+    )
+    return CheckOutcome(note=f"settled from the run: {settlement.status}", **seen), True
 
 
 def settlement_from_run(run: RunView, job: Job) -> Settlement:

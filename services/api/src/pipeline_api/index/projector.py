@@ -15,10 +15,10 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from resonate.codec import Codec, NoopEncryptor
-from resonate.types import PromiseRecord, Value
+from resonate.types import PromiseRecord
 
 from pipeline_shared.models import StepKind
+from pipeline_shared.promise_rows import COLUMNS, record_of_row
 from pipeline_shared.promise_tree import PipelineTree
 
 from .. import metrics
@@ -26,7 +26,6 @@ from .events import Event
 
 logger = logging.getLogger("pipeline_api.index")
 
-_CODEC = Codec(NoopEncryptor())
 
 #: What the index keeps of each step (:class:`~pipeline_shared.models.StepSummary`): enough to list and
 #: filter; the whole of each is the status document's.
@@ -62,14 +61,13 @@ _INSERT_EVENT = (
 async def _snapshots(conn: Any, pipeline_ids: list[str]) -> dict[str, dict[str, PromiseRecord]]:
     """Every promise of each pipeline, read in one statement (one snapshot of them all), by pipeline and id."""
     cursor = await conn.execute(
-        "SELECT p.origin_id, p.id, p.state, p.param_headers, p.param_data, p.value_headers, p.value_data, p.tags, "
-        "p.timeout_at, p.created_at, p.settled_at "
-        "FROM unnest(%s::text[]) AS noted(id), LATERAL pipelines.promises_of(noted.id) AS p",
+        f"SELECT origin_id, {COLUMNS} "
+        "FROM unnest(%s::text[]) AS noted(pipeline_id), LATERAL pipelines.promises_of(noted.pipeline_id) AS p",
         (pipeline_ids,),
     )
     snapshots: dict[str, dict[str, PromiseRecord]] = {}
     for origin, *columns in await cursor.fetchall():
-        record = _record(tuple(columns))
+        record = record_of_row(tuple(columns))
         snapshots.setdefault(origin, {})[record.id] = record
     return snapshots
 
@@ -150,19 +148,3 @@ def composed_row(tree: PipelineTree) -> dict[str, Any] | None:
 
 def _moment(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC)
-
-
-def _record(row: tuple[Any, ...]) -> PromiseRecord:
-    """A row of ``resonate.promises`` as the SDK hands a promise to its callers, data decoded."""
-    pid, state, param_headers, param_data, value_headers, value_data, tags, timeout_at, created_at, settled_at = row
-    raw = PromiseRecord(
-        id=pid,
-        state=state,
-        param=Value(headers=param_headers or None, data=param_data),
-        value=Value(headers=value_headers or None, data=value_data),
-        tags=tags or {},
-        timeout_at=timeout_at,
-        created_at=created_at,
-        settled_at=settled_at,
-    )
-    return _CODEC.decode_promise(raw)
