@@ -41,7 +41,12 @@ SHARED = {
     "compose-stack": ("stack", ("tests/integration/", "tests/client/test_against_stack.py", "tests/faults/")),
     "resonate-pg-container": (
         "resonate_pg",
-        ("tests/api/index/", "tests/api/domain/test_snapshots.py", "tests/api/test_schedules.py"),
+        (
+            "tests/api/index/",
+            "tests/api/domain/test_snapshots.py",
+            "tests/api/test_schedules.py",
+            "tests/worker/test_sweep_database.py",
+        ),
     ),
 }
 

@@ -40,6 +40,8 @@ BUILD_TIMEOUT_SECONDS = 900
 READY_TIMEOUT_SECONDS = 120
 #: The gateway's login role, as compose.yaml names it; it is given the index's role as at stack start.
 GATEWAY_ROLE = "pipeline_api"
+#: The worker's login role, as compose.yaml names it; it is given the watchdog's role as at stack start.
+WORKER_ROLE = "pipeline_worker"
 #: The database the entrypoint makes.
 DATABASE = "resonate"
 
@@ -52,6 +54,7 @@ class ResonatePg:
     port: int
     superuser_password: str
     gateway_password: str
+    worker_password: str
 
     @property
     def superuser_dsn(self) -> str:
@@ -62,6 +65,11 @@ class ResonatePg:
     def gateway_url(self) -> str:
         """RESONATE_DATABASE_URL for a gateway: its own role, the password given apart."""
         return f"postgresql://{GATEWAY_ROLE}@{self.host}:{self.port}/{DATABASE}"
+
+    @property
+    def worker_url(self) -> str:
+        """RESONATE_DATABASE_URL for a worker: its own role, the password given apart."""
+        return f"postgresql://{WORKER_ROLE}@{self.host}:{self.port}/{DATABASE}"
 
 
 def build_image() -> str:
@@ -87,13 +95,15 @@ def running_resonate_pg() -> Iterator[ResonatePg]:
     """A fresh resonate-pg server (no volume: it starts empty), stopped and removed when the block ends."""
     image = build_image()
     testcontainers_config.ryuk_disabled = True
-    superuser_password, gateway_password = secrets.token_hex(16), secrets.token_hex(16)
+    superuser_password, gateway_password, worker_password = (secrets.token_hex(16) for _ in range(3))
     container = (
         DockerContainer(image)
         .with_env("POSTGRES_PASSWORD", superuser_password)
-        .with_env("RESONATE_PG_LOGINS", GATEWAY_ROLE)
+        .with_env("RESONATE_PG_LOGINS", f"{GATEWAY_ROLE} {WORKER_ROLE}")
         .with_env(f"RESONATE_PG_PASSWORD_{GATEWAY_ROLE}", gateway_password)
+        .with_env(f"RESONATE_PG_PASSWORD_{WORKER_ROLE}", worker_password)
         .with_env("RESONATE_PG_INDEX_LOGINS", GATEWAY_ROLE)
+        .with_env("RESONATE_PG_WATCHDOG_LOGINS", WORKER_ROLE)
         .with_exposed_ports(5432)
     )
     container.start()
@@ -103,6 +113,7 @@ def running_resonate_pg() -> Iterator[ResonatePg]:
             int(container.get_exposed_port(5432)),
             superuser_password,
             gateway_password,
+            worker_password,
         )
         _wait_until_ready(container, server)
         yield server
