@@ -82,6 +82,9 @@ class FakeJobs:
         self.fail_after_repair: list[Exception] = []
         #: Raised by the next repair call instead of repairing.
         self.refuse_repair: list[Exception] = []
+        #: active_run_ids calls made, and what the next ones raise instead of listing.
+        self.list_calls = 0
+        self.fail_next_list: list[Exception] = []
         self.started = asyncio.Event()
         #: Listings of active runs made (the watchdog's sweep), and the runs read, in order.
         self.list_calls = 0
@@ -111,6 +114,19 @@ class FakeJobs:
         if self.on_run_now is not None:
             await self.on_run_now(job_parameters)
         return self.runs_by_token[idempotency_token]
+
+    async def active_run_ids(self, job_id: int | None = None) -> set[int]:
+        """The runs (of ``job_id``, or every job) whose state is not terminal, by the worker's own rule."""
+        self.list_calls += 1
+        if self.fail_next_list:
+            raise self.fail_next_list.pop(0)
+        jobs = {run.run_id: run.job_id for run in self.runs_by_token.values()}
+        return {
+            run_id
+            for run_id, report in self.states.items()
+            if (job_id is None or jobs.get(run_id) == job_id)
+            and not verdict(report.life_cycle_state, report.result_state).terminal
+        }
 
     async def read_run(self, run_id: int, *, result_task: str | None = None, output_budget: int) -> RunView:
         self.reads.append(run_id)

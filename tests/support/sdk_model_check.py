@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from databricks.sdk.oauth import HostMetadata, OidcEndpoints
-from databricks.sdk.service.jobs import Job, ListJobsResponse, RepairRunResponse, Run, RunNowResponse, RunOutput
+from databricks.sdk.service.jobs import (
+    Job,
+    ListJobsResponse,
+    ListRunsResponse,
+    RepairRunResponse,
+    Run,
+    RunNowResponse,
+    RunOutput,
+)
 
 #: Where the middleware appends one JSON line per answer that fails the check.
 LOG_ENV = "EMULATOR_MODEL_CHECK_LOG"
@@ -45,6 +53,7 @@ JOBS_MODELS: dict[tuple[str, str], type] = {
     ("GET", "jobs/runs/get-output"): RunOutput,
     ("GET", "jobs/get"): Job,
     ("GET", "jobs/list"): ListJobsResponse,
+    ("GET", "jobs/runs/list"): ListRunsResponse,
 }
 #: The keys databricks-sdk's error parser reads from an API error.
 API_ERROR_KEYS = {"error_code", "message", "details"}

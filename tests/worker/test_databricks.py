@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,6 +21,7 @@ from pipeline_shared import ids
 from pipeline_shared.catalogue import Completion, Job
 from pipeline_shared.models import DatabricksRun
 from pipeline_worker.databricks import (
+    RUNS_PER_LIST_PAGE,
     DatabricksConfig,
     DatabricksCredentials,
     DatabricksJobs,
@@ -271,3 +273,50 @@ async def test_a_multi_task_run_reports_each_task_and_its_exit_value_within_the_
     assert whole.report.tasks[1].exit_value is None, "a SQL task has no notebook exit value"
     # The result task is served first; what does not fit the budget is marked truncated.
     assert tight.report.tasks[0].truncated and not (tight.report.tasks[0].exit_value or "").startswith('{"customer"')
+
+
+def runs_list_calls(emulator: Emulator) -> int:
+    return httpx.get(f"{emulator.url}/emulator/calls", headers=emulator.bearer).json()["runs_list_calls"]
+
+
+def pages_of(active: set[int]) -> int:
+    """runs/list calls a listing of these runs takes: one per RUNS_PER_LIST_PAGE, and one for none."""
+    return max(1, math.ceil(len(active) / RUNS_PER_LIST_PAGE))
+
+
+async def test_active_run_ids_pages_through_every_active_run_and_skips_the_ended(
+    jobs: DatabricksJobs, emulator: Emulator
+) -> None:
+    report, held, done = JOB_IDS["report"], f"w-held-{uuid.uuid4().hex[:8]}", f"w-done-{uuid.uuid4().hex[:8]}"
+    httpx.put(f"{emulator.url}/emulator/faults/pipelines/{held}", json={"start_delay_seconds": 3600},
+              headers=emulator.bearer)  # fmt: skip
+    ended = await jobs.run_now(report, {"pipeline_id": done}, ids.idempotency_token("test", done))
+    await wait_terminal(jobs, ended.run_id)
+    started = await asyncio.gather(
+        *(jobs.run_now(report, {"pipeline_id": held}, ids.idempotency_token("test", f"{held}-{n}")) for n in range(30))
+    )
+    before = runs_list_calls(emulator)
+    try:
+        active = await jobs.active_run_ids(report)
+        everywhere = await jobs.active_run_ids()
+    finally:
+        for run in started:
+            await jobs.cancel(run.run_id)
+
+    assert {run.run_id for run in started} <= active, "30 active runs: more than one page of 25"
+    assert ended.run_id not in active and ended.run_id not in everywhere
+    assert active <= everywhere
+    assert runs_list_calls(emulator) - before == pages_of(active) + pages_of(everywhere) >= 3
+
+
+async def test_a_listing_refused_is_permanent_and_an_unreachable_workspace_transient(jobs: DatabricksJobs) -> None:
+    with pytest.raises(PermanentDatabricksError) as caught:
+        await jobs.active_run_ids(999_999)
+    assert "could not list active runs" in caught.value.error.message and "does not exist" in caught.value.error.message
+
+    client = jobs_for(f"http://127.0.0.1:{free_port()}", PersonalAccessToken("dapi-x"), retry_timeout=1)
+    try:
+        with pytest.raises(TransientDatabricksError):
+            await client.active_run_ids()
+    finally:
+        client.close()

@@ -3,7 +3,7 @@
 Jobs API (under ``/api/2.2``, ``/api/2.1`` and ``/api/2.0``, bearer token or
 OAuth access token required): ``jobs/run-now``, ``jobs/runs/get``,
 ``jobs/runs/cancel``, ``jobs/runs/repair``, ``jobs/runs/get-output``, ``jobs/get``,
-``jobs/list``, each reading its parameters from the query string and a JSON
+``jobs/list``, ``jobs/runs/list`` (``run_list``), each reading its parameters from the query string and a JSON
 body alike (``params``), as declared in ``surface``. Answers, errors and
 status codes follow the real API; the other Jobs endpoints answer 501 naming
 themselves. See the package README for what is and is not modelled.
@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from databricks_emulator import run_page
+from databricks_emulator import run_list, run_page
 from databricks_emulator.bundle import Bundle, BundleError, load_bundle
 from databricks_emulator.driver import tail
 from databricks_emulator.errors import ApiError, invalid_parameter, not_modelled
@@ -47,9 +47,9 @@ from databricks_emulator.faults import FaultPlan
 from databricks_emulator.jobspec import PAGED_JOB_ARRAYS, USER_NAME, JobSpec
 from databricks_emulator.notifications import Notifier
 from databricks_emulator.oauth import IssuerDep, TokenIssuer, discovery
-from databricks_emulator.pages import PAGE_SIZE, decode_token, encode_token, page
+from databricks_emulator.pages import PAGE_SIZE, decode_token, encode_token, page, whole_under_2_1
 from databricks_emulator.params import read_call
-from databricks_emulator.runs import JobRun, TaskRun, now_ms
+from databricks_emulator.runs import PAGED_RUN_ARRAYS, JobRun, TaskRun, now_ms
 from databricks_emulator.settings import Settings
 from databricks_emulator.surface import (
     API_VERSIONS,
@@ -61,6 +61,7 @@ from databricks_emulator.surface import (
     RUNS_CANCEL,
     RUNS_GET,
     RUNS_GET_OUTPUT,
+    RUNS_LIST,
     RUNS_REPAIR,
     Endpoint,
     NotModelledEndpoint,
@@ -74,8 +75,6 @@ MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 #: jobs/list refuses an offset beyond this (deprecated paging; page_token has no limit).
 MAX_LIST_OFFSET = 1000
-#: The arrays of a job run that Jobs API 2.2 pages.
-PAGED_RUN_ARRAYS = ("tasks", "job_clusters", "job_parameters", "repair_history")
 
 
 def _workspace(request: Request) -> Workspace:
@@ -94,9 +93,7 @@ def _authenticate(request: Request) -> None:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
-        raise ApiError(
-            401, 401, "Credential was not sent or was of an unsupported type for this API."
-        )
+        raise ApiError(401, 401, "Credential was not sent or was of an unsupported type for this API.")
     pat = request.app.state.workspace.settings.TOKEN
     tokens: TokenIssuer = request.app.state.tokens
     if not (hmac.compare_digest(presented.encode(), pat.encode()) or tokens.is_live(presented)):
@@ -131,9 +128,7 @@ jobs = APIRouter(prefix="/api/{version}", dependencies=[Depends(_authenticate), 
 
 
 @jobs.post(f"/{RUN_NOW.path}")
-async def run_now(
-    workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUN_NOW))]
-) -> dict[str, int]:
+async def run_now(workspace: WorkspaceDep, call: Annotated[dict[str, Any], Depends(reads(RUN_NOW))]) -> dict[str, int]:
     job = workspace.job(call["job_id"])
     _refuse_legacy_parameters(call, job)
     token = call.get("idempotency_token")
@@ -176,28 +171,19 @@ def _page_number(call: dict[str, Any], kind: str, owner: int) -> int:
     return decode_token(token, kind, owner) if token else 0
 
 
-def _whole_under_2_1(items: list[Any], what: str, version: str) -> None:
-    """Jobs API 2.1 lists at most 100 of them; what it answers for more is not documented."""
-    if len(items) > PAGE_SIZE:
-        raise not_modelled(
-            f"{what} with more than {PAGE_SIZE} tasks under /api/{version}",
-            f"Jobs API {version} lists at most {PAGE_SIZE} and documents no answer for more; "
-            "/api/2.2 pages them (databricks-sdk uses 2.2)",
-        )
-
-
 @jobs.get(f"/{RUNS_GET.path}")
 async def get_run(
     workspace: WorkspaceDep, version: VersionDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_GET))]
 ) -> dict[str, Any]:
     run = workspace.any_run(call["run_id"])
+    workspace.count_run_read(run)
     if isinstance(run, TaskRun):
         if call.get("page_token"):
             raise invalid_parameter(f"Invalid page_token: a task run has no pages ({call['page_token']!r}).")
         return run.task_run_json()
     document = run.job_run_json(include_history=call.get("include_history", False))
     if version != "2.2":
-        _whole_under_2_1(document["tasks"], "runs/get of a job run", version)
+        whole_under_2_1(document["tasks"], "runs/get of a job run", version)
         return document
     number = _page_number(call, "run", run.run_id)
     paged, more = page(document, PAGED_RUN_ARRAYS, number)
@@ -250,7 +236,7 @@ async def get_job(
     job = workspace.job(call["job_id"])
     document = {**_base_job_json(workspace, job, with_tasks=True), "run_as_user_name": USER_NAME}
     if version != "2.2":
-        _whole_under_2_1(document["settings"]["tasks"], "jobs/get of a job", version)
+        whole_under_2_1(document["settings"]["tasks"], "jobs/get of a job", version)
         return document
     number = _page_number(call, "job", job.job_id)
     paged, more = page(document, PAGED_JOB_ARRAYS, number, inside="settings")
@@ -305,6 +291,15 @@ async def list_jobs(
         answer["next_page_token"] = encode_token("jobs", 0, offset + limit)
     if offset > 0:
         answer["prev_page_token"] = encode_token("jobs", 0, max(0, offset - limit))
+    return answer
+
+
+@jobs.get(f"/{RUNS_LIST.path}")
+async def list_job_runs(
+    workspace: WorkspaceDep, version: VersionDep, call: Annotated[dict[str, Any], Depends(reads(RUNS_LIST))]
+) -> dict[str, Any]:
+    answer = run_list.list_runs(workspace, call, version)
+    workspace.calls.runs_list += 1
     return answer
 
 
@@ -395,6 +390,7 @@ async def pipeline_counters(pipeline_id: str, workspace: WorkspaceDep) -> dict[s
         return {
             "pipeline_id": pipeline_id,
             "run_now_calls": 0,
+            "runs_get_calls": 0,
             "run_now_rejected": 0,
             "runs": 0,
             "run_ids": [],
@@ -403,11 +399,18 @@ async def pipeline_counters(pipeline_id: str, workspace: WorkspaceDep) -> dict[s
     return {
         "pipeline_id": pipeline_id,
         "run_now_calls": counters.run_now_calls,
+        "runs_get_calls": counters.runs_get_calls,
         "run_now_rejected": counters.run_now_rejected,
         "runs": len(counters.run_ids),
         "run_ids": list(counters.run_ids),
         "dropped_callbacks": counters.dropped_callbacks,
     }
+
+
+@control.get("/calls")
+async def workspace_calls(workspace: WorkspaceDep) -> dict[str, int]:
+    """Jobs API calls counted workspace-wide: a watchdog's listings and reads, for tests and the benchmark."""
+    return workspace.calls.as_json()
 
 
 @control.get("/runs")

@@ -170,6 +170,8 @@ class PipelineCounters:
     """What one pipeline id has asked of the emulator."""
 
     run_now_calls: int = 0
+    #: runs/get calls of the pipeline's job runs or their task runs.
+    runs_get_calls: int = 0
     run_now_rejected: int = 0
     run_ids: list[int] = field(default_factory=list)
     dropped_callbacks: int = 0
@@ -181,6 +183,17 @@ class PipelineCounters:
     def restart(self) -> None:
         """A new plan starts its refusals and slow answers afresh."""
         self.errors_left = self.slow_left = None
+
+
+@dataclass
+class WorkspaceCalls:
+    """Jobs API calls counted across the workspace, so a test sees how many a sweep made."""
+
+    runs_list: int = 0
+    runs_get: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"runs_list_calls": self.runs_list, "runs_get_calls": self.runs_get}
 
 
 class FaultRegistry:

@@ -21,7 +21,7 @@ import binascii
 import json
 from typing import Any, Final
 
-from databricks_emulator.errors import invalid_parameter
+from databricks_emulator.errors import invalid_parameter, not_modelled
 
 #: Elements of one array property per page, in Jobs API 2.2.
 PAGE_SIZE: Final = 100
@@ -34,13 +34,28 @@ def encode_token(kind: str, owner: int, position: int) -> str:
 
 def decode_token(token: str, kind: str, owner: int) -> int:
     """The position a token from ``encode_token(kind, owner, ...)`` names; the real 400 otherwise."""
+    return read_token(token, (kind,), owner)[1]
+
+
+def read_token(token: str, kinds: tuple[str, ...], owner: int) -> tuple[str, int]:
+    """The kind (one of ``kinds``) and position of a token issued for ``owner``; the real 400 otherwise."""
     try:
         found_kind, found_owner, position = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError, binascii.Error):
         raise invalid_parameter(f"Invalid page_token: {token!r}") from None
-    if found_kind != kind or found_owner != owner or not isinstance(position, int) or position < 0:
+    if found_kind not in kinds or found_owner != owner or not isinstance(position, int) or position < 0:
         raise invalid_parameter(f"Invalid page_token: {token!r} was not issued for this request.")
-    return position
+    return found_kind, position
+
+
+def whole_under_2_1(items: list[Any], what: str, version: str) -> None:
+    """Jobs API 2.0/2.1 list at most 100 tasks; what they answer for more is not documented: 501."""
+    if len(items) > PAGE_SIZE:
+        raise not_modelled(
+            f"{what} with more than {PAGE_SIZE} tasks under /api/{version}",
+            f"Jobs API {version} lists at most {PAGE_SIZE} and documents no answer for more; "
+            "/api/2.2 pages them (databricks-sdk uses 2.2)",
+        )
 
 
 def page(

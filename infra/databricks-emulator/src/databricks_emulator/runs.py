@@ -52,6 +52,8 @@ class LifeCycle(StrEnum):
     WAITING_FOR_RETRY = "WAITING_FOR_RETRY"
 
 
+#: The arrays of a job run that Jobs API 2.2 pages at 100 (``pages``).
+PAGED_RUN_ARRAYS: Final = ("tasks", "job_clusters", "job_parameters", "repair_history")
 #: The life cycles a run does not leave (unless it is repaired).
 TERMINAL: Final = frozenset({LifeCycle.TERMINATED, LifeCycle.SKIPPED, LifeCycle.INTERNAL_ERROR})
 #: ``status.state`` for each life cycle.

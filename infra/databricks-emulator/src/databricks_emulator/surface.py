@@ -223,8 +223,24 @@ JOBS_LIST: Final = Endpoint(
         "page_token": Param(STRING),
     },
 )
+RUNS_LIST: Final = Endpoint(
+    "GET",
+    "jobs/runs/list",
+    {
+        "active_only": Param(BOOLEAN),
+        "completed_only": Param(BOOLEAN),
+        "job_id": Param(INT64),
+        "limit": Param(INT64),
+        "offset": Param(INT64),
+        "page_token": Param(STRING),
+        "start_time_from": Param(INT64),
+        "start_time_to": Param(INT64),
+        "run_type": Param(STRING),
+        "expand_tasks": Param(BOOLEAN),
+    },
+)
 #: Every endpoint served, in the README's order.
-ENDPOINTS: Final = (RUN_NOW, RUNS_GET, RUNS_CANCEL, RUNS_REPAIR, RUNS_GET_OUTPUT, JOBS_GET, JOBS_LIST)
+ENDPOINTS: Final = (RUN_NOW, RUNS_GET, RUNS_CANCEL, RUNS_REPAIR, RUNS_GET_OUTPUT, JOBS_GET, JOBS_LIST, RUNS_LIST)
 
 #: Jobs API endpoints a workspace serves and the emulator does not.
 NOT_MODELLED_ENDPOINTS: Final = (
@@ -233,7 +249,6 @@ NOT_MODELLED_ENDPOINTS: Final = (
     NotModelledEndpoint("POST", "jobs/update", "the jobs' settings come from the bundle"),
     NotModelledEndpoint("POST", "jobs/delete", "the bundle's jobs cannot be deleted"),
     NotModelledEndpoint("POST", "jobs/runs/submit", "only runs of the bundle's jobs exist"),
-    NotModelledEndpoint("GET", "jobs/runs/list", "runs are looked up by id only"),
     NotModelledEndpoint("GET", "jobs/runs/export", "runs have no exportable views"),
     NotModelledEndpoint("POST", "jobs/runs/delete", "runs are never deleted"),
     NotModelledEndpoint("POST", "jobs/runs/cancel-all", "runs are cancelled one by one"),

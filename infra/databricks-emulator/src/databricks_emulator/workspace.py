@@ -23,7 +23,7 @@ from pathlib import Path
 from databricks_emulator.bundle import Bundle
 from databricks_emulator.driver import Driver, Outcome, kill_group, outcome_of
 from databricks_emulator.errors import ApiError, invalid_parameter, job_not_found, run_not_found
-from databricks_emulator.faults import FaultRegistry
+from databricks_emulator.faults import FaultRegistry, WorkspaceCalls
 from databricks_emulator.jobspec import MAX_IDEMPOTENCY_TOKEN_CHARS, JobSpec
 from databricks_emulator.notifications import Notifier
 from databricks_emulator.runs import JobRun, LifeCycle, Repair, TaskRun, now_ms
@@ -47,10 +47,12 @@ class Workspace:
         self.runs: dict[int, JobRun] = {}
         self._task_runs: dict[int, TaskRun] = {}
         self._by_token: dict[str, JobRun] = {}
+        self._newest_first: list[JobRun] = []
         self._drivers: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: dict[int, asyncio.Semaphore] = {}
         self.faults = FaultRegistry()
+        self.calls = WorkspaceCalls()
         self.driver = Driver(self)
         # Run ids from the clock, so ids from an emulator that restarted never
         # repeat ones a client may still hold; like real ids, they are large.
@@ -86,6 +88,27 @@ class Workspace:
         if run is None:
             raise run_not_found(run_id)
         return run
+
+    def count_run_read(self, run: JobRun | TaskRun) -> None:
+        """Count a runs/get of ``run``, workspace-wide and for its pipeline."""
+        job_run = run if isinstance(run, JobRun) else run.job_run
+        self.calls.runs_get += 1
+        self.faults.counters_for(job_run.pipeline_id).runs_get_calls += 1
+
+    @staticmethod
+    def order_key(run: JobRun) -> tuple[int, int]:
+        """Where a run sits in ``runs_newest_first``: later start first, then the larger (later) run id."""
+        return -run.start_time, -run.run_id
+
+    def runs_newest_first(self) -> list[JobRun]:
+        """Every job run, newest start first; sorted again only when runs were added (none is removed).
+
+        A run's start time never changes (a repair keeps it), so the order
+        of the runs already sorted holds; runs/list reads this once a page.
+        """
+        if len(self._newest_first) != len(self.runs):
+            self._newest_first = sorted(self.runs.values(), key=self.order_key)
+        return self._newest_first
 
     def job_run_of(self, run_id: int) -> JobRun:
         run = self.any_run(run_id)

@@ -40,7 +40,7 @@ from databricks.sdk.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from databricks.sdk.service.jobs import Run, RunTask
+from databricks.sdk.service.jobs import Run, RunTask, RunType
 
 from pipeline_shared.catalogue import Job
 from pipeline_shared.models import DatabricksRun, RunError, RunReport, TaskOutcome
@@ -61,6 +61,9 @@ _OAUTH_REFUSAL = re.compile(
 
 #: What runs/get-output returns of an exit value at most (Databricks cuts it there).
 DATABRICKS_OUTPUT_CAP_BYTES = 5 * 1024 * 1024
+
+#: Runs per jobs/runs/list page: the most the Jobs API serves (it refuses more).
+RUNS_PER_LIST_PAGE = 25
 
 #: runs/get-output calls of one report in flight at once.
 OUTPUT_READS_AT_ONCE = 8
@@ -146,7 +149,7 @@ class DatabricksConfig:
 
 
 class DatabricksJobs:
-    """Find jobs, trigger and read their runs, cancel them."""
+    """Find jobs, trigger and read their runs, list the active ones, cancel them."""
 
     def __init__(self, config: DatabricksConfig) -> None:
         self._config = config
@@ -202,6 +205,31 @@ class DatabricksJobs:
             return DatabricksRun(run_id=waiter.run_id, run_page_url=run.run_page_url, job_id=job_id)
 
         return await self._call("start job", call)
+
+    async def active_run_ids(self, job_id: int | None = None) -> set[int]:
+        """The ids of the runs Databricks lists as active now: of job ``job_id``, or of every job.
+
+        Active is what ``jobs/runs/list`` with ``active_only`` says: a job run
+        QUEUED, PENDING, RUNNING or TERMINATING, so one that has not ended (a
+        repaired run is active again while its repair runs). Only JOB_RUNs are
+        listed: a run-now run is one. The listing costs one call per
+        ``RUNS_PER_LIST_PAGE`` active runs, however many runs the caller
+        watches; databricks-sdk follows ``next_page_token`` itself.
+
+        A run missing from the set is not known to have ended: it may have
+        ended, or started after its page was read, or Databricks may show it
+        in a state the listing leaves out. A caller reads such a run
+        (``read_run``) before it decides anything about it; the set only
+        spares it the reads of runs that are plainly still going.
+        """
+
+        def call() -> set[int]:
+            listed = self._workspace().jobs.list_runs(
+                active_only=True, job_id=job_id, run_type=RunType.JOB_RUN, limit=RUNS_PER_LIST_PAGE
+            )
+            return {run.run_id for run in listed if run.run_id is not None}
+
+        return await self._call("list active runs", call)
 
     async def read_run(self, run_id: int, *, result_task: str | None = None, output_budget: int) -> RunView:
         """The run's state and, once it is over, every task's outcome with its exit value.
