@@ -86,8 +86,7 @@ class FakeJobs:
         self.list_calls = 0
         self.fail_next_list: list[Exception] = []
         self.started = asyncio.Event()
-        #: Listings of active runs made (the watchdog's sweep), and the runs read, in order.
-        self.list_calls = 0
+        #: The runs read, in order.
         self.reads: list[int] = []
         #: Runs inside run_now, after the run exists: a notebook that calls
         #: back before run_now has even returned.
@@ -142,16 +141,6 @@ class FakeJobs:
             )
             report = report.model_copy(update={"tasks": [task]})
         return RunView(verdict=meaning, report=report)
-
-    async def active_run_ids(self, job_id: int | None = None) -> set[int]:
-        self.list_calls += 1
-        jobs = {run.run_id: run.job_id for run in self.runs_by_token.values()}
-        return {
-            run_id
-            for run_id, report in self.states.items()
-            if not verdict(report.life_cycle_state, report.result_state).terminal
-            and (job_id is None or jobs.get(run_id) == job_id)
-        }
 
     async def repair(self, run_id: int, *, attempt: int, job_parameters: dict[str, str]) -> RepairMade:
         if self.refuse_repair:

@@ -109,10 +109,7 @@ async def test_when_the_active_runs_cannot_be_listed_nothing_is_read_or_decided(
         [(spec, _, run_id)] = await waiting(harness, 1)
         harness.jobs.states[run_id] = run_state("TERMINATED", "FAILED", "boom")
 
-        async def unreachable(job_id: int | None = None) -> set[int]:
-            raise TransientDatabricksError("workspace unreachable")
-
-        harness.jobs.active_run_ids = unreachable  # type: ignore[method-assign]
+        harness.jobs.fail_next_list.append(TransientDatabricksError("workspace unreachable"))
         report = await sweep(harness.deps, harness.watched)
 
         assert (report.watched, report.read, report.closed) == (1, 0, 0)
