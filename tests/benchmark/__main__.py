@@ -121,7 +121,7 @@ async def measure(
             run = await phase(f"polling baseline run {repeat + 1}", phases.polling_baseline(bench, repeat))
             if run:
                 raw.setdefault("polling_baseline", []).append(run)
-        raw["watchdog_cost"] = await phase("watchdog check cost", phases.watchdog_cost(bench))
+        raw["watchdog_cost"] = await phase("watchdog sweep cost", phases.watchdog_cost(bench))
 
         # Stage B: the watchdog out of the way.
         phases.log(f"worker recreated with WATCHDOG_INTERVAL_SECONDS={QUIET_WATCHDOG_SECONDS}")

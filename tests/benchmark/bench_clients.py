@@ -154,6 +154,10 @@ class Emulator:
     async def runs(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/emulator/runs"))["runs"]
 
+    async def calls(self) -> dict[str, int]:
+        """The Jobs API calls the workspace has answered so far: ``runs_list_calls``, ``runs_get_calls``."""
+        return await self._json("GET", "/emulator/calls")
+
     async def run(self, run_id: int) -> dict[str, Any]:
         """The job run as the Jobs API answers ``runs/get`` (times in epoch ms)."""
         return await self._json(

@@ -5,9 +5,9 @@ whole worker:
 
 - **stage A** (watchdog at the stated polling interval): start-to-email
   overhead with an instant notebook, the polling baseline (the callback
-  swallowed, so only the watchdog settles the pipeline), and what one
-  watchdog check costs;
-- **stage B** (watchdog at an hour, so no check runs while measured):
+  swallowed, so only the watchdog settles the pipeline), and what the
+  watchdog's sweeps cost with many pipelines waiting;
+- **stage B** (watchdog at an hour, so no sweep runs while measured):
   callback-to-email latency with its breakdown by hop, callback endpoint
   throughput against ``/healthz``, start throughput, waiting capacity.
 
@@ -104,8 +104,8 @@ FULL = Profile(
     overhead_rate=2,
     polling_pipelines=100,
     polling_rate=15,
-    watchdog_cost_pipelines=500,
-    watchdog_cost_seconds=20,
+    watchdog_cost_pipelines=2_000,
+    watchdog_cost_seconds=30,
     latency_pipelines=500,
     latency_rate=20,
     throughput_seconds=5,
@@ -132,8 +132,8 @@ QUICK = Profile(
     overhead_rate=4,
     polling_pipelines=30,
     polling_rate=20,
-    watchdog_cost_pipelines=100,
-    watchdog_cost_seconds=8,
+    watchdog_cost_pipelines=300,
+    watchdog_cost_seconds=12,
     latency_pipelines=100,
     latency_rate=20,
     throughput_seconds=2,
@@ -369,10 +369,13 @@ async def _settlement_sources(bench: Bench, pipeline_ids: Sequence[str]) -> dict
 
 
 async def watchdog_cost(bench: Bench) -> dict[str, Any]:
-    """What one watchdog check costs in CPU, measured with many pipelines waiting at the polling interval.
+    """What the watchdog's sweeps cost with many pipelines waiting on runs still going, at the polling interval.
 
-    Checks are counted by the worker's ``watchdog_checks_total``; CPU is what
-    the containers used in the window beyond their idle use.
+    Sweeps are counted by the worker's ``watchdog_sweeps_total``, runs read by
+    ``watchdog_checks_total``, Jobs API calls by the emulator; CPU is what the
+    containers used in the window beyond their idle use. A sweep lists every
+    watch record and every active run, so its cost is fitted per waiting
+    pipeline and projected to 10,000 waiting at the compose default of 60 s.
     """
     p = bench.profile
     interval = bench.stack.watchdog_interval_seconds
@@ -381,35 +384,44 @@ async def watchdog_cost(bench: Bench) -> dict[str, Any]:
     await bench.start_all(pipeline_ids)
     waiting, _ = await bench.wait_suspended(pipeline_ids, timeout=SLACK_SECONDS)
     log(f"  {waiting} waiting; measuring for {p.watchdog_cost_seconds:g} s")
-    checks_before = await _watch_checks(bench)
+    counts_before, calls_before = await _watchdog_counts(bench), await bench.emulator.calls()
     before = bench.sample()
     await asyncio.sleep(p.watchdog_cost_seconds)
     after = bench.sample()
-    checks = await _watch_checks(bench) - checks_before
+    counts, calls = await _watchdog_counts(bench), await bench.emulator.calls()
+    sweeps, reads = (counts[key] - counts_before[key] for key in ("sweeps", "reads"))
     extra = bench.work_cpu(before, after)
     window = after.at - before.at
 
-    log(f"  {checks} checks; settling")
+    log(f"  {sweeps} sweeps, {reads} runs read; settling")
     accepted = (await bench.mailsink.stats())["accepted"]
     await bench.settle_all(await bench.callbacks(pipeline_ids))
     await bench.mailsink.wait_accepted(accepted + len(pipeline_ids), time.monotonic() + 3 * SLACK_SECONDS)
-    total_ms = sum(extra.values()) * 1000 / checks if checks else None
+    per_sweep = {name: extra[name] * 1000 / sweeps if sweeps else None for name in extra}
     return {
         "watchdog_interval_seconds": interval,
         "waiting_pipelines": waiting,
         "window_seconds": window,
-        "checks": checks,
-        "checks_per_second": checks / window,
-        "cpu_ms_per_check": {name: extra[name] * 1000 / checks if checks else None for name in extra},
-        "cpu_ms_per_check_total": total_ms,
-        # At the compose default of 60 s, what 10,000 waiting pipelines would cost in checks alone.
-        "cores_for_10000_waiting_at_60s": (10_000 / 60) * total_ms / 1000 if total_ms else None,
+        "sweeps": sweeps,
+        "runs_read": reads,
+        "jobs_api_calls_per_sweep": {
+            name: (calls[name] - calls_before[name]) / sweeps if sweeps else None
+            for name in ("runs_list_calls", "runs_get_calls")
+        },
+        "cpu_ms_per_sweep": per_sweep,
+        # A sweep's cost per waiting pipeline; the report projects it to 10,000 waiting at 60 s.
+        "cpu_us_per_waiting_pipeline_per_sweep": {
+            name: ms * 1000 / waiting if ms is not None and waiting else None for name, ms in per_sweep.items()
+        },
     }
 
 
-async def _watch_checks(bench: Bench) -> int:
+async def _watchdog_counts(bench: Bench) -> dict[str, int]:
     samples = await bench.worker_metrics.scrape()
-    return int(samples.get("watchdog_checks_total", 0))
+    return {
+        "sweeps": int(samples.get("watchdog_sweeps_total", 0)),
+        "reads": int(samples.get("watchdog_checks_total", 0)),
+    }
 
 
 # -- stage B ---------------------------------------------------------------------------
@@ -773,6 +785,8 @@ async def waiting_capacity(
         "fill_cut_by_budget": fill_cut_by_budget,
         "drain_seconds": drain_seconds,
         "finish_seconds": finish_seconds,
+        # From the last callback sent to the last pipeline final (issue 23: within 70 s).
+        "final_after_last_callback_seconds": finish_seconds - settle_seconds,
         "completed_per_second": emailed / drain_seconds if drain_seconds else None,
         "memory_mib_after_completion": _mib(after.memory_bytes),
     }

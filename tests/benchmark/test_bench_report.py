@@ -191,3 +191,44 @@ def _result(raw: dict[str, Any]) -> dict[str, Any]:
         "targets": targets(figures),
         "errors": [],
     }
+
+
+def _watchdog_cost(worker_ms: float) -> dict[str, Any]:
+    """A sweep phase of 2,000 waiting: 3 sweeps, the worker's ``worker_ms`` and Postgres' 20 ms per sweep."""
+    per_sweep = {
+        "api": 0.0,
+        "resonate": 20.0,
+        "worker": worker_ms,
+        "notifier": 0.0,
+        "databricks": 30.0,
+        "mailsink": 0.0,
+    }
+    return {
+        "watchdog_interval_seconds": 10,
+        "waiting_pipelines": 2_000,
+        "window_seconds": 30.0,
+        "sweeps": 3,
+        "runs_read": 0,
+        "jobs_api_calls_per_sweep": {"runs_list_calls": 80.0, "runs_get_calls": 0.0},
+        "cpu_ms_per_sweep": per_sweep,
+        "cpu_us_per_waiting_pipeline_per_sweep": {name: ms * 1000 / 2_000 for name, ms in per_sweep.items()},
+    }
+
+
+def test_the_watchdog_is_projected_to_10000_waiting_at_60_s_from_our_services_cost_alone() -> None:
+    # (20 + 40) ms per sweep of 2,000 waiting: 30 us each; 10,000 of them once a minute: 0.005 cores.
+    figures = aggregate({"watchdog_cost": _watchdog_cost(40.0)})
+    assert round(figures["watchdog_sweep"]["cores_for_10000_waiting_at_60s"], 6) == 0.005
+    assert _verdicts({"watchdog_cost": _watchdog_cost(40.0)})["watchdog: 10,000 waiting at the 60 s default"] is True
+    # 2.4 s of the worker's CPU a sweep of 2,000 is 1.2 ms each: 0.2 cores at 10,000: missed, and said.
+    raw = {"watchdog_cost": _watchdog_cost(2_380.0)}
+    assert _verdicts(raw)["watchdog: 10,000 waiting at the 60 s default"] is False
+    summary = summary_markdown(_result(raw))
+    assert "80 `runs/list` and 0 `runs/get` calls" in summary
+    assert "**watchdog: 10,000 waiting at the 60 s default**: 0.20 cores, wanted <= 0.1 cores." in summary
+
+
+def test_a_watchdog_figure_of_the_checks_before_the_sweep_decides_nothing() -> None:
+    old = {"watchdog_interval_seconds": 10, "checks": 500, "cpu_ms_per_check_total": 7.8}
+    assert "watchdog_sweep" not in aggregate({"watchdog_cost": old})
+    assert "watchdog: 10,000 waiting at the 60 s default" not in _verdicts({"watchdog_cost": old})
