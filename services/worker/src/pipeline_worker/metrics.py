@@ -18,7 +18,9 @@ WATCHDOG_SWEEP_FAILURES = Counter(
     "watchdog_sweep_failures_total", "Watchdog sweeps that failed (the database away); the next interval sweeps again."
 )
 WATCHDOG_WATCHED = Gauge(
-    "watchdog_watched_runs", "Runs waited on at this worker's latest sweep (their callback not yet settled)."
+    "watchdog_watched_runs",
+    "Runs waited on (their callback not yet settled) at the latest sweep, if this worker made it; else 0, so that "
+    "the group's max is the figure.",
 )
 WATCHDOG_SETTLEMENTS = Counter(
     "watchdog_settlements_total",

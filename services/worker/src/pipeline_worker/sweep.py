@@ -210,6 +210,8 @@ async def sweep_every_interval(deps: WorkerDeps, runs: WatchedRuns, stop: asynci
             pass
         try:
             if not await runs.claim(int(start * 1000)):
+                # Another worker sweeps this interval and reports what it saw: the group's figure is the max.
+                metrics.WATCHDOG_WATCHED.set(0)
                 continue
             began = time.perf_counter()
             report = await sweep(deps, runs)
