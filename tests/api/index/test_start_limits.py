@@ -59,3 +59,19 @@ async def test_the_waiting_quota_counts_starts_the_index_does_not_show_yet_and_f
     await promises.finish(first, PipelineState.SUCCEEDED)
     await project_everything(index)
     await limited.admit(who.id, new_id())
+
+
+async def test_an_id_that_holds_a_pipeline_is_told_taken_and_counted_for_nothing(
+    database: ResonateDatabase, promises: PipelinePromises
+) -> None:
+    limited, who = admission(database, starts_per_minute=1, waiting=0), principal()
+    taken = new_id()
+    assert await limited.admit(who.id, taken) is True
+    await promises.start(who, pipeline_id=taken)
+
+    # The minute's one start is used: a new id is refused, the taken one is not even counted.
+    assert await limited.admit(who.id, taken) is False
+    with pytest.raises(StartRateLimited):
+        await limited.admit(who.id, new_id())
+    # Someone else's pipeline under an id: taken for this principal too (the create then says 409).
+    assert await limited.admit(principal().id, taken) is False

@@ -7,9 +7,10 @@ chooses, so a key must not be a cost amplifier or an open mail relay.
 index (``pipelines.start_log``, migration 0002), not in the gateway's memory:
 the gateway may run as several replicas, and a limit kept per replica would
 let N replicas admit N times the limit. One call of the stored function
-``pipelines.admit_start`` decides a start and logs it when it admits it: one
-round trip, made only for a start that would create a pipeline (a repeat of
-an existing id is answered before, from Resonate, and costs nothing here).
+``pipelines.admit_unless_taken`` (migration 0007) decides a start and logs it
+when it admits it (``pipelines.admit_start``), in one round trip before the
+create: an id that already holds a pipeline is told by the same call and
+counted for nothing (the create answers that repeat from Resonate).
 A refused start writes nothing: no promise, no run, no email. Measured on the
 development stack: 0.4-0.6 ms a call at the default limits, about 1 ms with
 5,000 starts in a principal's last minute; one principal's calls are taken one
@@ -121,11 +122,14 @@ class StartAdmission(Protocol):
         """Whether the principal's starts are counted at all (False: it has no limits)."""
         ...
 
-    async def admit(self, principal_id: str, pipeline_id: str) -> None: ...
+    async def admit(self, principal_id: str, pipeline_id: str) -> bool:
+        """Count the start and return True; False (nothing counted) when ``pipeline_id`` already holds a pipeline,
+        which the create then answers. Raises StartLimited when the principal may not start one more."""
+        ...
 
 
 class DatabaseStartAdmission:
-    """The limits kept in the Resonate database (``pipelines.admit_start``), shared by every replica."""
+    """The limits kept in the Resonate database (``pipelines.admit_unless_taken``), shared by every replica."""
 
     def __init__(self, database: ResonateDatabase, limits: StartLimits) -> None:
         self._db = database
@@ -134,14 +138,15 @@ class DatabaseStartAdmission:
     def counts(self, principal_id: str) -> bool:
         return not self._limits.of(principal_id).unlimited
 
-    async def admit(self, principal_id: str, pipeline_id: str) -> None:
+    async def admit(self, principal_id: str, pipeline_id: str) -> bool:
         limits = self._limits.of(principal_id)
         if limits.unlimited:
-            return
+            return True
         try:
             async with self._db.session() as conn:
                 cursor = await conn.execute(
-                    "SELECT refused, retry_after_seconds, counted FROM pipelines.admit_start(%s, %s, %s, %s)",
+                    "SELECT taken, refused, retry_after_seconds, counted "
+                    "FROM pipelines.admit_unless_taken(%s, %s, %s, %s)",
                     (principal_id, pipeline_id, limits.starts_per_minute, limits.waiting),
                 )
                 row = await cursor.fetchone()
@@ -149,10 +154,14 @@ class DatabaseStartAdmission:
             raise CoordinatorUnavailable(f"the start limits cannot be checked: {exc}") from exc
         except psycopg.errors.UndefinedFunction as exc:
             raise CoordinatorUnavailable(
-                "the start limits are not in the database (migration 0002 has not run)"
+                "the start limits are not in the database (migration 0007 has not run)"
             ) from exc
         assert row is not None
-        raise_if_refused(limits, *row)
+        taken, *decision = row
+        if taken:
+            return False
+        raise_if_refused(limits, *decision)
+        return True
 
 
 def raise_if_refused(

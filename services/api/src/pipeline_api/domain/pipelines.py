@@ -145,18 +145,14 @@ class Pipelines:
             job=start.job.name,
             version=start.job.version,
         )
-        admission = self._admission if self._admission is not None and self._admission.counts(principal.id) else None
-        # Only a start that would create a pipeline is counted, so a counted start reads first: a repeat is
-        # answered by the read. An uncounted one goes straight to the create, which answers a repeat as well
-        # (it returns the stored record): one round trip.
-        record = await self._get(spec.id) if admission is not None else None
-        created = False
-        if record is None:
-            if admission is not None:
-                await admission.admit(principal.id, spec.id)
-            nonce = uuid.uuid4().hex
-            record = await self._create_root(spec, nonce, principal.id)
-            created = record.tags.get(CREATED_BY_TAG) == nonce
+        # Only a start that would create a pipeline is counted: the admission tells a taken id in the same
+        # statement, and the create answers a repeat (it returns the stored record). Two round trips for a
+        # counted principal, one for an uncounted one.
+        if self._admission is not None and self._admission.counts(principal.id):
+            await self._admission.admit(principal.id, spec.id)
+        nonce = uuid.uuid4().hex
+        record = await self._create_root(spec, nonce, principal.id)
+        created = record.tags.get(CREATED_BY_TAG) == nonce
         if not created and not principal.may_see(owner_of(record)):
             raise PipelineConflict(f"pipeline id {spec.id!r} is already taken; use another id")
         stored = spec_of(record)

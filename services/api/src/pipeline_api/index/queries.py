@@ -69,8 +69,9 @@ logger = logging.getLogger("pipeline_api.index")
 
 #: The index migration this code reads and writes (infra/pipeline-index/migrations): 2 adds the
 #: start limits, 3 the web page's signed-out sessions, 4 each pipeline's steps and awaiting_approval,
-#: 5 the record of the catalogue's schedules.
-INDEX_MIGRATION = 5
+#: 5 the record of the catalogue's schedules, 6 the watchdog's sweep (the worker's), 7 a start's admission
+#: that tells a taken id in the same statement.
+INDEX_MIGRATION = 7
 
 #: Largest page a client may ask for.
 MAX_PAGE = 200
