@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
@@ -215,8 +217,12 @@ async def sweep_every_interval(deps: WorkerDeps, runs: WatchedRuns, stop: asynci
                 continue
             began = time.perf_counter()
             report = await sweep(deps, runs)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # The database is away (restarting, say): said in one line, and the next interval tries again.
+            logger.warning("watchdog sweep failed, the database is away; the next interval sweeps again: %s", exc)
+            metrics.WATCHDOG_SWEEP_FAILURES.inc()
+            continue
         except Exception:
-            # The database or the Resonate server is away: the next interval tries again.
             logger.exception("watchdog sweep failed; the next interval sweeps again")
             metrics.WATCHDOG_SWEEP_FAILURES.inc()
             continue
