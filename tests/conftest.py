@@ -31,14 +31,19 @@ def mail(stack: Stack) -> MailSink:  # noqa: F811
 
 #: Tests that share one thing a session starts: by group, the fixture that starts it and the files
 #: its tests are in. Under pytest-xdist each group runs on one worker, in collection order (the
-#: fault tests last), beside the other workers; a worker holding a group of stack tests starts a
-#: stack of its own (tests/support/stack.py).
+#: fault tests' aftermath last), beside the other workers; a worker holding a group of stack tests
+#: starts a stack of its own (tests/support/stack.py). `-n 0` runs every group on one stack, the
+#: fault tests last.
 #: Listed by file because xdist's scheduler sees only test ids; a test using one of these fixtures
 #: from a file not listed for it stops the run, naming it.
 SHARED = {
-    # One stack for the integration and the fault tests: two stacks side by side on two cores ran
-    # the suite 3 minutes sooner but loaded the machine past what the fault tests' timings allow.
-    "compose-stack": ("stack", ("tests/integration/", "tests/client/test_against_stack.py", "tests/faults/")),
+    # The fault tests, which kill and restart containers, on a stack of their own beside the
+    # integration tests' stack: the two were one worker's 13 minutes in a row, the critical path.
+    # Three workers, not four: the in-process tests run on the third worker alone (it takes them
+    # one at a time once its own group is nearly done), which keeps the load within what the
+    # fault tests' timings allow (docs/tests.md, "How long").
+    "compose-stack": ("stack", ("tests/integration/", "tests/client/test_against_stack.py")),
+    "compose-stack-faults": ("stack", ("tests/faults/",)),
     "resonate-pg-container": (
         "resonate_pg",
         (

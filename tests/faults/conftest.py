@@ -17,6 +17,9 @@ from tests.support.fault_batch import Batch, PausePoints
 from tests.support.stack_clients import Emulator, Gateway, MailSink
 from tests.support.tiers import mark_folder
 
+#: Every service of the test stack, in the order a stopped one is started again.
+STACK_SERVICES = ("resonate", "api", "worker", "notifier", "databricks", "mailsink")
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,7 +53,14 @@ def mail_faults(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def
 def stack_restored(stack) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """Whatever a test broke, every service is up and healthy before the next one."""
     yield
-    for service in ("resonate", "api", "worker", "notifier", "databricks", "mailsink"):
-        if stack.state(service)[0] != "running":
-            stack.start(service)
-        stack.wait_healthy(service)
+    # One `docker compose ps` for all six services, not two each (twelve calls took about 1.5 s a
+    # test); read again after a start, as a service may turn healthy only once another is back.
+    states = stack.states()
+    stopped = [service for service in STACK_SERVICES if states.get(service, ("", ""))[0] != "running"]
+    for service in stopped:
+        stack.start(service)  # waits until it is healthy
+    if stopped:
+        states = stack.states()
+    for service in STACK_SERVICES:
+        if states.get(service, ("", ""))[1] != "healthy":
+            stack.wait_healthy(service)
