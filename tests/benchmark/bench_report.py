@@ -168,6 +168,7 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
                 "succeeded",
                 "drain_seconds",
                 "finish_seconds",
+                "final_after_last_callback_seconds",
                 "completed_per_second",
                 "callbacks_per_second",
                 "extra_cpu_cores_while_waiting",
