@@ -20,14 +20,18 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from pydantic import SecretStr
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
+from pipeline_api.settings import GatewaySettings
+from pipeline_shared.resonate_client import ResonateLink, connect
+from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET
 from tests.support.stack import REPO_ROOT, compose_files
 
 #: The compose project the image is built under; compose tags it ``<project>-resonate``.
@@ -137,3 +141,26 @@ def _wait_until_ready(container: DockerContainer, server: ResonatePg) -> None:
                 logs = (stdout + stderr).decode(errors="replace")[-4000:]
                 raise RuntimeError(f"resonate-pg did not become ready ({status}; last error: {exc}):\n{logs}") from exc
             time.sleep(0.5)
+
+
+def client_settings(url: str, password: str) -> GatewaySettings:
+    """A Resonate client's settings on the server as login ``url`` (the settings' shape is the gateway's)."""
+    return GatewaySettings(
+        RESONATE_DATABASE_URL=url,
+        RESONATE_DATABASE_PASSWORD=SecretStr(password),
+        CALLBACK_SIGNING_SECRET=SECRET,
+        JOB_CATALOGUE_FILE=CATALOGUE_FILE,
+    )
+
+
+@asynccontextmanager
+async def send_only_link(settings: GatewaySettings, group: str) -> AsyncIterator[ResonateLink]:
+    """A send-only Resonate client on the server and its database sessions, closed when the block ends."""
+    link = connect(settings, group, listen=False)
+    link.resonate.start()
+    try:
+        yield link
+    finally:
+        await link.resonate.stop()
+        if link.database is not None:
+            await link.database.close()

@@ -14,19 +14,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 from resonate.types import Value
 
-from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names, promise_tree
 from pipeline_shared.callbacks import create_callback_promise, stored_settlement
 from pipeline_shared.models import Settlement, WatchRequest
-from pipeline_shared.resonate_client import ResonateLink, connect
+from pipeline_shared.resonate_client import ResonateLink
 from pipeline_worker.steps import WorkerDeps, now_ms
 from pipeline_worker.sweep import DatabaseWatchedRuns, sweep
 from pipeline_worker.watchdog import write_watch_record
-from tests.support.pipeline_harness import CATALOGUE, CATALOGUE_FILE, SECRET, FakeJobs, run_state
-from tests.support.resonate_pg import ResonatePg, running_resonate_pg
+from tests.support.pipeline_harness import CATALOGUE, SECRET, FakeJobs, run_state
+from tests.support.resonate_pg import ResonatePg, client_settings, running_resonate_pg, send_only_link
 
 HOUR_MS = 3_600_000
 
@@ -39,21 +37,10 @@ def resonate_pg() -> Iterator[ResonatePg]:
 
 @pytest.fixture
 async def link(resonate_pg: ResonatePg) -> AsyncIterator[ResonateLink]:
-    """A send-only client on the worker's role (the settings' shape is the gateway's; only the login matters)."""
-    settings = GatewaySettings(
-        RESONATE_DATABASE_URL=resonate_pg.worker_url,
-        RESONATE_DATABASE_PASSWORD=SecretStr(resonate_pg.worker_password),
-        CALLBACK_SIGNING_SECRET=SECRET,
-        JOB_CATALOGUE_FILE=CATALOGUE_FILE,
-    )
-    link = connect(settings, names.WORKER_GROUP, listen=False)
-    link.resonate.start()
-    try:
+    """A send-only client on the worker's role (only the login matters)."""
+    settings = client_settings(resonate_pg.worker_url, resonate_pg.worker_password)
+    async with send_only_link(settings, names.WORKER_GROUP) as link:
         yield link
-    finally:
-        await link.resonate.stop()
-        if link.database is not None:
-            await link.database.close()
 
 
 def deps_of(link: ResonateLink, jobs: FakeJobs) -> WorkerDeps:

@@ -11,17 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from pydantic import SecretStr
 
 from pipeline_api.domain.documents import status_of
 from pipeline_api.domain.snapshots import DatabaseSnapshots
-from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names, promise_tree
 from pipeline_shared.models import PipelineState
 from pipeline_shared.promise_tree import PipelineTree
-from pipeline_shared.resonate_client import ResonateLink, connect
-from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET
-from tests.support.resonate_pg import ResonatePg, running_resonate_pg
+from pipeline_shared.resonate_client import ResonateLink
+from tests.support.resonate_pg import ResonatePg, client_settings, running_resonate_pg, send_only_link
 from tests.support.step_promises import ComposedPipeline
 
 
@@ -33,20 +30,9 @@ def resonate_pg() -> Iterator[ResonatePg]:
 
 @pytest.fixture
 async def link(resonate_pg: ResonatePg) -> AsyncIterator[ResonateLink]:
-    settings = GatewaySettings(
-        RESONATE_DATABASE_URL=resonate_pg.gateway_url,
-        RESONATE_DATABASE_PASSWORD=SecretStr(resonate_pg.gateway_password),
-        CALLBACK_SIGNING_SECRET=SECRET,
-        JOB_CATALOGUE_FILE=CATALOGUE_FILE,
-    )
-    link = connect(settings, names.API_GROUP, listen=False)
-    link.resonate.start()
-    try:
+    settings = client_settings(resonate_pg.gateway_url, resonate_pg.gateway_password)
+    async with send_only_link(settings, names.API_GROUP) as link:
         yield link
-    finally:
-        await link.resonate.stop()
-        if link.database is not None:
-            await link.database.close()
 
 
 async def test_every_promise_of_the_pipeline_and_none_of_another_is_read_at_once(link: ResonateLink) -> None:

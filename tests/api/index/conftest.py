@@ -16,16 +16,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from pipeline_api.index.queries import PipelineIndex
 from pipeline_api.settings import GatewaySettings
 from pipeline_shared import names
-from pipeline_shared.resonate_client import ResonateDatabase, ResonateLink, connect
+from pipeline_shared.resonate_client import ResonateDatabase, ResonateLink
 from tests.support.composed_promises import ComposedPromises
-from tests.support.pipeline_harness import CATALOGUE_FILE, SECRET
 from tests.support.pipeline_promises import PipelinePromises
-from tests.support.resonate_pg import ResonatePg, running_resonate_pg
+from tests.support.resonate_pg import ResonatePg, client_settings, running_resonate_pg, send_only_link
 
 
 @pytest.fixture(scope="package")
@@ -38,25 +36,14 @@ def resonate_pg() -> Iterator[ResonatePg]:
 @pytest.fixture
 def settings(resonate_pg: ResonatePg) -> GatewaySettings:
     """A gateway's settings on the session's server, as its own role."""
-    return GatewaySettings(
-        RESONATE_DATABASE_URL=resonate_pg.gateway_url,
-        RESONATE_DATABASE_PASSWORD=SecretStr(resonate_pg.gateway_password),
-        CALLBACK_SIGNING_SECRET=SECRET,
-        JOB_CATALOGUE_FILE=CATALOGUE_FILE,
-    )
+    return client_settings(resonate_pg.gateway_url, resonate_pg.gateway_password)
 
 
 @pytest.fixture
 async def link(settings: GatewaySettings) -> AsyncIterator[ResonateLink]:
     """The gateway's connection to the server: a send-only Resonate client and its database sessions."""
-    link = connect(settings, names.API_GROUP, listen=False)
-    link.resonate.start()
-    try:
+    async with send_only_link(settings, names.API_GROUP) as link:
         yield link
-    finally:
-        await link.resonate.stop()
-        if link.database is not None:
-            await link.database.close()
 
 
 @pytest.fixture
