@@ -151,8 +151,9 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
         figures["start_p95_ms_at_that_rate"] = spread(_pick(ramp_runs, "p95_ms_at_max_rate"))
     capacity = raw.get("waiting_capacity")
     if capacity:
+        # .get: a run from before a figure was added still reads (that figure None, deciding nothing).
         figures["waiting"] = {
-            key: capacity[key]
+            key: capacity.get(key)
             for key in (
                 "target",
                 "reached_suspended",

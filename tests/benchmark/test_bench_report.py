@@ -232,3 +232,30 @@ def test_a_watchdog_figure_of_the_checks_before_the_sweep_decides_nothing() -> N
     old = {"watchdog_interval_seconds": 10, "checks": 500, "cpu_ms_per_check_total": 7.8}
     assert "watchdog_sweep" not in aggregate({"watchdog_cost": old})
     assert "watchdog: 10,000 waiting at the 60 s default" not in _verdicts({"watchdog_cost": old})
+
+
+def _capacity(final_after_last_callback: float | None) -> dict[str, Any]:
+    """A capacity phase that filled to 10,000 and finished them all, ``final_after_last_callback`` s after."""
+    memory = {service: 1.0 for service in ("api", "worker", "notifier", "resonate")}
+    figures = {
+        "target": 10_000,
+        "reached_suspended": 10_000,
+        "memory_mib_per_1000_waiting": memory,
+        "all_completed": True,
+        "emailed": 10_000,
+        "succeeded": 10_000,
+        "drain_seconds": 90.0,
+        "finish_seconds": 120.0,
+        "completed_per_second": 111.0,
+    }
+    if final_after_last_callback is not None:
+        figures["final_after_last_callback_seconds"] = final_after_last_callback
+    return figures
+
+
+def test_ten_thousand_called_back_are_final_within_70_s_of_the_last_callback_or_it_is_missed() -> None:
+    name = "10,000 called back: all final after the last callback"
+    assert _verdicts({"waiting_capacity": _capacity(65.0)})[name] is True
+    assert _verdicts({"waiting_capacity": _capacity(344.4)})[name] is False
+    # A run from before the figure existed decides nothing.
+    assert _verdicts({"waiting_capacity": _capacity(None)})[name] is None
