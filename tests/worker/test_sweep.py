@@ -11,6 +11,8 @@ import asyncio
 import json
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from pipeline_shared import names, promise_tree
 from pipeline_shared.callbacks import create_callback_promise, stored_settlement
 from pipeline_shared.invocations import dispatch
@@ -113,6 +115,7 @@ async def test_when_the_active_runs_cannot_be_listed_nothing_is_read_or_decided(
         report = await sweep(harness.deps, harness.watched)
 
         assert (report.watched, report.read, report.closed) == (1, 0, 0)
+        assert REGISTRY.get_sample_value("watchdog_watched_runs") == 1, "still waited on, though not read"
         assert harness.jobs.reads == []
         callback = promise_tree.callback_promise_id(promise_tree.step_base(spec.id, "1"))
         assert (await harness.resonate.promises.get(callback)).state == "pending"

@@ -47,7 +47,7 @@ from pipeline_shared.promise_rows import COLUMNS, record_of_row
 from . import metrics
 from .databricks import PermanentDatabricksError, TransientDatabricksError
 from .steps import WorkerDeps, job_of, now_ms
-from .watchdog import check_run
+from .watchdog import check_run, overdue
 
 if TYPE_CHECKING:
     from pipeline_shared.resonate_client import ResonateDatabase
@@ -132,22 +132,23 @@ async def sweep(deps: WorkerDeps, runs: WatchedRuns) -> SweepReport:
     report.watched = len(listed)
     waiting = [w for w in listed if w.callback_state == "pending"]
     over = [w for w in listed if w.callback_state != "pending"]
+    metrics.WATCHDOG_WATCHED.set(len(waiting))
     try:
         active = await _active_runs(deps, waiting)
     except (TransientDatabricksError, PermanentDatabricksError) as exc:
         logger.warning("watchdog sweep could not list the active runs, reads nothing this time: %s", exc)
         active, waiting = set(), []
     report.listed_active = len(active)
-    suspects = [w for w in waiting if w.watch.run_id not in active or _overdue(deps, w.watch)]
+    suspects = [w for w in waiting if w.watch.run_id not in active or overdue(job_of(deps, w.watch.job), w.watch)]
     report.read = len(suspects)
     gate = asyncio.Semaphore(READS_AT_ONCE)
 
     async def read(watched: Watched) -> None:
         async with gate:
-            outcome, ended = await check_run(deps, watched.watch)
-        if ended:
-            report.settled += outcome.note.startswith("settled")
-            await _close(deps.promises, watched.record, outcome)
+            check = await check_run(deps, watched.watch)
+        if check.over:
+            report.settled += check.settled
+            await _close(deps.promises, watched.record, check.outcome)
             report.closed += 1
 
     async def close(watched: Watched) -> None:
@@ -157,7 +158,6 @@ async def sweep(deps: WorkerDeps, runs: WatchedRuns) -> SweepReport:
 
     await asyncio.gather(*(read(w) for w in suspects), *(close(w) for w in over))
     metrics.WATCHDOG_SWEEPS.inc()
-    metrics.WATCHDOG_WATCHED.set(len(waiting))
     return report
 
 
@@ -183,11 +183,6 @@ async def _active_runs(deps: WorkerDeps, waiting: Sequence[Watched]) -> set[int]
     for job_id in sorted(j for j in jobs if j is not None):
         found |= await deps.databricks.active_run_ids(job_id)
     return found
-
-
-def _overdue(deps: WorkerDeps, watch: WatchRequest) -> bool:
-    expected = job_of(deps, watch.job).expected_duration_seconds
-    return expected is not None and watch.started_at is not None and now_ms() - watch.started_at > expected * 1000
 
 
 async def _close(promises: Promises, record: PromiseRecord, outcome: CheckOutcome) -> None:

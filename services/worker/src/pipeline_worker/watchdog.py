@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from resonate.context import Context
 from resonate.retry import Exponential
@@ -106,7 +106,7 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcom
     with pipeline_context(watch.pipeline_id):
         if (await deps.promises.get(watch.promise_id)).state != "pending":
             return CheckOutcome(note="callback promise settled")
-        outcome, over = await check_run(deps, watch)
+        outcome, over, _ = await check_run(deps, watch)
         if over:
             return outcome
         if watch.hint:
@@ -118,14 +118,21 @@ async def watch_databricks_run(ctx: Context, watch: WatchRequest) -> CheckOutcom
         return outcome.model_copy(update={"note": "run still going; watched by the sweep from now on"})
 
 
-async def check_run(deps: WorkerDeps, watch: WatchRequest) -> tuple[CheckOutcome, bool]:
+class RunCheck(NamedTuple):
+    """What :func:`check_run` did: its value, whether the run was over, whether this read settled the callback."""
+
+    outcome: CheckOutcome
+    over: bool
+    settled: bool
+
+
+async def check_run(deps: WorkerDeps, watch: WatchRequest) -> RunCheck:
     """Read the watched run from Databricks; when it is over, settle its callback promise from it.
 
     The settlement is the result task's exit value on success, Databricks'
     state message otherwise, and every task's outcome beside it; if the
     callback wins the race, its settlement stands. An error reaching
-    Databricks decides nothing: the run is read again later. Returns what
-    the check did with the state it saw, and whether the run was over.
+    Databricks decides nothing: the run is read again later.
     """
     metrics.WATCHDOG_CHECKS.inc()
     job = job_of(deps, watch.job)
@@ -136,27 +143,28 @@ async def check_run(deps: WorkerDeps, watch: WatchRequest) -> tuple[CheckOutcome
         )
     except (TransientDatabricksError, PermanentDatabricksError) as exc:
         logger.warning("watchdog could not read run %s, will check again: %s", watch.run_id, exc)
-        return CheckOutcome(note="Databricks could not be read"), False
+        return RunCheck(CheckOutcome(note="Databricks could not be read"), over=False, settled=False)
     seen = {
         "life_cycle_state": run.report.life_cycle_state,
         "result_state": run.report.result_state,
         "read_at": read_at,
     }
     if not run.verdict.terminal:
-        _count_if_overdue(job, watch)
-        return CheckOutcome(note="run still going", **seen), False
+        if overdue(job, watch):
+            metrics.PIPELINE_OVERDUE_CHECKS.labels(job=job.name).inc()
+        return RunCheck(CheckOutcome(note="run still going", **seen), over=False, settled=False)
     settlement = settlement_from_run(run, job)
     outcome: SettleResult = await settle_callback(deps.promises, watch.promise_id, settlement)
     if outcome.stored is None or outcome.stored.attempt != settlement.attempt:
-        return CheckOutcome(note="callback promise settled", **seen), True
+        return RunCheck(CheckOutcome(note="callback promise settled", **seen), over=True, settled=False)
     metrics.WATCHDOG_SETTLEMENTS.labels(status=settlement.status).inc()
+    missed = job.completion is Completion.CALLBACK
     logger.log(
-        logging.INFO if job.completion is not Completion.CALLBACK else logging.WARNING,
-        "run ended; outcome read from the run"
-        + ("" if job.completion is not Completion.CALLBACK else " (no callback came)"),
+        logging.WARNING if missed else logging.INFO,
+        "run ended; outcome read from the run" + (" (no callback came)" if missed else ""),
         extra={"fields": {"run_id": watch.run_id, "run_state": run.describe(), "hint": watch.hint}},
     )
-    return CheckOutcome(note=f"settled from the run: {settlement.status}", **seen), True
+    return RunCheck(CheckOutcome(note=f"settled from the run: {settlement.status}", **seen), over=True, settled=True)
 
 
 def settlement_from_run(run: RunView, job: Job) -> Settlement:
@@ -198,7 +206,7 @@ def result_of(report: RunReport, result_task: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"notebook_exit_value": value}
 
 
-def _count_if_overdue(job: Job, watch: WatchRequest) -> None:
+def overdue(job: Job, watch: WatchRequest) -> bool:
+    """Whether the watched run has gone on past its job's expected duration (never, when it names none)."""
     expected = job.expected_duration_seconds
-    if expected is not None and watch.started_at is not None and now_ms() - watch.started_at > expected * 1000:
-        metrics.PIPELINE_OVERDUE_CHECKS.labels(job=job.name).inc()
+    return expected is not None and watch.started_at is not None and now_ms() - watch.started_at > expected * 1000
