@@ -15,7 +15,11 @@ says, with the gateway's JSON error body, and the connection is closed:
 - a body not all in within ``body_timeout`` of its headers: 408;
 - more than ``max_connections`` open on the listener: 503 with
   ``Retry-After``, once the request's headers are in (answered before
-  reading it, the client would often meet a reset instead of the answer).
+  reading it, the client would often meet a reset instead of the answer);
+- idle for ``keep_alive`` seconds between requests: closed. uvicorn's own
+  timer, set per listener; its default (5 s) equals httpx's pool expiry, so
+  a client reusing a connection at the moment the server closes it lost its
+  request ("Server disconnected without sending a response").
 
 Written by hand as a subclass of uvicorn's httptools protocol, because
 uvicorn (0.54) offers none of these for httptools, the parser it picks and
@@ -23,8 +27,8 @@ the fastest it has: ``h11_max_incomplete_event_size`` bounds headers for h11
 only, and answers 400; ``limit_concurrency`` counts the whole server (both
 listeners together, connections and tasks alike) and answers a plain-text
 503 without ``Retry-After``; there is no header or body timeout, only
-``timeout_keep_alive`` for idle connections between requests (kept: it
-closes those). httptools itself (llhttp) has no bound on a header's size: it
+``timeout_keep_alive`` for idle connections between requests (kept, and
+set per listener). httptools itself (llhttp) has no bound on a header's size: it
 gathers a header whole before handing it over, hence the count of bytes
 received while headers are incomplete.
 """
@@ -58,6 +62,7 @@ class ListenerLimits:
     header_timeout: float
     body_timeout: float
     max_connections: int
+    keep_alive: float
 
 
 def listener_limits(settings: GatewaySettings) -> dict[int | None, ListenerLimits]:
@@ -68,6 +73,7 @@ def listener_limits(settings: GatewaySettings) -> dict[int | None, ListenerLimit
         settings.HTTP_HEADER_TIMEOUT_SECONDS,
         settings.HTTP_BODY_TIMEOUT_SECONDS,
         settings.HTTP_MAX_CONNECTIONS,
+        settings.HTTP_KEEP_ALIVE_SECONDS,
     )
     callbacks = ListenerLimits(
         settings.CALLBACK_MAX_HEADER_BYTES,
@@ -75,6 +81,7 @@ def listener_limits(settings: GatewaySettings) -> dict[int | None, ListenerLimit
         settings.CALLBACK_HEADER_TIMEOUT_SECONDS,
         settings.CALLBACK_BODY_TIMEOUT_SECONDS,
         settings.CALLBACK_MAX_CONNECTIONS,
+        settings.CALLBACK_KEEP_ALIVE_SECONDS,
     )
     return {None: gateway} if settings.CALLBACK_PORT is None else {None: gateway, settings.CALLBACK_PORT: callbacks}
 
@@ -104,6 +111,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         port = self.server[1] if self.server and self.server[1] in self.limits_by_port else None
         self.limits = self.limits_by_port[port]
+        self.timeout_keep_alive = self.limits.keep_alive
         self.open = self.open_by_port[port]
         self.refused = False
         self.awaiting_headers = True

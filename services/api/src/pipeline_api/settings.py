@@ -101,12 +101,17 @@ class GatewaySettings(CatalogueSettings):
     HTTP_BODY_TIMEOUT_SECONDS: float = Field(default=30, gt=0)
     #: Connections open at once; one more is answered 503 with Retry-After and closed.
     HTTP_MAX_CONNECTIONS: int = Field(default=1000, ge=1)
+    #: Seconds an idle connection is kept open between requests. Longer than a client's pool or a
+    #: proxy keeps one (httpx 5 s, nginx and AWS's load balancers 60 s): a request sent on a
+    #: connection the server is closing at that moment is lost unanswered.
+    HTTP_KEEP_ALIVE_SECONDS: float = Field(default=75, gt=0)
     #: The same, for the callback listener (CALLBACK_PORT): as tight as a callback allows.
     CALLBACK_MAX_HEADER_BYTES: int = Field(default=8 * 1024, ge=1024)
     CALLBACK_MAX_HEADERS: int = Field(default=32, ge=8)
     CALLBACK_HEADER_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
     CALLBACK_BODY_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     CALLBACK_MAX_CONNECTIONS: int = Field(default=200, ge=1)
+    CALLBACK_KEEP_ALIVE_SECONDS: float = Field(default=75, gt=0)
 
     # ── the web page (see pipeline_api.ui) ──────────────────────────────
     #: Signs the page's session cookies (at least 32 characters). Changing it
