@@ -51,6 +51,7 @@ SHARED = {
             "tests/api/domain/test_snapshots.py",
             "tests/api/test_schedules.py",
             "tests/worker/test_sweep_database.py",
+            "tests/shared/test_lost_client.py",
         ),
     ),
 }

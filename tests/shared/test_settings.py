@@ -70,6 +70,11 @@ def test_the_connection_string_carries_the_timeouts_and_the_password() -> None:
         "tcp_user_timeout=60000",
         "application_name=worker",
         "statement_timeout=30000",
+        # The server's own bounds on this client going silent (tests/shared/test_lost_client.py).
+        "idle_in_transaction_session_timeout=30000",
+        "tcp_keepalives_idle=30",
+        "tcp_keepalives_interval=10",
+        "tcp_keepalives_count=3",
     ):
         assert part in dsn, dsn
     assert "password='pa ss\\'word'" in dsn

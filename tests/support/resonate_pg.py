@@ -59,6 +59,8 @@ class ResonatePg:
     superuser_password: str
     gateway_password: str
     worker_password: str
+    #: Its address on Docker's default network, where another container reaches it.
+    container_address: str
 
     @property
     def superuser_dsn(self) -> str:
@@ -112,12 +114,15 @@ def running_resonate_pg() -> Iterator[ResonatePg]:
     )
     container.start()
     try:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
         server = ResonatePg(
             container.get_container_host_ip(),
             int(container.get_exposed_port(5432)),
             superuser_password,
             gateway_password,
             worker_password,
+            wrapped.attrs["NetworkSettings"]["IPAddress"],
         )
         _wait_until_ready(container, server)
         yield server

@@ -66,6 +66,10 @@ POOL_WAIT_SECONDS = 5.0
 #: stuck on something, and failing it lets the caller retry.
 STATEMENT_TIMEOUT_MS = 30_000
 
+#: Our transactions hold no one between their statements but a round trip and
+#: some Python; one idle this long has lost its client (its locks are freed).
+IDLE_IN_TRANSACTION_MS = 30_000
+
 #: Unanswered keepalive probes after which the kernel declares a connection dead.
 KEEPALIVE_PROBES = 3
 
@@ -78,8 +82,28 @@ POOL_MAX_SIZE = 16
 
 
 def conninfo(url: str, password: str | None, *, application_name: str, keepalive_seconds: float) -> str:
-    """The libpq connection string for ``url`` with this project's timeouts."""
+    """The libpq connection string for ``url`` with this project's timeouts, on both ends of the connection."""
     idle = max(1, round(keepalive_seconds))
+    interval = max(1, idle // KEEPALIVE_PROBES)
+    # Data sent and not acknowledged for this long (a request on a partitioned
+    # connection) fails the connection, as keepalive does for an idle one.
+    user_timeout_ms = idle * 2 * 1000
+    # The server's own bounds on a client gone silent (sent as session settings, so a
+    # database we do not configure applies them too). The client's keepalive frees the
+    # client from a server gone silent; these free the server from a client gone
+    # silent. A client cut off by a partition gives up on its connection and opens
+    # another, while its old backend, having answered everything, waits, perhaps inside
+    # a transaction holding locks (the projector's advisory lock: then no projector runs
+    # again), and would be probed only after the kernel's two hours. Its own keepalives
+    # find it as soon as the client's would, and a transaction left idle is ended.
+    server = {
+        "statement_timeout": STATEMENT_TIMEOUT_MS,
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_MS,
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": user_timeout_ms,
+    }
     return libpq.make_conninfo(
         url,
         password=password,
@@ -87,13 +111,10 @@ def conninfo(url: str, password: str | None, *, application_name: str, keepalive
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         keepalives=1,
         keepalives_idle=idle,
-        keepalives_interval=max(1, idle // KEEPALIVE_PROBES),
+        keepalives_interval=interval,
         keepalives_count=KEEPALIVE_PROBES,
-        # Data sent and not acknowledged for this long (a request on a
-        # partitioned connection) fails the connection, as keepalive does for
-        # an idle one.
-        tcp_user_timeout=idle * 2 * 1000,
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        tcp_user_timeout=user_timeout_ms,
+        options=" ".join(f"-c {name}={value}" for name, value in server.items()),
     )
 
 
