@@ -42,7 +42,13 @@ SHARED = {
     # Three workers, not four: the in-process tests run on the third worker alone (it takes them
     # one at a time once its own group is nearly done), which keeps the load within what the
     # fault tests' timings allow (docs/tests.md, "How long").
-    "compose-stack": ("stack", ("tests/integration/", "tests/client/test_against_stack.py")),
+    # The integration stack's tests take about a minute less than the fault tests', so it also takes
+    # one file of fault tests (the Resonate server killed and restarted, run after its own tests:
+    # tests/conftest.py runs fault tests last): both stacks' workers then end together.
+    "compose-stack": (
+        "stack",
+        ("tests/integration/", "tests/client/test_against_stack.py", "tests/faults/test_resonate_killed.py"),
+    ),
     "compose-stack-faults": ("stack", ("tests/faults/",)),
     "resonate-pg-container": (
         "resonate_pg",

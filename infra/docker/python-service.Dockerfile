@@ -87,5 +87,5 @@ WORKDIR /app
 USER app
 EXPOSE ${PORT}
 HEALTHCHECK --interval=5s --timeout=4s --start-period=30s --retries=3 \
-    CMD ["/app/.venv/bin/python", "/app/healthcheck.py"]
+    CMD ["/app/.venv/bin/python", "-I", "-S", "/app/healthcheck.py"]
 CMD ["/app/run"]

@@ -4,7 +4,7 @@ Each test runs a batch of concurrent pipelines through the compose stack while
 it breaks something for real: ``docker kill -s KILL`` on a container, an
 outage of the notifier or the gateway, Databricks throttling and slow
 answers, a mail server refusing mail, notebooks that hang or never call back.
-The Resonate server's own faults are in test_resonate_server.py.
+The Resonate server's own faults are in test_resonate_killed.py and test_resonate_server.py.
 Each ends with :meth:`Batch.assert_exactly_once`.
 
 Where a kill must land between two particular effects, the worker's test-only
