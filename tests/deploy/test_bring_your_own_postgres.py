@@ -1,0 +1,159 @@
+"""Bring your own Postgres: ``resonate-pg apply`` on a plain Postgres, as its admin role that is no superuser.
+
+The server is a plain Postgres 17 with pg_cron, not the project's image, set
+up as a managed service hands one over (tests/support/plain_postgres.py):
+pg_cron's jobs kept in ``postgres``, an admin role with CREATEROLE and
+CREATEDB, a database it owns. Then, as a team would: ``docker run
+<resonate-pg image> apply`` with the libpq variables, and the services' roles
+use what it made, through the same code the services run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from resonate.types import Value
+
+from pipeline_api.index.queries import PipelineIndex
+from pipeline_shared import promise_tree
+from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION
+from tests.support.plain_postgres import (
+    ADMIN_ROLE,
+    PlainPostgres,
+    admin_connection,
+    apply,
+    running_plain_postgres,
+)
+from tests.support.resonate_pg import build_image, client_settings, send_only_link
+
+#: The timer job runs every second; a promise past its timeout is timed out within this.
+TIMED_OUT_WITHIN_SECONDS = 8
+
+
+@pytest.fixture(scope="module")
+def resonate_pg_image() -> str:
+    """The stack's resonate-pg image, built as compose builds it: what runs ``apply``."""
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def plain_postgres(resonate_pg_image: str) -> Iterator[tuple[PlainPostgres, subprocess.CompletedProcess[str]]]:
+    """A plain Postgres with pg_cron, handed over by its provider, and the first apply's outcome on it."""
+    with running_plain_postgres() as server:
+        yield server, apply(server, resonate_pg_image)
+
+
+@pytest.fixture
+def server(plain_postgres: tuple[PlainPostgres, subprocess.CompletedProcess[str]]) -> PlainPostgres:
+    """The server, once the first apply succeeded on it."""
+    server, first = plain_postgres
+    assert first.returncode == 0, f"apply failed:\n{first.stderr}"
+    return server
+
+
+def _state(server: PlainPostgres) -> dict[str, Any]:
+    """What apply makes, as rows: pg_cron's jobs, the migrations, the roles and their memberships, the schema."""
+    with admin_connection(server, "postgres") as conn:
+        jobs = conn.execute(
+            "SELECT jobid, jobname, schedule, command, database, username, active FROM cron.job ORDER BY jobid"
+        ).fetchall()
+    with admin_connection(server) as conn:
+        migrations = conn.execute("SELECT * FROM pipelines.schema_migrations ORDER BY version").fetchall()
+        roles = conn.execute(
+            "SELECT r.rolname, r.rolcanlogin, g.rolname, m.admin_option FROM pg_roles r"
+            " LEFT JOIN pg_auth_members m ON m.member = r.oid LEFT JOIN pg_roles g ON g.oid = m.roleid"
+            " WHERE r.rolname NOT LIKE 'pg\\_%' ORDER BY 1, 3"
+        ).fetchall()
+        functions = conn.execute(
+            "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('resonate', 'pipelines') ORDER BY 1"
+        ).fetchall()
+    return {"jobs": jobs, "migrations": migrations, "roles": roles, "functions": functions}
+
+
+def test_apply_runs_as_an_admin_that_is_not_a_superuser(server: PlainPostgres) -> None:
+    with admin_connection(server) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+        assert conn.execute("SELECT resonate.get_schema_version()").fetchone() == (EXPECTED_SCHEMA_VERSION,)
+    jobs = {job[1]: job for job in _state(server)["jobs"]}
+    assert set(jobs) == {"resonate_process_timeouts", "resonate_gc", "resonate_cron_history"}
+    # Scheduled from pg_cron's database into the resonate database, as the admin.
+    timer = ("1 second", "SELECT resonate.process_timeouts()", "resonate", ADMIN_ROLE, True)
+    assert jobs["resonate_process_timeouts"][2:] == timer
+    assert jobs["resonate_cron_history"][4] == "postgres", "the history job works on pg_cron's own table"
+
+
+def test_a_second_apply_changes_nothing(server: PlainPostgres, resonate_pg_image: str) -> None:
+    before = _state(server)
+
+    again = apply(server, resonate_pg_image)
+
+    assert again.returncode == 0, again.stderr
+    assert "already in place" in again.stderr
+    assert "applying" not in again.stderr
+    assert _state(server) == before
+
+
+async def test_the_services_roles_log_in_and_the_gateway_is_ready(server: PlainPostgres) -> None:
+    gateway = client_settings(server.gateway_url, server.gateway_password)
+    async with send_only_link(gateway, "gateway-readiness") as link:
+        assert await link.readiness() is None, "the schema check the gateway's /readyz makes"
+        assert link.database is not None
+        assert await PipelineIndex(link.database, gateway).problem() is None, "the index check /readyz makes"
+    worker = client_settings(server.worker_url, server.worker_password)
+    async with send_only_link(worker, "worker-readiness") as link:
+        assert await link.readiness() is None
+
+
+async def test_a_promise_round_trip_through_the_stored_procedures_as_the_worker(server: PlainPostgres) -> None:
+    promise_id = f"byo-round-trip-{uuid.uuid4().hex}"
+    settings = client_settings(server.worker_url, server.worker_password)
+    async with send_only_link(settings, "worker-round-trip") as link:
+        created = await link.resonate.promises.create(
+            promise_id, timeout_at=_ms_from_now(3_600), param=Value(), tags={}
+        )
+        assert created.state == "pending"
+        await link.resonate.promises.resolve(promise_id, Value(data="done"))
+        settled = await link.resonate.promises.get(promise_id)
+    assert settled.state == "resolved"
+
+
+async def test_pg_cron_times_out_a_promise_past_its_timeout(server: PlainPostgres) -> None:
+    promise_id = f"byo-timeout-{uuid.uuid4().hex}"
+    settings = client_settings(server.worker_url, server.worker_password)
+    async with send_only_link(settings, "worker-timeout") as link:
+        # External, as a pipeline's callback promise is: resonate-pg enforces only such promises' timeouts.
+        tags = {promise_tree.EXTERNAL_TAG: "true"}
+        await link.resonate.promises.create(promise_id, timeout_at=_ms_from_now(1), param=Value(), tags=tags)
+
+    # The row itself, as the admin: only process_timeouts(), run by pg_cron's job, changes it.
+    deadline = time.monotonic() + TIMED_OUT_WITHIN_SECONDS
+    with admin_connection(server) as conn:
+        while (state := _promise_state(conn, promise_id)) == "pending" and time.monotonic() < deadline:
+            time.sleep(0.25)
+    assert state == "rejected_timedout"
+
+
+def test_apply_without_pg_cron_fails_naming_it(resonate_pg_image: str) -> None:
+    with running_plain_postgres(pg_cron=False) as bare:
+        outcome = apply(bare, resonate_pg_image)
+        with admin_connection(bare) as conn:
+            schema = conn.execute("SELECT to_regnamespace('resonate')").fetchone()
+
+    assert outcome.returncode != 0
+    assert "pg_cron is not loaded" in outcome.stderr and "shared_preload_libraries" in outcome.stderr
+    assert schema == (None,), "nothing applied before the check"
+
+
+def _ms_from_now(seconds: float) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+def _promise_state(conn: Any, promise_id: str) -> str | None:
+    row = conn.execute("SELECT state FROM resonate.promises WHERE id = %s", (promise_id,)).fetchone()
+    return row[0] if row else None
