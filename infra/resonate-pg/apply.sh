@@ -94,9 +94,12 @@ psql_or_die() {
     fi
 }
 
-# --- Where, as whom ---------------------------------------------------------------
+# --- Where, as whom, and what the server offers ------------------------------------
+# Every check comes before the first write, so a run refused leaves the server as it was.
 
 target="${PGHOST:-the default socket}${PGPORT:+:$PGPORT}"
+missing=""
+probe="$DATABASE"
 if ! query "$DATABASE" "SELECT 1" >/dev/null 2>&1; then
     if ! exists="$(query "$MAINTENANCE_DATABASE" "SELECT count(*) FROM pg_database WHERE datname = '$DATABASE'" 2>&1)"; then
         printf '%s\n' "$exists" >&2
@@ -105,30 +108,25 @@ if ! query "$DATABASE" "SELECT 1" >/dev/null 2>&1; then
     if [[ "$exists" != 0 ]]; then
         query "$DATABASE" "SELECT 1" >/dev/null || die "cannot connect to database $DATABASE at $target"
     fi
-    [[ "$(query "$MAINTENANCE_DATABASE" "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user")" == t ]] \
-        || die "database $DATABASE does not exist and role $(query "$MAINTENANCE_DATABASE" "SELECT current_user") may not create it (no CREATEDB): create it owned by that role, or grant CREATEDB"
-    log "creating database $DATABASE"
-    psql_or_die "could not create database $DATABASE" --dbname="$MAINTENANCE_DATABASE" --command="CREATE DATABASE \"$DATABASE\""
+    missing=yes
+    probe="$MAINTENANCE_DATABASE"
 fi
 
-IFS='|' read -r server_version user superuser createrole can_create < <(query "$DATABASE" "SELECT
-    current_setting('server_version_num'), current_user, rolsuper, rolsuper OR rolcreaterole,
-    has_database_privilege(current_database(), 'CREATE')
+IFS='|' read -r server_version user superuser createrole createdb < <(query "$probe" "SELECT
+    current_setting('server_version_num'), current_user, rolsuper, rolsuper OR rolcreaterole, rolsuper OR rolcreatedb
     FROM pg_roles WHERE rolname = current_user")
 ((server_version >= MIN_SERVER_VERSION_NUM)) \
-    || die "Postgres $(query "$DATABASE" "SHOW server_version") is too old: resonate-pg needs 16 or later"
+    || die "Postgres $(query "$probe" "SHOW server_version") is too old: resonate-pg needs 16 or later"
 [[ "$createrole" == t ]] \
     || die "role $user has neither SUPERUSER nor CREATEROLE: it creates resonate_worker, pipelines_index, pipelines_watchdog and the login roles"
-[[ "$can_create" == t ]] \
-    || die "role $user may not create schemas in database $DATABASE: make it the database's owner, or GRANT CREATE ON DATABASE $DATABASE TO $user"
-
-# --- pg_cron: which database it runs in, and whether this role may schedule there --
+[[ -z "$missing" || "$createdb" == t ]] \
+    || die "database $DATABASE does not exist and role $user may not create it (no CREATEDB): create it owned by $user, or grant CREATEDB"
 
 # pg_cron keeps its jobs in one database, cron.database_name (`postgres` unless
 # set). Only a superuser or a member of pg_read_all_settings may read that
 # setting; anyone else is refused, which still tells that pg_cron is loaded:
 # a server without it does not know the setting at all.
-if cron_setting="$(query "$DATABASE" "SHOW cron.database_name" 2>&1)"; then
+if cron_setting="$(query "$probe" "SHOW cron.database_name" 2>&1)"; then
     if [[ -n "${RESONATE_PG_CRON_DATABASE:-}" && "$RESONATE_PG_CRON_DATABASE" != "$cron_setting" ]]; then
         die "pg_cron runs in database $cron_setting (its cron.database_name), not $RESONATE_PG_CRON_DATABASE: set RESONATE_PG_CRON_DATABASE=$cron_setting"
     fi
@@ -140,17 +138,37 @@ else
 fi
 CRON_DATABASE="${RESONATE_PG_CRON_DATABASE:-${cron_setting:-postgres}}"
 [[ "$CRON_DATABASE" =~ ^[A-Za-z_][A-Za-z0-9_-]{0,62}$ ]] || die "RESONATE_PG_CRON_DATABASE: '$CRON_DATABASE' is not a plain database name"
-cron_version="$(query "$CRON_DATABASE" "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")" \
-    || die "cannot connect to database $CRON_DATABASE, where pg_cron keeps its jobs (RESONATE_PG_CRON_DATABASE)"
-if [[ -z "$cron_version" ]]; then
-    [[ "$superuser" == t ]] \
-        || die "pg_cron is not created in database $CRON_DATABASE: as the server's administrator, CREATE EXTENSION pg_cron there (or, if cron.database_name names another database, set RESONATE_PG_CRON_DATABASE to it)"
-    log "creating extension pg_cron in database $CRON_DATABASE"
-    psql_or_die "could not create extension pg_cron in database $CRON_DATABASE (is pg_cron in shared_preload_libraries, and cron.database_name = '$CRON_DATABASE'?)" \
-        --dbname="$CRON_DATABASE" --command="CREATE EXTENSION pg_cron"
+
+# pg_cron created in its database (by a superuser here, if missing), and this role allowed to schedule from there.
+check_pg_cron() {
+    local version
+    version="$(query "$CRON_DATABASE" "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'")" \
+        || die "cannot connect to database $CRON_DATABASE, where pg_cron keeps its jobs (RESONATE_PG_CRON_DATABASE)"
+    if [[ -z "$version" ]]; then
+        [[ "$superuser" == t ]] \
+            || die "pg_cron is not created in database $CRON_DATABASE: as the server's administrator, CREATE EXTENSION pg_cron there (or, if cron.database_name names another database, set RESONATE_PG_CRON_DATABASE to it)"
+        log "creating extension pg_cron in database $CRON_DATABASE"
+        psql_or_die "could not create extension pg_cron in database $CRON_DATABASE (is cron.database_name '$CRON_DATABASE'?)" \
+            --dbname="$CRON_DATABASE" --command="CREATE EXTENSION pg_cron"
+    fi
+    [[ "$(query "$CRON_DATABASE" "SELECT has_schema_privilege('cron', 'USAGE') AND has_function_privilege('$SCHEDULE_IN_DATABASE', 'EXECUTE')")" == t ]] \
+        || die "role $user may not schedule pg_cron jobs: in database $CRON_DATABASE, GRANT USAGE ON SCHEMA cron TO $user; GRANT EXECUTE ON FUNCTION $SCHEDULE_IN_DATABASE TO $user"
+}
+
+# pg_cron's database is checked before anything is written, unless it is the
+# database still to be created (the image's first start, as the superuser).
+if [[ -z "$missing" || "$CRON_DATABASE" != "$DATABASE" ]]; then
+    check_pg_cron
 fi
-[[ "$(query "$CRON_DATABASE" "SELECT has_schema_privilege('cron', 'USAGE') AND has_function_privilege('$SCHEDULE_IN_DATABASE', 'EXECUTE')")" == t ]] \
-    || die "role $user may not schedule pg_cron jobs: in database $CRON_DATABASE, GRANT USAGE ON SCHEMA cron TO $user; GRANT EXECUTE ON FUNCTION $SCHEDULE_IN_DATABASE TO $user"
+if [[ -n "$missing" ]]; then
+    log "creating database $DATABASE"
+    psql_or_die "could not create database $DATABASE" --dbname="$MAINTENANCE_DATABASE" --command="CREATE DATABASE \"$DATABASE\""
+    if [[ "$CRON_DATABASE" == "$DATABASE" ]]; then
+        check_pg_cron
+    fi
+fi
+[[ "$(query "$DATABASE" "SELECT has_database_privilege(current_database(), 'CREATE')")" == t ]] \
+    || die "role $user may not create schemas in database $DATABASE: make it the database's owner, or GRANT CREATE ON DATABASE $DATABASE TO $user"
 
 # --- resonate.sql ------------------------------------------------------------------
 

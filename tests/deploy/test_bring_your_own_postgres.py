@@ -27,6 +27,7 @@ from tests.support.plain_postgres import (
     PlainPostgres,
     admin_connection,
     apply,
+    as_provider,
     running_plain_postgres,
 )
 from tests.support.resonate_pg import build_image, client_settings, send_only_link
@@ -137,6 +138,21 @@ async def test_pg_cron_times_out_a_promise_past_its_timeout(server: PlainPostgre
         while (state := _promise_state(conn, promise_id)) == "pending" and time.monotonic() < deadline:
             time.sleep(0.25)
     assert state == "rejected_timedout"
+
+
+def test_apply_as_a_role_that_may_not_schedule_names_the_grants_and_writes_nothing(
+    server: PlainPostgres, resonate_pg_image: str
+) -> None:
+    # Another admin as the provider makes it, without the grants on pg_cron; its database does not exist yet.
+    as_provider(server, "CREATE ROLE :\"admin\" LOGIN CREATEROLE CREATEDB PASSWORD :'password';", admin="narrow_admin")
+
+    outcome = apply(server, resonate_pg_image, role="narrow_admin", database="narrow")
+
+    assert outcome.returncode != 0
+    assert "GRANT USAGE ON SCHEMA cron TO narrow_admin" in outcome.stderr
+    assert "GRANT EXECUTE ON FUNCTION cron.schedule_in_database" in outcome.stderr
+    with admin_connection(server, "postgres") as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'narrow'").fetchone() == (0,)
 
 
 def test_apply_without_pg_cron_fails_naming_it(resonate_pg_image: str) -> None:

@@ -133,28 +133,34 @@ def running_plain_postgres(*, pg_cron: bool = True) -> Iterator[PlainPostgres]:
             worker_password=secrets.token_hex(16),
         )
         _wait_until_ready(name)
-        script = PROVIDER_SETUP + (PROVIDER_PG_CRON if pg_cron else "")
-        _docker(
-            [
-                "exec", "--interactive", name, "psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
-                "--set", f"admin={ADMIN_ROLE}", "--set", f"password={server.admin_password}",
-                "--set", f"database={DATABASE}", "--dbname", "postgres",
-            ],
-            stdin=script,
-        )  # fmt: skip
+        as_provider(server, PROVIDER_SETUP + (PROVIDER_PG_CRON if pg_cron else ""), admin=ADMIN_ROLE)
         yield server
     finally:
         subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
 
 
-def apply(server: PlainPostgres, resonate_pg_image: str) -> subprocess.CompletedProcess[str]:
-    """``docker run <resonate-pg image> apply`` as the provider's admin, as a team would run it; its outcome."""
+def as_provider(server: PlainPostgres, script: str, *, admin: str) -> None:
+    """Run ``script`` as the server's superuser, as its provider would (psql variables: admin, password, database)."""
+    _docker(
+        [
+            "exec", "--interactive", server.container, "psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
+            "--set", f"admin={admin}", "--set", f"password={server.admin_password}",
+            "--set", f"database={DATABASE}", "--dbname", "postgres",
+        ],
+        stdin=script,
+    )  # fmt: skip
+
+
+def apply(
+    server: PlainPostgres, resonate_pg_image: str, *, role: str = ADMIN_ROLE, database: str = DATABASE
+) -> subprocess.CompletedProcess[str]:
+    """``docker run <resonate-pg image> apply`` as the provider's admin (or ``role``), as a team would run it."""
     environment = {
         "PGHOST": server.container_address,
         "PGPORT": "5432",
-        "PGUSER": ADMIN_ROLE,
+        "PGUSER": role,
         "PGPASSWORD": server.admin_password,
-        "PGDATABASE": DATABASE,
+        "PGDATABASE": database,
         "RESONATE_PG_LOGINS": f"{GATEWAY_ROLE} {WORKER_ROLE}",
         f"RESONATE_PG_PASSWORD_{GATEWAY_ROLE}": server.gateway_password,
         f"RESONATE_PG_PASSWORD_{WORKER_ROLE}": server.worker_password,
