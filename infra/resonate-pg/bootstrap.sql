@@ -17,7 +17,8 @@ SET client_min_messages = warning;
 ALTER FUNCTION resonate._next_cron(text, bigint) SET timezone = 'UTC';
 
 -- One login role per service, each holding only the schema's least-privilege
--- role. Passwords are set on every start, so changing one is a restart.
+-- role. Passwords are set on every run (each start of the image, each apply),
+-- so changing one takes a restart or an apply.
 CREATE TEMP TABLE wanted_login (name text PRIMARY KEY, password text NOT NULL);
 \copy wanted_login FROM pstdin
 SELECT format('CREATE ROLE %I LOGIN', name) FROM wanted_login
