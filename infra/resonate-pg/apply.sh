@@ -51,7 +51,8 @@ MIN_SERVER_VERSION_NUM=160000
 #: Where a missing database is created from: every Postgres has it, managed ones included.
 MAINTENANCE_DATABASE=postgres
 #: pg_cron's scheduling function for a job in another database; PUBLIC may not
-#: call it (pg_cron 1.4 revokes it), so the role needs it granted or to be a superuser.
+#: call it (pg_cron 1.4 revokes it), so the role needs it granted, or UPDATE on
+#: cron.job to move a job (bootstrap.sql), or to be a superuser.
 SCHEDULE_IN_DATABASE='cron.schedule_in_database(text,text,text,text,text,boolean)'
 
 DATABASE="${RESONATE_PG_DATABASE:-${PGDATABASE:-resonate}}"
@@ -151,8 +152,11 @@ check_pg_cron() {
         psql_or_die "could not create extension pg_cron in database $CRON_DATABASE (is cron.database_name '$CRON_DATABASE'?)" \
             --dbname="$CRON_DATABASE" --command="CREATE EXTENSION pg_cron"
     fi
-    [[ "$(query "$CRON_DATABASE" "SELECT has_schema_privilege('cron', 'USAGE') AND has_function_privilege('$SCHEDULE_IN_DATABASE', 'EXECUTE')")" == t ]] \
-        || die "role $user may not schedule pg_cron jobs: in database $CRON_DATABASE, GRANT USAGE ON SCHEMA cron TO $user; GRANT EXECUTE ON FUNCTION $SCHEDULE_IN_DATABASE TO $user"
+    # Into another database: with schedule_in_database, or by moving the job (bootstrap.sql says why).
+    [[ "$(query "$CRON_DATABASE" "SELECT has_schema_privilege('cron', 'USAGE')
+        AND (has_function_privilege('$SCHEDULE_IN_DATABASE', 'EXECUTE') OR has_table_privilege('cron.job', 'UPDATE')
+             OR current_database() = '$DATABASE')")" == t ]] \
+        || die "role $user may not schedule pg_cron jobs into database $DATABASE: in database $CRON_DATABASE, GRANT USAGE ON SCHEMA cron TO $user; GRANT EXECUTE ON FUNCTION $SCHEDULE_IN_DATABASE TO $user"
 }
 
 # pg_cron's database is checked before anything is written, unless it is the

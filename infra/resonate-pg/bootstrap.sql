@@ -56,17 +56,40 @@ SELECT format('GRANT pipelines_watchdog TO %I', name)
 \connect :cron_database
 SET client_min_messages = warning;
 
+-- pg_cron 1.4 and later keep cron.schedule_in_database from PUBLIC, and not
+-- every managed service grants it to its admin role. Where the role may not
+-- call it, the job is scheduled here with cron.schedule and moved to its
+-- database with UPDATE cron.job, the way Amazon RDS documents it ("Scheduling
+-- a cron job for a database other than postgres"); apply.sh checks first that
+-- one of the two is allowed. One statement, so pg_cron never sees the job in
+-- the wrong database. A temporary function: nothing is left behind.
+CREATE FUNCTION pg_temp.schedule_job(job text, schedule text, command text, db text) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF has_function_privilege('cron.schedule_in_database(text,text,text,text,text,boolean)', 'EXECUTE') THEN
+        RETURN cron.schedule_in_database(job, schedule, command, db);
+    END IF;
+    id := cron.schedule(job, schedule, command);
+    IF db <> current_database() THEN
+        UPDATE cron.job SET database = db WHERE jobid = id;
+    END IF;
+    RETURN id;
+END
+$$;
+
 -- Timers (promise timeouts, delayed tasks, lease expiry) advance only when
 -- process_timeouts() runs. The schema schedules it every 5 s; a second keeps
 -- a timed-out pipeline or a delayed watchdog check from waiting up to 5 s
 -- more than asked. pg_cron is the one driver: the connector's own switches
 -- itself off after its first failure, and the services' roles may not run it.
-SELECT cron.schedule_in_database('resonate_process_timeouts', :'timer_interval',
+SELECT pg_temp.schedule_job('resonate_process_timeouts', :'timer_interval',
     'SELECT resonate.process_timeouts()', :'database') AS timer_job \gset
 
 -- Finished workflows stay until collected. gc() deletes at most 10,000
 -- promises a call, so running it every minute keeps up with 600,000 an hour.
-SELECT cron.schedule_in_database('resonate_gc', '* * * * *',
+SELECT pg_temp.schedule_job('resonate_gc', '* * * * *',
     format('SELECT resonate.gc((extract(epoch FROM now()) * 1000)::bigint - %s::bigint * 86400000)',
            :'retention_days'),
     :'database') AS gc_job \gset
@@ -76,7 +99,7 @@ SELECT cron.schedule_in_database('resonate_gc', '* * * * *',
 -- It works on pg_cron's own table, so it runs in pg_cron's database; run by a
 -- role that is not a superuser it sees, and deletes, its own jobs' runs only
 -- (pg_cron's row security), which are these jobs'.
-SELECT cron.schedule_in_database('resonate_cron_history', '*/10 * * * *',
+SELECT pg_temp.schedule_job('resonate_cron_history', '*/10 * * * *',
     format('DELETE FROM cron.job_run_details WHERE end_time < now() - interval %L', :'cron_history'),
     :'cron_database') AS history_job \gset
 

@@ -24,6 +24,7 @@ from pipeline_shared import promise_tree
 from pipeline_shared.resonate_client import EXPECTED_SCHEMA_VERSION
 from tests.support.plain_postgres import (
     ADMIN_ROLE,
+    MAY_MOVE_JOBS,
     PlainPostgres,
     admin_connection,
     apply,
@@ -155,6 +156,26 @@ def test_apply_as_a_role_that_may_not_schedule_names_the_grants_and_writes_nothi
         assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'narrow'").fetchone() == (0,)
 
 
+def test_a_role_that_may_only_move_pg_cron_jobs_schedules_them_into_the_resonate_database(
+    resonate_pg_image: str,
+) -> None:
+    with running_plain_postgres(grant=MAY_MOVE_JOBS) as rds_like:
+        outcome = apply(rds_like, resonate_pg_image)
+        assert outcome.returncode == 0, outcome.stderr
+        with admin_connection(rds_like, "postgres") as conn:
+            jobs = dict(conn.execute("SELECT jobname, database FROM cron.job").fetchall())
+            timer_runs = _wait_for_a_timer_run(conn)
+        again = apply(rds_like, resonate_pg_image)
+
+    assert jobs == {
+        "resonate_process_timeouts": "resonate",
+        "resonate_gc": "resonate",
+        "resonate_cron_history": "postgres",
+    }
+    assert timer_runs and all(status == "succeeded" for status in timer_runs), timer_runs
+    assert again.returncode == 0, again.stderr
+
+
 def test_apply_without_pg_cron_fails_naming_it(resonate_pg_image: str) -> None:
     with running_plain_postgres(pg_cron=False) as bare:
         outcome = apply(bare, resonate_pg_image)
@@ -164,6 +185,22 @@ def test_apply_without_pg_cron_fails_naming_it(resonate_pg_image: str) -> None:
     assert outcome.returncode != 0
     assert "pg_cron is not loaded" in outcome.stderr and "shared_preload_libraries" in outcome.stderr
     assert schema == (None,), "nothing applied before the check"
+
+
+def _wait_for_a_timer_run(conn: Any) -> list[str]:
+    """The statuses of the timer job's runs, once there is one (or after a few seconds)."""
+    deadline = time.monotonic() + TIMED_OUT_WITHIN_SECONDS
+    while True:
+        statuses = [
+            status
+            for (status,) in conn.execute(
+                "SELECT d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)"
+                " WHERE j.jobname = 'resonate_process_timeouts' AND d.status <> 'running'"
+            ).fetchall()
+        ]
+        if statuses or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.25)
 
 
 def _ms_from_now(seconds: float) -> int:

@@ -61,12 +61,17 @@ PROVIDER_SETUP = """
 CREATE ROLE :"admin" LOGIN CREATEROLE CREATEDB PASSWORD :'password';
 CREATE DATABASE :"database" OWNER :"admin";
 """
-#: ... and, where pg_cron is loaded, what it grants on it (the managed services' admin roles may schedule jobs).
+#: ... and, where pg_cron is loaded, creates it and lets the admin schedule jobs.
 PROVIDER_PG_CRON = """
 CREATE EXTENSION pg_cron;
 GRANT USAGE ON SCHEMA cron TO :"admin";
-GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) TO :"admin";
 """
+#: The grant that lets the admin schedule a job into another database: pg_cron's own function ...
+MAY_SCHEDULE_IN_DATABASE = (
+    'GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean) TO :"admin";'
+)
+#: ... or the right to move a job there, the way Amazon RDS documents it.
+MAY_MOVE_JOBS = 'GRANT UPDATE ON cron.job TO :"admin";'
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,11 @@ def build_image() -> str:
 
 
 @contextmanager
-def running_plain_postgres(*, pg_cron: bool = True) -> Iterator[PlainPostgres]:
-    """A fresh plain Postgres handed over as a provider would (with pg_cron or without), removed when the block ends."""
+def running_plain_postgres(*, pg_cron: bool = True, grant: str = MAY_SCHEDULE_IN_DATABASE) -> Iterator[PlainPostgres]:
+    """A fresh plain Postgres handed over as a provider would (with pg_cron or without), removed when the block ends.
+
+    ``grant`` is what the provider grants the admin on pg_cron beyond its schema.
+    """
     image = build_image()
     name = f"plain-postgres-{uuid.uuid4().hex[:10]}"
     settings = WITH_PG_CRON if pg_cron else ()
@@ -133,7 +141,7 @@ def running_plain_postgres(*, pg_cron: bool = True) -> Iterator[PlainPostgres]:
             worker_password=secrets.token_hex(16),
         )
         _wait_until_ready(name)
-        as_provider(server, PROVIDER_SETUP + (PROVIDER_PG_CRON if pg_cron else ""), admin=ADMIN_ROLE)
+        as_provider(server, PROVIDER_SETUP + (PROVIDER_PG_CRON + grant if pg_cron else ""), admin=ADMIN_ROLE)
         yield server
     finally:
         subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True)
