@@ -42,10 +42,10 @@ die() {
     exit 1
 }
 
-#: Where the image keeps what it applies.
-SCHEMA_DIR="${RESONATE_PG_SCHEMA_DIR:-/opt/resonate-pg/schema}"
-MIGRATIONS="${RESONATE_PG_MIGRATIONS_DIR:-/opt/pipeline-index/migrations}"
-BOOTSTRAP_SQL="${RESONATE_PG_BOOTSTRAP_SQL:-/opt/resonate-pg/bootstrap.sql}"
+#: Where the image keeps what it applies (infra/resonate-pg/Dockerfile puts them there).
+SCHEMA_DIR=/opt/resonate-pg/schema
+MIGRATIONS=/opt/pipeline-index/migrations
+BOOTSTRAP_SQL=/opt/resonate-pg/bootstrap.sql
 #: The oldest Postgres resonate.sql supports (its header: "Postgres 16+").
 MIN_SERVER_VERSION_NUM=160000
 #: Where a missing database is created from: every Postgres has it, managed ones included.
@@ -56,7 +56,8 @@ MAINTENANCE_DATABASE=postgres
 SCHEDULE_IN_DATABASE='cron.schedule_in_database(text,text,text,text,text,boolean)'
 
 DATABASE="${RESONATE_PG_DATABASE:-${PGDATABASE:-resonate}}"
-[[ "$DATABASE" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "RESONATE_PG_DATABASE: '$DATABASE' is not a plain database name"
+[[ "$DATABASE" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] \
+    || die "RESONATE_PG_DATABASE (or PGDATABASE): '$DATABASE' is not a plain database name (lower case letters, digits, _)"
 if [[ -n "${RESONATE_PG_DATABASE:-}" && -n "${PGDATABASE:-}" && "$RESONATE_PG_DATABASE" != "$PGDATABASE" ]]; then
     die "RESONATE_PG_DATABASE ($RESONATE_PG_DATABASE) and PGDATABASE ($PGDATABASE) name two databases; set one"
 fi
