@@ -10,13 +10,10 @@ use what it made, through the same code the services run.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from resonate.types import Value
 
 from pipeline_api.index.queries import PipelineIndex
@@ -31,31 +28,10 @@ from tests.support.plain_postgres import (
     as_provider,
     running_plain_postgres,
 )
-from tests.support.resonate_pg import build_image, client_settings, send_only_link
+from tests.support.resonate_pg import client_settings, send_only_link
 
 #: The timer job runs every second; a promise past its timeout is timed out within this.
 TIMED_OUT_WITHIN_SECONDS = 8
-
-
-@pytest.fixture(scope="module")
-def resonate_pg_image() -> str:
-    """The stack's resonate-pg image, built as compose builds it: what runs ``apply``."""
-    return build_image()
-
-
-@pytest.fixture(scope="module")
-def plain_postgres(resonate_pg_image: str) -> Iterator[tuple[PlainPostgres, subprocess.CompletedProcess[str]]]:
-    """A plain Postgres with pg_cron, handed over by its provider, and the first apply's outcome on it."""
-    with running_plain_postgres() as server:
-        yield server, apply(server, resonate_pg_image)
-
-
-@pytest.fixture
-def server(plain_postgres: tuple[PlainPostgres, subprocess.CompletedProcess[str]]) -> PlainPostgres:
-    """The server, once the first apply succeeded on it."""
-    server, first = plain_postgres
-    assert first.returncode == 0, f"apply failed:\n{first.stderr}"
-    return server
 
 
 def _state(server: PlainPostgres) -> dict[str, Any]:
