@@ -60,6 +60,9 @@ SHARED = {
             "tests/shared/test_lost_client.py",
         ),
     ),
+    # A plain Postgres (not our image) handed over as a managed service would, and `resonate-pg apply`
+    # run on it as its admin (tests/support/plain_postgres.py): one server for the folder's tests.
+    "plain-postgres": ("plain_postgres", ("tests/deploy/",)),
 }
 
 

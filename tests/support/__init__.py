@@ -14,7 +14,9 @@ in the conftest.py of the folder whose tests use them.
   ``sdk_model_check`` (its answers held to databricks-sdk's models),
   ``emulator_runs`` (runs, plans, notebooks), ``callback_receiver``.
 - A real database: ``resonate_pg`` (one resonate-pg container) and
-  ``pipeline_promises`` (pipelines' promises written into it).
+  ``pipeline_promises`` (pipelines' promises written into it);
+  ``plain_postgres`` (a Postgres that is not our image, handed over as a
+  managed service would, and ``resonate-pg apply`` run on it).
 - The compose stack: ``stack`` (the session's stack and its fixture),
   ``stack_clients`` (the gateway, web page, emulator and mail sink as a user
   reaches them), ``fault_batch``, ``gateway_page``, ``browser``, ``promql``.

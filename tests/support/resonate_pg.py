@@ -17,12 +17,15 @@ that starts the container stops it.
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from pydantic import SecretStr
@@ -38,6 +41,8 @@ from tests.support.stack import REPO_ROOT, compose_files
 IMAGE_PROJECT = "resonate-databricks-index-tests"
 #: The image the tests run.
 IMAGE = f"{IMAGE_PROJECT}-resonate"
+#: Held while the image builds, so that one build runs at a time on this machine.
+BUILD_LOCK = Path(tempfile.gettempdir()) / f"{IMAGE_PROJECT}-build.lock"
 #: Longest a build may take (cold, offline: Debian's postgresql-17 installed into the base image).
 BUILD_TIMEOUT_SECONDS = 900
 #: Longest the server may take from start to accepting connections (first start: initdb, schema, migrations).
@@ -79,13 +84,19 @@ class ResonatePg:
 
 
 def build_image() -> str:
-    """Build (or find in the cache) the resonate-pg image as compose builds it; its tag."""
+    """Build (or find in the cache) the resonate-pg image as compose builds it; its tag.
+
+    Two xdist workers may ask at once (the index tests' container and the deploy tests'
+    ``apply``): a lock file makes the second wait for the first's build, then find it cached.
+    """
     files = [argument for path in compose_files() for argument in ("--file", path)]
     command = ["docker", "compose", "--project-name", IMAGE_PROJECT, *files, "build", "resonate"]
     try:
-        subprocess.run(
-            command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS
-        )
+        with open(BUILD_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run(
+                command, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS
+            )
     except subprocess.CalledProcessError as exc:
         tail = "\n".join((exc.stderr or "").splitlines()[-20:])
         raise RuntimeError(
