@@ -164,14 +164,17 @@ def test_apply_without_pg_cron_fails_naming_it(resonate_pg_image: str) -> None:
 
 
 def _wait_for_a_timer_run(conn: Any) -> list[str]:
-    """The statuses of the timer job's runs, once there is one (or after a few seconds)."""
+    """The statuses of the timer job's finished runs, once there is one (or after a few seconds).
+
+    Finished only: a run is also 'starting', 'connecting' or 'sending' on its way to 'running'.
+    """
     deadline = time.monotonic() + TIMED_OUT_WITHIN_SECONDS
     while True:
         statuses = [
             status
             for (status,) in conn.execute(
                 "SELECT d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)"
-                " WHERE j.jobname = 'resonate_process_timeouts' AND d.status <> 'running'"
+                " WHERE j.jobname = 'resonate_process_timeouts' AND d.status IN ('succeeded', 'failed')"
             ).fetchall()
         ]
         if statuses or time.monotonic() > deadline:
