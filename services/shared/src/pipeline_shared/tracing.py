@@ -44,10 +44,25 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-logger = logging.getLogger(__name__)
+from .promise_tree import TRACEPARENT_TAG
 
-#: The root promise's tag holding the W3C traceparent of the pipeline's ``pipeline.start`` span.
-TRACEPARENT_TAG = "pipeline:traceparent"
+__all__ = [
+    "ATTRIBUTES",
+    "FASTAPI_TELEMETRY",
+    "TRACEPARENT_TAG",
+    "SpanKind",
+    "TraceContexts",
+    "configure_tracing",
+    "context_of",
+    "current_traceparent",
+    "enabled",
+    "log_fields",
+    "recorded_span",
+    "set_attributes",
+    "span",
+]
+
+logger = logging.getLogger(__name__)
 
 #: Every attribute a span of ours may carry. Each is an id, a name from the catalogue or the
 #: pipeline's code, a state or a count: nothing a user typed as a value, nothing that grants access.
