@@ -9,6 +9,7 @@ read back from the wire.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -137,9 +138,65 @@ async def test_one_pipeline_is_one_whole_trace_across_gateway_worker_and_notifie
         AUTHENTICATED["authorization"].split()[1],
         "http",
     ]
-    said = json.dumps([[s.name, s.attributes, s.events, s.status_message] for s in spans])
+    said = _said(spans)
     assert [secret for secret in secrets if secret in said] == []
     assert all(set(s.attributes) <= tracing.ATTRIBUTES for s in spans)
+
+
+def _said(spans: list[ReceivedSpan]) -> str:
+    """Everything the spans say, as one text to search for secrets."""
+    return json.dumps([[s.name, s.attributes, s.events, s.status_message] for s in spans])
+
+
+async def test_a_repaired_pipeline_traces_each_callback_the_repair_and_both_emails_in_its_one_trace(
+    gateway: Gateway, provider: Any, receiver: OtlpReceiver
+) -> None:
+    fixed = "/Workspace/Shared/pipelines/fixed-e41b.csv"
+    started = await gateway.start(email=RECIPIENT, parameters={"source": HOSTILE_SOURCE})
+    pipeline_id = started.json()["id"]
+    await gateway.wait_for_state(pipeline_id, "waiting")
+    # The notebook's error text can quote anything: an address, a value.
+    error = {"type": "FileNotFoundError", "message": f"{HOSTILE_SOURCE} not found; mail {RECIPIENT}"}
+    await gateway.callback(pipeline_id, {"status": "failure", "result": None, "error": error})
+    await gateway.wait_for_state(pipeline_id, "awaiting_repair")
+    repaired = await gateway.client.post(f"/pipelines/{pipeline_id}/repair", json={"parameters": {"source": fixed}})
+    assert repaired.status_code == 202, repaired.text
+    [run] = gateway.harness.jobs.runs_by_token.values()
+    async with asyncio.timeout(5):
+        while not gateway.harness.jobs.repairs.get(run.run_id):
+            await asyncio.sleep(0.02)
+    promise_id = gateway.harness.jobs.repairs[run.run_id][0]["callback_promise_id"]
+    answer = await gateway.callback(
+        pipeline_id, {"promise_id": promise_id}, key=derive_callback_key(SECRET, promise_id)
+    )
+    assert answer.status_code == 200, answer.text
+    await gateway.wait_for_state(pipeline_id, "succeeded")
+    assert provider.force_flush(5000)
+
+    [start] = [s for s in receiver.named("pipeline.start") if s.attributes.get("pipeline.id") == pipeline_id]
+    spans = receiver.trace_of(start.trace_id)
+    # The step and its wait are recorded in whole ms: from the run's start (in the trigger) to the last callback.
+    step, trigger = _only(spans, "pipeline.step"), _only(spans, "pipeline.trigger")
+    assert trigger.start_ns - 1_000_000 <= step.start_ns <= trigger.end_ns
+    assert [s.name for s in spans if s.name not in ("pipeline.step", "pipeline.wait")] == [
+        "pipeline.start",
+        "pipeline.trigger",
+        "pipeline.callback",
+        "pipeline.email",
+        "pipeline.repair",
+        "pipeline.callback",
+        "pipeline.email",
+        "pipeline.finish",
+    ]
+    repair = _only(spans, "pipeline.repair")
+    assert (repair.attributes["pipeline.attempt"], repair.attributes["databricks.run_id"]) == (1, run.run_id)
+    assert [s.attributes["email.kind"] for s in spans if s.name == "pipeline.email"] == ["awaiting_repair", "outcome"]
+    assert {s.parent_span_id for s in spans if s.name != "pipeline.wait"} == {None, start.span_id}
+    last_callback = [s for s in spans if s.name == "pipeline.callback"][-1]
+    assert last_callback.start_ns - 1_000_000 <= step.end_ns <= last_callback.end_ns
+    assert step.attributes["pipeline.attempts"] == 2
+    said = _said(spans)
+    assert [secret for secret in (RECIPIENT, "@", HOSTILE_SOURCE, fixed, "not found") if secret in said] == []
 
 
 async def test_a_pipeline_started_before_tracing_gets_traces_of_its_own_and_ends(
