@@ -46,7 +46,9 @@ def _traced(stack: Stack, endpoint: str) -> Iterator[None]:
     """The three services recreated exporting to ``endpoint``; recreated without tracing after."""
 
     def recreate() -> None:
-        stack.compose("up", "--detach", "--no-deps", "--no-build", "--wait", *TRACED_SERVICES)
+        stack.compose("up", "--detach", "--no-deps", "--no-build", *TRACED_SERVICES)
+        for service in TRACED_SERVICES:
+            stack.wait_healthy(service)
 
     stack.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     try:
