@@ -23,6 +23,8 @@ from tests.support.smtp_relay import smtp_relay
 class _Resonate:
     def __init__(self) -> None:
         self.deps: NotifierDeps | None = None
+        #: Where the notifier reads a pipeline's trace context (never, here: tracing is off).
+        self.promises = None
 
     def with_dependency(self, deps: NotifierDeps) -> None:
         self.deps = deps

@@ -204,6 +204,8 @@ class Harness:
         self.jobs = FakeJobs()
         self.notifications: list[Notification] = []
         self.notifier_failure: Exception | None = None
+        #: The notifier's own function, where a test runs it (over an SMTP sink) instead of the double.
+        self.real_notifier: Callable[[Any, Notification], Awaitable[NotificationReceipt]] | None = None
         self.resonate = local_resonate(autostart=False)
         self.deps = WorkerDeps(
             databricks=self.jobs,  # type: ignore[arg-type]
@@ -225,6 +227,8 @@ class Harness:
         async def send_pipeline_email(ctx: Any, notification: Notification) -> NotificationReceipt:
             if self.notifier_failure is not None:
                 raise self.notifier_failure
+            if self.real_notifier is not None:
+                return await self.real_notifier(ctx, notification)
             self.notifications.append(notification)
             number = len(self.notifications) - 1  # this one is already listed
             return NotificationReceipt(delivered=True, message_id=f"<{notification.pipeline_id}.{number}@test>")

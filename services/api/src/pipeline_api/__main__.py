@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from pipeline_shared.logs import configure_logging
 from pipeline_shared.settings import load_settings
+from pipeline_shared.tracing import configure_tracing
 
 from .app import create_app
 from .connections import limited_protocol, listener_limits
@@ -28,6 +29,7 @@ HOST = "0.0.0.0"
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("api", settings.LOG_LEVEL)
+    configure_tracing("pipeline-api")  # off unless an OTEL_EXPORTER_OTLP_*ENDPOINT is set
     gateway = create_app(settings)
     protocol = limited_protocol(listener_limits(settings))
     if settings.CALLBACK_PORT is None:

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from pipeline_shared import names
 from pipeline_shared.resonate_client import ResonateLink, connect
+from pipeline_shared.tracing import FASTAPI_TELEMETRY
 
 from . import metrics
 from .auth.authenticator import Authenticator
@@ -70,6 +71,7 @@ def create_app(
         # Served by add_documentation from assets installed with the gateway, not from a CDN.
         docs_url=None,
         redoc_url=None,
+        telemetry=FASTAPI_TELEMETRY,  # ours are the spans (see pipeline_shared.tracing)
     )
     add_documentation(app)
     app.state.settings = settings

@@ -13,6 +13,7 @@ from pipeline_shared.ops import run_resonate_worker
 from pipeline_shared.resonate_client import connect
 from pipeline_shared.settings import load_settings
 from pipeline_shared.testhooks import NOTIFIER_POINTS, TestHooks
+from pipeline_shared.tracing import configure_tracing
 
 from .notify import EMAIL_RETRY, NotifierDeps, send_pipeline_email
 from .settings import NotifierSettings
@@ -25,6 +26,7 @@ logger = logging.getLogger("pipeline_notifier")
 async def main() -> None:
     settings = load_settings(NotifierSettings)
     configure_logging("notifier", settings.LOG_LEVEL)
+    configure_tracing("pipeline-notifier")  # off unless an OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
     link = connect(settings, names.NOTIFIER_GROUP, max_concurrent_tasks=settings.MAX_CONCURRENT_TASKS)
     resonate = link.resonate
@@ -52,6 +54,7 @@ async def main() -> None:
             message_id_domain=settings.message_id_domain,
             page_url=settings.PAGE_URL,
             hooks=hooks,
+            promises=resonate.promises,
         )
     )
     resonate.register(send_pipeline_email, name=names.SEND_PIPELINE_EMAIL, retry_policy=EMAIL_RETRY)

@@ -29,8 +29,10 @@ import time
 from dataclasses import dataclass, field
 
 from resonate.context import Context
+from resonate.promises import Promises
 from resonate.retry import Exponential
 
+from pipeline_shared import tracing
 from pipeline_shared.logs import pipeline_context
 from pipeline_shared.models import Notification, NotificationReceipt
 from pipeline_shared.recipients import RecipientRefused
@@ -42,6 +44,9 @@ from .smtp import SmtpConfig, SmtpConfigurationError, SmtpTransientError, delive
 from .smtp_pool import SmtpPool
 
 logger = logging.getLogger(__name__)
+
+#: The tracer's scope: the notifier's spans (see pipeline_shared.tracing).
+TRACE_SCOPE = "pipeline_notifier"
 
 #: Characters of a failure's text kept in the receipt (the status document and the timeline show it).
 MAX_RECEIPT_ERROR_CHARS = 500
@@ -61,6 +66,9 @@ class NotifierDeps:
     page_url: str | None = None
     #: Pause points for fault tests; inert unless enabled (see pipeline_shared.testhooks).
     hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
+    #: Where each pipeline's trace context is read (its root promise); None: emails start traces of their own.
+    promises: Promises | None = None
+    traces: tracing.TraceContexts = field(default_factory=tracing.TraceContexts)
 
 
 async def send_pipeline_email(ctx: Context, notification: Notification) -> NotificationReceipt:
@@ -74,9 +82,23 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
         "attempt": latest_attempt(notification),
         "step": notification.step,
     }
-    with pipeline_context(notification.pipeline_id):
+    parent = None if deps.promises is None else await deps.traces.of(deps.promises, notification.pipeline_id)
+    # The span says which email this is, never to whom nor what it says (see tracing.ATTRIBUTES).
+    attributes = {
+        "pipeline.id": notification.pipeline_id,
+        "email.kind": notification.kind,
+        "pipeline.state": notification.state.value,
+        "pipeline.attempt": which["attempt"],
+        "pipeline.step": notification.step,
+    }
+    with (
+        pipeline_context(notification.pipeline_id),
+        tracing.span(TRACE_SCOPE, "pipeline.email", parent=parent, attributes=attributes) as span,
+    ):
         try:
-            return await _compose_and_deliver(deps, notification, which)
+            receipt = await _compose_and_deliver(deps, notification, which)
+            tracing.set_attributes(span, {"email.delivered": receipt.delivered})
+            return receipt
         except SmtpTransientError as exc:
             metrics.EMAILS_FAILED.labels(reason="transient").inc()
             logger.warning("email not sent yet, will retry: %s", exc, extra={"fields": which})
@@ -87,6 +109,7 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
             raise
         except RecipientRefused as exc:
             # The gateway refuses such addresses at start; this pipeline was accepted before it did.
+            tracing.set_attributes(span, {"email.delivered": False})
             return _not_sent("address", f"the email was not sent: {exc}", which)
         except Exception as exc:
             # A bug, or a notification nobody foresaw: trying again would
@@ -94,6 +117,7 @@ async def send_pipeline_email(ctx: Context, notification: Notification) -> Notif
             # leave the pipeline retrying (and "notifying") for many minutes
             # only to fail anyway. The email step ends now, as not sent.
             logger.exception("email not sent: composing or sending it failed unexpectedly", extra={"fields": which})
+            tracing.set_attributes(span, {"email.delivered": False})
             return _not_sent("error", f"the email was not sent: {exc.__class__.__name__}: {exc}", which)
 
 

@@ -21,7 +21,7 @@ from resonate.connections.sse import resolve_target
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, TaskData, Value
 
-from . import names
+from . import names, tracing
 from .models import PipelineSpec
 from .promise_tree import CREATED_BY_TAG, OWNER_TAG
 
@@ -93,6 +93,11 @@ async def create_pipeline_root(
         group=names.WORKER_GROUP,
         origin=spec.id,
         timeout_at=int(time.time() * 1000) + 1000 * (spec.timeout_seconds + finish_grace_seconds),
-        extra_tags={CREATED_BY_TAG: created_by, OWNER_TAG: owner, **(extra_tags or {})},
+        extra_tags={CREATED_BY_TAG: created_by, OWNER_TAG: owner, **_trace_tag(), **(extra_tags or {})},
         version=version,
     )
+
+
+def _trace_tag() -> dict[str, str]:
+    traceparent = tracing.current_traceparent()
+    return {tracing.TRACEPARENT_TAG: traceparent} if traceparent else {}

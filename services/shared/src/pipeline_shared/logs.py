@@ -3,7 +3,9 @@
 Code that works on a pipeline wraps the work in :func:`pipeline_context`;
 every line logged inside it, by our code or a library's, carries
 ``pipeline_id`` without passing it around. Extra fields given with
-``logger.info(..., extra={"fields": {...}})`` are merged into the line.
+``logger.info(..., extra={"fields": {...}})`` are merged into the line. A line
+written inside a span (see :mod:`pipeline_shared.tracing`) carries its
+``trace_id`` and ``span_id``.
 
 No credential reaches a line, whoever logs it and wherever a client put it
 (a header, the query, a form or JSON body, a cookie): every finished line,
@@ -24,6 +26,8 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from .tracing import log_fields
 
 #: What a line says instead of a credential.
 REDACTED = "[redacted]"
@@ -82,6 +86,8 @@ class JsonFormatter(logging.Formatter):
         pipeline_id = _pipeline_id.get()
         if pipeline_id is not None:
             line["pipeline_id"] = pipeline_id
+        # The span the line was written in, so a trace backend and the logs find each other.
+        line.update(log_fields())
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)

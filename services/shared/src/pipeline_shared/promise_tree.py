@@ -91,6 +91,10 @@ CREATED_BY_TAG = "pipeline:created-by"
 #: Tag on a pipeline's root promise holding the id of the principal that started it.
 OWNER_TAG = "pipeline:owner"
 
+#: Tag on a pipeline's root promise holding the W3C traceparent of its ``pipeline.start`` span:
+#: every later span of the pipeline joins that trace (see :mod:`.tracing`).
+TRACEPARENT_TAG = "pipeline:traceparent"
+
 #: Tag on a run's watch record (:func:`watch_record_id`), holding the id of the
 #: callback promise it watches: what the watchdog's sweep lists.
 WATCH_TAG = "pipelines:watch"

@@ -39,7 +39,7 @@ from resonate.connections.sse import resolve_target
 from resonate.error import ServerError
 from resonate.types import TaskData, Value
 
-from . import names
+from . import names, tracing
 from .cron import next_firing
 from .invocations import create_pipeline_root
 from .models import PipelineSpec
@@ -153,18 +153,22 @@ async def start_firing(promises: Promises, firing_id: str, start: ScheduledStart
     """Create the root of the pipeline the firing ``firing_id`` starts (idempotent); the root's record.
 
     The root is what the gateway's start makes (``run_pipeline`` at version 3 on the worker's
-    group, its own origin), owned by ``schedule:NAME`` and created by the firing.
+    group, its own origin), owned by ``schedule:NAME`` and created by the firing, in a
+    ``pipeline.start`` span whose context it records: the pipeline's trace (see :mod:`.tracing`).
     """
     fired_at = firing_time(firing_id)
     spec = start.spec(fired_at)
-    record = await create_pipeline_root(
-        promises,
-        spec,
-        finish_grace_seconds=start.finish_grace_seconds,
-        created_by=firing_id,
-        owner=OWNER_PREFIX + start.pipeline,
-        extra_tags={SCHEDULE_TAG: start.pipeline},
-    )
+    with tracing.span("pipeline_schedules", "pipeline.start") as span:
+        record = await create_pipeline_root(
+            promises,
+            spec,
+            finish_grace_seconds=start.finish_grace_seconds,
+            created_by=firing_id,
+            owner=OWNER_PREFIX + start.pipeline,
+            extra_tags={SCHEDULE_TAG: start.pipeline},
+        )
+        created = record.tags.get(CREATED_BY_TAG) == firing_id
+        tracing.set_attributes(span, {"pipeline.id": spec.id, "pipeline.job": spec.job, "pipeline.created": created})
     if record.tags.get(CREATED_BY_TAG) != firing_id:
         logger.warning(
             "schedule %r: the firing at %s starts nothing: pipeline id %r was already taken",

@@ -15,6 +15,7 @@ from pipeline_shared.resonate_client import connect
 from pipeline_shared.schedules import register_firing_starter
 from pipeline_shared.settings import load_settings
 from pipeline_shared.testhooks import WORKER_POINTS, TestHooks
+from pipeline_shared.tracing import configure_tracing
 
 from . import metrics
 from .databricks import DatabricksConfig, DatabricksJobs
@@ -32,6 +33,7 @@ logger = logging.getLogger("pipeline_worker")
 async def main() -> None:
     settings = load_settings(WorkerSettings)
     configure_logging("worker", settings.LOG_LEVEL)
+    configure_tracing("pipeline-worker")  # off unless an OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
     databricks = DatabricksJobs(
         DatabricksConfig(

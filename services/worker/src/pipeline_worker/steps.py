@@ -19,7 +19,7 @@ from resonate.error import ServerError
 from resonate.promises import Promises
 from resonate.types import Value
 
-from pipeline_shared import ids, names, promise_tree
+from pipeline_shared import ids, names, promise_tree, tracing
 from pipeline_shared.callbacks import settle_callback, stored_settlement
 from pipeline_shared.catalogue import Catalogue, Completion, Job
 from pipeline_shared.logs import pipeline_context
@@ -39,7 +39,7 @@ from pipeline_shared.models import (
 from pipeline_shared.signing import derive_callback_key
 from pipeline_shared.testhooks import TestHooks
 
-from . import metrics
+from . import metrics, traces
 from .calls import GateCall, JobTarget
 from .databricks import DatabricksJobs, PermanentDatabricksError, TransientDatabricksError
 
@@ -65,6 +65,8 @@ class WorkerDeps:
     report_output_budget_bytes: int = 1024 * 1024
     #: Pause points for fault tests; inert unless enabled (see testhooks).
     hooks: TestHooks = field(default_factory=lambda: TestHooks(enabled=False))
+    #: Each pipeline's trace context, read from its root promise when tracing is on.
+    traces: tracing.TraceContexts = field(default_factory=tracing.TraceContexts)
 
 
 def now_ms() -> int:
@@ -100,46 +102,61 @@ async def start_run(deps: WorkerDeps, target: JobTarget, promise_id: str) -> tup
 
     The deadline is None when the callback promise was not read (the pipeline was cancelled first).
     """
-    with pipeline_context(target.pipeline_id):
-        if target.step is not None:
-            cancelled = await _start_step(deps, target)
-            if cancelled is not None:
-                logger.info("pipeline cancelled by %s before step %s started; no run", cancelled, target.step)
-                return TriggerOutcome(cancelled_by=cancelled), None
-        callback = await deps.promises.get(promise_id)
-        known = stored_settlement(callback)
-        unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")
-        if unwanted:
-            logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
-            return TriggerOutcome(), callback.timeout_at
-        job = job_of(deps, target.catalogue_name)
-        if (refused := refused_parameters(job, target.parameters)) is not None:
-            return TriggerOutcome(error=refused), callback.timeout_at
-        parameters = job_parameters(deps, target, target.parameters, promise_id)
-        token = ids.idempotency_token(deps.idempotency_namespace, target.base)
-        await deps.hooks.checkpoint("before_run_now", target.base)
-        try:
-            job_id = await deps.databricks.job_id(job)
-            try:
-                run = await deps.databricks.run_now(job_id, parameters, token)
-            except PermanentDatabricksError:
-                # A job found by name may have been deleted and deployed anew
-                # under another id: the next pipeline looks it up again.
-                deps.databricks.forget_job(job)
-                raise
-        except PermanentDatabricksError as exc:
-            logger.warning("Databricks refused to start the job: %s", exc)
-            return TriggerOutcome(error=exc.error), callback.timeout_at
-        except TransientDatabricksError as exc:
-            logger.warning("Databricks unavailable, the step will be retried: %s", exc)
-            raise
-        await deps.hooks.checkpoint("after_run_now", target.base)
-        metrics.RUNS_TRIGGERED.inc()
-        logger.info(
-            "Databricks run started",
-            extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url, "step": target.step}},
+    parent = await deps.traces.of(deps.promises, target.pipeline_id)
+    with (
+        pipeline_context(target.pipeline_id),
+        tracing.span(
+            traces.TRACE_SCOPE, "pipeline.trigger", parent=parent, attributes=traces.target_attributes(target)
+        ) as span,
+    ):
+        trigger, deadline = await _start_run(deps, target, promise_id)
+        run = trigger.run
+        tracing.set_attributes(
+            span, {"databricks.run_id": run.run_id if run else None, "databricks.job_id": run.job_id if run else None}
         )
-        return TriggerOutcome(run=run, started_at=now_ms()), callback.timeout_at
+        return trigger, deadline
+
+
+async def _start_run(deps: WorkerDeps, target: JobTarget, promise_id: str) -> tuple[TriggerOutcome, int | None]:
+    if target.step is not None:
+        cancelled = await _start_step(deps, target)
+        if cancelled is not None:
+            logger.info("pipeline cancelled by %s before step %s started; no run", cancelled, target.step)
+            return TriggerOutcome(cancelled_by=cancelled), None
+    callback = await deps.promises.get(promise_id)
+    known = stored_settlement(callback)
+    unwanted = known.state != "pending" and (known.stored is None or known.stored.source == "user")
+    if unwanted:
+        logger.info("pipeline ended (%s) before its run was started; not starting one", known.state)
+        return TriggerOutcome(), callback.timeout_at
+    job = job_of(deps, target.catalogue_name)
+    if (refused := refused_parameters(job, target.parameters)) is not None:
+        return TriggerOutcome(error=refused), callback.timeout_at
+    parameters = job_parameters(deps, target, target.parameters, promise_id)
+    token = ids.idempotency_token(deps.idempotency_namespace, target.base)
+    await deps.hooks.checkpoint("before_run_now", target.base)
+    try:
+        job_id = await deps.databricks.job_id(job)
+        try:
+            run = await deps.databricks.run_now(job_id, parameters, token)
+        except PermanentDatabricksError:
+            # A job found by name may have been deleted and deployed anew
+            # under another id: the next pipeline looks it up again.
+            deps.databricks.forget_job(job)
+            raise
+    except PermanentDatabricksError as exc:
+        logger.warning("Databricks refused to start the job: %s", exc)
+        return TriggerOutcome(error=exc.error), callback.timeout_at
+    except TransientDatabricksError as exc:
+        logger.warning("Databricks unavailable, the step will be retried: %s", exc)
+        raise
+    await deps.hooks.checkpoint("after_run_now", target.base)
+    metrics.RUNS_TRIGGERED.inc()
+    logger.info(
+        "Databricks run started",
+        extra={"fields": {"run_id": run.run_id, "run_page_url": run.run_page_url, "step": target.step}},
+    )
+    return TriggerOutcome(run=run, started_at=now_ms()), callback.timeout_at
 
 
 async def _start_step(deps: WorkerDeps, target: JobTarget) -> str | None:
@@ -256,7 +273,12 @@ async def repair_databricks_run(
     retries the step.
     """
     deps = ctx.get_dependency(WorkerDeps)
-    with pipeline_context(target.pipeline_id):
+    parent = await deps.traces.of(deps.promises, target.pipeline_id)
+    attributes = traces.target_attributes(target) | {"databricks.run_id": run_id, "pipeline.attempt": attempt.number}
+    with (
+        pipeline_context(target.pipeline_id),
+        tracing.span(traces.TRACE_SCOPE, "pipeline.repair", parent=parent, attributes=attributes) as span,
+    ):
         if (refused := refused_parameters(job_of(deps, target.catalogue_name), parameters)) is not None:
             return RepairOutcome(error=refused)
         every = job_parameters(deps, target, parameters, promise_id)
@@ -271,6 +293,7 @@ async def repair_databricks_run(
             extra={"fields": {"run_id": run_id, "repair_id": made.repair_id, "attempt": attempt.number}},
         )
         metrics.REPAIRS.labels(by="automatic" if attempt.by == "automatic" else "person").inc()
+        tracing.set_attributes(span, {"databricks.repair_id": made.repair_id})
         return RepairOutcome(
             attempt=attempt.model_copy(
                 update={"repair_id": made.repair_id, "rerun_tasks": made.rerun_tasks, "started_at": now_ms()}
@@ -332,9 +355,20 @@ async def cancel_databricks_run(ctx: Context, pipeline_id: str, run_id: int) -> 
 async def record_outcome(
     ctx: Context, pipeline_id: str, outcome: PipelineOutcome, job: str = "", steps: list[StepSummary] | None = None
 ) -> None:
-    """Count and log the final outcome and its steps, once per pipeline (barring a crash here)."""
-    await ctx.get_dependency(WorkerDeps).hooks.checkpoint("after_email", pipeline_id)
-    with pipeline_context(pipeline_id):
+    """Count, log and trace the final outcome and its steps, once per pipeline (barring a crash here)."""
+    deps = ctx.get_dependency(WorkerDeps)
+    await deps.hooks.checkpoint("after_email", pipeline_id)
+    parent = await deps.traces.of(deps.promises, pipeline_id)
+    traces.record_steps(parent, pipeline_id, job, steps or [])
+    with (
+        pipeline_context(pipeline_id),
+        tracing.span(
+            traces.TRACE_SCOPE,
+            "pipeline.finish",
+            parent=parent,
+            attributes=traces.outcome_attributes(pipeline_id, job, outcome),
+        ),
+    ):
         metrics.PIPELINES_FINISHED.labels(state=outcome.state.value, job=job).inc()
         for step in steps or []:
             metrics.STEPS_FINISHED.labels(kind=step.kind.value, state=step.state.value, pipeline=job).inc()

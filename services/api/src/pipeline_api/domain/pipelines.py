@@ -27,7 +27,7 @@ from resonate.error import ResonateError, ServerError
 from resonate.promises import Promises
 from resonate.types import PromiseRecord, Value
 
-from pipeline_shared import names, promise_tree
+from pipeline_shared import names, promise_tree, tracing
 from pipeline_shared.callbacks import SettleResult, create_callback_promise, settle_callback
 from pipeline_shared.catalogue import MAX_ATTEMPTS
 from pipeline_shared.errors import (
@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 #: The errors of deciding at a gate, for the web page as for the JSON routes (see :meth:`Pipelines.decide_gate`).
 __all__ = ["GateAmbiguous", "GateNotOpen", "MayNotDecide", "Pipelines", "StepAmbiguous", "spec_of", "status_of"]
 
+#: The tracer's scope: the gateway's spans (see pipeline_shared.tracing).
+TRACE_SCOPE = "pipeline_api"
+
 #: Settled callback promises remembered per gateway process (a few hundred
 #: bytes each).
 SETTLED_CACHE_SIZE = 10_000
@@ -106,10 +109,21 @@ class Pipelines:
         #: Bounded: the least recently used are forgotten, and only cost a
         #: request to Resonate.
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
+        #: Each pipeline's trace context, read from its root when tracing is on.
+        self._traces = tracing.TraceContexts()
 
     # ── start ────────────────────────────────────────────────────────────
 
     async def start(self, start: StartRequest) -> tuple[PipelineStatus, bool]:
+        """:meth:`_start` in the ``pipeline.start`` span, whose context the root records: the pipeline's trace."""
+        with tracing.span(TRACE_SCOPE, "pipeline.start", kind=tracing.SpanKind.SERVER) as span:
+            status, created = await self._start(start)
+            tracing.set_attributes(
+                span, {"pipeline.id": status.id, "pipeline.job": start.job.name, "pipeline.created": created}
+            )
+            return status, created
+
+    async def _start(self, start: StartRequest) -> tuple[PipelineStatus, bool]:
         """Start the pipeline for ``principal``, or find the identical one it already started.
 
         Returns the status and whether this call created it. Safe under any
@@ -423,7 +437,8 @@ class Pipelines:
         """Settle the pipeline with the notebook's report; the signature is already checked.
 
         Returns the pipeline id and whether this callback settled it (False:
-        it repeated the recorded outcome).
+        it repeated the recorded outcome). Traced as ``pipeline.callback``, in
+        the pipeline's trace.
         """
         # Only a pipeline's callback promise can be settled here; checking the
         # shape first also keeps arbitrary bytes out of requests to Resonate.
@@ -433,6 +448,16 @@ class Pipelines:
         pipeline_id = promise_tree.callback_pipeline_of(callback.promise_id)
         if pipeline_id is None:
             raise UnknownCallbackPromise(callback.promise_id)
+        parent = await self._traces.of(self._promises, pipeline_id)
+        attributes = {"pipeline.id": pipeline_id, "callback.status": callback.status}
+        with tracing.span(
+            TRACE_SCOPE, "pipeline.callback", parent=parent, kind=tracing.SpanKind.SERVER, attributes=attributes
+        ) as span:
+            settled = await self._settle_from_callback(pipeline_id, callback)
+            tracing.set_attributes(span, {"callback.outcome": "accepted" if settled else "duplicate"})
+            return pipeline_id, settled
+
+    async def _settle_from_callback(self, pipeline_id: str, callback: CallbackRequest) -> bool:
         known = self._settled.get(callback.promise_id)
         if known is not None:
             self._settled.move_to_end(callback.promise_id)
@@ -452,13 +477,13 @@ class Pipelines:
                     f"{outcome.state.replace('_', ' ')}"
                 )
             if outcome.stored.attempt == settlement.attempt:
-                return pipeline_id, True
+                return True
             known = outcome.stored
         if not known.agrees_with(callback.status, callback.result):
             raise CallbackConflict(
                 f"pipeline {pipeline_id!r} already has a different outcome: {known.status} (from the {known.source})"
             )
-        return pipeline_id, False
+        return False
 
     async def _refuse_unless_callback(self, pipeline_id: str, promise_id: str) -> None:
         """UnknownCallbackPromise unless ``promise_id`` is one of the pipeline's callback promises.

@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from pipeline_shared.errors import PipelineError
+from pipeline_shared.tracing import FASTAPI_TELEMETRY
 
 from ..auth.principals import Scope
 from ..settings import GatewaySettings
@@ -122,6 +123,7 @@ def create_ui_app(gateway: FastAPI, status_of: Callable[[PipelineError], int]) -
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(signed_in)],
+        telemetry=FASTAPI_TELEMETRY,  # ours are the spans (see pipeline_shared.tracing)
     )
     app.state = gateway.state
     page_route = _page_route_class(pages, status_of)
