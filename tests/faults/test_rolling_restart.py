@@ -78,10 +78,11 @@ def _restart(container: str) -> tuple[float, float]:
 
 
 def _callbacks_retried(batch: Batch) -> dict[str, int]:
-    """Per pipeline whose notebook needed more than one attempt: how many it made."""
+    """Per pipeline whose notebook needed more than one attempt to call back: how many it made."""
     attempts = {}
     for pipeline_id in batch.ids:
         (run,) = batch.emulator.runs(pipeline_id)
         # The notebook prints a line per attempt (notebooks/pipeline_callback.py); its task's stdout holds them.
         attempts[pipeline_id] = json.dumps(batch.emulator.run(run["run_id"])).count("callback attempt")
+    assert min(attempts.values()) >= 1, f"a notebook's attempts are not in its output: {attempts}"
     return {pipeline_id: n for pipeline_id, n in attempts.items() if n > 1}
