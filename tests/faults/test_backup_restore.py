@@ -21,6 +21,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from tests.support.fault_batch import Batch
 from tests.support.replicas import REPLICATED
@@ -83,7 +84,7 @@ def test_a_backup_taken_while_pipelines_wait_restored_into_a_new_server_complete
     )
 
 
-def _in_server(stack: Stack, *command: str, stdin=None, stdout=None) -> bytes:  # type: ignore[no-untyped-def]
+def _in_server(stack: Stack, *command: str, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> bytes:
     """Run a Postgres client inside the Resonate server's container, as its superuser over the local socket."""
     done = subprocess.run(
         ["docker", "exec", "--interactive", stack.container_name("resonate"), *command],
