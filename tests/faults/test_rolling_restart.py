@@ -2,10 +2,11 @@
 
 An upgrade rolls the way this test restarts: per service, one replica is
 stopped (SIGTERM, as an orchestrator stops a pod), started again and seen
-healthy, then the other; gateway, worker and notifier in turn. Meanwhile
-pipelines keep being started (through a front that passes a stopped gateway
-over, as a load balancer does), their notebooks call back to ``api`` (either
-gateway, by the service's name) and their emails go out. What carries the
+healthy, then the other; gateway, worker and notifier in turn. Meanwhile a
+pipeline is started every 2 s until the last replica is back (through a front
+that passes a stopped gateway over, as a load balancer does), the notebooks
+call back to ``api`` (either gateway, by the service's name) and the emails go
+out, so every restart meets work in each of its stages. What carries the
 work over each restart: the other replica takes new work at once; a task the
 stopped worker or notifier held is taken over when its lease lapses
 (TASK_LEASE_SECONDS, 6 s on the test stack); a callback that meets a stopped
@@ -18,16 +19,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support.fault_batch import Batch
+from tests.support.fault_batch import BATCH_SIZE, Batch
 from tests.support.replicas import REPLICATED, ReplicaFront, second_replicas, wait_container_healthy
 from tests.support.stack import Stack
-from tests.support.stack_clients import Emulator, Gateway, MailSink
+from tests.support.stack_clients import Emulator, Gateway, MailSink, new_id
 
-#: Seconds between two starts: the batch's starts spread over the whole rolling restart.
+#: Seconds between two starts: pipelines keep being started until the last replica is back.
 START_EVERY_SECONDS = 2.0
+#: At least this many pipelines, however quick the restarts.
+AT_LEAST = BATCH_SIZE
 #: The notebooks call back this long after their runs leave PENDING, so callbacks go on throughout too.
 NOTEBOOK_DELAY_SECONDS = 3
 #: How long a replica stays down before it is started again (an image pull, a pod scheduled).
@@ -37,34 +41,44 @@ DOWN_SECONDS = 1.0
 def test_a_rolling_restart_of_every_service_loses_nothing(stack: Stack, emulator: Emulator, mail: MailSink) -> None:
     with second_replicas(stack) as replicas:
         front = ReplicaFront(list(replicas.api_urls))
-        batch = Batch(Gateway(stack.api_url, transport=front), emulator, mail, "rolling")
-        batch.plan(start_delay_seconds=NOTEBOOK_DELAY_SECONDS)
+        batch = Batch(Gateway(stack.api_url, transport=front), emulator, mail, "rolling", size=0)
+        rolled = threading.Event()
         began = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            starting = pool.submit(_start_one_every, batch, START_EVERY_SECONDS)
-            restarts = [
-                (container, *_restart(container))
-                for service in REPLICATED
-                for container in replicas.containers[service]
-            ]
+            starting = pool.submit(_keep_starting, batch, rolled)
+            try:
+                restarts = [
+                    (container, *_restart(container))
+                    for service in REPLICATED
+                    for container in replicas.containers[service]
+                ]
+            finally:
+                rolled.set()
+            rolling = time.monotonic() - began
             starting.result()
-        rolled = time.monotonic() - began
         batch.wait_for("succeeded", timeout=120)
         finished = time.monotonic() - began
         batch.assert_exactly_once()
 
     retried = _callbacks_retried(batch)
-    print(f"\nrolling restart of {len(restarts)} containers in {rolled:.1f} s; all final after {finished:.1f} s")
+    print(
+        f"\nrolling restart of {len(restarts)} containers in {rolling:.1f} s, {len(batch.ids)} pipelines started "
+        f"from its beginning; all final after {finished:.1f} s"
+    )
     for container, stopping, healthy in restarts:
         print(f"  {container}: stopped in {stopping:.1f} s, healthy {healthy:.1f} s after its start")
     print(f"  requests passed to the other gateway: {front.passed_over}; callbacks retried: {retried}")
 
 
-def _start_one_every(batch: Batch, seconds: float) -> None:
-    for pipeline_id in batch.ids:
+def _keep_starting(batch: Batch, rolled: threading.Event) -> None:
+    """Start a pipeline every START_EVERY_SECONDS until the restarts are over and AT_LEAST are started."""
+    while not rolled.is_set() or len(batch.ids) < AT_LEAST:
+        pipeline_id = new_id("rolling")
+        batch.emulator.plan(pipeline_id, start_delay_seconds=NOTEBOOK_DELAY_SECONDS)
         response = batch.gateway.start(pipeline_id)
         assert response.status_code == 202, response.text
-        time.sleep(seconds)
+        batch.ids.append(pipeline_id)
+        time.sleep(START_EVERY_SECONDS)
 
 
 def _restart(container: str) -> tuple[float, float]:
