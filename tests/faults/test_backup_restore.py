@@ -47,6 +47,10 @@ def test_a_backup_taken_while_pipelines_wait_restored_into_a_new_server_complete
     dumped = time.monotonic() - began
 
     stack.compose("stop", *REPLICATED)
+    # A notebook that called back before the services stopped would have settled its pipeline in
+    # the old server only: none may have started yet.
+    started = [pid for pid in batch.ids for run in batch.emulator.runs(pid) for task in run["tasks"] if task["pid"]]
+    assert not started, f"notebooks started before the restore (CALLBACK_AFTER_SECONDS too short here): {started}"
     _replace_server(stack)
     with backup.open("rb") as dump:
         _in_server(
