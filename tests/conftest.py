@@ -43,11 +43,17 @@ SHARED = {
     # one at a time once its own group is nearly done), which keeps the load within what the
     # fault tests' timings allow (docs/tests.md, "How long").
     # The integration stack's tests take about a minute less than the fault tests', so it also takes
-    # one file of fault tests (the Resonate server killed and restarted, run after its own tests:
-    # tests/conftest.py runs fault tests last): both stacks' workers then end together.
+    # two files of fault tests (the Resonate server killed and restarted, and replaced by a new one
+    # restored from a backup; run after its own tests: tests/conftest.py runs fault tests last): both
+    # stacks' workers then end together.
     "compose-stack": (
         "stack",
-        ("tests/integration/", "tests/client/test_against_stack.py", "tests/faults/test_resonate_killed.py"),
+        (
+            "tests/integration/",
+            "tests/client/test_against_stack.py",
+            "tests/faults/test_resonate_killed.py",
+            "tests/faults/test_backup_restore.py",
+        ),
     ),
     "compose-stack-faults": ("stack", ("tests/faults/",)),
     "resonate-pg-container": (

@@ -24,6 +24,7 @@ import uuid
 import httpx
 
 from tests.support.fault_batch import BATCH_SIZE, Batch, PausePoints
+from tests.support.replicas import wait_container_healthy
 
 # ── the worker killed at each point ─────────────────────────────────────────
 
@@ -91,7 +92,7 @@ def test_two_workers_one_killed_the_survivor_finishes(stack, batch: Batch, hooks
     replica = f"worker-replica-{uuid.uuid4().hex[:6]}"
     stack.compose("run", "--detach", "--no-deps", "--name", replica, "worker")
     try:
-        _wait_container_healthy(replica)
+        wait_container_healthy(replica)
         # Pipelines the first worker picks up stop there; the replica's run through.
         hooks.arm("before_run_now", batch.steps())
         batch.start()
@@ -241,21 +242,6 @@ def test_mail_server_rejecting_permanently_is_recorded_without_retries(batch: Ba
     time.sleep(2)
     # One attempt per pipeline: a permanent refusal is never retried.
     assert mail_faults.get("/stats").json()["rejected_permanent"] - before == BATCH_SIZE
-
-
-def _wait_container_healthy(name: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        health = subprocess.run(
-            ["docker", "inspect", "--format", "{{.State.Health.Status}}", name],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        if health == "healthy":
-            return
-        assert time.monotonic() < deadline, f"{name} not healthy after {timeout}s ({health})"
-        time.sleep(0.5)
 
 
 def test_worker_killed_between_repair_run_and_its_record_repairs_once(stack, batch: Batch, hooks: PausePoints) -> None:  # type: ignore[no-untyped-def]

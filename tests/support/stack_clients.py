@@ -44,8 +44,13 @@ def new_id(label: str = "it") -> str:
 
 
 class Gateway:
-    def __init__(self, url: str, api_key: str = DEVELOPMENT_API_KEY) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {api_key}"})
+    def __init__(
+        self, url: str, api_key: str = DEVELOPMENT_API_KEY, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        """``transport``: how requests reach the gateway, e.g. a front over its replicas (tests/support/replicas.py)."""
+        self.http = httpx.Client(
+            base_url=url, timeout=30, headers={"authorization": f"Bearer {api_key}"}, transport=transport
+        )
 
     def start(self, pipeline_id: str, **body: Any) -> httpx.Response:
         payload = {"id": pipeline_id, "email": f"{pipeline_id}@example.com", "parameters": {}} | body
