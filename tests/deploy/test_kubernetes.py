@@ -140,8 +140,8 @@ def test_only_the_callback_listener_is_reachable_from_outside(overlay: tuple[dic
             for path in rule["http"]["paths"]:
                 assert path["path"] in (CALLBACK_PATH, NOTIFICATION_PATH) and path["pathType"] == "Exact", path
                 backend = path["backend"]["service"]
-                for number in _target_ports(overlay, backend["name"], backend["port"]):
-                    assert number == "callback", f"the Ingress reaches {backend['name']} on port {number}"
+                for number, callback_port in _reached_ports(overlay, backend["name"], backend["port"]):
+                    assert str(number) == callback_port, f"the Ingress reaches port {number}, not CALLBACK_PORT"
     # Whatever a NetworkPolicy lets in from anywhere is the gateway's callback port and nothing else.
     for policy in of_kind(overlay, "NetworkPolicy"):
         for rule in policy["spec"].get("ingress", []):
@@ -150,21 +150,24 @@ def test_only_the_callback_listener_is_reachable_from_outside(overlay: tuple[dic
                 assert rule.get("ports") == [{"port": "callback"}], policy["metadata"]["name"]
 
 
-def _target_ports(objects: tuple[dict[str, Any], ...], service_name: str, port: dict[str, Any]) -> list[str]:
-    """The names of the container ports a Service's port leads to, checked to be each container's CALLBACK_PORT."""
+def _reached_ports(
+    objects: tuple[dict[str, Any], ...], service_name: str, port: dict[str, Any]
+) -> list[tuple[int, str]]:
+    """(container port, that container's CALLBACK_PORT) for each container the Service's port leads to."""
     service = named(objects, "Service", service_name)
-    chosen = [entry for entry in service["spec"]["ports"] if port.get("name") in (None, entry.get("name"))]
-    chosen = [entry for entry in chosen if port.get("number") in (None, entry["port"])]
-    names = []
-    for entry in chosen:
-        for item in of_kind(objects, "Deployment"):
-            if selects(service["spec"]["selector"], item):
-                for container in pod_spec(item)["containers"]:
-                    number = container_port(container, entry.get("targetPort", entry["port"]))
-                    ports = {p["containerPort"]: p.get("name") for p in container.get("ports", [])}
-                    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-                    names.append(ports.get(number) if str(number) == env.get("CALLBACK_PORT") else str(number))
-    return names
+    chosen = [
+        entry for entry in service["spec"]["ports"] if port in ({"name": entry.get("name")}, {"number": entry["port"]})
+    ]
+    assert len(chosen) == 1, f"the Ingress names port {port} of Service {service_name}, which has no such port"
+    reached = []
+    for item in of_kind(objects, "Deployment"):
+        if selects(service["spec"]["selector"], item):
+            for container in pod_spec(item)["containers"]:
+                env = {entry["name"]: entry.get("value") for entry in container.get("env", [])}
+                target = chosen[0].get("targetPort", chosen[0]["port"])
+                reached.append((container_port(container, target), env.get("CALLBACK_PORT", "(none)")))
+    assert reached, f"Service {service_name} selects no pod"
+    return reached
 
 
 def test_the_production_overlay_gives_each_service_every_setting_it_needs(
