@@ -225,11 +225,11 @@ def test_the_database_job_makes_the_roles_the_services_log_in_with(overlay: tupl
     assert env["RESONATE_PG_LOGINS"]["value"].split() == list(roles.values())
     assert env["RESONATE_PG_INDEX_LOGINS"]["value"].split() == [roles["pipeline-api"]]
     assert env["RESONATE_PG_WATCHDOG_LOGINS"]["value"].split() == [roles["pipeline-worker"]]
-    # docs/production.md applies the Job alone first by this label.
-    labelled = [
-        item for item in overlay if item["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "database"
-    ]
-    assert labelled == [job]
+    # docs/production.md applies the Job first, with the settings it reads, by this label.
+    first = [item for item in overlay if item["metadata"].get("labels", {}).get("resonate-databricks/apply") == "first"]
+    assert [item for item in first if item["kind"] != "ConfigMap"] == [job]
+    read = {source["configMapRef"]["name"] for source in container["envFrom"] if "configMapRef" in source}
+    assert read <= {item["metadata"]["name"] for item in first}, "the Job reads a ConfigMap not applied before it"
 
 
 def _database_map(objects: tuple[dict[str, Any], ...]) -> str:
