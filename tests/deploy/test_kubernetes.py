@@ -3,9 +3,9 @@
 Each object is validated against the API schemas of current Kubernetes
 releases (kubernetes-validate ships them), then the checks a reviewer makes:
 limits, probes, a non-root read-only container, no secret inline, only the
-callback listener reachable from outside, and, for production, settings the
-services accept with ENVIRONMENT=production (built with the services' own
-Settings classes, with the Secrets and files the operator is told to make).
+callback listener reachable from outside, and settings the services accept
+with ENVIRONMENT=production (built with the services' own Settings classes,
+with the Secrets and files docs/production.md has the operator make).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tests.support.kubernetes_objects import (
     containers,
     effective,
     environment,
+    matches,
     named,
     of_kind,
     pod_spec,
@@ -142,12 +143,24 @@ def test_only_the_callback_listener_is_reachable_from_outside(overlay: tuple[dic
                 backend = path["backend"]["service"]
                 for number, callback_port in _reached_ports(overlay, backend["name"], backend["port"]):
                     assert str(number) == callback_port, f"the Ingress reaches port {number}, not CALLBACK_PORT"
-    # Whatever a NetworkPolicy lets in from anywhere is the gateway's callback port and nothing else.
-    for policy in of_kind(overlay, "NetworkPolicy"):
+    policies = of_kind(overlay, "NetworkPolicy")
+    # Every pod is isolated: a policy selects it, so only what a policy allows comes in...
+    for item in overlay:
+        if item["kind"] in ("Deployment", "Job"):
+            labels = item["spec"]["template"]["metadata"]["labels"]
+            assert any(matches(policy["spec"]["podSelector"], labels) for policy in policies), item["metadata"]["name"]
+    # ...and what a policy lets in from anywhere is the gateway's callback port and nothing else.
+    for policy in policies:
         for rule in policy["spec"].get("ingress", []):
-            if not rule.get("from"):
+            if _from_anywhere(rule):
                 assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "pipeline-api"}}
                 assert rule.get("ports") == [{"port": "callback"}], policy["metadata"]["name"]
+
+
+def _from_anywhere(rule: dict[str, Any]) -> bool:
+    """A rule open to every source: no peers, an address block, or every namespace's pods."""
+    peers = rule.get("from") or [{}]
+    return any(not peer or "ipBlock" in peer or peer.get("namespaceSelector") == {} for peer in peers)
 
 
 def _reached_ports(
@@ -170,14 +183,14 @@ def _reached_ports(
     return reached
 
 
-def test_the_production_overlay_gives_each_service_every_setting_it_needs(
-    production: tuple[dict[str, Any], ...], tmp_path: Path
+def test_every_overlay_gives_each_service_every_setting_production_requires(
+    overlay: tuple[dict[str, Any], ...], tmp_path: Path
 ) -> None:
     files = _operator_files(tmp_path)
     for name, settings in SERVICES.items():
-        deployment = named(production, "Deployment", name)
+        deployment = named(overlay, "Deployment", name)
         [container] = pod_spec(deployment)["containers"]
-        env = environment(container, production, _operator_secret)
+        env = environment(container, overlay, _operator_secret)
         assert env.get("ENVIRONMENT") == "production", f"{name}: ENVIRONMENT is {env.get('ENVIRONMENT')!r}"
         # The files the volumes hold, where this test keeps them.
         for mount in container.get("volumeMounts", []):

@@ -58,6 +58,18 @@ def selects(selector: dict[str, str], item: Object) -> bool:
     return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
 
 
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In and NotIn) matches these labels."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        inside = labels.get(expression["key"]) in expression["values"]
+        assert expression["operator"] in ("In", "NotIn"), f"{expression['operator']}: not read here"
+        if inside != (expression["operator"] == "In"):
+            return False
+    return True
+
+
 def container_port(container: Object, port: int | str) -> int:
     """A container's port number, given as a number or by the name the container gives it."""
     if isinstance(port, int):
