@@ -28,6 +28,7 @@ from pipeline_api.settings import GatewaySettings
 from pipeline_notifier.settings import NotifierSettings
 from pipeline_worker.settings import WorkerSettings
 from tests.support.kubernetes_objects import (
+    K8S,
     container_port,
     containers,
     effective,
@@ -290,7 +291,7 @@ KUSTOMIZE_V2_GENERATOR_FIELDS = {"name", "behavior", "env", "files", "literals"}
 
 @pytest.mark.parametrize(
     "kustomization",
-    sorted((ROOT / "infra" / "k8s").rglob("kustomization.yaml")),
+    sorted(K8S.rglob("kustomization.yaml")),
     ids=lambda path: path.parent.relative_to(ROOT).as_posix(),
 )
 def test_every_kustomization_reads_the_same_in_kustomize_v2(kustomization: Path) -> None:

@@ -1,14 +1,30 @@
 """Reading rendered Kubernetes objects as the cluster would: containers, what a Service selects, environments.
 
-For the manifest tests (tests/deploy): only what those checks need of
-Kubernetes' rules, each as the API documents it.
+For the manifest tests (tests/deploy): the overlays rendered as an operator
+renders them, by ``kubectl kustomize`` (Debian 12's kubectl 1.20, kustomize
+v2.0.3, is what .ci/run installs on a machine with none; the overlays render
+the same there as with a current one: infra/k8s/README.md), and only what
+those checks need of Kubernetes' rules, each as the API documents it.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
+
+#: The kustomize folders: a base and its overlays.
+K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+
+#: Every overlay in the repository, so that one added is checked like the others.
+OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if (path / "kustomization.yaml").is_file())
 
 Object = dict[str, Any]
 
@@ -18,6 +34,23 @@ POD_TEMPLATES = {"Deployment": ("spec", "template"), "Job": ("spec", "template")
 #: ``$(NAME)`` in an env value is replaced by NAME's value when defined before it;
 #: ``$$`` stands for a ``$`` (Kubernetes' dependent environment variables).
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+@cache
+def render(overlay: str) -> tuple[Object, ...]:
+    """The objects ``kubectl kustomize`` prints for an overlay, or a failed test saying why there are none."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is not installed: install Debian's kubernetes-client "
+            "(apt-get install -y --no-install-recommends kubernetes-client; .ci/run does it when kubectl is missing)",
+            pytrace=False,
+        )
+    folder = K8S / "overlays" / overlay
+    done = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        pytest.fail(f"kubectl kustomize {folder} failed:\n{done.stderr}", pytrace=False)
+    return tuple(item for item in yaml.safe_load_all(done.stdout) if item)
 
 
 def of_kind(objects: tuple[Object, ...], kind: str) -> list[Object]:
