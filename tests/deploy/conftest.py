@@ -1,14 +1,29 @@
-"""Fixtures of the deploy tests: the resonate-pg image that runs ``apply``, and one plain Postgres it ran on."""
+"""Fixtures of the deploy tests: the Kubernetes overlays, rendered (tests/support/kubernetes_objects); the
+resonate-pg image that runs ``apply``, and one plain Postgres it ran on."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.support.kubernetes_objects import OVERLAYS, render
 from tests.support.plain_postgres import PlainPostgres, apply, running_plain_postgres
 from tests.support.resonate_pg import build_image
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[dict[str, Any], ...]:
+    """The objects of one overlay; a test taking it runs once per overlay."""
+    return render(request.param)
+
+
+@pytest.fixture
+def production() -> tuple[dict[str, Any], ...]:
+    """The objects of the production overlay."""
+    return render("production")
 
 
 @pytest.fixture(scope="module")

@@ -20,4 +20,5 @@ in the conftest.py of the folder whose tests use them.
 - The compose stack: ``stack`` (the session's stack and its fixture),
   ``stack_clients`` (the gateway, web page, emulator and mail sink as a user
   reaches them), ``fault_batch``, ``gateway_page``, ``browser``, ``promql``.
+- Deployment: ``kubernetes_objects`` (the Kubernetes overlays rendered, and read as the cluster would).
 """
