@@ -67,7 +67,7 @@ SHARED = {
         ),
     ),
     # A plain Postgres (not our image) handed over as a managed service would, and `resonate-pg apply`
-    # run on it as its admin (tests/support/plain_postgres.py): one server for the folder's tests.
+    # run on it as its admin (tests/support/plain_postgres.py): one server for the file's tests.
     "plain-postgres": ("plain_postgres", ("tests/deploy/test_bring_your_own_postgres.py",)),
 }
 
