@@ -1,4 +1,6 @@
-"""A client lost without a word, inside a transaction: the server frees what it held, on its own, within seconds.
+"""Connections across a database's outages, both ends: what the server frees, and how soon the pool reconnects.
+
+A client lost without a word, inside a transaction: the server frees what it held, on its own, within seconds.
 
 The client is a container on Docker's default network, connecting with the
 connection string every service uses (:func:`~pipeline_shared.resonate_client.conninfo`);
@@ -10,6 +12,7 @@ server's own keepalives can tell its backend that no one is there.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import uuid
@@ -18,14 +21,19 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pipeline_shared.resonate_client import conninfo
+from pipeline_shared.resonate_client import ResonateDatabase, conninfo
 from tests.support.resonate_pg import DATABASE, GATEWAY_ROLE, IMAGE, ResonatePg, running_resonate_pg
+from tests.support.tcp_relay import TcpRelay
 
 #: The client's keepalive (RESONATE_KEEPALIVE_SECONDS): a silent peer is found dead within about twice this.
 KEEPALIVE_SECONDS = 2
 #: How long the lock may outlive its client: twice the keepalive, and slack for a busy machine.
 FREED_WITHIN_SECONDS = 4 * KEEPALIVE_SECONDS + 4
 LOCK = 0x6C_6F_73_74  # "lost"
+#: A database away this long: long enough for an unbounded attempt's waits to have grown past 10 s.
+OUTAGE_SECONDS = 20
+#: How soon after it is back a request must find a connection (the pool's longest wait, and slack).
+BACK_WITHIN_SECONDS = 4
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +90,36 @@ def test_a_client_lost_inside_a_transaction_has_its_locks_freed_within_twice_its
         subprocess.run(["docker", "rm", "--force", name], capture_output=True)
 
     assert freed_after <= FREED_WITHIN_SECONDS
+
+
+async def test_after_a_long_outage_the_pool_connects_as_soon_as_the_database_is_back(
+    resonate_pg: ResonatePg,
+) -> None:
+    # The pool adds connections one at a time and waits twice as long after each failed try:
+    # an attempt kept up through the whole outage was still waiting long after it ended.
+    relay = TcpRelay(resonate_pg.host, resonate_pg.port)
+    await relay.up()
+    database = ResonateDatabase(
+        conninfo(
+            f"postgresql://{GATEWAY_ROLE}@127.0.0.1:{relay.port}/{DATABASE}",
+            resonate_pg.gateway_password,
+            application_name="outage-test",
+            keepalive_seconds=KEEPALIVE_SECONDS,
+        )
+    )
+    try:
+        assert await database.problem() is None
+
+        await relay.down()
+        outage_ends = time.monotonic() + OUTAGE_SECONDS
+        while time.monotonic() < outage_ends:  # requests keep coming, and fail, all along
+            assert await database.problem() is not None
+            await asyncio.sleep(0.5)
+        await relay.up()
+        back = time.monotonic()
+        while await database.problem() is not None:
+            assert time.monotonic() - back < BACK_WITHIN_SECONDS, "no connection long after the database came back"
+            await asyncio.sleep(0.1)
+    finally:
+        await relay.down()
+        await database.close()

@@ -76,6 +76,17 @@ KEEPALIVE_PROBES = 3
 #: A pooled connection idle this long is checked before it is lent.
 CHECK_AFTER_IDLE_SECONDS = 2.0
 
+#: How long the pool keeps at one attempt to add a connection before it gives
+#: up; the next request that finds no connection starts another at once. The
+#: pool waits twice as long after each failure of an attempt, and adds one
+#: connection at a time: an attempt kept up through a long outage (it was
+#: unbounded here) had grown its waits to tens of seconds by the time the
+#: database came back, and every request meanwhile found no connection and
+#: was answered 503 (seen after a 30 s partition: the gateway ready, its
+#: requests refused). Bounded, a request after the database is back finds it
+#: within the last wait (at most 2 s) or connects at once.
+RECONNECT_ATTEMPT_SECONDS = 5.0
+
 #: Pooled connections per process. The connector's default (16) is sized for
 #: millisecond requests; each is a Postgres backend, the server's scarcer resource.
 POOL_MAX_SIZE = 16
@@ -147,9 +158,7 @@ class ResonateDatabase:
             timeout=POOL_WAIT_SECONDS,
             check=self._check,
             reset=self._returned_now,
-            # Keep trying to refill the pool for as long as the database is
-            # away; the default gives up after five minutes.
-            reconnect_timeout=float("inf"),
+            reconnect_timeout=RECONNECT_ATTEMPT_SECONDS,
         )
         self._opened = False
         self._lock = asyncio.Lock()
