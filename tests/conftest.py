@@ -79,6 +79,7 @@ def shared_group(nodeid: str) -> str | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run fault tests last: they kill and restart the stack's containers; then what checks their aftermath."""
+    _one_id_each(items)
     items.sort(key=lambda item: (item.get_closest_marker("faults") is not None, _after_faults(item)))
     shared_fixtures = {fixture for fixture, _ in SHARED.values()}
     for item in items:
@@ -89,6 +90,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     f"{item.nodeid} uses the fixture {fixture!r}: list its file in tests/conftest.py SHARED, "
                     "so that its tests run on the worker that holds it"
                 )
+
+
+def _one_id_each(items: list[pytest.Item]) -> None:
+    """Give every test an id of its own, or stop the run naming the ones that share one.
+
+    xdist's scheduler keeps tests by id: of several tests under one id it runs one and
+    counts the rest as never collected, and the run still passes. schemathesis (4.x,
+    under pytest 9) names each generated test after its operation
+    (``test_x[POST /pipelines]``) but leaves its id the function's, so CI ran 2 of
+    the 26 fuzz tests. Such a test takes its name as its id.
+    """
+    for item in items:
+        if item.parent is not None and item.name != item.nodeid.rpartition("::")[2]:
+            # What pytest (9.2, _pytest/nodes.py) computes an id from when it makes the item.
+            item._id = item.parent.id.child(item.name)  # type: ignore[attr-defined]
+    seen: set[str] = set()
+    shared = sorted({item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)})
+    if shared:
+        raise pytest.UsageError(f"tests sharing an id (xdist would run one of each): {shared}")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
