@@ -16,7 +16,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -52,10 +52,10 @@ def _lock_holders(server: ResonatePg) -> int:
     return int(row[0])
 
 
-def _wait(condition: object, what: str, timeout: float) -> float:
+def _wait(condition: Callable[[], bool], what: str, timeout: float) -> float:
     """Seconds until ``condition()`` held; fails naming ``what`` after ``timeout``."""
     started = time.monotonic()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() - started > timeout:
             pytest.fail(f"{what}: not within {timeout:g} s")
         time.sleep(0.2)
