@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from psycopg import sql
 
 from pipeline_api.auth.principals import Scope
 from pipeline_api.index.cursor import ListQuery, _query_check
 from pipeline_api.index.queries import PipelineIndex
+from pipeline_api.settings import GatewaySettings
 from pipeline_shared.errors import InvalidListQuery
 from pipeline_shared.models import PipelineState
+from pipeline_shared.resonate_client import ResonateDatabase
 from tests.support.composed_promises import ComposedPromises
 from tests.support.pipeline_promises import PipelinePromises, principal, project_everything
 
@@ -58,6 +63,63 @@ async def test_filters_by_state_job_and_creation_time_combine(index: PipelineInd
     assert await ids_of(created_after=created[words]) == [starting, words]
     assert await ids_of(created_before=created[words]) == [failed]
     assert await ids_of(created_after=created[starting] + timedelta(seconds=1)) == []
+
+
+async def test_a_page_and_its_total_agree_when_a_projection_lands_between_their_reads(
+    index: PipelineIndex, database: ResonateDatabase, settings: GatewaySettings, promises: PipelinePromises
+) -> None:
+    """CI once listed 2 succeeded pipelines under a total of 4: two were projected between the two reads."""
+    who = principal()
+    pipelines = [await promises.start(who) for _ in range(3)]
+    await project_everything(index)
+    projector = PipelineIndex(database, settings)
+
+    async def finish_them() -> None:
+        for pipeline_id in pipelines:
+            await promises.finish(pipeline_id, PipelineState.SUCCEEDED)
+        assert await project_everything(projector) >= len(pipelines)
+
+    reader = PipelineIndex(_AfterStatement(database, "ORDER BY created_at", finish_them), settings)
+    page = await reader.page(who, ListQuery(states=frozenset({PipelineState.SUCCEEDED})))
+
+    assert (page.items, page.total) == ([], 0)
+    after = await index.page(who, ListQuery(states=frozenset({PipelineState.SUCCEEDED})))
+    assert ({item.id for item in after.items}, after.total) == (set(pipelines), 3)
+    assert after.stream_position > page.stream_position
+
+
+class _AfterStatement:
+    """A database whose sessions run ``then`` once, right after a statement containing ``marker`` has run."""
+
+    def __init__(self, database: ResonateDatabase, marker: str, then: Callable[[], Awaitable[None]]) -> None:
+        self._database, self._marker, self._then = database, marker, then
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Any]:
+        async with self._database.session() as conn:
+            yield _Forwarding(conn, cursor=lambda *args, **kwargs: self._cursor(conn, conn.cursor(*args, **kwargs)))
+
+    def _cursor(self, conn: Any, cursor: Any) -> Any:
+        async def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await cursor.execute(query, *args, **kwargs)
+            text = query.as_string(conn) if isinstance(query, sql.Composable) else str(query)
+            if self._marker in text and self._then is not None:
+                then, self._then = self._then, None
+                await then()
+            return result
+
+        return _Forwarding(cursor, execute=execute)
+
+
+class _Forwarding:
+    """``wrapped`` but for the attributes given."""
+
+    def __init__(self, wrapped: Any, **own: Any) -> None:
+        self._wrapped = wrapped
+        self.__dict__.update(own)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
 
 
 async def test_a_cursor_pages_through_every_pipeline_once_in_order(

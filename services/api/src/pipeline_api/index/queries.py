@@ -93,6 +93,8 @@ OBSERVE_SECONDS = 15.0
 _NOT_ENDED = ["starting", "waiting", "awaiting_repair", "awaiting_approval", "notifying"]
 #: The advisory lock that lets one projector at a time work (any constant the database does not use otherwise).
 PROJECTOR_LOCK = 0x70_69_70_65  # "pipe"
+#: The latest version a pipeline row has: where a stream of the changes from then on starts.
+_POSITION = (sql.SQL("SELECT coalesce(max(version), 0) AS v FROM pipelines.pipeline"), {})
 
 
 @dataclass
@@ -123,26 +125,31 @@ class PipelineIndex:
     # ── reading ──────────────────────────────────────────────────────────
 
     async def page(self, principal: Principal, query: ListQuery) -> PipelinePage:
-        """One page of the pipelines ``principal`` may see, newest first."""
-        # Read before the page, so that a stream resumed from it misses no change made meanwhile.
-        position = await self._position()
+        """One page of the pipelines ``principal`` may see, newest first.
+
+        The page, its total and the stream position are read from one snapshot: read apart, a
+        projection landing between them gave a page whose total counted rows it did not show.
+        """
         where, params = _filters(principal, query)
         after = where
         if query.cursor is not None:
             created, pipeline_id = _decode_cursor(principal, query, query.cursor)
             after = sql.SQL("{} AND (created_at, id) < (%(cursor_at)s, %(cursor_id)s)").format(where)
             params |= {"cursor_at": created, "cursor_id": pipeline_id}
-        rows = await self._fetch(
-            sql.SQL(
-                "SELECT * FROM pipelines.pipeline WHERE {} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
-            ).format(after),
-            params | {"limit": query.limit + 1},
-        )
-        counted = await self._fetch(
-            sql.SQL(
-                "SELECT count(*) AS n FROM (SELECT 1 FROM pipelines.pipeline WHERE {} LIMIT %(most)s) AS matching"
-            ).format(where),
-            params | {"most": TOTAL_LIMIT + 1},
+        positions, rows, counted = await self._read(
+            _POSITION,
+            (
+                sql.SQL(
+                    "SELECT * FROM pipelines.pipeline WHERE {} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+                ).format(after),
+                params | {"limit": query.limit + 1},
+            ),
+            (
+                sql.SQL(
+                    "SELECT count(*) AS n FROM (SELECT 1 FROM pipelines.pipeline WHERE {} LIMIT %(most)s) AS matching"
+                ).format(where),
+                params | {"most": TOTAL_LIMIT + 1},
+            ),
         )
         total = counted[0]["n"]
         items = [_summary(row) for row in rows[: query.limit]]
@@ -151,7 +158,7 @@ class PipelineIndex:
             items=items,
             next_cursor=_encode_cursor(principal, query, rows[query.limit - 1]) if more else None,
             total=total if total <= TOTAL_LIMIT else None,
-            stream_position=position,
+            stream_position=positions[0]["v"],
         )
 
     async def summary(self, pipeline_id: str) -> PipelineSummary | None:
@@ -221,7 +228,7 @@ class PipelineIndex:
 
     async def _position(self) -> int:
         """The latest version a pipeline row has: where a stream of the changes from now on starts."""
-        rows = await self._fetch(sql.SQL("SELECT coalesce(max(version), 0) AS v FROM pipelines.pipeline"), {})
+        (rows,) = await self._read(_POSITION)
         return rows[0]["v"]
 
     async def problem(self) -> str | None:
@@ -236,11 +243,24 @@ class PipelineIndex:
         return None
 
     async def _fetch(self, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
+        (rows,) = await self._read((query, params))
+        return rows
+
+    async def _read(self, *statements: tuple[sql.Composable, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Each statement's rows; several are read in one read-only transaction that sees one snapshot."""
         try:
             async with self._db.session() as conn:
                 cursor = conn.cursor(row_factory=dict_row)
-                await cursor.execute(query, params)
-                return await cursor.fetchall()
+                if len(statements) == 1:
+                    await cursor.execute(*statements[0])
+                    return [await cursor.fetchall()]
+                async with conn.transaction():
+                    await cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    results = []
+                    for query, params in statements:
+                        await cursor.execute(query, params)
+                        results.append(await cursor.fetchall())
+                    return results
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise CoordinatorUnavailable(f"the pipeline index cannot be read: {exc}") from exc
         except psycopg.errors.UndefinedTable as exc:
