@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from tests.support.fault_batch import Batch
 from tests.support.replicas import REPLICATED
-from tests.support.stack import STARTUP_TIMEOUT_SECONDS, Stack
+from tests.support.stack import Stack
 
 #: The notebooks call back this long after their runs leave PENDING: after the restore, on a
 #: quiet machine (a callback that meets the services still stopped is retried by its notebook).
@@ -120,4 +120,4 @@ def _replace_server(stack: Stack) -> None:
     assert volumes, f"{container} has no named volume"
     stack.compose("rm", "--stop", "--force", "resonate")
     subprocess.run(["docker", "volume", "rm", *volumes], check=True, capture_output=True)
-    stack.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", str(STARTUP_TIMEOUT_SECONDS), "resonate")
+    stack.up("resonate")

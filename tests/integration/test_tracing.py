@@ -46,16 +46,17 @@ def _traced(stack: Stack, endpoint: str) -> Iterator[None]:
     """The three services recreated exporting to ``endpoint``; recreated without tracing after."""
 
     def recreate() -> None:
-        stack.compose("up", "--detach", "--no-deps", "--no-build", *TRACED_SERVICES)
-        for service in TRACED_SERVICES:
-            stack.wait_healthy(service)
+        stack.up(*TRACED_SERVICES)
 
-    stack.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    # Spans sent a fifth of a second after they end rather than the default five seconds.
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    stack.environment.update(traced)
     try:
         recreate()
         yield
     finally:
-        del stack.environment["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        for name in traced:
+            del stack.environment[name]
         recreate()
 
 
@@ -72,7 +73,7 @@ EXPECTED = {
 
 
 def _spans_of(receiver: OtlpReceiver, pipeline_id: str, timeout: float = 30) -> list[ReceivedSpan]:
-    """The pipeline's trace, once every service's spans have arrived (each sends its own every 5 s)."""
+    """The pipeline's trace, once every service's spans have arrived (each sends its own as they end)."""
     deadline = time.monotonic() + timeout
     while True:
         starts = [s for s in receiver.named("pipeline.start") if s.attributes.get("pipeline.id") == pipeline_id]

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,7 +376,34 @@ class Stack:
         The containers are new: nothing survives but what the named volumes hold.
         """
         self.compose("down", "--timeout", "10", *services)
-        self.compose("up", "--no-build", "--wait", "--wait-timeout", str(STARTUP_TIMEOUT_SECONDS), *services)
+        self.up(*services)
+
+    def up(self, *services: str) -> None:
+        """Create and start the services (all by default) from their built images, each healthy before its dependents.
+
+        Each service starts as soon as what it depends on passes its health check, which this
+        runs itself (:meth:`wait_healthy`). ``up --wait`` waited, for each dependency, for
+        Docker's own next scheduled check: the test stack's checks run every 5 s
+        (``HEALTHCHECK_INTERVAL``) and Docker 20.10 has no shorter interval while a container
+        starts, so two layers of dependencies cost 10 s a start where the services were ready in 2.
+        """
+        for layer in self._start_order(services or tuple(self.services())):
+            self.compose("up", "--detach", "--no-build", "--no-deps", *layer)
+            for service in layer:
+                self.wait_healthy(service, timeout=STARTUP_TIMEOUT_SECONDS)
+
+    def _start_order(self, services: Sequence[str]) -> list[list[str]]:
+        """``services`` in layers, each depending only on services of earlier layers or not named."""
+        config = json.loads(self.compose("config", "--format", "json").stdout)["services"]
+        waiting = {service: set(config[service].get("depends_on", {})) & set(services) for service in services}
+        layers: list[list[str]] = []
+        while waiting:
+            layer = sorted(service for service, needs in waiting.items() if not needs)
+            if not layer:
+                raise AssertionError(f"services depending on each other: {sorted(waiting)}")
+            layers.append(layer)
+            waiting = {service: needs - set(layer) for service, needs in waiting.items() if service not in layer}
+        return layers
 
     def restart(self, service: str, *, wait: bool = True) -> None:
         self.compose("restart", service)
@@ -459,7 +486,7 @@ def health_check_passes(container: str) -> bool:
     return checked.returncode == 0
 
 
-def _start_failure(stack: Stack, exc: subprocess.SubprocessError) -> str:
+def _start_failure(stack: Stack, exc: subprocess.SubprocessError | AssertionError) -> str:
     """What to tell the developer when the stack did not come up."""
     try:
         status = stack.compose("ps", "--all").stdout
@@ -473,8 +500,9 @@ def _start_failure(stack: Stack, exc: subprocess.SubprocessError) -> str:
     hint = ""
     if "port is already allocated" in stderr or "address already in use" in stderr:
         hint = "(a development stack is probably running: `docker compose down` it first)\n"
-    # `up` narrates every container's progress; the verdict is at the end.
-    stderr = "\n".join(stderr.splitlines()[-VERDICT_LINES:])
+    # `up` narrates every container's progress; the verdict is at the end. A service that never
+    # turned healthy says so in the first line of its error (Stack.wait_healthy).
+    stderr = "\n".join(stderr.splitlines()[-VERDICT_LINES:]) if stderr else str(exc).partition("\n")[0]
     return (
         f"the compose stack did not start: {command}\n{stderr}\n{hint}"
         f"--- docker compose ps --all\n{status}\n"
@@ -563,15 +591,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.compose("down", "--volumes", "--remove-orphans")
         try:
             # Not compose.start(): it waits with no bound.
-            running.compose(
-                "up",
-                "--build",
-                "--wait",
-                "--wait-timeout",
-                str(STARTUP_TIMEOUT_SECONDS),
-                timeout=BUILD_AND_START_TIMEOUT_SECONDS,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            running.compose("build", timeout=BUILD_AND_START_TIMEOUT_SECONDS)
+            running.up()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as exc:
             message = _start_failure(running, exc)
             compose.stop(down=True)
             pytest.fail(message, pytrace=False)
