@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 from databricks.sdk.errors import OperationFailed
@@ -167,6 +168,29 @@ def test_a_run_can_end_internal_error_which_the_sdk_reports_as_a_failed_operatio
     assert run.status.termination_details.type == TerminationTypeType.INTERNAL_ERROR
     assert {task.state.life_cycle_state for task in run.tasks} == {RunLifeCycleState.INTERNAL_ERROR}
     assert not any(task["executed"] for task in summary["tasks"])
+
+
+def test_a_held_run_waits_in_pending_with_no_process_until_its_pipeline_is_released(
+    workspace, emulator, control, pipeline_id
+):
+    set_plan(control, pipeline_id, held=True)
+    held = start(workspace, emulator.job_id, pipeline_id)
+    cancelled = start(workspace, emulator.job_id, pipeline_id)
+
+    time.sleep(1.0)
+    still = workspace.jobs.get_run(held)
+    assert still.state.life_cycle_state == RunLifeCycleState.PENDING
+    assert not any(task["executed"] for task in run_details(control, held)["tasks"])
+    workspace.jobs.cancel_run(cancelled)
+    assert wait_terminated(workspace, cancelled).state.result_state == RunResultState.CANCELED
+
+    released = control.post(f"/emulator/pipelines/{pipeline_id}/release")
+
+    assert released.status_code == 200, released.text
+    assert wait_terminated(workspace, held).state.result_state == RunResultState.SUCCESS
+    # Released for good: a later run of the pipeline is not held.
+    later = wait_terminated(workspace, start(workspace, emulator.job_id, pipeline_id))
+    assert later.state.result_state == RunResultState.SUCCESS
 
 
 def test_a_run_can_be_skipped_which_the_sdk_waits_for(workspace, emulator, control, pipeline_id):

@@ -27,9 +27,6 @@ from tests.support.fault_batch import Batch
 from tests.support.replicas import REPLICATED
 from tests.support.stack import Stack
 
-#: The notebooks call back this long after their runs leave PENDING: after the restore, on a
-#: quiet machine (a callback that meets the services still stopped is retried by its notebook).
-CALLBACK_AFTER_SECONDS = 25
 #: What pg_cron must run on the restored server (infra/resonate-pg/bootstrap.sql).
 CRON_JOBS = ["resonate_cron_history", "resonate_gc", "resonate_process_timeouts"]
 
@@ -37,7 +34,8 @@ CRON_JOBS = ["resonate_cron_history", "resonate_gc", "resonate_process_timeouts"
 def test_a_backup_taken_while_pipelines_wait_restored_into_a_new_server_completes_them(
     stack: Stack, batch: Batch, tmp_path: Path
 ) -> None:
-    batch.plan(start_delay_seconds=CALLBACK_AFTER_SECONDS).start()
+    # The notebooks are held (their runs PENDING) until the restored server and the services are up.
+    batch.plan(held=True).start()
     batch.wait_for("waiting")
     began = time.monotonic()
 
@@ -50,7 +48,7 @@ def test_a_backup_taken_while_pipelines_wait_restored_into_a_new_server_complete
     # A notebook that called back before the services stopped would have settled its pipeline in
     # the old server only: none may have started yet.
     started = [pid for pid in batch.ids for run in batch.emulator.runs(pid) for task in run["tasks"] if task["pid"]]
-    assert not started, f"notebooks started before the restore (CALLBACK_AFTER_SECONDS too short here): {started}"
+    assert not started, f"notebooks started before the restore, though held: {started}"
     _replace_server(stack)
     with backup.open("rb") as dump:
         _in_server(
@@ -79,6 +77,7 @@ def test_a_backup_taken_while_pipelines_wait_restored_into_a_new_server_complete
     for service in REPLICATED:
         stack.wait_healthy(service)
     restored = time.monotonic() - began
+    batch.release()
 
     batch.wait_for("succeeded", timeout=180)
     batch.assert_exactly_once()

@@ -61,11 +61,12 @@ def test_worker_killed_after_run_now_before_its_result_is_recorded(stack, batch:
 
 
 def test_worker_killed_while_pipelines_are_suspended(stack, batch: Batch) -> None:  # type: ignore[no-untyped-def]
-    # The notebooks start after 8 s and call back while no worker is alive.
-    batch.plan(start_delay_seconds=8).start()
+    # The notebooks are held until the worker is dead, then call back while no worker is alive.
+    batch.plan(held=True).start()
     batch.wait_for("waiting")
 
     stack.kill("worker")
+    batch.release()
     batch.wait_for("notifying", timeout=90)  # callbacks accepted, outcomes known, nobody to act on them
     assert all(batch.mail.messages(pid) == [] for pid in batch.ids)
     stack.start("worker")

@@ -39,9 +39,9 @@ def _killed_and_restarted(stack: Stack, batch: Batch) -> None:
 
 
 def test_resonate_killed_while_pipelines_wait(stack: Stack, batch: Batch) -> None:
-    # The notebooks start after 10 s: every pipeline is suspended on its
+    # The notebooks are held until the server is back: every pipeline is suspended on its
     # callback promise when the server dies, and calls back after it is back.
-    batch.plan(start_delay_seconds=10).start()
+    batch.plan(held=True).start()
     before = batch.wait_for("waiting")
 
     _killed_and_restarted(stack, batch)
@@ -51,6 +51,7 @@ def test_resonate_killed_while_pipelines_wait(stack: Stack, batch: Batch) -> Non
     assert {pid: doc["databricks"] for pid, doc in after.items()} == {
         pid: doc["databricks"] for pid, doc in before.items()
     }
+    batch.release()
     batch.wait_for("succeeded", timeout=120)
     batch.assert_exactly_once()
 

@@ -54,13 +54,15 @@ def test_the_whole_stack_taken_down_and_brought_up_with_pipelines_in_flight(stac
     # deployment (a workspace, a mail relay) and stay up, as those would.
     # Half the batch is waiting on Databricks; the other half has its outcome
     # and is on the way to its email when everything goes.
+    # The waiting half's notebooks are held until the stack is back; the mail server refuses the
+    # finishing half's emails until then (the fault is cleared once it is, or after 120 s).
     waiting, finishing = batch.ids[: len(batch.ids) // 2], batch.ids[len(batch.ids) // 2 :]
     for pid in waiting:
-        batch.emulator.plan(pid, start_delay_seconds=20)
+        batch.emulator.plan(pid, held=True)
     for pid in finishing:
         batch.emulator.plan(pid, start_delay_seconds=1)
     response = httpx.post(
-        f"{stack.mailsink_url}/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 15}, timeout=10
+        f"{stack.mailsink_url}/faults/transient", json={"code": 451, "stage": "rcpt", "seconds": 120}, timeout=10
     )
     assert response.status_code == 200, response.text
     try:
@@ -75,6 +77,7 @@ def test_the_whole_stack_taken_down_and_brought_up_with_pipelines_in_flight(stac
         stack.down_and_up("api", "worker", "notifier", "resonate")
     finally:
         httpx.delete(f"{stack.mailsink_url}/faults", timeout=10)
+        batch.release(waiting)
 
     batch.wait_for("succeeded", timeout=180)
     batch.assert_exactly_once()

@@ -41,6 +41,11 @@ class Batch:
             self.emulator.plan(pipeline_id, **plan)
         return self
 
+    def release(self, pipeline_ids: list[str] | None = None) -> None:
+        """Let the held runs (``plan(held=True)``) of ``pipeline_ids`` (by default the whole batch) go on."""
+        for pipeline_id in self.ids if pipeline_ids is None else pipeline_ids:
+            self.emulator.release(pipeline_id)
+
     def start(self, **body: Any) -> Batch:
         """Start every pipeline at once; each must be accepted."""
         with ThreadPoolExecutor(max_workers=len(self.ids)) as pool:

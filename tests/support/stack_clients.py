@@ -155,6 +155,11 @@ class Emulator:
         response = self.http.put(f"/emulator/faults/pipelines/{pipeline_id}", json=plan)
         assert response.status_code == 200, response.text
 
+    def release(self, pipeline_id: str) -> None:
+        """Let the pipeline's held runs (a plan's ``held``) go on."""
+        response = self.http.post(f"/emulator/pipelines/{pipeline_id}/release")
+        assert response.status_code == 200, response.text
+
     def plan_run_of(self, pipeline_id: str, step: str = "1", **plan: Any) -> None:
         """Fault plan for the run of a job step whose job takes no ``pipeline_id``: keyed by its run-now token."""
         self.plan(ids.idempotency_token(IDEMPOTENCY_NAMESPACE, promise_tree.step_base(pipeline_id, step)), **plan)

@@ -407,6 +407,13 @@ async def pipeline_counters(pipeline_id: str, workspace: WorkspaceDep) -> dict[s
     }
 
 
+@control.post("/pipelines/{pipeline_id}/release")
+async def release_pipeline(pipeline_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
+    """Let the pipeline's held runs (a plan's ``held``) go on, and hold none of its later ones."""
+    workspace.faults.release(pipeline_id)
+    return {"pipeline_id": pipeline_id, "released": True}
+
+
 @control.get("/calls")
 async def workspace_calls(workspace: WorkspaceDep) -> dict[str, int]:
     """Jobs API calls counted workspace-wide: a watchdog's listings and reads, for tests and the benchmark."""

@@ -227,6 +227,11 @@ class Driver:
                 attempt.enter(LifeCycle.PENDING, "Waiting for compute to start.")
                 attempt.setup_start = now_ms()
         pending = list(keys)
+        if first_pass and run.plan.held:
+            released = self.workspace.faults.released(run.pipeline_id).wait()
+            if await self._race(run.stop, deadline, work=released) != "done":
+                self._stop_everything(run, pending, {}, "timeout")
+                return
         delay = run.plan.start_delay_seconds if first_pass else 0
         if delay and await self._race(run.stop, deadline, seconds=delay) != "elapsed":
             self._stop_everything(run, pending, {}, "timeout")

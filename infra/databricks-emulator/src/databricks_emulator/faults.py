@@ -19,6 +19,8 @@ Counters live here too, because fault tests assert on them: how many
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -140,6 +142,11 @@ class FaultPlan(BaseModel):
     notebook: Literal[FAULTS] = "none"  # type: ignore[valid-type]
     #: Extra time in PENDING before the run's first tasks start; no process exists meanwhile.
     start_delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    #: The run waits in PENDING, with no process, until its pipeline is released
+    #: (``POST /emulator/pipelines/{id}/release``), then through ``start_delay_seconds``: a
+    #: test holds its notebooks until it has done what must come before their callbacks,
+    #: where a start delay would have to guess how long that takes.
+    held: bool = False
     #: Overrides the job's timeout for these runs, so a timeout test need not wait an hour.
     timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
     #: The run ends in this life cycle: SKIPPED at once (as if the job's concurrency limit
@@ -204,6 +211,8 @@ class FaultRegistry:
         self.plans: dict[str, FaultPlan] = {}
         self.job_plans: dict[int, FaultPlan] = {}
         self.counters: dict[str, PipelineCounters] = {}
+        #: Set once a pipeline is released: its held runs go on, and later ones are not held.
+        self.releases: dict[str, asyncio.Event] = {}
 
     def plan_for(self, pipeline_id: str, job_id: int) -> FaultPlan:
         if pipeline_id in self.plans:
@@ -241,6 +250,13 @@ class FaultRegistry:
         self.plans.clear()
         self.job_plans.clear()
         self.set_default(FaultPlan())
+
+    def released(self, pipeline_id: str) -> asyncio.Event:
+        """Set once ``pipeline_id`` is released (:meth:`release`); what its held runs wait for."""
+        return self.releases.setdefault(pipeline_id, asyncio.Event())
+
+    def release(self, pipeline_id: str) -> None:
+        self.released(pipeline_id).set()
 
     def take_run_now_error(self, pipeline_id: str, job_id: int) -> FaultPlan | None:
         """The plan whose refusal this run-now call gets, or None when it is accepted."""
