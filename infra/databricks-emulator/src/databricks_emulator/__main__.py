@@ -27,9 +27,7 @@ def main(wrap: Callable[[Any], Any] | None = None) -> int:
     except BundleError as exc:
         print(f"databricks-emulator: cannot serve the bundle (DATABRICKS_EMULATOR_BUNDLE): {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, bundle)
     uvicorn.run(
         wrap(app) if wrap is not None else app,

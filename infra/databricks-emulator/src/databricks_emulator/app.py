@@ -311,9 +311,7 @@ def _refuse(endpoint: NotModelledEndpoint) -> Callable[[str], Awaitable[None]]:
 
 
 for _endpoint in NOT_MODELLED_ENDPOINTS:
-    jobs.add_api_route(
-        f"/{_endpoint.path}", _refuse(_endpoint), methods=[_endpoint.method], include_in_schema=False
-    )
+    jobs.add_api_route(f"/{_endpoint.path}", _refuse(_endpoint), methods=[_endpoint.method], include_in_schema=False)
 
 
 control = APIRouter(prefix="/emulator", dependencies=[Depends(_authenticate)])
@@ -559,9 +557,7 @@ def create_app(settings: Settings | None = None, bundle: Bundle | None = None) -
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code in (404, 405):
             message = f"No API found for '{request.method} {request.url.path}'"
-            return JSONResponse(
-                {"error_code": "ENDPOINT_NOT_FOUND", "message": message}, status_code=404
-            )
+            return JSONResponse({"error_code": "ENDPOINT_NOT_FOUND", "message": message}, status_code=404)
         return JSONResponse(
             {"error_code": str(exc.status_code), "message": str(exc.detail)},
             status_code=exc.status_code,
@@ -571,8 +567,7 @@ def create_app(settings: Settings | None = None, bundle: Bundle | None = None) -
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         """Only the control API validates bodies this way: its refusals are 422s naming each problem."""
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE", "message": problems}, status_code=422)
 

@@ -20,7 +20,6 @@ Counters live here too, because fault tests assert on them: how many
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
