@@ -105,6 +105,12 @@ TEST_SETTINGS = {
     # minute 0.05; CI runs two stacks beside its tests. Waiting for a restarted service runs its check itself
     # (Stack.wait_healthy), so the interval costs the tests only the stack's first start.
     "HEALTHCHECK_INTERVAL": "5s",
+    # A run's emulated phases (compose's defaults: 0.2 s queued, 1 s pending, 0.3 s terminating)
+    # are waits every pipeline of every test sits through, job by job; shortened like the
+    # catalogue's backoffs. Every phase is still passed through and seen (tests/databricks_emulator).
+    "DATABRICKS_EMULATOR_QUEUED_SECONDS": "0.05",
+    "DATABRICKS_EMULATOR_PENDING_SECONDS": "0.2",
+    "DATABRICKS_EMULATOR_TERMINATING_SECONDS": "0.1",
     # The watchdog settles runs that never call back; a minute is too long to wait.
     "WATCHDOG_INTERVAL_SECONDS": "2",
     # A killed worker's or notifier's work moves to a live one this soon.
