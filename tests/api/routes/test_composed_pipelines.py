@@ -410,6 +410,34 @@ async def test_cancel_marks_the_pipeline_and_settles_running_steps_and_open_gate
     assert (finished.status_code, finished.json()["code"]) == (409, "pipeline_finished")
 
 
+async def test_a_step_made_as_the_cancel_comes_has_its_run_cancelled_too(
+    composed: Composed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker makes a step (and finds no cancel marker) after the gateway first read the pipeline.
+
+    Seen in CI as a hanging pipeline cancelled right after its start that ran to its timeout: the
+    gateway settled the steps it had read before writing the marker, and the step the worker had
+    made in between, whose run it then started, was settled by nobody.
+    """
+    pipeline = composed.pipeline()
+    await pipeline.root()
+    promises = composed.harness.resonate.promises
+    create = promises.create
+    made: list[str] = []
+
+    async def the_worker_first(promise_id: str, *args: Any, **kwargs: Any) -> Any:
+        if promise_id == promise_tree.cancel_marker_id(pipeline.id) and not made:
+            made.append(await pipeline.job_step("1", "stats"))
+        return await create(promise_id, *args, **kwargs)
+
+    monkeypatch.setattr(promises, "create", the_worker_first)
+    answer = await composed.clients[OWNER].post(f"/pipelines/{pipeline.id}/cancel")
+
+    assert answer.status_code == 202, answer.text
+    settled = Settlement.model_validate((await composed.read(promise_tree.callback_promise_id(made[0]))).value.data)
+    assert (settled.status, settled.source, settled.by) == ("cancelled", "user", "key:owner")
+
+
 async def test_a_pipeline_a_schedule_started_says_when_it_fired(composed: Composed) -> None:
     pipeline = composed.pipeline()
     fired_at = 1_796_000_000_000

@@ -299,6 +299,10 @@ class Pipelines:
                 tags={"resonate:origin": pipeline_id},
             )
         )
+        # Read again now that the marker is there: a step the worker made since the first read, before
+        # it could see the marker, may be starting its run; the worker makes a step before it looks for
+        # the marker, so every step that will start a run is in this read.
+        tree = await self._tree(root)
         cancel = _cancellation(principal_id, at)
         for step in tree.job_steps:
             callback = tree.get(tree.repairs(step).current_callback_id)
