@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from testcontainers.compose import DockerCompose
@@ -265,6 +266,7 @@ class Stack:
         #: test that reads its settings from the environment too.
         self.environment = {**os.environ, **settings}
         self._addresses: dict[PublishedPort, tuple[str, int]] = {}
+        self._definitions: dict[str, Any] | None = None
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run ``docker compose ARGS`` on this stack's files and project."""
@@ -284,8 +286,7 @@ class Stack:
         it is known while the service is killed too.
         """
         if not self._addresses:
-            config = json.loads(self.compose("config", "--format", "json").stdout)
-            for service, definition in config["services"].items():
+            for service, definition in self._services_defined().items():
                 for port in definition.get("ports", []):
                     if port.get("published"):
                         where = (port.get("host_ip") or "127.0.0.1", int(port["published"]))
@@ -294,6 +295,15 @@ class Stack:
             return self._addresses[published]
         except KeyError:
             raise LookupError(f"{published.service} does not publish port {published.port}") from None
+
+    def _services_defined(self) -> dict[str, Any]:
+        """Each service's definition as compose resolves it, read once.
+
+        What the stack is made of (its services, their ports and dependencies), which no test changes.
+        """
+        if self._definitions is None:
+            self._definitions = json.loads(self.compose("config", "--format", "json").stdout)["services"]
+        return self._definitions
 
     def url(self, published: PublishedPort) -> str:
         host, port = self.address(published)
@@ -393,15 +403,15 @@ class Stack:
         (``HEALTHCHECK_INTERVAL``) and Docker 20.10 has no shorter interval while a container
         starts, so two layers of dependencies cost 10 s a start where the services were ready in 2.
         """
-        for layer in self._start_order(services or tuple(self.services())):
+        for layer in self._start_order(services or tuple(self._services_defined())):
             self.compose("up", "--detach", "--no-build", "--no-deps", *layer)
             for service in layer:
                 self.wait_healthy(service, timeout=STARTUP_TIMEOUT_SECONDS)
 
     def _start_order(self, services: Sequence[str]) -> list[list[str]]:
         """``services`` in layers, each depending only on services of earlier layers or not named."""
-        config = json.loads(self.compose("config", "--format", "json").stdout)["services"]
-        waiting = {service: set(config[service].get("depends_on", {})) & set(services) for service in services}
+        defined = self._services_defined()
+        waiting = {service: set(defined[service].get("depends_on", {})) & set(services) for service in services}
         layers: list[list[str]] = []
         while waiting:
             layer = sorted(service for service, needs in waiting.items() if not needs)
